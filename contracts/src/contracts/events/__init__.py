@@ -1,0 +1,1 @@
+"""Event and command payload models, one module per owning service."""

@@ -1,0 +1,56 @@
+"""Every topic of the platform: its key, partition count and the message types it carries.
+
+This is the one place a newcomer looks up "what flows where". Keys are aggregate ids, so Kafka keeps
+order per aggregate; each consumed topic has a dead-letter twin `<topic>.dlq`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from contracts.envelope import Message
+from contracts.events import identity
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    key: str
+    partitions: int
+    owner: str
+    models: tuple[type[Message], ...] = field(default=())
+
+    @property
+    def dlq(self) -> str:
+        return f"{self.name}.dlq"
+
+
+TOPICS: dict[str, TopicSpec] = {
+    t.name: t
+    for t in (
+        TopicSpec("identity.events", "account / business / organisation id", 6, "identity",
+                  (identity.BusinessRegistered, identity.AccountRevoked)),
+        TopicSpec("experts.events", "expert id", 6, "experts"),
+        TopicSpec("dispatch.events", "dispatch id", 6, "dispatch"),
+        TopicSpec("budget.commands", "frame id (single writer per frame)", 6, "budget"),
+        TopicSpec("budget.events", "frame id", 6, "budget"),
+        TopicSpec("ratings.events", "expert id", 6, "ratings"),
+        TopicSpec("notifications.commands", "recipient id", 6, "notifications"),
+        TopicSpec("recommend.events", "business id", 6, "recommend"),
+    )
+}
+
+
+def message_types() -> dict[str, type[Message]]:
+    """message_type -> model, over every topic."""
+    return {m.message_type: m for spec in TOPICS.values() for m in spec.models}
+
+
+def model_for(message_type: str) -> type[Message] | None:
+    return message_types().get(message_type)
+
+
+def topic_of(model: type[Message]) -> TopicSpec:
+    spec = TOPICS[model.topic]
+    if model not in spec.models:
+        raise LookupError(f"{model.__name__} is not registered on {spec.name}")
+    return spec

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The whole platform on this machine: Kafka, the MongoDB-wire server, the seven services, the gateway.
+# usage: platform.sh up|down|status|wipe     (make up / make down call this)
+source "$(dirname "$0")/lib.sh"
+here="$(dirname "$0")"
+GATEWAY_PORT="${GATEWAY_PORT:-8080}"
+
+up() {
+  if "$here/services.sh" status >/dev/null 2>&1 && "$here/gateway.sh" status >/dev/null 2>&1; then
+    echo "The platform is already up; nothing changed. Gateway: http://127.0.0.1:$GATEWAY_PORT"; return 0
+  fi
+  "$here/setup.sh"
+  "$here/kafka.sh" start
+  "$here/mongo.sh" start
+  "$here/gateway.sh" keys
+  "$here/services.sh" start
+  "$here/gateway.sh" start
+  echo "Platform up. Gateway: http://127.0.0.1:$GATEWAY_PORT  (health: /api/<service>/healthz, OIDC: /.well-known/openid-configuration)"
+  echo "Logs: $VAR_DIR/log   Stop: make down"
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) "$here/gateway.sh" stop; "$here/services.sh" stop; "$here/mongo.sh" stop; "$here/kafka.sh" stop ;;
+  status) "$here/kafka.sh" status; "$here/mongo.sh" status; "$here/services.sh" status; "$here/gateway.sh" status ;;
+  wipe) "$0" down; "$here/kafka.sh" wipe; "$here/mongo.sh" wipe ;;
+  *) echo "usage: $0 up|down|status|wipe" >&2; exit 2 ;;
+esac

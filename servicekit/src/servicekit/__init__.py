@@ -1,0 +1,1 @@
+"""The small kit every portal service is built from (see `service.Service`)."""

@@ -1,0 +1,51 @@
+"""RFC 9457 problem documents for every error, so callers always learn what was wrong."""
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("servicekit.problems")
+MEDIA_TYPE = "application/problem+json"
+
+
+class Problem(Exception):
+    """Raise from a handler: `raise Problem(409, "Already registered", "business 123 exists")`."""
+
+    def __init__(self, status: int, title: str, detail: str = "", **extra):
+        super().__init__(detail or title)
+        self.status, self.title, self.detail, self.extra = status, title, detail, extra
+
+
+def problem_response(status: int, title: str, detail: str = "", **extra) -> JSONResponse:
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
+    return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE)
+
+
+def _field(loc) -> str:
+    return ".".join(str(p) for p in loc if p not in ("body", "query", "path", "header"))
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(Problem)
+    async def _problem(_: Request, exc: Problem):
+        return problem_response(exc.status, exc.title, exc.detail, **exc.extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError):
+        errors = [{"field": _field(e["loc"]) or "(body)", "message": e["msg"]} for e in exc.errors()]
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        return problem_response(422, "The request is not valid", detail, errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException):
+        titles = {401: "Unauthorized", 403: "Forbidden", 404: "Not found", 405: "Method not allowed"}
+        return problem_response(exc.status_code, titles.get(exc.status_code, "Error"), str(exc.detail or ""))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception):
+        log.exception("unhandled error")
+        return problem_response(500, "Internal error", "The request could not be completed; it has been logged.")

@@ -1,0 +1,121 @@
+"""`Service`: the wiring every portal service shares.
+
+    svc = Service("identity", title="Identity", outbox=["businesses"])
+    app = svc.app                      # FastAPI: /healthz, /readyz, problem documents, tracing
+    svc.consume("identity.events", {BusinessRegistered: on_registered})
+    await svc.write(col, filter, update, events=[svc.event(msg, actor=...)])   # change + events, one write
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from pymongo.asynchronous.collection import AsyncCollection
+
+from contracts import Envelope, Message
+from servicekit import problems
+from servicekit.bus import Consumer, Handler, ensure_topics, make_broker
+from servicekit.logs import setup_logging
+from servicekit.outbox import OutboxRelay
+from servicekit.settings import Settings
+from servicekit.store import connect, outbox_entry, with_outbox
+from servicekit.telemetry import TracingMiddleware, setup_tracing
+
+
+class Service:
+    def __init__(self, name: str, *, title: str, outbox: list[str] = (), produces: list[str] = (),
+                 settings: Settings | None = None):
+        self.name = name
+        self.settings = settings or Settings(service_name=name)
+        setup_logging(name, self.settings.log_level)
+        self.log = logging.getLogger(name)
+        self.tracer_provider = setup_tracing(name, self.settings.otel_spans_file)
+        self.broker = make_broker(self.settings, self.tracer_provider)
+        self.mongo = connect(self.settings.mongo_uri)
+        self.db = self.mongo[self.settings.database]
+        self.topics: set[str] = set(produces)
+        self.relay = OutboxRelay(self._publish, [self.db[c] for c in outbox], self.settings.outbox_poll_seconds,
+                                 self.settings.fault_crash_before_publish)
+        self.app = FastAPI(title=f"SME portal — {title}", lifespan=self._lifespan)
+        self.app.state.settings = self.settings
+        self.app.state.service = self
+        self.app.add_middleware(TracingMiddleware, tracer_provider=self.tracer_provider)
+        problems.install(self.app)
+        self._health_routes()
+
+    # --- events -----------------------------------------------------------------------------
+    def event(self, message: Message, *, actor: str | None = None, cause: Envelope | None = None) -> dict:
+        """An outbox entry for `message`, to be written together with the state change it belongs to."""
+        env = Envelope.wrap(message, producer=self.name, actor=actor,
+                            correlation_id=(cause.correlation_id or cause.event_id) if cause else None,
+                            causation_id=cause.event_id if cause else None)
+        return outbox_entry(env, self.settings.topic(message.topic))
+
+    async def write(self, col: AsyncCollection, filter: dict, update: dict, *, events: list[dict] = (),
+                    upsert: bool = False):
+        """One atomic update carrying the change and its events; the relay publishes them right after."""
+        res = await col.update_one(filter, with_outbox(update, list(events)), upsert=upsert)
+        self.relay.kick()
+        return res
+
+    async def insert(self, col: AsyncCollection, doc: dict, *, events: list[dict] = ()):
+        """Inserts a new aggregate together with its events (one atomic write)."""
+        res = await col.insert_one({**doc, "_outbox": list(events)})
+        self.relay.kick()
+        return res
+
+    async def _publish(self, topic: str, key: str, value: str, headers: dict) -> None:
+        await self.broker.publish(value.encode(), topic, key=key.encode(), headers=headers or None)
+
+    def consume(self, topic: str, handlers: dict[type[Message], Handler]) -> Consumer:
+        self.topics.add(topic)
+        return Consumer(self.broker, self.settings, topic, handlers)
+
+    # --- lifecycle --------------------------------------------------------------------------
+    @asynccontextmanager
+    async def _lifespan(self, app: FastAPI):
+        await self._wait_for_kafka()
+        await ensure_topics(self.settings, self.topics)
+        await self.broker.start()
+        self.relay.start()
+        self.log.info("started", extra={"fields": {"database": self.settings.database}})
+        try:
+            yield
+        finally:
+            await self.relay.stop()
+            await self.broker.stop()
+            await self.mongo.close()
+
+    async def _wait_for_kafka(self, seconds: float = 60) -> None:
+        deadline = asyncio.get_running_loop().time() + seconds
+        while True:
+            try:
+                await ensure_topics(self.settings, set())
+                return
+            except Exception:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+                await asyncio.sleep(1)
+
+    def _health_routes(self) -> None:
+        @self.app.get("/healthz", tags=["health"], summary="Liveness: the process answers")
+        async def healthz():
+            return {"status": "ok", "service": self.name}
+
+        @self.app.get("/readyz", tags=["health"], summary="Readiness: Kafka and MongoDB answer")
+        async def readyz():
+            checks = {}
+            try:
+                await asyncio.wait_for(self.mongo.admin.command("ping"), 3)
+                checks["mongodb"] = "ok"
+            except Exception as e:
+                checks["mongodb"] = f"failed: {type(e).__name__}"
+            try:
+                checks["kafka"] = "ok" if await self.broker.ping(timeout=3) else "failed: no answer"
+            except Exception as e:
+                checks["kafka"] = f"failed: {type(e).__name__}"
+            if all(v == "ok" for v in checks.values()):
+                return {"status": "ready", "service": self.name, "checks": checks}
+            return problems.problem_response(503, "Not ready", "A dependency does not answer.", checks=checks)

@@ -1,0 +1,30 @@
+"""Service settings, all from environment variables (12-factor)."""
+from __future__ import annotations
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore")
+
+    service_name: str = "service"
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    mongo_uri: str = "mongodb://127.0.0.1:27017"
+    mongo_db: str = ""  # default: smeportal_<service>; each service owns its own database
+    topic_prefix: str = ""  # tests isolate themselves with a unique prefix
+    kafka_replication_factor: int = 1  # 3 on a real cluster (deploy/k8s)
+    service_port: int = 8000
+    jwt_public_key_file: str = ""
+    jwt_audience: str = "smeportal"
+    log_level: str = "INFO"
+    otel_spans_file: str = ""  # JSON lines of finished spans (tests read it); empty: spans are not exported
+    outbox_poll_seconds: float = 0.5
+    consumer_max_attempts: int = 3
+    fault_crash_before_publish: bool = False  # test hook: exit hard between the DB write and the publish
+
+    @property
+    def database(self) -> str:
+        return self.mongo_db or f"smeportal_{self.service_name}"
+
+    def topic(self, logical: str) -> str:
+        return f"{self.topic_prefix}{logical}"

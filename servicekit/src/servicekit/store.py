@@ -1,0 +1,58 @@
+"""MongoDB access through PyMongo's async API (`AsyncMongoClient`, the successor of motor).
+
+Only single-document atomicity is relied on (see the README's list of MongoDB features in use), so
+two patterns carry the platform's guarantees:
+
+- Outbox inside the aggregate: a state change and the events it causes are written by ONE
+  `update_one`, which `$push`es the envelopes onto the document's `_outbox` array. The relay
+  (`servicekit.outbox`) publishes them and removes them afterwards, so nothing is lost in between.
+- Idempotent consumer: `apply_once` adds the event id to the document's `_seen` array in the same
+  update that applies the change, guarded by `_seen != event_id`; a redelivery matches nothing.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from opentelemetry import propagate
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import DuplicateKeyError
+
+from contracts import Envelope
+
+SEEN_KEEP = 500  # event ids remembered per document; Kafka redelivers recent messages, not ancient ones
+
+
+def connect(uri: str) -> AsyncMongoClient:
+    return AsyncMongoClient(uri, tz_aware=True, serverSelectionTimeoutMS=5000, appname="smeportal")
+
+
+def outbox_entry(envelope: Envelope, topic: str) -> dict:
+    """The stored form of an event waiting to be published, with the trace context of its cause."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return {"event_id": envelope.event_id, "topic": topic, "key": envelope.key,
+            "value": envelope.model_dump_json(), "trace": carrier}
+
+
+def with_outbox(update: dict, entries: list[dict]) -> dict:
+    """Adds outbox entries to an update document (so the change and its events are one write)."""
+    if not entries:
+        return update
+    update = {k: dict(v) for k, v in update.items()}
+    update.setdefault("$push", {})["_outbox"] = {"$each": entries}
+    return update
+
+
+async def apply_once(col: AsyncCollection, doc_id: Any, event_id: str, update: dict, *, upsert: bool = True) -> bool:
+    """Applies `update` to document `doc_id` unless event `event_id` was already applied to it.
+
+    Returns False for a duplicate. Works on a replica set or a sharded cluster (sharded on `_id`).
+    """
+    update = {k: dict(v) for k, v in update.items()}
+    update.setdefault("$push", {})["_seen"] = {"$each": [event_id], "$slice": -SEEN_KEEP}
+    try:
+        res = await col.update_one({"_id": doc_id, "_seen": {"$ne": event_id}}, update, upsert=upsert)
+    except DuplicateKeyError:
+        return False  # the document exists and has seen the event: the upsert collided with it
+    return res.matched_count == 1 or res.upserted_id is not None

@@ -1,0 +1,1 @@
+"""Budget service: fiscal-year allocation frames and the ledger (R-BUD)."""

@@ -1,0 +1,1 @@
+"""Dispatch service: dispatch requests, screening, lifecycle and fees (R-DSP)."""

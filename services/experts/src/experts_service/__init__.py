@@ -1,0 +1,1 @@
+"""Experts service: the two-stage expert registry, profiles and search (R-EX)."""

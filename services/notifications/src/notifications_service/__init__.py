@@ -1,0 +1,1 @@
+"""Notifications service: inboxes, please-rate prompts and e-mail (R-NOT)."""

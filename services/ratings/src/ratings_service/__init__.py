@@ -1,0 +1,1 @@
+"""Ratings service: ratings, windowed aggregates and pending ratings (R-RAT)."""

@@ -1,0 +1,1 @@
+"""Recommend service: matches support programmes to businesses (R-REC); learns businesses from identity events."""

@@ -1,0 +1,43 @@
+"""Fixtures: one real Kafka and one real MongoDB-wire server per session; an isolated namespace per test."""
+from __future__ import annotations
+
+import pytest
+
+from tests.support import Infra, Namespace, start_infra
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "/integration/" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def infra() -> Infra:
+    inf = start_infra()
+    print(f"\ninfrastructure from {inf.how}: kafka={inf.kafka} mongo={inf.mongo}")
+    yield inf
+    for stop in inf.stop:
+        stop()
+
+
+@pytest.fixture
+def ns() -> Namespace:
+    return Namespace()
+
+
+@pytest.fixture
+def services(infra, ns, tmp_path):
+    """Starts services on demand: `services("identity", port=...)`; all stopped after the test."""
+    from tests.support import ServiceProcess
+
+    started = []
+
+    def start(name: str, **kw) -> ServiceProcess:
+        p = ServiceProcess(name, infra, ns, tmp_path, **kw).start()
+        started.append(p)
+        return p
+
+    yield start
+    for p in started:
+        p.stop()

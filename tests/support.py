@@ -1,0 +1,187 @@
+"""Test helpers: infrastructure endpoints, service processes, tokens, Kafka reads."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import jwt
+
+ROOT = Path(__file__).resolve().parents[1]
+TEST_VAR = ROOT / "var" / "test"
+LOCAL = ROOT / "deploy" / "local"
+SERVICES = ["identity", "experts", "dispatch", "budget", "ratings", "notifications", "recommend"]
+GATEWAY_PORT = int(os.environ.get("TEST_GATEWAY_PORT", "18080"))
+SERVICE_PORT_BASE = int(os.environ.get("TEST_SERVICE_PORT_BASE", "18100"))
+
+
+@dataclass
+class Infra:
+    kafka: str
+    mongo: str
+    how: str
+    stop: list = field(default_factory=list)
+
+
+def local_env() -> dict:
+    return {**os.environ, "VAR_DIR": str(TEST_VAR), "CACHE_DIR": str(ROOT / "var" / "cache"),
+            "KAFKA_PORT": "19092", "KAFKA_CONTROLLER_PORT": "19093", "MONGO_PORT": "37017",
+            "GATEWAY_PORT": str(GATEWAY_PORT), "SERVICE_PORT_BASE": str(SERVICE_PORT_BASE)}
+
+
+def docker_answers() -> bool:
+    if not shutil.which("docker"):
+        return False
+    return subprocess.run(["docker", "info"], capture_output=True, timeout=20).returncode == 0
+
+
+def start_infra() -> Infra:
+    """Env vars -> testcontainers (a Docker engine answers) -> the project's local scripts."""
+    if os.environ.get("KAFKA_BOOTSTRAP") and os.environ.get("MONGO_URI"):
+        return Infra(os.environ["KAFKA_BOOTSTRAP"], os.environ["MONGO_URI"], "environment")
+    if docker_answers():
+        from testcontainers.kafka import KafkaContainer
+        from testcontainers.mongodb import MongoDbContainer
+
+        kafka = KafkaContainer("apache/kafka:4.1.0").with_kraft()
+        mongo = MongoDbContainer("mongo:7")
+        kafka.start()
+        mongo.start()
+        return Infra(kafka.get_bootstrap_server(), mongo.get_connection_url(), "testcontainers",
+                     [kafka.stop, mongo.stop])
+    env = local_env()
+    stops = []
+    for script in ("kafka.sh", "mongo.sh"):
+        was_up = subprocess.run([LOCAL / script, "status"], env=env, capture_output=True).returncode == 0
+        subprocess.run([LOCAL / script, "start"], env=env, check=True)
+        if not was_up:
+            stops.append(lambda s=script: subprocess.run([LOCAL / s, "stop"], env=env))
+    subprocess.run([LOCAL / "gateway.sh", "keys"], env=env, check=True)
+    return Infra("127.0.0.1:19092", "mongodb://127.0.0.1:37017", "local scripts", stops)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def private_key() -> str:
+    return (TEST_VAR / "keys" / "jwt-private.pem").read_text()
+
+
+def public_key_file() -> str:
+    return str(TEST_VAR / "keys" / "jwt-public.pem")
+
+
+def token(sub: str = "user-1", roles=("operator",), scope: str = "", ttl: int = 300, key: str | None = None,
+          aud: str = "smeportal", alg: str = "RS256", **claims) -> str:
+    now = int(time.time())
+    body = {"sub": sub, "roles": list(roles), "scope": scope, "aud": aud, "iss": "smeportal-test",
+            "iat": now, "exp": now + ttl, **claims}
+    return jwt.encode(body, key or private_key(), algorithm=alg)
+
+
+@dataclass
+class Namespace:
+    """What isolates one test: its topic prefix and database names."""
+
+    id: str = field(default_factory=lambda: "t" + uuid.uuid4().hex[:10])
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.id}."
+
+    def db(self, service: str) -> str:
+        return f"{self.id}_{service}"
+
+    def topic(self, logical: str) -> str:
+        return self.prefix + logical
+
+
+class ServiceProcess:
+    """A service running as its own OS process, exactly as deployed (uvicorn + env)."""
+
+    def __init__(self, name: str, infra: Infra, ns: Namespace, tmp: Path, port: int | None = None, **env):
+        self.name, self.port = name, port or free_port()
+        self.spans_file = tmp / f"spans-{name}.jsonl"
+        self.log_file = tmp / f"{name}.log"
+        self.env = {**os.environ, "SERVICE_NAME": name, "KAFKA_BOOTSTRAP": infra.kafka, "MONGO_URI": infra.mongo,
+                    "MONGO_DB": ns.db(name), "TOPIC_PREFIX": ns.prefix, "JWT_PUBLIC_KEY_FILE": public_key_file(),
+                    "OTEL_SPANS_FILE": str(self.spans_file), "OUTBOX_POLL_SECONDS": "0.2", **env}
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60) -> "ServiceProcess":
+        uvicorn = str(Path(sys.executable).parent / "uvicorn")
+        self.proc = subprocess.Popen([uvicorn, f"{self.name}_service.app:app", "--host", "127.0.0.1",
+                                      "--port", str(self.port), "--no-access-log"],
+                                     env=self.env, stdout=open(self.log_file, "ab"), stderr=subprocess.STDOUT)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited: {self.log_file.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"{self.name} not ready: {self.log_file.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def spans(self) -> list[dict]:
+        if not self.spans_file.exists():
+            return []
+        return [json.loads(line) for line in self.spans_file.read_text().splitlines() if line.strip()]
+
+
+async def read_topic(bootstrap: str, topic: str, *, min_count: int = 1, timeout: float = 20) -> list:
+    """All records of `topic` from the beginning, waiting until at least `min_count` arrived."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    records = []
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while len(records) < min_count and asyncio.get_running_loop().time() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for recs in batch.values():
+                records.extend(recs)
+    finally:
+        await consumer.stop()
+    return records
+
+
+async def eventually(check, timeout: float = 20, interval: float = 0.2):
+    """Polls an async `check` until it returns something truthy; returns that."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s (last: {result!r})")
+        await asyncio.sleep(interval)
