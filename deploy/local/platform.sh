@@ -15,6 +15,7 @@ up() {
   "$here/gateway.sh" keys
   "$here/services.sh" start
   "$here/gateway.sh" start
+  "$ROOT/.venv/bin/python" "$here/demo.py"
   echo "Platform up. Gateway: http://127.0.0.1:$GATEWAY_PORT  (health: /api/<service>/healthz, OIDC: /.well-known/openid-configuration)"
   echo "Logs: $VAR_DIR/log   Stop: make down"
 }

@@ -9,7 +9,7 @@ export KAFKA_BOOTSTRAP="${KAFKA_BOOTSTRAP:-127.0.0.1:${KAFKA_PORT:-9092}}"
 export MONGO_URI="${MONGO_URI:-mongodb://127.0.0.1:${MONGO_PORT:-27017}}"
 export JWT_PUBLIC_KEY_FILE="${JWT_PUBLIC_KEY_FILE:-$VAR_DIR/keys/jwt-public.pem}"
 
-port_of() { local i; for i in "${!SERVICES[@]}"; do [[ ${SERVICES[$i]} == "$1" ]] && echo $((SERVICE_PORT_BASE + i + 1)); done; }
+port_of() { local i; for i in "${!SERVICES[@]}"; do if [[ ${SERVICES[$i]} == "$1" ]]; then echo $((SERVICE_PORT_BASE + i + 1)); fi; done; }
 
 ready() { curl -fsS -o /dev/null "http://127.0.0.1:$(port_of "$1")/readyz"; }
 

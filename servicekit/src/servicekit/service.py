@@ -21,7 +21,7 @@ from servicekit.logs import setup_logging
 from servicekit.outbox import OutboxRelay
 from servicekit.settings import Settings
 from servicekit.store import connect, outbox_entry, with_outbox
-from servicekit.telemetry import TracingMiddleware, setup_tracing
+from servicekit.telemetry import setup_tracing
 
 
 class Service:
@@ -38,10 +38,12 @@ class Service:
         self.topics: set[str] = set(produces)
         self.relay = OutboxRelay(self._publish, [self.db[c] for c in outbox], self.settings.outbox_poll_seconds,
                                  self.settings.fault_crash_before_publish)
-        self.app = FastAPI(title=f"SME portal — {title}", lifespan=self._lifespan)
+        # FastAPI's native OpenTelemetry: one SERVER span per request, joining an incoming `traceparent`.
+        self.app = FastAPI(title=f"SME portal — {title}", lifespan=self._lifespan, telemetry={
+            "tracer_provider": self.tracer_provider, "metrics": False, "logs": False, "operation_spans": False,
+            "exclude": lambda scope: scope.get("path") in ("/healthz", "/readyz")})
         self.app.state.settings = self.settings
         self.app.state.service = self
-        self.app.add_middleware(TracingMiddleware, tracer_provider=self.tracer_provider)
         problems.install(self.app)
         self._health_routes()
 
