@@ -1,5 +1,5 @@
 # The README's two commands: `make up` (whole platform, background) and `make test` (whole suite).
-.PHONY: up down status test unit bench schemas
+.PHONY: up down status test unit bench schemas apidocs
 up:
 	@bash deploy/local/platform.sh up
 down:
@@ -13,3 +13,5 @@ unit:
 	@uv run --frozen pytest -q -m "not integration"
 schemas:
 	@uv run --frozen python -m contracts.schema write
+apidocs:
+	@uv run --frozen python -m servicekit.apidocs

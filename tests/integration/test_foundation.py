@@ -58,6 +58,8 @@ async def test_http_to_kafka_to_consumer_through_the_gateway_in_one_trace(servic
 
     stored = await _mongo(infra, ns.db("identity")).businesses.find_one({"_id": business_id})
     assert stored["owner"] == "owner-1" and stored["_outbox"] == []  # written, and its event published
+    audit = await _mongo(infra, ns.db("identity")).audit.find_one({"key": business_id})
+    assert (audit["actor"], audit["action"]) == ("owner-1", "identity.BusinessRegistered")
 
     # One trace: identity's HTTP server span → its Kafka publish → recommend's consumer span.
     spans = identity.spans() + recommend.spans()

@@ -89,3 +89,9 @@ def test_payloads_ignore_unknown_fields_so_added_fields_do_not_break_old_consume
     assert BusinessRegistered.model_validate(data).business_id == "b"
     with pytest.raises(Exception):
         BusinessRegistered.model_validate({"business_id": "b"})
+
+
+def test_committed_openapi_and_asyncapi_documents_are_up_to_date():
+    from servicekit import apidocs
+
+    assert apidocs.main(check=True) == 0, "run `make apidocs` and commit the documents"

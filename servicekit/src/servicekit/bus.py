@@ -72,6 +72,7 @@ class Consumer:
         broker.subscriber(
             self.topic, group_id=f"{settings.topic_prefix}{settings.service_name}", auto_offset_reset="earliest",
             ack_policy=AckPolicy.ACK, decoder=_raw, title=f"{settings.service_name}:{topic}",
+            description="Consumes: " + ", ".join(sorted(self.handlers)) + " (JSON envelope, see contracts)",
         )(self.handle)
 
     async def handle(self, body: bytes, message: KafkaMessage) -> None:

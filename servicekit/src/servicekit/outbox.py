@@ -6,6 +6,7 @@ consumers drop the duplicate by event id. Several replicas may run the relay at 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 
@@ -16,10 +17,11 @@ log = logging.getLogger("servicekit.outbox")
 
 
 class OutboxRelay:
-    def __init__(self, publish, collections: list[AsyncCollection], poll_seconds: float = 0.5,
-                 crash_before_publish: bool = False):
+    def __init__(self, publish, collections: list[AsyncCollection], audit: AsyncCollection,
+                 poll_seconds: float = 0.5, crash_before_publish: bool = False):
         self._publish = publish  # async (topic, key, value, headers) -> None, confirmed by Kafka
         self.collections = collections
+        self.audit = audit  # every published event is also the audit entry of the change that caused it
         self.poll_seconds = poll_seconds
         self.crash_before_publish = crash_before_publish
         self._wake = asyncio.Event()
@@ -44,8 +46,16 @@ class OutboxRelay:
                     finally:
                         context.detach(token)
                     sent += 1
+                await self._record_audit(entries)
                 await col.update_one({"_id": doc["_id"]}, {"$pullAll": {"_outbox": entries}})
         return sent
+
+    async def _record_audit(self, entries: list[dict]) -> None:
+        for e in entries:
+            env = json.loads(e["value"])
+            await self.audit.update_one({"_id": e["event_id"]}, {"$setOnInsert": {
+                "at": env["occurred_at"], "actor": env.get("actor"), "action": env["event_type"],
+                "key": env["key"], "topic": e["topic"], "payload": env["payload"]}}, upsert=True)
 
     async def run(self) -> None:
         while True:

@@ -36,8 +36,9 @@ class Service:
         self.mongo = connect(self.settings.mongo_uri)
         self.db = self.mongo[self.settings.database]
         self.topics: set[str] = set(produces)
-        self.relay = OutboxRelay(self._publish, [self.db[c] for c in outbox], self.settings.outbox_poll_seconds,
-                                 self.settings.fault_crash_before_publish)
+        self._document_publishers(produces)
+        self.relay = OutboxRelay(self._publish, [self.db[c] for c in outbox], self.db.audit,
+                                 self.settings.outbox_poll_seconds, self.settings.fault_crash_before_publish)
         # FastAPI's native OpenTelemetry: one SERVER span per request, joining an incoming `traceparent`.
         self.app = FastAPI(title=f"SME portal — {title}", lifespan=self._lifespan, telemetry={
             "tracer_provider": self.tracer_provider, "metrics": False, "logs": False, "operation_spans": False,
@@ -74,6 +75,16 @@ class Service:
     def consume(self, topic: str, handlers: dict[type[Message], Handler]) -> Consumer:
         self.topics.add(topic)
         return Consumer(self.broker, self.settings, topic, handlers)
+
+    def _document_publishers(self, topics) -> None:
+        """Declares what this service publishes, so the generated AsyncAPI document shows it (the outbox
+        relay does the actual publishing)."""
+        from contracts import TOPICS
+
+        for t in topics:
+            for model in TOPICS[t].models:
+                self.broker.publisher(self.settings.topic(t), title=f"{t}:{model.message_type}",
+                                      description=model.__doc__, schema=model)
 
     # --- lifecycle --------------------------------------------------------------------------
     @asynccontextmanager
