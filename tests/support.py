@@ -117,6 +117,7 @@ class ServiceProcess:
         self.log_file = tmp / f"{name}.log"
         self.env = {**os.environ, "SERVICE_NAME": name, "KAFKA_BOOTSTRAP": infra.kafka, "MONGO_URI": infra.mongo,
                     "MONGO_DB": ns.db(name), "TOPIC_PREFIX": ns.prefix, "JWT_PUBLIC_KEY_FILE": public_key_file(),
+                    "JWT_PRIVATE_KEY_FILE": str(TEST_VAR / "keys" / "jwt-private.pem"),
                     "OTEL_SPANS_FILE": str(self.spans_file), "OUTBOX_POLL_SECONDS": "0.2", **env}
         self.proc: subprocess.Popen | None = None
 

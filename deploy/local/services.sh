@@ -8,6 +8,8 @@ SERVICE_PORT_BASE="${SERVICE_PORT_BASE:-8100}"
 export KAFKA_BOOTSTRAP="${KAFKA_BOOTSTRAP:-127.0.0.1:${KAFKA_PORT:-9092}}"
 export MONGO_URI="${MONGO_URI:-mongodb://127.0.0.1:${MONGO_PORT:-27017}}"
 export JWT_PUBLIC_KEY_FILE="${JWT_PUBLIC_KEY_FILE:-$VAR_DIR/keys/jwt-public.pem}"
+export JWT_PRIVATE_KEY_FILE="${JWT_PRIVATE_KEY_FILE:-$VAR_DIR/keys/jwt-private.pem}"  # identity signs with it
+export OIDC_ISSUER="${OIDC_ISSUER:-http://127.0.0.1:${GATEWAY_PORT:-8080}}"
 
 port_of() { local i; for i in "${!SERVICES[@]}"; do if [[ ${SERVICES[$i]} == "$1" ]]; then echo $((SERVICE_PORT_BASE + i + 1)); fi; done; }
 

@@ -28,7 +28,8 @@ TOPICS: dict[str, TopicSpec] = {
     t.name: t
     for t in (
         TopicSpec("identity.events", "account / business / organisation id", 6, "identity",
-                  (identity.BusinessRegistered, identity.AccountRevoked)),
+                  (identity.BusinessRegistered, identity.AccountRegistered, identity.AccountRevoked,
+                   identity.ClientRegistered)),
         TopicSpec("experts.events", "expert id", 6, "experts"),
         TopicSpec("dispatch.events", "dispatch id", 6, "dispatch"),
         TopicSpec("budget.commands", "frame id (single writer per frame)", 6, "budget"),

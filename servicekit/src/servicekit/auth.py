@@ -27,7 +27,7 @@ def _public_key(path: str) -> str:
     return Path(path).read_text()
 
 
-def authenticate(request: Request) -> Principal:
+async def authenticate(request: Request) -> Principal:
     settings = request.app.state.settings
     header = request.headers.get("authorization", "")
     if not header.lower().startswith("bearer "):
@@ -41,6 +41,8 @@ def authenticate(request: Request) -> Principal:
         raise Problem(401, "Unauthorized", "The access token has expired.") from None
     except jwt.InvalidTokenError as e:
         raise Problem(401, "Unauthorized", f"The access token is not valid: {e}.") from None
+    if not await request.app.state.service.subject_active(claims):
+        raise Problem(401, "Unauthorized", "This account or client has been revoked.")
     return Principal(
         subject=claims["sub"],
         roles=frozenset(claims.get("roles", [])),
@@ -52,8 +54,8 @@ def authenticate(request: Request) -> Principal:
 def require(*roles: str, scope: str | None = None):
     """FastAPI dependency: the caller must hold one of `roles` (if given) and `scope` (if given)."""
 
-    def dependency(request: Request) -> Principal:
-        p = authenticate(request)
+    async def dependency(request: Request) -> Principal:
+        p = await authenticate(request)
         if roles and not p.roles & set(roles):
             raise Problem(403, "Forbidden", f"This action needs one of the roles: {', '.join(sorted(roles))}.")
         if scope and scope not in p.scopes:

@@ -75,6 +75,9 @@ class Consumer:
             description="Consumes: " + ", ".join(sorted(self.handlers)) + " (JSON envelope, see contracts)",
         )(self.handle)
 
+    def add(self, handlers: dict[type[Message], Handler]) -> None:
+        self.handlers.update({m.message_type: (m, h) for m, h in handlers.items()})
+
     async def handle(self, body: bytes, message: KafkaMessage) -> None:
         raw: bytes = message.body
         try:

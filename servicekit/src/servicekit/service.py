@@ -26,7 +26,7 @@ from servicekit.telemetry import setup_tracing
 
 class Service:
     def __init__(self, name: str, *, title: str, outbox: list[str] = (), produces: list[str] = (),
-                 settings: Settings | None = None):
+                 settings: Settings | None = None, honour_revocations: bool = True):
         self.name = name
         self.settings = settings or Settings(service_name=name)
         setup_logging(name, self.settings.log_level)
@@ -36,6 +36,8 @@ class Service:
         self.mongo = connect(self.settings.mongo_uri)
         self.db = self.mongo[self.settings.database]
         self.topics: set[str] = set(produces)
+        self._consumers: dict[str, Consumer] = {}
+        self._startup: list = []
         self._document_publishers(produces)
         self.relay = OutboxRelay(self._publish, [self.db[c] for c in outbox], self.db.audit,
                                  self.settings.outbox_poll_seconds, self.settings.fault_crash_before_publish)
@@ -47,6 +49,8 @@ class Service:
         self.app.state.service = self
         problems.install(self.app)
         self._health_routes()
+        if honour_revocations:
+            self._honour_revocations()
 
     # --- events -----------------------------------------------------------------------------
     def event(self, message: Message, *, actor: str | None = None, cause: Envelope | None = None) -> dict:
@@ -73,8 +77,34 @@ class Service:
         await self.broker.publish(value.encode(), topic, key=key.encode(), headers=headers or None)
 
     def consume(self, topic: str, handlers: dict[type[Message], Handler]) -> Consumer:
+        """Handlers for message types on `topic`; one consumer (group = this service) per topic."""
         self.topics.add(topic)
-        return Consumer(self.broker, self.settings, topic, handlers)
+        if topic in self._consumers:
+            self._consumers[topic].add(handlers)
+        else:
+            self._consumers[topic] = Consumer(self.broker, self.settings, topic, handlers)
+        return self._consumers[topic]
+
+    def on_startup(self, hook):
+        """Registers `async def hook()` to run at start-up (indexes, seed data), before consuming starts."""
+        self._startup.append(hook)
+        return hook
+
+    # --- forced exit (R-ID-06) ----------------------------------------------------------------
+    def _honour_revocations(self) -> None:
+        """Every service learns revoked accounts from identity's events and refuses to act for them."""
+        from contracts.events.identity import AccountRevoked
+        from servicekit.store import apply_once
+
+        async def on_revoked(env: Envelope, e: AccountRevoked) -> None:
+            await apply_once(self.db.revoked_subjects, e.account_id, env.event_id,
+                             {"$set": {"reason": e.reason, "at": env.occurred_at}})
+
+        self.consume("identity.events", {AccountRevoked: on_revoked})
+
+    async def subject_active(self, claims: dict) -> bool:
+        """False for a token whose subject was revoked (identity overrides this with its own records)."""
+        return await self.db.revoked_subjects.find_one({"_id": claims["sub"]}, {"_id": 1}) is None
 
     def _document_publishers(self, topics) -> None:
         """Declares what this service publishes, so the generated AsyncAPI document shows it (the outbox
@@ -91,6 +121,8 @@ class Service:
     async def _lifespan(self, app: FastAPI):
         await self._wait_for_kafka()
         await ensure_topics(self.settings, self.topics)
+        for hook in self._startup:
+            await hook()
         await self.broker.start()
         self.relay.start()
         self.log.info("started", extra={"fields": {"database": self.settings.database}})

@@ -34,3 +34,30 @@ class AccountRevoked(Message):
 
     account_id: str
     reason: str
+
+
+class AccountRegistered(Message):
+    """A person registered under their real name (R-ID-01); one account for every service (SSO)."""
+
+    message_type: ClassVar[str] = "identity.AccountRegistered"
+    version: ClassVar[int] = 1
+    topic: ClassVar[str] = TOPIC
+    key_field: ClassVar[str] = "account_id"
+
+    account_id: str
+    kind: str = Field(description="business, founder, expert, institution, bureau, agency or operator")
+    real_name: str
+
+
+class ClientRegistered(Message):
+    """An external private service joined as an OAuth client with these scopes (R-ID-05)."""
+
+    message_type: ClassVar[str] = "identity.ClientRegistered"
+    version: ClassVar[int] = 1
+    topic: ClassVar[str] = TOPIC
+    key_field: ClassVar[str] = "client_id"
+
+    client_id: str
+    name: str
+    scopes: list[str]
+    confidential: bool

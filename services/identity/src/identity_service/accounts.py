@@ -1,0 +1,173 @@
+"""Accounts (R-ID-01: real name, one account for every service), forced exit (R-ID-06) and OAuth clients (R-ID-05)."""
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Literal
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, Field, field_validator
+from pymongo.errors import DuplicateKeyError
+
+from contracts.events.identity import AccountRegistered, AccountRevoked, ClientRegistered
+from identity_service import domain, secrets
+from servicekit.auth import Principal, require
+from servicekit.problems import Problem
+
+router = APIRouter()
+log = logging.getLogger("identity.accounts")
+SelfServiceKind = Literal["business", "founder", "expert", "institution"]
+StaffKind = Literal["bureau", "agency", "operator"]
+
+
+class AccountIn(BaseModel):
+    email: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254)
+    password: str = Field(min_length=1, max_length=256)
+    real_name: str = Field(min_length=1, max_length=100, description="実名 (real name, R-ID-01)")
+    kind: SelfServiceKind
+
+    @field_validator("password")
+    @classmethod
+    def _strong(cls, v: str) -> str:
+        if problem := domain.password_problem(v):
+            raise ValueError(problem)
+        return v
+
+
+class StaffAccountIn(AccountIn):
+    kind: StaffKind | SelfServiceKind
+
+
+class AccountOut(BaseModel):
+    account_id: str
+    email: str
+    real_name: str
+    kind: str
+    roles: list[str]
+    status: str
+    email_verified: bool
+
+
+def _out(doc: dict) -> AccountOut:
+    return AccountOut(account_id=doc["_id"], **{k: doc[k] for k in AccountOut.model_fields if k != "account_id"})
+
+
+async def _create(svc, body: AccountIn, actor: str) -> AccountOut:
+    account_id = f"acc-{uuid.uuid4().hex}"
+    code = secrets.new_token(6)
+    doc = {"_id": account_id, "email": body.email.lower(), "password_hash": secrets.hash_password(body.password),
+           "real_name": body.real_name, "kind": body.kind, "roles": [body.kind], "status": "active",
+           "email_verified": False, "verification_digest": secrets.digest(code), "failed": 0, "locked_until": None,
+           "created_at": time.time()}
+    event = svc.event(AccountRegistered(account_id=account_id, kind=body.kind, real_name=body.real_name), actor=actor)
+    try:
+        await svc.insert(svc.db.accounts, doc, events=[event])
+    except DuplicateKeyError:
+        raise Problem(409, "Already registered", "An account with this e-mail address exists.") from None
+    # Delivered by e-mail once the notifications service sends identity mails; logged for now.
+    log.info("verification code issued", extra={"fields": {"account_id": account_id, "verification_code": code}})
+    return _out(doc)
+
+
+@router.post("/accounts", status_code=201, response_model=AccountOut, tags=["accounts"],
+             summary="Register an account under your real name (businesses, founders, experts, institution staff)")
+async def register(body: AccountIn, request: Request) -> AccountOut:
+    return await _create(request.app.state.service, body, actor="self")
+
+
+@router.post("/staff-accounts", status_code=201, response_model=AccountOut, tags=["accounts"],
+             summary="Create an account of any kind, including bureau, agency and operator staff (operators only)")
+async def register_staff(body: StaffAccountIn, request: Request,
+                         who: Principal = Depends(require("operator"))) -> AccountOut:
+    return await _create(request.app.state.service, body, actor=who.subject)
+
+
+class VerifyIn(BaseModel):
+    email: str
+    code: str
+
+
+@router.post("/accounts/verify-email", status_code=204, tags=["accounts"], summary="Confirm an e-mail address")
+async def verify_email(body: VerifyIn, request: Request) -> None:
+    res = await request.app.state.service.db.accounts.update_one(
+        {"email": body.email.lower(), "verification_digest": secrets.digest(body.code)},
+        {"$set": {"email_verified": True, "verification_digest": None}})
+    if res.matched_count != 1:
+        raise Problem(400, "Wrong code", "The e-mail address and verification code do not match.")
+
+
+@router.get("/accounts/me", response_model=AccountOut, tags=["accounts"], summary="Your own account")
+async def me(request: Request, who: Principal = Depends(require())) -> AccountOut:
+    doc = await request.app.state.service.db.accounts.find_one({"_id": who.subject})
+    if doc is None:
+        raise Problem(404, "Not found", "This token's subject is not an account (a client token?).")
+    return _out(doc)
+
+
+class RevokeIn(BaseModel):
+    reason: str = Field(min_length=1, max_length=1000, description="e.g. the fraud case number (R-DSP-13)")
+
+
+@router.post("/accounts/{account_id}/revoke", response_model=AccountOut, tags=["accounts"],
+             summary="Forced exit (ID失効処分, R-ID-06): the account's tokens stop working and every service is told")
+async def revoke_account(account_id: str, body: RevokeIn, request: Request,
+                         who: Principal = Depends(require("operator"))) -> AccountOut:
+    svc = request.app.state.service
+    event = svc.event(AccountRevoked(account_id=account_id, reason=body.reason), actor=who.subject)
+    res = await svc.write(svc.db.accounts, {"_id": account_id, "status": {"$ne": "revoked"}},
+                          {"$set": {"status": "revoked", "revoked_reason": body.reason}}, events=[event])
+    doc = await svc.db.accounts.find_one({"_id": account_id})
+    if doc is None:
+        raise Problem(404, "Not found", f"No account {account_id}.")
+    if res.matched_count:
+        await svc.db.refresh_tokens.delete_many({"account_id": account_id})
+    return _out(doc)
+
+
+# --- OAuth clients (external private services, R-ID-05) -------------------------------------------
+class ClientIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    confidential: bool = Field(description="true: has a secret (server-side service); false: a browser/mobile portal front end")
+    redirect_uris: list[str] = Field(default_factory=list, max_length=10)
+    scopes: list[Literal["openid", "profile", "email", "offline_access", "prefill:read"]] = Field(default_factory=list)
+    grant_types: list[Literal["authorization_code", "refresh_token", "client_credentials"]]
+
+
+class ClientOut(BaseModel):
+    client_id: str
+    client_secret: str | None = Field(default=None, description="shown once, at registration")
+    name: str
+    confidential: bool
+    redirect_uris: list[str]
+    scopes: list[str]
+    grant_types: list[str]
+    status: str
+
+
+@router.post("/clients", status_code=201, response_model=ClientOut, tags=["clients"],
+             summary="Register an OAuth client (operators only)")
+async def register_client(body: ClientIn, request: Request, who: Principal = Depends(require("operator"))) -> ClientOut:
+    if "client_credentials" in body.grant_types and not body.confidential:
+        raise Problem(422, "Not allowed", "client_credentials needs a confidential client (one with a secret).")
+    if "authorization_code" in body.grant_types and not body.redirect_uris:
+        raise Problem(422, "Missing redirect_uris", "authorization_code needs at least one redirect URI.")
+    svc = request.app.state.service
+    client_id = f"cl-{uuid.uuid4().hex[:16]}"
+    secret = secrets.new_token() if body.confidential else None
+    doc = {"_id": client_id, **body.model_dump(), "status": "active",
+           "secret_hash": secrets.digest(secret) if secret else None}
+    event = svc.event(ClientRegistered(client_id=client_id, name=body.name, scopes=list(body.scopes),
+                                       confidential=body.confidential), actor=who.subject)
+    await svc.insert(svc.db.clients, doc, events=[event])
+    return ClientOut(client_id=client_id, client_secret=secret, status="active", **body.model_dump())
+
+
+@router.post("/clients/{client_id}/revoke", status_code=204, tags=["clients"],
+             summary="Revoke a client at once: its tokens stop working (operators only)")
+async def revoke_client(client_id: str, request: Request, who: Principal = Depends(require("operator"))) -> None:
+    db = request.app.state.service.db
+    res = await db.clients.update_one({"_id": client_id}, {"$set": {"status": "revoked", "revoked_by": who.subject}})
+    if res.matched_count != 1:
+        raise Problem(404, "Not found", f"No client {client_id}.")
+    await db.refresh_tokens.delete_many({"client_id": client_id})

@@ -1,0 +1,306 @@
+"""OpenID Connect provider endpoints: discovery, JWKS, authorize (code + PKCE), token, revoke, introspect, userinfo.
+
+OAuth errors use the RFC 6749 JSON shape ({"error", "error_description"}) because OAuth client libraries
+expect it there; every other error is a problem document.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import os
+import time
+from urllib.parse import urlencode
+
+import jwt
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+
+from identity_service import domain, secrets
+
+router = APIRouter(tags=["openid-connect"])
+CODE_TTL = 60
+REFRESH_TTL = 30 * 24 * 3600
+
+
+def public_url() -> str:
+    """Where callers reach this service (through the gateway by default)."""
+    return os.environ.get("IDENTITY_PUBLIC_URL") or os.environ.get("OIDC_ISSUER", "http://127.0.0.1:8080") + "/api/identity"
+
+
+def oauth_error(error: str, description: str, status: int = 400) -> JSONResponse:
+    headers = {"Cache-Control": "no-store"}
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Basic realm="smeportal"'
+    return JSONResponse({"error": error, "error_description": description}, status_code=status, headers=headers)
+
+
+@router.get("/.well-known/openid-configuration", summary="OpenID Connect discovery document")
+async def discovery(request: Request) -> dict:
+    base, issuer = public_url(), request.app.state.issuer.issuer
+    return {
+        "issuer": issuer,
+        "authorization_endpoint": f"{base}/authorize",
+        "token_endpoint": f"{base}/token",
+        "jwks_uri": f"{base}/jwks.json",
+        "userinfo_endpoint": f"{base}/userinfo",
+        "revocation_endpoint": f"{base}/revoke",
+        "introspection_endpoint": f"{base}/introspect",
+        "response_types_supported": ["code"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "code_challenge_methods_supported": ["S256"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "scopes_supported": ["openid", "profile", "email", "offline_access", "prefill:read"],
+        "claims_supported": ["sub", "name", "email", "roles", "orgs"],
+    }
+
+
+@router.get("/jwks.json", summary="Public signing keys (JWKS), including retired keys still in use")
+async def jwks(request: Request) -> dict:
+    return request.app.state.issuer.keys.jwks
+
+
+# --- authorization endpoint (login) -------------------------------------------------------------
+async def _client_and_redirect(db, client_id: str, redirect_uri: str):
+    client = await db.clients.find_one({"_id": client_id, "status": "active"})
+    if client is None or redirect_uri not in client.get("redirect_uris", []):
+        return None
+    return client
+
+
+_FORM = """<!doctype html><html lang="ja"><meta charset="utf-8"><title>支援ポータル ログイン</title>
+<h1>支援ポータル — ログイン / Sign in</h1><p>{error}</p>
+<form method="post">{hidden}
+<label>メールアドレス / E-mail <input name="email" type="email" required></label><br>
+<label>パスワード / Password <input name="password" type="password" required></label><br>
+<button type="submit">ログイン / Sign in</button></form></html>"""
+
+_AUTH_PARAMS = ("client_id", "redirect_uri", "scope", "state", "code_challenge", "code_challenge_method", "nonce")
+
+
+def _login_page(params: dict, error: str = "", status: int = 200) -> HTMLResponse:
+    hidden = "".join(f'<input type="hidden" name="{k}" value="{html.escape(v or "")}">' for k, v in params.items())
+    return HTMLResponse(_FORM.format(hidden=hidden, error=html.escape(error)), status_code=status)
+
+
+@router.get("/authorize", response_class=HTMLResponse, summary="Start login (authorization code + PKCE)")
+async def authorize_form(request: Request, client_id: str = "", redirect_uri: str = "", response_type: str = "",
+                         scope: str = "openid", state: str = "", code_challenge: str = "",
+                         code_challenge_method: str = "", nonce: str = ""):
+    db = request.app.state.service.db
+    if await _client_and_redirect(db, client_id, redirect_uri) is None:
+        return oauth_error("invalid_request", "unknown client_id or a redirect_uri not registered for it")
+    if response_type != "code" or not code_challenge or code_challenge_method != "S256":
+        return _redirect(redirect_uri, state, error="invalid_request",
+                         error_description="response_type=code with a S256 code_challenge is required")
+    return _login_page({k: v for k, v in locals().items() if k in _AUTH_PARAMS})
+
+
+def _redirect(redirect_uri: str, state: str, **params) -> RedirectResponse:
+    if state:
+        params["state"] = state
+    sep = "&" if "?" in redirect_uri else "?"
+    return RedirectResponse(f"{redirect_uri}{sep}{urlencode(params)}", status_code=302)
+
+
+@router.post("/authorize", response_class=HTMLResponse, summary="Submit the login form; redirects with a code")
+async def authorize_submit(request: Request, email: str = Form(), password: str = Form(), client_id: str = Form(),
+                           redirect_uri: str = Form(), scope: str = Form("openid"), state: str = Form(""),
+                           code_challenge: str = Form(), code_challenge_method: str = Form("S256"),
+                           nonce: str = Form("")):
+    svc = request.app.state.service
+    params = {k: v for k, v in locals().items() if k in _AUTH_PARAMS}
+    client = await _client_and_redirect(svc.db, client_id, redirect_uri)
+    if client is None:
+        return oauth_error("invalid_request", "unknown client_id or a redirect_uri not registered for it")
+    account = await login(svc.db, email, password)
+    if isinstance(account, str):
+        return _login_page(params, account, status=401)
+    scopes = domain.granted_scopes(scope, client["scopes"])
+    if scopes is None:
+        return _redirect(redirect_uri, state, error="invalid_scope", error_description="scope not allowed for this client")
+    code = secrets.new_token()
+    await svc.db.auth_codes.insert_one({
+        "_id": secrets.digest(code), "client_id": client_id, "redirect_uri": redirect_uri, "account_id": account["_id"],
+        "scopes": scopes, "code_challenge": code_challenge, "code_challenge_method": code_challenge_method,
+        "nonce": nonce or None, "expires_at": time.time() + CODE_TTL})
+    return _redirect(redirect_uri, state, code=code, iss=request.app.state.issuer.issuer)
+
+
+async def login(db, email: str, password: str) -> dict | str:
+    """The account for these credentials, or the reason for refusing (lockout after repeated failures)."""
+    account = await db.accounts.find_one({"email": email.lower()})
+    generic = "the e-mail address or the password is wrong"
+    if account is None:
+        secrets.hash_password(password)  # same work as a real check: no timing hint that the account is absent
+        return generic
+    now = time.time()
+    if refusal := domain.login_refusal(account["status"], account.get("failed", 0), account.get("locked_until"), now):
+        return refusal
+    if not secrets.password_ok(account["password_hash"], password):
+        failed, locked_until = domain.after_failed_login(account.get("failed", 0), now)
+        await db.accounts.update_one({"_id": account["_id"]}, {"$set": {"failed": failed, "locked_until": locked_until}})
+        return generic
+    if account.get("failed") or account.get("locked_until"):
+        await db.accounts.update_one({"_id": account["_id"]}, {"$set": {"failed": 0, "locked_until": None}})
+    return account
+
+
+# --- token endpoint ------------------------------------------------------------------------------
+async def authenticate_client(request: Request, form) -> dict | JSONResponse:
+    """client_secret_basic, client_secret_post, or none (public clients, which must use PKCE)."""
+    client_id, secret = form.get("client_id"), form.get("client_secret")
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("basic "):
+        try:
+            from urllib.parse import unquote
+
+            client_id, _, secret = base64.b64decode(header[6:]).decode().partition(":")
+            client_id, secret = unquote(client_id), unquote(secret)
+        except ValueError:
+            return oauth_error("invalid_client", "malformed Basic credentials", 401)
+    if not client_id:
+        return oauth_error("invalid_client", "client authentication is required", 401)
+    client = await request.app.state.service.db.clients.find_one({"_id": client_id, "status": "active"})
+    if client is None:
+        return oauth_error("invalid_client", "unknown or revoked client", 401)
+    if client["confidential"] and (not secret or secrets.digest(secret) != client["secret_hash"]):
+        return oauth_error("invalid_client", "wrong client secret", 401)
+    return client
+
+
+@router.post("/token", summary="OAuth 2.0 token endpoint (authorization_code, refresh_token, client_credentials)")
+async def token(request: Request):
+    form = await request.form()
+    client = await authenticate_client(request, form)
+    if isinstance(client, JSONResponse):
+        return client
+    grant = form.get("grant_type")
+    if grant not in client["grant_types"]:
+        return oauth_error("unauthorized_client", f"this client may not use grant_type={grant}")
+    if grant == "authorization_code":
+        return await _code_grant(request, client, form)
+    if grant == "refresh_token":
+        return await _refresh_grant(request, client, form)
+    if grant == "client_credentials":
+        scopes = domain.granted_scopes(form.get("scope"), client["scopes"])
+        if scopes is None:
+            return oauth_error("invalid_scope", "a requested scope is not granted to this client")
+        access = request.app.state.issuer.access_token(sub=client["_id"], client_id=client["_id"], scopes=scopes,
+                                                       roles=["client"])
+        return _token_response(request, access, scopes)
+    return oauth_error("unsupported_grant_type", f"grant_type={grant} is not supported")
+
+
+async def _code_grant(request: Request, client: dict, form):
+    db = request.app.state.service.db
+    code = await db.auth_codes.find_one_and_delete({"_id": secrets.digest(form.get("code") or "")})  # single use
+    if (code is None or code["expires_at"] < time.time() or code["client_id"] != client["_id"]
+            or code["redirect_uri"] != form.get("redirect_uri")):
+        return oauth_error("invalid_grant", "the code is unknown, used, expired or issued to another client/redirect_uri")
+    if not domain.pkce_matches(form.get("code_verifier") or "", code["code_challenge"], code["code_challenge_method"]):
+        return oauth_error("invalid_grant", "code_verifier does not match the code_challenge")
+    account = await db.accounts.find_one({"_id": code["account_id"], "status": {"$ne": "revoked"}})
+    if account is None:
+        return oauth_error("invalid_grant", "the account is no longer active")
+    return await _user_tokens(request, client, account, code["scopes"], code.get("nonce"))
+
+
+async def _refresh_grant(request: Request, client: dict, form):
+    db = request.app.state.service.db
+    old = await db.refresh_tokens.find_one_and_delete({"_id": secrets.digest(form.get("refresh_token") or "")})
+    if old is None or old["client_id"] != client["_id"] or old["expires_at"] < time.time():
+        return oauth_error("invalid_grant", "the refresh token is unknown, revoked, expired or not this client's")
+    account = await db.accounts.find_one({"_id": old["account_id"], "status": {"$ne": "revoked"}})
+    if account is None:
+        return oauth_error("invalid_grant", "the account is no longer active")
+    return await _user_tokens(request, client, account, old["scopes"], None)
+
+
+async def _user_tokens(request: Request, client: dict, account: dict, scopes: list[str], nonce: str | None):
+    issuer, db = request.app.state.issuer, request.app.state.service.db
+    access = issuer.access_token(sub=account["_id"], client_id=client["_id"], scopes=scopes, roles=account["roles"],
+                                 orgs=account.get("orgs", []))
+    refresh = secrets.new_token()
+    await db.refresh_tokens.insert_one({"_id": secrets.digest(refresh), "client_id": client["_id"],
+                                        "account_id": account["_id"], "scopes": scopes,
+                                        "expires_at": time.time() + REFRESH_TTL})
+    id_token = None
+    if "openid" in scopes:
+        id_token = issuer.id_token(sub=account["_id"], client_id=client["_id"], nonce=nonce,
+                                   name=account["real_name"], email=account["email"])
+    return _token_response(request, access, scopes, refresh=refresh, id_token=id_token)
+
+
+def _token_response(request: Request, access: str, scopes: list[str], refresh: str | None = None,
+                    id_token: str | None = None) -> JSONResponse:
+    body = {"access_token": access, "token_type": "Bearer", "expires_in": request.app.state.issuer.access_ttl,
+            "scope": " ".join(scopes)}
+    if refresh:
+        body["refresh_token"] = refresh
+    if id_token:
+        body["id_token"] = id_token
+    return JSONResponse(body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+
+
+# --- revocation (RFC 7009) and introspection (RFC 7662) --------------------------------------------
+@router.post("/revoke", summary="Revoke a refresh or access token (RFC 7009)")
+async def revoke(request: Request):
+    form = await request.form()
+    client = await authenticate_client(request, form)
+    if isinstance(client, JSONResponse):
+        return client
+    db, tok = request.app.state.service.db, form.get("token") or ""
+    await db.refresh_tokens.delete_one({"_id": secrets.digest(tok), "client_id": client["_id"]})
+    try:
+        claims = request.app.state.issuer.verify(tok)
+        if claims.get("client_id") == client["_id"]:
+            await db.revoked_tokens.update_one({"_id": claims["jti"]}, {"$set": {"expires_at": claims["exp"]}}, upsert=True)
+    except jwt.InvalidTokenError:
+        pass  # RFC 7009: an invalid token is not an error
+    return JSONResponse({}, headers={"Cache-Control": "no-store"})
+
+
+async def token_claims_if_active(request: Request, token: str) -> dict | None:
+    """Claims of a token that is valid, unrevoked, and whose subject is not revoked; else None."""
+    try:
+        claims = request.app.state.issuer.verify(token)
+    except jwt.InvalidTokenError:
+        return None
+    db = request.app.state.service.db
+    if await db.revoked_tokens.find_one({"_id": claims["jti"]}):
+        return None
+    if await db.accounts.find_one({"_id": claims["sub"], "status": "revoked"}, {"_id": 1}):
+        return None
+    if await db.clients.find_one({"_id": claims["client_id"], "status": "revoked"}, {"_id": 1}):
+        return None
+    return claims
+
+
+@router.post("/introspect", summary="Is this token active? (RFC 7662; confidential clients only)")
+async def introspect(request: Request):
+    form = await request.form()
+    client = await authenticate_client(request, form)
+    if isinstance(client, JSONResponse):
+        return client
+    if not client["confidential"]:
+        return oauth_error("invalid_client", "only confidential clients may introspect", 401)
+    claims = await token_claims_if_active(request, form.get("token") or "")
+    if claims is None:
+        return {"active": False}
+    return {"active": True, "token_type": "Bearer", **{k: claims[k] for k in
+            ("sub", "client_id", "scope", "exp", "iat", "iss", "aud", "jti") if k in claims}, "roles": claims.get("roles", [])}
+
+
+@router.get("/userinfo", summary="Claims about the signed-in account (OIDC)")
+async def userinfo(request: Request):
+    header = request.headers.get("authorization", "")
+    claims = await token_claims_if_active(request, header[7:].strip()) if header.lower().startswith("bearer ") else None
+    if claims is None:
+        return JSONResponse({"error": "invalid_token"}, status_code=401, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    account = await request.app.state.service.db.accounts.find_one({"_id": claims["sub"]})
+    if account is None:
+        return JSONResponse({"error": "invalid_token"}, status_code=401)
+    return {"sub": account["_id"], "name": account["real_name"], "email": account["email"],
+            "email_verified": account.get("email_verified", False), "roles": account["roles"]}

@@ -1,0 +1,48 @@
+"""Issuing and checking the JWTs identity signs (RS256, short-lived access tokens)."""
+from __future__ import annotations
+
+import os
+import time
+import uuid
+
+import jwt
+
+from identity_service.keys import KeySet
+
+AUDIENCE = "smeportal"
+
+
+class TokenIssuer:
+    def __init__(self, keys: KeySet, issuer: str, access_ttl: int):
+        self.keys, self.issuer, self.access_ttl = keys, issuer, access_ttl
+
+    @classmethod
+    def from_env(cls) -> "TokenIssuer":
+        return cls(KeySet.from_env(), os.environ.get("OIDC_ISSUER", "http://127.0.0.1:8080"),
+                   int(os.environ.get("ACCESS_TOKEN_TTL", "300")))
+
+    def _sign(self, claims: dict) -> str:
+        return jwt.encode(claims, self.keys.private_key, algorithm="RS256", headers={"kid": self.keys.active_kid})
+
+    def access_token(self, *, sub: str, client_id: str, scopes: list[str], roles: list[str], orgs: list[dict] = ()) -> str:
+        now = int(time.time())
+        return self._sign({"iss": self.issuer, "sub": sub, "aud": AUDIENCE, "iat": now, "exp": now + self.access_ttl,
+                           "jti": uuid.uuid4().hex, "client_id": client_id, "scope": " ".join(scopes),
+                           "roles": roles, "orgs": list(orgs)})
+
+    def id_token(self, *, sub: str, client_id: str, nonce: str | None, name: str, email: str) -> str:
+        now = int(time.time())
+        claims = {"iss": self.issuer, "sub": sub, "aud": client_id, "iat": now, "exp": now + self.access_ttl,
+                  "auth_time": now, "name": name, "email": email}
+        if nonce:
+            claims["nonce"] = nonce
+        return self._sign(claims)
+
+    def verify(self, token: str) -> dict:
+        """Claims of a valid access token signed by one of our keys; raises jwt.InvalidTokenError."""
+        kid = jwt.get_unverified_header(token).get("kid")
+        key = self.keys.public_key_for(kid)
+        if key is None:
+            raise jwt.InvalidTokenError("unknown signing key")
+        return jwt.decode(token, key, algorithms=["RS256"], audience=AUDIENCE, issuer=self.issuer,
+                          options={"require": ["exp", "sub", "aud", "jti"]})
