@@ -10,7 +10,10 @@ import json
 import subprocess
 
 import httpx
+import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from aiokafka import AIOKafkaProducer
 
 from contracts import Envelope
@@ -70,7 +73,7 @@ async def test_http_to_kafka_to_consumer_through_the_gateway_in_one_trace(servic
         ("identity", "SERVER"), ("identity", "PRODUCER"), ("recommend", "CONSUMER")}
 
 
-async def test_gateway_refuses_missing_and_bad_tokens_before_any_service(services, gateway):
+async def test_R_ID_05_gateway_refuses_missing_none_forged_expired_and_foreign_tokens(services, gateway):
     services("identity", port=port("identity"))
     async with httpx.AsyncClient(base_url=gateway, timeout=10) as http:
         assert (await http.get("/api/identity/healthz")).status_code == 200
@@ -78,6 +81,14 @@ async def test_gateway_refuses_missing_and_bad_tokens_before_any_service(service
         assert r.status_code == 401 and r.headers["content-type"].startswith("application/problem+json")
         assert (await http.post("/api/identity/businesses", json=BUSINESS, headers=auth(ttl=-60))).status_code == 401
         assert (await http.post("/api/identity/businesses", json=BUSINESS, headers=auth(aud="other"))).status_code == 401
+        unsigned = jwt.encode({"sub": "x", "roles": ["operator"], "aud": "smeportal", "exp": 2**31}, None, algorithm="none")
+        assert (await http.post("/api/identity/businesses", json=BUSINESS,
+                                headers={"authorization": f"Bearer {unsigned}"})).status_code == 401
+        other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        forged = token(key=other_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                   serialization.NoEncryption()).decode(), roles=["operator"])
+        assert (await http.post("/api/identity/businesses", json=BUSINESS,
+                                headers={"authorization": f"Bearer {forged}"})).status_code == 401
         # a valid token of a role that may not register a business: the service itself says 403
         r = await http.post("/api/identity/businesses", json=BUSINESS, headers=auth(roles=["expert"]))
         assert r.status_code == 403 and "business" in r.json()["detail"]
