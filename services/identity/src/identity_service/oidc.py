@@ -268,14 +268,16 @@ async def token_claims_if_active(request: Request, token: str) -> dict | None:
         claims = request.app.state.issuer.verify(token)
     except jwt.InvalidTokenError:
         return None
-    db = request.app.state.service.db
-    if await db.revoked_tokens.find_one({"_id": claims["jti"]}):
-        return None
+    return claims if await still_active(request.app.state.service.db, claims) else None
+
+
+async def still_active(db, claims: dict) -> bool:
+    """Identity is the authority: a revoked account, client or token id is refused at once (R-ID-06)."""
     if await db.accounts.find_one({"_id": claims["sub"], "status": "revoked"}, {"_id": 1}):
-        return None
-    if await db.clients.find_one({"_id": claims["client_id"], "status": "revoked"}, {"_id": 1}):
-        return None
-    return claims
+        return False
+    if claims.get("client_id") and await db.clients.find_one({"_id": claims["client_id"], "status": "revoked"}, {"_id": 1}):
+        return False
+    return not (claims.get("jti") and await db.revoked_tokens.find_one({"_id": claims["jti"]}, {"_id": 1}))
 
 
 @router.post("/introspect", summary="Is this token active? (RFC 7662; confidential clients only)")
