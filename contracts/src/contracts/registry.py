@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from contracts.envelope import Message
-from contracts.events import identity
+from contracts.events import budget, dispatch, experts, identity, notifications, ratings
 
 
 @dataclass(frozen=True)
@@ -29,13 +29,19 @@ TOPICS: dict[str, TopicSpec] = {
     for t in (
         TopicSpec("identity.events", "account / business / organisation id", 6, "identity",
                   (identity.BusinessRegistered, identity.AccountRegistered, identity.AccountRevoked,
-                   identity.ClientRegistered)),
-        TopicSpec("experts.events", "expert id", 6, "experts"),
-        TopicSpec("dispatch.events", "dispatch id", 6, "dispatch"),
-        TopicSpec("budget.commands", "frame id (single writer per frame)", 6, "budget"),
-        TopicSpec("budget.events", "frame id", 6, "budget"),
-        TopicSpec("ratings.events", "expert id", 6, "ratings"),
-        TopicSpec("notifications.commands", "recipient id", 6, "notifications"),
+                   identity.ClientRegistered, identity.OrganisationRegistered, identity.PlatformRegistered,
+                   identity.MembershipChanged)),
+        TopicSpec("experts.events", "expert id", 6, "experts", (experts.ExpertChanged,)),
+        TopicSpec("dispatch.events", "dispatch id", 6, "dispatch",
+                  (dispatch.DispatchStatusChanged, dispatch.DispatchCompleted, dispatch.FraudConfirmed)),
+        TopicSpec("budget.commands", "frame id (single writer per frame)", 6, "budget",
+                  (budget.ReserveBudget, budget.CommitBudget, budget.ReleaseBudget)),
+        TopicSpec("budget.events", "frame id", 6, "budget",
+                  (budget.FrameAllocated, budget.ShareChanged, budget.BudgetReserved, budget.BudgetRefused,
+                   budget.BudgetCommitted, budget.BudgetReleased, budget.FrameClosed)),
+        TopicSpec("ratings.events", "expert id", 6, "ratings",
+                  (ratings.RatingOwed, ratings.RatingGiven, ratings.ExpertRadarUpdated, ratings.ExpertClassified)),
+        TopicSpec("notifications.commands", "recipient id", 6, "notifications", (notifications.Notify,)),
         TopicSpec("recommend.events", "business id", 6, "recommend"),
     )
 }

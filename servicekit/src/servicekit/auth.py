@@ -20,6 +20,13 @@ class Principal:
     roles: frozenset[str] = field(default_factory=frozenset)
     scopes: frozenset[str] = field(default_factory=frozenset)
     client_id: str | None = None
+    # Platform memberships (R-PF-04): ({"org_id", "platform_id", "member_role", "rights": [...]}, ...)
+    orgs: tuple[dict, ...] = ()
+
+    def orgs_with(self, right: str, platform_id: str | None = None) -> list[str]:
+        """Ids of the organisations the caller acts for that hold `right` (in `platform_id`, if given)."""
+        return [o["org_id"] for o in self.orgs
+                if right in o.get("rights", ()) and (platform_id is None or o.get("platform_id") == platform_id)]
 
 
 @lru_cache(maxsize=4)
@@ -48,6 +55,7 @@ async def authenticate(request: Request) -> Principal:
         roles=frozenset(claims.get("roles", [])),
         scopes=frozenset(str(claims.get("scope", "")).split()),
         client_id=claims.get("client_id"),
+        orgs=tuple(claims.get("orgs") or ()),
     )
 
 

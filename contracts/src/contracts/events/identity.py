@@ -1,7 +1,7 @@
 """Events published by the identity service on `identity.events` (key: account / business / org id)."""
 from typing import ClassVar
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from contracts.envelope import Message
 
@@ -61,3 +61,53 @@ class ClientRegistered(Message):
     name: str
     scopes: list[str]
     confidential: bool
+
+
+class OrganisationRegistered(Message):
+    """A support institution, other body or individual joined the portal as an organisation."""
+
+    message_type: ClassVar[str] = "identity.OrganisationRegistered"
+    version: ClassVar[int] = 1
+    topic: ClassVar[str] = TOPIC
+    key_field: ClassVar[str] = "org_id"
+
+    org_id: str
+    name: str
+    kind: str = Field(description="institution, body or individual")
+    institution_type: int | None = Field(default=None, ge=1, le=12,
+                                         description="①–⑫ when dispatch-capable (R-PF-01), else None")
+    prefecture: str | None = None
+
+
+class PlatformMember(BaseModel):
+    org_id: str
+    member_role: str = Field(description="contracts.vocab.MemberRole: representative, dispatch_member, institution, body, individual")
+
+
+class PlatformRegistered(Message):
+    """A regional platform registered (or renewed) for a fiscal year (R-PF-01..03), with its members' roles."""
+
+    message_type: ClassVar[str] = "identity.PlatformRegistered"
+    version: ClassVar[int] = 1
+    topic: ClassVar[str] = TOPIC
+    key_field: ClassVar[str] = "platform_id"
+
+    platform_id: str
+    name: str
+    fiscal_year: int
+    bureau_id: str = Field(description="the regional bureau the platform belongs to")
+    representative_id: str
+    members: list[PlatformMember]
+
+
+class MembershipChanged(Message):
+    """A member joined a platform, changed role, or left (R-PF-03/04); `member_role` None means it left."""
+
+    message_type: ClassVar[str] = "identity.MembershipChanged"
+    version: ClassVar[int] = 1
+    topic: ClassVar[str] = TOPIC
+    key_field: ClassVar[str] = "platform_id"
+
+    platform_id: str
+    org_id: str
+    member_role: str | None

@@ -1,0 +1,66 @@
+"""Shared vocabulary every service speaks: actor roles, platform member roles and their rights,
+fiscal years, rating axes, expert fields. Rules that belong to one service live in that service's
+domain; only the words (and the R-PF-04 rights table, which the token carries) are shared here.
+"""
+from __future__ import annotations
+
+from datetime import date, datetime
+from enum import StrEnum
+
+
+class Role(StrEnum):
+    """Account kinds (R-ID-01); the token's `roles` claim holds these."""
+
+    BUSINESS = "business"
+    FOUNDER = "founder"
+    EXPERT = "expert"
+    INSTITUTION = "institution"  # staff acting for a support institution
+    BUREAU = "bureau"            # regional bureau of economy, trade and industry
+    AGENCY = "agency"            # processing agency (事務処理機関)
+    OPERATOR = "operator"        # platform operations
+
+
+class MemberRole(StrEnum):
+    """An organisation's role inside a regional platform (R-PF-04)."""
+
+    REPRESENTATIVE = "representative"
+    DISPATCH_MEMBER = "dispatch_member"  # other dispatch-capable member (types ①–⑫)
+    INSTITUTION = "institution"          # other institution (broad SME support)
+    BODY = "body"                        # other body / corporation
+    INDIVIDUAL = "individual"
+
+
+class Right(StrEnum):
+    MANAGE_BUDGET = "manage_budget"          # representative: the whole frame; dispatch member: its share
+    REQUEST_DISPATCH = "request_dispatch"
+    RECOMMEND_EXPERTS = "recommend_experts"
+    JOINT_ACTIVITIES = "joint_activities"
+
+
+# R-PF-04: what each member role may do. The token's `orgs` claim carries the rights of each membership.
+RIGHTS: dict[MemberRole, frozenset[Right]] = {
+    MemberRole.REPRESENTATIVE: frozenset(Right),
+    MemberRole.DISPATCH_MEMBER: frozenset(Right),
+    MemberRole.INSTITUTION: frozenset({Right.RECOMMEND_EXPERTS, Right.JOINT_ACTIVITIES}),
+    MemberRole.BODY: frozenset({Right.RECOMMEND_EXPERTS, Right.JOINT_ACTIVITIES}),
+    MemberRole.INDIVIDUAL: frozenset({Right.JOINT_ACTIVITIES}),
+}
+
+# Institution types that may dispatch (派遣可能構成機関), ①–⑫.
+DISPATCH_CAPABLE_TYPES = frozenset(range(1, 13))
+
+
+def fiscal_year(d: date | datetime) -> int:
+    """Japanese fiscal year (April–March): 2026-03-31 is FY2025, 2026-04-01 is FY2026."""
+    return d.year if d.month >= 4 else d.year - 1
+
+
+# R-RAT-01: the six axes a business (and a route-A institution) rates, each 1–5.
+RATING_AXES = ("communication", "clarity", "expertise", "analysis", "execution", "manners")
+
+# R-RAT-04: the four items institutions evaluate (private until fiscal-year end).
+INSTITUTION_EVALUATION_ITEMS = ("issue_handling", "strategy_building", "knowledge", "execution_capability")
+
+# Expert fields: a controlled vocabulary (R-EX-03/05).
+EXPERT_FIELDS = ("management", "finance", "tax", "legal", "ip", "sales_channels", "product_development",
+                 "it_dx", "business_succession", "hr", "overseas", "manufacturing", "startup", "other")
