@@ -111,3 +111,58 @@ class MembershipChanged(Message):
     platform_id: str
     org_id: str
     member_role: str | None
+
+
+class FinancialPeriod(BaseModel):
+    """One fiscal year's figures (R-ANC-04), in yen."""
+
+    fiscal_year: int
+    sales: int | None = None
+    operating_profit: int | None = None
+    ordinary_profit: int | None = None
+    net_income: int | None = None
+    total_assets: int | None = None
+
+
+class BusinessProfileChanged(Message):
+    """A business changed its once-only profile (R-ID-03); `version` counts the changes, `changed` names the fields."""
+
+    message_type: ClassVar[str] = "identity.BusinessProfileChanged"
+    version: ClassVar[int] = 1
+    topic: ClassVar[str] = TOPIC
+    key_field: ClassVar[str] = "business_id"
+
+    business_id: str
+    profile_version: int = Field(ge=1)
+    changed: list[str]
+    corporate_number: str | None = None
+    name: str
+    prefecture: str
+    industry: str
+    employees: int = Field(ge=0)
+    capital: int | None = None
+    financials: list[FinancialPeriod] = Field(default_factory=list)
+
+
+class ConsentGranted(Message):
+    """A business lets an external client read its profile for prefill (R-ID-04)."""
+
+    message_type: ClassVar[str] = "identity.ConsentGranted"
+    version: ClassVar[int] = 1
+    topic: ClassVar[str] = TOPIC
+    key_field: ClassVar[str] = "business_id"
+
+    business_id: str
+    client_id: str
+
+
+class ConsentWithdrawn(Message):
+    """A business withdrew a client's prefill consent (R-ID-04); the client gets nothing from now on."""
+
+    message_type: ClassVar[str] = "identity.ConsentWithdrawn"
+    version: ClassVar[int] = 1
+    topic: ClassVar[str] = TOPIC
+    key_field: ClassVar[str] = "business_id"
+
+    business_id: str
+    client_id: str

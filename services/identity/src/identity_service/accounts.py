@@ -47,10 +47,11 @@ class AccountOut(BaseModel):
     roles: list[str]
     status: str
     email_verified: bool
+    org_id: str | None = Field(default=None, description="the organisation an institution-staff account acts for")
 
 
 def _out(doc: dict) -> AccountOut:
-    return AccountOut(account_id=doc["_id"], **{k: doc[k] for k in AccountOut.model_fields if k != "account_id"})
+    return AccountOut(account_id=doc["_id"], **{k: doc.get(k) for k in AccountOut.model_fields if k != "account_id"})
 
 
 async def _create(svc, body: AccountIn, actor: str) -> AccountOut:

@@ -1,14 +1,16 @@
 """Wiring of the identity service."""
-from identity_service import accounts, http, oidc
+from identity_service import accounts, http, oidc, orgs, store
 from identity_service.tokens import TokenIssuer
 from servicekit.service import Service
 
-svc = Service("identity", title="Identity", outbox=["businesses", "accounts", "clients"],
-              produces=["identity.events"], honour_revocations=False)
+svc = Service("identity", title="Identity", outbox=["businesses", "accounts", "clients", "orgs", "platforms"],
+              produces=["identity.events", "notifications.commands"], honour_revocations=False)
 svc.app.state.issuer = TokenIssuer.from_env()
+store.install(svc)
 svc.app.include_router(oidc.router)
 svc.app.include_router(accounts.router)
 svc.app.include_router(http.router)
+svc.app.include_router(orgs.router)
 
 
 # identity checks its own records instead of the revoked-subjects read model other services keep
@@ -19,6 +21,7 @@ svc.subject_active = lambda claims: oidc.still_active(svc.db, claims)
 async def _indexes() -> None:
     await svc.db.accounts.create_index("email", unique=True)
     await svc.db.clients.create_index("status")
+    await svc.db.platforms.create_index("member_ids")
 
 
 app = svc.app

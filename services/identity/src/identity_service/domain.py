@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+
+from contracts.vocab import DISPATCH_CAPABLE_TYPES, RIGHTS, MemberRole
 
 _DIGITS13 = re.compile(r"^[0-9]{13}$")
 
@@ -73,3 +76,116 @@ def granted_scopes(requested: str | None, allowed: list[str]) -> list[str] | Non
         return list(allowed)
     wanted = requested.split()
     return None if set(wanted) - set(allowed) else wanted
+
+
+# --- organisations and regional platforms (R-PF-01..04) ----------------------------------------
+ORG_KINDS = ("institution", "body", "individual")
+
+
+@dataclass(frozen=True)
+class PlatformRules:
+    """Programme parameters of platform registration (data, not literals in the rules)."""
+
+    min_member_institutions: int = 4   # R-PF-01
+    min_dispatch_types: int = 2        # R-PF-01: "more than one type"
+    review_after_years: int = 3        # R-PF-03: after ~3 years a review decides on renewal
+
+
+PLATFORM_RULES = PlatformRules()
+
+
+@dataclass(frozen=True)
+class Org:
+    org_id: str
+    kind: str
+    institution_type: int | None = None
+    name: str = ""
+
+
+def dispatch_capable(org: Org) -> bool:
+    """An institution of one of the types ①–⑫ (派遣可能構成機関)."""
+    return org.kind == "institution" and org.institution_type in DISPATCH_CAPABLE_TYPES
+
+
+def member_role_for(org: Org, representative_id: str) -> MemberRole:
+    """R-PF-04: a member's role follows from what it is and whether it represents the platform."""
+    if org.org_id == representative_id:
+        return MemberRole.REPRESENTATIVE
+    if dispatch_capable(org):
+        return MemberRole.DISPATCH_MEMBER
+    return {"institution": MemberRole.INSTITUTION, "body": MemberRole.BODY}.get(org.kind, MemberRole.INDIVIDUAL)
+
+
+def rights_of(role: str) -> list[str]:
+    """R-PF-04: the rights a member role carries (the token's `orgs[].rights`)."""
+    return sorted(RIGHTS[MemberRole(role)])
+
+
+def platform_problems(members: list[Org], representative_id: str, rules: PlatformRules = PLATFORM_RULES) -> list[str]:
+    """Why these members cannot form a registered platform (R-PF-01, R-PF-02); empty if they can."""
+    problems = []
+    if len({m.org_id for m in members}) != len(members):
+        problems.append("an organisation is listed twice among the members")
+    institutions = [m for m in members if m.kind == "institution"]
+    if len(institutions) < rules.min_member_institutions:
+        problems.append(f"a platform needs at least {rules.min_member_institutions} member institutions "
+                        f"(R-PF-01); it has {len(institutions)}")
+    types = {m.institution_type for m in members if dispatch_capable(m)}
+    if len(types) < rules.min_dispatch_types:
+        problems.append(f"a platform needs dispatch-capable institutions (①–⑫) of at least {rules.min_dispatch_types} "
+                        f"different types (R-PF-01); it has {len(types)}")
+    rep = next((m for m in members if m.org_id == representative_id), None)
+    if rep is None:
+        problems.append("the representative institution must be one of the members")
+    elif not dispatch_capable(rep):
+        problems.append("the representative institution must be dispatch-capable, of a type ①–⑫ (R-PF-02)")
+    return problems
+
+
+def review_due(registered_years: list[int], last_review_year: int | None, fiscal_year: int,
+               rules: PlatformRules = PLATFORM_RULES) -> bool:
+    """R-PF-03: a renewal needs a review once the platform has run `review_after_years` years since
+    its first registration or its last review."""
+    since = last_review_year if last_review_year is not None else min(registered_years)
+    return fiscal_year - since >= rules.review_after_years
+
+
+def renewal_problem(registered_years: list[int], last_review_year: int | None, fiscal_year: int,
+                    review_approved: bool | None, rules: PlatformRules = PLATFORM_RULES) -> str | None:
+    """R-PF-03: registration lasts one fiscal year; renewal is for a later year, and after ~3 years only
+    with a favourable review."""
+    if fiscal_year in registered_years:
+        return f"the platform is already registered for FY{fiscal_year}"
+    if fiscal_year < max(registered_years):
+        return f"renewal must be for a fiscal year after FY{max(registered_years)}"
+    if review_due(registered_years, last_review_year, fiscal_year, rules):
+        if review_approved is None:
+            return (f"the platform has been registered for {rules.review_after_years} years: renewal needs a "
+                    "review decision (review_approved) first (R-PF-03)")
+        if not review_approved:
+            return "the review decided against renewal (R-PF-03)"
+    return None
+
+
+def removal_problem(members: list[Org], representative_id: str, org_id: str,
+                    rules: PlatformRules = PLATFORM_RULES) -> str | None:
+    """A member may leave only if the platform still meets R-PF-01/02 without it."""
+    if org_id == representative_id:
+        return "the representative institution cannot leave; appoint another representative first"
+    remaining = [m for m in members if m.org_id != org_id]
+    problems = platform_problems(remaining, representative_id, rules)
+    return "without this member " + "; ".join(problems) if problems else None
+
+
+def memberships_claim(org_id: str, platforms: list[dict], fiscal_year: int) -> list[dict]:
+    """R-PF-04: the token's `orgs` claim, one entry per membership of `org_id` in a platform registered
+    for `fiscal_year` (a lapsed registration carries no rights)."""
+    out = []
+    for p in platforms:
+        if fiscal_year not in p["fiscal_years"]:
+            continue
+        for m in p["members"]:
+            if m["org_id"] == org_id:
+                out.append({"org_id": org_id, "platform_id": p["platform_id"], "member_role": m["member_role"],
+                            "rights": rights_of(m["member_role"])})
+    return out

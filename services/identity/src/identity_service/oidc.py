@@ -15,7 +15,7 @@ import jwt
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
-from identity_service import domain, secrets
+from identity_service import domain, orgs, secrets
 
 router = APIRouter(tags=["openid-connect"])
 CODE_TTL = 60
@@ -221,7 +221,7 @@ async def _refresh_grant(request: Request, client: dict, form):
 async def _user_tokens(request: Request, client: dict, account: dict, scopes: list[str], nonce: str | None):
     issuer, db = request.app.state.issuer, request.app.state.service.db
     access = issuer.access_token(sub=account["_id"], client_id=client["_id"], scopes=scopes, roles=account["roles"],
-                                 orgs=account.get("orgs", []))
+                                 orgs=await orgs.memberships(db, account))
     refresh = secrets.new_token()
     await db.refresh_tokens.insert_one({"_id": secrets.digest(refresh), "client_id": client["_id"],
                                         "account_id": account["_id"], "scopes": scopes,

@@ -1,0 +1,67 @@
+"""Helpers shared by the identity integration tests: start the service directly (no gateway), log in."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+
+from tests.support import free_port, token
+
+PASSWORD = "correct horse battery 9"
+REDIRECT = "http://127.0.0.1:9/callback"
+
+
+def bearer(sub: str = "op-1", roles=("operator",), **claims) -> dict:
+    return {"authorization": f"Bearer {token(sub=sub, roles=list(roles), **claims)}"}
+
+
+def start_identity(services, **env):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    return services("identity", port=port, **{"OIDC_ISSUER": url, "IDENTITY_PUBLIC_URL": url, **env})
+
+
+async def signup(http: httpx.AsyncClient, email: str, kind: str = "business", real_name: str = "中小 太郎") -> dict:
+    r = await http.post("/accounts", json={"email": email, "password": PASSWORD, "real_name": real_name, "kind": kind})
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+async def portal_client(http: httpx.AsyncClient, scopes=("openid",), headers: dict | None = None) -> dict:
+    r = await http.post("/clients", headers=headers or bearer(), json={
+        "name": "portal", "confidential": False, "redirect_uris": [REDIRECT], "scopes": list(scopes),
+        "grant_types": ["authorization_code", "refresh_token"]})
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+async def partner_client(http: httpx.AsyncClient, scopes=("prefill:read",), name: str = "会計クラウド") -> dict:
+    r = await http.post("/clients", headers=bearer(), json={
+        "name": name, "confidential": True, "scopes": list(scopes), "grant_types": ["client_credentials"]})
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+async def client_token(http: httpx.AsyncClient, client: dict, scope: str | None = None) -> str:
+    data = {"grant_type": "client_credentials", **({"scope": scope} if scope else {})}
+    r = await http.post("/token", auth=(client["client_id"], client["client_secret"]), data=data)
+    assert r.status_code == 200, r.text
+    return r.json()["access_token"]
+
+
+async def password_login(http: httpx.AsyncClient, client_id: str, email: str, password: str = PASSWORD) -> dict:
+    """The code + PKCE flow a portal front end runs, reduced to its two requests."""
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    r = await http.post("/authorize", data={"email": email, "password": password, "client_id": client_id,
+                                            "redirect_uri": REDIRECT, "scope": "openid", "state": "s",
+                                            "code_challenge": challenge, "code_challenge_method": "S256"})
+    assert r.status_code == 302, r.text
+    code = parse_qs(urlsplit(r.headers["location"]).query)["code"][0]
+    t = await http.post("/token", data={"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT,
+                                        "client_id": client_id, "code_verifier": verifier})
+    assert t.status_code == 200, t.text
+    return t.json()
