@@ -189,3 +189,36 @@ def memberships_claim(org_id: str, platforms: list[dict], fiscal_year: int) -> l
                 out.append({"org_id": org_id, "platform_id": p["platform_id"], "member_role": m["member_role"],
                             "rights": rights_of(m["member_role"])})
     return out
+
+
+# --- once-only business profile (R-ID-03, R-ANC-04) ----------------------------------------------
+RECENT_PERIODS = 3  # R-ANC-04: the last three periods (直近・前期・前々期)
+PROFILE_FIELDS = ("name", "postal_code", "address", "prefecture", "representative", "capital", "industry",
+                  "employees", "financials")
+
+
+def financials_problem(periods: list[dict], current_fiscal_year: int) -> str | None:
+    """Why these per-fiscal-year figures cannot be stored, or None (R-ANC-04)."""
+    years = [p["fiscal_year"] for p in periods]
+    if len(set(years)) != len(years):
+        return "each fiscal year may appear only once in the financial figures"
+    if future := [y for y in years if y > current_fiscal_year]:
+        return f"financial figures for a fiscal year that has not started (FY{future[0]}) cannot be entered"
+    return None
+
+
+def merge_financials(old: list[dict], new: list[dict]) -> list[dict]:
+    """New figures replace the same fiscal year's old ones; earlier years are kept (history never shrinks)."""
+    by_year = {p["fiscal_year"]: p for p in old} | {p["fiscal_year"]: p for p in new}
+    return [by_year[y] for y in sorted(by_year, reverse=True)]
+
+
+def missing_recent_periods(periods: list[dict], current_fiscal_year: int, n: int = RECENT_PERIODS) -> list[int]:
+    """R-ANC-04: which of the last `n` closed fiscal years have no figures yet (for the profile's completeness)."""
+    have = {p["fiscal_year"] for p in periods}
+    return [y for y in range(current_fiscal_year - 1, current_fiscal_year - 1 - n, -1) if y not in have]
+
+
+def changed_fields(old: dict, new: dict) -> list[str]:
+    """R-ID-03: the profile fields a change touches (recorded in the version history and the event)."""
+    return [f for f in PROFILE_FIELDS if old.get(f) != new.get(f)]

@@ -1,24 +1,54 @@
-"""HTTP handlers of the identity service (thin: validate, call the domain, store, emit)."""
+"""Businesses and their once-only profile (R-ID-02, R-ID-03, R-ANC-04): register once, change with a version history."""
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, date, datetime
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field, field_validator
 from pymongo.errors import DuplicateKeyError
 
-from contracts.events.identity import BusinessRegistered
-from identity_service import domain
+from contracts.events.identity import BusinessProfileChanged, BusinessRegistered
+from contracts.vocab import fiscal_year
+from identity_service import domain, store
 from servicekit.auth import Principal, require
 from servicekit.problems import Problem
 
 router = APIRouter(tags=["businesses"])
+OWNERS = ("business", "founder", "operator")
+YEN = 10**15  # bounds of a yen amount: larger than any real figure, small enough to stay exact
 
 
-class BusinessIn(BaseModel):
-    """Once-only basic data of a business (R-ID-03)."""
+class FinancialPeriodIn(BaseModel):
+    """One fiscal year's figures in yen (R-ANC-04)."""
 
-    corporate_number: str | None = Field(default=None, description="法人番号, 13 digits; omit for sole proprietors")
+    fiscal_year: int = Field(ge=1900, le=2100)
+    sales: int | None = Field(default=None, ge=-YEN, le=YEN)
+    operating_profit: int | None = Field(default=None, ge=-YEN, le=YEN)
+    ordinary_profit: int | None = Field(default=None, ge=-YEN, le=YEN)
+    net_income: int | None = Field(default=None, ge=-YEN, le=YEN)
+    total_assets: int | None = Field(default=None, ge=-YEN, le=YEN)
+
+
+class ProfileChange(BaseModel):
+    """Fields of the once-only profile (R-ID-03); in a change, omitted fields stay as they are."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    postal_code: str | None = Field(default=None, pattern=r"^[0-9]{3}-?[0-9]{4}$", description="郵便番号, e.g. 860-0001")
+    address: str | None = Field(default=None, min_length=1, max_length=300)
+    prefecture: str | None = Field(default=None, min_length=1, max_length=20)
+    representative: str | None = Field(default=None, min_length=1, max_length=100, description="代表者名")
+    capital: int | None = Field(default=None, ge=0, le=YEN, description="資本金 (yen)")
+    industry: str | None = Field(default=None, min_length=1, max_length=100)
+    employees: int | None = Field(default=None, ge=0, le=10_000_000)
+    financials: list[FinancialPeriodIn] | None = Field(
+        default=None, max_length=50, description="per fiscal year; a year given replaces that year's figures, others stay")
+
+
+class BusinessIn(ProfileChange):
+    """Once-only basic data of a business (R-ID-03), entered once."""
+
+    corporate_number: str | None = Field(default=None, description="法人番号, 13 digits; omit for sole proprietors and founders")
     name: str = Field(min_length=1, max_length=200)
     prefecture: str = Field(min_length=1, max_length=20)
     industry: str = Field(min_length=1, max_length=100)
@@ -32,30 +62,128 @@ class BusinessIn(BaseModel):
         return v
 
 
-class BusinessOut(BusinessIn):
+class ProfileChangeIn(ProfileChange):
+    expected_version: int | None = Field(default=None, ge=1, description="refuse the change if the profile moved on since")
+
+
+class BusinessOut(BaseModel):
     business_id: str
     owner: str
+    corporate_number: str | None
+    name: str
+    postal_code: str | None = None
+    address: str | None = None
+    prefecture: str
+    representative: str | None = None
+    capital: int | None = None
+    industry: str
+    employees: int
+    financials: list[FinancialPeriodIn] = []
+    version: int
+    missing_periods: list[int] = Field(description="R-ANC-04: recent closed fiscal years without figures yet")
+
+
+class VersionOut(BaseModel):
+    version: int
+    at: datetime
+    by: str
+    changed: list[str]
+    profile: dict
+
+
+def _profile(doc: dict) -> dict:
+    return {f: doc.get(f) for f in domain.PROFILE_FIELDS}
+
+
+def business_out(doc: dict) -> BusinessOut:
+    fy = fiscal_year(date.today())
+    return BusinessOut(business_id=doc["_id"], owner=doc["owner"], corporate_number=doc.get("corporate_number"),
+                       version=doc["version"], **{k: v for k, v in _profile(doc).items() if v is not None},
+                       missing_periods=domain.missing_recent_periods(doc.get("financials") or [], fy))
+
+
+def _check_financials(periods: list[dict]) -> None:
+    if problem := domain.financials_problem(periods, fiscal_year(date.today())):
+        raise Problem(422, "Invalid financial figures", problem)
 
 
 @router.post("/businesses", status_code=201, response_model=BusinessOut,
-             summary="Register a business's once-only basic data")
-async def register_business(body: BusinessIn, request: Request,
-                            who: Principal = Depends(require("business", "operator"))) -> BusinessOut:
+             summary="Register a business's once-only basic data (R-ID-03)")
+async def register_business(body: BusinessIn, request: Request, who: Principal = Depends(require(*OWNERS))) -> BusinessOut:
     svc = request.app.state.service
+    data = body.model_dump()
+    data["financials"] = domain.merge_financials([], data["financials"] or [])
+    _check_financials(data["financials"])
     business_id = domain.business_id_for(body.corporate_number, uuid.uuid4().hex)
-    out = BusinessOut(business_id=business_id, owner=who.subject, **body.model_dump())
-    event = svc.event(BusinessRegistered(**body.model_dump(), business_id=business_id), actor=who.subject)
+    now = datetime.now(UTC)
+    doc = {"_id": business_id, "owner": who.subject, **data, "version": 1, "created_at": now,
+           "history": [{"version": 1, "at": now, "by": who.subject, "changed": list(domain.PROFILE_FIELDS),
+                        "profile": _profile(data)}]}
+    event = svc.event(BusinessRegistered(**{k: data[k] for k in ("corporate_number", "name", "prefecture", "industry",
+                                                                 "employees")}, business_id=business_id),
+                      actor=who.subject)
     try:
-        await svc.insert(svc.db.businesses, {"_id": business_id, **out.model_dump(), "version": 1}, events=[event])
+        await svc.insert(svc.db.businesses, doc, events=[event])
     except DuplicateKeyError:
         raise Problem(409, "Already registered", f"Business {business_id} is already registered.") from None
-    return out
+    return business_out(doc)
 
 
-@router.get("/businesses/{business_id}", response_model=BusinessOut, summary="Read a business's basic data")
-async def get_business(business_id: str, request: Request,
-                       who: Principal = Depends(require("business", "operator"))) -> BusinessOut:
-    doc = await request.app.state.service.db.businesses.find_one({"_id": business_id})
+async def owned_business(request: Request, business_id: str, who: Principal, projection: dict | None = None) -> dict:
+    """The business if the caller owns it (operators see every business); 404 otherwise, revealing nothing."""
+    doc = await request.app.state.service.db.businesses.find_one({"_id": business_id}, projection or {"history": 0})
     if doc is None or ("operator" not in who.roles and doc["owner"] != who.subject):
         raise Problem(404, "Not found", f"No business {business_id} visible to you.")
-    return BusinessOut(**doc)
+    return doc
+
+
+@router.get("/businesses", response_model=list[BusinessOut], summary="The businesses you registered")
+async def my_businesses(request: Request, who: Principal = Depends(require(*OWNERS))) -> list[BusinessOut]:
+    cursor = request.app.state.service.db.businesses.find({"owner": who.subject}, {"history": 0}).sort("_id").limit(100)
+    return [business_out(d) async for d in cursor]
+
+
+@router.get("/businesses/{business_id}", response_model=BusinessOut, summary="Read a business's once-only profile")
+async def get_business(business_id: str, request: Request, who: Principal = Depends(require(*OWNERS))) -> BusinessOut:
+    return business_out(await owned_business(request, business_id, who))
+
+
+@router.patch("/businesses/{business_id}", response_model=BusinessOut,
+              summary="Change the profile: a new version, the old one kept in the history (R-ID-03)")
+async def change_business(business_id: str, body: ProfileChangeIn, request: Request,
+                          who: Principal = Depends(require(*OWNERS))) -> BusinessOut:
+    svc = request.app.state.service
+    doc = await owned_business(request, business_id, who)
+    if body.expected_version is not None and body.expected_version != doc["version"]:
+        raise Problem(409, "The profile changed meanwhile",
+                      f"You edited version {body.expected_version}; the profile is now at version {doc['version']}.")
+    given = body.model_dump(exclude_unset=True, exclude={"expected_version"})
+    if none := [k for k, v in given.items() if v is None and k in ("name", "prefecture", "industry", "employees")]:
+        raise Problem(422, "A required field cannot be emptied", f"{', '.join(none)} must keep a value.")
+    old = _profile(doc)
+    new = {**old, **given}
+    if "financials" in given:
+        new["financials"] = domain.merge_financials(old.get("financials") or [], given["financials"] or [])
+        _check_financials(new["financials"])
+    changed = domain.changed_fields(old, new)
+    if not changed:
+        return business_out(doc)
+    version = doc["version"] + 1
+    event = svc.event(BusinessProfileChanged(business_id=business_id, profile_version=version, changed=changed,
+                                             corporate_number=doc.get("corporate_number"),
+                                             **{k: new[k] for k in ("name", "prefecture", "industry", "employees",
+                                                                    "capital", "financials")}), actor=who.subject)
+    entry = {"version": version, "at": datetime.now(UTC), "by": who.subject, "changed": changed, "profile": new}
+    res = await store.write(svc, svc.db.businesses, {"_id": business_id, "version": doc["version"]},
+                            {"$set": {**{k: new[k] for k in changed}, "version": version}, "$push": {"history": entry}},
+                            events=[event])
+    if res.matched_count != 1:
+        raise Problem(409, "The profile changed meanwhile", "Another change was saved first; reload and try again.")
+    return business_out({**doc, **new, "version": version})
+
+
+@router.get("/businesses/{business_id}/history", response_model=list[VersionOut],
+            summary="Every version of the profile, newest first (R-ID-03)")
+async def business_history(business_id: str, request: Request, who: Principal = Depends(require(*OWNERS))) -> list[VersionOut]:
+    doc = await owned_business(request, business_id, who, {"owner": 1, "history": 1})
+    return [VersionOut(**h) for h in reversed(doc.get("history", []))]
