@@ -27,3 +27,15 @@ def test_R_ID_03_a_change_names_exactly_the_fields_it_touches():
     old = {"name": "A", "employees": 3, "financials": [p(2025, 1)], "capital": None}
     assert changed_fields(old, {**old, "employees": 4, "capital": 10}) == ["capital", "employees"]
     assert changed_fields(old, dict(old)) == []
+
+
+def test_R_ID_04_a_client_gets_exactly_the_fields_its_scopes_allow():
+    from identity_service.domain import prefill_view
+
+    profile = {"corporate_number": "7000012050002", "name": "A", "postal_code": "860-0001", "address": "x",
+               "prefecture": "熊本県", "representative": "r", "capital": 1, "industry": "i", "employees": 3,
+               "financials": [p(2025, 1)], "owner": "acc-1", "history": []}
+    basic = prefill_view(profile, {"prefill:read"})
+    assert "financials" not in basic and "owner" not in basic and basic["name"] == "A" and len(basic) == 9
+    assert prefill_view(profile, {"prefill:read", "prefill:financials"})["financials"] == [p(2025, 1)]
+    assert prefill_view(profile, {"openid"}) == {}

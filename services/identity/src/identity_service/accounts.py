@@ -131,7 +131,7 @@ class ClientIn(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     confidential: bool = Field(description="true: has a secret (server-side service); false: a browser/mobile portal front end")
     redirect_uris: list[str] = Field(default_factory=list, max_length=10)
-    scopes: list[Literal["openid", "profile", "email", "offline_access", "prefill:read"]] = Field(default_factory=list)
+    scopes: list[Literal["openid", "profile", "email", "offline_access", "prefill:read", "prefill:financials"]] = Field(default_factory=list)
     grant_types: list[Literal["authorization_code", "refresh_token", "client_credentials"]]
 
 

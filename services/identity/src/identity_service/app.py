@@ -1,9 +1,9 @@
 """Wiring of the identity service."""
-from identity_service import accounts, http, oidc, orgs, store
+from identity_service import accounts, consents, http, oidc, orgs, store
 from identity_service.tokens import TokenIssuer
 from servicekit.service import Service
 
-svc = Service("identity", title="Identity", outbox=["businesses", "accounts", "clients", "orgs", "platforms"],
+svc = Service("identity", title="Identity", outbox=["businesses", "accounts", "clients", "orgs", "platforms", "consents"],
               produces=["identity.events", "notifications.commands"], honour_revocations=False)
 svc.app.state.issuer = TokenIssuer.from_env()
 store.install(svc)
@@ -11,6 +11,7 @@ svc.app.include_router(oidc.router)
 svc.app.include_router(accounts.router)
 svc.app.include_router(http.router)
 svc.app.include_router(orgs.router)
+svc.app.include_router(consents.router)
 
 
 # identity checks its own records instead of the revoked-subjects read model other services keep
@@ -22,6 +23,8 @@ async def _indexes() -> None:
     await svc.db.accounts.create_index("email", unique=True)
     await svc.db.clients.create_index("status")
     await svc.db.platforms.create_index("member_ids")
+    await svc.db.consents.create_index("business_id")
+    await svc.db.audit.create_index([("key", 1), ("at", -1)])
 
 
 app = svc.app

@@ -222,3 +222,22 @@ def missing_recent_periods(periods: list[dict], current_fiscal_year: int, n: int
 def changed_fields(old: dict, new: dict) -> list[str]:
     """R-ID-03: the profile fields a change touches (recorded in the version history and the event)."""
     return [f for f in PROFILE_FIELDS if old.get(f) != new.get(f)]
+
+
+# --- consent-based prefill (R-ID-04) ----------------------------------------------------------------
+# Which profile fields each client scope opens (data: a new scope is a new row, not new code).
+PREFILL_SCOPES: dict[str, tuple[str, ...]] = {
+    "prefill:read": ("corporate_number", "name", "postal_code", "address", "prefecture", "representative",
+                     "capital", "industry", "employees"),
+    "prefill:financials": ("financials",),
+}
+
+
+def prefill_fields(scopes: set[str] | frozenset[str]) -> list[str]:
+    """R-ID-04: exactly the fields the client's scopes allow, in a stable order."""
+    return [f for scope, fields in PREFILL_SCOPES.items() if scope in scopes for f in fields]
+
+
+def prefill_view(profile: dict, scopes: set[str] | frozenset[str]) -> dict:
+    """R-ID-04: the part of a profile a consented client receives; nothing outside its scopes."""
+    return {f: profile.get(f) for f in prefill_fields(scopes)}

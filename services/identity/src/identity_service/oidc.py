@@ -51,7 +51,7 @@ async def discovery(request: Request) -> dict:
         "id_token_signing_alg_values_supported": ["RS256"],
         "code_challenge_methods_supported": ["S256"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
-        "scopes_supported": ["openid", "profile", "email", "offline_access", "prefill:read"],
+        "scopes_supported": ["openid", "profile", "email", "offline_access", "prefill:read", "prefill:financials"],
         "claims_supported": ["sub", "name", "email", "roles", "orgs"],
     }
 
