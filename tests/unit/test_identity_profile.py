@@ -39,3 +39,14 @@ def test_R_ID_04_a_client_gets_exactly_the_fields_its_scopes_allow():
     assert "financials" not in basic and "owner" not in basic and basic["name"] == "A" and len(basic) == 9
     assert prefill_view(profile, {"prefill:read", "prefill:financials"})["financials"] == [p(2025, 1)]
     assert prefill_view(profile, {"openid"}) == {}
+
+
+def test_R_ANC_05_disclosure_visible_only_between_approval_and_revocation():
+    from identity_service.domain import disclosure_next, disclosure_visible
+
+    assert disclosure_next("pending", "approve") == "approved" and disclosure_visible("approved")
+    assert disclosure_next("approved", "revoke") == "revoked" and not disclosure_visible("revoked")
+    assert disclosure_next("pending", "reject") == "rejected" and not disclosure_visible("rejected")
+    assert not disclosure_visible("pending")
+    assert disclosure_next("revoked", "approve") is None and disclosure_next("pending", "revoke") is None
+    assert disclosure_next("rejected", "approve") is None

@@ -1,5 +1,5 @@
 """Wiring of the identity service."""
-from identity_service import accounts, consents, http, oidc, orgs, store
+from identity_service import accounts, consents, disclosures, http, oidc, orgs, store
 from identity_service.tokens import TokenIssuer
 from servicekit.service import Service
 
@@ -12,6 +12,7 @@ svc.app.include_router(accounts.router)
 svc.app.include_router(http.router)
 svc.app.include_router(orgs.router)
 svc.app.include_router(consents.router)
+svc.app.include_router(disclosures.router)
 
 
 # identity checks its own records instead of the revoked-subjects read model other services keep
@@ -24,6 +25,8 @@ async def _indexes() -> None:
     await svc.db.clients.create_index("status")
     await svc.db.platforms.create_index("member_ids")
     await svc.db.consents.create_index("business_id")
+    await svc.db.disclosures.create_index("business_id")
+    await svc.db.disclosures.create_index("org_id")
     await svc.db.audit.create_index([("key", 1), ("at", -1)])
 
 

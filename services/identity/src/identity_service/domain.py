@@ -241,3 +241,23 @@ def prefill_fields(scopes: set[str] | frozenset[str]) -> list[str]:
 def prefill_view(profile: dict, scopes: set[str] | frozenset[str]) -> dict:
     """R-ID-04: the part of a profile a consented client receives; nothing outside its scopes."""
     return {f: profile.get(f) for f in prefill_fields(scopes)}
+
+
+# --- data-disclosure requests (R-ANC-05) -------------------------------------------------------------
+# action -> (status it applies to, status it leads to); the business decides, and may revoke later
+DISCLOSURE_TRANSITIONS: dict[str, tuple[str, str]] = {
+    "approve": ("pending", "approved"),
+    "reject": ("pending", "rejected"),
+    "revoke": ("approved", "revoked"),
+}
+
+
+def disclosure_next(status: str, action: str) -> str | None:
+    """R-ANC-05: the request's status after the business's `action`, or None if not possible now."""
+    before, after = DISCLOSURE_TRANSITIONS[action]
+    return after if status == before else None
+
+
+def disclosure_visible(status: str) -> bool:
+    """R-ANC-05: the institution sees the data only while the request stands approved."""
+    return status == "approved"
