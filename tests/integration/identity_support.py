@@ -18,8 +18,8 @@ def bearer(sub: str = "op-1", roles=("operator",), **claims) -> dict:
     return {"authorization": f"Bearer {token(sub=sub, roles=list(roles), **claims)}"}
 
 
-def start_identity(services, **env):
-    port = free_port()
+def start_identity(services, port: int | None = None, **env):
+    port = port or free_port()
     url = f"http://127.0.0.1:{port}"
     return services("identity", port=port, **{"OIDC_ISSUER": url, "IDENTITY_PUBLIC_URL": url, **env})
 

@@ -1,5 +1,5 @@
 """Wiring of the identity service."""
-from identity_service import accounts, consents, disclosures, http, oidc, orgs, store
+from identity_service import accounts, consents, disclosures, federation, http, oidc, orgs, store
 from identity_service.tokens import TokenIssuer
 from servicekit.service import Service
 
@@ -13,6 +13,7 @@ svc.app.include_router(http.router)
 svc.app.include_router(orgs.router)
 svc.app.include_router(consents.router)
 svc.app.include_router(disclosures.router)
+federation.install(svc.app)
 
 
 # identity checks its own records instead of the revoked-subjects read model other services keep
@@ -27,6 +28,7 @@ async def _indexes() -> None:
     await svc.db.consents.create_index("business_id")
     await svc.db.disclosures.create_index("business_id")
     await svc.db.disclosures.create_index("org_id")
+    await svc.db.federated_links.create_index("account_id")
     await svc.db.audit.create_index([("key", 1), ("at", -1)])
 
 

@@ -74,14 +74,19 @@ _FORM = """<!doctype html><html lang="ja"><meta charset="utf-8"><title>支援ポ
 <form method="post">{hidden}
 <label>メールアドレス / E-mail <input name="email" type="email" required></label><br>
 <label>パスワード / Password <input name="password" type="password" required></label><br>
-<button type="submit">ログイン / Sign in</button></form></html>"""
+<button type="submit">ログイン / Sign in</button></form>{federation}</html>"""
 
 _AUTH_PARAMS = ("client_id", "redirect_uri", "scope", "state", "code_challenge", "code_challenge_method", "nonce")
 
 
 def _login_page(params: dict, error: str = "", status: int = 200) -> HTMLResponse:
     hidden = "".join(f'<input type="hidden" name="{k}" value="{html.escape(v or "")}">' for k, v in params.items())
-    return HTMLResponse(_FORM.format(hidden=hidden, error=html.escape(error)), status_code=status)
+    federation = ""
+    if os.environ.get("UPSTREAM_OIDC_ISSUER"):  # R-ANC-03: offer the upstream login next to the password
+        upstream_name = os.environ.get("UPSTREAM_OIDC_NAME", "GビズID")
+        href = html.escape(f"federation/start?{urlencode({k: v or '' for k, v in params.items()})}")
+        federation = f'<p><a id="federated" href="{href}">{html.escape(upstream_name)}でログイン / Sign in with {html.escape(upstream_name)}</a></p>'
+    return HTMLResponse(_FORM.format(hidden=hidden, error=html.escape(error), federation=federation), status_code=status)
 
 
 @router.get("/authorize", response_class=HTMLResponse, summary="Start login (authorization code + PKCE)")
@@ -117,14 +122,21 @@ async def authorize_submit(request: Request, email: str = Form(), password: str 
     account = await login(svc.db, email, password)
     if isinstance(account, str):
         return _login_page(params, account, status=401)
-    scopes = domain.granted_scopes(scope, client["scopes"])
+    return await issue_code(request, client, params, account)
+
+
+async def issue_code(request: Request, client: dict, params: dict, account: dict) -> RedirectResponse:
+    """The end of a successful login (password or federated): a single-use code back to the client."""
+    redirect_uri, state = params["redirect_uri"], params.get("state") or ""
+    scopes = domain.granted_scopes(params.get("scope") or "openid", client["scopes"])
     if scopes is None:
         return _redirect(redirect_uri, state, error="invalid_scope", error_description="scope not allowed for this client")
     code = secrets.new_token()
-    await svc.db.auth_codes.insert_one({
-        "_id": secrets.digest(code), "client_id": client_id, "redirect_uri": redirect_uri, "account_id": account["_id"],
-        "scopes": scopes, "code_challenge": code_challenge, "code_challenge_method": code_challenge_method,
-        "nonce": nonce or None, "expires_at": time.time() + CODE_TTL})
+    await request.app.state.service.db.auth_codes.insert_one({
+        "_id": secrets.digest(code), "client_id": client["_id"], "redirect_uri": redirect_uri,
+        "account_id": account["_id"], "scopes": scopes, "code_challenge": params["code_challenge"],
+        "code_challenge_method": params.get("code_challenge_method") or "S256",
+        "nonce": params.get("nonce") or None, "expires_at": time.time() + CODE_TTL})
     return _redirect(redirect_uri, state, code=code, iss=request.app.state.issuer.issuer)
 
 
@@ -138,7 +150,7 @@ async def login(db, email: str, password: str) -> dict | str:
     now = time.time()
     if refusal := domain.login_refusal(account["status"], account.get("failed", 0), account.get("locked_until"), now):
         return refusal
-    if not secrets.password_ok(account["password_hash"], password):
+    if not account.get("password_hash") or not secrets.password_ok(account["password_hash"], password):
         failed, locked_until = domain.after_failed_login(account.get("failed", 0), now)
         await db.accounts.update_one({"_id": account["_id"]}, {"$set": {"failed": failed, "locked_until": locked_until}})
         return generic
