@@ -99,7 +99,7 @@ async def verify_email(body: VerifyIn, request: Request) -> None:
 
 
 @router.get("/accounts/me", response_model=AccountOut, tags=["accounts"], summary="Your own account")
-async def me(request: Request, who: Principal = Depends(require())) -> AccountOut:
+async def me(request: Request, who: Principal = Depends(require(*domain.ACTOR_KINDS))) -> AccountOut:
     doc = await request.app.state.service.db.accounts.find_one({"_id": who.subject})
     if doc is None:
         raise Problem(404, "Not found", "This token's subject is not an account (a client token?).")

@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from pymongo.errors import DuplicateKeyError
 
 from contracts.events.identity import AccountRegistered
-from identity_service import oidc, secrets
+from identity_service import domain, oidc, secrets
 from identity_service.audit import record
 from servicekit.auth import Principal, require
 from servicekit.problems import Problem
@@ -129,7 +129,7 @@ class LinkStartOut(BaseModel):
 
 @router.post("/accounts/me/federated-identities", response_model=LinkStartOut, tags=["federation"],
              summary="Link your account to your upstream identity: open the returned URL and sign in there")
-async def link_start(request: Request, who: Principal = Depends(require())) -> LinkStartOut:
+async def link_start(request: Request, who: Principal = Depends(require(*domain.ACTOR_KINDS))) -> LinkStartOut:
     up = _upstream(request)
     if await request.app.state.service.db.accounts.find_one({"_id": who.subject, "status": "active"}, {"_id": 1}) is None:
         raise Problem(403, "Not an account", "Only an active account can link an upstream identity.")
@@ -144,7 +144,7 @@ class LinkOut(BaseModel):
 
 @router.get("/accounts/me/federated-identities", response_model=list[LinkOut], tags=["federation"],
             summary="Upstream identities linked to your account")
-async def links(request: Request, who: Principal = Depends(require())) -> list[LinkOut]:
+async def links(request: Request, who: Principal = Depends(require(*domain.ACTOR_KINDS))) -> list[LinkOut]:
     cursor = request.app.state.service.db.federated_links.find({"account_id": who.subject}).limit(20)
     return [LinkOut(issuer=d["issuer"], subject=d["subject"], linked_at=d["linked_at"]) async for d in cursor]
 

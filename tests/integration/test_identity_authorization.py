@@ -1,0 +1,190 @@
+"""Authorization table of the identity service (R-ID-05, R-PF-04, R-ID-04, R-ANC-05): one row per endpoint of the
+running service's OpenAPI document. Allowed roles get through (no 401/403, no 5xx); every other role and an
+anonymous caller get 401/403. An endpoint without a row fails the test."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+import httpx
+import pytest
+
+from contracts.vocab import fiscal_year
+from tests.integration.identity_support import (PASSWORD, bearer, client_token, partner_client, password_login,
+                                                portal_client, signup, start_identity)
+from tests.integration.test_identity_businesses import PROFILE
+from tests.support import token
+
+ACCOUNT_ROLES = ("business", "founder", "expert", "institution", "bureau", "agency", "operator")
+ROLES = ACCOUNT_ROLES + ("client",)
+OWNERS = {"business", "founder", "operator"}
+MANAGERS = {"operator", "bureau"}
+READERS = {"operator", "bureau", "agency", "institution"}
+PUBLIC = "public"            # no token needed
+CLIENT_AUTH = "client-auth"  # OAuth endpoints: the client authenticates itself (HTTP Basic), bearer tokens do not count
+
+
+@dataclass
+class Row:
+    allowed: set[str] | str
+    path: str            # with the world's ids filled in by `format`
+    body: dict | None = None
+    form: dict | None = None
+
+
+def table(w: dict) -> dict[tuple[str, str], Row]:
+    fy = fiscal_year(date.today())
+    return {
+        ("GET", "/healthz"): Row(PUBLIC, "/healthz"),
+        ("GET", "/readyz"): Row(PUBLIC, "/readyz"),
+        ("GET", "/.well-known/openid-configuration"): Row(PUBLIC, "/.well-known/openid-configuration"),
+        ("GET", "/jwks.json"): Row(PUBLIC, "/jwks.json"),
+        ("GET", "/authorize"): Row(PUBLIC, "/authorize?client_id=x&redirect_uri=y"),
+        ("POST", "/authorize"): Row(PUBLIC, "/authorize", form={"email": "a@b.jp", "password": "p", "client_id": "x",
+                                                                "redirect_uri": "y", "code_challenge": "c"}),
+        ("GET", "/federation/start"): Row(PUBLIC, "/federation/start"),
+        ("GET", "/federation/callback"): Row(PUBLIC, "/federation/callback"),
+        ("POST", "/accounts"): Row(PUBLIC, "/accounts", {"email": "new@example.jp", "password": PASSWORD,
+                                                        "real_name": "新規 登録", "kind": "business"}),
+        ("POST", "/accounts/verify-email"): Row(PUBLIC, "/accounts/verify-email", {"email": "a@b.jp", "code": "x"}),
+        ("POST", "/token"): Row(CLIENT_AUTH, "/token", form={"grant_type": "client_credentials"}),
+        ("POST", "/revoke"): Row(CLIENT_AUTH, "/revoke", form={"token": "x"}),
+        ("POST", "/introspect"): Row(CLIENT_AUTH, "/introspect", form={"token": "x"}),
+        ("GET", "/userinfo"): Row(set(ACCOUNT_ROLES), "/userinfo"),
+        ("GET", "/accounts/me"): Row(set(ACCOUNT_ROLES), "/accounts/me"),
+        ("GET", "/accounts/me/federated-identities"): Row(set(ACCOUNT_ROLES), "/accounts/me/federated-identities"),
+        ("POST", "/accounts/me/federated-identities"): Row(set(ACCOUNT_ROLES), "/accounts/me/federated-identities"),
+        ("POST", "/staff-accounts"): Row({"operator"}, "/staff-accounts", {"email": "staff2@example.jp", "password": PASSWORD,
+                                                                          "real_name": "職員", "kind": "bureau"}),
+        ("POST", "/accounts/{account_id}/revoke"): Row({"operator"}, f"/accounts/{w['victim']}/revoke", {"reason": "R-DSP-13"}),
+        ("POST", "/clients"): Row({"operator"}, "/clients", {"name": "x", "confidential": True, "scopes": [],
+                                                             "grant_types": ["client_credentials"]}),
+        ("POST", "/clients/{client_id}/revoke"): Row({"operator"}, f"/clients/{w['spare_client']}/revoke"),
+        # businesses, once-only profile (R-ID-03)
+        ("GET", "/businesses"): Row(OWNERS, "/businesses"),
+        ("POST", "/businesses"): Row(OWNERS, "/businesses", {k: v for k, v in PROFILE.items() if k != "corporate_number"}),
+        ("GET", "/businesses/{business_id}"): Row(OWNERS, f"/businesses/{w['bid']}"),
+        ("PATCH", "/businesses/{business_id}"): Row(OWNERS, f"/businesses/{w['bid']}", {"employees": 49}),
+        ("GET", "/businesses/{business_id}/history"): Row(OWNERS, f"/businesses/{w['bid']}/history"),
+        # consents and prefill (R-ID-04)
+        ("GET", "/businesses/{business_id}/consents"): Row(OWNERS, f"/businesses/{w['bid']}/consents"),
+        ("POST", "/businesses/{business_id}/consents"): Row(OWNERS, f"/businesses/{w['bid']}/consents",
+                                                            {"client_id": w["partner"]}),
+        ("DELETE", "/businesses/{business_id}/consents/{client_id}"): Row(OWNERS, f"/businesses/{w['bid']}/consents/cl-none"),
+        ("GET", "/businesses/{business_id}/prefill-reads"): Row(OWNERS, f"/businesses/{w['bid']}/prefill-reads"),
+        ("GET", "/prefill/{corporate_number}"): Row({"client"}, f"/prefill/{PROFILE['corporate_number']}"),
+        # data-disclosure requests (R-ANC-05)
+        ("GET", "/businesses/{business_id}/disclosure-requests"): Row(OWNERS, f"/businesses/{w['bid']}/disclosure-requests"),
+        ("POST", "/disclosure-requests"): Row({"institution"}, "/disclosure-requests", {"business_id": w["bid"], "purpose": "x"}),
+        ("GET", "/disclosure-requests"): Row({"institution"}, "/disclosure-requests"),
+        ("POST", "/disclosure-requests/{request_id}/approve"): Row(OWNERS, f"/disclosure-requests/{w['pending']}/approve"),
+        ("POST", "/disclosure-requests/{request_id}/reject"): Row(OWNERS, f"/disclosure-requests/{w['pending']}/reject"),
+        ("POST", "/disclosure-requests/{request_id}/revoke"): Row(OWNERS, f"/disclosure-requests/{w['pending']}/revoke"),
+        ("GET", "/disclosure-requests/{request_id}/profile"): Row({"institution"}, f"/disclosure-requests/{w['approved']}/profile"),
+        # organisations and platforms (R-PF-01..04)
+        ("POST", "/organisations"): Row(MANAGERS, "/organisations", {"name": "x", "kind": "body"}),
+        ("GET", "/organisations/{org_id}"): Row(READERS, f"/organisations/{w['orgs'][0]}"),
+        ("POST", "/organisations/{org_id}/staff"): Row(MANAGERS, f"/organisations/{w['orgs'][0]}/staff",
+                                                       {"account_id": w["subjects"]["institution"]}),
+        ("POST", "/platforms"): Row(MANAGERS, "/platforms", {"name": "PF", "bureau_id": "b", "fiscal_year": fy,
+                                                             "representative_id": w["orgs"][0], "member_ids": w["orgs"]}),
+        ("GET", "/platforms/{platform_id}"): Row(READERS, f"/platforms/{w['pid']}"),
+        ("POST", "/platforms/{platform_id}/renewals"): Row(MANAGERS, f"/platforms/{w['pid']}/renewals", {"fiscal_year": fy + 1}),
+        ("POST", "/platforms/{platform_id}/members"): Row(MANAGERS, f"/platforms/{w['pid']}/members", {"org_id": w["extra_org"]}),
+        ("DELETE", "/platforms/{platform_id}/members/{org_id}"): Row(MANAGERS, f"/platforms/{w['pid']}/members/{w['extra_org']}"),
+    }
+
+
+async def _world(http: httpx.AsyncClient) -> dict:
+    """Real accounts of every kind (so account-bound endpoints see a real caller), a business owned by the business
+    account, an organisation with linked staff, a platform, a consented prefill client, disclosure requests."""
+    op = bearer()
+    subjects = {}
+    for kind in ACCOUNT_ROLES:
+        if kind in ("bureau", "agency", "operator"):
+            r = await http.post("/staff-accounts", headers=op, json={"email": f"{kind}@example.jp", "password": PASSWORD,
+                                                                     "real_name": "職員 一郎", "kind": kind})
+            assert r.status_code == 201, r.text
+            subjects[kind] = r.json()["account_id"]
+        else:
+            subjects[kind] = (await signup(http, f"{kind}@example.jp", kind=kind))["account_id"]
+    portal = await portal_client(http)
+    headers = {}  # real tokens, issued by this identity after a password login
+    for kind in ACCOUNT_ROLES:
+        tokens = await password_login(http, portal["client_id"], f"{kind}@example.jp")
+        headers[kind] = {"authorization": f"Bearer {tokens['access_token']}"}
+    orgs = []
+    for name, t in (("商工会", 1), ("商工会議所", 2), ("信金", 8), ("拠点", None)):
+        r = await http.post("/organisations", headers=op, json={"name": name, "kind": "institution", "institution_type": t})
+        orgs.append(r.json()["org_id"])
+    extra = (await http.post("/organisations", headers=op, json={"name": "法人", "kind": "body"})).json()["org_id"]
+    await http.post(f"/organisations/{orgs[1]}/staff", headers=op, json={"account_id": subjects["institution"]})
+    fy = fiscal_year(date.today())
+    pid = (await http.post("/platforms", headers=op, json={"name": "PF", "bureau_id": "b", "fiscal_year": fy,
+                                                           "representative_id": orgs[0], "member_ids": orgs})).json()["platform_id"]
+    bid = (await http.post("/businesses", headers=headers["business"], json=PROFILE)).json()["business_id"]
+    partner = await partner_client(http, ["prefill:read"])
+    assert (await http.post(f"/businesses/{bid}/consents", headers=headers["business"],
+                            json={"client_id": partner["client_id"]})).status_code == 201
+    headers["client"] = {"authorization": f"Bearer {await client_token(http, partner)}"}
+    asks = [(await http.post("/disclosure-requests", headers=headers["institution"],
+                             json={"business_id": bid, "purpose": p})).json()["request_id"] for p in ("a", "b")]
+    await http.post(f"/disclosure-requests/{asks[1]}/approve", headers=headers["business"])
+    victim = (await signup(http, "victim@example.jp"))["account_id"]
+    spare = (await partner_client(http, [], name="spare"))["client_id"]
+    return {"subjects": subjects, "headers": headers, "orgs": orgs, "extra_org": extra, "pid": pid, "bid": bid,
+            "partner": partner["client_id"], "pending": asks[0], "approved": asks[1], "victim": victim,
+            "spare_client": spare}
+
+
+async def _call(http, method: str, row: Row, headers: dict | None) -> httpx.Response:
+    return await http.request(method, row.path, headers=headers or {}, json=row.body, data=row.form)
+
+
+@pytest.fixture
+def identity(services):
+    return start_identity(services)
+
+
+async def test_R_ID_05_every_endpoint_allows_exactly_its_roles(identity):
+    async with httpx.AsyncClient(base_url=identity.url, timeout=15) as http:
+        world = await _world(http)
+        rows = table(world)
+        spec = (await http.get("/openapi.json")).json()
+        routes = {(m.upper(), p) for p, ops in spec["paths"].items() for m in ops}
+        assert routes - rows.keys() == set(), "endpoints without an authorization row"
+        assert rows.keys() - routes == set(), "rows for endpoints that no longer exist"
+
+        failures = []
+        for (method, template), row in sorted(rows.items()):
+            anonymous = await _call(http, method, row, None)
+            if row.allowed == PUBLIC:
+                if anonymous.status_code in (401, 403) or anonymous.status_code >= 500:
+                    failures.append(f"{method} {template}: anonymous got {anonymous.status_code}")
+                continue
+            if anonymous.status_code not in (401, 403):
+                failures.append(f"{method} {template}: anonymous got {anonymous.status_code}")
+            for role in ROLES:
+                r = await _call(http, method, row, world["headers"][role])
+                allowed = row.allowed != CLIENT_AUTH and role in row.allowed
+                if allowed and (r.status_code in (401, 403) or r.status_code >= 500):
+                    failures.append(f"{method} {template}: allowed role {role} got {r.status_code} {r.text[:200]}")
+                if not allowed and r.status_code not in (401, 403):
+                    failures.append(f"{method} {template}: role {role} should be refused, got {r.status_code}")
+        assert not failures, "\n".join(failures)
+
+
+async def test_R_ID_05_tokens_with_a_foreign_key_expired_or_for_another_audience_are_refused(identity, tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    foreign = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    import jwt as pyjwt
+
+    unsigned = pyjwt.encode({"sub": "op-1", "roles": ["operator"], "aud": "smeportal", "exp": 9999999999}, None,
+                            algorithm="none")
+    async with httpx.AsyncClient(base_url=identity.url, timeout=15) as http:
+        for bad in (token(key=foreign), token(ttl=-60), token(aud="another-service"), unsigned):
+            r = await http.get("/platforms/pf-x", headers={"authorization": f"Bearer {bad}"})
+            assert r.status_code == 401 and r.headers["content-type"] == "application/problem+json", r.text
