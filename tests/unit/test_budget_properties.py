@@ -43,9 +43,9 @@ def test_R_BUD_03_R_BUD_05_random_interleavings_never_overspend_and_ledger_match
         if o[0] == "reserve":
             sent.append(("reserve", f"c{i}", f"d{i}", o[1], o[2], o[3]))
         elif o[0] == "commit":
-            sent.append(("commit", f"c{i}", f"d{o[1] * 3}", o[2], o[3]))  # some hit reserved dispatches
+            sent.append(("commit", f"c{i}", target(sent, o[1]), o[2], o[3]))
         elif o[0] == "release":
-            sent.append(("release", f"c{i}", f"d{o[1] * 3}"))
+            sent.append(("release", f"c{i}", target(sent, o[1])))
         elif o[0] == "close":
             if not f.closed:
                 f.close(actor="bureau", why="close", at=AT)
@@ -62,6 +62,12 @@ def test_R_BUD_03_R_BUD_05_random_interleavings_never_overspend_and_ledger_match
         b = f.balances
         assert b.reserved_total + b.spent_total <= b.allocated
         assert recompute(f.new_entries) == b.normalised()
+
+
+def target(sent: list[tuple], n: int) -> str:
+    """Mostly a dispatch that asked for a reservation (open, settled or refused), sometimes an unknown one."""
+    asked = [c[2] for c in sent if c[0] == "reserve"]
+    return asked[n % len(asked)] if asked and n < 27 else f"unknown-{n}"
 
 
 def deliver(f: Frame, cmd: tuple):
