@@ -71,6 +71,10 @@ def validate_profile(profile: dict) -> dict:
         "regions": _clean_list(profile.get("regions", [])),
         "introduction": str(profile.get("introduction", "")).strip(),
         "photo_ref": profile.get("photo_ref"),
+        # declared affiliations: not public, but carried to dispatch for its refusals (R-DSP-06/11)
+        "employer_org_id": profile.get("employer_org_id"),
+        "personnel_cost_subsidised": bool(profile.get("personnel_cost_subsidised", False)),
+        "related_business_ids": _clean_list(profile.get("related_business_ids", [])),
     }
 
 
