@@ -106,6 +106,10 @@ async def test_R_RAT_03_R_NOT_02_prompt_until_rated_and_one_email_per_day(infra,
             r = await http.get("/prompts", headers=auth(rater, "business"))
             return r.json() == []
         await eventually(no_prompts, timeout=30)
+        # RatingGiven followed the duplicate RatingOwed on the same partition, so the duplicate was consumed
+        # by now: still one inbox item, one e-mail.
+        assert len((await http.get("/deliveries", headers=auth(rater, "business"))).json()) == 1
+        assert len((await http.get("/inbox", headers=auth(rater, "business"))).json()) == 1
     assert len(sink.to(address)) == 1
 
 

@@ -20,13 +20,18 @@ def auth(sub: str, *roles: str) -> dict:
     return {"authorization": f"Bearer {token(sub=sub, roles=list(roles))}"}
 
 
-async def publish(infra, ns, *messages) -> None:
+async def publish(infra, ns, *messages, partition: int | None = None) -> list[int]:
+    """Publishes as the dispatch service would; returns the partitions written to."""
     producer = AIOKafkaProducer(bootstrap_servers=infra.kafka)
     await producer.start()
     try:
+        out = []
         for msg in messages:
             env = Envelope.wrap(msg, producer="dispatch")
-            await producer.send_and_wait(ns.topic(msg.topic), env.model_dump_json().encode(), key=msg.key().encode())
+            md = await producer.send_and_wait(ns.topic(msg.topic), env.model_dump_json().encode(),
+                                              key=msg.key().encode(), partition=partition)
+            out.append(md.partition)
+        return out
     finally:
         await producer.stop()
 
@@ -42,6 +47,16 @@ def completed(dispatch_id: str, expert_id: str, route: str = "B", fy: int = 2026
 async def events(infra, ns, kind: str, min_count: int = 1) -> list[dict]:
     recs = await read_topic(infra.kafka, ns.topic("ratings.events"), min_count=min_count, timeout=30)
     return [json.loads(r.value) for r in recs if json.loads(r.value)["event_type"] == f"ratings.{kind}"]
+
+
+async def events_of(infra, ns, kind: str, expert: str, n: int) -> list[dict]:
+    """Waits until `n` events of `kind` about `expert` were published; returns them in topic order."""
+    from tests.support import eventually
+
+    async def check():
+        got = [e for e in await events(infra, ns, kind) if e["key"] == expert]
+        return got if len(got) >= n else None
+    return await eventually(check, timeout=30)
 
 
 async def wait_pending(http, sub, role, n=1):
@@ -61,13 +76,16 @@ def ratings(services):
 async def test_R_RAT_01_R_DSP_12_completed_dispatch_owes_one_rating_even_if_duplicated(infra, ns, ratings):
     d = "d-" + uuid.uuid4().hex[:6]
     msg = completed(d, "exp-1")
-    await publish(infra, ns, msg, msg)  # two envelopes (two event ids), one dispatch: owed once
+    parts = await publish(infra, ns, msg, msg)  # two envelopes (two event ids), one dispatch: owed once
+    # A later dispatch on the same partition: once it is owed, both duplicates have been consumed.
+    sentinel = "d-" + uuid.uuid4().hex[:6]
+    await publish(infra, ns, completed(sentinel, "exp-1"), partition=parts[1])
     async with httpx.AsyncClient(base_url=ratings.url) as http:
-        owed = await wait_pending(http, f"acc-{d}", "business")
+        await wait_pending(http, f"acc-{sentinel}", "business")
+        owed = (await http.get("/pending", headers=auth(f"acc-{d}", "business"))).json()
     assert len(owed) == 1 and owed[0]["owed_id"] == f"{d}:business" and owed[0]["status"] == "owed"
-    got = await events(infra, ns, "RatingOwed")
-    assert [e["payload"]["rater_account_id"] for e in got] == [f"acc-{d}"]
-    assert got[0]["key"] == "exp-1"
+    got = await events_of(infra, ns, "RatingOwed", "exp-1", 2)
+    assert sorted(e["payload"]["rater_account_id"] for e in got) == sorted([f"acc-{d}", f"acc-{sentinel}"])
 
 
 async def test_R_RAT_01_route_A_institution_owes_too_and_only_the_rater_may_rate(infra, ns, ratings):
@@ -132,14 +150,9 @@ async def test_R_RAT_02_R_RAT_03_rating_given_ends_owed_and_updates_radar(infra,
         assert r.status_code == 200
         radar = (await http.get(f"/experts/{expert}/radar", headers=auth("anyone", "business"))).json()
         assert radar["count"] == 2 and radar["averages"]["expertise"] == 2.5
-    given = await events(infra, ns, "RatingGiven", min_count=4)
-    assert sorted(e["payload"]["owed_id"] for e in given if e["key"] == expert) == sorted([f"{d1}:business", f"{d2}:business"])
-
-    async def latest_radar():
-        updates = [e for e in await events(infra, ns, "ExpertRadarUpdated", min_count=7) if e["key"] == expert]
-        return updates if len(updates) == 3 else None
-    from tests.support import eventually
-    updates = await eventually(latest_radar, timeout=30)
+    given = await events_of(infra, ns, "RatingGiven", expert, 2)
+    assert sorted(e["payload"]["owed_id"] for e in given) == sorted([f"{d1}:business", f"{d2}:business"])
+    updates = await events_of(infra, ns, "ExpertRadarUpdated", expert, 3)
     assert [u["payload"]["count"] for u in updates] == [1, 2, 2]
     assert updates[-1]["payload"]["averages"]["expertise"] == 2.5 and updates[-1]["payload"]["window_days"] == 120
 
@@ -179,5 +192,34 @@ async def test_R_RAT_04_evaluations_private_until_year_end_then_classified(infra
                                                                   headers=auth("a", "business"))).json()] == [("II", "L3")]
         r = await http.get(f"/experts/{expert}/evaluations", params={"fiscal_year": 2025}, headers=auth(expert, "expert"))
         assert r.status_code == 200 and r.json()["evaluations"] is None and r.json()["averages"]["issue_handling"] == 5
-    classified = await events(infra, ns, "ExpertClassified", min_count=3)
+    classified = await events_of(infra, ns, "ExpertClassified", expert, 1)
     assert [(e["key"], e["payload"]["fiscal_year"], e["payload"]["type"]) for e in classified] == [(expert, 2025, "II")]
+
+
+async def test_R_RAT_02_rating_leaving_the_window_updates_and_republishes_the_radar(infra, ns, services):
+    """A rating of 1 given five months ago (stored as the service stores it) drops out of the radar by the
+    periodic sweep, which publishes the new radar; yesterday's 5 stays."""
+    from datetime import timedelta
+
+    from pymongo import AsyncMongoClient
+
+    from tests.support import eventually
+
+    expert = "exp-" + uuid.uuid4().hex[:6]
+    old, recent = (datetime.now(UTC) - timedelta(days=150)).date(), (datetime.now(UTC) - timedelta(days=1)).date()
+    client = AsyncMongoClient(infra.mongo)
+    try:
+        await client[ns.db("ratings")].radars.insert_one({"_id": expert, "v": 1, "oldest": old.isoformat(), "_seen": [],
+            "days": {old.isoformat(): {"n": 1, "sums": {a: 1 for a in RATING_AXES}},
+                     recent.isoformat(): {"n": 1, "sums": {a: 5 for a in RATING_AXES}}}})
+        svc = services("ratings", RATINGS_SWEEP_SECONDS="0.5")
+
+        got = await events_of(infra, ns, "ExpertRadarUpdated", expert, 1)
+        assert got[-1]["payload"]["count"] == 1 and got[-1]["payload"]["averages"] == {a: 5.0 for a in RATING_AXES}
+        doc = await client[ns.db("ratings")].radars.find_one({"_id": expert})
+        assert list(doc["days"]) == [recent.isoformat()]
+        async with httpx.AsyncClient(base_url=svc.url) as http:
+            radar = (await http.get(f"/experts/{expert}/radar", headers=auth("a", "business"))).json()
+        assert radar["count"] == 1 and radar["averages"]["communication"] == 5.0
+    finally:
+        await client.close()

@@ -39,33 +39,36 @@ def radar_event(svc, expert_id: str, radar: Radar, *, cause=None, actor=None) ->
                                         window_days=PARAMS.window_days, as_of=now()), actor=actor, cause=cause)
 
 
-async def update_radar(svc, expert_id: str, mutate=None, *, key: str | None = None, cause=None,
+async def update_radar(svc, expert_id: str, changes: list[tuple[str, object]] = (), *, cause=None,
                        actor=None, attempts: int = 50) -> bool:
-    """R-RAT-02: applies `mutate(radar)` once (per `key`), drops buckets that left the window and publishes
-    the new radar, all in one conditional write (optimistic concurrency on the version `v`)."""
+    """R-RAT-02: applies each `(key, mutate)` change not applied before (keys are remembered on the
+    document), drops buckets that left the window and publishes the new radar, all in one conditional
+    write (optimistic concurrency on the version `v`). Several ratings of one expert may go in one write."""
     col = svc.db.radars
     for _ in range(attempts):
         doc = await col.find_one({"_id": expert_id}, {"_outbox": 0})
-        if doc is not None and key is not None and key in doc.get("_seen", ()):
-            return False  # already applied
+        seen = set(doc.get("_seen", ())) if doc else set()
+        todo = [(k, m) for k, m in changes if k not in seen]
+        if changes and not todo:
+            return False  # all already applied
         radar = Radar(days=dict(doc["days"]) if doc else {})
-        if mutate:
+        for _, mutate in todo:
             mutate(radar)
         expired = radar.expire(today(), PARAMS)
-        if mutate is None and not expired:
+        if not todo and not expired:
             return False  # nothing changed, nothing to publish
         entry = radar_event(svc, expert_id, radar, cause=cause, actor=actor)
         fields = {"days": radar.days, "oldest": radar.oldest() or "9999-12-31", "updated_at": now()}
-        seen = [key] if key else []
+        keys = [k for k, _ in todo]
         if doc is None:
             try:
-                await svc.insert(col, {"_id": expert_id, "v": 1, **fields, "_seen": seen}, events=[entry])
+                await svc.insert(col, {"_id": expert_id, "v": 1, **fields, "_seen": keys}, events=[entry])
                 return True
             except DuplicateKeyError:
                 continue
         update = {"$set": fields, "$inc": {"v": 1}}
-        if seen:
-            update["$push"] = {"_seen": {"$each": seen, "$slice": -SEEN_KEEP}}
+        if keys:
+            update["$push"] = {"_seen": {"$each": keys, "$slice": -SEEN_KEEP}}
         res = await col.update_one({"_id": expert_id, "v": doc["v"]}, with_outbox(update, [entry]))
         if res.matched_count == 1:
             svc.relay.kick()
@@ -84,7 +87,7 @@ def rating_mutation(owed: dict):
 async def apply_rating(svc, owed: dict, *, cause=None, actor=None) -> None:
     """Brings the radar up to date with one given rating; idempotent, so a sweep may repeat it."""
     key = f"{owed['_id']}:r{owed.get('rev', 0)}"
-    await update_radar(svc, owed["expert_id"], rating_mutation(owed), key=key, cause=cause, actor=actor)
+    await update_radar(svc, owed["expert_id"], [(key, rating_mutation(owed))], cause=cause, actor=actor)
     await svc.db.owed.update_one({"_id": owed["_id"], "rev": owed.get("rev", 0)}, {"$set": {"radar_applied": True}})
 
 
