@@ -36,13 +36,15 @@ def services(infra, ns, tmp_path):
     """Starts services on demand: `services("identity", port=...)`; all stopped after the test."""
     from tests.support import ServiceProcess
 
-    started = []
+    started: list[ServiceProcess] = []
 
     def start(name: str, **kw) -> ServiceProcess:
         p = ServiceProcess(name, infra, ns, tmp_path, **kw).start()
         started.append(p)
+        start.by_name[name] = p
         return p
 
+    start.by_name = {}  # the latest process of each service name, e.g. to read its spans
     yield start
     for p in started:
         p.stop()

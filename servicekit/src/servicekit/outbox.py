@@ -2,6 +2,10 @@
 
 At least once: a crash after publishing but before the removal publishes again after restart, and
 consumers drop the duplicate by event id. Several replicas may run the relay at once for the same reason.
+
+A write tells the relay which document it changed (`kick(col, id)`), so the event goes out at once by a
+lookup on `_id`; the scan of whole collections for leftover entries (after a crash, or a write by another
+replica that died) runs only every `scan_seconds`, because `_outbox.0 $exists` cannot use an index.
 """
 from __future__ import annotations
 
@@ -18,37 +22,58 @@ log = logging.getLogger("servicekit.outbox")
 
 class OutboxRelay:
     def __init__(self, publish, collections: list[AsyncCollection], audit: AsyncCollection,
-                 poll_seconds: float = 0.5, crash_before_publish: bool = False):
+                 poll_seconds: float = 0.5, crash_before_publish: bool = False, scan_seconds: float = 5.0):
         self._publish = publish  # async (topic, key, value, headers) -> None, confirmed by Kafka
         self.collections = collections
         self.audit = audit  # every published event is also the audit entry of the change that caused it
         self.poll_seconds = poll_seconds
         self.crash_before_publish = crash_before_publish
+        self.scan_seconds = scan_seconds
         self._wake = asyncio.Event()
+        self._hot: list[tuple[AsyncCollection, object]] = []
+        self._scan_now = True  # the first pass after start-up picks up what a crash left behind
         self._task: asyncio.Task | None = None
 
-    def kick(self) -> None:
-        """Called after a write so the event goes out now instead of at the next poll."""
+    def kick(self, col: AsyncCollection | None = None, doc_id=None) -> None:
+        """Called after a write so its events go out now; without a document, a full scan runs now."""
+        if col is not None and doc_id is not None:
+            self._hot.append((col, doc_id))
+        else:
+            self._scan_now = True
         self._wake.set()
 
     async def drain_once(self) -> int:
+        """Publishes every pending entry of every collection (the full scan)."""
         sent = 0
         for col in self.collections:
             async for doc in col.find({"_outbox.0": {"$exists": True}}, {"_outbox": 1}).limit(200):
-                entries = doc["_outbox"]
-                for e in entries:
-                    if self.crash_before_publish:
-                        log.error("fault injection: exiting between the database write and the publish")
-                        os._exit(137)
-                    token = context.attach(propagate.extract(e.get("trace") or {}))
-                    try:
-                        await self._publish(e["topic"], e["key"], e["value"], {})
-                    finally:
-                        context.detach(token)
-                    sent += 1
-                await self._record_audit(entries)
-                await col.update_one({"_id": doc["_id"]}, {"$pullAll": {"_outbox": entries}})
+                sent += await self._send(col, doc)
         return sent
+
+    async def drain_hot(self) -> int:
+        """Publishes the entries of the documents that writes just reported."""
+        hot, self._hot = self._hot, []
+        sent = 0
+        for col, doc_id in dict.fromkeys(hot):  # each document once, in write order
+            doc = await col.find_one({"_id": doc_id}, {"_outbox": 1})
+            if doc and doc.get("_outbox"):
+                sent += await self._send(col, doc)
+        return sent
+
+    async def _send(self, col: AsyncCollection, doc: dict) -> int:
+        entries = doc["_outbox"]
+        for e in entries:
+            if self.crash_before_publish:
+                log.error("fault injection: exiting between the database write and the publish")
+                os._exit(137)
+            token = context.attach(propagate.extract(e.get("trace") or {}))
+            try:
+                await self._publish(e["topic"], e["key"], e["value"], {})
+            finally:
+                context.detach(token)
+        await self._record_audit(entries)
+        await col.update_one({"_id": doc["_id"]}, {"$pullAll": {"_outbox": entries}})
+        return len(entries)
 
     async def _record_audit(self, entries: list[dict]) -> None:
         for e in entries:
@@ -58,13 +83,21 @@ class OutboxRelay:
                 "key": env["key"], "topic": e["topic"], "payload": env["payload"]}}, upsert=True)
 
     async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        last_scan = 0.0
         while True:
             try:
-                await self.drain_once()
+                await self.drain_hot()
+                if self._scan_now or loop.time() - last_scan >= self.scan_seconds:
+                    self._scan_now, last_scan = False, loop.time()
+                    await self.drain_once()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("outbox relay pass failed; retrying")
+                self._scan_now = True
+            if self._hot or self._scan_now:
+                continue
             try:
                 await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
             except TimeoutError:

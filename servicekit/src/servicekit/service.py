@@ -64,13 +64,18 @@ class Service:
                     upsert: bool = False):
         """One atomic update carrying the change and its events; the relay publishes them right after."""
         res = await col.update_one(filter, with_outbox(update, list(events)), upsert=upsert)
-        self.relay.kick()
+        if events:
+            doc_id = filter.get("_id")
+            if doc_id is None or isinstance(doc_id, dict):
+                doc_id = res.upserted_id
+            self.relay.kick(col, doc_id)
         return res
 
     async def insert(self, col: AsyncCollection, doc: dict, *, events: list[dict] = ()):
         """Inserts a new aggregate together with its events (one atomic write)."""
         res = await col.insert_one({**doc, "_outbox": list(events)})
-        self.relay.kick()
+        if events:
+            self.relay.kick(col, res.inserted_id)
         return res
 
     async def _publish(self, topic: str, key: str, value: str, headers: dict) -> None:
