@@ -171,7 +171,7 @@ class IndexFeed:
                                           enable_auto_commit=False, client_id=f"{s.service_name}-index")
         await self._consumer.start()
         tps = [TopicPartition(s.topic(t), p) for t in ("experts.events", "ratings.events")
-               for p in range(TOPICS[t].partitions)]
+               for p in range(s.topic_partitions or TOPICS[t].partitions)]
         self._consumer.assign(tps)
         # Offsets first, snapshot second: whatever changes after the snapshot is replayed from here.
         for tp, offset in (await self._consumer.end_offsets(tps)).items():
