@@ -1,4 +1,6 @@
 """Budget frame rules (pure, no I/O): R-BUD-01..05, R-DSP-08, R-PF-04."""
+from dataclasses import asdict
+
 import pytest
 
 from budget_service.domain import DomainError, Frame, recompute
@@ -175,6 +177,7 @@ def test_R_BUD_05_state_round_trip_keeps_balances_and_answers():
     f = frame()
     f.set_share(MEM, "dispatch_member", 10_000, actor="rep", why="", at=AT)
     a = reserve(f, "c1", fee=1_000)
-    g = Frame.from_state(f.frame_id, f.state(), [x.to_dict() for x in f.new_answers])
+    g = Frame.from_state(f.frame_id, f.state(), [x.to_dict() for x in f.new_answers],
+                         [asdict(r) for state, r in f.reservation_changes if state == "open"])
     assert g.balances.normalised() == f.balances.normalised() and g.answers["c1"] == a
     assert g.entry_count == len(f.new_entries) and g.reservations == f.reservations
