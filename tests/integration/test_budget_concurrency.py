@@ -135,9 +135,9 @@ async def test_R_BUD_03_two_writers_racing_on_one_frame_cannot_spend_the_same_ye
         assert sum(a.kind == "refused" for a in results) == 20
         doc = await db.frames.find_one({"_id": "f-race"})
         assert await db.ledger.count_documents({"frame_id": "f-race", "kind": "reservation"}) == 10
-        assert await db.reservations.count_documents({"frame_id": "f-race", "state": "open"}) == 10
+        assert len(await stores[1].open_reservations("f-race")) == 10
         assert doc["balances"]["reserved_total"] == 10_000 and await db.answers.count_documents({}) == 30
-        assert doc["version"] == 31 and doc["materialized"] == 31
+        assert doc["version"] == 31
     finally:
         await client.drop_database(ns.db("budget"))
         await client.close()

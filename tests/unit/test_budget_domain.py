@@ -181,3 +181,11 @@ def test_R_BUD_05_state_round_trip_keeps_balances_and_answers():
                          [asdict(r) for state, r in f.reservation_changes if state == "open"])
     assert g.balances.normalised() == f.balances.normalised() and g.answers["c1"] == a
     assert g.entry_count == len(f.new_entries) and g.reservations == f.reservations
+
+
+def test_R_BUD_03_a_settled_dispatch_cannot_reserve_again():
+    f = frame()
+    reserve(f, "c1", member=REP, role="representative", fee=1_000, dispatch="d1")
+    f.release(command_id="r1", dispatch_id="d1", reason="", actor="x", at=AT)
+    again = reserve(f, "c2", member=REP, role="representative", fee=1_000, dispatch="d1")
+    assert (again.kind, again.reason_code) == ("refused", "not_allowed") and f.balances.reserved_total == 0

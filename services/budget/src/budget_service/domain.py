@@ -199,6 +199,7 @@ class Frame:
     bureau_id: str | None = None
     balances: Balances = field(default_factory=Balances)
     reservations: dict[str, Reservation] = field(default_factory=dict)
+    settled: dict[str, str] = field(default_factory=dict)   # dispatch id -> "committed" / "released"
     answers: dict[str, Answer] = field(default_factory=dict)
     closed: bool = False
     entry_count: int = 0                  # ledger entries already stored
@@ -327,6 +328,9 @@ class Frame:
             return self._answer(Answer("reserved", command_id, dispatch_id, r.member_id, r.amount))
         refuse = lambda code, reason: self._answer(Answer("refused", command_id, dispatch_id, member_id,  # noqa: E731
                                                           fee + travel, reason_code=code, reason=reason))
+        if dispatch_id in self.settled:  # a dispatch's budget is settled once; a new dispatch has a new id
+            return refuse("not_allowed", f"Dispatch {dispatch_id} has already had its budget "
+                                         f"{self.settled[dispatch_id]}.")
         if self.closed:
             return refuse("frame_closed", f"The budget frame of fiscal year {self.fiscal_year} is closed.")
         role = member_role or (MemberRole.REPRESENTATIVE.value if member_id == self.representative_id else None)
@@ -357,6 +361,7 @@ class Frame:
         b = self.balances
         del self.reservations[dispatch_id]
         self.reservation_changes.append(("committed", r))
+        self.settled[dispatch_id] = "committed"
         b.reserved[r.member_id] -= r.amount
         actual = fee + travel
         spend = min(actual, self.available(r.member_id))  # available now includes the released reservation
@@ -382,6 +387,7 @@ class Frame:
             return self._answer(Answer("ignored", command_id, dispatch_id,
                                        reason=f"dispatch {dispatch_id} holds no open reservation"))
         self.reservation_changes.append(("released", r))
+        self.settled[dispatch_id] = "released"
         self.balances.reserved[r.member_id] -= r.amount
         self._entry("release", actor, f"dispatch {dispatch_id} released: {reason or 'cancelled'}", at,
                     member_id=r.member_id, dispatch_id=dispatch_id, command_id=command_id, reserved=-r.amount)
@@ -403,12 +409,14 @@ class Frame:
                 "entry_count": self.entry_count + len(self.new_entries)}
 
     @classmethod
-    def from_state(cls, frame_id: str, doc: dict, answers: list[dict] = (), reservations: list[dict] = ()) -> "Frame":
-        """A frame with the answers and open reservations the caller needs (all of them, or the relevant ones)."""
+    def from_state(cls, frame_id: str, doc: dict, answers: list[dict] = (), reservations: list[dict] = (),
+                   settled: dict[str, str] | None = None) -> "Frame":
+        """A frame with the answers, open and settled reservations the caller needs (all, or the relevant ones)."""
         return cls(frame_id=frame_id, fiscal_year=doc["fiscal_year"], platform_id=doc["platform_id"],
                    representative_id=doc["representative_id"], bureau_id=doc.get("bureau_id"),
                    balances=Balances.from_dict(doc.get("balances", {})),
                    reservations={r["dispatch_id"]: Reservation(**{k: r[k] for k in Reservation.__dataclass_fields__})
                                  for r in reservations},
+                   settled=dict(settled or {}),
                    answers={a["command_id"]: Answer.from_dict(a) for a in answers},
                    closed=doc.get("closed", False), entry_count=doc.get("entry_count", 0))

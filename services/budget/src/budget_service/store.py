@@ -14,10 +14,14 @@ ONE conditional update of a small document:
 If another writer (a second replica, an HTTP request, a redelivered command) moved the frame in between,
 the filter matches nothing and the caller reloads and decides again, so two writers can never both
 spend the same yen. Right after, and again by whoever loads the frame next if the writer crashed, the
-`pending` step is materialised: ledger entries (`_id` = frame id + sequence number), answers (`_id` =
-command id) and reservation states are upserted under deterministic ids, so doing it twice changes
-nothing. Every load materialises before deciding, so a decision always sees every answer and reservation
-of the versions before it: a command id is answered once, across redelivery, restarts and replicas.
+`pending` step is materialised by INSERTS under deterministic ids (ledger entry: frame id + sequence;
+reservation: frame id + dispatch id + "open", its settlement: + "settled"; answer: command id; every look-up
+is then a read by `_id`, which stays fast however many there are), so doing it twice changes
+nothing, and the frame document is the only document ever updated (the local server serialises updates
+globally, so one update per step keeps throughput up). They are written in that order, so the presence of
+the step's last document proves the step complete. Every load completes the last step before deciding,
+so a decision always sees every answer and reservation of the versions before it: a command id is
+answered once, across redelivery, restarts and replicas.
 `GET /frames/{id}/check` reconciles: the ledger's sum must equal the frame's balances.
 """
 from __future__ import annotations
@@ -56,8 +60,9 @@ def entry_id(frame_id: str, seq: int) -> str:
     return f"{frame_id}:{seq:09d}"
 
 
-def reservation_id(frame_id: str, dispatch_id: str) -> str:
-    return f"{frame_id}:{dispatch_id}"
+def reservation_id(frame_id: str, dispatch_id: str, phase: str) -> str:
+    """A dispatch's reservation ("open") and its settlement ("settled"): each written once."""
+    return f"{frame_id}:{dispatch_id}:{phase}"
 
 
 class FrameStore:
@@ -73,14 +78,14 @@ class FrameStore:
         for key in ("fiscal_year", "platform_id", "bureau_id"):
             await self.frames.create_index(key)
         await self.ledger_col.create_index([("frame_id", ASCENDING), ("seq", ASCENDING)])
-        await self.reservations.create_index([("frame_id", ASCENDING), ("state", ASCENDING)])
+        await self.reservations.create_index([("frame_id", ASCENDING), ("version", ASCENDING)])
         await self.members.create_index("platform_id")
 
     # --- loading ---------------------------------------------------------------------------------------
     async def frame_doc(self, frame_id: str) -> dict | None:
         """The frame document, with its last step materialised (a crashed writer's work is finished here)."""
         doc = await self.frames.find_one({"_id": frame_id}, {"_outbox": 0})
-        if doc is not None and doc.get("pending") and doc.get("materialized", 0) < doc["version"]:
+        if doc is not None and doc.get("pending") and not await self._complete(frame_id, doc["version"], doc["pending"]):
             await self._materialize(frame_id, doc["version"], doc["pending"])
         return doc
 
@@ -91,25 +96,31 @@ class FrameStore:
         doc = await self.frame_doc(frame_id)
         if doc is None:
             return None
-        answers = []
+        answers, settled = [], {}
         if command_id is not None:
             a = await self.answer(command_id)
             answers = [a.to_dict()] if a else []
         if all_open:
             reservations = await self.open_reservations(frame_id)
         elif dispatch_id is not None:
-            r = await self.reservations.find_one({"_id": reservation_id(frame_id, dispatch_id), "state": "open"})
-            reservations = [r] if r else []
+            opened = await self.reservations.find_one({"_id": reservation_id(frame_id, dispatch_id, "open")})
+            done = await self.reservations.find_one({"_id": reservation_id(frame_id, dispatch_id, "settled")})
+            reservations = [opened] if opened and not done else []
+            settled = {dispatch_id: done["state"]} if done else {}
         else:
             reservations = []
-        return Loaded(Frame.from_state(frame_id, doc, answers, reservations), doc["version"])
+        return Loaded(Frame.from_state(frame_id, doc, answers, reservations, settled if dispatch_id else None),
+                      doc["version"])
 
     async def answer(self, command_id: str) -> Answer | None:
         doc = await self.answers.find_one({"_id": command_id}) or await self.orphans.find_one({"_id": command_id})
         return Answer.from_dict(doc["answer"]) if doc else None
 
     async def open_reservations(self, frame_id: str) -> list[dict]:
-        return await self.reservations.find({"frame_id": frame_id, "state": "open"}).sort("_id", 1).to_list(None)
+        states: dict[str, dict] = {}
+        async for r in self.reservations.find({"frame_id": frame_id}).sort("version", 1):
+            states[r["dispatch_id"]] = r  # the settlement (a later version) wins over the opening
+        return [r for _, r in sorted(states.items()) if r["state"] == "open"]
 
     # --- writing ---------------------------------------------------------------------------------------
     async def save(self, loaded: Loaded | None, frame: Frame, events: list[dict]) -> bool:
@@ -121,7 +132,7 @@ class FrameStore:
         fields = {**frame.state(), "version": version, "pending": pending}
         if loaded is None:
             try:
-                await self.svc.insert(self.frames, {"_id": frame.frame_id, **fields, "materialized": 0}, events=events)
+                await self.svc.insert(self.frames, {"_id": frame.frame_id, **fields}, events=events)
             except DuplicateKeyError:
                 return False
         else:
@@ -132,28 +143,29 @@ class FrameStore:
         await self._materialize(frame.frame_id, version, pending)
         return True
 
-    async def _materialize(self, frame_id: str, version: int, pending: dict) -> None:
-        """Idempotent: deterministic ids, insert-only entries and answers, reservation states by version."""
-        for e in pending.get("entries", []):
-            await self._insert_once(self.ledger_col, {"_id": entry_id(frame_id, e["seq"]), "frame_id": frame_id, **e})
-        for a in pending.get("answers", []):
-            await self._insert_once(self.answers, {"_id": a["command_id"], "frame_id": frame_id, "answer": a,
-                                                   "version": version})
-        for r in pending.get("reservations", []):
-            try:  # only a newer version overwrites a reservation's state
-                await self.reservations.update_one(
-                    {"_id": reservation_id(frame_id, r["dispatch_id"]), "version": {"$lt": version}},
-                    {"$set": {**r, "frame_id": frame_id, "version": version}}, upsert=True)
-            except DuplicateKeyError:
-                pass  # already at this version or newer
-        await self.frames.update_one({"_id": frame_id, "version": version}, {"$set": {"materialized": version}})
+    def _documents(self, frame_id: str, version: int, pending: dict) -> list[tuple]:
+        """The step's documents in write order (the last one proves the step complete)."""
+        docs = [(self.ledger_col, {"_id": entry_id(frame_id, e["seq"]), "frame_id": frame_id, **e})
+                for e in pending.get("entries", [])]
+        docs += [(self.reservations, {"_id": reservation_id(frame_id, r["dispatch_id"], "open" if r["state"] == "open"
+                                                            else "settled"),
+                                      "frame_id": frame_id, "version": version, **r})
+                 for r in pending.get("reservations", [])]
+        docs += [(self.answers, {"_id": a["command_id"], "frame_id": frame_id, "version": version, "answer": a})
+                 for a in pending.get("answers", [])]
+        return docs
 
-    @staticmethod
-    async def _insert_once(col, doc: dict) -> None:
-        try:
-            await col.update_one({"_id": doc["_id"]}, {"$setOnInsert": doc}, upsert=True)
-        except DuplicateKeyError:
-            pass  # a concurrent materialisation inserted the same document
+    async def _complete(self, frame_id: str, version: int, pending: dict) -> bool:
+        docs = self._documents(frame_id, version, pending)
+        return not docs or await docs[-1][0].find_one({"_id": docs[-1][1]["_id"]}, {"_id": 1}) is not None
+
+    async def _materialize(self, frame_id: str, version: int, pending: dict) -> None:
+        """Idempotent: inserts under deterministic ids; a document already there is the same document."""
+        for col, doc in self._documents(frame_id, version, pending):
+            try:
+                await col.insert_one(doc)
+            except DuplicateKeyError:
+                pass  # written before (by us before a crash, or by a concurrent loader)
 
     async def mutate(self, frame_id: str, decide: Callable[[Loaded | None], Awaitable[tuple]], **needs):
         """Load → decide → conditional write, again on conflict. `decide` returns (frame or None, events,
