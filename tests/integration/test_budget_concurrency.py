@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from types import SimpleNamespace
 
 import httpx
 from aiokafka import AIOKafkaConsumer

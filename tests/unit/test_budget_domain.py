@@ -189,3 +189,18 @@ def test_R_BUD_03_a_settled_dispatch_cannot_reserve_again():
     f.release(command_id="r1", dispatch_id="d1", reason="", actor="x", at=AT)
     again = reserve(f, "c2", member=REP, role="representative", fee=1_000, dispatch="d1")
     assert (again.kind, again.reason_code) == ("refused", "not_allowed") and f.balances.reserved_total == 0
+
+
+def test_R_DSP_10_travel_costs_are_charged_to_the_frame_too():
+    f = frame(fee=30_000, travel=5_000)
+    assert reserve(f, "c1", member=REP, role="representative", fee=30_000, travel=5_000).amount == 35_000
+    assert reserve(f, "c2", member=REP, role="representative", fee=0, travel=1).reason_code == "insufficient_balance"
+    a = f.commit(command_id="k1", dispatch_id="d-c1", fee=30_000, travel=4_000, actor="agency", at=AT)
+    assert (a.spent, a.returned) == (34_000, 1_000) and f.balances.spent_travel == {REP: 4_000}
+
+
+def test_R_DSP_14_cancel_before_payment_releases_the_budget():
+    f = frame(fee=10_000, travel=0)
+    reserve(f, "c1", member=REP, role="representative", fee=10_000)
+    assert f.release(command_id="r1", dispatch_id="d-c1", reason="cancelled", actor="dispatch", at=AT).amount == 10_000
+    assert reserve(f, "c2", member=REP, role="representative", fee=10_000).kind == "reserved"

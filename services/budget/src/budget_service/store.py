@@ -104,7 +104,7 @@ class FrameStore:
             reservations = await self.open_reservations(frame_id)
         elif dispatch_id is not None:
             opened = await self.reservations.find_one({"_id": reservation_id(frame_id, dispatch_id, "open")})
-            done = await self.reservations.find_one({"_id": reservation_id(frame_id, dispatch_id, "settled")})
+            done = opened and await self.reservations.find_one({"_id": reservation_id(frame_id, dispatch_id, "settled")})
             reservations = [opened] if opened and not done else []
             settled = {dispatch_id: done["state"]} if done else {}
         else:
