@@ -220,7 +220,7 @@ async def allocate(body: AllocateRequest, request: Request, response: Response,
             f.change_allocation(fee=body.fee, travel=body.travel, actor=p.subject, why=why, at=now())
         event = FrameAllocated(frame_id=fid, fiscal_year=f.fiscal_year, platform_id=f.platform_id,
                                representative_id=f.representative_id, fee=body.fee, travel=body.travel)
-        return f, [svc.event(event, actor=p.subject)], (f, loaded is None)
+        return f, [svc.event(event, actor=p.subject)] if f.changed() else [], (f, loaded is None)
 
     f, created = await run(request, fid, decide)
     if created:
@@ -239,7 +239,7 @@ async def _share(request: Request, frame_id: str, member_id: str, p: Principal, 
         f = current.frame
         change(f, role)
         event = ShareChanged(frame_id=frame_id, member_id=member_id, amount=f.balances.shares.get(member_id, 0))
-        return f, [svc.event(event, actor=p.subject)], f
+        return f, [svc.event(event, actor=p.subject)] if f.changed() else [], f
 
     return view(await run(request, frame_id, decide))
 
