@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 
 import httpx
 import pytest
@@ -105,7 +106,6 @@ async def test_R_DSP_08_R_BUD_04_reserve_commit_release_through_kafka_then_close
     got = answers(records)
     assert got["BudgetReserved"] == {"d1", "d4"} and got["BudgetRefused"] == {"d2", "d3", "d5"}
     assert got["BudgetCommitted"] == {"d1"} and got["BudgetReleased"] == {"d4"}
-    import json
     refusals = {json.loads(r.value)["payload"]["dispatch_id"]: json.loads(r.value)["payload"]["reason_code"]
                 for r in records if json.loads(r.value)["event_type"] == "budget.BudgetRefused"}
     assert refusals == {"d2": "insufficient_balance", "d3": "not_allowed", "d5": "no_frame"}

@@ -1,4 +1,6 @@
 """Budget frame rules (pure, no I/O): R-BUD-01..05, R-DSP-08, R-PF-04."""
+from dataclasses import asdict
+
 import pytest
 
 from budget_service.domain import DomainError, Frame, recompute
@@ -175,6 +177,30 @@ def test_R_BUD_05_state_round_trip_keeps_balances_and_answers():
     f = frame()
     f.set_share(MEM, "dispatch_member", 10_000, actor="rep", why="", at=AT)
     a = reserve(f, "c1", fee=1_000)
-    g = Frame.from_state(f.frame_id, f.state(), [x.to_dict() for x in f.new_answers])
+    g = Frame.from_state(f.frame_id, f.state(), [x.to_dict() for x in f.new_answers],
+                         [asdict(r) for state, r in f.reservation_changes if state == "open"])
     assert g.balances.normalised() == f.balances.normalised() and g.answers["c1"] == a
     assert g.entry_count == len(f.new_entries) and g.reservations == f.reservations
+
+
+def test_R_BUD_03_a_settled_dispatch_cannot_reserve_again():
+    f = frame()
+    reserve(f, "c1", member=REP, role="representative", fee=1_000, dispatch="d1")
+    f.release(command_id="r1", dispatch_id="d1", reason="", actor="x", at=AT)
+    again = reserve(f, "c2", member=REP, role="representative", fee=1_000, dispatch="d1")
+    assert (again.kind, again.reason_code) == ("refused", "not_allowed") and f.balances.reserved_total == 0
+
+
+def test_R_DSP_10_travel_costs_are_charged_to_the_frame_too():
+    f = frame(fee=30_000, travel=5_000)
+    assert reserve(f, "c1", member=REP, role="representative", fee=30_000, travel=5_000).amount == 35_000
+    assert reserve(f, "c2", member=REP, role="representative", fee=0, travel=1).reason_code == "insufficient_balance"
+    a = f.commit(command_id="k1", dispatch_id="d-c1", fee=30_000, travel=4_000, actor="agency", at=AT)
+    assert (a.spent, a.returned) == (34_000, 1_000) and f.balances.spent_travel == {REP: 4_000}
+
+
+def test_R_DSP_14_cancel_before_payment_releases_the_budget():
+    f = frame(fee=10_000, travel=0)
+    reserve(f, "c1", member=REP, role="representative", fee=10_000)
+    assert f.release(command_id="r1", dispatch_id="d-c1", reason="cancelled", actor="dispatch", at=AT).amount == 10_000
+    assert reserve(f, "c2", member=REP, role="representative", fee=10_000).kind == "reserved"

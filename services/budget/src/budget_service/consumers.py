@@ -1,7 +1,8 @@
 """Kafka handlers of the budget service: budget commands (the single writer of frames) and platform
 memberships from identity (who may hold budget, R-PF-04).
 
-Each command is decided on the frame as loaded and written with one conditional update (see store.py);
+Each command is decided on the frame as loaded (with the command's earlier answer, if any, and the
+dispatch's open reservation) and written with one conditional update (see store.py);
 its answer goes out through the frame's outbox. A command id already answered is answered again with the
 original answer and moves nothing, whether it comes from Kafka redelivery, a restart or a second publish.
 """
@@ -56,16 +57,12 @@ def handlers(svc, store: FrameStore):
                 await store.record_orphan_answer(cmd.frame_id, a, events_for(cmd.frame_id, a, env))
                 return None, [], a
             frame = loaded.frame
-            if cmd.command_id not in frame.answers:
-                earlier = await store.orphan_answer(cmd.command_id)  # refused before the frame existed
-                if earlier is not None:
-                    return None, events_for(cmd.frame_id, earlier, env), earlier
             role = await store.member_role(frame.platform_id, cmd.member_id)
             a = frame.reserve(command_id=cmd.command_id, dispatch_id=cmd.dispatch_id, member_id=cmd.member_id,
                               member_role=role, fee=cmd.fee, travel=cmd.travel, actor=actor(env), at=now())
             return frame, events_for(cmd.frame_id, a, env), a
 
-        await store.mutate(cmd.frame_id, decide)
+        await store.mutate(cmd.frame_id, decide, command_id=cmd.command_id, dispatch_id=cmd.dispatch_id)
 
     async def settle(env: Envelope, cmd, apply) -> None:
         async def decide(loaded: Loaded | None):
@@ -75,7 +72,7 @@ def handlers(svc, store: FrameStore):
             a = apply(loaded.frame)
             return loaded.frame, events_for(cmd.frame_id, a, env), a
 
-        await store.mutate(cmd.frame_id, decide)
+        await store.mutate(cmd.frame_id, decide, command_id=cmd.command_id, dispatch_id=cmd.dispatch_id)
 
     async def on_commit(env: Envelope, cmd: CommitBudget) -> None:
         await settle(env, cmd, lambda f: f.commit(command_id=cmd.command_id, dispatch_id=cmd.dispatch_id,

@@ -199,11 +199,14 @@ class Frame:
     bureau_id: str | None = None
     balances: Balances = field(default_factory=Balances)
     reservations: dict[str, Reservation] = field(default_factory=dict)
+    settled: dict[str, str] = field(default_factory=dict)   # dispatch id -> "committed" / "released"
     answers: dict[str, Answer] = field(default_factory=dict)
     closed: bool = False
     entry_count: int = 0                  # ledger entries already stored
     new_entries: list[Entry] = field(default_factory=list)   # produced since load, to be appended
     new_answers: list[Answer] = field(default_factory=list)
+    # reservations opened or settled since load: (state, reservation), state "open"/"committed"/"released"
+    reservation_changes: list[tuple[str, Reservation]] = field(default_factory=list)
 
     # --- reading --------------------------------------------------------------------------------
     def available(self, holder: str) -> int:
@@ -216,7 +219,10 @@ class Frame:
     def open_reservations(self) -> list[str]:
         return sorted(self.reservations)
 
-    def violations(self) -> list[str]:
+    def changed(self) -> bool:
+        return bool(self.new_entries or self.new_answers)
+
+    def violations(self, all_reservations_loaded: bool = True) -> list[str]:
         """R-BUD-03 invariants; empty when the frame is sound."""
         b, out = self.balances, []
         if b.reserved_total + b.spent_total > b.allocated:
@@ -230,7 +236,7 @@ class Frame:
                 out.append(f"negative {name}")
         if b.allocated - b.shared < 0:
             out.append("shares exceed the allocation")
-        if sum(r.amount for r in self.reservations.values()) != b.reserved_total:
+        if all_reservations_loaded and sum(r.amount for r in self.reservations.values()) != b.reserved_total:
             out.append("open reservations do not add up to the reserved balance")
         return out
 
@@ -322,6 +328,9 @@ class Frame:
             return self._answer(Answer("reserved", command_id, dispatch_id, r.member_id, r.amount))
         refuse = lambda code, reason: self._answer(Answer("refused", command_id, dispatch_id, member_id,  # noqa: E731
                                                           fee + travel, reason_code=code, reason=reason))
+        if dispatch_id in self.settled:  # a dispatch's budget is settled once; a new dispatch has a new id
+            return refuse("not_allowed", f"Dispatch {dispatch_id} has already had its budget "
+                                         f"{self.settled[dispatch_id]}.")
         if self.closed:
             return refuse("frame_closed", f"The budget frame of fiscal year {self.fiscal_year} is closed.")
         role = member_role or (MemberRole.REPRESENTATIVE.value if member_id == self.representative_id else None)
@@ -333,7 +342,8 @@ class Frame:
             return refuse("insufficient_balance", f"The dispatch needs {amount} yen but only {available} yen are "
                                                   "available in this institution's budget.")
         self.balances.reserved[member_id] = self.balances.reserved.get(member_id, 0) + amount
-        self.reservations[dispatch_id] = Reservation(dispatch_id, member_id, amount, fee, travel, command_id)
+        self.reservations[dispatch_id] = r = Reservation(dispatch_id, member_id, amount, fee, travel, command_id)
+        self.reservation_changes.append(("open", r))
         self._entry("reservation", actor, f"reserved for dispatch {dispatch_id}", at, member_id=member_id,
                     dispatch_id=dispatch_id, command_id=command_id, reserved=amount)
         return self._answer(Answer("reserved", command_id, dispatch_id, member_id, amount))
@@ -350,6 +360,8 @@ class Frame:
                                        reason=f"dispatch {dispatch_id} holds no open reservation"))
         b = self.balances
         del self.reservations[dispatch_id]
+        self.reservation_changes.append(("committed", r))
+        self.settled[dispatch_id] = "committed"
         b.reserved[r.member_id] -= r.amount
         actual = fee + travel
         spend = min(actual, self.available(r.member_id))  # available now includes the released reservation
@@ -374,6 +386,8 @@ class Frame:
         if r is None:
             return self._answer(Answer("ignored", command_id, dispatch_id,
                                        reason=f"dispatch {dispatch_id} holds no open reservation"))
+        self.reservation_changes.append(("released", r))
+        self.settled[dispatch_id] = "released"
         self.balances.reserved[r.member_id] -= r.amount
         self._entry("release", actor, f"dispatch {dispatch_id} released: {reason or 'cancelled'}", at,
                     member_id=r.member_id, dispatch_id=dispatch_id, command_id=command_id, reserved=-r.amount)
@@ -388,18 +402,21 @@ class Frame:
 
     # --- persistence shape (plain dicts; the store decides where they live) --------------------------
     def state(self) -> dict:
-        """The mutable part of the frame, as stored (answers and ledger are appended separately)."""
+        """The frame's own fields as stored; reservations, answers and ledger entries are stored apart."""
         return {"fiscal_year": self.fiscal_year, "platform_id": self.platform_id, "bureau_id": self.bureau_id,
                 "representative_id": self.representative_id, "closed": self.closed,
                 "balances": self.balances.to_dict(),
-                "reservations": [asdict(r) for r in sorted(self.reservations.values(), key=lambda r: r.dispatch_id)],
                 "entry_count": self.entry_count + len(self.new_entries)}
 
     @classmethod
-    def from_state(cls, frame_id: str, doc: dict, answers: list[dict] = ()) -> "Frame":
+    def from_state(cls, frame_id: str, doc: dict, answers: list[dict] = (), reservations: list[dict] = (),
+                   settled: dict[str, str] | None = None) -> "Frame":
+        """A frame with the answers, open and settled reservations the caller needs (all, or the relevant ones)."""
         return cls(frame_id=frame_id, fiscal_year=doc["fiscal_year"], platform_id=doc["platform_id"],
                    representative_id=doc["representative_id"], bureau_id=doc.get("bureau_id"),
                    balances=Balances.from_dict(doc.get("balances", {})),
-                   reservations={r["dispatch_id"]: Reservation(**r) for r in doc.get("reservations", [])},
+                   reservations={r["dispatch_id"]: Reservation(**{k: r[k] for k in Reservation.__dataclass_fields__})
+                                 for r in reservations},
+                   settled=dict(settled or {}),
                    answers={a["command_id"]: Answer.from_dict(a) for a in answers},
                    closed=doc.get("closed", False), entry_count=doc.get("entry_count", 0))

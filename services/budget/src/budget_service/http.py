@@ -13,7 +13,7 @@ from contracts.vocab import MemberRole, Right
 from servicekit.auth import Principal, require
 from servicekit.problems import Problem
 
-from budget_service.domain import Balances, DomainError, Entry, Frame, recompute
+from budget_service.domain import Balances, DomainError, Frame, recompute
 from budget_service.store import Conflict, FrameStore, Loaded, now
 
 router = APIRouter(tags=["budget"])
@@ -157,16 +157,16 @@ def may_view(p: Principal, platform_id: str, *, members_too: bool) -> None:
     raise Problem(403, "Forbidden", f"You may not see the budget of platform {platform_id}.")
 
 
-async def load_or_404(request: Request, frame_id: str) -> Loaded:
-    loaded = await store_of(request).load(frame_id)
+async def load_or_404(request: Request, frame_id: str, **needs) -> Loaded:
+    loaded = await store_of(request).load(frame_id, **needs)
     if loaded is None:
         raise Problem(404, "Not found", f"No budget frame {frame_id} has been allocated.")
     return loaded
 
 
-async def run(request: Request, frame_id: str, decide):
+async def run(request: Request, frame_id: str, decide, **needs):
     try:
-        return await store_of(request).mutate(frame_id, decide)
+        return await store_of(request).mutate(frame_id, decide, **needs)
     except DomainError as e:
         raise Problem(STATUS.get(e.code, 409), "The budget change was refused", e.message, code=e.code) from None
     except Conflict:
@@ -220,7 +220,7 @@ async def allocate(body: AllocateRequest, request: Request, response: Response,
             f.change_allocation(fee=body.fee, travel=body.travel, actor=p.subject, why=why, at=now())
         event = FrameAllocated(frame_id=fid, fiscal_year=f.fiscal_year, platform_id=f.platform_id,
                                representative_id=f.representative_id, fee=body.fee, travel=body.travel)
-        return f, [svc.event(event, actor=p.subject)], (f, loaded is None)
+        return f, [svc.event(event, actor=p.subject)] if f.changed() else [], (f, loaded is None)
 
     f, created = await run(request, fid, decide)
     if created:
@@ -239,7 +239,7 @@ async def _share(request: Request, frame_id: str, member_id: str, p: Principal, 
         f = current.frame
         change(f, role)
         event = ShareChanged(frame_id=frame_id, member_id=member_id, amount=f.balances.shares.get(member_id, 0))
-        return f, [svc.event(event, actor=p.subject)], f
+        return f, [svc.event(event, actor=p.subject)] if f.changed() else [], f
 
     return view(await run(request, frame_id, decide))
 
@@ -266,7 +266,7 @@ async def return_share(frame_id: str, member_id: str, body: ReasonRequest, reque
 @router.get("/frames/{frame_id}", response_model=FrameView, summary="A frame with its balances per holder")
 async def get_frame(frame_id: str, request: Request,
                     p: Principal = Depends(require(*STAFF, "institution"))) -> FrameView:
-    loaded = await load_or_404(request, frame_id)
+    loaded = await load_or_404(request, frame_id, all_open=True)
     may_view(p, loaded.frame.platform_id, members_too=True)
     return view(loaded.frame)
 
@@ -278,21 +278,17 @@ async def get_ledger(frame_id: str, request: Request, offset: int = Query(0, ge=
                      p: Principal = Depends(require(*STAFF, "institution"))) -> LedgerPage:
     loaded = await load_or_404(request, frame_id)
     may_view(p, loaded.frame.platform_id, members_too=False)
-    entries = await store_of(request).ledger(frame_id) or []
-    return LedgerPage(frame_id=frame_id, total=len(entries),
-                      entries=[LedgerLine(**e.to_dict()) for e in entries[offset:offset + limit]])
+    total, entries = await store_of(request).ledger(frame_id, offset, limit)
+    return LedgerPage(frame_id=frame_id, total=total, entries=[LedgerLine(**e.to_dict()) for e in entries])
 
 
 @router.get("/frames/{frame_id}/check", response_model=CheckResult,
             summary="Recomputes the balances from the ledger and compares them with the stored ones (R-BUD-05)")
 async def check(frame_id: str, request: Request,
                 p: Principal = Depends(require(*STAFF, "institution"))) -> CheckResult:
-    doc = await store_of(request).raw(frame_id)
-    if doc is None:
-        raise Problem(404, "Not found", f"No budget frame {frame_id} has been allocated.")
-    may_view(p, doc["platform_id"], members_too=False)
-    frame = Frame.from_state(frame_id, doc)
-    entries = [Entry.from_dict(e) for e in doc.get("ledger", [])]
+    frame = (await load_or_404(request, frame_id, all_open=True)).frame
+    may_view(p, frame.platform_id, members_too=False)
+    _, entries = await store_of(request).ledger(frame_id)
     stored, again = frame.balances.normalised(), recompute(entries)
     return CheckResult(frame_id=frame_id, consistent=stored == again and len(entries) == frame.entry_count,
                        stored=stored.to_dict(), recomputed=again.to_dict(), ledger_entries=len(entries),
@@ -312,7 +308,7 @@ async def close(frame_id: str, body: ReasonRequest, request: Request,
         open_ids = f.close(actor=p.subject, why=body.reason or "fiscal year closed", at=now())
         return f, [svc.event(FrameClosed(frame_id=frame_id, open_reservations=open_ids), actor=p.subject)], f
 
-    f = await run(request, frame_id, decide)
+    f = await run(request, frame_id, decide, all_open=True)
     return CloseResult(frame_id=frame_id, closed=True, open_reservations=open_list(f))
 
 

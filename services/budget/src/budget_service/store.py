@@ -1,31 +1,41 @@
-"""MongoDB access for frames: one document per frame holds its balances, ledger, answers and outbox.
+"""MongoDB access for frames: the frame document is the single source of truth for balances; ledger
+entries, command answers and reservations are their own documents, written idempotently from it.
 
-Why one document (R-BUD-03, R-BUD-05): FerretDB (and a sharded MongoDB without transactions) makes only
-a single-document update atomic. So every change to a frame is ONE conditional `update_one`:
+Why this shape (R-BUD-03, R-BUD-05). FerretDB (and MongoDB without transactions) makes only a
+single-document update atomic, and FerretDB rewrites a whole document on every update, so a frame that
+embedded its ever-growing ledger would get slower with every dispatch. So every change to a frame is
+ONE conditional update of a small document:
 
-    filter  {_id: frame_id, version: v}          # the version this decision was computed from
-    $set    state (balances, shares, open reservations), version: v + 1
-    $push   ledger: new entries, answers: new command answers, _outbox: the events to publish
+    filter  {_id: frame_id, version: v}        # the version the decision was computed from
+    $set    balances, version: v + 1,
+            pending: {entries, answers, reservations}   # exactly what this step adds elsewhere
+    $push   _outbox: the events of this step
 
-The balances and the ledger lines that explain them are therefore written together or not at all, so
-`recompute(ledger) == balances` holds after any crash. If another writer (a second replica, an HTTP
-request, a redelivered command) moved the frame in between, the filter matches nothing, and the caller
-reloads and decides again: two writers can never both spend the same yen. The answers array makes a
-command id idempotent across redelivery and restarts. A frame lives for one fiscal year, so its
-ledger stays far below the 16 MB document limit (a few hundred bytes per dispatch step).
+If another writer (a second replica, an HTTP request, a redelivered command) moved the frame in between,
+the filter matches nothing and the caller reloads and decides again, so two writers can never both
+spend the same yen. Right after, and again by whoever loads the frame next if the writer crashed, the
+`pending` step is materialised by INSERTS under deterministic ids (ledger entry: frame id + sequence;
+reservation: frame id + dispatch id + "open", its settlement: + "settled"; answer: command id; every look-up
+is then a read by `_id`, which stays fast however many there are), so doing it twice changes
+nothing, and the frame document is the only document ever updated (the local server serialises updates
+globally, so one update per step keeps throughput up). They are written in that order, so the presence of
+the step's last document proves the step complete. Every load completes the last step before deciding,
+so a decision always sees every answer and reservation of the versions before it: a command id is
+answered once, across redelivery, restarts and replicas.
+`GET /frames/{id}/check` reconciles: the ledger's sum must equal the frame's balances.
 """
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
+from pymongo import ASCENDING
 from pymongo.errors import DuplicateKeyError
 
 from budget_service.domain import Answer, Entry, Frame
 
 CONFLICT_RETRIES = 50
-HEAVY = {"ledger": 0, "_outbox": 0, "_seen": 0}
 
 
 def now() -> str:
@@ -42,72 +52,134 @@ class Loaded:
     version: int
 
 
+def member_key(platform_id: str, org_id: str) -> str:
+    return f"{platform_id}|{org_id}"
+
+
+def entry_id(frame_id: str, seq: int) -> str:
+    return f"{frame_id}:{seq:09d}"
+
+
+def reservation_id(frame_id: str, dispatch_id: str, phase: str) -> str:
+    """A dispatch's reservation ("open") and its settlement ("settled"): each written once."""
+    return f"{frame_id}:{dispatch_id}:{phase}"
+
+
 class FrameStore:
     def __init__(self, svc):
         self.svc = svc
-        self.frames = svc.db.frames
-        self.orphans = svc.db.orphan_answers  # answers to commands for frames that do not exist
-        self.members = svc.db.members
-        self.platforms = svc.db.platforms
+        db = svc.db
+        self.frames, self.ledger_col, self.answers = db.frames, db.ledger, db.answers
+        self.reservations = db.reservations
+        self.orphans = db.orphan_answers  # answers to commands for frames that do not exist (with their outbox)
+        self.members, self.platforms = db.members, db.platforms
 
     async def indexes(self) -> None:
         for key in ("fiscal_year", "platform_id", "bureau_id"):
             await self.frames.create_index(key)
+        await self.ledger_col.create_index([("frame_id", ASCENDING), ("seq", ASCENDING)])
+        await self.reservations.create_index([("frame_id", ASCENDING), ("version", ASCENDING)])
         await self.members.create_index("platform_id")
 
-    async def load(self, frame_id: str) -> Loaded | None:
-        doc = await self.frames.find_one({"_id": frame_id}, HEAVY)
+    # --- loading ---------------------------------------------------------------------------------------
+    async def frame_doc(self, frame_id: str) -> dict | None:
+        """The frame document, with its last step materialised (a crashed writer's work is finished here)."""
+        doc = await self.frames.find_one({"_id": frame_id}, {"_outbox": 0})
+        if doc is not None and doc.get("pending") and not await self._complete(frame_id, doc["version"], doc["pending"]):
+            await self._materialize(frame_id, doc["version"], doc["pending"])
+        return doc
+
+    async def load(self, frame_id: str, *, command_id: str | None = None, dispatch_id: str | None = None,
+                   all_open: bool = False) -> Loaded | None:
+        """The frame with what a decision needs: the answer to `command_id` if any, the open reservation of
+        `dispatch_id`, or every open reservation."""
+        doc = await self.frame_doc(frame_id)
         if doc is None:
             return None
-        return Loaded(Frame.from_state(frame_id, doc, doc.get("answers", [])), doc["version"])
+        answers, settled = [], {}
+        if command_id is not None:
+            a = await self.answer(command_id)
+            answers = [a.to_dict()] if a else []
+        if all_open:
+            reservations = await self.open_reservations(frame_id)
+        elif dispatch_id is not None:
+            opened = await self.reservations.find_one({"_id": reservation_id(frame_id, dispatch_id, "open")})
+            done = opened and await self.reservations.find_one({"_id": reservation_id(frame_id, dispatch_id, "settled")})
+            reservations = [opened] if opened and not done else []
+            settled = {dispatch_id: done["state"]} if done else {}
+        else:
+            reservations = []
+        return Loaded(Frame.from_state(frame_id, doc, answers, reservations, settled if dispatch_id else None),
+                      doc["version"])
 
+    async def answer(self, command_id: str) -> Answer | None:
+        doc = await self.answers.find_one({"_id": command_id}) or await self.orphans.find_one({"_id": command_id})
+        return Answer.from_dict(doc["answer"]) if doc else None
+
+    async def open_reservations(self, frame_id: str) -> list[dict]:
+        states: dict[str, dict] = {}
+        async for r in self.reservations.find({"frame_id": frame_id}).sort("version", 1):
+            states[r["dispatch_id"]] = r  # the settlement (a later version) wins over the opening
+        return [r for _, r in sorted(states.items()) if r["state"] == "open"]
+
+    # --- writing ---------------------------------------------------------------------------------------
     async def save(self, loaded: Loaded | None, frame: Frame, events: list[dict]) -> bool:
-        """Writes the frame's changes if nobody changed it since it was loaded; False otherwise."""
-        ledger = [e.to_dict() for e in frame.new_entries]
-        answers = [a.to_dict() for a in frame.new_answers]
+        """Writes the frame's step if nobody changed the frame since it was loaded; False otherwise."""
+        version = 1 if loaded is None else loaded.version + 1
+        pending = {"entries": [e.to_dict() for e in frame.new_entries],
+                   "answers": [a.to_dict() for a in frame.new_answers],
+                   "reservations": [{"state": s, **asdict(r)} for s, r in frame.reservation_changes]}
+        fields = {**frame.state(), "version": version, "pending": pending}
         if loaded is None:
-            doc = {"_id": frame.frame_id, "version": 1, **frame.state(), "ledger": ledger, "answers": answers}
             try:
-                await self.svc.insert(self.frames, doc, events=events)
+                await self.svc.insert(self.frames, {"_id": frame.frame_id, **fields}, events=events)
             except DuplicateKeyError:
                 return False
-            return True
-        push = {k: {"$each": v} for k, v in (("ledger", ledger), ("answers", answers)) if v}
-        update = {"$set": {**frame.state(), "version": loaded.version + 1}}
-        if push:
-            update["$push"] = push
-        res = await self.svc.write(self.frames, {"_id": frame.frame_id, "version": loaded.version}, update,
-                                   events=events)
-        return res.matched_count == 1
+        else:
+            res = await self.svc.write(self.frames, {"_id": frame.frame_id, "version": loaded.version},
+                                       {"$set": fields}, events=events)
+            if res.matched_count != 1:
+                return False
+        await self._materialize(frame.frame_id, version, pending)
+        return True
 
-    async def mutate(self, frame_id: str, decide: Callable[[Loaded | None], Awaitable[tuple]]):
+    def _documents(self, frame_id: str, version: int, pending: dict) -> list[tuple]:
+        """The step's documents in write order (the last one proves the step complete)."""
+        docs = [(self.ledger_col, {"_id": entry_id(frame_id, e["seq"]), "frame_id": frame_id, **e})
+                for e in pending.get("entries", [])]
+        docs += [(self.reservations, {"_id": reservation_id(frame_id, r["dispatch_id"], "open" if r["state"] == "open"
+                                                            else "settled"),
+                                      "frame_id": frame_id, "version": version, **r})
+                 for r in pending.get("reservations", [])]
+        docs += [(self.answers, {"_id": a["command_id"], "frame_id": frame_id, "version": version, "answer": a})
+                 for a in pending.get("answers", [])]
+        return docs
+
+    async def _complete(self, frame_id: str, version: int, pending: dict) -> bool:
+        docs = self._documents(frame_id, version, pending)
+        return not docs or await docs[-1][0].find_one({"_id": docs[-1][1]["_id"]}, {"_id": 1}) is not None
+
+    async def _materialize(self, frame_id: str, version: int, pending: dict) -> None:
+        """Idempotent: inserts under deterministic ids; a document already there is the same document."""
+        for col, doc in self._documents(frame_id, version, pending):
+            try:
+                await col.insert_one(doc)
+            except DuplicateKeyError:
+                pass  # written before (by us before a crash, or by a concurrent loader)
+
+    async def mutate(self, frame_id: str, decide: Callable[[Loaded | None], Awaitable[tuple]], **needs):
         """Load → decide → conditional write, again on conflict. `decide` returns (frame or None, events,
-        result); a None frame or a frame without new entries/answers writes nothing but the events."""
+        result); a frame without a new step (e.g. a duplicate command) writes nothing but its events."""
         for _ in range(CONFLICT_RETRIES):
-            loaded = await self.load(frame_id)
+            loaded = await self.load(frame_id, **needs)
             frame, events, result = await decide(loaded)
-            if frame is None or not (frame.new_entries or frame.new_answers):
-                if events and loaded is not None:  # e.g. a duplicate command: answer again, change nothing
+            if frame is None or not frame.changed():
+                if events and loaded is not None:  # a duplicate command: the original answer again
                     await self.svc.write(self.frames, {"_id": frame_id}, {}, events=events)
                 return result
             if await self.save(loaded, frame, events):
                 return result
         raise Conflict(f"frame {frame_id} kept changing; try again")
-
-    async def ledger(self, frame_id: str) -> list[Entry] | None:
-        doc = await self.frames.find_one({"_id": frame_id}, {"ledger": 1})
-        return None if doc is None else [Entry.from_dict(e) for e in doc.get("ledger", [])]
-
-    async def raw(self, frame_id: str) -> dict | None:
-        return await self.frames.find_one({"_id": frame_id}, {"_outbox": 0, "answers": 0})
-
-    async def member_role(self, platform_id: str, org_id: str) -> str | None:
-        doc = await self.members.find_one({"_id": member_key(platform_id, org_id)})
-        return doc.get("member_role") if doc else None
-
-    async def orphan_answer(self, command_id: str) -> Answer | None:
-        doc = await self.orphans.find_one({"_id": command_id})
-        return Answer.from_dict(doc["answer"]) if doc else None
 
     async def record_orphan_answer(self, frame_id: str, answer: Answer, events: list[dict]) -> Answer:
         """Answers a command for a frame that does not exist, once per command id; a repeat gets the first."""
@@ -117,8 +189,16 @@ class FrameStore:
             return answer
         except DuplicateKeyError:  # answered before: the same answer again, nothing else
             await self.svc.write(self.orphans, {"_id": answer.command_id}, {}, events=events)
-            return await self.orphan_answer(answer.command_id)
+            return await self.answer(answer.command_id)
 
+    # --- reading for HTTP ---------------------------------------------------------------------------------
+    async def ledger(self, frame_id: str, offset: int = 0, limit: int = 0) -> tuple[int, list[Entry]]:
+        total = await self.ledger_col.count_documents({"frame_id": frame_id})
+        cursor = self.ledger_col.find({"frame_id": frame_id}).sort("seq", 1).skip(offset)
+        if limit:
+            cursor = cursor.limit(limit)
+        return total, [Entry.from_dict(d) async for d in cursor]
 
-def member_key(platform_id: str, org_id: str) -> str:
-    return f"{platform_id}|{org_id}"
+    async def member_role(self, platform_id: str, org_id: str) -> str | None:
+        doc = await self.members.find_one({"_id": member_key(platform_id, org_id)})
+        return doc.get("member_role") if doc else None
