@@ -134,3 +134,19 @@ def test_R_RAT_04_private_until_fiscal_year_end():
     assert not evaluations_visible(2026, date(2026, 12, 1), frozenset({"institution"}))
     assert evaluations_visible(2026, date(2026, 12, 1), frozenset({"agency"}))
     assert evaluations_visible(2025, date(2026, 12, 1), frozenset({"business"}))
+
+
+def test_R_RAT_02_radar_svg_draws_the_averages_and_escapes_ids():
+    import xml.etree.ElementTree as ET
+
+    from ratings_service.radar_svg import render
+
+    svg = render("exp-<1>", {a: 5.0 for a in RATING_AXES}, 3, 120)
+    root = ET.fromstring(svg)  # well-formed, the id escaped
+    ns = {"s": "http://www.w3.org/2000/svg"}
+    shape = [p for p in root.findall("s:polygon", ns) if p.get("class") == "radar"]
+    rings = [p for p in root.findall("s:polygon", ns) if p.get("class") != "radar"]
+    assert len(shape) == 1 and shape[0].get("points") == rings[-1].get("points")  # all 5s: the outer ring
+    assert "exp-<1>" in root.find("s:title", ns).text
+    empty = ET.fromstring(render("e", {}, 0, 120))
+    assert not [p for p in empty.findall("s:polygon", ns) if p.get("class") == "radar"]
