@@ -4,7 +4,7 @@
 source "$(dirname "$0")/lib.sh"
 FERRETDB_VERSION=v1.24.0
 MONGO_PORT="${MONGO_PORT:-27017}"
-PATCH=atomic-writes-1   # bump when deploy/local/ferretdb-atomic.go or its insertion changes
+PATCH=atomic-writes-2   # bump when deploy/local/ferretdb-atomic.go or its insertion changes
 BIN="$CACHE_DIR/ferretdb-$FERRETDB_VERSION-$PATCH/ferretdb"
 DATA="$VAR_DIR/mongo/data"
 
@@ -20,10 +20,13 @@ install() {
   echo "$FERRETDB_VERSION" > "$src/build/version/version.txt"   # normally written by its Taskfile from git
   # single-document writes made atomic, as on MongoDB (why: deploy/local/ferretdb-atomic.go)
   cp "$(dirname "$0")/ferretdb-atomic.go" "$src/internal/handler/smeportal_atomic.go"
-  local f
-  for f in msg_update.go:MsgUpdate msg_findandmodify.go:MsgFindAndModify msg_delete.go:MsgDelete; do
-    sed -i "/^func (h \*Handler) ${f#*:}(/a smeportalWriteMu.Lock(); defer smeportalWriteMu.Unlock()" "$src/internal/handler/${f%%:*}"
-    grep -q smeportalWriteMu "$src/internal/handler/${f%%:*}" || { log "could not patch ${f%%:*}"; return 1; }
+  local f line
+  for f in "msg_update.go:matched, modified, upserted, err := h.updateDocument(connCtx, params)" \
+           "msg_findandmodify.go:res, err := h.findAndModifyDocument(connCtx, params)" \
+           "msg_delete.go:for i, p := range params.Deletes {"; do
+    line="${f#*:}"
+    sed -i "/^\t${line//[/\\[}/i defer smeportalLock(params.DB, params.Collection)()" "$src/internal/handler/${f%%:*}"
+    grep -q smeportalLock "$src/internal/handler/${f%%:*}" || { log "could not patch ${f%%:*}"; return 1; }
   done
   mkdir -p "$(dirname "$BIN")"
   (cd "$src" && go build -trimpath -o "$BIN.tmp" ./cmd/ferretdb)
