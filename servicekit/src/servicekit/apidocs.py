@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -18,6 +19,9 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 def documents(name: str) -> dict[str, dict]:
+    # the documents describe the defaults, not whichever broker or namespace this shell points at
+    for var in ("KAFKA_BOOTSTRAP", "MONGO_URI", "MONGO_DB", "TOPIC_PREFIX", "TOPIC_PARTITIONS"):
+        os.environ.pop(var, None)
     svc = importlib.import_module(f"{name}_service.app").svc
     asyncapi = AsyncAPI(svc.broker, title=f"SME portal — {name} events", version="1.0.0", schema_version="3.0.0")
     return {"openapi.json": svc.app.openapi(), "asyncapi.json": asyncapi.to_specification().to_jsonable()}
