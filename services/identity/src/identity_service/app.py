@@ -1,5 +1,5 @@
 """Wiring of the identity service."""
-from identity_service import accounts, consents, disclosures, federation, http, oidc, orgs, store
+from identity_service import accounts, consents, consumers, disclosures, federation, http, oidc, orgs, store
 from identity_service.tokens import TokenIssuer
 from servicekit.service import Service
 
@@ -14,6 +14,7 @@ svc.app.include_router(orgs.router)
 svc.app.include_router(consents.router)
 svc.app.include_router(disclosures.router)
 federation.install(svc.app)
+svc.consume("dispatch.events", consumers.handlers(svc))
 
 
 # identity checks its own records instead of the revoked-subjects read model other services keep
