@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field, field_validator
 from pymongo.errors import DuplicateKeyError
 
 from contracts.events.identity import AccountRegistered, AccountRevoked, ClientRegistered
-from identity_service import domain, secrets, store
+from identity_service import domain, secrets
 from servicekit.auth import Principal, require
 from servicekit.problems import Problem
 
@@ -125,7 +125,7 @@ async def revoke_account(account_id: str, body: RevokeIn, request: Request,
 async def revoke(svc, account_id: str, reason: str, *, actor: str | None, cause=None) -> bool:
     """R-ID-06: revokes the account once (a repeat changes nothing and emits nothing); True if it was revoked now."""
     event = svc.event(AccountRevoked(account_id=account_id, reason=reason), actor=actor, cause=cause)
-    res = await store.write(svc, svc.db.accounts, {"_id": account_id, "status": {"$ne": "revoked"}},
+    res = await svc.write(svc.db.accounts, {"_id": account_id, "status": {"$ne": "revoked"}},
                             {"$set": {"status": "revoked", "revoked_reason": reason}}, events=[event])
     if res.matched_count:
         await svc.db.refresh_tokens.delete_many({"account_id": account_id})
