@@ -126,7 +126,7 @@ async def revoke(svc, account_id: str, reason: str, *, actor: str | None, cause=
     """R-ID-06: revokes the account once (a repeat changes nothing and emits nothing); True if it was revoked now."""
     event = svc.event(AccountRevoked(account_id=account_id, reason=reason), actor=actor, cause=cause)
     res = await svc.write(svc.db.accounts, {"_id": account_id, "status": {"$ne": "revoked"}},
-                            {"$set": {"status": "revoked", "revoked_reason": reason}}, events=[event])
+                      {"$set": {"status": "revoked", "revoked_reason": reason}}, events=[event])
     if res.matched_count:
         await svc.db.refresh_tokens.delete_many({"account_id": account_id})
     return bool(res.matched_count)

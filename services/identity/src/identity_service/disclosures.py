@@ -91,7 +91,7 @@ async def _decide(request: Request, request_id: str, action: str, who: Principal
         raise Problem(409, "Not possible now", f"A request that is {doc['status']} cannot be {action}d.")
     now = datetime.now(UTC)
     res = await svc.db.disclosures.update_one({"_id": request_id, "status": doc["status"]},
-                             {"$set": {"status": after, "decided_at": now}})
+                                              {"$set": {"status": after, "decided_at": now}})
     if res.matched_count != 1:
         raise Problem(409, "Changed meanwhile", "The request was decided meanwhile; reload it.")
     await record(svc.db, actor=who.subject, action=f"identity.Disclosure{after.capitalize()}", key=doc["business_id"],

@@ -175,8 +175,8 @@ async def change_business(business_id: str, body: ProfileChangeIn, request: Requ
                                                                     "capital", "financials")}), actor=who.subject)
     entry = {"version": version, "at": datetime.now(UTC), "by": who.subject, "changed": changed, "profile": new}
     res = await svc.write(svc.db.businesses, {"_id": business_id, "version": doc["version"]},
-                            {"$set": {**{k: new[k] for k in changed}, "version": version}, "$push": {"history": entry}},
-                            events=[event])
+                      {"$set": {**{k: new[k] for k in changed}, "version": version}, "$push": {"history": entry}},
+                      events=[event])
     if res.matched_count != 1:
         raise Problem(409, "The profile changed meanwhile", "Another change was saved first; reload and try again.")
     return business_out({**doc, **new, "version": version})

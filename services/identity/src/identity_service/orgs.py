@@ -185,7 +185,7 @@ async def renew_platform(platform_id: str, body: RenewalIn, request: Request,
     if domain.review_due(doc["fiscal_years"], doc.get("last_review_year"), body.fiscal_year):
         update["$set"] = {"last_review_year": body.fiscal_year}
     res = await svc.write(svc.db.platforms, {"_id": platform_id, "fiscal_years": {"$ne": body.fiscal_year}}, update,
-                          events=[_registered(doc, body.fiscal_year, who.subject, svc)])
+                    events=[_registered(doc, body.fiscal_year, who.subject, svc)])
     if res.matched_count != 1:
         raise Problem(409, "Already renewed", f"The platform is already registered for FY{body.fiscal_year}.")
     return _platform_out(await _platform(svc.db, platform_id))
@@ -212,8 +212,8 @@ async def add_member(platform_id: str, body: MemberIn, request: Request,
                     "org_name": org.name, "institution_type": str(org.institution_type)}), actor=who.subject))
     # `member_ids` (flat) guards the push: FerretDB 1 mis-evaluates $ne on a field inside an array of documents
     res = await svc.write(svc.db.platforms, {"_id": platform_id, "member_ids": {"$ne": org.org_id}},
-                          {"$push": {"members": {"org_id": org.org_id, "member_role": role}, "member_ids": org.org_id}},
-                          events=events)
+                    {"$push": {"members": {"org_id": org.org_id, "member_role": role}, "member_ids": org.org_id}},
+                    events=events)
     if res.matched_count != 1:
         raise Problem(409, "Already a member", f"{org.org_id} is already a member of {platform_id}.")
     return _platform_out(await _platform(svc.db, platform_id))
