@@ -12,7 +12,7 @@ import pytest
 from contracts.vocab import fiscal_year
 from tests.integration.identity_support import (PASSWORD, bearer, client_token, partner_client, password_login,
                                                 portal_client, signup, start_identity)
-from tests.integration.test_identity_businesses import PROFILE
+from tests.integration.identity_support import PROFILE
 from tests.support import token
 
 ACCOUNT_ROLES = ("business", "founder", "expert", "institution", "bureau", "agency", "operator")
