@@ -22,8 +22,13 @@ def infra() -> Infra:
 
 
 @pytest.fixture
-def ns() -> Namespace:
-    return Namespace()
+async def ns(infra) -> Namespace:
+    n = Namespace()
+    yield n
+    try:
+        await n.drop(infra)
+    except Exception as e:  # cleaning up must never fail a test that passed
+        print(f"namespace {n.id} not dropped: {e!r}")
 
 
 @pytest.fixture

@@ -107,6 +107,27 @@ class Namespace:
     def topic(self, logical: str) -> str:
         return self.prefix + logical
 
+    async def drop(self, infra: "Infra") -> None:
+        """Deletes this test's topics and databases, so one broker stays light over a long session."""
+        from aiokafka.admin import AIOKafkaAdminClient
+        from pymongo import AsyncMongoClient
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=infra.kafka)
+        await admin.start()
+        try:
+            mine = [t for t in await admin.list_topics() if t.startswith(self.prefix)]
+            if mine:
+                await admin.delete_topics(mine, timeout_ms=30000)
+        finally:
+            await admin.close()
+        client = AsyncMongoClient(infra.mongo)
+        try:
+            for name in await client.list_database_names():
+                if name.startswith(f"{self.id}_"):
+                    await client.drop_database(name)
+        finally:
+            await client.close()
+
 
 class ServiceProcess:
     """A service running as its own OS process, exactly as deployed (uvicorn + env)."""
@@ -118,7 +139,8 @@ class ServiceProcess:
         self.env = {**os.environ, "SERVICE_NAME": name, "KAFKA_BOOTSTRAP": infra.kafka, "MONGO_URI": infra.mongo,
                     "MONGO_DB": ns.db(name), "TOPIC_PREFIX": ns.prefix, "JWT_PUBLIC_KEY_FILE": public_key_file(),
                     "JWT_PRIVATE_KEY_FILE": str(TEST_VAR / "keys" / "jwt-private.pem"),
-                    "OTEL_SPANS_FILE": str(self.spans_file), "OUTBOX_POLL_SECONDS": "0.2", **env}
+                    "OTEL_SPANS_FILE": str(self.spans_file), "OUTBOX_POLL_SECONDS": "0.2",
+                    "TOPIC_PARTITIONS": os.environ.get("TEST_TOPIC_PARTITIONS", "3"), **env}
         self.proc: subprocess.Popen | None = None
 
     @property

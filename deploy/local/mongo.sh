@@ -4,7 +4,8 @@
 source "$(dirname "$0")/lib.sh"
 FERRETDB_VERSION=v1.24.0
 MONGO_PORT="${MONGO_PORT:-27017}"
-BIN="$CACHE_DIR/ferretdb-$FERRETDB_VERSION/ferretdb"
+PATCH=atomic-writes-1   # bump when deploy/local/ferretdb-atomic.go or its insertion changes
+BIN="$CACHE_DIR/ferretdb-$FERRETDB_VERSION-$PATCH/ferretdb"
 DATA="$VAR_DIR/mongo/data"
 
 install() {
@@ -17,6 +18,13 @@ install() {
   src=$(mktemp -d)
   cp -r "$dir/." "$src" && chmod -R u+w "$src"
   echo "$FERRETDB_VERSION" > "$src/build/version/version.txt"   # normally written by its Taskfile from git
+  # single-document writes made atomic, as on MongoDB (why: deploy/local/ferretdb-atomic.go)
+  cp "$(dirname "$0")/ferretdb-atomic.go" "$src/internal/handler/smeportal_atomic.go"
+  local f
+  for f in msg_update.go:MsgUpdate msg_findandmodify.go:MsgFindAndModify msg_delete.go:MsgDelete; do
+    sed -i "/^func (h \*Handler) ${f#*:}(/a smeportalWriteMu.Lock(); defer smeportalWriteMu.Unlock()" "$src/internal/handler/${f%%:*}"
+    grep -q smeportalWriteMu "$src/internal/handler/${f%%:*}" || { log "could not patch ${f%%:*}"; return 1; }
+  done
   mkdir -p "$(dirname "$BIN")"
   (cd "$src" && go build -trimpath -o "$BIN.tmp" ./cmd/ferretdb)
   mv "$BIN.tmp" "$BIN"

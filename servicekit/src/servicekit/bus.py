@@ -48,7 +48,7 @@ async def ensure_topics(settings: Settings, logical_names: set[str]) -> None:
             spec = TOPICS[name]
             for physical in (settings.topic(spec.name), settings.topic(spec.dlq)):
                 if physical not in existing:
-                    wanted.append(NewTopic(physical, num_partitions=spec.partitions, replication_factor=settings.kafka_replication_factor))
+                    wanted.append(NewTopic(physical, num_partitions=settings.topic_partitions or spec.partitions, replication_factor=settings.kafka_replication_factor))
         if wanted:
             try:
                 await admin.create_topics(wanted)

@@ -13,6 +13,7 @@ class Settings(BaseSettings):
     mongo_db: str = ""  # default: smeportal_<service>; each service owns its own database
     topic_prefix: str = ""  # tests isolate themselves with a unique prefix
     kafka_replication_factor: int = 1  # 3 on a real cluster (deploy/k8s)
+    topic_partitions: int = 0  # 0: the registry's count per topic; tests use fewer to keep one broker light
     service_port: int = 8000
     jwt_public_key_file: str = ""
     jwt_audience: str = "smeportal"

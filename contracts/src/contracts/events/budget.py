@@ -104,6 +104,8 @@ class BudgetCommitted(_Event):
     command_id: str
     spent: int = Field(ge=0)
     returned: int = Field(ge=0)
+    uncovered: int = Field(default=0, ge=0, description="actual cost above the reservation that the member's "
+                           "available budget could not cover; never spent from the frame (R-BUD-03)")
 
 
 class BudgetReleased(_Event):

@@ -1,5 +1,15 @@
-"""Wiring of the budget service (foundation: health, readiness, its own database and topics)."""
+"""Wiring of the budget service: frames store, budget command and membership consumers, HTTP routes."""
+from budget_service.consumers import handlers
+from budget_service.http import router
+from budget_service.store import FrameStore
 from servicekit.service import Service
 
-svc = Service("budget", title="Budget frames", produces=["budget.events", "budget.commands"])
+svc = Service("budget", title="Budget frames", outbox=["frames", "orphan_answers"], produces=["budget.events"])
+store = FrameStore(svc)
+commands, memberships = handlers(svc, store)
+svc.consume("budget.commands", commands)
+svc.consume("identity.events", memberships)
+svc.on_startup(store.indexes)
+svc.app.state.frame_store = store
+svc.app.include_router(router)
 app = svc.app

@@ -1,5 +1,38 @@
-"""Wiring of the experts service (foundation: health, readiness, its own database and topics)."""
+"""Wiring of the experts service: store, per-replica search index, HTTP routes and Kafka handlers."""
+from contextlib import asynccontextmanager
+
+from experts_service.consumers import add_revocation_handler, dispatch_handlers, identity_handlers, ratings_handlers
+from experts_service.http import router
+from experts_service.store import IndexFeed, Store
 from servicekit.service import Service
 
-svc = Service("experts", title="Experts", produces=["experts.events"])
+svc = Service("experts", title="Experts", outbox=["experts"], produces=["experts.events"])
+store = Store(svc)
+feed = IndexFeed(svc, store)
+svc.app.state.store = store
+add_revocation_handler(svc, store, svc.consume("identity.events", identity_handlers(svc, store)))
+svc.consume("ratings.events", ratings_handlers(svc, store))
+svc.consume("dispatch.events", dispatch_handlers(svc, store))
+svc.app.include_router(router)
+
+
+@svc.on_startup
+async def _start() -> None:
+    await store.ensure_indexes()
+    await feed.start()
+
+
+_kit_lifespan = svc.app.router.lifespan_context
+
+
+@asynccontextmanager
+async def _lifespan(app):
+    async with _kit_lifespan(app):
+        try:
+            yield
+        finally:
+            await feed.stop()  # the index feed is this service's own background task
+
+
+svc.app.router.lifespan_context = _lifespan
 app = svc.app

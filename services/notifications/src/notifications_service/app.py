@@ -1,5 +1,22 @@
-"""Wiring of the notifications service (foundation: health, readiness, its own database and topics)."""
+"""Wiring of the notifications service."""
+from notifications_service import store
+from notifications_service.consumers import command_handlers, dispatch_handlers, ratings_handlers
+from notifications_service.http import router
+from notifications_service.mailer import Mailer
 from servicekit.service import Service
 
-svc = Service("notifications", title="Notifications", produces=["notifications.commands"])
+svc = Service("notifications", title="Notifications")
+svc.consume("ratings.events", ratings_handlers(svc))
+svc.consume("dispatch.events", dispatch_handlers(svc))
+svc.consume("notifications.commands", command_handlers(svc))
+svc.app.include_router(router)
+svc.app.state.mailer = Mailer(svc.db)
+
+
+@svc.on_startup
+async def _start() -> None:
+    await store.ensure_indexes(svc.db)
+    svc.app.state.mailer.start()
+
+
 app = svc.app

@@ -1,0 +1,102 @@
+"""Kafka handlers of the budget service: budget commands (the single writer of frames) and platform
+memberships from identity (who may hold budget, R-PF-04).
+
+Each command is decided on the frame as loaded and written with one conditional update (see store.py);
+its answer goes out through the frame's outbox. A command id already answered is answered again with the
+original answer and moves nothing, whether it comes from Kafka redelivery, a restart or a second publish.
+"""
+from __future__ import annotations
+
+import logging
+
+from contracts import Envelope
+from contracts.events.budget import (BudgetCommitted, BudgetRefused, BudgetReleased, BudgetReserved, CommitBudget,
+                                     ReleaseBudget, ReserveBudget)
+from contracts.events.identity import MembershipChanged, PlatformRegistered
+from servicekit.store import apply_once
+
+from budget_service.domain import Answer
+from budget_service.store import FrameStore, Loaded, member_key, now
+
+log = logging.getLogger("budget.consumers")
+
+
+def answer_event(frame_id: str, a: Answer):
+    """The event that carries a command's answer; None for a command that moved nothing and needs no answer."""
+    if a.kind == "reserved":
+        return BudgetReserved(frame_id=frame_id, dispatch_id=a.dispatch_id, command_id=a.command_id,
+                              member_id=a.member_id or "", amount=a.amount)
+    if a.kind == "refused":
+        return BudgetRefused(frame_id=frame_id, dispatch_id=a.dispatch_id, command_id=a.command_id,
+                             reason_code=a.reason_code, reason=a.reason)
+    if a.kind == "committed":
+        return BudgetCommitted(frame_id=frame_id, dispatch_id=a.dispatch_id, command_id=a.command_id,
+                               spent=a.spent, returned=a.returned, uncovered=a.uncovered)
+    if a.kind == "released":
+        return BudgetReleased(frame_id=frame_id, dispatch_id=a.dispatch_id, command_id=a.command_id, amount=a.amount)
+    return None
+
+
+def handlers(svc, store: FrameStore):
+    def actor(env: Envelope) -> str:
+        return env.actor or f"service:{env.producer}"
+
+    def events_for(frame_id: str, a: Answer, env: Envelope) -> list[dict]:
+        msg = answer_event(frame_id, a)
+        if msg is None:
+            log.warning("command moved nothing", extra={"fields": {"command_id": a.command_id, "why": a.reason}})
+            return []
+        return [svc.event(msg, actor=env.actor, cause=env)]
+
+    async def on_reserve(env: Envelope, cmd: ReserveBudget) -> None:
+        async def decide(loaded: Loaded | None):
+            if loaded is None:
+                a = Answer("refused", cmd.command_id, cmd.dispatch_id, cmd.member_id, cmd.fee + cmd.travel,
+                           reason_code="no_frame", reason=f"No budget frame {cmd.frame_id} has been allocated.")
+                await store.record_orphan_answer(cmd.frame_id, a, events_for(cmd.frame_id, a, env))
+                return None, [], a
+            frame = loaded.frame
+            if cmd.command_id not in frame.answers:
+                earlier = await store.orphan_answer(cmd.command_id)  # refused before the frame existed
+                if earlier is not None:
+                    return None, events_for(cmd.frame_id, earlier, env), earlier
+            role = await store.member_role(frame.platform_id, cmd.member_id)
+            a = frame.reserve(command_id=cmd.command_id, dispatch_id=cmd.dispatch_id, member_id=cmd.member_id,
+                              member_role=role, fee=cmd.fee, travel=cmd.travel, actor=actor(env), at=now())
+            return frame, events_for(cmd.frame_id, a, env), a
+
+        await store.mutate(cmd.frame_id, decide)
+
+    async def settle(env: Envelope, cmd, apply) -> None:
+        async def decide(loaded: Loaded | None):
+            if loaded is None:
+                log.warning("settlement for a missing frame", extra={"fields": {"frame_id": cmd.frame_id}})
+                return None, [], None
+            a = apply(loaded.frame)
+            return loaded.frame, events_for(cmd.frame_id, a, env), a
+
+        await store.mutate(cmd.frame_id, decide)
+
+    async def on_commit(env: Envelope, cmd: CommitBudget) -> None:
+        await settle(env, cmd, lambda f: f.commit(command_id=cmd.command_id, dispatch_id=cmd.dispatch_id,
+                                                  fee=cmd.fee, travel=cmd.travel, actor=actor(env), at=now()))
+
+    async def on_release(env: Envelope, cmd: ReleaseBudget) -> None:
+        await settle(env, cmd, lambda f: f.release(command_id=cmd.command_id, dispatch_id=cmd.dispatch_id,
+                                                   reason=cmd.reason, actor=actor(env), at=now()))
+
+    # --- platform memberships (R-PF-04): a read model, idempotent by event id ----------------------------
+    async def on_platform(env: Envelope, e: PlatformRegistered) -> None:
+        await apply_once(store.platforms, e.platform_id, env.event_id, {"$set": {
+            "name": e.name, "fiscal_year": e.fiscal_year, "bureau_id": e.bureau_id,
+            "representative_id": e.representative_id}})
+        for m in e.members:
+            await apply_once(store.members, member_key(e.platform_id, m.org_id), env.event_id, {"$set": {
+                "platform_id": e.platform_id, "org_id": m.org_id, "member_role": m.member_role}})
+
+    async def on_membership(env: Envelope, e: MembershipChanged) -> None:
+        await apply_once(store.members, member_key(e.platform_id, e.org_id), env.event_id, {"$set": {
+            "platform_id": e.platform_id, "org_id": e.org_id, "member_role": e.member_role}})
+
+    return ({ReserveBudget: on_reserve, CommitBudget: on_commit, ReleaseBudget: on_release},
+            {PlatformRegistered: on_platform, MembershipChanged: on_membership})

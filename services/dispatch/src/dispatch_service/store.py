@@ -1,0 +1,156 @@
+"""MongoDB access of the dispatch service: the dispatch aggregate (optimistic versioned writes with
+their events in one update), free-dispatch slots, read models and audit records."""
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime
+
+from pymongo.errors import DuplicateKeyError
+
+from contracts.events.dispatch import DispatchStatusChanged
+from dispatch_service.domain import ExpertState, Programme, default_programme, transition
+from dispatch_service.domain.programmes import programme_from_doc, programme_to_doc
+from servicekit.problems import Problem
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:16]}"
+
+
+class Conflict(Exception):
+    """The aggregate changed under us too many times in a row."""
+
+
+class Store:
+    def __init__(self, svc):
+        self.svc = svc
+        self.db = svc.db
+        self.dispatches = svc.db.dispatches
+        self.slots = svc.db.free_slots
+
+    # --- set-up -----------------------------------------------------------------------------------
+    async def setup(self, fiscal_years: list[int]) -> None:
+        await self.dispatches.create_index([("business_id", 1), ("fiscal_year", 1)])
+        await self.dispatches.create_index([("reserve.command_id", 1)])
+        await self.db.consultations.create_index([("business_id", 1), ("expert_id", 1)])
+        await self.db.pending_ratings.create_index([("business_id", 1), ("given", 1)])
+        for fy in fiscal_years:  # seed programmes; an edited programme is never overwritten
+            await self.db.programmes.update_one({"_id": f"dispatch-{fy}"},
+                                                {"$setOnInsert": programme_to_doc(default_programme(fy))},
+                                                upsert=True)
+
+    async def programme(self, fiscal_year: int) -> Programme:
+        doc = await self.db.programmes.find_one({"_id": f"dispatch-{fiscal_year}"})
+        if doc is None:
+            raise Problem(409, "No dispatch programme", f"There is no dispatch programme for fiscal year {fiscal_year}.")
+        return programme_from_doc(doc)
+
+    # --- audit of changes that publish no event ------------------------------------------------------
+    async def audit(self, actor: str | None, action: str, key: str, payload: dict) -> None:
+        await self.db.audit.insert_one({"_id": new_id("audit"), "at": now().isoformat(), "actor": actor,
+                                        "action": action, "key": key, "topic": None, "payload": payload})
+
+    # --- the dispatch aggregate ----------------------------------------------------------------------
+    async def get(self, dispatch_id: str) -> dict | None:
+        return await self.dispatches.find_one({"_id": dispatch_id}, {"_outbox": 0, "_seen": 0})
+
+    async def mutate(self, dispatch_id: str, decide: Callable[[dict], Awaitable[tuple[dict, list] | None] | tuple[dict, list] | None],
+                     *, actor: str | None = None, action: str = "dispatch.changed") -> dict | None:
+        """Read → decide → conditional write guarded by the version read, retried on a concurrent change.
+
+        `decide(doc)` returns `(update, events)` or None for "nothing to do" (e.g. a duplicate message);
+        it may raise. A change without events still leaves an audit record.
+        """
+        for _ in range(8):
+            doc = await self.get(dispatch_id)
+            if doc is None:
+                raise Problem(404, "Not found", f"No dispatch request {dispatch_id}.")
+            out = decide(doc)
+            if hasattr(out, "__await__"):
+                out = await out
+            if out is None:
+                return doc
+            update, events = out
+            update = {k: dict(v) for k, v in update.items()}
+            update.setdefault("$inc", {})["version"] = 1
+            res = await self.svc.write(self.dispatches, {"_id": dispatch_id, "version": doc["version"]}, update,
+                                       events=events)
+            if res.matched_count == 1:
+                if not events:
+                    await self.audit(actor, action, dispatch_id, {k: v for k, v in update.get("$set", {}).items()
+                                                                  if isinstance(v, (str, int, float, bool))})
+                return await self.get(dispatch_id)
+        raise Problem(409, "Changed concurrently", "The dispatch changed while you acted on it; please try again.")
+
+    def status_event(self, doc: dict, status: str, *, actor: str | None = None, cause=None,
+                     reason_code: str | None = None, reason: str | None = None,
+                     fee: int | None = None, travel: int | None = None) -> dict:
+        msg = DispatchStatusChanged(
+            dispatch_id=doc["_id"], status=status, route=doc["route"], fiscal_year=doc["fiscal_year"],
+            business_id=doc["business_id"], expert_id=doc["expert_id"], institution_id=doc.get("institution_id"),
+            platform_id=doc.get("platform_id"), reason_code=reason_code, reason=reason, fee=fee, travel=travel)
+        return self.svc.event(msg, actor=actor, cause=cause)
+
+    @staticmethod
+    def step(doc: dict, *statuses: str, actor: str | None = None, reason_code: str | None = None) -> dict:
+        """The `$set`/`$push` part of one or more lifecycle steps from the doc's status (R-DSP-14)."""
+        cur, hist = doc["status"], []
+        for s in statuses:
+            cur = transition(cur, s)
+            hist.append({"status": s, "at": now(), "actor": actor, "reason_code": reason_code})
+        return {"$set": {"status": cur, "updated_at": now()}, "$push": {"history": {"$each": hist}}}
+
+    # --- free dispatches (R-DSP-03) -------------------------------------------------------------------
+    @staticmethod
+    def slot_id(business_id: str, fiscal_year: int) -> str:
+        return f"{business_id}:{fiscal_year}"
+
+    async def used_free(self, business_id: str, fiscal_year: int) -> list[str]:
+        doc = await self.slots.find_one({"_id": self.slot_id(business_id, fiscal_year)})
+        return list(doc["holders"]) if doc else []
+
+    async def claim_slot(self, business_id: str, fiscal_year: int, dispatch_id: str, cap: int) -> bool:
+        """Takes one of the business's free dispatches of the year, atomically against concurrent requests:
+        the update matches only while fewer than `cap` slots are held."""
+        sid = self.slot_id(business_id, fiscal_year)
+        try:
+            res = await self.slots.update_one(
+                {"_id": sid, "holders": {"$ne": dispatch_id}, f"holders.{cap - 1}": {"$exists": False}},
+                {"$push": {"holders": dispatch_id}}, upsert=True)
+            return res.matched_count == 1 or res.upserted_id is not None
+        except DuplicateKeyError:  # the document exists and is full (or already holds this dispatch)
+            return dispatch_id in await self.used_free(business_id, fiscal_year)
+
+    async def release_slot(self, business_id: str, fiscal_year: int, dispatch_id: str) -> None:
+        await self.slots.update_one({"_id": self.slot_id(business_id, fiscal_year)},
+                                    {"$pullAll": {"holders": [dispatch_id]}})
+
+    # --- read models -----------------------------------------------------------------------------------
+    async def expert(self, expert_id: str) -> tuple[dict | None, ExpertState | None]:
+        doc = await self.db.experts.find_one({"_id": expert_id})
+        if doc is None:
+            return None, None
+        revoked = await self.db.revoked_subjects.find_one({"_id": doc["account_id"]}, {"_id": 1}) is not None
+        state = ExpertState(
+            status=doc["status"], registered_fiscal_year=doc.get("registered_fiscal_year"),
+            employer_org_id=doc.get("employer_org_id"),
+            personnel_cost_subsidised=bool(doc.get("personnel_cost_subsidised")),
+            related_business_ids=frozenset(doc.get("related_business_ids", ())),
+            unavailable=tuple((date.fromisoformat(u["start"]), date.fromisoformat(u["end"]))
+                              for u in doc.get("unavailable", ())),
+            revoked=revoked)
+        return doc, state
+
+    async def pending_ratings(self, business_id: str) -> int:
+        return await self.db.pending_ratings.count_documents(
+            {"business_id": business_id, "rater_kind": "business", "given": False})
+
+    async def membership(self, platform_id: str | None, org_id: str) -> dict | None:
+        if not platform_id:
+            return None
+        return await self.db.memberships.find_one({"_id": f"{platform_id}:{org_id}"})

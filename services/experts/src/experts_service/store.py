@@ -1,0 +1,234 @@
+"""MongoDB access of the experts service, and the feed that keeps each replica's search index current.
+
+Collections: `experts` (the aggregate, with its outbox), `orgs` (platform members learnt from identity),
+`radars` (newest ratings summary per expert), `settings` (programme settings), `audit`.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+import uuid
+from datetime import UTC, date, datetime
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from pymongo.errors import DuplicateKeyError
+
+from contracts import TOPICS, Envelope
+from contracts.events.experts import ExpertChanged, Unavailability
+from experts_service import domain
+from experts_service.search import ExpertIndex
+from servicekit.problems import Problem
+
+log = logging.getLogger("experts.store")
+STATE_KEYS = ("expert_id", "account_id", "name", "status", "profile", "availability", "version", "history",
+              "application", "recommendations", "registered_fiscal_year", "registered_years", "renewal",
+              "suspension", "record", "exit")
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def state_of(doc: dict) -> dict:
+    """The domain's view of a stored document (without Mongo metadata)."""
+    return {k: doc.get(k) for k in STATE_KEYS}
+
+
+def changed_event(state: dict, change: str) -> ExpertChanged:
+    """Event-carried state: the whole dispatch-relevant state of the expert with the kind of change."""
+    p = state["profile"]
+    return ExpertChanged(
+        expert_id=state["expert_id"], account_id=state["account_id"], change=change, status=state["status"],
+        registered_fiscal_year=state.get("registered_fiscal_year"), name=state["name"], fields=p["fields"],
+        regions=p["regions"], qualifications=p["qualifications"], employer_org_id=p.get("employer_org_id"),
+        personnel_cost_subsidised=p.get("personnel_cost_subsidised", False),
+        related_business_ids=p.get("related_business_ids", []),
+        unavailable=[Unavailability(start=w["start"], end=w["end"], note=w.get("note", ""))
+                     for w in state["availability"]["windows"]])
+
+
+class Store:
+    def __init__(self, svc):
+        self.svc = svc
+        self.db = svc.db
+        self.experts = svc.db.experts
+        self.index = ExpertIndex()
+        self._visibility: tuple[float, str] | None = None
+
+    async def ensure_indexes(self) -> None:
+        await self.experts.create_index("account_id", unique=True)
+        await self.experts.create_index("status")
+        await self.experts.create_index("recommender_ids")
+
+    # --- writes -----------------------------------------------------------------------------
+    async def create(self, state: dict, change: str, *, actor: str) -> dict:
+        doc = {"_id": state["expert_id"], **state, "_rev": 1, "recommender_ids": [], "updated_at": now_iso()}
+        try:
+            await self.svc.insert(self.experts, doc, events=[self.svc.event(changed_event(state, change), actor=actor)])
+        except DuplicateKeyError:
+            raise Problem(409, "Expert page exists", "This account already has an expert page; edit it instead.") from None
+        self.index.upsert(doc)
+        return doc
+
+    async def mutate(self, expert_id: str, fn, *, actor: str, cause: Envelope | None = None,
+                     action: str = "", with_radar: bool = False) -> dict:
+        """Applies a domain operation with optimistic concurrency (`_rev`); the change and its event are
+        one write. A change without an event gets its own audit entry."""
+        for _ in range(5):
+            doc = await self.experts.find_one({"_id": expert_id})
+            if doc is None:
+                raise Problem(404, "No such expert", f"There is no expert {expert_id}.")
+            state = state_of(doc)
+            if with_radar:
+                state["radar"] = await self.radar(expert_id)
+            try:
+                new, change = fn(state)
+            except domain.Refused as r:
+                raise Problem(r.status, r.title, r.detail) from None
+            new.pop("radar", None)
+            state.pop("radar", None)
+            if new == state:
+                return doc
+            sets = {k: v for k, v in new.items() if state.get(k) != v}
+            sets["recommender_ids"] = [r["org_id"] for r in new["recommendations"] if r["recommended"]]
+            sets["updated_at"] = now_iso()
+            events = [self.svc.event(changed_event(new, change), actor=actor, cause=cause)] if change else []
+            res = await self.svc.write(self.experts, {"_id": expert_id, "_rev": doc["_rev"]},
+                                       {"$set": sets, "$inc": {"_rev": 1}}, events=events)
+            if res.matched_count == 1:
+                if not change:
+                    await self.audit(actor, action or "experts.changed", expert_id, sets)
+                doc = {**doc, **sets, "_rev": doc["_rev"] + 1}
+                self.index.upsert(doc)
+                return doc
+        raise Problem(409, "Busy", "The expert record changed several times meanwhile; please try again.")
+
+    async def audit(self, actor: str | None, action: str, key: str, payload: dict) -> None:
+        """An audit entry for a change that publishes no event (events are audited by the outbox relay)."""
+        await self.db.audit.insert_one({"_id": str(uuid.uuid4()), "at": now_iso(), "actor": actor, "action": action,
+                                        "key": key, "topic": None, "payload": json.loads(json.dumps(payload, default=str))})
+
+    # --- reads ------------------------------------------------------------------------------
+    async def by_account(self, account_id: str) -> dict:
+        doc = await self.experts.find_one({"account_id": account_id})
+        if doc is None:
+            raise Problem(404, "No expert page", "This account has no expert page yet; create it with POST /experts/me.")
+        return doc
+
+    async def get(self, expert_id: str) -> dict | None:
+        return await self.experts.find_one({"_id": expert_id})
+
+    async def orgs(self, ids) -> dict[str, dict]:
+        return {o["_id"]: o async for o in self.db.orgs.find({"_id": {"$in": list(ids)}})}
+
+    async def radar(self, expert_id: str) -> dict | None:
+        r = await self.db.radars.find_one({"_id": expert_id})
+        return {k: r[k] for k in ("averages", "count", "window_days", "as_of")} if r else None
+
+    async def save_radar(self, expert_id: str, radar: dict) -> None:
+        """Keeps the newest summary only (by `as_of`), whatever order the events arrive in."""
+        try:
+            await self.db.radars.update_one({"_id": expert_id, "as_of": {"$lt": radar["as_of"]}},
+                                            {"$set": radar}, upsert=True)
+        except DuplicateKeyError:
+            pass  # a newer (or the same) summary is already stored
+
+    # --- programme setting (R-ANC-02) -------------------------------------------------------
+    async def visibility(self) -> str:
+        """Who may search the directory: "public" or "institutions". A settings document overrides the
+        environment; cached briefly so every replica follows a change within seconds."""
+        if self._visibility and time.monotonic() - self._visibility[0] < 2:
+            return self._visibility[1]
+        doc = await self.db.settings.find_one({"_id": "directory"})
+        value = (doc or {}).get("visibility") or os.environ.get("EXPERTS_DIRECTORY_VISIBILITY", "institutions")
+        self._visibility = (time.monotonic(), value)
+        return value
+
+    async def set_visibility(self, value: str, actor: str) -> None:
+        await self.db.settings.update_one({"_id": "directory"}, {"$set": {"visibility": value, "by": actor,
+                                                                            "at": now_iso()}}, upsert=True)
+        await self.audit(actor, "experts.DirectoryVisibilitySet", "directory", {"visibility": value})
+        self._visibility = None
+
+
+class IndexFeed:
+    """Keeps this replica's search index current: a snapshot from MongoDB at start-up, then every
+    `experts.events` and `ratings.events` record read with NO consumer group, so every replica sees
+    every change (the service's group consumers see each record on one replica only)."""
+
+    def __init__(self, svc, store: Store):
+        self.svc, self.store = svc, store
+        self._task: asyncio.Task | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self.ready = False
+
+    async def start(self) -> None:
+        s = self.svc.settings
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap, group_id=None,
+                                          enable_auto_commit=False, client_id=f"{s.service_name}-index")
+        await self._consumer.start()
+        tps = [TopicPartition(s.topic(t), p) for t in ("experts.events", "ratings.events")
+               for p in range(TOPICS[t].partitions)]
+        self._consumer.assign(tps)
+        # Offsets first, snapshot second: whatever changes after the snapshot is replayed from here.
+        for tp, offset in (await self._consumer.end_offsets(tps)).items():
+            self._consumer.seek(tp, offset)
+        await self.load()
+        self._task = asyncio.create_task(self._run(), name="experts-index-feed")
+
+    async def load(self) -> None:
+        async for r in self.svc.db.radars.find({}):
+            self.store.index.set_radar(r["_id"], r)
+        async for doc in self.store.experts.find({"status": {"$ne": "exited"}}, {"history": 0, "_outbox": 0}):
+            self.store.index.upsert(doc)
+        self.ready = True
+        log.info("search index loaded", extra={"fields": {"experts": len(self.store.index)}})
+
+    async def _run(self) -> None:
+        from contracts.events.ratings import ExpertRadarUpdated
+
+        while True:
+            try:
+                batch = await self._consumer.getmany(timeout_ms=1000, max_records=500)
+                changed: set[str] = set()
+                for records in batch.values():
+                    for rec in records:
+                        try:
+                            env = json.loads(rec.value)
+                        except ValueError:
+                            continue
+                        if env.get("event_type") == ExpertChanged.message_type:
+                            changed.add(env["key"])
+                        elif env.get("event_type") == ExpertRadarUpdated.message_type:
+                            p = env.get("payload") or {}
+                            if p.get("expert_id") and p.get("as_of"):
+                                as_of = datetime.fromisoformat(p["as_of"]).isoformat()
+                                self.store.index.set_radar(p["expert_id"], {**p, "as_of": as_of})
+                for expert_id in changed:  # the stored state is the truth: reload, never replay payloads
+                    doc = await self.store.get(expert_id)
+                    if doc is None or doc["status"] == "exited":
+                        self.store.index.remove(expert_id)
+                    else:
+                        self.store.index.upsert(doc)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("search index feed pass failed; continuing")
+                await asyncio.sleep(1)
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+        if self._consumer:
+            await self._consumer.stop()
+
+
+def parse_day(v: str | date | None) -> date | None:
+    return v if isinstance(v, date) or v is None else date.fromisoformat(v)

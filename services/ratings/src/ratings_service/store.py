@@ -1,0 +1,103 @@
+"""MongoDB access of the ratings service: owed ratings, per-expert radar buckets, evaluations."""
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+from pymongo.errors import DuplicateKeyError
+
+from contracts.events.ratings import ExpertRadarUpdated
+from ratings_service.domain import PARAMS, Radar, day_key, window_start
+from servicekit.store import SEEN_KEEP, with_outbox
+
+JST = ZoneInfo("Asia/Tokyo")  # rating days are Japanese calendar days
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def today():
+    return now().astimezone(JST).date()
+
+
+def rating_day(at: datetime) -> str:
+    return day_key(at.astimezone(JST))
+
+
+async def ensure_indexes(db) -> None:
+    await db.owed.create_index([("rater_account_id", 1), ("status", 1)])
+    await db.owed.create_index("dispatch_id")
+    await db.owed.create_index([("status", 1), ("radar_applied", 1)])
+    await db.radars.create_index("oldest")
+    await db.evaluations.create_index([("fiscal_year", 1), ("expert_id", 1)])
+
+
+def radar_event(svc, expert_id: str, radar: Radar, *, cause=None, actor=None) -> dict:
+    avg, n = radar.summary(today(), PARAMS)
+    return svc.event(ExpertRadarUpdated(expert_id=expert_id, averages=avg, count=n,
+                                        window_days=PARAMS.window_days, as_of=now()), actor=actor, cause=cause)
+
+
+async def update_radar(svc, expert_id: str, changes: list[tuple[str, object]] = (), *, cause=None,
+                       actor=None, attempts: int = 50) -> bool:
+    """R-RAT-02: applies each `(key, mutate)` change not applied before (keys are remembered on the
+    document), drops buckets that left the window and publishes the new radar, all in one conditional
+    write (optimistic concurrency on the version `v`). Several ratings of one expert may go in one write."""
+    col = svc.db.radars
+    for _ in range(attempts):
+        doc = await col.find_one({"_id": expert_id}, {"_outbox": 0})
+        seen = set(doc.get("_seen", ())) if doc else set()
+        todo = [(k, m) for k, m in changes if k not in seen]
+        if changes and not todo:
+            return False  # all already applied
+        radar = Radar(days=dict(doc["days"]) if doc else {})
+        for _, mutate in todo:
+            mutate(radar)
+        expired = radar.expire(today(), PARAMS)
+        if not todo and not expired:
+            return False  # nothing changed, nothing to publish
+        entry = radar_event(svc, expert_id, radar, cause=cause, actor=actor)
+        fields = {"days": radar.days, "oldest": radar.oldest() or "9999-12-31", "updated_at": now()}
+        keys = [k for k, _ in todo]
+        if doc is None:
+            try:
+                await svc.insert(col, {"_id": expert_id, "v": 1, **fields, "_seen": keys}, events=[entry])
+                return True
+            except DuplicateKeyError:
+                continue
+        update = {"$set": fields, "$inc": {"v": 1}}
+        if keys:
+            update["$push"] = {"_seen": {"$each": keys, "$slice": -SEEN_KEEP}}
+        res = await col.update_one({"_id": expert_id, "v": doc["v"]}, with_outbox(update, [entry]))
+        if res.matched_count == 1:
+            svc.relay.kick()
+            return True
+    raise RuntimeError(f"radar of {expert_id} kept changing underneath; giving up this attempt")
+
+
+def rating_mutation(owed: dict):
+    """The change an owed document's current rating (or its latest correction) makes to the radar."""
+    day = rating_day(owed["given_at"])
+    if owed.get("rev", 0) == 0:
+        return lambda r: r.add(day, owed["scores"])
+    return lambda r: r.correct(day, owed["prev_scores"], owed["scores"])
+
+
+async def apply_rating(svc, owed: dict, *, cause=None, actor=None) -> None:
+    """Brings the radar up to date with one given rating; idempotent, so a sweep may repeat it."""
+    key = f"{owed['_id']}:r{owed.get('rev', 0)}"
+    await update_radar(svc, owed["expert_id"], [(key, rating_mutation(owed))], cause=cause, actor=actor)
+    await svc.db.owed.update_one({"_id": owed["_id"], "rev": owed.get("rev", 0)}, {"$set": {"radar_applied": True}})
+
+
+async def sweep(svc) -> int:
+    """Periodic work: finish radar updates a crash interrupted, and expire buckets that left the window."""
+    done = 0
+    async for owed in svc.db.owed.find({"status": "given", "radar_applied": False}, {"_outbox": 0}).limit(500):
+        await apply_rating(svc, owed)
+        done += 1
+    start = window_start(today(), PARAMS)
+    async for doc in svc.db.radars.find({"oldest": {"$lt": start}}, {"_id": 1}).limit(1000):
+        done += await update_radar(svc, doc["_id"])
+    return done

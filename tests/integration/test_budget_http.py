@@ -1,0 +1,138 @@
+"""Budget service over HTTP on real Kafka + MongoDB: allocation (R-BUD-01), shares (R-BUD-02, R-PF-04),
+reservations through budget.commands (R-DSP-08, R-BUD-03/04), ledger and check (R-BUD-05), close, reports."""
+from __future__ import annotations
+
+import csv
+import io
+
+import httpx
+import pytest
+
+from contracts.events.budget import CommitBudget, ReleaseBudget, ReserveBudget, frame_id
+from tests.integration.budget_helpers import (BUREAU, MEMBER, OUTSIDER, PLATFORM, REP, answers, auth, bureau,
+                                              dispatch_member, publish, register_platform, representative)
+from tests.support import read_topic
+
+FID = frame_id(2026, PLATFORM)
+
+
+@pytest.fixture
+async def budget(services, infra, ns):
+    svc = services("budget")
+    await register_platform(infra, ns)
+    async with httpx.AsyncClient(base_url=svc.url, timeout=20) as http:
+        yield http
+
+
+async def allocate(http, fee=1_000_000, travel=200_000):
+    return await http.post("/frames", json={"fiscal_year": 2026, "platform_id": PLATFORM, "fee": fee,
+                                            "travel": travel, "reason": "FY2026"}, headers=bureau())
+
+
+async def test_R_BUD_01_R_BUD_02_bureau_allocates_and_representative_shares(budget):
+    r = await allocate(budget)
+    assert r.status_code == 201, r.text
+    f = r.json()
+    assert (f["frame_id"], f["representative_id"], f["bureau_id"], f["allocated"]) == (FID, REP, BUREAU, 1_200_000)
+    r = await budget.put(f"/frames/{FID}/shares/{MEMBER}", json={"amount": 300_000, "reason": "Q1"},
+                         headers=representative())
+    assert r.status_code == 200, r.text
+    mem = {m["member_id"]: m for m in r.json()["members"]}
+    assert mem[MEMBER]["allocated"] == 300_000 and mem[REP]["available"] == 900_000
+    r = await allocate(budget, fee=1_500_000)  # a change, not a new frame
+    assert r.status_code == 200 and r.json()["allocated"] == 1_700_000
+    led = (await budget.get(f"/frames/{FID}/ledger", headers=bureau())).json()
+    assert [(e["kind"], e["actor"]) for e in led["entries"]] == [
+        ("allocation", "bureau-user"), ("share", "rep-staff"), ("allocation", "bureau-user")]
+    chk = (await budget.get(f"/frames/{FID}/check", headers=bureau())).json()
+    assert chk["consistent"] is True and chk["violations"] == [] and chk["ledger_entries"] == 3
+
+
+async def test_R_PF_04_non_representative_gets_403_and_ineligible_member_is_refused(budget):
+    assert (await allocate(budget)).status_code == 201
+    share = {"amount": 1_000}
+    r = await budget.put(f"/frames/{FID}/shares/{MEMBER}", json=share, headers=dispatch_member())
+    assert r.status_code == 403 and r.headers["content-type"] == "application/problem+json"
+    r = await budget.put(f"/frames/{FID}/shares/{MEMBER}", json=share, headers=representative("other-pf"))
+    assert r.status_code == 403
+    r = await budget.put(f"/frames/{FID}/shares/{MEMBER}", json=share, headers=auth("op", ["operator"]))
+    assert r.status_code == 403
+    r = await budget.post("/frames", json={"fiscal_year": 2026, "platform_id": PLATFORM, "fee": 1, "travel": 1},
+                          headers=representative())
+    assert r.status_code == 403  # only a bureau allocates
+    r = await budget.put(f"/frames/{FID}/shares/{OUTSIDER}", json=share, headers=representative())
+    assert r.status_code == 422 and r.json()["code"] == "not_allowed"  # R-PF-04: not dispatch-capable
+    assert (await budget.get(f"/frames/{FID}", headers=dispatch_member())).status_code == 200
+    assert (await budget.get(f"/frames/{FID}/ledger", headers=dispatch_member())).status_code == 403
+    assert (await budget.get(f"/frames/{FID}")).status_code == 401
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"fiscal_year": 2026, "platform_id": PLATFORM, "fee": 1.5, "travel": 0}, "fee"),
+    ({"fiscal_year": 2026, "platform_id": PLATFORM, "fee": -1, "travel": 0}, "fee"),
+    ({"fiscal_year": 2026, "platform_id": PLATFORM, "fee": "100", "travel": 0}, "fee"),
+    ({"fiscal_year": 2026, "platform_id": PLATFORM, "fee": 100}, "travel"),
+])
+async def test_R_BUD_01_bad_input_gets_a_problem_document(budget, body, field):
+    r = await budget.post("/frames", json=body, headers=bureau())
+    assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
+    assert field in r.json()["detail"]
+
+
+async def test_R_BUD_02_share_above_remainder_or_below_use_is_refused_with_409(budget):
+    assert (await allocate(budget, fee=100_000, travel=0)).status_code == 201
+    r = await budget.put(f"/frames/{FID}/shares/{MEMBER}", json={"amount": 100_001}, headers=representative())
+    assert r.status_code == 409 and "unshared" in r.json()["detail"]
+    r = await budget.put("/frames/frame-2026-nope/shares/x", json={"amount": 1}, headers=representative())
+    assert r.status_code == 404
+
+
+async def test_R_DSP_08_R_BUD_04_reserve_commit_release_through_kafka_then_close_and_report(budget, infra, ns):
+    assert (await allocate(budget, fee=100_000, travel=20_000)).status_code == 201
+    assert (await budget.put(f"/frames/{FID}/shares/{MEMBER}", json={"amount": 50_000},
+                             headers=representative())).status_code == 200
+    cmds = ns.topic("budget.commands")
+    await publish(infra.kafka, cmds, [
+        ReserveBudget(command_id="c1", frame_id=FID, dispatch_id="d1", member_id=MEMBER, fee=30_000, travel=5_000),
+        ReserveBudget(command_id="c2", frame_id=FID, dispatch_id="d2", member_id=MEMBER, fee=30_000, travel=0),
+        ReserveBudget(command_id="c3", frame_id=FID, dispatch_id="d3", member_id=OUTSIDER, fee=1, travel=0),
+        ReserveBudget(command_id="c4", frame_id=FID, dispatch_id="d4", member_id=REP, fee=40_000, travel=0),
+        ReserveBudget(command_id="c5", frame_id=frame_id(2026, "nope"), dispatch_id="d5", member_id=REP, fee=1, travel=0),
+        CommitBudget(command_id="k1", frame_id=FID, dispatch_id="d1", fee=25_000, travel=5_000),
+        ReleaseBudget(command_id="r4", frame_id=FID, dispatch_id="d4", reason="cancelled"),
+    ])
+    records = await read_topic(infra.kafka, ns.topic("budget.events"), min_count=9, timeout=30)
+    got = answers(records)
+    assert got["BudgetReserved"] == {"d1", "d4"} and got["BudgetRefused"] == {"d2", "d3", "d5"}
+    assert got["BudgetCommitted"] == {"d1"} and got["BudgetReleased"] == {"d4"}
+    import json
+    refusals = {json.loads(r.value)["payload"]["dispatch_id"]: json.loads(r.value)["payload"]["reason_code"]
+                for r in records if json.loads(r.value)["event_type"] == "budget.BudgetRefused"}
+    assert refusals == {"d2": "insufficient_balance", "d3": "not_allowed", "d5": "no_frame"}
+    f = (await budget.get(f"/frames/{FID}", headers=bureau())).json()
+    assert (f["reserved"], f["spent"], f["remaining"]) == (0, 30_000, 90_000)
+
+    r = await budget.get("/reports", params={"by": "member", "fiscal_year": 2026, "format": "csv"}, headers=bureau())
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(r.text)))
+    by_member = {row["member_id"]: row for row in rows}
+    assert by_member[MEMBER]["allocated"] == "50000" and by_member[MEMBER]["spent"] == "30000"
+    assert by_member[MEMBER]["remaining"] == "20000" and by_member[REP]["allocated"] == "70000"
+    r = await budget.get("/reports", params={"by": "bureau"}, headers=representative())
+    assert r.json() == [{"fiscal_year": 2026, "bureau_id": BUREAU, "platform_id": None, "member_id": None,
+                         "allocated": 120_000, "reserved": 0, "spent": 30_000, "remaining": 90_000}]
+    assert (await budget.get("/reports", headers=dispatch_member())).status_code == 403
+
+    await publish(infra.kafka, cmds, [ReserveBudget(command_id="c6", frame_id=FID, dispatch_id="d6",
+                                                    member_id=MEMBER, fee=1_000, travel=0)])
+    await read_topic(infra.kafka, ns.topic("budget.events"), min_count=len(records) + 1, timeout=30)
+    r = await budget.post(f"/frames/{FID}/close", json={"reason": "FY2026 end"}, headers=auth("ag", ["agency"]))
+    assert r.status_code == 200 and [o["dispatch_id"] for o in r.json()["open_reservations"]] == ["d6"]
+    assert (await budget.post(f"/frames/{FID}/close", json={}, headers=bureau())).status_code == 409
+    await publish(infra.kafka, cmds, [ReserveBudget(command_id="c7", frame_id=FID, dispatch_id="d7",
+                                                    member_id=MEMBER, fee=1_000, travel=0)])
+    records = await read_topic(infra.kafka, ns.topic("budget.events"), min_count=len(records) + 3, timeout=30)
+    last = [json.loads(r.value)["payload"] for r in records if json.loads(r.value)["payload"].get("dispatch_id") == "d7"]
+    assert last and last[0]["reason_code"] == "frame_closed"
+    chk = (await budget.get(f"/frames/{FID}/check", headers=representative())).json()
+    assert chk["consistent"] and chk["violations"] == []

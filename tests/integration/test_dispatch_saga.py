@@ -1,0 +1,259 @@
+"""The dispatch service on real Kafka + MongoDB; this test plays the budget service (answers commands) and
+the experts / ratings / identity publishers (R-DSP-01..03, 08, 12, 14, R-ANC-01, R-BUD-04)."""
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from datetime import UTC, date, datetime, timedelta
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaProducer
+from pymongo import AsyncMongoClient
+
+from contracts import Envelope
+from contracts.events.budget import BudgetCommitted, BudgetRefused, BudgetReleased, BudgetReserved
+from contracts.events.experts import ExpertChanged
+from contracts.events.ratings import RatingGiven, RatingOwed
+from contracts.vocab import fiscal_year
+from tests.support import eventually, read_topic, token
+
+FY = fiscal_year(datetime.now(UTC) + timedelta(hours=9))
+DAY = date(FY, 10, 1) if date(FY, 10, 1) >= date.today() else date(FY + 1, 2, 1)
+PLATFORM, INSTITUTION = "plat-kumamoto", "inst-shokokai-1"
+STAFF = {"sub": "staff-1", "roles": ["institution"],
+         "orgs": [{"org_id": INSTITUTION, "platform_id": PLATFORM, "member_role": "dispatch_member",
+                   "rights": ["manage_budget", "request_dispatch", "recommend_experts", "joint_activities"]}]}
+ISSUE = "Sales fell by 30% after our main wholesaler closed; we need a new sales channel strategy."
+
+
+def auth(**claims) -> dict:
+    return {"authorization": f"Bearer {token(**claims)}"}
+
+
+class World:
+    """The other services, as far as dispatch can tell: their events on Kafka."""
+
+    def __init__(self, infra, ns, url):
+        self.infra, self.ns, self.url = infra, ns, url
+        self.db = AsyncMongoClient(infra.mongo)[ns.db("dispatch")]
+        self.http = httpx.AsyncClient(base_url=url, timeout=15)
+        self.producer = AIOKafkaProducer(bootstrap_servers=infra.kafka)
+
+    async def publish(self, msg, *, producer: str, env: Envelope | None = None) -> Envelope:
+        env = env or Envelope.wrap(msg, producer=producer)
+        await self.producer.send_and_wait(self.ns.topic(msg.topic), env.model_dump_json().encode(), key=msg.key().encode())
+        return env
+
+    async def expert(self, expert_id: str, **kw) -> None:
+        e = ExpertChanged(expert_id=expert_id, account_id=f"acct-{expert_id}", change="approved", status="registered",
+                          registered_fiscal_year=FY, name=f"Expert {expert_id}", **kw)
+        env = await self.publish(e, producer="experts")
+        await eventually(lambda: self.db.experts.find_one({"_id": expert_id, "_seen": env.event_id}))
+
+    async def request(self, business: str, expert: str = "ex-1", **kw) -> dict:
+        body = {"business_id": business, "business_account_id": f"acct-{business}", "expert_id": expert,
+                "institution_id": INSTITUTION, "issue": ISSUE, "beyond_self_help": True, "needs_specialist": True,
+                "planned_visits": [{"day": DAY.isoformat(), "hours": 3}, {"day": (DAY + timedelta(days=7)).isoformat(), "hours": 2}],
+                "travel_estimate": 1000, **kw}
+        r = await self.http.post("/requests", json=body, headers=auth(**STAFF))
+        assert r.status_code == 201, r.text
+        return r.json()
+
+    async def get(self, dispatch_id: str) -> dict:
+        r = await self.http.get(f"/requests/{dispatch_id}", headers=auth(sub="agent-1", roles=["agency"]))
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    async def status(self, dispatch_id: str, *wanted: str) -> dict | None:
+        d = await self.get(dispatch_id)
+        return d if d["status"] in wanted else None
+
+    async def records(self, logical: str, event_type: str, min_count: int) -> list[dict]:
+        async def enough():
+            recs = await read_topic(self.infra.kafka, self.ns.topic(logical), min_count=1, timeout=3)
+            envs = [json.loads(r.value) for r in recs]
+            found = [e for e in envs if e["event_type"] == event_type]
+            return found if len(found) >= min_count else None
+
+        return await eventually(enough, timeout=30, interval=0.5)
+
+    async def command(self, event_type: str, dispatch_id: str) -> dict:
+        async def find():
+            for e in await self.records("budget.commands", event_type, 1):
+                if e["payload"]["dispatch_id"] == dispatch_id:
+                    return e["payload"]
+        return await eventually(find, timeout=30, interval=0.5)
+
+    async def reserved(self, cmd: dict, **kw):
+        return await self.publish(BudgetReserved(frame_id=cmd["frame_id"], dispatch_id=cmd["dispatch_id"],
+                                                 command_id=cmd["command_id"], member_id=cmd["member_id"],
+                                                 amount=cmd["fee"] + cmd["travel"]), producer="budget", **kw)
+
+    async def refused(self, cmd: dict):
+        return await self.publish(BudgetRefused(frame_id=cmd["frame_id"], dispatch_id=cmd["dispatch_id"],
+                                                command_id=cmd["command_id"], reason_code="insufficient_balance",
+                                                reason="The institution's share of the budget is used up."),
+                                  producer="budget")
+
+
+@pytest.fixture
+async def world(services, infra, ns):
+    svc = services("dispatch")
+    w = World(infra, ns, svc.url)
+    await w.producer.start()
+    await w.expert("ex-1")
+    yield w
+    await w.producer.stop()
+    await w.http.aclose()
+
+
+async def test_R_DSP_01_R_DSP_08_route_A_request_reserves_budget_then_is_approved(world):
+    d = await world.request("biz-a")
+    assert d["status"] == "accepted" and d["route"] == "A" and d["platform_id"] == PLATFORM
+    cmd = await world.command("budget.ReserveBudget", d["dispatch_id"])
+    # 3 h + 2 h on different days at 5,000 yen/h, plus travel; against the member's share of its frame.
+    assert (cmd["frame_id"], cmd["member_id"], cmd["fee"], cmd["travel"]) == (f"frame-{FY}-{PLATFORM}", INSTITUTION,
+                                                                              25_000, 1_000)
+    assert d["reserve"]["command_id"] == cmd["command_id"]
+    await world.reserved(cmd)
+    approved = await eventually(lambda: world.status(d["dispatch_id"], "approved"))
+    assert [h["status"] for h in approved["history"]] == ["requested", "accepted", "reserved", "approved"]
+    events = await world.records("dispatch.events", "dispatch.DispatchStatusChanged", 4)
+    steps = [e["payload"]["status"] for e in events if e["payload"]["dispatch_id"] == d["dispatch_id"]]
+    assert steps == ["requested", "accepted", "reserved", "approved"]
+
+
+async def test_R_DSP_08_budget_refusal_refuses_the_dispatch_with_the_budget_reason(world):
+    d = await world.request("biz-b")
+    await world.refused(await world.command("budget.ReserveBudget", d["dispatch_id"]))
+    refused = await eventually(lambda: world.status(d["dispatch_id"], "refused"))
+    assert refused["reason_code"] == "budget_insufficient_balance" and "used up" in refused["reason"]
+    # R-DSP-03: a refusal does not use up a free dispatch.
+    r = await world.http.get("/businesses/biz-b/free-dispatches", headers=auth(**STAFF))
+    assert (r.json()["used"], r.json()["remaining"]) == (0, 3)
+
+
+async def test_R_DSP_12_pending_rating_blocks_a_free_request_until_given(world):
+    owed = dict(expert_id="ex-1", owed_id="owed-1", dispatch_id="dsp-old", business_id="biz-r",
+                rater_account_id="acct-biz-r", rater_kind="business")
+    env = await world.publish(RatingOwed(**owed, since=datetime.now(UTC)), producer="ratings")
+    await eventually(lambda: world.db.pending_ratings.find_one({"_id": "owed-1", "_seen": env.event_id}))
+    blocked = await world.request("biz-r")
+    assert blocked["status"] == "refused" and blocked["reason_code"] == "rating_pending"
+    assert [r["code"] for r in blocked["refusals"]] == ["rating_pending"]
+    env = await world.publish(RatingGiven(**owed), producer="ratings")
+    await eventually(lambda: world.db.pending_ratings.find_one({"_id": "owed-1", "given": True}))
+    assert (await world.request("biz-r"))["status"] == "accepted"
+
+
+async def test_R_DSP_03_fourth_free_request_in_a_fiscal_year_is_refused_with_the_cap_reason(world):
+    for _ in range(3):
+        assert (await world.request("biz-c"))["status"] == "accepted"
+    fourth = await world.request("biz-c")
+    assert fourth["status"] == "refused" and fourth["reason_code"] == "free_cap_reached"
+    assert "all its free dispatches" in fourth["reason"]
+    seen_by_business = await world.http.get("/businesses/biz-c/free-dispatches",
+                                            headers=auth(sub="acct-biz-c", roles=["business"]))
+    assert (seen_by_business.json()["used"], seen_by_business.json()["remaining"]) == (3, 0)
+    # A cancellation before approval gives the free dispatch back.
+    first = (await world.http.get("/businesses/biz-c/free-dispatches", headers=auth(**STAFF))).json()["dispatch_ids"][0]
+    r = await world.http.post(f"/requests/{first}/cancel", json={"reason": "solved otherwise"}, headers=auth(**STAFF))
+    assert r.status_code == 200 and r.json()["status"] == "cancelled"
+    assert (await world.request("biz-c"))["status"] == "accepted"
+
+
+async def test_R_DSP_14_saga_survives_silence_and_duplicate_answers_without_double_charging(world):
+    """Requests made while nobody answers budget commands stay accepted; once answers (and duplicates)
+    arrive each ends approved or refused; exactly one ReserveBudget per dispatch and one CommitBudget per
+    confirmed dispatch; a cancellation after reservation releases it (R-DSP-14, R-BUD-04)."""
+    ids = [(await world.request(f"biz-s{i}"))["dispatch_id"] for i in range(6)]
+    reserves = await world.records("budget.commands", "budget.ReserveBudget", len(ids))
+    for i in ids:
+        assert (await world.get(i))["status"] == "accepted"  # nothing answered: none lost, none moved on
+    cmds = {e["payload"]["dispatch_id"]: e["payload"] for e in reserves}
+    for n, i in enumerate(ids):
+        if n % 3 == 2:
+            await world.refused(cmds[i])
+            await world.refused(cmds[i])  # a redelivered answer
+        else:
+            env = await world.reserved(cmds[i])
+            await world.reserved(cmds[i], env=env)  # the same event again
+            await world.reserved(cmds[i])            # and a second answer to the same command
+    finals = {}
+    for i in ids:
+        finals[i] = (await eventually(lambda i=i: world.status(i, "approved", "refused")))["status"]
+    assert [finals[i] for i in ids] == ["approved", "approved", "refused"] * 2
+    count = Counter(e["payload"]["dispatch_id"] for e in await world.records("budget.commands", "budget.ReserveBudget", 6))
+    assert all(count[i] == 1 for i in ids)
+    events = await world.records("dispatch.events", "dispatch.DispatchStatusChanged", 6 * 3)
+    approvals = Counter(e["payload"]["dispatch_id"] for e in events if e["payload"]["status"] == "approved")
+    assert all(approvals[i] == 1 for i in ids if finals[i] == "approved")
+
+    # Confirm one approved dispatch; the commit answer arrives twice; cancel another after reservation.
+    done, dropped = ids[0], ids[1]
+    await complete_visits(world, done, minutes=179)
+    r = await world.http.post(f"/requests/{done}/confirm", json={"travel": 800}, headers=auth(sub="agent-1", roles=["agency"]))
+    assert r.status_code == 200, r.text
+    assert (r.json()["status"], r.json()["fee"], r.json()["travel"]) == ("confirmed", 12_500, 800)  # 2 h 59 → 2.5 h
+    commit = await world.command("budget.CommitBudget", done)
+    assert (commit["fee"], commit["travel"]) == (12_500, 800)
+    answer = BudgetCommitted(frame_id=commit["frame_id"], dispatch_id=done, command_id=commit["command_id"],
+                             spent=13_300, returned=12_700)
+    await world.publish(answer, producer="budget")
+    await world.publish(answer, producer="budget")
+    paid = await eventually(lambda: world.status(done, "paid"))
+    assert paid["payment"]["spent"] == 13_300
+    again = await world.http.post(f"/requests/{done}/confirm", json={}, headers=auth(sub="agent-1", roles=["agency"]))
+    assert again.status_code == 409 and again.json()["current_status"] == "paid"
+    completed = await world.records("dispatch.events", "dispatch.DispatchCompleted", 1)
+    assert [c["payload"]["business_account_id"] for c in completed if c["payload"]["dispatch_id"] == done] == ["acct-biz-s0"]
+
+    r = await world.http.post(f"/requests/{dropped}/cancel", json={"reason": "business closed"}, headers=auth(**STAFF))
+    assert r.status_code == 200 and r.json()["status"] == "cancelled"
+    release = await world.command("budget.ReleaseBudget", dropped)
+    await world.publish(BudgetReleased(frame_id=release["frame_id"], dispatch_id=dropped,
+                                       command_id=release["command_id"], amount=26_000), producer="budget")
+    await eventually(lambda: world.db.dispatches.find_one({"_id": dropped, "release.confirmed_at": {"$exists": True}}))
+    commits = Counter(e["payload"]["dispatch_id"] for e in await world.records("budget.commands", "budget.CommitBudget", 1))
+    assert commits == {done: 1}
+
+
+async def test_R_DSP_14_cancelled_while_reservation_pending_releases_it_when_it_arrives(world):
+    d = await world.request("biz-p")
+    cmd = await world.command("budget.ReserveBudget", d["dispatch_id"])
+    r = await world.http.post(f"/requests/{d['dispatch_id']}/cancel", json={"reason": "changed plans"},
+                              headers=auth(sub="acct-biz-p", roles=["business"]))
+    assert r.status_code == 200 and r.json()["status"] == "cancelled"
+    await world.reserved(cmd)
+    release = await world.command("budget.ReleaseBudget", d["dispatch_id"])
+    assert release["frame_id"] == cmd["frame_id"]
+    assert (await world.get(d["dispatch_id"]))["status"] == "cancelled"
+
+
+async def complete_visits(world: World, dispatch_id: str, *, minutes: int) -> None:
+    """Schedule, check in and out, correct the time by a signed declaration, sign off, report (R-ANC-01)."""
+    expert = auth(sub="acct-ex-1", roles=["expert"])
+    r = await world.http.post(f"/requests/{dispatch_id}/schedule", json={}, headers=auth(**STAFF))
+    assert r.status_code == 200 and r.json()["status"] == "scheduled", r.text
+    loc = {"lat": 32.80, "lon": 130.71, "place": "client office"}
+    r = await world.http.post(f"/requests/{dispatch_id}/visits", json={"location": loc, "accompanied_by": ["staff-1"]},
+                              headers=expert)
+    assert r.status_code == 201, r.text
+    vid = r.json()["visit_id"]
+    r = await world.http.post(f"/requests/{dispatch_id}/visits/{vid}/check-out", json={"location": loc}, headers=expert)
+    assert r.status_code == 200 and r.json()["status"] == "visited", r.text
+    start = datetime(DAY.year, DAY.month, DAY.day, 1, 0, tzinfo=UTC)
+    r = await world.http.post(f"/requests/{dispatch_id}/visits/declarations", headers=expert, json={
+        "visit_id": vid, "start": start.isoformat(), "end": (start + timedelta(minutes=minutes)).isoformat(),
+        "reason": "checked out late: phone battery empty", "signed": True, "signature": "Expert ex-1"})
+    assert r.status_code == 201, r.text
+    business = auth(sub=(await world.get(dispatch_id))["business_account_id"], roles=["business"])
+    r = await world.http.post(f"/requests/{dispatch_id}/visits/{vid}/sign-off", json={}, headers=business)
+    assert r.status_code == 200, r.text
+    early = await world.http.post(f"/requests/{dispatch_id}/confirm", json={}, headers=auth(sub="agent-1", roles=["agency"]))
+    assert early.status_code == 409  # not reported yet (R-DSP-09)
+    r = await world.http.post(f"/requests/{dispatch_id}/report", headers=expert,
+                              json={"summary": "Mapped channels; proposed a D2C pilot and a wholesaler shortlist."})
+    assert r.status_code == 200 and r.json()["status"] == "reported", r.text

@@ -1,0 +1,41 @@
+"""The MongoDB guarantees the services build on hold on the server the tests run against.
+
+The outbox-inside-the-aggregate, `apply_once` and the budget frame's compare-and-set all need one
+thing: a single-document write is atomic, even when many clients write the same document at once.
+(The local FerretDB is patched for this; see deploy/local/ferretdb-atomic.go.)
+"""
+from __future__ import annotations
+
+import asyncio
+
+from pymongo import AsyncMongoClient
+
+WRITERS = 40
+
+
+async def test_concurrent_updates_of_one_document_are_all_kept(infra, ns):
+    client = AsyncMongoClient(infra.mongo)
+    col = client[ns.db("semantics")].docs
+    await col.insert_one({"_id": "d", "n": 0, "log": []})
+
+    async def bump(i: int):
+        await col.update_one({"_id": "d"}, {"$inc": {"n": 1}, "$push": {"log": i}})
+
+    await asyncio.gather(*(bump(i) for i in range(WRITERS)))
+    doc = await col.find_one({"_id": "d"})
+    await client.close()
+    assert doc["n"] == WRITERS and sorted(doc["log"]) == list(range(WRITERS))
+
+
+async def test_compare_and_set_on_a_version_succeeds_exactly_once(infra, ns):
+    client = AsyncMongoClient(infra.mongo)
+    col = client[ns.db("semantics")].docs
+    await col.insert_one({"_id": "f", "version": 0, "winner": None})
+
+    async def claim(i: int) -> int:
+        res = await col.update_one({"_id": "f", "version": 0}, {"$set": {"version": 1, "winner": i}})
+        return res.modified_count
+
+    wins = await asyncio.gather(*(claim(i) for i in range(WRITERS)))
+    await client.close()
+    assert sum(wins) == 1

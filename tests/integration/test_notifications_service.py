@@ -1,0 +1,179 @@
+"""The notifications service on real Kafka + MongoDB with a real SMTP server (aiosmtpd) on loopback:
+rating prompts (R-RAT-03, R-NOT-02), dispatch status notices (R-NOT-02), Notify, e-mail retries."""
+from __future__ import annotations
+
+import email
+import threading
+import uuid
+from datetime import UTC, datetime
+from email import policy
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiosmtpd.controller import Controller
+
+from contracts import Envelope
+from contracts.events.dispatch import DispatchStatusChanged
+from contracts.events.notifications import Notify
+from contracts.events.ratings import RatingGiven, RatingOwed
+from tests.support import eventually, free_port, token
+
+
+class Sink:
+    """An SMTP server's handler that keeps every message it accepts."""
+
+    def __init__(self):
+        self.messages: list[email.message.EmailMessage] = []
+        self.lock = threading.Lock()
+
+    async def handle_DATA(self, server, session, envelope):
+        with self.lock:
+            self.messages.append(email.message_from_bytes(envelope.content, policy=policy.default))
+        return "250 OK"
+
+    def to(self, address: str) -> list:
+        with self.lock:
+            return [m for m in self.messages if m["To"] == address]
+
+
+@pytest.fixture
+def smtp():
+    sink, port = Sink(), free_port()
+    ctl = Controller(sink, hostname="127.0.0.1", port=port)
+    ctl.start()
+    yield sink, port
+    ctl.stop()
+
+
+def auth(sub: str, *roles: str, **claims) -> dict:
+    return {"authorization": f"Bearer {token(sub=sub, roles=list(roles), **claims)}"}
+
+
+async def publish(infra, ns, *messages, producer="ratings") -> None:
+    p = AIOKafkaProducer(bootstrap_servers=infra.kafka)
+    await p.start()
+    try:
+        for msg in messages:
+            env = Envelope.wrap(msg, producer=producer)
+            await p.send_and_wait(ns.topic(msg.topic), env.model_dump_json().encode(), key=msg.key().encode())
+    finally:
+        await p.stop()
+
+
+def owed(owed_id: str, rater: str) -> RatingOwed:
+    return RatingOwed(expert_id="exp-1", owed_id=owed_id, dispatch_id=owed_id.split(":")[0], business_id="biz-1",
+                      rater_account_id=rater, rater_kind="business", since=datetime.now(UTC))
+
+
+async def test_R_RAT_03_R_NOT_02_prompt_until_rated_and_one_email_per_day(infra, ns, services, smtp):
+    sink, port = smtp
+    svc = services("notifications", SMTP_HOST="127.0.0.1", SMTP_PORT=str(port))
+    rater, address = "acc-" + uuid.uuid4().hex[:6], "taro@example.jp"
+    oid = f"d-{uuid.uuid4().hex[:6]}:business"
+    async with httpx.AsyncClient(base_url=svc.url) as http:
+        r = await http.put("/me/contact", json={"email": address, "language": "ja"}, headers=auth(rater, "business"))
+        assert r.status_code == 200
+        r = await http.put("/me/contact", json={"email": "not-an-address"}, headers=auth(rater, "business"))
+        assert r.status_code == 422 and r.headers["content-type"].startswith("application/problem+json")
+        await publish(infra, ns, owed(oid, rater), owed(oid, rater))  # duplicated event: one prompt, one e-mail
+
+        async def prompts():
+            r = await http.get("/prompts", headers=auth(rater, "business"))
+            return r.json() if r.json() else None
+        got = await eventually(prompts, timeout=30)
+        assert [p["owed_id"] for p in got] == [oid] and "評価" in got[0]["message"]
+        # The e-mail really arrived, in Japanese.
+        mails = await eventually(lambda: _async(sink.to(address)), timeout=30)
+        assert "評価をお願いします" in mails[0]["Subject"] and oid.split(":")[0] in mails[0].get_content()
+        # More logins the same day: the pop-up stays, the e-mail is not repeated.
+        for _ in range(3):
+            assert [p["owed_id"] for p in (await http.get("/prompts", headers=auth(rater, "business"))).json()] == [oid]
+        ds = (await http.get("/deliveries", headers=auth(rater, "business"))).json()
+        assert [(d["template"], d["status"], d["to"]) for d in ds] == [("rating_owed", "sent", address)]
+        inbox = (await http.get("/inbox", headers=auth(rater, "business"))).json()
+        assert [i["template"] for i in inbox] == ["rating_owed"]
+        # Someone else sees neither.
+        assert (await http.get("/prompts", headers=auth("other", "business"))).json() == []
+        assert (await http.get("/inbox", headers=auth("other", "business"))).json() == []
+        r = await http.get("/deliveries", params={"recipient_id": rater}, headers=auth("other", "business"))
+        assert r.status_code == 403
+        # Rated: the pop-up disappears.
+        await publish(infra, ns, RatingGiven(expert_id="exp-1", owed_id=oid, dispatch_id=oid.split(":")[0],
+                                             business_id="biz-1", rater_account_id=rater, rater_kind="business"))
+
+        async def no_prompts():
+            r = await http.get("/prompts", headers=auth(rater, "business"))
+            return r.json() == []
+        await eventually(no_prompts, timeout=30)
+        # RatingGiven followed the duplicate RatingOwed on the same partition, so the duplicate was consumed
+        # by now: still one inbox item, one e-mail.
+        assert len((await http.get("/deliveries", headers=auth(rater, "business"))).json()) == 1
+        assert len((await http.get("/inbox", headers=auth(rater, "business"))).json()) == 1
+    assert len(sink.to(address)) == 1
+
+
+async def _async(value):
+    return value
+
+
+async def test_R_NOT_02_dispatch_status_to_each_party_and_notify_command(infra, ns, services, smtp):
+    sink, port = smtp
+    svc = services("notifications", SMTP_HOST="127.0.0.1", SMTP_PORT=str(port))
+    biz, expert = "biz-" + uuid.uuid4().hex[:6], "exp-" + uuid.uuid4().hex[:6]
+    async with httpx.AsyncClient(base_url=svc.url) as http:
+        r = await http.put("/me/contact", json={"email": "expert@example.jp", "language": "en"}, headers=auth(expert, "expert"))
+        assert r.status_code == 200
+        await publish(infra, ns, DispatchStatusChanged(dispatch_id="d-9", status="scheduled", route="B", fiscal_year=2026,
+                                                       business_id=biz, expert_id=expert), producer="dispatch")
+
+        async def inbox_of(sub, role, **claims):
+            r = await http.get("/inbox", headers=auth(sub, role, **claims))
+            return r.json() or None
+        # The business receives it through its organisation membership, in Japanese.
+        items = await eventually(lambda: inbox_of("staff-1", "business", orgs=[{"org_id": biz, "rights": []}]), timeout=30)
+        assert "日程確定" in items[0]["subject"]
+        items = await eventually(lambda: inbox_of(expert, "expert"), timeout=30)
+        assert items[0]["language"] == "en" and "scheduled" in items[0]["subject"]
+        mails = await eventually(lambda: _async(sink.to("expert@example.jp")), timeout=30)
+        assert "Dispatch d-9: scheduled" in mails[0]["Subject"]
+        # A Notify command with its own address, for an unknown template: English generic fallback.
+        await publish(infra, ns, Notify(notification_id="n-1", recipient_id=biz, template="something_new",
+                                        params={"email": "owner@example.jp", "subject": "Hello", "message": "World"}),
+                      Notify(notification_id="n-1", recipient_id=biz, template="something_new",
+                             params={"email": "owner@example.jp", "subject": "Hello", "message": "World"}),
+                      producer="recommend")
+        mails = await eventually(lambda: _async(sink.to("owner@example.jp")), timeout=30)
+        assert mails[0]["Subject"] == "[SME portal] Hello" and mails[0].get_content().strip() == "World"
+        ds = (await http.get("/deliveries", params={"recipient_id": biz}, headers=auth("op", "operator"))).json()
+        assert [(d["status"], d["to"]) for d in ds] == [("sent", "owner@example.jp")]
+
+
+async def test_R_NOT_02_email_retried_with_backoff_until_the_server_answers(infra, ns, services):
+    sink, port = Sink(), free_port()  # nothing listens on the port yet
+    svc = services("notifications", SMTP_HOST="127.0.0.1", SMTP_PORT=str(port), SMTP_BACKOFF_SECONDS="0.3",
+                   SMTP_MAX_ATTEMPTS="30", SMTP_TIMEOUT="2")
+    user = "acc-" + uuid.uuid4().hex[:6]
+    async with httpx.AsyncClient(base_url=svc.url) as http:
+        await http.put("/me/contact", json={"email": "late@example.jp"}, headers=auth(user, "business"))
+        await publish(infra, ns, Notify(notification_id="n-2", recipient_id=user, template="programme_recommended",
+                                        params={"title": "事業承継補助金", "url": "https://example.jp/p"}))
+
+        async def failed_once():
+            ds = (await http.get("/deliveries", headers=auth(user, "business"))).json()
+            return ds if ds and ds[0]["attempts"] >= 1 and ds[0]["status"] == "queued" else None
+        ds = await eventually(failed_once, timeout=30)
+        assert ds[0]["last_error"] and ds[0]["history"][0]["result"] == "error"
+        ctl = Controller(sink, hostname="127.0.0.1", port=port)
+        ctl.start()
+        try:
+            mails = await eventually(lambda: _async(sink.to("late@example.jp")), timeout=60)
+            assert "事業承継補助金" in mails[0]["Subject"]
+
+            async def sent():
+                ds = (await http.get("/deliveries", headers=auth(user, "business"))).json()
+                return ds if ds[0]["status"] == "sent" else None
+            ds = await eventually(sent, timeout=30)
+            assert ds[0]["attempts"] >= 2 and ds[0]["history"][-1]["result"] == "sent"
+        finally:
+            ctl.stop()
