@@ -4,9 +4,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
+from datetime import date
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+
+from contracts.vocab import fiscal_year
 
 from tests.support import free_port, token
 
@@ -65,3 +68,14 @@ async def password_login(http: httpx.AsyncClient, client_id: str, email: str, pa
                                         "client_id": client_id, "code_verifier": verifier})
     assert t.status_code == 200, t.text
     return t.json()
+
+
+FY = fiscal_year(date.today())
+PROFILE = {"corporate_number": "7000012050002", "name": "熊本精密工業株式会社", "postal_code": "860-0001",
+           "address": "熊本県熊本市中央区千葉城町1-1", "prefecture": "熊本県", "representative": "熊本 一郎",
+           "capital": 10_000_000, "industry": "製造業", "employees": 48,
+           "financials": [{"fiscal_year": FY - 1, "sales": 520_000_000, "operating_profit": 31_000_000},
+                          {"fiscal_year": FY - 2, "sales": 480_000_000, "operating_profit": 25_000_000},
+                          {"fiscal_year": FY - 3, "sales": 455_000_000, "operating_profit": -2_000_000}]}
+# minted at import, so valid for the length of a whole suite run, not just the default five minutes
+OWNER = bearer("owner-1", ["business"], ttl=6 * 3600)

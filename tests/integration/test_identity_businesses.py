@@ -1,24 +1,12 @@
 """Businesses with the common ID and the once-only profile on real Kafka + MongoDB (R-ID-02, R-ID-03, R-ANC-04)."""
 from __future__ import annotations
 
-from datetime import date
-
 import httpx
 import pytest
 
 from contracts import Envelope
-from contracts.vocab import fiscal_year
-from tests.integration.identity_support import bearer, start_identity
+from tests.integration.identity_support import FY, OWNER, PROFILE, bearer, start_identity
 from tests.support import read_topic
-
-FY = fiscal_year(date.today())
-OWNER = bearer("owner-1", ["business"])
-PROFILE = {"corporate_number": "7000012050002", "name": "熊本精密工業株式会社", "postal_code": "860-0001",
-           "address": "熊本県熊本市中央区千葉城町1-1", "prefecture": "熊本県", "representative": "熊本 一郎",
-           "capital": 10_000_000, "industry": "製造業", "employees": 48,
-           "financials": [{"fiscal_year": FY - 1, "sales": 520_000_000, "operating_profit": 31_000_000},
-                          {"fiscal_year": FY - 2, "sales": 480_000_000, "operating_profit": 25_000_000},
-                          {"fiscal_year": FY - 3, "sales": 455_000_000, "operating_profit": -2_000_000}]}
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from tests.integration.identity_support import bearer, signup, start_identity
-from tests.integration.test_identity_businesses import OWNER, PROFILE
+from tests.integration.identity_support import OWNER, PROFILE
 
 
 @pytest.fixture

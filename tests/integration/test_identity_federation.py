@@ -132,5 +132,10 @@ async def test_R_ANC_03_an_existing_account_links_its_upstream_identity_and_then
             assert [i["issuer"] for i in (await d.get("/accounts/me/federated-identities", headers=auth)).json()] == [upstream.url]
             # a callback replayed (same state) is refused
             assert (await http.get(back)).status_code == 400
+            # a forged code: the upstream refuses it, and so do we (a page saying so, not a crash)
+            again = await d.post("/accounts/me/federated-identities", headers=auth)
+            state = parse_qs(urlsplit(again.json()["authorization_url"]).query)["state"][0]
+            forged = await http.get(f"{down.url}/federation/callback", params={"state": state, "code": "forged"})
+            assert forged.status_code == 401 and "did not confirm" in forged.text
         via_upstream = await _federated_login(http, upstream, down, portal, "hanako@gbiz.example.jp")
         assert jwt.decode(via_upstream["access_token"], options={"verify_signature": False})["sub"] == local["account_id"]

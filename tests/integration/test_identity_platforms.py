@@ -14,7 +14,7 @@ from tests.integration.identity_support import bearer, password_login, portal_cl
 from tests.support import read_topic
 
 FY = fiscal_year(date.today())
-BUREAU = bearer("bureau-kanto-officer", ["bureau"])
+BUREAU = bearer("bureau-kanto-officer", ["bureau"], ttl=6 * 3600)  # minted at import: valid for a whole suite run
 
 
 @pytest.fixture

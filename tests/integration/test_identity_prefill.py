@@ -7,7 +7,7 @@ import pytest
 
 from contracts import Envelope
 from tests.integration.identity_support import bearer, client_token, partner_client, start_identity
-from tests.integration.test_identity_businesses import OWNER, PROFILE
+from tests.integration.identity_support import OWNER, PROFILE
 from tests.support import read_topic
 
 BASIC = {"corporate_number", "name", "postal_code", "address", "prefecture", "representative", "capital", "industry",

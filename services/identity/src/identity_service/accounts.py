@@ -115,15 +115,21 @@ class RevokeIn(BaseModel):
 async def revoke_account(account_id: str, body: RevokeIn, request: Request,
                          who: Principal = Depends(require("operator"))) -> AccountOut:
     svc = request.app.state.service
-    event = svc.event(AccountRevoked(account_id=account_id, reason=body.reason), actor=who.subject)
-    res = await svc.write(svc.db.accounts, {"_id": account_id, "status": {"$ne": "revoked"}},
-                          {"$set": {"status": "revoked", "revoked_reason": body.reason}}, events=[event])
+    await revoke(svc, account_id, body.reason, actor=who.subject)
     doc = await svc.db.accounts.find_one({"_id": account_id})
     if doc is None:
         raise Problem(404, "Not found", f"No account {account_id}.")
+    return _out(doc)
+
+
+async def revoke(svc, account_id: str, reason: str, *, actor: str | None, cause=None) -> bool:
+    """R-ID-06: revokes the account once (a repeat changes nothing and emits nothing); True if it was revoked now."""
+    event = svc.event(AccountRevoked(account_id=account_id, reason=reason), actor=actor, cause=cause)
+    res = await svc.write(svc.db.accounts, {"_id": account_id, "status": {"$ne": "revoked"}},
+                      {"$set": {"status": "revoked", "revoked_reason": reason}}, events=[event])
     if res.matched_count:
         await svc.db.refresh_tokens.delete_many({"account_id": account_id})
-    return _out(doc)
+    return bool(res.matched_count)
 
 
 # --- OAuth clients (external private services, R-ID-05) -------------------------------------------

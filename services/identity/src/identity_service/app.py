@@ -1,12 +1,11 @@
 """Wiring of the identity service."""
-from identity_service import accounts, consents, disclosures, federation, http, oidc, orgs, store
+from identity_service import accounts, consents, consumers, disclosures, federation, http, oidc, orgs
 from identity_service.tokens import TokenIssuer
 from servicekit.service import Service
 
 svc = Service("identity", title="Identity", outbox=["businesses", "accounts", "clients", "orgs", "platforms", "consents"],
               produces=["identity.events", "notifications.commands"], honour_revocations=False)
 svc.app.state.issuer = TokenIssuer.from_env()
-store.install(svc)
 svc.app.include_router(oidc.router)
 svc.app.include_router(accounts.router)
 svc.app.include_router(http.router)
@@ -14,6 +13,7 @@ svc.app.include_router(orgs.router)
 svc.app.include_router(consents.router)
 svc.app.include_router(disclosures.router)
 federation.install(svc.app)
+svc.consume("dispatch.events", consumers.handlers(svc))
 
 
 # identity checks its own records instead of the revoked-subjects read model other services keep

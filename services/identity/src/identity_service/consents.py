@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 from pymongo.errors import DuplicateKeyError
 
 from contracts.events.identity import ConsentGranted, ConsentWithdrawn
-from identity_service import domain, store
+from identity_service import domain
 from identity_service.audit import record
 from identity_service.http import OWNERS, owned_business
 from servicekit.auth import Principal, require
@@ -46,9 +46,9 @@ async def grant(business_id: str, body: ConsentIn, request: Request, who: Princi
     now = datetime.now(UTC)
     event = svc.event(ConsentGranted(business_id=business_id, client_id=body.client_id), actor=who.subject)
     try:
-        await store.write(svc, svc.db.consents, {"_id": _consent_id(business_id, body.client_id), "status": {"$ne": "granted"}},
-                          {"$set": {"business_id": business_id, "client_id": body.client_id, "status": "granted",
-                                    "granted_at": now, "granted_by": who.subject}}, events=[event], upsert=True)
+        await svc.write(svc.db.consents, {"_id": _consent_id(business_id, body.client_id), "status": {"$ne": "granted"}},
+                    {"$set": {"business_id": business_id, "client_id": body.client_id, "status": "granted",
+                              "granted_at": now, "granted_by": who.subject}}, events=[event], upsert=True)
     except DuplicateKeyError:  # already granted: nothing changes, no second event
         now = (await svc.db.consents.find_one({"_id": _consent_id(business_id, body.client_id)}))["granted_at"]
     return ConsentOut(business_id=business_id, client_id=body.client_id, client_name=client["name"], granted_at=now,
@@ -61,8 +61,8 @@ async def withdraw(business_id: str, client_id: str, request: Request, who: Prin
     svc = request.app.state.service
     await owned_business(request, business_id, who)
     event = svc.event(ConsentWithdrawn(business_id=business_id, client_id=client_id), actor=who.subject)
-    res = await store.write(svc, svc.db.consents, {"_id": _consent_id(business_id, client_id), "status": "granted"},
-                            {"$set": {"status": "withdrawn", "withdrawn_at": datetime.now(UTC)}}, events=[event])
+    res = await svc.write(svc.db.consents, {"_id": _consent_id(business_id, client_id), "status": "granted"},
+                      {"$set": {"status": "withdrawn", "withdrawn_at": datetime.now(UTC)}}, events=[event])
     if res.matched_count != 1:
         raise Problem(404, "No consent", f"{client_id} has no consent to withdraw.")
 

@@ -9,7 +9,7 @@ from typing import Literal
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
-from identity_service import domain, store
+from identity_service import domain
 from identity_service.audit import record
 from identity_service.http import OWNERS, BusinessOut, business_out, owned_business
 from servicekit.auth import Principal, require
@@ -90,8 +90,8 @@ async def _decide(request: Request, request_id: str, action: str, who: Principal
     if after is None:
         raise Problem(409, "Not possible now", f"A request that is {doc['status']} cannot be {action}d.")
     now = datetime.now(UTC)
-    res = await store.update(svc, svc.db.disclosures, {"_id": request_id, "status": doc["status"]},
-                             {"$set": {"status": after, "decided_at": now}})
+    res = await svc.db.disclosures.update_one({"_id": request_id, "status": doc["status"]},
+                                              {"$set": {"status": after, "decided_at": now}})
     if res.matched_count != 1:
         raise Problem(409, "Changed meanwhile", "The request was decided meanwhile; reload it.")
     await record(svc.db, actor=who.subject, action=f"identity.Disclosure{after.capitalize()}", key=doc["business_id"],

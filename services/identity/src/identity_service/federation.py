@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import httpx
 import jwt
+from authlib.common.errors import AuthlibBaseError
 from authlib.common.security import generate_token
 from authlib.integrations.httpx_client import AsyncOAuth2Client
 from fastapi import APIRouter, Depends, Request
@@ -101,12 +102,16 @@ def _page(title: str, text: str, status: int) -> HTMLResponse:
 
 async def _begin(request: Request, up: Upstream, pending: dict) -> str:
     """Stores the login in progress and returns the upstream authorization URL."""
+    try:
+        endpoint = (await up.metadata())["authorization_endpoint"]
+    except (httpx.HTTPError, ValueError, KeyError) as e:
+        raise Problem(503, "Upstream unavailable", f"{up.name} cannot be reached just now ({type(e).__name__}); "
+                      "try again shortly or sign in with your password.") from None
     state, nonce, verifier = generate_token(32), generate_token(24), generate_token(64)
     await request.app.state.service.db.federation_states.insert_one({
         "_id": secrets.digest(state), "nonce": nonce, "verifier": verifier, "expires_at": time.time() + STATE_TTL,
         **pending})
-    url, _ = up.oauth().create_authorization_url((await up.metadata())["authorization_endpoint"], state=state,
-                                                 nonce=nonce, code_verifier=verifier)
+    url, _ = up.oauth().create_authorization_url(endpoint, state=state, nonce=nonce, code_verifier=verifier)
     return url
 
 
@@ -164,7 +169,7 @@ async def callback(request: Request, code: str = "", state: str = "", error: str
         tokens = await up.oauth().fetch_token(meta["token_endpoint"], code=code, code_verifier=pending["verifier"])
         claims = verify_id_token(tokens.get("id_token", ""), await up.jwks(), issuer=up.issuer, audience=up.client_id,
                                  nonce=pending["nonce"])
-    except (httpx.HTTPError, jwt.InvalidTokenError, ValueError, KeyError) as e:
+    except (httpx.HTTPError, AuthlibBaseError, jwt.PyJWTError, ValueError, KeyError) as e:
         svc.log.warning("upstream login refused", extra={"fields": {"error": repr(e)}})
         return _page("ログインできません / Sign-in failed", f"{up.name} did not confirm the sign-in: {e}", 401)
 

@@ -10,7 +10,7 @@ from pymongo.errors import DuplicateKeyError
 
 from contracts.events.identity import BusinessProfileChanged, BusinessRegistered
 from contracts.vocab import fiscal_year
-from identity_service import domain, store
+from identity_service import domain
 from servicekit.auth import Principal, require
 from servicekit.problems import Problem
 
@@ -174,9 +174,9 @@ async def change_business(business_id: str, body: ProfileChangeIn, request: Requ
                                              **{k: new[k] for k in ("name", "prefecture", "industry", "employees",
                                                                     "capital", "financials")}), actor=who.subject)
     entry = {"version": version, "at": datetime.now(UTC), "by": who.subject, "changed": changed, "profile": new}
-    res = await store.write(svc, svc.db.businesses, {"_id": business_id, "version": doc["version"]},
-                            {"$set": {**{k: new[k] for k in changed}, "version": version}, "$push": {"history": entry}},
-                            events=[event])
+    res = await svc.write(svc.db.businesses, {"_id": business_id, "version": doc["version"]},
+                      {"$set": {**{k: new[k] for k in changed}, "version": version}, "$push": {"history": entry}},
+                      events=[event])
     if res.matched_count != 1:
         raise Problem(409, "The profile changed meanwhile", "Another change was saved first; reload and try again.")
     return business_out({**doc, **new, "version": version})

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field, model_validator
 from contracts.events.identity import MembershipChanged, OrganisationRegistered, PlatformMember, PlatformRegistered
 from contracts.events.notifications import Notify
 from contracts.vocab import fiscal_year
-from identity_service import domain, store
+from identity_service import domain
 from identity_service.audit import record
 from servicekit.auth import Principal, require
 from servicekit.problems import Problem
@@ -82,8 +82,8 @@ async def link_staff(org_id: str, body: StaffIn, request: Request, who: Principa
     db = request.app.state.service.db
     if await db.orgs.find_one({"_id": org_id}, {"_id": 1}) is None:
         raise Problem(404, "Not found", f"No organisation {org_id}.")
-    res = await store.update(request.app.state.service, db.accounts,
-                             {"_id": body.account_id, "kind": "institution", "status": "active"}, {"$set": {"org_id": org_id}})
+    res = await db.accounts.update_one({"_id": body.account_id, "kind": "institution", "status": "active"},
+                                       {"$set": {"org_id": org_id}})
     if res.matched_count != 1:
         raise Problem(422, "Not an institution account",
                       f"{body.account_id} is not an active account of kind 'institution'.")
@@ -184,8 +184,8 @@ async def renew_platform(platform_id: str, body: RenewalIn, request: Request,
     update = {"$push": {"fiscal_years": body.fiscal_year}}
     if domain.review_due(doc["fiscal_years"], doc.get("last_review_year"), body.fiscal_year):
         update["$set"] = {"last_review_year": body.fiscal_year}
-    res = await store.write(svc, svc.db.platforms, {"_id": platform_id, "fiscal_years": {"$ne": body.fiscal_year}}, update,
-                          events=[_registered(doc, body.fiscal_year, who.subject, svc)])
+    res = await svc.write(svc.db.platforms, {"_id": platform_id, "fiscal_years": {"$ne": body.fiscal_year}}, update,
+                    events=[_registered(doc, body.fiscal_year, who.subject, svc)])
     if res.matched_count != 1:
         raise Problem(409, "Already renewed", f"The platform is already registered for FY{body.fiscal_year}.")
     return _platform_out(await _platform(svc.db, platform_id))
@@ -211,9 +211,9 @@ async def add_member(platform_id: str, body: MemberIn, request: Request,
             params={"platform_id": platform_id, "platform_name": doc["name"], "org_id": org.org_id,
                     "org_name": org.name, "institution_type": str(org.institution_type)}), actor=who.subject))
     # `member_ids` (flat) guards the push: FerretDB 1 mis-evaluates $ne on a field inside an array of documents
-    res = await store.write(svc, svc.db.platforms, {"_id": platform_id, "member_ids": {"$ne": org.org_id}},
-                          {"$push": {"members": {"org_id": org.org_id, "member_role": role}, "member_ids": org.org_id}},
-                          events=events)
+    res = await svc.write(svc.db.platforms, {"_id": platform_id, "member_ids": {"$ne": org.org_id}},
+                    {"$push": {"members": {"org_id": org.org_id, "member_role": role}, "member_ids": org.org_id}},
+                    events=events)
     if res.matched_count != 1:
         raise Problem(409, "Already a member", f"{org.org_id} is already a member of {platform_id}.")
     return _platform_out(await _platform(svc.db, platform_id))
@@ -232,7 +232,7 @@ async def remove_member(platform_id: str, org_id: str, request: Request,
     if problem := domain.removal_problem(members, doc["representative_id"], org_id):
         raise Problem(409, "The member cannot leave", problem)
     event = svc.event(MembershipChanged(platform_id=platform_id, org_id=org_id, member_role=None), actor=who.subject)
-    await store.write(svc, svc.db.platforms, {"_id": platform_id}, {"$pullAll": {"members": [entry], "member_ids": [org_id]}}, events=[event])
+    await svc.write(svc.db.platforms, {"_id": platform_id}, {"$pullAll": {"members": [entry], "member_ids": [org_id]}}, events=[event])
     return _platform_out(await _platform(svc.db, platform_id))
 
 
