@@ -580,8 +580,9 @@ async def post_message(consultation_id: str, body: MessageIn, request: Request,
                        p: Principal = Depends(require("business", "founder", "expert"))) -> dict:
     store = store_of(request)
     await load_consultation(request, consultation_id, p)
-    await store.db.consultations.update_one({"_id": consultation_id},
-                                            {"$push": {"messages": {"from": p.subject, "at": now(), "text": body.text}}})
+    async with store.lock(consultation_id):  # see store.AggregateLocks
+        await store.db.consultations.update_one({"_id": consultation_id},
+                                                {"$push": {"messages": {"from": p.subject, "at": now(), "text": body.text}}})
     await store.audit(p.subject, "dispatch.ConsultationMessage", consultation_id, {})
     return consultation_out(await store.db.consultations.find_one({"_id": consultation_id}))
 
@@ -592,6 +593,7 @@ async def mark_held(consultation_id: str, request: Request, p: Principal = Depen
     store = store_of(request)
     doc = await load_consultation(request, consultation_id, p)
     must(p.subject == doc["expert_account_id"], "Only the consulted expert marks the consultation held.")
-    await store.db.consultations.update_one({"_id": consultation_id}, {"$set": {"held": True, "held_at": now()}})
+    async with store.lock(consultation_id):
+        await store.db.consultations.update_one({"_id": consultation_id}, {"$set": {"held": True, "held_at": now()}})
     await store.audit(p.subject, "dispatch.ConsultationHeld", consultation_id, {})
     return consultation_out(await store.db.consultations.find_one({"_id": consultation_id}))
