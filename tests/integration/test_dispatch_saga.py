@@ -71,21 +71,19 @@ class World:
         d = await self.get(dispatch_id)
         return d if d["status"] in wanted else None
 
-    async def records(self, logical: str, event_type: str, min_count: int) -> list[dict]:
+    async def records(self, logical: str, event_type: str, min_count: int, ids=None) -> list[dict]:
+        """Envelopes of `event_type` on the topic (about dispatches `ids`, if given), once `min_count` are there."""
         async def enough():
             recs = await read_topic(self.infra.kafka, self.ns.topic(logical), min_count=1, timeout=3)
             envs = [json.loads(r.value) for r in recs]
-            found = [e for e in envs if e["event_type"] == event_type]
+            found = [e for e in envs if e["event_type"] == event_type
+                     and (ids is None or e["payload"]["dispatch_id"] in ids)]
             return found if len(found) >= min_count else None
 
         return await eventually(enough, timeout=30, interval=0.5)
 
     async def command(self, event_type: str, dispatch_id: str) -> dict:
-        async def find():
-            for e in await self.records("budget.commands", event_type, 1):
-                if e["payload"]["dispatch_id"] == dispatch_id:
-                    return e["payload"]
-        return await eventually(find, timeout=30, interval=0.5)
+        return (await self.records("budget.commands", event_type, 1, {dispatch_id}))[0]["payload"]
 
     async def reserved(self, cmd: dict, **kw):
         return await self.publish(BudgetReserved(frame_id=cmd["frame_id"], dispatch_id=cmd["dispatch_id"],
@@ -126,8 +124,8 @@ async def test_R_DSP_01_R_DSP_08_route_A_request_reserves_budget_then_is_approve
     await world.reserved(cmd)
     approved = await eventually(lambda: world.status(d["dispatch_id"], "approved"))
     assert [h["status"] for h in approved["history"]] == ["requested", "accepted", "reserved", "approved"]
-    events = await world.records("dispatch.events", "dispatch.DispatchStatusChanged", 4)
-    steps = [e["payload"]["status"] for e in events if e["payload"]["dispatch_id"] == d["dispatch_id"]]
+    events = await world.records("dispatch.events", "dispatch.DispatchStatusChanged", 4, {d["dispatch_id"]})
+    steps = [e["payload"]["status"] for e in events]
     assert steps == ["requested", "accepted", "reserved", "approved"]
 
 
@@ -175,7 +173,7 @@ async def test_R_DSP_14_saga_survives_silence_and_duplicate_answers_without_doub
     arrive each ends approved or refused; exactly one ReserveBudget per dispatch and one CommitBudget per
     confirmed dispatch; a cancellation after reservation releases it (R-DSP-14, R-BUD-04)."""
     ids = [(await world.request(f"biz-s{i}"))["dispatch_id"] for i in range(6)]
-    reserves = await world.records("budget.commands", "budget.ReserveBudget", len(ids))
+    reserves = await world.records("budget.commands", "budget.ReserveBudget", len(ids), ids)
     for i in ids:
         assert (await world.get(i))["status"] == "accepted"  # nothing answered: none lost, none moved on
     cmds = {e["payload"]["dispatch_id"]: e["payload"] for e in reserves}
@@ -191,9 +189,10 @@ async def test_R_DSP_14_saga_survives_silence_and_duplicate_answers_without_doub
     for i in ids:
         finals[i] = (await eventually(lambda i=i: world.status(i, "approved", "refused")))["status"]
     assert [finals[i] for i in ids] == ["approved", "approved", "refused"] * 2
-    count = Counter(e["payload"]["dispatch_id"] for e in await world.records("budget.commands", "budget.ReserveBudget", 6))
+    count = Counter(e["payload"]["dispatch_id"] for e in await world.records("budget.commands", "budget.ReserveBudget", 6, ids))
     assert all(count[i] == 1 for i in ids)
-    events = await world.records("dispatch.events", "dispatch.DispatchStatusChanged", 6 * 3)
+    # requested + accepted each, then reserved + approved (4 × 2) or refused (2 × 1)
+    events = await world.records("dispatch.events", "dispatch.DispatchStatusChanged", 6 * 2 + 4 * 2 + 2, ids)
     approvals = Counter(e["payload"]["dispatch_id"] for e in events if e["payload"]["status"] == "approved")
     assert all(approvals[i] == 1 for i in ids if finals[i] == "approved")
 
@@ -213,8 +212,8 @@ async def test_R_DSP_14_saga_survives_silence_and_duplicate_answers_without_doub
     assert paid["payment"]["spent"] == 13_300
     again = await world.http.post(f"/requests/{done}/confirm", json={}, headers=auth(sub="agent-1", roles=["agency"]))
     assert again.status_code == 409 and again.json()["current_status"] == "paid"
-    completed = await world.records("dispatch.events", "dispatch.DispatchCompleted", 1)
-    assert [c["payload"]["business_account_id"] for c in completed if c["payload"]["dispatch_id"] == done] == ["acct-biz-s0"]
+    completed = await world.records("dispatch.events", "dispatch.DispatchCompleted", 1, {done})
+    assert [c["payload"]["business_account_id"] for c in completed] == ["acct-biz-s0"]
 
     r = await world.http.post(f"/requests/{dropped}/cancel", json={"reason": "business closed"}, headers=auth(**STAFF))
     assert r.status_code == 200 and r.json()["status"] == "cancelled"
@@ -229,8 +228,7 @@ async def test_R_DSP_14_saga_survives_silence_and_duplicate_answers_without_doub
     r = await world.http.post(f"/requests/{done}/fraud", json={"reason": "visit never took place"},
                               headers=auth(sub="agent-1", roles=["agency"]))
     assert r.status_code == 200 and r.json()["fraud"]["refund_claim"] == {"amount": 13_300, "status": "claimed"}
-    fraud = [e["payload"] for e in await world.records("dispatch.events", "dispatch.FraudConfirmed", 1)
-             if e["payload"]["dispatch_id"] == done]
+    fraud = [e["payload"] for e in await world.records("dispatch.events", "dispatch.FraudConfirmed", 1, {done})]
     assert fraud == [{"dispatch_id": done, "account_ids": ["acct-biz-s0", "acct-ex-1"], "refund_claim": 13_300,
                       "reason": "visit never took place"}]
 
@@ -285,8 +283,8 @@ async def test_R_DSP_01_R_DSP_06_R_EX_01_screening_refusals_are_named_stored_and
     flyer = await world.request("biz-f", support_kinds=["flyer"])
     assert (flyer["status"], flyer["reason_code"]) == ("refused", "mere_production")
     assert flyer["refusals"][0]["rule"] == "R-DSP-06"
-    events = await world.records("dispatch.events", "dispatch.DispatchStatusChanged", 2)
-    mine = [e["payload"] for e in events if e["payload"]["dispatch_id"] == flyer["dispatch_id"]]
+    events = await world.records("dispatch.events", "dispatch.DispatchStatusChanged", 2, {flyer["dispatch_id"]})
+    mine = [e["payload"] for e in events]
     assert [(e["status"], e["reason_code"]) for e in mine] == [("requested", None), ("refused", "mere_production")]
 
     # The institution must act for the org it names; a token without it is refused outright (not stored).
