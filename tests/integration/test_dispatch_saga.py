@@ -101,10 +101,11 @@ class World:
 async def world(infra, tmp_path_factory):
     """One dispatch process for the module (starting one takes seconds); tests use distinct businesses."""
     ns = Namespace()
-    svc = ServiceProcess("dispatch", infra, ns, tmp_path_factory.mktemp("dispatch")).start()
+    svc = ServiceProcess("dispatch", infra, ns, tmp_path_factory.mktemp("dispatch"))
     w = World(infra, ns, svc.url)
-    await w.producer.start()
     try:
+        svc.start()
+        await w.producer.start()
         await w.expert("ex-1")
         yield w
     finally:

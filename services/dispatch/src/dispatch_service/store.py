@@ -76,16 +76,16 @@ class Store:
         return await self.dispatches.find_one({"_id": dispatch_id}, {"_outbox": 0, "_seen": 0})
 
     async def mutate(self, dispatch_id: str, decide: Callable[[dict], Awaitable[tuple[dict, list] | None] | tuple[dict, list] | None],
-                     *, actor: str | None = None, action: str = "dispatch.changed") -> dict | None:
+                     *, actor: str | None = None, action: str = "dispatch.changed", reload: bool = True) -> dict | None:
         """Read → decide → conditional write guarded by the version read, retried on a concurrent change.
 
         `decide(doc)` returns `(update, events)` or None for "nothing to do" (e.g. a duplicate message);
         it may raise. A change without events still leaves an audit record.
         """
         async with self.lock(dispatch_id):
-            return await self._mutate(dispatch_id, decide, actor, action)
+            return await self._mutate(dispatch_id, decide, actor, action, reload)
 
-    async def _mutate(self, dispatch_id, decide, actor, action):
+    async def _mutate(self, dispatch_id, decide, actor, action, reload):
         for _ in range(8):
             doc = await self.get(dispatch_id)
             if doc is None:
@@ -104,7 +104,7 @@ class Store:
                 if not events:
                     await self.audit(actor, action, dispatch_id, {k: v for k, v in update.get("$set", {}).items()
                                                                   if isinstance(v, (str, int, float, bool))})
-                return await self.get(dispatch_id)
+                return await self.get(dispatch_id) if reload else {**doc, "_changed": True}
         raise Problem(409, "Changed concurrently", "The dispatch changed while you acted on it; please try again.")
 
     def status_event(self, doc: dict, status: str, *, actor: str | None = None, cause=None,
