@@ -15,7 +15,7 @@ from pymongo import AsyncMongoClient
 from contracts import Envelope
 from contracts.events.budget import BudgetCommitted, BudgetRefused, BudgetReleased, BudgetReserved
 from contracts.events.experts import ExpertChanged
-from contracts.events.identity import MembershipChanged
+from contracts.events.identity import AccountRevoked, MembershipChanged
 from contracts.events.ratings import RatingGiven, RatingOwed
 from contracts.vocab import fiscal_year
 from tests.support import Namespace, ServiceProcess, eventually, read_topic, token
@@ -117,6 +117,8 @@ async def world(infra, tmp_path_factory):
 async def test_R_DSP_01_R_DSP_08_route_A_request_reserves_budget_then_is_approved(world):
     d = await world.request("biz-a")
     assert d["status"] == "accepted" and d["route"] == "A" and d["platform_id"] == PLATFORM
+    # R-DSP-05: the requesting staff accompany by default and follow the business up for ~3 years.
+    assert (d["accompanying_staff"], d["follow_up_until_fiscal_year"]) == (["staff-1"], FY + 3)
     cmd = await world.command("budget.ReserveBudget", d["dispatch_id"])
     # 3 h + 2 h on different days at 5,000 yen/h, plus travel; against the member's share of its frame.
     assert (cmd["frame_id"], cmd["member_id"], cmd["fee"], cmd["travel"]) == (f"frame-{FY}-{PLATFORM}", INSTITUTION,
@@ -309,6 +311,12 @@ async def test_R_DSP_01_R_DSP_06_R_EX_01_screening_refusals_are_named_stored_and
     env = await world.publish(e, producer="experts")
     await eventually(lambda: world.db.experts.find_one({"_id": "ex-4", "_seen": env.event_id}))
     assert (await world.request("biz-f", expert="ex-4"))["reason_code"] == "expert_suspended"
+
+    # R-ID-06: an expert whose account was revoked (forced exit) is not dispatched.
+    await world.expert("ex-5")
+    env = await world.publish(AccountRevoked(account_id="acct-ex-5", reason="collusion"), producer="identity")
+    await eventually(lambda: world.db.revoked_subjects.find_one({"_id": "acct-ex-5"}))
+    assert (await world.request("biz-f", expert="ex-5"))["reason_code"] == "account_revoked"
 
     # R-PF-04: identity's events say the institution is now only a broad-support member → no dispatch right,
     # whatever its (older) token still says.
