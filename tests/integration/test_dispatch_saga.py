@@ -372,3 +372,20 @@ async def test_R_DSP_02_route_B_needs_prior_platform_dispatch_held_consultation_
     assert again.status_code == 409
     used = (await world.http.get("/businesses/biz-b2/free-dispatches", headers=business)).json()
     assert used["used"] == 2 and used["remaining_extended"] == 3  # both routes count together (R-DSP-03)
+
+
+async def test_R_DSP_06_desk_refusal_while_reservation_pending_releases_it(world):
+    d = await world.request("biz-desk")
+    cmd = await world.command("budget.ReserveBudget", d["dispatch_id"])
+    r = await world.http.post(f"/requests/{d['dispatch_id']}/refuse", json={"reason": "this is staff training in disguise"},
+                              headers=auth(sub="agent-1", roles=["agency"]))
+    assert r.status_code == 200, r.text
+    assert (r.json()["status"], r.json()["reason_code"]) == ("refused", "desk_discretion")
+    assert "staff training in disguise" in r.json()["reason"]
+    await world.reserved(cmd)
+    assert (await world.command("budget.ReleaseBudget", d["dispatch_id"]))["frame_id"] == cmd["frame_id"]
+    again = await world.http.post(f"/requests/{d['dispatch_id']}/refuse", json={"reason": "once more please"},
+                                  headers=auth(sub="agent-1", roles=["agency"]))
+    assert again.status_code == 409 and again.json()["current_status"] == "refused"
+    used = (await world.http.get("/businesses/biz-desk/free-dispatches", headers=auth(**STAFF))).json()
+    assert used["used"] == 0

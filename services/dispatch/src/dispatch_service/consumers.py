@@ -28,8 +28,8 @@ def budget_handlers(store: Store):
                 upd = Store.step(d, "reserved", "approved", actor="budget")
                 upd["$set"]["reserved"] = held
                 return upd, [store.status_event(d, "reserved", cause=env), store.status_event(d, "approved", cause=env)]
-            if d["status"] == "cancelled" and not d.get("release"):
-                # Cancelled while the reservation was on its way: compensate by releasing it.
+            if d["status"] in ("cancelled", "refused") and not d.get("release"):
+                # Cancelled (or refused by the desk) while the reservation was on its way: release it.
                 rel = ReleaseBudget(command_id=new_id("release"), frame_id=e.frame_id, dispatch_id=d["_id"],
                                     reason="cancelled before the reservation was answered")
                 return ({"$set": {"reserved": held, "release": {"command_id": rel.command_id, "sent_at": now()}}},
