@@ -202,6 +202,12 @@ async def test_R_DSP_14_saga_survives_silence_and_duplicate_answers_without_doub
     # Confirm one approved dispatch; the commit answer arrives twice; cancel another after reservation.
     done, dropped = ids[0], ids[1]
     await complete_visits(world, done, minutes=179)
+    # R-ANC-01: a declared missing visit that the business has not signed off is not paid.
+    extra = datetime(DAY.year, DAY.month, DAY.day, 1, 0, tzinfo=UTC) + timedelta(days=2)
+    r = await world.http.post(f"/requests/{done}/visits/declarations", headers=auth(sub="acct-ex-1", roles=["expert"]), json={
+        "start": extra.isoformat(), "end": (extra + timedelta(hours=2)).isoformat(), "reason": "forgot to check in",
+        "signed": True, "signature": "Expert ex-1"})
+    assert r.status_code == 201 and r.json()["status"] == "reported", r.text
     r = await world.http.post(f"/requests/{done}/confirm", json={"travel": 800}, headers=auth(sub="agent-1", roles=["agency"]))
     assert r.status_code == 200, r.text
     assert (r.json()["status"], r.json()["fee"], r.json()["travel"]) == ("confirmed", 12_500, 800)  # 2 h 59 → 2.5 h

@@ -381,7 +381,7 @@ async def declare(dispatch_id: str, body: DeclarationIn, request: Request, p: Pr
         was_complete = _minutes(v) is not None
         v["declaration"], v["signed_off"] = declaration, None  # a corrected time needs a new sign-off
         v["minutes"] = _minutes(v)
-        if was_complete:
+        if was_complete or d["status"] == "reported":  # a correction, or a visit missing from a filed report
             return {"$set": {"visits": visits, "updated_at": now()}}, []
         upd = Store.step(d, "visited", actor=p.subject)
         upd["$set"]["visits"] = visits
