@@ -15,9 +15,10 @@ from pymongo import AsyncMongoClient
 from contracts import Envelope
 from contracts.events.budget import BudgetCommitted, BudgetRefused, BudgetReleased, BudgetReserved
 from contracts.events.experts import ExpertChanged
+from contracts.events.identity import AccountRevoked, MembershipChanged
 from contracts.events.ratings import RatingGiven, RatingOwed
 from contracts.vocab import fiscal_year
-from tests.support import eventually, read_topic, token
+from tests.support import Namespace, ServiceProcess, eventually, read_topic, token
 
 FY = fiscal_year(datetime.now(UTC) + timedelta(hours=9))
 DAY = date(FY, 10, 1) if date(FY, 10, 1) >= date.today() else date(FY + 1, 2, 1)
@@ -70,21 +71,19 @@ class World:
         d = await self.get(dispatch_id)
         return d if d["status"] in wanted else None
 
-    async def records(self, logical: str, event_type: str, min_count: int) -> list[dict]:
+    async def records(self, logical: str, event_type: str, min_count: int, ids=None) -> list[dict]:
+        """Envelopes of `event_type` on the topic (about dispatches `ids`, if given), once `min_count` are there."""
         async def enough():
             recs = await read_topic(self.infra.kafka, self.ns.topic(logical), min_count=1, timeout=3)
             envs = [json.loads(r.value) for r in recs]
-            found = [e for e in envs if e["event_type"] == event_type]
+            found = [e for e in envs if e["event_type"] == event_type
+                     and (ids is None or e["payload"]["dispatch_id"] in ids)]
             return found if len(found) >= min_count else None
 
         return await eventually(enough, timeout=30, interval=0.5)
 
     async def command(self, event_type: str, dispatch_id: str) -> dict:
-        async def find():
-            for e in await self.records("budget.commands", event_type, 1):
-                if e["payload"]["dispatch_id"] == dispatch_id:
-                    return e["payload"]
-        return await eventually(find, timeout=30, interval=0.5)
+        return (await self.records("budget.commands", event_type, 1, {dispatch_id}))[0]["payload"]
 
     async def reserved(self, cmd: dict, **kw):
         return await self.publish(BudgetReserved(frame_id=cmd["frame_id"], dispatch_id=cmd["dispatch_id"],
@@ -98,20 +97,28 @@ class World:
                                   producer="budget")
 
 
-@pytest.fixture
-async def world(services, infra, ns):
-    svc = services("dispatch")
+@pytest.fixture(scope="module")
+async def world(infra, tmp_path_factory):
+    """One dispatch process for the module (starting one takes seconds); tests use distinct businesses."""
+    ns = Namespace()
+    svc = ServiceProcess("dispatch", infra, ns, tmp_path_factory.mktemp("dispatch"))
     w = World(infra, ns, svc.url)
-    await w.producer.start()
-    await w.expert("ex-1")
-    yield w
-    await w.producer.stop()
-    await w.http.aclose()
+    try:
+        svc.start()
+        await w.producer.start()
+        await w.expert("ex-1")
+        yield w
+    finally:
+        await w.producer.stop()
+        await w.http.aclose()
+        svc.stop()
 
 
 async def test_R_DSP_01_R_DSP_08_route_A_request_reserves_budget_then_is_approved(world):
     d = await world.request("biz-a")
     assert d["status"] == "accepted" and d["route"] == "A" and d["platform_id"] == PLATFORM
+    # R-DSP-05: the requesting staff accompany by default and follow the business up for ~3 years.
+    assert (d["accompanying_staff"], d["follow_up_until_fiscal_year"]) == (["staff-1"], FY + 3)
     cmd = await world.command("budget.ReserveBudget", d["dispatch_id"])
     # 3 h + 2 h on different days at 5,000 yen/h, plus travel; against the member's share of its frame.
     assert (cmd["frame_id"], cmd["member_id"], cmd["fee"], cmd["travel"]) == (f"frame-{FY}-{PLATFORM}", INSTITUTION,
@@ -120,8 +127,8 @@ async def test_R_DSP_01_R_DSP_08_route_A_request_reserves_budget_then_is_approve
     await world.reserved(cmd)
     approved = await eventually(lambda: world.status(d["dispatch_id"], "approved"))
     assert [h["status"] for h in approved["history"]] == ["requested", "accepted", "reserved", "approved"]
-    events = await world.records("dispatch.events", "dispatch.DispatchStatusChanged", 4)
-    steps = [e["payload"]["status"] for e in events if e["payload"]["dispatch_id"] == d["dispatch_id"]]
+    events = await world.records("dispatch.events", "dispatch.DispatchStatusChanged", 4, {d["dispatch_id"]})
+    steps = [e["payload"]["status"] for e in events]
     assert steps == ["requested", "accepted", "reserved", "approved"]
 
 
@@ -169,7 +176,7 @@ async def test_R_DSP_14_saga_survives_silence_and_duplicate_answers_without_doub
     arrive each ends approved or refused; exactly one ReserveBudget per dispatch and one CommitBudget per
     confirmed dispatch; a cancellation after reservation releases it (R-DSP-14, R-BUD-04)."""
     ids = [(await world.request(f"biz-s{i}"))["dispatch_id"] for i in range(6)]
-    reserves = await world.records("budget.commands", "budget.ReserveBudget", len(ids))
+    reserves = await world.records("budget.commands", "budget.ReserveBudget", len(ids), ids)
     for i in ids:
         assert (await world.get(i))["status"] == "accepted"  # nothing answered: none lost, none moved on
     cmds = {e["payload"]["dispatch_id"]: e["payload"] for e in reserves}
@@ -185,15 +192,22 @@ async def test_R_DSP_14_saga_survives_silence_and_duplicate_answers_without_doub
     for i in ids:
         finals[i] = (await eventually(lambda i=i: world.status(i, "approved", "refused")))["status"]
     assert [finals[i] for i in ids] == ["approved", "approved", "refused"] * 2
-    count = Counter(e["payload"]["dispatch_id"] for e in await world.records("budget.commands", "budget.ReserveBudget", 6))
+    count = Counter(e["payload"]["dispatch_id"] for e in await world.records("budget.commands", "budget.ReserveBudget", 6, ids))
     assert all(count[i] == 1 for i in ids)
-    events = await world.records("dispatch.events", "dispatch.DispatchStatusChanged", 6 * 3)
+    # requested + accepted each, then reserved + approved (4 × 2) or refused (2 × 1)
+    events = await world.records("dispatch.events", "dispatch.DispatchStatusChanged", 6 * 2 + 4 * 2 + 2, ids)
     approvals = Counter(e["payload"]["dispatch_id"] for e in events if e["payload"]["status"] == "approved")
     assert all(approvals[i] == 1 for i in ids if finals[i] == "approved")
 
     # Confirm one approved dispatch; the commit answer arrives twice; cancel another after reservation.
     done, dropped = ids[0], ids[1]
     await complete_visits(world, done, minutes=179)
+    # R-ANC-01: a declared missing visit that the business has not signed off is not paid.
+    extra = datetime(DAY.year, DAY.month, DAY.day, 1, 0, tzinfo=UTC) + timedelta(days=2)
+    r = await world.http.post(f"/requests/{done}/visits/declarations", headers=auth(sub="acct-ex-1", roles=["expert"]), json={
+        "start": extra.isoformat(), "end": (extra + timedelta(hours=2)).isoformat(), "reason": "forgot to check in",
+        "signed": True, "signature": "Expert ex-1"})
+    assert r.status_code == 201 and r.json()["status"] == "reported", r.text
     r = await world.http.post(f"/requests/{done}/confirm", json={"travel": 800}, headers=auth(sub="agent-1", roles=["agency"]))
     assert r.status_code == 200, r.text
     assert (r.json()["status"], r.json()["fee"], r.json()["travel"]) == ("confirmed", 12_500, 800)  # 2 h 59 → 2.5 h
@@ -207,8 +221,8 @@ async def test_R_DSP_14_saga_survives_silence_and_duplicate_answers_without_doub
     assert paid["payment"]["spent"] == 13_300
     again = await world.http.post(f"/requests/{done}/confirm", json={}, headers=auth(sub="agent-1", roles=["agency"]))
     assert again.status_code == 409 and again.json()["current_status"] == "paid"
-    completed = await world.records("dispatch.events", "dispatch.DispatchCompleted", 1)
-    assert [c["payload"]["business_account_id"] for c in completed if c["payload"]["dispatch_id"] == done] == ["acct-biz-s0"]
+    completed = await world.records("dispatch.events", "dispatch.DispatchCompleted", 1, {done})
+    assert [c["payload"]["business_account_id"] for c in completed] == ["acct-biz-s0"]
 
     r = await world.http.post(f"/requests/{dropped}/cancel", json={"reason": "business closed"}, headers=auth(**STAFF))
     assert r.status_code == 200 and r.json()["status"] == "cancelled"
@@ -217,7 +231,15 @@ async def test_R_DSP_14_saga_survives_silence_and_duplicate_answers_without_doub
                                        command_id=release["command_id"], amount=26_000), producer="budget")
     await eventually(lambda: world.db.dispatches.find_one({"_id": dropped, "release.confirmed_at": {"$exists": True}}))
     commits = Counter(e["payload"]["dispatch_id"] for e in await world.records("budget.commands", "budget.CommitBudget", 1))
-    assert commits == {done: 1}
+    assert {i: commits[i] for i in ids if commits[i]} == {done: 1}
+
+    # R-DSP-13: fraud proven after payment → refund of what was paid, forced exit of both parties requested.
+    r = await world.http.post(f"/requests/{done}/fraud", json={"reason": "visit never took place"},
+                              headers=auth(sub="agent-1", roles=["agency"]))
+    assert r.status_code == 200 and r.json()["fraud"]["refund_claim"] == {"amount": 13_300, "status": "claimed"}
+    fraud = [e["payload"] for e in await world.records("dispatch.events", "dispatch.FraudConfirmed", 1, {done})]
+    assert fraud == [{"dispatch_id": done, "account_ids": ["acct-biz-s0", "acct-ex-1"], "refund_claim": 13_300,
+                      "reason": "visit never took place"}]
 
 
 async def test_R_DSP_14_cancelled_while_reservation_pending_releases_it_when_it_arrives(world):
@@ -257,3 +279,119 @@ async def complete_visits(world: World, dispatch_id: str, *, minutes: int) -> No
     r = await world.http.post(f"/requests/{dispatch_id}/report", headers=expert,
                               json={"summary": "Mapped channels; proposed a D2C pilot and a wholesaler shortlist."})
     assert r.status_code == 200 and r.json()["status"] == "reported", r.text
+
+
+async def test_R_DSP_03_concurrent_requests_never_exceed_the_free_cap(world):
+    results = await asyncio.gather(*(world.request("biz-x") for _ in range(6)))
+    statuses = Counter(d["status"] for d in results)
+    assert statuses == {"accepted": 3, "refused": 3}
+    assert {d["reason_code"] for d in results if d["status"] == "refused"} == {"free_cap_reached"}
+
+
+async def test_R_DSP_01_R_DSP_06_R_EX_01_screening_refusals_are_named_stored_and_published(world):
+    flyer = await world.request("biz-f", support_kinds=["flyer"])
+    assert (flyer["status"], flyer["reason_code"]) == ("refused", "mere_production")
+    assert flyer["refusals"][0]["rule"] == "R-DSP-06"
+    events = await world.records("dispatch.events", "dispatch.DispatchStatusChanged", 2, {flyer["dispatch_id"]})
+    mine = [e["payload"] for e in events]
+    assert [(e["status"], e["reason_code"]) for e in mine] == [("requested", None), ("refused", "mere_production")]
+
+    # The institution must act for the org it names; a token without it is refused outright (not stored).
+    other = {**STAFF, "orgs": []}
+    r = await world.http.post("/requests", headers=auth(**other), json={
+        "business_id": "biz-f", "business_account_id": "acct-biz-f", "expert_id": "ex-1", "institution_id": INSTITUTION,
+        "issue": ISSUE, "beyond_self_help": True, "needs_specialist": True,
+        "planned_visits": [{"day": DAY.isoformat(), "hours": 2}]})
+    assert r.status_code == 403 and r.headers["content-type"].startswith("application/problem+json")
+
+    await world.expert("ex-2", related_business_ids=["biz-f"])
+    related = await world.request("biz-f", expert="ex-2")
+    assert related["reason_code"] == "expert_belongs_to_business"
+    await world.expert("ex-3", unavailable=[{"start": (DAY - timedelta(days=1)).isoformat(), "end": DAY.isoformat(),
+                                             "note": "long trip"}])
+    assert (await world.request("biz-f", expert="ex-3"))["reason_code"] == "expert_unavailable"
+    await world.expert("ex-4")
+    assert (await world.request("biz-f", expert="ex-4"))["status"] == "accepted"
+    e = ExpertChanged(expert_id="ex-4", account_id="acct-ex-4", change="suspended", status="suspended",
+                      registered_fiscal_year=FY, name="Expert ex-4")
+    env = await world.publish(e, producer="experts")
+    await eventually(lambda: world.db.experts.find_one({"_id": "ex-4", "_seen": env.event_id}))
+    assert (await world.request("biz-f", expert="ex-4"))["reason_code"] == "expert_suspended"
+
+    # R-ID-06: an expert whose account was revoked (forced exit) is not dispatched.
+    await world.expert("ex-5")
+    env = await world.publish(AccountRevoked(account_id="acct-ex-5", reason="collusion"), producer="identity")
+    await eventually(lambda: world.db.revoked_subjects.find_one({"_id": "acct-ex-5"}))
+    assert (await world.request("biz-f", expert="ex-5"))["reason_code"] == "account_revoked"
+
+    # R-PF-04: identity's events say the institution is now only a broad-support member → no dispatch right,
+    # whatever its (older) token still says.
+    other_org = {**STAFF, "orgs": [{**STAFF["orgs"][0], "org_id": "inst-2"}]}
+    body = {"business_id": "biz-f2", "business_account_id": "acct-biz-f2", "expert_id": "ex-1", "institution_id": "inst-2",
+            "issue": ISSUE, "beyond_self_help": True, "needs_specialist": True,
+            "planned_visits": [{"day": DAY.isoformat(), "hours": 2}]}
+    env = await world.publish(MembershipChanged(platform_id=PLATFORM, org_id="inst-2", member_role="institution"),
+                              producer="identity")
+    await eventually(lambda: world.db.memberships.find_one({"_seen": env.event_id}))
+    r = await world.http.post("/requests", json=body, headers=auth(**other_org))
+    assert (r.json()["status"], r.json()["reason_code"]) == ("refused", "not_dispatch_member")
+
+
+async def test_R_DSP_02_route_B_needs_prior_platform_dispatch_held_consultation_and_cosignature(world):
+    business = auth(sub="acct-biz-b2", roles=["business"])
+    expert = auth(sub="acct-ex-1", roles=["expert"])
+    direct = {"business_id": "biz-b2", "expert_id": "ex-1", "issue": ISSUE, "issue_kind": "it_dx",
+              "beyond_self_help": True, "needs_specialist": True, "planned_visits": [{"day": DAY.isoformat(), "hours": 2}]}
+    r = await world.http.post("/requests", json=direct, headers=business)
+    assert r.status_code == 201 and r.json()["status"] == "requested", r.text
+    early = r.json()["dispatch_id"]
+    r = await world.http.post(f"/requests/{early}/cosign", headers=auth(sub="someone", roles=["expert"]))
+    assert r.status_code == 404  # not the requested expert: cannot even see it
+    r = await world.http.post(f"/requests/{early}/cosign", headers=expert)
+    assert r.status_code == 200 and r.json()["status"] == "refused"
+    assert {x["code"] for x in r.json()["refusals"]} == {"no_prior_platform_dispatch", "no_web_consultation"}
+
+    # A platform dispatch the business received (route A, visited and reported) ...
+    a = await world.request("biz-b2", business_account_id="acct-biz-b2")
+    await world.reserved(await world.command("budget.ReserveBudget", a["dispatch_id"]))
+    await eventually(lambda: world.status(a["dispatch_id"], "approved"))
+    await complete_visits(world, a["dispatch_id"], minutes=120)
+    # ... and a held web consultation with the expert (free of charge, R-DSP-11).
+    r = await world.http.post("/consultations", headers=business, json={
+        "business_id": "biz-b2", "expert_id": "ex-1", "subject": "Order system", "message": "Can you help us?"})
+    assert r.status_code == 201, r.text
+    cid = r.json()["consultation_id"]
+    r = await world.http.post(f"/consultations/{cid}/messages", json={"text": "Yes: a cloud order system."}, headers=expert)
+    assert len(r.json()["messages"]) == 2
+    assert (await world.http.post(f"/consultations/{cid}/held", headers=business)).status_code == 403
+    assert (await world.http.post(f"/consultations/{cid}/held", headers=expert)).json()["held"] is True
+
+    r = await world.http.post("/requests", json=direct, headers=business)
+    b = r.json()
+    assert b["status"] == "requested" and b["route"] == "B"
+    r = await world.http.post(f"/requests/{b['dispatch_id']}/cosign", headers=expert)
+    assert r.status_code == 200 and r.json()["status"] == "accepted", r.text
+    cmd = await world.command("budget.ReserveBudget", b["dispatch_id"])
+    # Paid from the frame of the platform whose institution served the business before.
+    assert (cmd["frame_id"], cmd["member_id"]) == (f"frame-{FY}-{PLATFORM}", INSTITUTION)
+    again = await world.http.post(f"/requests/{b['dispatch_id']}/cosign", headers=expert)
+    assert again.status_code == 409
+    used = (await world.http.get("/businesses/biz-b2/free-dispatches", headers=business)).json()
+    assert used["used"] == 2 and used["remaining_extended"] == 3  # both routes count together (R-DSP-03)
+
+
+async def test_R_DSP_06_desk_refusal_while_reservation_pending_releases_it(world):
+    d = await world.request("biz-desk")
+    cmd = await world.command("budget.ReserveBudget", d["dispatch_id"])
+    r = await world.http.post(f"/requests/{d['dispatch_id']}/refuse", json={"reason": "this is staff training in disguise"},
+                              headers=auth(sub="agent-1", roles=["agency"]))
+    assert r.status_code == 200, r.text
+    assert (r.json()["status"], r.json()["reason_code"]) == ("refused", "desk_discretion")
+    assert "staff training in disguise" in r.json()["reason"]
+    await world.reserved(cmd)
+    assert (await world.command("budget.ReleaseBudget", d["dispatch_id"]))["frame_id"] == cmd["frame_id"]
+    again = await world.http.post(f"/requests/{d['dispatch_id']}/refuse", json={"reason": "once more please"},
+                                  headers=auth(sub="agent-1", roles=["agency"]))
+    assert again.status_code == 409 and again.json()["current_status"] == "refused"
+    used = (await world.http.get("/businesses/biz-desk/free-dispatches", headers=auth(**STAFF))).json()
+    assert used["used"] == 0

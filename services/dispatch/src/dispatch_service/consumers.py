@@ -11,6 +11,7 @@ from contracts.events.experts import ExpertChanged
 from contracts.events.identity import MembershipChanged, PlatformRegistered
 from contracts.events.ratings import RatingGiven, RatingOwed
 from dispatch_service.store import Store, new_id, now
+from servicekit.problems import Problem
 from servicekit.store import apply_once
 
 log = logging.getLogger("dispatch.consumers")
@@ -27,8 +28,8 @@ def budget_handlers(store: Store):
                 upd = Store.step(d, "reserved", "approved", actor="budget")
                 upd["$set"]["reserved"] = held
                 return upd, [store.status_event(d, "reserved", cause=env), store.status_event(d, "approved", cause=env)]
-            if d["status"] == "cancelled" and not d.get("release"):
-                # Cancelled while the reservation was on its way: compensate by releasing it.
+            if d["status"] in ("cancelled", "refused") and not d.get("release"):
+                # Cancelled (or refused by the desk) while the reservation was on its way: release it.
                 rel = ReleaseBudget(command_id=new_id("release"), frame_id=e.frame_id, dispatch_id=d["_id"],
                                     reason="cancelled before the reservation was answered")
                 return ({"$set": {"reserved": held, "release": {"command_id": rel.command_id, "sent_at": now()}}},
@@ -48,7 +49,7 @@ def budget_handlers(store: Store):
             return upd, [store.status_event(d, "refused", cause=env, reason_code=code, reason=e.reason)]
 
         doc = await _apply(store, e.dispatch_id, decide, "dispatch.BudgetRefused")
-        if doc is not None and doc["status"] == "refused":  # the free dispatch is given back (R-DSP-03)
+        if doc is not None and doc.get("_changed"):  # refused now: the free dispatch is given back (R-DSP-03)
             await store.release_slot(doc["business_id"], doc["fiscal_year"], doc["_id"])
 
     async def on_committed(env: Envelope, e: BudgetCommitted) -> None:
@@ -76,10 +77,14 @@ def budget_handlers(store: Store):
 
 
 async def _apply(store: Store, dispatch_id: str, decide, action: str) -> dict | None:
-    if await store.get(dispatch_id) is None:
+    """Applies a budget answer; returns the dispatch as it was before, with `_changed` if the answer changed it."""
+    try:
+        return await store.mutate(dispatch_id, decide, actor="budget", action=action, reload=False)
+    except Problem as p:
+        if p.status != 404:
+            raise
         log.warning("budget answer for an unknown dispatch", extra={"fields": {"dispatch_id": dispatch_id}})
         return None
-    return await store.mutate(dispatch_id, decide, actor="budget", action=action)
 
 
 def read_model_handlers(store: Store):

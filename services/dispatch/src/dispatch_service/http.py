@@ -15,7 +15,7 @@ from contracts.vocab import EXPERT_FIELDS, fiscal_year
 from dispatch_service import screening
 from dispatch_service.domain import (BEFORE_APPROVAL, RESERVED_STATUSES, InvalidTransition, VisitTime, can,
                                      compute_fee, fee_exemption)
-from dispatch_service.domain.eligibility import SUPPORT_KINDS, check_visit_caps
+from dispatch_service.domain.eligibility import SUPPORT_KINDS, check_visit_caps, refusal
 from dispatch_service.domain.programmes import programme_to_doc
 from dispatch_service.store import Store, new_id, now
 from servicekit.auth import Principal, require
@@ -299,6 +299,13 @@ def _visit_day(v: dict) -> date:
     return start.astimezone(JST).date()
 
 
+def _visits_open(d: dict) -> None:
+    """Visit times may be declared and signed off until the agency confirms (the fee is fixed then)."""
+    if d["status"] not in ("scheduled", "visited", "reported"):
+        raise Problem(409, "Visits are closed", f"Visit times cannot change while the dispatch is '{d['status']}'.",
+                      current_status=d["status"])
+
+
 def _expert_on(doc: dict, p: Principal) -> None:
     must("expert" in party(p, doc), "Only the dispatched expert records visits.")
 
@@ -362,6 +369,7 @@ async def declare(dispatch_id: str, body: DeclarationIn, request: Request, p: Pr
     vid = body.visit_id or new_id("visit")
 
     def decide(d: dict):
+        _visits_open(d)
         visits = [dict(v) for v in d["visits"]]
         v = next((v for v in visits if v["visit_id"] == vid), None)
         if v is None:
@@ -373,7 +381,7 @@ async def declare(dispatch_id: str, body: DeclarationIn, request: Request, p: Pr
         was_complete = _minutes(v) is not None
         v["declaration"], v["signed_off"] = declaration, None  # a corrected time needs a new sign-off
         v["minutes"] = _minutes(v)
-        if was_complete:
+        if was_complete or d["status"] == "reported":  # a correction, or a visit missing from a filed report
             return {"$set": {"visits": visits, "updated_at": now()}}, []
         upd = Store.step(d, "visited", actor=p.subject)
         upd["$set"]["visits"] = visits
@@ -391,6 +399,7 @@ async def sign_off(dispatch_id: str, visit_id: str, body: SignOff, request: Requ
     must("business" in party(p, doc), "Only the business that received the dispatch signs off its visits.")
 
     def decide(d: dict):
+        _visits_open(d)
         visits = [dict(v) for v in d["visits"]]
         v = next((v for v in visits if v["visit_id"] == visit_id), None)
         if v is None:
@@ -498,6 +507,28 @@ async def cancel(dispatch_id: str, body: CancelIn, request: Request, p: Principa
     return public(doc)
 
 
+class RefuseIn(BaseModel):
+    reason: str = Field(min_length=5, description="why the desk finds the request unsuitable, for the applicant")
+
+
+@router.post("/requests/{dispatch_id}/refuse", summary="The agency refuses a request it finds unsuitable (R-DSP-06, last ground)")
+async def refuse(dispatch_id: str, body: RefuseIn, request: Request, p: Principal = Depends(require("agency"))) -> dict:
+    store = store_of(request)
+    await load(request, dispatch_id, p)
+
+    def decide(d: dict):
+        step_or_409(d, "refused")
+        r = refusal("desk_discretion", body.reason)
+        upd = Store.step(d, "refused", actor=p.subject, reason_code=r.code)
+        upd["$set"].update(reason_code=r.code, reason=r.message, counts_free=False, refusals=[r.__dict__])
+        # A reservation still on its way is released when its answer arrives (see consumers).
+        return upd, [store.status_event(d, "refused", actor=p.subject, reason_code=r.code, reason=r.message)]
+
+    doc = await store.mutate(dispatch_id, decide, actor=p.subject)
+    await store.release_slot(doc["business_id"], doc["fiscal_year"], dispatch_id)
+    return public(doc)
+
+
 @router.post("/requests/{dispatch_id}/fraud", summary="The agency records proven collusion or fraud (R-DSP-13)")
 async def fraud(dispatch_id: str, body: FraudIn, request: Request, p: Principal = Depends(require("agency"))) -> dict:
     store = store_of(request)
@@ -580,8 +611,9 @@ async def post_message(consultation_id: str, body: MessageIn, request: Request,
                        p: Principal = Depends(require("business", "founder", "expert"))) -> dict:
     store = store_of(request)
     await load_consultation(request, consultation_id, p)
-    await store.db.consultations.update_one({"_id": consultation_id},
-                                            {"$push": {"messages": {"from": p.subject, "at": now(), "text": body.text}}})
+    async with store.lock(consultation_id):  # see store.AggregateLocks
+        await store.db.consultations.update_one({"_id": consultation_id},
+                                                {"$push": {"messages": {"from": p.subject, "at": now(), "text": body.text}}})
     await store.audit(p.subject, "dispatch.ConsultationMessage", consultation_id, {})
     return consultation_out(await store.db.consultations.find_one({"_id": consultation_id}))
 
@@ -592,6 +624,7 @@ async def mark_held(consultation_id: str, request: Request, p: Principal = Depen
     store = store_of(request)
     doc = await load_consultation(request, consultation_id, p)
     must(p.subject == doc["expert_account_id"], "Only the consulted expert marks the consultation held.")
-    await store.db.consultations.update_one({"_id": consultation_id}, {"$set": {"held": True, "held_at": now()}})
+    async with store.lock(consultation_id):
+        await store.db.consultations.update_one({"_id": consultation_id}, {"$set": {"held": True, "held_at": now()}})
     await store.audit(p.subject, "dispatch.ConsultationHeld", consultation_id, {})
     return consultation_out(await store.db.consultations.find_one({"_id": consultation_id}))

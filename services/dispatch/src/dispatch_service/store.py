@@ -2,7 +2,9 @@
 their events in one update), free-dispatch slots, read models and audit records."""
 from __future__ import annotations
 
+import asyncio
 import uuid
+import zlib
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
 
@@ -22,8 +24,20 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:16]}"
 
 
-class Conflict(Exception):
-    """The aggregate changed under us too many times in a row."""
+class AggregateLocks:
+    """Striped in-process locks serialising every write to one dispatch document.
+
+    Why: the local MongoDB-wire server (FerretDB 1.24 on SQLite) applies an update as read-modify-write
+    of the whole document without isolation, so two concurrent updates of one document can lose one of
+    them (measured: even disjoint `$set`s; a version-guarded update can match twice). On MongoDB the
+    version guard below is enough; the locks make the same code correct on FerretDB for one process.
+    """
+
+    def __init__(self, stripes: int = 256):
+        self._locks = [asyncio.Lock() for _ in range(stripes)]
+
+    def __call__(self, key: str) -> asyncio.Lock:
+        return self._locks[zlib.crc32(key.encode()) % len(self._locks)]
 
 
 class Store:
@@ -32,11 +46,13 @@ class Store:
         self.db = svc.db
         self.dispatches = svc.db.dispatches
         self.slots = svc.db.free_slots
+        self.lock = AggregateLocks()
 
     # --- set-up -----------------------------------------------------------------------------------
     async def setup(self, fiscal_years: list[int]) -> None:
         await self.dispatches.create_index([("business_id", 1), ("fiscal_year", 1)])
         await self.dispatches.create_index([("reserve.command_id", 1)])
+        await self.slots.create_index([("business_id", 1), ("fiscal_year", 1)])
         await self.db.consultations.create_index([("business_id", 1), ("expert_id", 1)])
         await self.db.pending_ratings.create_index([("business_id", 1), ("given", 1)])
         for fy in fiscal_years:  # seed programmes; an edited programme is never overwritten
@@ -60,12 +76,16 @@ class Store:
         return await self.dispatches.find_one({"_id": dispatch_id}, {"_outbox": 0, "_seen": 0})
 
     async def mutate(self, dispatch_id: str, decide: Callable[[dict], Awaitable[tuple[dict, list] | None] | tuple[dict, list] | None],
-                     *, actor: str | None = None, action: str = "dispatch.changed") -> dict | None:
+                     *, actor: str | None = None, action: str = "dispatch.changed", reload: bool = True) -> dict | None:
         """Read → decide → conditional write guarded by the version read, retried on a concurrent change.
 
         `decide(doc)` returns `(update, events)` or None for "nothing to do" (e.g. a duplicate message);
         it may raise. A change without events still leaves an audit record.
         """
+        async with self.lock(dispatch_id):
+            return await self._mutate(dispatch_id, decide, actor, action, reload)
+
+    async def _mutate(self, dispatch_id, decide, actor, action, reload):
         for _ in range(8):
             doc = await self.get(dispatch_id)
             if doc is None:
@@ -84,7 +104,7 @@ class Store:
                 if not events:
                     await self.audit(actor, action, dispatch_id, {k: v for k, v in update.get("$set", {}).items()
                                                                   if isinstance(v, (str, int, float, bool))})
-                return await self.get(dispatch_id)
+                return await self.get(dispatch_id) if reload else {**doc, "_changed": True}
         raise Problem(409, "Changed concurrently", "The dispatch changed while you acted on it; please try again.")
 
     def status_event(self, doc: dict, status: str, *, actor: str | None = None, cause=None,
@@ -106,29 +126,29 @@ class Store:
         return {"$set": {"status": cur, "updated_at": now()}, "$push": {"history": {"$each": hist}}}
 
     # --- free dispatches (R-DSP-03) -------------------------------------------------------------------
-    @staticmethod
-    def slot_id(business_id: str, fiscal_year: int) -> str:
-        return f"{business_id}:{fiscal_year}"
-
+    # One document per slot, `_id` = business:year:n. A duplicate-key insert is atomic on every server
+    # (unlike a conditional update on FerretDB), so concurrent requests can never take more than the cap.
     async def used_free(self, business_id: str, fiscal_year: int) -> list[str]:
-        doc = await self.slots.find_one({"_id": self.slot_id(business_id, fiscal_year)})
-        return list(doc["holders"]) if doc else []
+        cur = self.slots.find({"business_id": business_id, "fiscal_year": fiscal_year}).sort("n", 1)
+        return [d["dispatch_id"] async for d in cur]
 
     async def claim_slot(self, business_id: str, fiscal_year: int, dispatch_id: str, cap: int) -> bool:
-        """Takes one of the business's free dispatches of the year, atomically against concurrent requests:
-        the update matches only while fewer than `cap` slots are held."""
-        sid = self.slot_id(business_id, fiscal_year)
-        try:
-            res = await self.slots.update_one(
-                {"_id": sid, "holders": {"$ne": dispatch_id}, f"holders.{cap - 1}": {"$exists": False}},
-                {"$push": {"holders": dispatch_id}}, upsert=True)
-            return res.matched_count == 1 or res.upserted_id is not None
-        except DuplicateKeyError:  # the document exists and is full (or already holds this dispatch)
-            return dispatch_id in await self.used_free(business_id, fiscal_year)
+        """Takes one of the business's `cap` free dispatches of the year for `dispatch_id` (idempotent)."""
+        if await self.slots.find_one({"business_id": business_id, "fiscal_year": fiscal_year,
+                                      "dispatch_id": dispatch_id}, {"_id": 1}):
+            return True
+        for n in range(1, cap + 1):
+            try:
+                await self.slots.insert_one({"_id": f"{business_id}:{fiscal_year}:{n}", "n": n, "business_id": business_id,
+                                             "fiscal_year": fiscal_year, "dispatch_id": dispatch_id, "at": now()})
+                return True
+            except DuplicateKeyError:
+                continue
+        return False
 
     async def release_slot(self, business_id: str, fiscal_year: int, dispatch_id: str) -> None:
-        await self.slots.update_one({"_id": self.slot_id(business_id, fiscal_year)},
-                                    {"$pullAll": {"holders": [dispatch_id]}})
+        await self.slots.delete_many({"business_id": business_id, "fiscal_year": fiscal_year,
+                                      "dispatch_id": dispatch_id})
 
     # --- read models -----------------------------------------------------------------------------------
     async def expert(self, expert_id: str) -> tuple[dict | None, ExpertState | None]:

@@ -55,6 +55,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "doing_business_work": ("R-DSP-06", "The expert may not do the business's own work or broker customers for it."),
     "mere_production": ("R-DSP-06", "Merely producing documents (plans, subsidy applications) or websites, logos, "
                         "packaging or flyers is ordinary paid work, not a dispatch."),
+    "desk_discretion": ("R-DSP-06", "The dispatch desk found this request unsuitable for a dispatch:"),
     "no_visits_planned": ("R-DSP-07", "Please plan at least one visit."),
     "too_many_visits": ("R-DSP-07", "Too many on-site visits for one application."),
     "visit_too_long": ("R-DSP-07", "A visit is longer than a visit may last."),

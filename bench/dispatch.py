@@ -1,0 +1,216 @@
+"""Dispatch saga latency: request accepted → ReserveBudget on Kafka → simulated budget answer → approved
+event, p50/p99 and throughput, next to a raw Kafka round trip (produce → responder → produce → consume)
+measured in the same run on the same servers.
+
+    uv run --frozen python bench/dispatch.py            # 200 dispatches, 8 in flight
+    uv run --frozen python bench/dispatch.py --full     # 2,000 dispatches, 32 in flight
+
+Uses KAFKA_BOOTSTRAP / MONGO_URI if set, else the test servers (Kafka 127.0.0.1:19092, MongoDB 37017).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
+
+from contracts import Envelope  # noqa: E402
+from contracts.events.budget import BudgetReserved  # noqa: E402
+from contracts.events.experts import ExpertChanged  # noqa: E402
+from contracts.vocab import fiscal_year  # noqa: E402
+from tests.support import Infra, Namespace, ServiceProcess, token  # noqa: E402
+
+FY = fiscal_year(datetime.now(UTC) + timedelta(hours=9))
+DAY = date(FY + 1, 2, 1)
+STAFF = {"sub": "bench-staff", "roles": ["institution"],
+         "orgs": [{"org_id": "inst-b", "platform_id": "plat-b", "member_role": "representative",
+                   "rights": ["manage_budget", "request_dispatch", "recommend_experts", "joint_activities"]}]}
+
+
+def pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+
+
+def summary(name: str, lat: list[float], wall: float) -> dict:
+    return {"name": name, "n": len(lat), "p50_ms": pct(lat, 50) * 1e3, "p99_ms": pct(lat, 99) * 1e3,
+            "mean_ms": statistics.fmean(lat) * 1e3, "per_s": len(lat) / wall}
+
+
+async def consumer(bootstrap: str, topic: str) -> AIOKafkaConsumer:
+    c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False,
+                         group_id=None, fetch_max_wait_ms=5)
+    await c.start()
+    return c
+
+
+async def raw_kafka_round_trip(bootstrap: str, ns: Namespace, n: int, inflight: int) -> dict:
+    """Baseline: the two Kafka hops of the saga without any service: produce → responder → produce → consume."""
+    ping, pong = ns.topic("bench.ping"), ns.topic("bench.pong")
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    await admin.create_topics([NewTopic(ping, 6, 1), NewTopic(pong, 6, 1)])
+    await admin.close()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=0)
+    await producer.start()
+    cin, cout = await consumer(bootstrap, ping), await consumer(bootstrap, pong)
+    sent: dict[str, float] = {}
+    done: dict[str, float] = {}
+    finished = asyncio.Event()
+
+    async def responder():
+        async for rec in cin:
+            await producer.send_and_wait(pong, rec.value, key=rec.key)
+
+    async def collector():
+        async for rec in cout:
+            k = rec.key.decode()
+            if k in sent:
+                done[k] = time.perf_counter() - sent[k]
+            if len(done) == n:
+                finished.set()
+
+    tasks = [asyncio.create_task(responder()), asyncio.create_task(collector())]
+    sem = asyncio.Semaphore(inflight)
+    # Warm up: new topics need their leaders elected before a round trip means anything.
+    warm = 0
+    while True:
+        sent[f"w{warm}"] = time.perf_counter()
+        await producer.send_and_wait(ping, b"{}", key=f"w{warm}".encode())
+        await asyncio.sleep(0.5)
+        if f"w{warm}" in done:
+            break
+        warm += 1
+    sent.clear(), done.clear()
+
+    async def one(i: int):
+        async with sem:
+            k = f"k{i}"
+            sent[k] = time.perf_counter()
+            await producer.send_and_wait(ping, json.dumps({"i": i}).encode(), key=k.encode())
+            while k not in done:
+                await asyncio.sleep(0.001)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(n)))
+    await finished.wait()
+    wall = time.perf_counter() - t0
+    for t in tasks:
+        t.cancel()
+    await cin.stop(), await cout.stop(), await producer.stop()
+    return summary("raw Kafka round trip (2 hops)", list(done.values()), wall)
+
+
+async def dispatch_saga(infra: Infra, ns: Namespace, url: str, n: int, inflight: int) -> tuple[dict, dict]:
+    producer = AIOKafkaProducer(bootstrap_servers=infra.kafka, acks="all", enable_idempotence=True, linger_ms=0)
+    await producer.start()
+
+    async def publish(msg):
+        env = Envelope.wrap(msg, producer="bench")
+        await producer.send_and_wait(ns.topic(msg.topic), env.model_dump_json().encode(), key=msg.key().encode())
+
+    await publish(ExpertChanged(expert_id="ex-b", account_id="acct-ex-b", change="approved", status="registered",
+                                registered_fiscal_year=FY, name="Bench expert"))
+    commands, events = await consumer(infra.kafka, ns.topic("budget.commands")), await consumer(infra.kafka, ns.topic("dispatch.events"))
+    sent: dict[str, float] = {}
+    approved: dict[str, float] = {}
+    reserve_seen: dict[str, float] = {}
+    http_ms: list[float] = []
+
+    async def budget():  # the simulated budget service: every reservation is granted at once
+        async for rec in commands:
+            env = json.loads(rec.value)
+            if env["event_type"] == "budget.ReserveBudget":
+                c = env["payload"]
+                reserve_seen[c["dispatch_id"]] = time.perf_counter()
+                await publish(BudgetReserved(frame_id=c["frame_id"], dispatch_id=c["dispatch_id"], command_id=c["command_id"],
+                                             member_id=c["member_id"], amount=c["fee"] + c["travel"]))
+
+    async def watch():
+        async for rec in events:
+            env = json.loads(rec.value)
+            p = env["payload"]
+            if env["event_type"] == "dispatch.DispatchStatusChanged" and p["status"] == "approved" and p["dispatch_id"] in sent:
+                approved.setdefault(p["dispatch_id"], time.perf_counter() - sent[p["dispatch_id"]])
+
+    tasks = [asyncio.create_task(budget()), asyncio.create_task(watch())]
+    headers = {"authorization": f"Bearer {token(ttl=3600, **STAFF)}"}
+    async with httpx.AsyncClient(base_url=url, timeout=30, headers=headers) as http:
+        # Warm up: the service's consumers must have joined before timing starts.
+        while True:
+            r = await http.post("/requests", json=body(-1))
+            if r.json()["status"] == "accepted":
+                break
+            await asyncio.sleep(0.5)
+        sem = asyncio.Semaphore(inflight)
+
+        async def one(i: int):
+            async with sem:
+                t = time.perf_counter()
+                r = await http.post("/requests", json=body(i))
+                http_ms.append(time.perf_counter() - t)
+                d = r.json()
+                assert d["status"] == "accepted", d
+                sent[d["dispatch_id"]] = t
+                while d["dispatch_id"] not in approved:
+                    await asyncio.sleep(0.002)
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(n)))
+        wall = time.perf_counter() - t0
+    for t in tasks:
+        t.cancel()
+    await commands.stop(), await events.stop(), await producer.stop()
+    to_reserve = [reserve_seen[d] - sent[d] for d in approved if d in reserve_seen]
+    to_approved = [sent[d] + approved[d] - reserve_seen[d] for d in approved if d in reserve_seen]
+    return (summary("dispatch: request → reserve → answer → approved", list(approved.values()), wall),
+            summary("  of which POST /requests response", http_ms, wall),
+            summary("  of which request → ReserveBudget seen", to_reserve, wall),
+            summary("  of which ReserveBudget → approved seen", to_approved, wall))
+
+
+def body(i: int) -> dict:
+    return {"business_id": f"bench-biz-{i}", "business_account_id": f"acct-bench-{i}", "expert_id": "ex-b",
+            "institution_id": "inst-b", "issue": "A clear management issue that needs a specialist's knowledge.",
+            "beyond_self_help": True, "needs_specialist": True, "planned_visits": [{"day": DAY.isoformat(), "hours": 2}]}
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--full", action="store_true")
+    ap.add_argument("-n", type=int)
+    ap.add_argument("--inflight", type=int)
+    a = ap.parse_args()
+    n = a.n or (2000 if a.full else 200)
+    inflight = a.inflight or (32 if a.full else 8)
+    infra = Infra(os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:19092"), os.environ.get("MONGO_URI", "mongodb://127.0.0.1:37017"), "bench")
+    ns = Namespace()
+    svc = ServiceProcess("dispatch", infra, ns, Path(tempfile.mkdtemp()), OUTBOX_POLL_SECONDS="0.5", LOG_LEVEL="WARNING")
+    try:
+        svc.start()
+        raw = await raw_kafka_round_trip(infra.kafka, ns, n, inflight)
+        saga, *parts = await dispatch_saga(infra, ns, svc.url, n, inflight)
+    finally:
+        svc.stop()
+    print(f"n={n} in flight={inflight}")
+    for s in (raw, saga, *parts):
+        print(f"{s['name']:<52} p50 {s['p50_ms']:7.1f} ms  p99 {s['p99_ms']:7.1f} ms  {s['per_s']:7.1f}/s")
+    print(f"saga / raw Kafka: p50 ×{saga['p50_ms'] / raw['p50_ms']:.1f}, p99 ×{saga['p99_ms'] / raw['p99_ms']:.1f}, "
+          f"throughput ×{saga['per_s'] / raw['per_s']:.2f}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
