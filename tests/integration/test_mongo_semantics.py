@@ -39,3 +39,16 @@ async def test_compare_and_set_on_a_version_succeeds_exactly_once(infra, ns):
     wins = await asyncio.gather(*(claim(i) for i in range(WRITERS)))
     await client.close()
     assert sum(wins) == 1
+
+
+async def test_deletes_and_updates_of_one_collection_do_not_block_each_other(infra, ns):
+    """A delete_many among concurrent updates answers (an earlier patch of the local server hung here)."""
+    client = AsyncMongoClient(infra.mongo, socketTimeoutMS=20000)
+    col = client[ns.db("semantics")].docs
+    await col.insert_many([{"_id": i, "odd": i % 2, "n": 0} for i in range(WRITERS)])
+    results = await asyncio.gather(col.delete_many({"odd": 1}),
+                                   *(col.update_one({"_id": i}, {"$inc": {"n": 1}}) for i in range(0, WRITERS, 2)))
+    left = await col.find({}).to_list(None)
+    await client.close()
+    assert results[0].deleted_count == WRITERS // 2
+    assert sorted(d["_id"] for d in left) == list(range(0, WRITERS, 2)) and all(d["n"] == 1 for d in left)

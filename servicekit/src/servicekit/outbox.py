@@ -6,6 +6,8 @@ consumers drop the duplicate by event id. Several replicas may run the relay at 
 A write tells the relay which document it changed (`kick(col, id)`), so the event goes out at once by a
 lookup on `_id`; the scan of whole collections for leftover entries (after a crash, or a write by another
 replica that died) runs only every `scan_seconds`, because `_outbox.0 $exists` cannot use an index.
+Different documents are relayed concurrently: order matters only per aggregate (= per Kafka key), and
+one document's entries are always published in order.
 """
 from __future__ import annotations
 
@@ -22,13 +24,15 @@ log = logging.getLogger("servicekit.outbox")
 
 class OutboxRelay:
     def __init__(self, publish, collections: list[AsyncCollection], audit: AsyncCollection,
-                 poll_seconds: float = 0.5, crash_before_publish: bool = False, scan_seconds: float = 5.0):
+                 poll_seconds: float = 0.5, crash_before_publish: bool = False, scan_seconds: float = 5.0,
+                 parallel: int = 16):
         self._publish = publish  # async (topic, key, value, headers) -> None, confirmed by Kafka
         self.collections = collections
         self.audit = audit  # every published event is also the audit entry of the change that caused it
         self.poll_seconds = poll_seconds
         self.crash_before_publish = crash_before_publish
         self.scan_seconds = scan_seconds
+        self._parallel = asyncio.Semaphore(parallel)
         self._wake = asyncio.Event()
         self._hot: list[tuple[AsyncCollection, object]] = []
         self._scan_now = True  # the first pass after start-up picks up what a crash left behind
@@ -46,21 +50,25 @@ class OutboxRelay:
         """Publishes every pending entry of every collection (the full scan)."""
         sent = 0
         for col in self.collections:
-            async for doc in col.find({"_outbox.0": {"$exists": True}}, {"_outbox": 1}).limit(200):
-                sent += await self._send(col, doc)
+            docs = [d async for d in col.find({"_outbox.0": {"$exists": True}}, {"_outbox": 1}).limit(200)]
+            sent += sum(await asyncio.gather(*(self._send(col, d) for d in docs)))
         return sent
 
     async def drain_hot(self) -> int:
         """Publishes the entries of the documents that writes just reported."""
         hot, self._hot = self._hot, []
-        sent = 0
-        for col, doc_id in dict.fromkeys(hot):  # each document once, in write order
+
+        async def one(col: AsyncCollection, doc_id) -> int:
             doc = await col.find_one({"_id": doc_id}, {"_outbox": 1})
-            if doc and doc.get("_outbox"):
-                sent += await self._send(col, doc)
-        return sent
+            return await self._send(col, doc) if doc and doc.get("_outbox") else 0
+
+        return sum(await asyncio.gather(*(one(c, i) for c, i in dict.fromkeys(hot))))  # each document once
 
     async def _send(self, col: AsyncCollection, doc: dict) -> int:
+        async with self._parallel:
+            return await self._send_entries(col, doc)
+
+    async def _send_entries(self, col: AsyncCollection, doc: dict) -> int:
         entries = doc["_outbox"]
         for e in entries:
             if self.crash_before_publish:

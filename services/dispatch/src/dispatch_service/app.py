@@ -5,7 +5,6 @@ from contracts.vocab import fiscal_year
 from dispatch_service.consumers import budget_handlers, read_model_handlers
 from dispatch_service.domain import InvalidTransition
 from dispatch_service.http import JST, router
-from dispatch_service.relay import LockingRelay
 from dispatch_service.store import Store
 from servicekit.problems import problem_response
 from servicekit.service import Service
@@ -13,9 +12,6 @@ from servicekit.service import Service
 svc = Service("dispatch", title="Expert dispatch", outbox=["dispatches"],
               produces=["dispatch.events", "budget.commands"])
 store = Store(svc)
-# Same relay as servicekit's, but its removal of published entries takes the dispatch's write lock.
-svc.relay = LockingRelay(svc._publish, [store.dispatches], svc.db.audit, svc.settings.outbox_poll_seconds,
-                         svc.settings.fault_crash_before_publish, lock=store.lock)
 svc.app.state.store = store
 experts, ratings, identity = read_model_handlers(store)
 svc.consume("budget.events", budget_handlers(store))

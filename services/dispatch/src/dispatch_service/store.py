@@ -25,12 +25,11 @@ def new_id(prefix: str) -> str:
 
 
 class AggregateLocks:
-    """Striped in-process locks serialising every write to one dispatch document.
+    """Striped in-process locks serialising this process's writes to one dispatch document.
 
-    Why: the local MongoDB-wire server (FerretDB 1.24 on SQLite) applies an update as read-modify-write
-    of the whole document without isolation, so two concurrent updates of one document can lose one of
-    them (measured: even disjoint `$set`s; a version-guarded update can match twice). On MongoDB the
-    version guard below is enough; the locks make the same code correct on FerretDB for one process.
+    The version guard in `update` is what keeps writes correct across replicas (single-document writes
+    are atomic on MongoDB and on the patched local server); the locks only spare one process the
+    reload-and-retry of a version conflict with itself.
     """
 
     def __init__(self, stripes: int = 256):
