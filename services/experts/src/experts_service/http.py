@@ -6,6 +6,7 @@ from datetime import date
 from typing import Literal
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from contracts.vocab import RATING_AXES, Right
@@ -348,7 +349,8 @@ async def search(request: Request, who: Principal | None = Depends(directory_rea
     total, items = store(request).index.search(
         q=q, fields=field, qualification=qualification, region=region, available_on=available_on,
         min_ratings=mins, for_dispatch=for_dispatch, statuses=statuses, sort=sort, page=page, size=size)
-    return {"total": total, "page": page, "size": size, "items": items}
+    # plain JSON: the cards are already JSON-ready, and FastAPI's generic encoder would cost more than the search
+    return JSONResponse({"total": total, "page": page, "size": size, "items": items})
 
 
 @router.get("/experts/{expert_id}", tags=["directory"], summary="An expert's public page (R-EX-03)")
