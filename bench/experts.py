@@ -158,6 +158,40 @@ async def run(base_url: str, key: str, n: int) -> None:
           f"p99 {pct(base, 99):.2f} ms; {n} interleaved rounds, sequential requests, one connection")
 
 
+def in_process(docs: list[dict], radars: list[dict], n: int) -> None:
+    """The search engine alone on the same data (what a request adds on top of HTTP + auth)."""
+    from experts_service.search import ExpertIndex
+
+    ix = ExpertIndex()
+    for r in radars:
+        ix.set_radar(r["_id"], r)
+    for d in docs:
+        ix.upsert(d)
+    names = {"q": "q", "field": "fields", "region": "region", "qualification": "qualification", "sort": "sort",
+             "page": "page", "for_dispatch": "for_dispatch", "available_on": "available_on"}
+    print(f"\n{'in-process ExpertIndex.search, same data':58s} {'p50 ms':>8s} {'p99 ms':>8s}")
+    for label, params in queries(date.today()).items():
+        kw, mins = {}, {}
+        for k, v in params.items():
+            if k.startswith("min_"):
+                mins[k[4:]] = float(v)
+            elif k == "field":
+                kw["fields"] = [v]
+            elif k == "for_dispatch":
+                kw[k] = v == "true"
+            elif k == "available_on":
+                kw[k] = date.fromisoformat(v)
+            else:
+                kw[names[k]] = v
+        ix.search(min_ratings=mins, **kw)
+        xs = []
+        for _ in range(n):
+            t = time.perf_counter()
+            ix.search(min_ratings=mins, **kw)
+            xs.append((time.perf_counter() - t) * 1000)
+        print(f"{label:58s} {pct(xs, 50):8.2f} {pct(xs, 99):8.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base-url", help="a running experts service or the gateway prefix (.../api/experts)")
@@ -195,6 +229,7 @@ def main() -> None:
     print(f"service ready (index built from MongoDB) in {time.perf_counter() - t:.1f}s: {proc.url}\n")
     try:
         asyncio.run(run(proc.url, a.key, a.requests))
+        in_process(docs, radars, a.requests)
     finally:
         proc.stop()
         MongoClient(a.mongo_uri).drop_database(db)
