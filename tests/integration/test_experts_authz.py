@@ -4,9 +4,10 @@ R-EX-01 (agency reviews), R-ANC-02 (directory restricted by default)."""
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from contracts.vocab import RIGHTS, MemberRole
-from tests.support import token
+from tests.support import Namespace, ServiceProcess, token
 
 EXPERT, INSTITUTION, AGENCY, OPERATOR = {"expert"}, {"institution"}, {"agency"}, {"operator"}
 STAFF = AGENCY | OPERATOR
@@ -53,6 +54,14 @@ def headers(role: str | None, org: str = ORG) -> dict:
     return {"authorization": f"Bearer {token(sub=f'{role}-9', roles=[role], orgs=orgs)}"}
 
 
+@pytest.fixture(scope="module")
+def svc(infra, tmp_path_factory):
+    """One process for these tests; each uses its own subjects and organisations."""
+    proc = ServiceProcess("experts", infra, Namespace(), tmp_path_factory.mktemp("experts-authz")).start()
+    yield proc
+    proc.stop()
+
+
 def app_routes() -> set[tuple[str, str]]:
     from experts_service.app import app
 
@@ -63,8 +72,7 @@ def test_every_route_has_a_row():
     assert app_routes() == set(TABLE), "add a row to TABLE for every new endpoint (and remove stale ones)"
 
 
-async def test_R_EX_03_authorisation_table(services):
-    svc = services("experts")
+async def test_R_EX_03_authorisation_table(svc):
     async with httpx.AsyncClient(base_url=svc.url, timeout=10) as http:
         failures = []
         for (method, path), allowed in TABLE.items():
@@ -84,10 +92,9 @@ async def test_R_EX_03_authorisation_table(services):
         assert failures == []
 
 
-async def test_R_EX_03_expert_edits_only_their_own_page(services):
-    svc = services("experts")
+async def test_R_EX_03_expert_edits_only_their_own_page(svc):
     async with httpx.AsyncClient(base_url=svc.url, timeout=10) as http:
-        a, b = headers("expert") | {}, {"authorization": f"Bearer {token(sub='expert-b', roles=['expert'])}"}
+        a, b = ({"authorization": f"Bearer {token(sub=s, roles=['expert'])}"} for s in ("expert-a", "expert-b"))
         r = await http.post("/experts/me", json={"name": "A さん", "fields": ["hr"]}, headers=a)
         assert r.status_code == 201
         a_id = r.json()["expert_id"]
@@ -104,8 +111,7 @@ async def test_R_EX_03_expert_edits_only_their_own_page(services):
                 assert r.status_code == 403, (method, path)
 
 
-async def test_R_PF_04_institution_sees_and_recommends_only_for_its_own_organisations(services):
-    svc = services("experts")
+async def test_R_PF_04_institution_sees_and_recommends_only_for_its_own_organisations(svc):
     async with httpx.AsyncClient(base_url=svc.url, timeout=10) as http:
         own = headers("institution", org="org-mine")
         assert (await http.get("/institutions/org-mine/recommendees", headers=own)).status_code == 200
