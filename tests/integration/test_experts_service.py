@@ -202,7 +202,10 @@ async def _radar_on_every_replica(infra, ns, one, two):
             await eventually(rated)
             assert await search_ids(client, min_manners=4.6, region=R) == [plain]
             assert await search_ids(client, sort="expertise", field="finance", region=R) == [good, plain]
-        page = (await http.get(f"/experts/{good}", headers=INSTITUTION)).json()
+        async def stored():  # the page reads the stored summary (the group consumer's write)
+            page = (await http.get(f"/experts/{good}", headers=INSTITUTION)).json()
+            return page if page["radar"] else None
+        page = await eventually(stored)
         assert page["radar"]["averages"] == {"expertise": 4.8, "manners": 4.5} and page["radar"]["count"] == 12
 
         # a profile edit on replica two reaches replica one's index
@@ -238,3 +241,45 @@ async def test_R_ANC_02_directory_public_by_environment(services, infra, ns):
         assert r.status_code == 200 and [c["name"] for c in r.json()["items"]] == ["公開 一郎"]
         r = await http.get("/experts", params={"status": "exited"})
         assert r.status_code == 403  # listing by status stays with the programme's staff
+
+
+async def test_R_EX_04_R_EX_05_renewal_record_and_suspension_over_http(shared, infra):
+    from contracts.events.dispatch import DispatchCompleted
+    from contracts.vocab import fiscal_year
+
+    ns, svc = shared
+    await platform(infra, ns)
+    R = "岩手県"
+    async with httpx.AsyncClient(base_url=svc.url, timeout=10) as http:
+        expert_id = await register(http, "acc-iwate", name="岩手 誠", regions=[R])
+        fy = fiscal_year(datetime.now(UTC))
+        # R-EX-04: the dispatch record the renewal review will see is learnt from dispatch events
+        await publish(infra, ns, DispatchCompleted(
+            dispatch_id="d-1", fiscal_year=fy, route="A", business_id="b-1", business_account_id="acc-b",
+            expert_id=expert_id, institution_id=ORG, completed_at=datetime.now(UTC)), producer="dispatch")
+
+        async def recorded():
+            d = (await http.get(f"/experts/{expert_id}/dossier", headers=AGENCY)).json()
+            return d if d["renewal_dossier"]["dispatches"] == 1 else None
+        dossier = await eventually(recorded)
+        assert dossier["renewal_dossier"]["dispatches_by_fiscal_year"] == {str(fy): 1}
+        # R-EX-04: renewal by intent confirmation (first years: no review needed)
+        r = await http.post("/experts/me/renewal", headers=auth("acc-iwate", ["expert"]))
+        assert r.status_code == 200 and r.json()["registered_fiscal_year"] == fy + 1
+        assert (await http.post("/experts/me/renewal", headers=auth("acc-iwate", ["expert"]))).status_code == 409
+        # R-EX-05: a suspended expert is never offered for dispatch, until reinstated
+        r = await http.post(f"/experts/{expert_id}/suspend", json={"reason": "調査中"}, headers=AGENCY)
+        assert r.status_code == 200 and r.json()["status"] == "suspended"
+        assert await search_ids(http, for_dispatch="true", region=R) == []
+        assert await search_ids(http, region=R) == []
+        r = await http.post(f"/experts/{expert_id}/reinstate", headers=AGENCY)
+        assert r.status_code == 200 and r.json()["status"] == "registered"
+        assert await search_ids(http, for_dispatch="true", region=R) == [expert_id]
+        # unavailability declared by the expert (R-EX-03) keeps them out of dispatch on those days
+        today = datetime.now(UTC).date().isoformat()
+        r = await http.put("/experts/me/availability", headers=auth("acc-iwate", ["expert"]), json={
+            "windows": [{"start": today, "end": today, "note": "出張"}], "note": "本日は派遣不可"})
+        assert r.status_code == 200
+        assert await search_ids(http, for_dispatch="true", region=R) == []
+        changes = [c["change"] for c in of(await read_topic(infra.kafka, ns.topic("experts.events"), min_count=9), expert_id)]
+        assert changes[-4:] == ["renewed", "suspended", "reinstated", "availability"]
