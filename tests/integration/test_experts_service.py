@@ -241,6 +241,8 @@ async def test_R_ANC_02_directory_public_by_environment(services, infra, ns):
         assert r.status_code == 200 and [c["name"] for c in r.json()["items"]] == ["公開 一郎"]
         r = await http.get("/experts", params={"status": "exited"})
         assert r.status_code == 403  # listing by status stays with the programme's staff
+        r = await http.get("/experts", params={"field": "astrology"})
+        assert r.status_code == 422 and "astrology" in r.json()["detail"]
 
 
 async def test_R_EX_04_R_EX_05_renewal_record_and_suspension_over_http(shared, infra):
