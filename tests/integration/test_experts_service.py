@@ -14,7 +14,7 @@ from contracts import Envelope
 from contracts.events.identity import AccountRevoked, OrganisationRegistered, PlatformMember, PlatformRegistered
 from contracts.events.ratings import ExpertRadarUpdated
 from contracts.vocab import RIGHTS, MemberRole
-from tests.support import eventually, read_topic, token
+from tests.support import Namespace, ServiceProcess, eventually, read_topic, token
 
 ORG, INDIVIDUAL = "org-kumamoto-cci", "org-ind-yamada"
 
@@ -30,6 +30,20 @@ def member(org_id: str, role: MemberRole, platform="pf-kumamoto") -> dict:
 
 AGENCY = auth("agency-1", ["agency"])
 INSTITUTION = auth("staff-1", ["institution"], [member(ORG, MemberRole.INSTITUTION)])
+
+
+@pytest.fixture(scope="module")
+def shared(infra, tmp_path_factory):
+    """One service process for the tests below that do not change programme settings (each test keeps
+    to its own accounts and region, so they cannot see each other's experts)."""
+    ns = Namespace()
+    proc = ServiceProcess("experts", infra, ns, tmp_path_factory.mktemp("experts")).start()
+    yield ns, proc
+    proc.stop()
+
+
+def of(records, expert_id) -> list[dict]:
+    return [json.loads(r.value)["payload"] for r in records if r.key == expert_id.encode()]
 
 
 async def publish(infra, ns, *messages, producer="identity", actor=None):
@@ -89,12 +103,12 @@ async def search_ids(http, headers=INSTITUTION, **params) -> list[str]:
     return [c["expert_id"] for c in r.json()["items"]]
 
 
-async def test_R_EX_01_R_EX_02_R_PF_04_registration_end_to_end_publishes_approved(services, infra, ns):
-    svc = services("experts")
+async def test_R_EX_01_R_EX_02_R_PF_04_registration_end_to_end_publishes_approved(shared, infra):
+    ns, svc = shared
     await platform(infra, ns)
     async with httpx.AsyncClient(base_url=svc.url, timeout=10) as http:
         me = auth("acc-hanako", ["expert"])
-        expert_id = (await open_page(http, "acc-hanako"))["expert_id"]
+        expert_id = (await open_page(http, "acc-hanako", regions=["北海道"]))["expert_id"]
         # R-EX-02 (a): no recommendation yet -> the application lists what is missing
         r = await http.post("/experts/me/application", headers=me, json={
             "evidence": [{"route": "sme_support", "years": 2}], "no_disqualification": False})
@@ -109,64 +123,72 @@ async def test_R_EX_01_R_EX_02_R_PF_04_registration_end_to_end_publishes_approve
         assert r.status_code == 403
         # the institution acted on its own initiative: counts only with the expert's consent
         r = await http.get(f"/institutions/{ORG}/recommendees", headers=INSTITUTION)
-        assert r.json()["experts"] == [{"expert_id": expert_id, "name": "山田 花子", "status": "portal",
-                                        "fields": ["finance", "management"], "recommended": True,
-                                        "consented": False, "application": None}]
+        assert {"expert_id": expert_id, "name": "山田 花子", "status": "portal", "fields": ["finance", "management"],
+                "recommended": True, "consented": False, "application": None} in r.json()["experts"]
         assert (await http.post("/experts/me/consents", json={"org_id": ORG}, headers=me)).status_code == 200
         r = await http.post("/experts/me/application", headers=me, json={
             "evidence": [{"route": "public_qualification", "qualification": "中小企業診断士"}], "no_disqualification": True})
         assert r.status_code == 200 and r.json()["status"] == "applied"
         queue = (await http.get("/reviews/applications", headers=AGENCY)).json()["applications"]
-        assert [a["expert_id"] for a in queue] == [expert_id] and queue[0]["application"]["recommenders"] == [ORG]
+        mine = [a for a in queue if a["expert_id"] == expert_id]
+        assert len(mine) == 1 and mine[0]["application"]["recommenders"] == [ORG]
         # R-EX-01: not offered for dispatch before the agency's approval
-        assert await search_ids(http, for_dispatch="true") == []
+        assert await search_ids(http, for_dispatch="true", region="北海道") == []
         r = await http.post(f"/experts/{expert_id}/review", json={"decision": "approve"}, headers=AGENCY)
         assert r.status_code == 200 and r.json()["status"] == "registered"
 
-        records = await read_topic(infra.kafka, ns.topic("experts.events"), min_count=6)
-        changes = [json.loads(r.value)["payload"] for r in records]
-        approved = [c for c in changes if c["change"] == "approved"]
-        assert len(approved) == 1 and approved[0]["expert_id"] == expert_id
-        assert approved[0]["status"] == "registered" and approved[0]["registered_fiscal_year"] is not None
+        async def published():
+            changes = of(await read_topic(infra.kafka, ns.topic("experts.events"), min_count=4, timeout=2), expert_id)
+            return changes if len(changes) >= 4 else None
+        changes = await eventually(published)
         assert [c["change"] for c in changes] == ["registered", "profile", "applied", "approved"]
-        assert all(r.key == expert_id.encode() for r in records)
+        approved = changes[-1]
+        assert approved["status"] == "registered" and approved["registered_fiscal_year"] is not None
 
-        assert await search_ids(http, for_dispatch="true", q="診断士") == [expert_id]
+        assert await search_ids(http, for_dispatch="true", q="診断士", region="北海道") == [expert_id]
         page = (await http.get(f"/experts/{expert_id}", headers=INSTITUTION)).json()
         assert page["recommended_by"] == [{"org_id": ORG, "name": "熊本商工会議所"}]
 
 
-async def test_R_ID_06_revoked_account_exits_the_expert_and_is_never_offered(services, infra, ns):
-    svc = services("experts")
+async def test_R_ID_06_revoked_account_exits_the_expert_and_is_never_offered(shared, infra):
+    ns, svc = shared
     await platform(infra, ns)
     async with httpx.AsyncClient(base_url=svc.url, timeout=10) as http:
-        expert_id = await register(http, "acc-taro", name="佐藤 太郎")
-        assert await search_ids(http, for_dispatch="true") == [expert_id]
+        expert_id = await register(http, "acc-taro", name="佐藤 太郎", regions=["青森県"])
+        assert await search_ids(http, for_dispatch="true", region="青森県") == [expert_id]
         await publish(infra, ns, AccountRevoked(account_id="acc-taro", reason="不正受給"))
 
         async def exited():
             r = await http.get(f"/experts/{expert_id}/dossier", headers=AGENCY)
             return r.json()["status"] == "exited"
         await eventually(exited)
-        assert await search_ids(http, for_dispatch="true") == []
-        assert await search_ids(http, q="佐藤") == []
+        assert await search_ids(http, for_dispatch="true", region="青森県") == []
+        assert await search_ids(http, q="佐藤 太郎") == []
         assert (await http.get(f"/experts/{expert_id}", headers=INSTITUTION)).status_code == 404
         assert (await http.get("/experts/me", headers=auth("acc-taro", ["expert"]))).status_code == 401
-        records = await read_topic(infra.kafka, ns.topic("experts.events"), min_count=6)
-        last = json.loads(records[-1].value)
-        assert last["payload"]["change"] == "exited" and last["payload"]["status"] == "exited"
+        last = of(await read_topic(infra.kafka, ns.topic("experts.events"), min_count=5), expert_id)[-1]
+        assert last["change"] == "exited" and last["status"] == "exited"
 
 
-async def test_R_EX_05_radar_event_drives_min_rating_search_on_every_replica(services, infra, ns):
-    one, two = services("experts"), services("experts")  # two replicas: same database, same topics
+async def test_R_EX_05_radar_event_drives_min_rating_search_on_every_replica(shared, infra, tmp_path):
+    ns, one = shared
+    two = ServiceProcess("experts", infra, ns, tmp_path).start()  # a second replica: same database, same topics
+    try:
+        await _radar_on_every_replica(infra, ns, one, two)
+    finally:
+        two.stop()
+
+
+async def _radar_on_every_replica(infra, ns, one, two):
     await platform(infra, ns)
+    R = "秋田県"
     async with httpx.AsyncClient(base_url=one.url, timeout=10) as http, \
             httpx.AsyncClient(base_url=two.url, timeout=10) as other:
-        good = await register(http, "acc-good", name="高橋 良子")
-        plain = await register(http, "acc-plain", name="田中 普通")
+        good = await register(http, "acc-good", name="高橋 良子", regions=[R])
+        plain = await register(http, "acc-plain", name="田中 普通", regions=[R])
 
         async def indexed_on_two():  # written through replica one, found through replica two
-            return sorted(await search_ids(other, for_dispatch="true")) == sorted([good, plain])
+            return sorted(await search_ids(other, for_dispatch="true", region=R)) == sorted([good, plain])
         await eventually(indexed_on_two)
         now = datetime.now(UTC)
         await publish(infra, ns,
@@ -176,11 +198,14 @@ async def test_R_EX_05_radar_event_drives_min_rating_search_on_every_replica(ser
                                          window_days=365, as_of=now), producer="ratings")
         for client in (http, other):
             async def rated(c=client):
-                return await search_ids(c, min_expertise=4.5, for_dispatch="true") == [good]
+                return await search_ids(c, min_expertise=4.5, for_dispatch="true", region=R) == [good]
             await eventually(rated)
-            assert await search_ids(client, min_manners=4.6) == [plain]
-            assert await search_ids(client, sort="expertise", field="finance") == [good, plain]
-        page = (await http.get(f"/experts/{good}", headers=INSTITUTION)).json()
+            assert await search_ids(client, min_manners=4.6, region=R) == [plain]
+            assert await search_ids(client, sort="expertise", field="finance", region=R) == [good, plain]
+        async def stored():  # the page reads the stored summary (the group consumer's write)
+            page = (await http.get(f"/experts/{good}", headers=INSTITUTION)).json()
+            return page if page["radar"] else None
+        page = await eventually(stored)
         assert page["radar"]["averages"] == {"expertise": 4.8, "manners": 4.5} and page["radar"]["count"] == 12
 
         # a profile edit on replica two reaches replica one's index
@@ -216,3 +241,47 @@ async def test_R_ANC_02_directory_public_by_environment(services, infra, ns):
         assert r.status_code == 200 and [c["name"] for c in r.json()["items"]] == ["公開 一郎"]
         r = await http.get("/experts", params={"status": "exited"})
         assert r.status_code == 403  # listing by status stays with the programme's staff
+        r = await http.get("/experts", params={"field": "astrology"})
+        assert r.status_code == 422 and "astrology" in r.json()["detail"]
+
+
+async def test_R_EX_04_R_EX_05_renewal_record_and_suspension_over_http(shared, infra):
+    from contracts.events.dispatch import DispatchCompleted
+    from contracts.vocab import fiscal_year
+
+    ns, svc = shared
+    await platform(infra, ns)
+    R = "岩手県"
+    async with httpx.AsyncClient(base_url=svc.url, timeout=10) as http:
+        expert_id = await register(http, "acc-iwate", name="岩手 誠", regions=[R])
+        fy = fiscal_year(datetime.now(UTC))
+        # R-EX-04: the dispatch record the renewal review will see is learnt from dispatch events
+        await publish(infra, ns, DispatchCompleted(
+            dispatch_id="d-1", fiscal_year=fy, route="A", business_id="b-1", business_account_id="acc-b",
+            expert_id=expert_id, institution_id=ORG, completed_at=datetime.now(UTC)), producer="dispatch")
+
+        async def recorded():
+            d = (await http.get(f"/experts/{expert_id}/dossier", headers=AGENCY)).json()
+            return d if d["renewal_dossier"]["dispatches"] == 1 else None
+        dossier = await eventually(recorded)
+        assert dossier["renewal_dossier"]["dispatches_by_fiscal_year"] == {str(fy): 1}
+        # R-EX-04: renewal by intent confirmation (first years: no review needed)
+        r = await http.post("/experts/me/renewal", headers=auth("acc-iwate", ["expert"]))
+        assert r.status_code == 200 and r.json()["registered_fiscal_year"] == fy + 1
+        assert (await http.post("/experts/me/renewal", headers=auth("acc-iwate", ["expert"]))).status_code == 409
+        # R-EX-05: a suspended expert is never offered for dispatch, until reinstated
+        r = await http.post(f"/experts/{expert_id}/suspend", json={"reason": "調査中"}, headers=AGENCY)
+        assert r.status_code == 200 and r.json()["status"] == "suspended"
+        assert await search_ids(http, for_dispatch="true", region=R) == []
+        assert await search_ids(http, region=R) == []
+        r = await http.post(f"/experts/{expert_id}/reinstate", headers=AGENCY)
+        assert r.status_code == 200 and r.json()["status"] == "registered"
+        assert await search_ids(http, for_dispatch="true", region=R) == [expert_id]
+        # unavailability declared by the expert (R-EX-03) keeps them out of dispatch on those days
+        today = datetime.now(UTC).date().isoformat()
+        r = await http.put("/experts/me/availability", headers=auth("acc-iwate", ["expert"]), json={
+            "windows": [{"start": today, "end": today, "note": "出張"}], "note": "本日は派遣不可"})
+        assert r.status_code == 200
+        assert await search_ids(http, for_dispatch="true", region=R) == []
+        changes = [c["change"] for c in of(await read_topic(infra.kafka, ns.topic("experts.events"), min_count=9), expert_id)]
+        assert changes[-4:] == ["renewed", "suspended", "reinstated", "availability"]

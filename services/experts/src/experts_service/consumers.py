@@ -37,6 +37,7 @@ def add_revocation_handler(svc, st: Store, consumer) -> None:
 
     async def on_revoked(env: Envelope, e: AccountRevoked) -> None:
         await kit(env, e)
+        st.revoked.add(e.account_id)
         doc = await st.experts.find_one({"account_id": e.account_id}, {"_id": 1})
         if doc is not None:  # force_exit is idempotent: a redelivery changes nothing
             await st.mutate(doc["_id"], lambda s: domain.force_exit(s, f"account revoked: {e.reason}",

@@ -6,9 +6,10 @@ from datetime import date
 from typing import Literal
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from contracts.vocab import RATING_AXES, Right
+from contracts.vocab import EXPERT_FIELDS, RATING_AXES, Right
 from experts_service import domain
 from experts_service.search import VISIBLE
 from experts_service.store import Store, now_iso, state_of
@@ -338,6 +339,10 @@ async def search(request: Request, who: Principal | None = Depends(directory_rea
                  min_manners: float | None = Query(None, ge=1, le=5),
                  sort: Literal["relevance", "rating", "name", *RATING_AXES] = "relevance",
                  page: int = Query(1, ge=1, le=10_000), size: int = Query(20, ge=1, le=100)):
+    unknown = [f for f in field if f not in EXPERT_FIELDS]
+    if unknown:
+        raise Problem(422, "Unknown field", f"Fields come from the list {', '.join(EXPERT_FIELDS)}; "
+                      f"not known: {', '.join(unknown)}.")
     statuses = VISIBLE
     if status:
         if not who or not who.roles & set(STAFF):
@@ -348,7 +353,8 @@ async def search(request: Request, who: Principal | None = Depends(directory_rea
     total, items = store(request).index.search(
         q=q, fields=field, qualification=qualification, region=region, available_on=available_on,
         min_ratings=mins, for_dispatch=for_dispatch, statuses=statuses, sort=sort, page=page, size=size)
-    return {"total": total, "page": page, "size": size, "items": items}
+    # plain JSON: the cards are already JSON-ready, and FastAPI's generic encoder would cost more than the search
+    return JSONResponse({"total": total, "page": page, "size": size, "items": items})
 
 
 @router.get("/experts/{expert_id}", tags=["directory"], summary="An expert's public page (R-EX-03)")

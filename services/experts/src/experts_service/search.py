@@ -62,6 +62,7 @@ class ExpertIndex:
         self.words: list[str] = []  # sorted Latin words, for prefix search
         self.radar: dict[str, dict] = {}  # expert id -> {"averages", "count", "as_of"} (the newest seen)
         self.with_windows = 0
+        self.years: set[int] = set()  # registered fiscal years seen (facets "fy:<year>")
         self._generation = 0
         self._cache: dict[str, tuple[int, object]] = {}
         self.score: dict[str, list[float]] = {k: [] for k in (*RATING_AXES, "rating", "relevance")}
@@ -84,6 +85,7 @@ class ExpertIndex:
         facets = {f"field:{f}" for f in p.get("fields", [])} | {f"qual:{normalise(q)}" for q in p.get("qualifications", [])}
         facets |= {f"region:{normalise(r)}" for r in p.get("regions", [])} | {f"status:{doc['status']}"}
         facets.add(f"fy:{doc.get('registered_fiscal_year') or 0}")
+        self.years.add(doc.get("registered_fiscal_year") or 0)
         windows = [(date.fromisoformat(w["start"]), date.fromisoformat(w["end"]))
                    for w in (doc.get("availability") or {}).get("windows", [])]
         entry = Entry(doc["_id"], doc["status"], doc.get("registered_fiscal_year") or 0, doc.get("name", ""), text,
@@ -177,9 +179,9 @@ class ExpertIndex:
 
     def _registered_through(self, fy: int) -> int:
         bits = 0
-        for term, b in self.postings.items():
-            if term.startswith("fy:") and int(term[3:]) >= fy:
-                bits |= b
+        for year in self.years:
+            if year >= fy:
+                bits |= self.postings.get(f"fy:{year}", 0)
         return bits
 
     # --- queries ----------------------------------------------------------------------------

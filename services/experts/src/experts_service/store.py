@@ -6,6 +6,7 @@ Collections: `experts` (the aggregate, with its outbox), `orgs` (platform member
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -56,6 +57,7 @@ class Store:
         self.db = svc.db
         self.experts = svc.db.experts
         self.index = ExpertIndex()
+        self.revoked: set[str] = set()  # R-ID-06: revoked subjects, held in memory like the index
         self._visibility: tuple[float, str] | None = None
 
     async def ensure_indexes(self) -> None:
@@ -155,9 +157,10 @@ class Store:
 
 
 class IndexFeed:
-    """Keeps this replica's search index current: a snapshot from MongoDB at start-up, then every
-    `experts.events` and `ratings.events` record read with NO consumer group, so every replica sees
-    every change (the service's group consumers see each record on one replica only)."""
+    """Keeps this replica's in-memory views current (search index, revoked subjects): a snapshot from
+    MongoDB at start-up, then every `experts.events`, `ratings.events` and `identity.events` record read
+    with NO consumer group, so every replica sees every change (the service's group consumers see each
+    record on one replica only)."""
 
     def __init__(self, svc, store: Store):
         self.svc, self.store = svc, store
@@ -170,7 +173,7 @@ class IndexFeed:
         self._consumer = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap, group_id=None,
                                           enable_auto_commit=False, client_id=f"{s.service_name}-index")
         await self._consumer.start()
-        tps = [TopicPartition(s.topic(t), p) for t in ("experts.events", "ratings.events")
+        tps = [TopicPartition(s.topic(t), p) for t in ("experts.events", "ratings.events", "identity.events")
                for p in range(s.topic_partitions or TOPICS[t].partitions)]
         self._consumer.assign(tps)
         # Offsets first, snapshot second: whatever changes after the snapshot is replayed from here.
@@ -180,14 +183,21 @@ class IndexFeed:
         self._task = asyncio.create_task(self._run(), name="experts-index-feed")
 
     async def load(self) -> None:
+        async for r in self.svc.db.revoked_subjects.find({}, {"_id": 1}):
+            self.store.revoked.add(r["_id"])
         async for r in self.svc.db.radars.find({}):
             self.store.index.set_radar(r["_id"], r)
         async for doc in self.store.experts.find({"status": {"$ne": "exited"}}, {"history": 0, "_outbox": 0}):
             self.store.index.upsert(doc)
         self.ready = True
+        # The index is a million long-lived small objects: keep them out of the cyclic GC's full
+        # collections, which would otherwise pause requests for tens of milliseconds.
+        gc.collect()
+        gc.freeze()
         log.info("search index loaded", extra={"fields": {"experts": len(self.store.index)}})
 
     async def _run(self) -> None:
+        from contracts.events.identity import AccountRevoked
         from contracts.events.ratings import ExpertRadarUpdated
 
         while True:
@@ -202,6 +212,8 @@ class IndexFeed:
                             continue
                         if env.get("event_type") == ExpertChanged.message_type:
                             changed.add(env["key"])
+                        elif env.get("event_type") == AccountRevoked.message_type:
+                            self.store.revoked.add((env.get("payload") or {}).get("account_id"))
                         elif env.get("event_type") == ExpertRadarUpdated.message_type:
                             p = env.get("payload") or {}
                             if p.get("expert_id") and p.get("as_of"):
