@@ -5,6 +5,7 @@ usage: .venv/bin/python deploy/local/demo.py [--token-only]      env: GATEWAY_PO
 from __future__ import annotations
 
 import os
+from datetime import date
 import sys
 import time
 from pathlib import Path
@@ -23,11 +24,76 @@ DEMO_BUSINESSES = [
 ]
 
 
-def dev_token(sub: str = "demo-operator", roles=("operator",), ttl: int = 3600) -> str:
-    """A token signed with the development key (var/keys) — only until the identity service issues real ones."""
+def dev_token(sub: str = "demo-operator", roles=("operator",), ttl: int = 3600, orgs=()) -> str:
+    """A token signed with the development key (var/keys), which the identity service also signs with locally."""
     now = int(time.time())
-    claims = {"sub": sub, "roles": list(roles), "aud": "smeportal", "iss": "smeportal-dev", "iat": now, "exp": now + ttl}
+    claims = {"sub": sub, "roles": list(roles), "aud": "smeportal", "iss": "smeportal-dev", "iat": now, "exp": now + ttl,
+              "orgs": list(orgs)}
     return jwt.encode(claims, (VAR / "keys" / "jwt-private.pem").read_text(), algorithm="RS256")
+
+
+def _ok(r: httpx.Response) -> dict:
+    if r.status_code not in (200, 201):
+        sys.exit(f"demo data: {r.request.method} {r.request.url.path}: {r.status_code} {r.text}")
+    return r.json()
+
+
+def _retry(call, tries: int = 50):
+    """Calls until it answers 2xx: the services learn the platform from identity's events a moment later."""
+    for _ in range(tries):
+        r = call()
+        if r.status_code in (200, 201):
+            return r.json()
+        time.sleep(0.2)
+    return _ok(r)
+
+
+def load_programme() -> None:
+    """A regional platform with its frame and shares, and an approved expert: ready for a first dispatch."""
+    marker = VAR / "mongo" / "demo-programme.json"  # lives with the data, so `wipe` forgets it too
+    if marker.exists():
+        return
+    from contracts.vocab import RIGHTS, MemberRole, fiscal_year
+
+    fy = fiscal_year(date.today())
+    http = httpx.Client(base_url=GATEWAY, timeout=15)
+    bureau = {"authorization": f"Bearer {dev_token('demo-bureau', ['bureau'])}"}
+    orgs = {}
+    for name, t in (("熊本市商工会", 1), ("熊本商工会議所", 2), ("肥後信用金庫", 8), ("熊本県よろず支援拠点", None)):
+        orgs[name] = _ok(http.post("/api/identity/organisations", headers=bureau, json={
+            "name": name, "kind": "institution", "institution_type": t, "prefecture": "熊本県"}))["org_id"]
+    rep, chamber = orgs["熊本市商工会"], orgs["熊本商工会議所"]
+    pid = _ok(http.post("/api/identity/platforms", headers=bureau, json={
+        "name": "熊本県地域プラットフォーム", "bureau_id": "bureau-kyushu", "fiscal_year": fy,
+        "representative_id": rep, "member_ids": list(orgs.values())}))["platform_id"]
+
+    def claim(org, role):
+        return {"org_id": org, "platform_id": pid, "member_role": role.value, "rights": sorted(r.value for r in RIGHTS[role])}
+
+    rep_h = {"authorization": f"Bearer {dev_token('demo-rep-staff', ['institution'], orgs=[claim(rep, MemberRole.REPRESENTATIVE)])}"}
+    staff_h = {"authorization": f"Bearer {dev_token('demo-chamber-staff', ['institution'], orgs=[claim(chamber, MemberRole.DISPATCH_MEMBER)])}"}
+    frame = _retry(lambda: http.post("/api/budget/frames", headers=bureau, json={
+        "fiscal_year": fy, "platform_id": pid, "fee": 3_000_000, "travel": 500_000, "reason": "demo allocation"}))
+    _ok(http.put(f"/api/budget/frames/{frame['frame_id']}/shares/{chamber}", headers=rep_h,
+                 json={"amount": 1_000_000, "reason": "demo share"}))
+    expert_h = {"authorization": f"Bearer {dev_token('demo-expert', ['expert'])}"}
+    expert_id = _ok(http.post("/api/experts/experts/me", headers=expert_h, json={
+        "name": "山田 花子", "qualifications": ["中小企業診断士"], "fields": ["sales_channels", "management"],
+        "regions": ["熊本県"], "introduction": "販路開拓と事業再生 / sales channels and turnaround"}))["expert_id"]
+    _retry(lambda: http.post(f"/api/experts/experts/{expert_id}/recommendations", headers=staff_h, json={"org_id": chamber}))
+    _ok(http.post("/api/experts/experts/me/consents", headers=expert_h, json={"org_id": chamber}))
+    _ok(http.post("/api/experts/experts/me/application", headers=expert_h, json={
+        "evidence": [{"route": "public_qualification", "qualification": "中小企業診断士"}], "no_disqualification": True}))
+    agency_h = {"authorization": f"Bearer {dev_token('demo-agency', ['agency'])}"}
+    _ok(http.post(f"/api/experts/experts/{expert_id}/review", headers=agency_h, json={"decision": "approve"}))
+    marker.write_text(json_dumps({"platform_id": pid, "frame_id": frame["frame_id"], "expert_id": expert_id,
+                                  "representative": rep, "chamber": chamber}))
+    print(f"demo programme: platform {pid}, frame {frame['frame_id']}, approved expert {expert_id}")
+
+
+def json_dumps(d: dict) -> str:
+    import json
+    return json.dumps(d, ensure_ascii=False, indent=2)
 
 
 def main() -> None:
@@ -45,6 +111,7 @@ def main() -> None:
             loaded += 1
         elif r.status_code != 409:
             sys.exit(f"demo data: {r.status_code} {r.text}")
+    load_programme()
     print(f"demo data: {loaded} new businesses (of {len(DEMO_BUSINESSES)}); operator token for 1 h:\n"
           f"  export TOKEN=$(.venv/bin/python deploy/local/demo.py --token-only)\n"
           f"  curl -H \"Authorization: Bearer $TOKEN\" {GATEWAY}/api/recommend/businesses/corp-7000012050002")

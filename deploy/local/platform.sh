@@ -4,6 +4,18 @@
 source "$(dirname "$0")/lib.sh"
 here="$(dirname "$0")"
 GATEWAY_PORT="${GATEWAY_PORT:-8080}"
+MAIL_PORT="${MAIL_PORT:-8025}"
+
+# A local SMTP server that accepts every e-mail and prints it to var/log/mail.log (aiosmtpd, from the
+# workspace), so the notifications service delivers for real; point SMTP_HOST/SMTP_PORT elsewhere to use yours.
+mail() {
+  case "$1" in
+    start) if is_running mail; then return 0; fi
+           start_bg mail "$ROOT/.venv/bin/python" -m aiosmtpd -n -c aiosmtpd.handlers.Debugging -l "127.0.0.1:$MAIL_PORT"
+           wait_port mail "$MAIL_PORT" 30; log "mail catcher on 127.0.0.1:$MAIL_PORT (var/log/mail.log)" ;;
+    stop) stop_bg mail ;;
+  esac
+}
 
 up() {
   if "$here/services.sh" status >/dev/null 2>&1 && "$here/gateway.sh" status >/dev/null 2>&1; then
@@ -13,16 +25,17 @@ up() {
   "$here/kafka.sh" start
   "$here/mongo.sh" start
   "$here/gateway.sh" keys
+  mail start
   "$here/services.sh" start
   "$here/gateway.sh" start
   "$ROOT/.venv/bin/python" "$here/demo.py"
   echo "Platform up. Gateway: http://127.0.0.1:$GATEWAY_PORT  (health: /api/<service>/healthz, OIDC: /.well-known/openid-configuration)"
-  echo "Logs: $VAR_DIR/log   Stop: make down"
+  echo "Logs: $VAR_DIR/log (e-mails: mail.log)   Stop: make down"
 }
 
 case "${1:-}" in
   up) up ;;
-  down) "$here/gateway.sh" stop; "$here/services.sh" stop; "$here/mongo.sh" stop; "$here/kafka.sh" stop ;;
+  down) "$here/gateway.sh" stop; "$here/services.sh" stop; mail stop; "$here/mongo.sh" stop; "$here/kafka.sh" stop ;;
   status) "$here/kafka.sh" status; "$here/mongo.sh" status; "$here/services.sh" status; "$here/gateway.sh" status ;;
   wipe) "$0" down; "$here/kafka.sh" wipe; "$here/mongo.sh" wipe ;;
   *) echo "usage: $0 up|down|status|wipe" >&2; exit 2 ;;

@@ -1,6 +1,7 @@
 """The README's run command: the whole platform up through the project's scripts, healthy, idempotent, stoppable."""
 from __future__ import annotations
 
+import json
 import subprocess
 
 import httpx
@@ -30,6 +31,9 @@ def test_platform_up_is_healthy_idempotent_and_stops(infra):
                           [str(LOCAL.parents[1] / ".venv/bin/python"), LOCAL / "demo.py", "--token-only"],
                           env=local_env(), capture_output=True, text=True, check=True).stdout.strip()}, timeout=10)
         assert r.status_code in (200, 404)  # demo data travels through Kafka; it may still be on its way
+        # the demo programme (platform, frame, approved expert) went in through the gateway
+        demo = json.loads((TEST_VAR / "mongo" / "demo-programme.json").read_text())
+        assert demo["frame_id"].startswith("frame-") and demo["expert_id"]
 
         before = _pids()
         again = _platform("up")

@@ -66,6 +66,15 @@ def test_R_BUD_02_representative_only_within_what_it_has_not_given_away():
     assert e.value.code == "insufficient_balance"
 
 
+def test_R_BUD_02_representative_has_no_share_to_return():
+    """Found by the property test: 'returning' the representative's own use once counted it as shared too."""
+    f = frame(fee=0, travel=2)
+    assert reserve(f, "c1", member=REP, role="representative", fee=0, travel=2).kind == "reserved"
+    with pytest.raises(DomainError) as e:
+        f.return_share(REP, actor="rep", why="", at=AT)
+    assert e.value.code == "not_allowed" and f.violations() == [] and ledger_matches(f)
+
+
 def test_R_BUD_02_share_lowered_never_below_reserved_plus_spent_and_returned():
     f = frame()
     f.set_share(MEM, "dispatch_member", 50_000, actor="rep", why="", at=AT)

@@ -309,6 +309,8 @@ class Frame:
     def return_share(self, member_id: str, *, actor: str, why: str, at: str) -> int:
         """R-BUD-02: the unused part of a member's share goes back to the representative."""
         self._open()
+        if member_id == self.representative_id:
+            raise DomainError("not_allowed", "The representative holds the unshared remainder; it has no share to return.")
         b = self.balances
         old, keep = b.shares.get(member_id, 0), b.used(member_id)
         if old != keep:
