@@ -6,6 +6,14 @@ import pytest
 from tests.support import Infra, Namespace, start_infra
 
 
+def pytest_configure(config):
+    # Test modules mint tokens at import time, so the test signing keys must exist before collection.
+    import subprocess
+
+    from tests.support import LOCAL, local_env
+    subprocess.run([LOCAL / "gateway.sh", "keys"], env=local_env(), check=True, capture_output=True)
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
         if "/integration/" in str(item.fspath):

@@ -38,6 +38,7 @@ class Service:
         self.topics: set[str] = set(produces)
         self._consumers: dict[str, Consumer] = {}
         self._startup: list = []
+        self._background: dict[str, object] = {}  # name -> async function, run as a task while the app runs
         self._document_publishers(produces)
         self.relay = OutboxRelay(self._publish, [self.db[c] for c in outbox], self.db.audit,
                                  self.settings.outbox_poll_seconds, self.settings.fault_crash_before_publish)
@@ -95,6 +96,14 @@ class Service:
         self._startup.append(hook)
         return hook
 
+    def background(self, name: str):
+        """Registers `async def job()` (a loop: sweeps, mail delivery) to run while the service runs;
+        it starts after the start-up hooks and is cancelled at shutdown."""
+        def register(job):
+            self._background[name] = job
+            return job
+        return register
+
     # --- forced exit (R-ID-06) ----------------------------------------------------------------
     def _honour_revocations(self) -> None:
         """Every service learns revoked accounts from identity's events and refuses to act for them."""
@@ -130,10 +139,14 @@ class Service:
             await hook()
         await self.broker.start()
         self.relay.start()
+        tasks = [asyncio.create_task(job(), name=name) for name, job in self._background.items()]
         self.log.info("started", extra={"fields": {"database": self.settings.database}})
         try:
             yield
         finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             await self.relay.stop()
             await self.broker.stop()
             await self.mongo.close()

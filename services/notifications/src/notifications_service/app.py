@@ -11,12 +11,12 @@ svc.consume("dispatch.events", dispatch_handlers(svc))
 svc.consume("notifications.commands", command_handlers(svc))
 svc.app.include_router(router)
 svc.app.state.mailer = Mailer(svc.db)
+svc.background("mailer")(svc.app.state.mailer.run)
 
 
 @svc.on_startup
 async def _start() -> None:
     await store.ensure_indexes(svc.db)
-    svc.app.state.mailer.start()
 
 
 app = svc.app

@@ -26,7 +26,6 @@ class Mailer:
                                     max_attempts=int(os.environ.get("SMTP_MAX_ATTEMPTS", "5")))
         self.poll_seconds = poll_seconds
         self._wake = asyncio.Event()
-        self._task: asyncio.Task | None = None
 
     def kick(self) -> None:
         self._wake.set()
@@ -82,6 +81,3 @@ class Mailer:
             except TimeoutError:
                 pass
             self._wake.clear()
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self.run(), name="mailer")

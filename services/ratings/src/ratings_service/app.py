@@ -13,6 +13,7 @@ svc.app.include_router(router)
 SWEEP_SECONDS = float(os.environ.get("RATINGS_SWEEP_SECONDS", "60"))
 
 
+@svc.background("ratings-sweeper")
 async def _sweeper() -> None:
     """R-RAT-02: buckets leaving the window update the radar even if nobody reads it; also finishes
     radar updates a crash interrupted."""
@@ -29,7 +30,6 @@ async def _sweeper() -> None:
 @svc.on_startup
 async def _start() -> None:
     await store.ensure_indexes(svc.db)
-    svc.app.state.sweeper = asyncio.get_running_loop().create_task(_sweeper(), name="ratings-sweeper")
 
 
 app = svc.app
