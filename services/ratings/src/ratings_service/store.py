@@ -71,7 +71,7 @@ async def update_radar(svc, expert_id: str, changes: list[tuple[str, object]] = 
             update["$push"] = {"_seen": {"$each": keys, "$slice": -SEEN_KEEP}}
         res = await col.update_one({"_id": expert_id, "v": doc["v"]}, with_outbox(update, [entry]))
         if res.matched_count == 1:
-            svc.relay.kick()
+            svc.relay.kick(col, expert_id)  # publish this radar's event now, without scanning the collection
             return True
     raise RuntimeError(f"radar of {expert_id} kept changing underneath; giving up this attempt")
 
