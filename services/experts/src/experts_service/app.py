@@ -1,6 +1,4 @@
 """Wiring of the experts service: store, per-replica search index, HTTP routes and Kafka handlers."""
-from contextlib import asynccontextmanager
-
 from experts_service.consumers import add_revocation_handler, dispatch_handlers, identity_handlers, ratings_handlers
 from experts_service.http import router
 from experts_service.store import IndexFeed, Store
@@ -28,20 +26,8 @@ svc.subject_active = _subject_active
 @svc.on_startup
 async def _start() -> None:
     await store.ensure_indexes()
-    await feed.start()
+    await feed.open()  # the index is complete before the first request
 
 
-_kit_lifespan = svc.app.router.lifespan_context
-
-
-@asynccontextmanager
-async def _lifespan(app):
-    async with _kit_lifespan(app):
-        try:
-            yield
-        finally:
-            await feed.stop()  # the index feed is this service's own background task
-
-
-svc.app.router.lifespan_context = _lifespan
+svc.background("experts-index-feed")(feed.run)
 app = svc.app

@@ -164,11 +164,10 @@ class IndexFeed:
 
     def __init__(self, svc, store: Store):
         self.svc, self.store = svc, store
-        self._task: asyncio.Task | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self.ready = False
 
-    async def start(self) -> None:
+    async def open(self) -> None:
         s = self.svc.settings
         self._consumer = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap, group_id=None,
                                           enable_auto_commit=False, client_id=f"{s.service_name}-index")
@@ -180,7 +179,6 @@ class IndexFeed:
         for tp, offset in (await self._consumer.end_offsets(tps)).items():
             self._consumer.seek(tp, offset)
         await self.load()
-        self._task = asyncio.create_task(self._run(), name="experts-index-feed")
 
     async def load(self) -> None:
         async for r in self.svc.db.revoked_subjects.find({}, {"_id": 1}):
@@ -196,7 +194,14 @@ class IndexFeed:
         gc.freeze()
         log.info("search index loaded", extra={"fields": {"experts": len(self.store.index)}})
 
-    async def _run(self) -> None:
+    async def run(self) -> None:
+        """Follows the topics until cancelled (servicekit runs it as a background job), then closes."""
+        try:
+            await self._follow()
+        finally:
+            await self._consumer.stop()
+
+    async def _follow(self) -> None:
         from contracts.events.identity import AccountRevoked
         from contracts.events.ratings import ExpertRadarUpdated
 
@@ -230,16 +235,6 @@ class IndexFeed:
             except Exception:
                 log.exception("search index feed pass failed; continuing")
                 await asyncio.sleep(1)
-
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
-        if self._consumer:
-            await self._consumer.stop()
 
 
 def parse_day(v: str | date | None) -> date | None:
