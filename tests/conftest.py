@@ -56,3 +56,28 @@ def services(infra, ns, tmp_path):
     yield start
     for p in started:
         p.stop()
+
+
+@pytest.fixture
+def gateway(infra):
+    """The real gateway (HAProxy, started by the project's script) in front of the test's services."""
+    import subprocess
+
+    from tests.support import GATEWAY_PORT, LOCAL, local_env
+    env = local_env()
+    subprocess.run([LOCAL / "gateway.sh", "start"], env=env, check=True)
+    yield f"http://127.0.0.1:{GATEWAY_PORT}"
+    subprocess.run([LOCAL / "gateway.sh", "stop"], env=env, check=True)
+
+
+@pytest.fixture
+def smtp():
+    """A real SMTP server on loopback: (sink with the accepted messages, port)."""
+    from aiosmtpd.controller import Controller
+
+    from tests.support import MailSink, free_port
+    sink, port = MailSink(), free_port()
+    ctl = Controller(sink, hostname="127.0.0.1", port=port)
+    ctl.start()
+    yield sink, port
+    ctl.stop()

@@ -69,6 +69,33 @@ def start_infra() -> Infra:
     return Infra("127.0.0.1:19092", "mongodb://127.0.0.1:37017", "local scripts", stops)
 
 
+def service_port(name: str) -> int:
+    """The port the gateway expects `name` on in tests (its routes are rendered from these)."""
+    return SERVICE_PORT_BASE + SERVICES.index(name) + 1
+
+
+class MailSink:
+    """An SMTP server's handler (aiosmtpd) that keeps every message it accepts."""
+
+    def __init__(self):
+        import threading
+
+        self.messages: list = []
+        self.lock = threading.Lock()
+
+    async def handle_DATA(self, server, session, envelope):
+        import email
+        from email import policy
+
+        with self.lock:
+            self.messages.append(email.message_from_bytes(envelope.content, policy=policy.default))
+        return "250 OK"
+
+    def to(self, address: str) -> list:
+        with self.lock:
+            return [m for m in self.messages if m["To"] == address]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

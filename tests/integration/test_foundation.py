@@ -5,21 +5,17 @@ plus the delivery guarantees every service relies on: dedupe, dead-letter, no lo
 """
 from __future__ import annotations
 
-import asyncio
 import json
-import subprocess
 
 import httpx
 import jwt
-import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from aiokafka import AIOKafkaProducer
 
 from contracts import Envelope
 from contracts.events.identity import BusinessRegistered
-from tests.support import (GATEWAY_PORT, LOCAL, SERVICE_PORT_BASE, SERVICES, eventually, local_env, read_topic,
-                           token)
+from tests.support import SERVICES, eventually, read_topic, service_port, token
 
 BUSINESS = {"corporate_number": "7000012050002", "name": "テスト工業株式会社", "prefecture": "熊本県",
             "industry": "製造業", "employees": 12}
@@ -29,22 +25,9 @@ def auth(**kw) -> dict:
     return {"authorization": f"Bearer {token(**kw)}"}
 
 
-@pytest.fixture
-def gateway():
-    """The real gateway (HAProxy, started by the project's script) in front of the test's services."""
-    env = local_env()
-    subprocess.run([LOCAL / "gateway.sh", "start"], env=env, check=True)
-    yield f"http://127.0.0.1:{GATEWAY_PORT}"
-    subprocess.run([LOCAL / "gateway.sh", "stop"], env=env, check=True)
-
-
-def port(name: str) -> int:
-    return SERVICE_PORT_BASE + SERVICES.index(name) + 1
-
-
 async def test_http_to_kafka_to_consumer_through_the_gateway_in_one_trace(services, gateway, infra, ns):
-    identity = services("identity", port=port("identity"))
-    recommend = services("recommend", port=port("recommend"))
+    identity = services("identity", port=service_port("identity"))
+    recommend = services("recommend", port=service_port("recommend"))
     owner = auth(sub="owner-1", roles=["business"])
     async with httpx.AsyncClient(base_url=gateway, timeout=10) as http:
         r = await http.post("/api/identity/businesses", json=BUSINESS, headers=owner)
@@ -74,7 +57,7 @@ async def test_http_to_kafka_to_consumer_through_the_gateway_in_one_trace(servic
 
 
 async def test_R_ID_05_gateway_refuses_missing_none_forged_expired_and_foreign_tokens(services, gateway):
-    services("identity", port=port("identity"))
+    services("identity", port=service_port("identity"))
     async with httpx.AsyncClient(base_url=gateway, timeout=10) as http:
         assert (await http.get("/api/identity/healthz")).status_code == 200
         r = await http.post("/api/identity/businesses", json=BUSINESS)

@@ -12,8 +12,7 @@ import pytest
 from authlib.common.security import generate_token
 from authlib.integrations.httpx_client import AsyncOAuth2Client
 
-from tests.integration.test_foundation import gateway, port  # noqa: F401  (the gateway fixture)
-from tests.support import GATEWAY_PORT, eventually, token
+from tests.support import GATEWAY_PORT, eventually, service_port, token
 
 ISSUER = f"http://127.0.0.1:{GATEWAY_PORT}"
 REDIRECT = "http://127.0.0.1:9/callback"
@@ -26,7 +25,7 @@ def operator() -> dict:
 
 @pytest.fixture
 def identity(services):
-    return services("identity", port=port("identity"), OIDC_ISSUER=ISSUER)
+    return services("identity", port=service_port("identity"), OIDC_ISSUER=ISSUER)
 
 
 class _Form(HTMLParser):
@@ -151,7 +150,7 @@ async def test_R_ID_01_lockout_after_repeated_wrong_passwords(identity, gateway)
 
 
 async def test_R_ID_06_forced_exit_stops_tokens_in_identity_and_in_every_other_service(identity, gateway, services):
-    recommend = services("recommend", port=port("recommend"))
+    recommend = services("recommend", port=service_port("recommend"))
     async with httpx.AsyncClient(base_url=gateway, timeout=15) as http:
         account = await _signup(http, "colluder@example.jp", kind="expert")
         expert = {"authorization": f"Bearer {token(sub=account['account_id'], roles=['expert'])}"}

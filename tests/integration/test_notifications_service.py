@@ -2,14 +2,10 @@
 rating prompts (R-RAT-03, R-NOT-02), dispatch status notices (R-NOT-02), Notify, e-mail retries."""
 from __future__ import annotations
 
-import email
-import threading
 import uuid
 from datetime import UTC, datetime
-from email import policy
 
 import httpx
-import pytest
 from aiokafka import AIOKafkaProducer
 from aiosmtpd.controller import Controller
 
@@ -17,33 +13,7 @@ from contracts import Envelope
 from contracts.events.dispatch import DispatchStatusChanged
 from contracts.events.notifications import Notify
 from contracts.events.ratings import RatingGiven, RatingOwed
-from tests.support import eventually, free_port, token
-
-
-class Sink:
-    """An SMTP server's handler that keeps every message it accepts."""
-
-    def __init__(self):
-        self.messages: list[email.message.EmailMessage] = []
-        self.lock = threading.Lock()
-
-    async def handle_DATA(self, server, session, envelope):
-        with self.lock:
-            self.messages.append(email.message_from_bytes(envelope.content, policy=policy.default))
-        return "250 OK"
-
-    def to(self, address: str) -> list:
-        with self.lock:
-            return [m for m in self.messages if m["To"] == address]
-
-
-@pytest.fixture
-def smtp():
-    sink, port = Sink(), free_port()
-    ctl = Controller(sink, hostname="127.0.0.1", port=port)
-    ctl.start()
-    yield sink, port
-    ctl.stop()
+from tests.support import MailSink, eventually, free_port, token
 
 
 def auth(sub: str, *roles: str, **claims) -> dict:
@@ -150,7 +120,7 @@ async def test_R_NOT_02_dispatch_status_to_each_party_and_notify_command(infra, 
 
 
 async def test_R_NOT_02_email_retried_with_backoff_until_the_server_answers(infra, ns, services):
-    sink, port = Sink(), free_port()  # nothing listens on the port yet
+    sink, port = MailSink(), free_port()  # nothing listens on the port yet
     svc = services("notifications", SMTP_HOST="127.0.0.1", SMTP_PORT=str(port), SMTP_BACKOFF_SECONDS="0.3",
                    SMTP_MAX_ATTEMPTS="30", SMTP_TIMEOUT="2")
     user = "acc-" + uuid.uuid4().hex[:6]

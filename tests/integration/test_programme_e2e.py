@@ -16,9 +16,7 @@ import httpx
 import pytest
 
 from contracts.vocab import RATING_AXES, RIGHTS, MemberRole, fiscal_year
-from tests.integration.test_foundation import gateway, port  # noqa: F401  (fixture)
-from tests.integration.test_notifications_service import smtp  # noqa: F401  (fixture)
-from tests.support import eventually, token
+from tests.support import eventually, service_port, token
 
 FY = fiscal_year(datetime.now(UTC) + timedelta(hours=9))
 DAY = date(FY + 1, 2, 1)  # inside the fiscal year, after today
@@ -41,11 +39,11 @@ async def ok(response: httpx.Response, *codes: int) -> dict:
 
 
 @pytest.fixture
-def programme(services, smtp, gateway):  # noqa: F811
+def programme(services, smtp, gateway):
     sink, smtp_port = smtp
     for name in ("identity", "experts", "dispatch", "budget", "ratings"):
-        services(name, port=port(name))
-    services("notifications", port=port("notifications"), SMTP_HOST="127.0.0.1", SMTP_PORT=str(smtp_port))
+        services(name, port=service_port(name))
+    services("notifications", port=service_port("notifications"), SMTP_HOST="127.0.0.1", SMTP_PORT=str(smtp_port))
     return gateway, sink
 
 
