@@ -4,7 +4,7 @@
 source "$(dirname "$0")/lib.sh"
 FERRETDB_VERSION=v1.24.0
 MONGO_PORT="${MONGO_PORT:-27017}"
-PATCH=atomic-writes-2   # bump when deploy/local/ferretdb-atomic.go or its insertion changes
+PATCH=atomic-writes-2-id-index   # bump when deploy/local/ferretdb-atomic.go or the patches below change
 BIN="$CACHE_DIR/ferretdb-$FERRETDB_VERSION-$PATCH/ferretdb"
 DATA="$VAR_DIR/mongo/data"
 
@@ -28,6 +28,17 @@ install() {
     sed -i "/^\t${line//[/\\[}/i defer smeportalLock(params.DB, params.Collection)()" "$src/internal/handler/${f%%:*}"
     grep -q smeportalLock "$src/internal/handler/${f%%:*}" || { log "could not patch ${f%%:*}"; return 1; }
   done
+  # Lookups by _id use the _id index. FerretDB 1.24's SQLite backend creates the index on the expression
+  # `_ferretdb_sjson->"_id"` but queries `_ferretdb_sjson->'$._id'`, which SQLite does not match to it, so
+  # every find/update/delete by _id scanned the whole table (O(collection size): 86 updates/s at 5,000
+  # documents, 942/s at 100). It also pushes the _id condition down when the filter has more fields
+  # (`{_id, v}` compare-and-set, `{_id, _seen: {$ne}}`): FerretDB filters every document again anyway.
+  sed -i "s|IDColumn = DefaultColumn + \"->'\$._id'\"|IDColumn = DefaultColumn + \"->'_id'\"|" \
+    "$src/internal/backends/sqlite/metadata/metadata.go"
+  sed -i 's|if params.Filter.Len() == 1 {|if params.Filter.Len() >= 1 {|' "$src/internal/backends/sqlite/collection.go"
+  grep -q "IDColumn = DefaultColumn + \"->'_id'\"" "$src/internal/backends/sqlite/metadata/metadata.go" &&
+    [[ $(grep -c 'params.Filter.Len() >= 1' "$src/internal/backends/sqlite/collection.go") == 2 ]] ||
+    { log "could not patch the _id lookups"; return 1; }
   mkdir -p "$(dirname "$BIN")"
   (cd "$src" && go build -trimpath -o "$BIN.tmp" ./cmd/ferretdb)
   mv "$BIN.tmp" "$BIN"
