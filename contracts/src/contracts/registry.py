@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from contracts.envelope import Message
-from contracts.events import budget, dispatch, experts, identity, notifications, ratings
+from contracts.events import budget, dispatch, experts, identity, notifications, ratings, recommend
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ TOPICS: dict[str, TopicSpec] = {
         TopicSpec("ratings.events", "expert id", 6, "ratings",
                   (ratings.RatingOwed, ratings.RatingGiven, ratings.ExpertRadarUpdated, ratings.ExpertClassified)),
         TopicSpec("notifications.commands", "recipient id", 6, "notifications", (notifications.Notify,)),
-        TopicSpec("recommend.events", "business id", 6, "recommend"),
+        TopicSpec("recommend.events", "programme id", 6, "recommend", (recommend.ProgrammeAdded,)),
     )
 }
 

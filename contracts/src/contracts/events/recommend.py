@@ -1,0 +1,36 @@
+"""Events published by the recommend service on `recommend.events` (key: programme id)."""
+from typing import ClassVar
+
+from pydantic import BaseModel, Field
+
+from contracts.envelope import Message
+
+TOPIC = "recommend.events"
+
+
+class ProgrammeTags(BaseModel):
+    """What a programme is matched on (R-REC-01); an empty list means "any" (no prefectures = nationwide)."""
+
+    industries: list[str] = Field(default_factory=list)
+    sizes: list[str] = Field(default_factory=list, description="small and/or medium (by employees, SME Act)")
+    prefectures: list[str] = Field(default_factory=list)
+    keywords: list[str] = Field(default_factory=list)
+
+
+class ProgrammeAdded(Message):
+    """A support programme entered the catalogue (R-REC-04), added by an operator."""
+
+    message_type: ClassVar[str] = "recommend.ProgrammeAdded"
+    version: ClassVar[int] = 1
+    topic: ClassVar[str] = TOPIC
+    key_field: ClassVar[str] = "programme_id"
+
+    programme_id: str
+    name: str
+    fiscal_year: int
+    budget_oku_yen: float | None = Field(default=None, description="budget in 億円 (100 million yen)")
+    purpose: str = ""
+    target: str = ""
+    subsidy_rate: str | None = None
+    cap_yen: int | None = None
+    tags: ProgrammeTags = Field(default_factory=ProgrammeTags)

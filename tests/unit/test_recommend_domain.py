@@ -1,0 +1,97 @@
+"""Unit tests of the recommend service's pure rules (R-REC-01, R-REC-02, R-REC-04, R-REC-05, R-NOT-01)."""
+from recommend_service import domain
+
+MAKER = {"industry": "製造業", "prefecture": "大阪府", "employees": 12}
+
+
+def prog(pid, industries=(), sizes=("small", "medium"), prefectures=(), keywords=()):
+    return {"programme_id": pid, "name": pid, "tags": {"industries": list(industries), "sizes": list(sizes),
+                                                         "prefectures": list(prefectures), "keywords": list(keywords)}}
+
+
+def test_R_REC_04_catalogue_seeded_from_seeds_001_and_002():
+    cat = domain.load_catalogue()
+    assert {p["source"] for p in cat} == {"001", "002"}
+    assert len({p["programme_id"] for p in cat}) == len(cat)
+    by_id = {p["programme_id"]: p for p in cat}
+    mono = by_id["fy2020-monozukuri-renkei"]
+    assert (mono["fiscal_year"], mono["budget_oku_yen"], mono["cap_yen"]) == (2020, 69.9, 30_000_000)
+    assert mono["subsidy_rate"].startswith("1/2")
+    assert by_id["fy2009-monozukuri-kiban"]["fiscal_year"] == 2009
+    for p in cat:
+        assert p["name"] and p["purpose"] and p["target"]
+        assert set(p["tags"]) == {"industries", "sizes", "prefectures", "keywords"}
+        assert set(p["tags"]["sizes"]) <= {"small", "medium"}
+
+
+def test_R_REC_01_size_class_follows_industry_ceiling():
+    assert domain.size_class("製造業", 20) == "small"
+    assert domain.size_class("製造業", 21) == "medium"
+    assert domain.size_class("小売業", 6) == "medium"
+    assert domain.size_class("小売業", 51) == "large"
+    assert domain.size_class("不明な業種", 301) == "large"
+
+
+def test_R_REC_01_content_score_explains_each_point():
+    p = prog("a", industries=["製造業"], prefectures=["大阪府"], keywords=["事業承継", "輸出"])
+    s = domain.content_score(p, {**MAKER, "keywords": ["事業承継"]})
+    assert s.score == 3 + 2 + 1 + 1
+    text = " ".join(s.reasons)
+    assert "業種が一致: 製造業" in text and "地域が一致: 大阪府" in text and "ご回答に一致: 事業承継" in text
+    assert "輸出" not in text
+
+
+def test_R_REC_01_other_industry_or_region_scores_less_and_excluded_size_disqualifies():
+    p = prog("a", industries=["小売業"], prefectures=["北海道"])
+    assert domain.content_score(p, MAKER).score == 1  # size only
+    small_only = prog("b", industries=["製造業"], sizes=["small"])
+    assert domain.content_score(small_only, {**MAKER, "employees": 100}).score == 0
+
+
+def test_R_REC_01_rank_orders_by_match_and_skips_programmes_in_use():
+    cat = [prog("weak"), prog("strong", industries=["製造業"], prefectures=["大阪府"]), prog("used", industries=["製造業"])]
+    ranked = domain.rank(cat, MAKER, mine={"used"}, used={})
+    assert [s.programme_id for s in ranked] == ["strong", "weak"]
+
+
+def test_R_REC_02_co_occurrence_on_small_matrix():
+    used = {"b1": {"x", "y"}, "b2": {"x", "y", "z"}, "b3": {"x", "z"}, "b4": {"w"}}
+    co = domain.co_occurrence(used)
+    assert co["x"] == {"y": 2, "z": 2}
+    assert co["y"] == {"x": 2, "z": 1}
+    assert "w" not in co
+
+
+def test_R_REC_02_collaborative_scores_recommend_what_alike_businesses_used():
+    used = {"b1": {"x", "y"}, "b2": {"x", "y"}, "b3": {"x", "z"}, "me": {"x"}}
+    cf = domain.collaborative_scores({"x"}, used)
+    assert set(cf) == {"y", "z"}
+    assert cf["y"][0] > cf["z"][0]
+    assert cf["y"][1:] == ("x", 2)
+
+
+def test_R_REC_02_collaborative_signal_lifts_ranking_with_its_own_reason():
+    cat = [prog("a"), prog("b"), prog("mine")]
+    used = {"o1": {"mine", "b"}, "o2": {"mine", "b"}, "me": {"mine"}}
+    ranked = domain.rank(cat, MAKER, mine={"mine"}, used=used)
+    assert ranked[0].programme_id == "b"
+    assert any("also used" in r for r in ranked[0].reasons)
+    assert not any("also used" in r for r in ranked[1].reasons)
+
+
+def test_R_NOT_01_push_only_good_new_matches_with_stable_ids():
+    cat = [prog("good", industries=["製造業"]), prog("weak"), prog("sent", industries=["製造業"])]
+    assert domain.to_push(cat, MAKER, already={"sent"}) == ["good"]
+    assert domain.notification_id("B1", "good") == domain.notification_id("B1", "good") == "rec:B1:good"
+
+
+def test_R_REC_05_uptake_suppresses_cells_below_k_and_never_names_businesses():
+    rows = [{"business_id": f"b{i}", "programme_id": "p", "prefecture": "東京都", "industry": "製造業"} for i in range(5)]
+    rows += [{"business_id": "b0", "programme_id": "p", "prefecture": "東京都", "industry": "製造業"}]  # duplicate counts once
+    rows += [{"business_id": f"s{i}", "programme_id": "p", "prefecture": "鳥取県", "industry": "製造業"} for i in range(4)]
+    cells, suppressed = domain.uptake_cells(rows, k=5)
+    assert cells == [{"programme_id": "p", "prefecture": "東京都", "industry": "製造業", "businesses": 5}]
+    assert suppressed == 1
+    assert "b0" not in repr(cells)
+    cells, suppressed = domain.uptake_cells(rows, k=4)
+    assert len(cells) == 2 and suppressed == 0
