@@ -1,9 +1,19 @@
 """Wiring of the recommend service."""
-from recommend_service.consumers import handlers
+from recommend_service import domain, store
+from recommend_service.consumers import identity_handlers, own_handlers
 from recommend_service.http import router
 from servicekit.service import Service
 
-svc = Service("recommend", title="Recommendations", produces=["recommend.events"])
-svc.consume("identity.events", handlers(svc))
+svc = Service("recommend", title="Recommendations", outbox=["business_profiles", "programmes"],
+              produces=["recommend.events", "notifications.commands"])
+svc.consume("identity.events", identity_handlers(svc))
+svc.consume("recommend.events", own_handlers(svc))
 svc.app.include_router(router)
+
+
+@svc.on_startup
+async def _seed() -> None:
+    await store.seed_catalogue(svc.db, domain.load_catalogue())
+
+
 app = svc.app

@@ -1,18 +1,32 @@
-"""Kafka handlers of the recommend service: keep a local profile of every business (read model)."""
+"""Kafka handlers of the recommend service: learn business profiles and push matching programmes (R-NOT-01)."""
 from __future__ import annotations
 
 from contracts import Envelope
-from contracts.events.identity import BusinessRegistered
-from servicekit.store import apply_once
+from contracts.events.identity import BusinessProfileChanged, BusinessRegistered
+from contracts.events.recommend import ProgrammeAdded
+from recommend_service import store
 
 
-def handlers(svc):
+def _profile(e, env: Envelope) -> dict:
+    return {"name": e.name, "prefecture": e.prefecture, "industry": e.industry, "employees": e.employees,
+            "corporate_number": e.corporate_number, "updated_at": env.occurred_at}
+
+
+def identity_handlers(svc):
     async def on_business_registered(env: Envelope, e: BusinessRegistered) -> None:
-        # The attributes R-REC-01 matches on; idempotent by event id.
-        await apply_once(svc.db.business_profiles, e.business_id, env.event_id, {"$set": {
-            "name": e.name, "prefecture": e.prefecture, "industry": e.industry,
-            "employees": e.employees, "corporate_number": e.corporate_number,
-            "registered_at": env.occurred_at,
-        }})
+        # identity publishes the registration with the registering account as actor: that account owns it.
+        await store.learn_profile(svc, e.business_id, {**_profile(e, env), "registered_at": env.occurred_at},
+                                  env.actor, env)
 
-    return {BusinessRegistered: on_business_registered}
+    async def on_profile_changed(env: Envelope, e: BusinessProfileChanged) -> None:
+        await store.learn_profile(svc, e.business_id, {**_profile(e, env), "profile_version": e.profile_version},
+                                  env.actor, env)
+
+    return {BusinessRegistered: on_business_registered, BusinessProfileChanged: on_profile_changed}
+
+
+def own_handlers(svc):
+    async def on_programme_added(env: Envelope, e: ProgrammeAdded) -> None:
+        await store.push_programme(svc, e.model_dump(mode="json"), env)
+
+    return {ProgrammeAdded: on_programme_added}

@@ -1,15 +1,26 @@
-"""HTTP handlers of the recommend service."""
+"""HTTP handlers of the recommend service: catalogue (R-REC-04), recommendations (R-REC-01/02),
+interactions (R-REC-02) and aggregated uptake for policy analysis (R-REC-05)."""
 from __future__ import annotations
 
+import re
 from datetime import datetime
+from typing import Literal
 
-from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, Field
+from pymongo.errors import DuplicateKeyError
 
+from contracts.events.recommend import ProgrammeAdded, ProgrammeTags
+from recommend_service import domain, store
 from servicekit.auth import Principal, require
 from servicekit.problems import Problem
 
-router = APIRouter(tags=["businesses"])
+router = APIRouter()
+SIGNED_IN = ("business", "founder", "operator", "institution", "expert", "bureau", "agency")
+
+
+def _svc(request: Request):
+    return request.app.state.service
 
 
 class BusinessProfile(BaseModel):
@@ -18,14 +29,139 @@ class BusinessProfile(BaseModel):
     prefecture: str
     industry: str
     employees: int
-    registered_at: datetime
+    registered_at: datetime | None = None
 
 
-@router.get("/businesses/{business_id}", response_model=BusinessProfile,
-            summary="The attributes recommendations are matched on, as learnt from identity events")
-async def get_profile(business_id: str, request: Request,
-                      _: Principal = Depends(require("business", "operator", "institution"))) -> BusinessProfile:
-    doc = await request.app.state.service.db.business_profiles.find_one({"_id": business_id})
+class Programme(BaseModel):
+    programme_id: str = Field(min_length=3, max_length=80, pattern=r"^[a-z0-9][a-z0-9-]*$")
+    name: str = Field(min_length=1, max_length=200)
+    fiscal_year: int = Field(ge=1990, le=2100)
+    budget_oku_yen: float | None = Field(default=None, ge=0)
+    purpose: str = Field(default="", max_length=2000)
+    target: str = Field(default="", max_length=2000)
+    subsidy_rate: str | None = Field(default=None, max_length=200)
+    cap_yen: int | None = Field(default=None, ge=0)
+    tags: ProgrammeTags = Field(default_factory=ProgrammeTags)
+    source: str | None = Field(default=None, description="seed document it comes from (001, 002) or None")
+
+
+class Recommendation(BaseModel):
+    programme: Programme
+    score: float
+    reasons: list[str] = Field(description="why it is recommended, in words the user understands")
+
+
+class InteractionIn(BaseModel):
+    programme_id: str
+    kind: Literal["used", "favourite"]
+
+
+class Interaction(InteractionIn):
+    business_id: str
+
+
+class UptakeCell(BaseModel):
+    programme_id: str
+    prefecture: str
+    industry: str
+    businesses: int
+
+
+class Uptake(BaseModel):
+    k: int
+    cells: list[UptakeCell]
+    suppressed_cells: int = Field(description="cells with fewer than k businesses, left out (R-REC-05)")
+
+
+async def _business(request: Request, business_id: str, who: Principal) -> dict:
+    """The profile if the caller is that business (its owning account, or acting for it as an organisation)
+    or an operator; 403 for anyone else."""
+    doc = await _svc(request).db.business_profiles.find_one({"_id": business_id}, {"_outbox": 0, "_seen": 0})
+    own = doc is not None and (doc.get("owner") == who.subject or business_id in {o.get("org_id") for o in who.orgs})
+    if "operator" not in who.roles and not own:
+        raise Problem(403, "Forbidden", f"Only business {business_id} itself or an operator may see this.")
     if doc is None:
         raise Problem(404, "Not found", f"No profile for business {business_id} yet.")
-    return BusinessProfile(business_id=doc["_id"], **{k: doc[k] for k in BusinessProfile.model_fields if k != "business_id"})
+    return doc
+
+
+@router.get("/businesses/{business_id}", response_model=BusinessProfile, tags=["businesses"],
+            summary="The attributes recommendations are matched on, as learnt from identity events")
+async def get_profile(business_id: str, request: Request,
+                      who: Principal = Depends(require(*SIGNED_IN))) -> BusinessProfile:
+    doc = await _business(request, business_id, who)
+    return BusinessProfile(business_id=doc["_id"], **{k: doc.get(k) for k in BusinessProfile.model_fields if k != "business_id"})
+
+
+@router.get("/programmes", response_model=list[Programme], tags=["programmes"],
+            summary="The support programme catalogue (R-REC-04)")
+async def list_programmes(request: Request, _: Principal = Depends(require(*SIGNED_IN))) -> list[Programme]:
+    return [Programme(**p) for p in await store.programmes(_svc(request).db)]
+
+
+@router.post("/programmes", status_code=201, response_model=Programme, tags=["programmes"],
+             summary="Add a programme to the catalogue; matching businesses are notified (R-REC-04, R-NOT-01)")
+async def add_programme(body: Programme, request: Request, who: Principal = Depends(require("operator"))) -> Programme:
+    svc = _svc(request)
+    event = svc.event(ProgrammeAdded(**body.model_dump(exclude={"source"})), actor=who.subject)
+    try:
+        await svc.insert(svc.db.programmes, {"_id": body.programme_id, **body.model_dump(exclude={"programme_id"}),
+                                             "added_by": who.subject}, events=[event])
+    except DuplicateKeyError:
+        raise Problem(409, "Already in the catalogue", f"Programme {body.programme_id} already exists.") from None
+    return body
+
+
+@router.get("/businesses/{business_id}/recommendations", response_model=list[Recommendation], tags=["recommendations"],
+            summary="Programmes ranked for this business, each with its reasons (R-REC-01, R-REC-02)")
+async def recommendations(business_id: str, request: Request,
+                          keywords: str = Query("", max_length=500,
+                                                description="questionnaire answers, comma-separated (e.g. 事業承継,輸出)"),
+                          limit: int = Query(10, ge=1, le=50),
+                          who: Principal = Depends(require(*SIGNED_IN))) -> list[Recommendation]:
+    db = _svc(request).db
+    doc = await _business(request, business_id, who)
+    profile = {"industry": doc["industry"], "prefecture": doc["prefecture"], "employees": doc["employees"],
+               "keywords": [k for k in re.split(r"[,、，\s]+", keywords) if k]}
+    used: dict[str, set[str]] = {}
+    async for i in db.interactions.find({}, {"business_id": 1, "programme_id": 1}):
+        used.setdefault(i["business_id"], set()).add(i["programme_id"])
+    catalogue = await store.programmes(db)
+    by_id = {p["programme_id"]: p for p in catalogue}
+    ranked = domain.rank(catalogue, profile, used.get(business_id, set()), used, limit=limit)
+    return [Recommendation(programme=Programme(**by_id[s.programme_id]), score=round(s.score, 3), reasons=s.reasons)
+            for s in ranked]
+
+
+@router.post("/businesses/{business_id}/interactions", response_model=Interaction, tags=["recommendations"],
+             summary="Record that the business uses or favours a programme (idempotent; R-REC-02)")
+async def record_interaction(business_id: str, body: InteractionIn, request: Request,
+                             who: Principal = Depends(require("business", "founder", "operator"))) -> Interaction:
+    db = _svc(request).db
+    await _business(request, business_id, who)
+    if await db.programmes.find_one({"_id": body.programme_id}, {"_id": 1}) is None:
+        raise Problem(404, "Unknown programme", f"There is no programme {body.programme_id} in the catalogue.")
+    res = await db.interactions.update_one(
+        {"_id": f"{business_id}:{body.programme_id}:{body.kind}"},
+        {"$setOnInsert": {"business_id": business_id, "programme_id": body.programme_id, "kind": body.kind}}, upsert=True)
+    if res.upserted_id is not None:
+        await store.audit(db, actor=who.subject, action="recommend.InteractionRecorded", key=business_id,
+                          payload=body.model_dump())
+    return Interaction(business_id=business_id, **body.model_dump())
+
+
+@router.get("/analytics/programme-uptake", response_model=Uptake, tags=["analytics"],
+            summary="Businesses using each programme by prefecture × industry; small cells suppressed (R-REC-05)")
+async def programme_uptake(request: Request,
+                           k: int = Query(5, ge=5, le=1000, description="smallest group size shown (never below 5)"),
+                           who: Principal = Depends(require("operator", "agency"))) -> Uptake:
+    db = _svc(request).db
+    rows = [i async for i in db.interactions.find({"kind": "used"}, {"business_id": 1, "programme_id": 1})]
+    ids = sorted({r["business_id"] for r in rows})
+    profiles = {d["_id"]: d async for d in db.business_profiles.find({"_id": {"$in": ids}},
+                                                                     {"prefecture": 1, "industry": 1})}
+    joined = [{**r, "prefecture": profiles[r["business_id"]].get("prefecture", "?"),
+               "industry": profiles[r["business_id"]].get("industry", "?")} for r in rows if r["business_id"] in profiles]
+    cells, suppressed = domain.uptake_cells(joined, k)
+    await store.audit(db, actor=who.subject, action="recommend.UptakeRead", key="programme-uptake", payload={"k": k})
+    return Uptake(k=k, cells=[UptakeCell(**c) for c in cells], suppressed_cells=suppressed)
