@@ -106,7 +106,7 @@ async def test_R_NOT_01_R_REC_02_R_REC_05_new_programme_pushed_interactions_and_
                     r = await http.post(f"/businesses/{b}/interactions", json={"programme_id": pid, "kind": "used"},
                                         headers=auth(owners[b], "business"))
                     assert r.status_code == 200
-        r = await http.get(f"/businesses/{bizs[5]}/recommendations", headers=auth(owners[bizs[5]], "business"))
+        r = await http.get(f"/businesses/{bizs[5]}/recommendations", params={"limit": 50}, headers=auth(owners[bizs[5]], "business"))
         ranked = [g["programme"]["programme_id"] for g in r.json()]
         ai = r.json()[ranked.index("fy2020-ai-jinzai")]
         assert any("also used" in x for x in ai["reasons"])
