@@ -95,3 +95,20 @@ def test_R_REC_05_uptake_suppresses_cells_below_k_and_never_names_businesses():
     assert "b0" not in repr(cells)
     cells, suppressed = domain.uptake_cells(rows, k=4)
     assert len(cells) == 2 and suppressed == 0
+
+
+def test_R_NOT_01_notify_commands_go_to_the_owner_with_the_template_and_stable_ids():
+    from contracts.events.notifications import Notify
+    from recommend_service import store
+
+    class FakeSvc:
+        def event(self, msg, *, actor=None, cause=None):
+            return msg
+
+    picked = [{"programme_id": "p1", "name": "施策1"}, {"programme_id": "p2", "name": "施策2"}]
+    out = store.notify_events(FakeSvc(), "B1", "acc-1", picked, None)
+    assert all(isinstance(n, Notify) for n in out)
+    assert [(n.notification_id, n.recipient_id, n.template, n.params["title"]) for n in out] == [
+        ("rec:B1:p1", "acc-1", "programme_recommended", "施策1"), ("rec:B1:p2", "acc-1", "programme_recommended", "施策2")]
+    assert out == store.notify_events(FakeSvc(), "B1", "acc-1", picked, None)  # a redelivery builds the same commands
+    assert store.notify_events(FakeSvc(), "B1", None, picked, None) == []  # nobody to tell: nothing sent
