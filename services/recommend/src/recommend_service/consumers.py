@@ -19,7 +19,8 @@ def identity_handlers(svc):
                                   env.actor, env)
 
     async def on_profile_changed(env: Envelope, e: BusinessProfileChanged) -> None:
-        await store.learn_profile(svc, e.business_id, {**_profile(e, env), "profile_version": e.profile_version},
+        await store.learn_profile(svc, e.business_id, {**_profile(e, env), "profile_version": e.profile_version,
+                                                      "financials": [f.model_dump() for f in e.financials]},
                                   env.actor, env)
 
     return {BusinessRegistered: on_business_registered, BusinessProfileChanged: on_profile_changed}

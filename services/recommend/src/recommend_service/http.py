@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from pymongo.errors import DuplicateKeyError
 
 from contracts.events.recommend import ProgrammeAdded, ProgrammeTags
-from recommend_service import domain, store
+from recommend_service import diagnosis, domain, store
 from servicekit.auth import Principal, require
 from servicekit.problems import Problem
 
@@ -165,3 +165,37 @@ async def programme_uptake(request: Request,
     cells, suppressed = domain.uptake_cells(joined, k)
     await store.audit(db, actor=who.subject, action="recommend.UptakeRead", key="programme-uptake", payload={"k": k})
     return Uptake(k=k, cells=[UptakeCell(**c) for c in cells], suppressed_cells=suppressed)
+
+
+class Diagnosis(BaseModel):
+    indicators: dict[str, float | None] = Field(description="sales_growth, operating_margin, labour_productivity")
+    peer_medians: dict[str, float | None] = Field(description="same industry and size; None with too few peers")
+    peers: int
+    sales_forecast_next_year: int | None
+    subsidy_simulation: dict[str, int] | None = None
+
+
+@router.get("/businesses/{business_id}/diagnosis", response_model=Diagnosis, tags=["recommendations"],
+            summary="Management diagnosis: local benchmark against peers, forecast, subsidy simulation (R-REC-03)")
+async def diagnose(business_id: str, request: Request,
+                   programme_id: str | None = Query(None, description="simulate using this programme's rate and cap"),
+                   investment_yen: int | None = Query(None, ge=1, le=10**12),
+                   who: Principal = Depends(require(*SIGNED_IN))) -> Diagnosis:
+    db = _svc(request).db
+    doc = await _business(request, business_id, who)
+    mine = diagnosis.indicators(doc.get("financials") or [], doc["employees"])
+    peers = [diagnosis.indicators(p.get("financials") or [], p["employees"]) async for p in db.business_profiles.find(
+        {"industry": doc["industry"], "size": doc.get("size"), "_id": {"$ne": business_id}},
+        {"financials": 1, "employees": 1})]
+    medians = diagnosis.peer_medians(peers)
+    out = Diagnosis(indicators=mine, peer_medians=medians, peers=len(peers),
+                    sales_forecast_next_year=diagnosis.forecast_sales(doc.get("financials") or [], medians["sales_growth"]))
+    if programme_id or investment_yen:
+        if not (programme_id and investment_yen):
+            raise Problem(422, "Incomplete simulation", "Give both programme_id and investment_yen to simulate a subsidy.")
+        prog = await db.programmes.find_one({"_id": programme_id}, {"subsidy_rate": 1, "cap_yen": 1})
+        if prog is None:
+            raise Problem(404, "Unknown programme", f"There is no programme {programme_id} in the catalogue.")
+        out.subsidy_simulation = diagnosis.simulate_subsidy(investment_yen, diagnosis.subsidy_rate(prog.get("subsidy_rate")),
+                                                            prog.get("cap_yen"))
+    return out

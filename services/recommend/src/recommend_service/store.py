@@ -54,7 +54,7 @@ async def learn_profile(svc, business_id: str, profile: dict, owner: str | None,
     catalogue = await programmes(db)
     ids = set(domain.to_push(catalogue, profile, set((old or {}).get("notified") or [])))
     picked = [p for p in catalogue if p["programme_id"] in ids] if owner else []
-    update = {"$set": {**profile, "owner": owner},
+    update = {"$set": {**profile, "owner": owner, "size": domain.size_class(profile["industry"], profile["employees"])},
               "$push": {"_seen": {"$each": [env.event_id], "$slice": -50}}}
     if picked:
         update["$addToSet"] = {"notified": {"$each": [p["programme_id"] for p in picked]}}
