@@ -9,7 +9,7 @@ import httpx
 from aiokafka import AIOKafkaProducer
 
 from contracts import Envelope
-from contracts.events.identity import BusinessProfileChanged, BusinessRegistered
+from contracts.events.identity import BusinessProfileChanged, BusinessRegistered, FinancialPeriod
 from tests.support import eventually, read_topic, token
 
 
@@ -69,7 +69,11 @@ async def test_R_REC_01_R_NOT_01_registered_business_gets_reasons_and_one_push_p
     assert all(n["template"] == "programme_recommended" and n["params"]["title"] for n in first)
     # The same event delivered again, then a profile change (same key, so handled after it) to a retailer.
     changed = Envelope.wrap(BusinessProfileChanged(business_id=biz, profile_version=2, changed=["industry", "employees"],
-                                                   name="大阪精工", prefecture="大阪府", industry="小売業", employees=3),
+                                                   name="大阪精工", prefecture="大阪府", industry="小売業", employees=3,
+                                                   financials=[FinancialPeriod(fiscal_year=2023, sales=100_000_000,
+                                                                               operating_profit=5_000_000),
+                                                               FinancialPeriod(fiscal_year=2024, sales=110_000_000,
+                                                                               operating_profit=6_600_000)]),
                             producer="identity", actor=owner)
     await send(infra, ns, reg, changed)
     shop = f"rec:{biz}:fy2009-shotengai"
@@ -83,6 +87,19 @@ async def test_R_REC_01_R_NOT_01_registered_business_gets_reasons_and_one_push_p
     assert f"rec:{biz}:fy2009-monozukuri-kiban" in ids  # from the registration (manufacturing)
     assert f"rec:{biz}:fy2009-chushin-shigaichi" in ids  # from the change (retail)
     assert f"rec:{biz}:fy2020-jigyo-shokei" not in ids  # a size-only match is not pushed
+
+    # R-REC-03: the diagnosis uses the figures that came with the change; the simulation honours the cap.
+    async with httpx.AsyncClient(base_url=svc.url) as http:
+        r = await http.get(f"/businesses/{biz}/diagnosis", headers=auth(owner, "business"),
+                           params={"programme_id": "fy2020-monozukuri-renkei", "investment_yen": 90_000_000})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert round(body["indicators"]["sales_growth"], 4) == 0.1
+        assert body["peer_medians"]["sales_growth"] is None  # no peers: nothing shown
+        assert body["subsidy_simulation"] == {"investment": 90_000_000, "subsidy": 30_000_000, "own_burden": 60_000_000}
+        r = await http.get(f"/businesses/{biz}/diagnosis", headers=auth(owner, "business"),
+                           params={"investment_yen": 1000})
+        assert r.status_code == 422
 
 
 async def test_R_NOT_01_R_REC_02_R_REC_05_new_programme_pushed_interactions_and_suppressed_uptake(infra, ns, services):
