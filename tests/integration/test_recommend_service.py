@@ -32,7 +32,7 @@ async def notifies(infra, ns, n: int) -> list[dict]:
     return [json.loads(r.value)["payload"] for r in recs]
 
 
-async def test_R_REC_01_R_NOT_01_registered_business_gets_reasons_and_one_push_per_programme(infra, ns, services):
+async def test_R_REC_01_R_REC_03_R_NOT_01_registered_business_gets_reasons_one_push_per_programme_and_diagnosis(infra, ns, services):
     svc = services("recommend")
     biz, owner = f"biz-{uuid.uuid4().hex[:8]}", f"acc-{uuid.uuid4().hex[:8]}"
     reg = Envelope.wrap(BusinessRegistered(business_id=biz, name="大阪精工", prefecture="大阪府", industry="製造業",
