@@ -41,9 +41,11 @@ def test_R_REC_01_content_score_explains_each_point():
     assert "輸出" not in text
 
 
-def test_R_REC_01_other_industry_or_region_scores_less_and_excluded_size_disqualifies():
-    p = prog("a", industries=["小売業"], prefectures=["北海道"])
+def test_R_REC_01_other_industry_scores_less_and_excluded_size_or_region_disqualifies():
+    p = prog("a", industries=["小売業"])
     assert domain.content_score(p, MAKER).score == 1  # size only
+    hokkaido = prog("h", industries=["製造業"], prefectures=["北海道"])
+    assert domain.content_score(hokkaido, MAKER).score == 0  # a Hokkaido programme is not for an Osaka maker
     small_only = prog("b", industries=["製造業"], sizes=["small"])
     assert domain.content_score(small_only, {**MAKER, "employees": 100}).score == 0
 

@@ -54,18 +54,21 @@ def content_score(programme: dict, profile: dict, w: Weights = WEIGHTS) -> Score
     """R-REC-01 content-based: tags of the programme against the business's industry, size (employees),
     prefecture and questionnaire keywords; every point scored comes with a reason the user can read.
     An empty tag list means "any" (e.g. no prefectures = nationwide) and earns no points; a size class
-    the programme excludes disqualifies it (score 0)."""
+    or a region the programme excludes disqualifies it (score 0): a prefecture's own programme is of no
+    use to a business elsewhere."""
     tags = programme.get("tags", {})
     out = Scored(programme["programme_id"], 0.0)
     sizes = tags.get("sizes") or []
     size = size_class(profile["industry"], profile["employees"])
     if sizes and size not in sizes:
         return out
+    prefectures = tags.get("prefectures") or []
+    if prefectures and profile["prefecture"] not in prefectures:
+        return out
     industries = tags.get("industries") or []
     if profile["industry"] in industries:
         out.score += w.industry
         out.reasons.append(f"業種が一致: {profile['industry']} (matches your industry)")
-    prefectures = tags.get("prefectures") or []
     if profile["prefecture"] in prefectures:
         out.score += w.region
         out.reasons.append(f"地域が一致: {profile['prefecture']} (matches your region)")
