@@ -7,6 +7,7 @@ thing: a single-document write is atomic, even when many clients write the same 
 from __future__ import annotations
 
 import asyncio
+import re
 
 from pymongo import AsyncMongoClient
 
@@ -52,3 +53,20 @@ async def test_deletes_and_updates_of_one_collection_do_not_block_each_other(inf
     await client.close()
     assert results[0].deleted_count == WRITERS // 2
     assert sorted(d["_id"] for d in left) == list(range(0, WRITERS, 2)) and all(d["n"] == 1 for d in left)
+
+
+
+async def test_lookups_by_id_use_the_id_index(infra, ns):
+    """Every aggregate is read and written by `_id` (a compare-and-set adds a field to that filter), so
+    those lookups must use the `_id` index, or each write scans the whole collection (FerretDB 1.24 did:
+    see mongo.sh). Checked on the query plan, not on timings: FerretDB shows SQLite's plan ("SEARCH ...
+    USING INDEX" vs "SCAN ..."), MongoDB its stages (IDHACK / EXPRESS / IXSCAN vs COLLSCAN)."""
+    client = AsyncMongoClient(infra.mongo)
+    db = client[ns.db("semantics")]
+    await db.plans.insert_many([{"_id": f"d{i}", "v": 1} for i in range(50)])
+    plans = [repr((await db.command("explain", {"find": "plans", "filter": f}))["queryPlanner"])
+             for f in ({"_id": "d7"}, {"_id": "d7", "v": 1})]
+    await client.close()
+    for text in plans:
+        assert re.search(r"USING INDEX|IDHACK|EXPRESS|IXSCAN", text), text
+        assert not re.search(r"COLLSCAN|detail=SCAN ", text), text
