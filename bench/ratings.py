@@ -115,6 +115,10 @@ class Pipeline:
                 await asyncio.gather(*(self._apply(e, rs) for e, rs in by_expert.items()))
                 if batch:
                     await c.commit()
+                if n >= 100_000 and self.done // 50_000 > (self.done - sum(map(len, batch.values()))) // 50_000:
+                    # progress of a long replay, so even a run stopped early leaves figures
+                    print(f"    {self.done:>9,} ratings  {self.done / (time.perf_counter() - start):,.0f}/s so far",
+                          flush=True)
             return n / (time.perf_counter() - start)
         finally:
             await c.stop()
