@@ -11,6 +11,9 @@ two patterns carry the platform's guarantees:
 """
 from __future__ import annotations
 
+import time
+import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from opentelemetry import propagate
@@ -56,3 +59,11 @@ async def apply_once(col: AsyncCollection, doc_id: Any, event_id: str, update: d
     except DuplicateKeyError:
         return False  # the document exists and has seen the event: the upsert collided with it
     return res.matched_count == 1 or res.upserted_id is not None
+
+
+async def record_audit(db, *, actor: str | None, action: str, key: str, payload: dict) -> None:
+    """An audit entry for a change (or a read) that publishes no event; events are audited by the outbox
+    relay. Same shape as the relay's entries in the `audit` collection, so one query lists both."""
+    # a time-ordered id: entries of the same millisecond still sort in the order they happened
+    await db.audit.insert_one({"_id": f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}", "at": datetime.now(UTC),
+                               "actor": actor, "action": action, "key": key, "topic": None, "payload": payload})

@@ -14,6 +14,7 @@ from contracts.events.recommend import ProgrammeAdded, ProgrammeTags
 from recommend_service import diagnosis, domain, store
 from servicekit.auth import Principal, require
 from servicekit.problems import Problem
+from servicekit.store import record_audit
 
 router = APIRouter()
 SIGNED_IN = ("business", "founder", "operator", "institution", "expert", "bureau", "agency")
@@ -145,7 +146,7 @@ async def record_interaction(business_id: str, body: InteractionIn, request: Req
         {"_id": f"{business_id}:{body.programme_id}:{body.kind}"},
         {"$setOnInsert": {"business_id": business_id, "programme_id": body.programme_id, "kind": body.kind}}, upsert=True)
     if res.upserted_id is not None:
-        await store.audit(db, actor=who.subject, action="recommend.InteractionRecorded", key=business_id,
+        await record_audit(db, actor=who.subject, action="recommend.InteractionRecorded", key=business_id,
                           payload=body.model_dump())
     return Interaction(business_id=business_id, **body.model_dump())
 
@@ -163,7 +164,7 @@ async def programme_uptake(request: Request,
     joined = [{**r, "prefecture": profiles[r["business_id"]].get("prefecture", "?"),
                "industry": profiles[r["business_id"]].get("industry", "?")} for r in rows if r["business_id"] in profiles]
     cells, suppressed = domain.uptake_cells(joined, k)
-    await store.audit(db, actor=who.subject, action="recommend.UptakeRead", key="programme-uptake", payload={"k": k})
+    await record_audit(db, actor=who.subject, action="recommend.UptakeRead", key="programme-uptake", payload={"k": k})
     return Uptake(k=k, cells=[UptakeCell(**c) for c in cells], suppressed_cells=suppressed)
 
 

@@ -1,9 +1,5 @@
-"""MongoDB access of the recommend service: catalogue seeding, audit entries, push bookkeeping (R-NOT-01)."""
+"""MongoDB access of the recommend service: catalogue seeding, push bookkeeping (R-NOT-01)."""
 from __future__ import annotations
-
-import time
-import uuid
-from datetime import UTC, datetime
 
 from pymongo.errors import DuplicateKeyError
 
@@ -24,12 +20,6 @@ async def seed_catalogue(db, catalogue: list[dict]) -> None:
 async def programmes(db) -> list[dict]:
     return [{"programme_id": d["_id"], **{k: v for k, v in d.items() if k not in ("_id", "_outbox")}}
             async for d in db.programmes.find({}, {"_outbox": 0}).sort("_id")]
-
-
-async def audit(db, *, actor: str | None, action: str, key: str, payload: dict) -> None:
-    """A change that publishes no event still leaves an audit entry (same shape as the relay's)."""
-    await db.audit.insert_one({"_id": f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}", "at": datetime.now(UTC),
-                               "actor": actor, "action": action, "key": key, "topic": None, "payload": payload})
 
 
 def notify_events(svc, business_id: str, owner: str | None, picked: list[dict], cause: Envelope | None) -> list[dict]:
