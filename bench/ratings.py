@@ -84,8 +84,8 @@ class Pipeline:
     """Consumes ratings and applies them to the radars with the service's own `store.update_radar`,
     coalescing the ratings of one expert that arrive in the same fetched batch into one write."""
 
-    def __init__(self, svc: Service, topic: str, concurrency: int):
-        self.svc, self.topic, self.sem = svc, topic, asyncio.Semaphore(concurrency)
+    def __init__(self, svc: Service, topic: str, concurrency: int, batch: int):
+        self.svc, self.topic, self.sem, self.batch = svc, topic, asyncio.Semaphore(concurrency), batch
         self.lags: list[float] = []
         self.done = 0
 
@@ -107,7 +107,7 @@ class Pipeline:
         try:
             start, target = time.perf_counter(), self.done + n
             while self.done < target:
-                batch = await c.getmany(timeout_ms=500, max_records=5000)
+                batch = await c.getmany(timeout_ms=500, max_records=self.batch)
                 by_expert: dict[str, list] = {}
                 for recs in batch.values():
                     for r in recs:
@@ -128,7 +128,7 @@ def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=1000)[int(q * 1000) - 1] if len(values) > 1 else (values or [0])[0]
 
 
-async def main(n: int, experts: int, concurrency: int, live: int, relay: bool) -> None:
+async def main(n: int, experts: int, concurrency: int, live: int, relay: bool, batch: int) -> None:
     run = "bench" + uuid.uuid4().hex[:8]
     topic = f"{run}.ratings.replay"
     settings = Settings(service_name="ratings", kafka_bootstrap=KAFKA, mongo_uri=MONGO, mongo_db=f"{run}_ratings",
@@ -152,7 +152,7 @@ async def main(n: int, experts: int, concurrency: int, live: int, relay: bool) -
         print(f"  produced           {n / (time.perf_counter() - t):>10,.0f} ratings/s")
         baseline = await raw_consume(topic, n)
         print(f"  raw Kafka consume  {baseline:>10,.0f} records/s   (baseline)")
-        pipe = Pipeline(svc, topic, concurrency)
+        pipe = Pipeline(svc, topic, concurrency, batch)
         rate = await pipe.run(n, group=f"{run}-radar")
         radars = await svc.db.radars.count_documents({})
         print(f"  radar replay       {rate:>10,.0f} ratings/s   = 1/{baseline / rate:,.0f} of the baseline "
@@ -191,6 +191,8 @@ if __name__ == "__main__":
     ap.add_argument("--experts", type=int, default=10_000)
     ap.add_argument("--concurrency", type=int, default=4, help="radar writes in flight (the local FerretDB serialises writes)")
     ap.add_argument("--live", type=int, default=2_000, help="ratings in the paced live phase")
+    ap.add_argument("--batch", type=int, default=5_000,
+                    help="records per fetch; one expert's ratings in a fetch are one write (fewer experts: use less)")
     ap.add_argument("--no-relay", action="store_true", help="do not run the outbox relay (radar writes alone)")
     a = ap.parse_args()
-    asyncio.run(main(1_000_000 if a.full else a.n, a.experts, a.concurrency, a.live, not a.no_relay))
+    asyncio.run(main(1_000_000 if a.full else a.n, a.experts, a.concurrency, a.live, not a.no_relay, a.batch))

@@ -209,15 +209,15 @@ async def test_R_RAT_02_rating_leaving_the_window_updates_and_republishes_the_ra
     old, recent = (datetime.now(UTC) - timedelta(days=150)).date(), (datetime.now(UTC) - timedelta(days=1)).date()
     client = AsyncMongoClient(infra.mongo)
     try:
-        await client[ns.db("ratings")].radars.insert_one({"_id": expert, "v": 1, "oldest": old.isoformat(), "_seen": [],
-            "days": {old.isoformat(): {"n": 1, "sums": {a: 1 for a in RATING_AXES}},
-                     recent.isoformat(): {"n": 1, "sums": {a: 5 for a in RATING_AXES}}}})
+        await client[ns.db("ratings")].radars.insert_one({"_id": expert, "v": 1, "oldest": old.isoformat(), "applied": "",
+            "days": f"{old.isoformat()} 1 {' '.join(['1'] * len(RATING_AXES))};"
+                    f"{recent.isoformat()} 1 {' '.join(['5'] * len(RATING_AXES))}"})
         svc = services("ratings", RATINGS_SWEEP_SECONDS="0.5")
 
         got = await events_of(infra, ns, "ExpertRadarUpdated", expert, 1)
         assert got[-1]["payload"]["count"] == 1 and got[-1]["payload"]["averages"] == {a: 5.0 for a in RATING_AXES}
         doc = await client[ns.db("ratings")].radars.find_one({"_id": expert})
-        assert list(doc["days"]) == [recent.isoformat()]
+        assert doc["days"] == f"{recent.isoformat()} 1 {' '.join(['5'] * len(RATING_AXES))}"
         async with httpx.AsyncClient(base_url=svc.url) as http:
             radar = (await http.get(f"/experts/{expert}/radar", headers=auth("a", "business"))).json()
         assert radar["count"] == 1 and radar["averages"]["communication"] == 5.0

@@ -102,6 +102,19 @@ def test_R_RAT_02_per_axis_average_and_correction_keeps_count():
     assert n == 2 and avg["expertise"] == 2.5 and avg["analysis"] == 1.5
 
 
+def test_R_RAT_02_stored_radar_round_trips_and_older_documents_still_read():
+    r = Radar()
+    r.add(day_key(TODAY), {**scores(4), "analysis": 2})
+    r.add(day_key(TODAY - timedelta(days=3)), scores(5))
+    r.correct(day_key(TODAY), scores(4), scores(3))
+    packed = r.pack()
+    assert isinstance(packed, str) and packed.startswith(day_key(TODAY - timedelta(days=3)))
+    assert Radar.unpack(packed) == r and Radar.unpack(packed).summary(TODAY) == r.summary(TODAY)
+    assert Radar.unpack("") == Radar() == Radar.unpack(None)
+    older = {day_key(TODAY): {"n": 2, "sums": {a: 7 for a in RATING_AXES}}}  # the form stored before packing
+    assert Radar.unpack(older).summary(TODAY) == ({a: 3.5 for a in RATING_AXES}, 2)
+
+
 def test_R_RAT_02_empty_radar():
     assert Radar().summary(TODAY) == ({}, 0)
 

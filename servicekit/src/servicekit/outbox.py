@@ -17,6 +17,8 @@ import logging
 import os
 
 from opentelemetry import context, propagate
+from pymongo import UpdateOne
+from pymongo.errors import BulkWriteError
 from pymongo.asynchronous.collection import AsyncCollection
 
 log = logging.getLogger("servicekit.outbox")
@@ -84,11 +86,18 @@ class OutboxRelay:
         return len(entries)
 
     async def _record_audit(self, entries: list[dict]) -> None:
+        """One round trip for a document's entries; the upserts keep a republished event to one entry."""
+        ops = []
         for e in entries:
             env = json.loads(e["value"])
-            await self.audit.update_one({"_id": e["event_id"]}, {"$setOnInsert": {
+            ops.append(UpdateOne({"_id": e["event_id"]}, {"$setOnInsert": {
                 "at": env["occurred_at"], "actor": env.get("actor"), "action": env["event_type"],
-                "key": env["key"], "topic": e["topic"], "payload": env["payload"]}}, upsert=True)
+                "key": env["key"], "topic": e["topic"], "payload": env["payload"]}}, upsert=True))
+        try:
+            await self.audit.bulk_write(ops, ordered=False)
+        except BulkWriteError as e:  # a concurrent upsert of the same event won the race: it is recorded
+            if any(w["code"] != 11000 for w in e.details["writeErrors"]):
+                raise
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()

@@ -1,11 +1,14 @@
 """Pure rules of the ratings service (R-RAT-01..04, R-DSP-12): no I/O, no framework.
 
 Radar aggregation (R-RAT-02)
-    Each expert keeps per-day buckets ``{"YYYY-MM-DD": {"n": count, "sums": {axis: sum}}}``. A new
-    rating adds to its day's bucket; a correction adds the difference to the original day's bucket; the
+    Each expert keeps per-day buckets ``{"YYYY-MM-DD": [count, sum of axis 1, ..., sum of axis 6]}`` (axes in
+    ``RATING_AXES`` order). A new rating adds to its day's bucket; a correction adds the difference to the original day's bucket; the
     radar is the sum of the buckets inside the window divided by their count. Buckets that fall out of
     the window are dropped (and the radar republished). So the cost per rating is O(days in window),
     never O(ratings): 1,000,000 ratings over 10,000 experts is ~100 ratings and <=120 buckets each.
+    The document is rewritten on every rating, so it is stored packed (``Radar.pack``): one string
+    ``"YYYY-MM-DD n s1 s2 s3 s4 s5 s6;..."``. Measured on the local MongoDB-wire server at 100 buckets:
+    44 read+writes/s with a sub-document per bucket, 394/s packed.
 
 Year-end classification (R-RAT-04)
     Per expert and fiscal year, average each of the four institution items over all evaluations of
@@ -121,19 +124,34 @@ def window_start(today: date, params: Params = PARAMS) -> str:
 
 @dataclass
 class Radar:
-    """Per-day sums of one expert's ratings (R-RAT-02)."""
+    """Per-day sums of one expert's ratings (R-RAT-02): ``days[day] = [n, sum per axis in RATING_AXES order]``."""
 
-    days: dict[str, dict] = field(default_factory=dict)
+    days: dict[str, list[int]] = field(default_factory=dict)
 
     def add(self, day: str, scores: dict[str, int], n: int = 1) -> None:
-        b = self.days.setdefault(day, {"n": 0, "sums": {a: 0 for a in RATING_AXES}})
-        b["n"] += n
-        for a in RATING_AXES:
-            b["sums"][a] = b["sums"].get(a, 0) + scores.get(a, 0)
+        b = self.days.setdefault(day, [0] * (1 + len(RATING_AXES)))
+        b[0] += n
+        for i, a in enumerate(RATING_AXES, 1):
+            b[i] += scores.get(a, 0)
 
     def correct(self, day: str, old: dict[str, int], new: dict[str, int]) -> None:
         """R-RAT-01 correction: the rating keeps its day; only the difference is added."""
         self.add(day, {a: new[a] - old[a] for a in RATING_AXES}, n=0)
+
+    def pack(self) -> str:
+        """The stored form: ``day n s1..s6`` per bucket, oldest first, joined by ``;``."""
+        return ";".join(f"{d} {' '.join(map(str, self.days[d]))}" for d in sorted(self.days))
+
+    @classmethod
+    def unpack(cls, stored: str | dict | None) -> Radar:
+        """Reads `pack`'s form (and the earlier ``{day: {"n", "sums": {axis: sum}}}`` documents)."""
+        if isinstance(stored, dict):
+            return cls({d: [b["n"], *(b["sums"].get(a, 0) for a in RATING_AXES)] for d, b in stored.items()})
+        days = {}
+        for bucket in filter(None, (stored or "").split(";")):
+            d, *values = bucket.split(" ")
+            days[d] = [int(v) for v in values]
+        return cls(days)
 
     def expired_days(self, today: date, params: Params = PARAMS) -> list[str]:
         start = window_start(today, params)
@@ -149,15 +167,14 @@ class Radar:
     def summary(self, today: date, params: Params = PARAMS) -> tuple[dict[str, float], int]:
         """R-RAT-02: per-axis averages and count over the window only (future days count too: clock skew)."""
         start = window_start(today, params)
-        n, sums = 0, {a: 0 for a in RATING_AXES}
+        total = [0] * (1 + len(RATING_AXES))
         for d, b in self.days.items():
             if d >= start:
-                n += b["n"]
-                for a in RATING_AXES:
-                    sums[a] += b["sums"].get(a, 0)
+                total = [t + v for t, v in zip(total, b, strict=True)]
+        n = total[0]
         if n == 0:
             return {}, 0
-        return {a: round(sums[a] / n, 3) for a in RATING_AXES}, n
+        return {a: round(total[i] / n, 3) for i, a in enumerate(RATING_AXES, 1)}, n
 
     def oldest(self) -> str | None:
         return min(self.days) if self.days else None

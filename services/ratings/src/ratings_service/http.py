@@ -124,7 +124,7 @@ class RadarOut(BaseModel):
 async def _radar(request: Request, expert_id: str) -> RadarOut:
     svc = _svc(request)
     doc = await svc.db.radars.find_one({"_id": expert_id}, {"days": 1})
-    radar = Radar(days=doc["days"] if doc else {})
+    radar = Radar.unpack(doc["days"] if doc else None)
     if radar.expired_days(today()):
         await update_radar(svc, expert_id)  # on-read expiry: the radar changed, publish it now
     avg, n = radar.summary(today())

@@ -42,33 +42,35 @@ def radar_event(svc, expert_id: str, radar: Radar, *, cause=None, actor=None) ->
 async def update_radar(svc, expert_id: str, changes: list[tuple[str, object]] = (), *, cause=None,
                        actor=None, attempts: int = 50) -> bool:
     """R-RAT-02: applies each `(key, mutate)` change not applied before (keys are remembered on the
-    document), drops buckets that left the window and publishes the new radar, all in one conditional
-    write (optimistic concurrency on the version `v`). Several ratings of one expert may go in one write."""
+    document, space-separated in `applied`), drops buckets that left the window and publishes the new radar,
+    all in one conditional write (optimistic concurrency on the version `v`). Several ratings of one expert
+    may go in one write. The document holds plain strings, not arrays or sub-documents: it is rewritten on
+    every rating (see `Radar.pack`)."""
     col = svc.db.radars
     for _ in range(attempts):
         doc = await col.find_one({"_id": expert_id}, {"_outbox": 0})
-        seen = set(doc.get("_seen", ())) if doc else set()
-        todo = [(k, m) for k, m in changes if k not in seen]
+        applied = (doc.get("applied") or "").split() + doc.get("_seen", []) if doc else []  # _seen: older documents
+        done = set(applied)
+        todo = [(k, m) for k, m in dict(changes).items() if k not in done]
         if changes and not todo:
             return False  # all already applied
-        radar = Radar(days=dict(doc["days"]) if doc else {})
+        radar = Radar.unpack(doc["days"] if doc else None)
         for _, mutate in todo:
             mutate(radar)
         expired = radar.expire(today(), PARAMS)
         if not todo and not expired:
             return False  # nothing changed, nothing to publish
         entry = radar_event(svc, expert_id, radar, cause=cause, actor=actor)
-        fields = {"days": radar.days, "oldest": radar.oldest() or "9999-12-31", "updated_at": now()}
-        keys = [k for k, _ in todo]
+        applied += [k for k, _ in todo]
+        fields = {"days": radar.pack(), "oldest": radar.oldest() or "9999-12-31", "updated_at": now(),
+                  "applied": " ".join(applied[-SEEN_KEEP:])}
         if doc is None:
             try:
-                await svc.insert(col, {"_id": expert_id, "v": 1, **fields, "_seen": keys}, events=[entry])
+                await svc.insert(col, {"_id": expert_id, "v": 1, **fields}, events=[entry])
                 return True
             except DuplicateKeyError:
                 continue
         update = {"$set": fields, "$inc": {"v": 1}}
-        if keys:
-            update["$push"] = {"_seen": {"$each": keys, "$slice": -SEEN_KEEP}}
         res = await col.update_one({"_id": expert_id, "v": doc["v"]}, with_outbox(update, [entry]))
         if res.matched_count == 1:
             svc.relay.kick(col, expert_id)  # publish this radar's event now, without scanning the collection
