@@ -22,6 +22,8 @@ LOCAL = ROOT / "deploy" / "local"
 SERVICES = ["identity", "experts", "dispatch", "budget", "ratings", "notifications", "recommend"]
 GATEWAY_PORT = int(os.environ.get("TEST_GATEWAY_PORT", "18080"))
 SERVICE_PORT_BASE = int(os.environ.get("TEST_SERVICE_PORT_BASE", "18100"))
+# The issuer of every token in the tests: identity issues as the gateway's address, services accept only it
+TEST_ISSUER = f"http://127.0.0.1:{GATEWAY_PORT}"
 
 
 @dataclass
@@ -113,7 +115,7 @@ def public_key_file() -> str:
 def token(sub: str = "user-1", roles=("operator",), scope: str = "", ttl: int = 300, key: str | None = None,
           aud: str = "smeportal", alg: str = "RS256", **claims) -> str:
     now = int(time.time())
-    body = {"sub": sub, "roles": list(roles), "scope": scope, "aud": aud, "iss": "smeportal-test",
+    body = {"sub": sub, "roles": list(roles), "scope": scope, "aud": aud, "iss": TEST_ISSUER,
             "iat": now, "exp": now + ttl, **claims}
     return jwt.encode(body, key or private_key(), algorithm=alg)
 
@@ -166,7 +168,7 @@ class ServiceProcess:
         self.env = {**os.environ, "SERVICE_NAME": name, "KAFKA_BOOTSTRAP": infra.kafka, "MONGO_URI": infra.mongo,
                     "MONGO_DB": ns.db(name), "TOPIC_PREFIX": ns.prefix, "JWT_PUBLIC_KEY_FILE": public_key_file(),
                     "JWT_PRIVATE_KEY_FILE": str(TEST_VAR / "keys" / "jwt-private.pem"),
-                    "OTEL_SPANS_FILE": str(self.spans_file), "OUTBOX_POLL_SECONDS": "0.2",
+                    "OTEL_SPANS_FILE": str(self.spans_file), "OIDC_ISSUER": TEST_ISSUER, "OUTBOX_POLL_SECONDS": "0.2",
                     "TOPIC_PARTITIONS": os.environ.get("TEST_TOPIC_PARTITIONS", "3"), **env}
         self.proc: subprocess.Popen | None = None
 

@@ -24,7 +24,7 @@ def bearer(sub: str = "op-1", roles=("operator",), **claims) -> dict:
 def start_identity(services, port: int | None = None, **env):
     port = port or free_port()
     url = f"http://127.0.0.1:{port}"
-    return services("identity", port=port, **{"OIDC_ISSUER": url, "IDENTITY_PUBLIC_URL": url, **env})
+    return services("identity", port=port, **{"IDENTITY_PUBLIC_URL": url, **env})
 
 
 async def signup(http: httpx.AsyncClient, email: str, kind: str = "business", real_name: str = "中小 太郎") -> dict:

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.integration.identity_support import (PASSWORD, REDIRECT, password_login, portal_client, signup,
                                                 start_identity)
-from tests.support import free_port, token
+from tests.support import TEST_ISSUER, free_port, token
 
 
 def _keypair(tmp: Path, name: str = "upstream") -> tuple[str, str]:
@@ -49,7 +49,7 @@ def pair(services, ns, tmp_path):
     private, public = _keypair(tmp_path)
     up_port, down_port = free_port(), free_port()
     up_url, down_url = f"http://127.0.0.1:{up_port}", f"http://127.0.0.1:{down_port}"
-    upstream = services("identity", port=up_port, OIDC_ISSUER=up_url, IDENTITY_PUBLIC_URL=up_url,
+    upstream = services("identity", port=up_port, OIDC_ISSUER=up_url, JWT_ISSUER=TEST_ISSUER, IDENTITY_PUBLIC_URL=up_url,
                         MONGO_DB=ns.db("gbizid"), TOPIC_PREFIX=ns.prefix + "gbizid.", JWT_PRIVATE_KEY_FILE=private,
                         JWT_PUBLIC_KEY_FILE=public)
     up_operator = {"authorization": f"Bearer {token(sub='gbiz-op', roles=['operator'], key=Path(private).read_text())}"}

@@ -43,7 +43,8 @@ async def authenticate(request: Request) -> Principal:
         raise Problem(401, "Unauthorized", "This service has no token key configured, so it accepts no token.")
     try:
         claims = jwt.decode(header[7:].strip(), _public_key(settings.jwt_public_key_file), algorithms=["RS256"],
-                            audience=settings.jwt_audience, options={"require": ["exp", "sub", "aud"]})
+                            audience=settings.jwt_audience, issuer=settings.issuer,
+                            options={"require": ["exp", "sub", "aud", "iss"]})
     except jwt.ExpiredSignatureError:
         raise Problem(401, "Unauthorized", "The access token has expired.") from None
     except jwt.InvalidTokenError as e:

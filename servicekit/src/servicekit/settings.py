@@ -17,11 +17,18 @@ class Settings(BaseSettings):
     service_port: int = 8000
     jwt_public_key_file: str = ""
     jwt_audience: str = "smeportal"
+    jwt_issuer: str = ""  # default: OIDC_ISSUER, else the local gateway's address (what identity issues by default)
+    oidc_issuer: str = "http://127.0.0.1:8080"
     log_level: str = "INFO"
     otel_spans_file: str = ""  # JSON lines of finished spans (tests read it); empty: spans are not exported
     outbox_poll_seconds: float = 0.5
     consumer_max_attempts: int = 3
     fault_crash_before_publish: bool = False  # test hook: exit hard between the DB write and the publish
+
+    @property
+    def issuer(self) -> str:
+        """The only `iss` this service accepts in an access token."""
+        return self.jwt_issuer or self.oidc_issuer
 
     @property
     def database(self) -> str:
