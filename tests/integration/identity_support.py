@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
+import re
 import secrets
 from datetime import date
 from urllib.parse import parse_qs, urlsplit
@@ -35,7 +37,7 @@ async def signup(http: httpx.AsyncClient, email: str, kind: str = "business", re
 
 async def portal_client(http: httpx.AsyncClient, scopes=("openid",), headers: dict | None = None) -> dict:
     r = await http.post("/clients", headers=headers or bearer(), json={
-        "name": "portal", "confidential": False, "redirect_uris": [REDIRECT], "scopes": list(scopes),
+        "name": "portal", "confidential": False, "redirect_uris": [REDIRECT], "scopes": list(scopes), "first_party": True,
         "grant_types": ["authorization_code", "refresh_token"]})
     assert r.status_code == 201, r.text
     return r.json()
@@ -79,3 +81,29 @@ PROFILE = {"corporate_number": "7000012050002", "name": "熊本精密工業株�
                           {"fiscal_year": FY - 3, "sales": 455_000_000, "operating_profit": -2_000_000}]}
 # minted at import, so valid for the length of a whole suite run, not just the default five minutes
 OWNER = bearer("owner-1", ["business"], ttl=6 * 3600)
+
+
+OPERATOR = bearer("op-1", ["operator"])
+
+
+async def letter_code(http: httpx.AsyncClient, business_id: str) -> tuple[str, str]:
+    """What the mailroom prints and the representative reads off the paper (R-ID-07): (letter id, code)."""
+    from pypdf import PdfReader
+
+    letters = (await http.get("/letters", headers=OPERATOR)).json()
+    letter = [x for x in letters if x["business_id"] == business_id][-1]
+    pdf = await http.get(f"/letters/{letter['letter_id']}.pdf", headers=OPERATOR)
+    assert pdf.status_code == 200 and pdf.headers["content-type"] == "application/pdf"
+    text = PdfReader(io.BytesIO(pdf.content)).pages[0].extract_text()
+    return letter["letter_id"], re.search(r"CONFIRMATION CODE: (\d{8})", text).group(1)
+
+
+async def prove_prime(http: httpx.AsyncClient, headers: dict, profile: dict = PROFILE) -> str:
+    """Registers a corporation and proves the caller its prime account with the letter's code; its id."""
+    r = await http.post("/businesses", headers=headers, json=profile)
+    assert r.status_code == 201, r.text
+    bid = r.json()["business_id"]
+    _, code = await letter_code(http, bid)
+    r = await http.post(f"/businesses/{bid}/prime-proof", headers=headers, json={"code": code})
+    assert r.status_code == 200, r.text
+    return bid

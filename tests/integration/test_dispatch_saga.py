@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 
@@ -15,7 +16,7 @@ from pymongo import AsyncMongoClient
 from contracts import Envelope
 from contracts.events.budget import BudgetCommitted, BudgetRefused, BudgetReleased, BudgetReserved
 from contracts.events.experts import ExpertChanged
-from contracts.events.identity import AccountRevoked, MembershipChanged
+from contracts.events.identity import AccountRevoked, BindingChanged, DelegationRevoked, MembershipChanged
 from contracts.events.ratings import RatingGiven, RatingOwed
 from contracts.vocab import fiscal_year
 from tests.support import Namespace, ServiceProcess, eventually, read_topic, token
@@ -33,6 +34,21 @@ def auth(**claims) -> dict:
     return {"authorization": f"Bearer {token(**claims)}"}
 
 
+def owner(business: str) -> dict:
+    """A token of the business's prime account: the business comes from its `biz` claim (R-ID-07)."""
+    return auth(sub=f"acct-{business}", roles=["business"], biz=[{"id": business, "role": "prime"}])
+
+
+def delegations(*businesses: str, scopes=("dispatch:request", "dispatch:read")) -> list[dict]:
+    return [{"id": f"dlg-{b}", "business_id": b, "org_id": INSTITUTION, "scopes": list(scopes),
+             "exp": int(time.time()) + 86400} for b in businesses]
+
+
+def staff(*businesses: str, **claims) -> dict:
+    """A token of the institution's staff holding the businesses' delegations (R-ID-08)."""
+    return auth(**{**STAFF, "dlg": delegations(*businesses), **claims})
+
+
 class World:
     """The other services, as far as dispatch can tell: their events on Kafka."""
 
@@ -41,6 +57,16 @@ class World:
         self.db = AsyncMongoClient(infra.mongo)[ns.db("dispatch")]
         self.http = httpx.AsyncClient(base_url=url, timeout=15)
         self.producer = AIOKafkaProducer(bootstrap_servers=infra.kafka)
+        self.bound: set[str] = set()
+
+    async def bind(self, business: str) -> None:
+        """Identity's word that the business's prime account is acct-<business> (R-ID-07)."""
+        if business in self.bound:
+            return
+        env = await self.publish(BindingChanged(business_id=business, account_id=f"acct-{business}", role="prime"),
+                                 producer="identity")
+        await eventually(lambda: self.db.business_people.find_one({"_id": business, "_seen": env.event_id}))
+        self.bound.add(business)
 
     async def publish(self, msg, *, producer: str, env: Envelope | None = None) -> Envelope:
         env = env or Envelope.wrap(msg, producer=producer)
@@ -54,11 +80,12 @@ class World:
         await eventually(lambda: self.db.experts.find_one({"_id": expert_id, "_seen": env.event_id}))
 
     async def request(self, business: str, expert: str = "ex-1", **kw) -> dict:
-        body = {"business_id": business, "business_account_id": f"acct-{business}", "expert_id": expert,
+        await self.bind(business)
+        body = {"business_id": business, "expert_id": expert,
                 "institution_id": INSTITUTION, "issue": ISSUE, "beyond_self_help": True, "needs_specialist": True,
                 "planned_visits": [{"day": DAY.isoformat(), "hours": 3}, {"day": (DAY + timedelta(days=7)).isoformat(), "hours": 2}],
                 "travel_estimate": 1000, **kw}
-        r = await self.http.post("/requests", json=body, headers=auth(**STAFF))
+        r = await self.http.post("/requests", json=body, headers=staff(business))
         assert r.status_code == 201, r.text
         return r.json()
 
@@ -138,7 +165,7 @@ async def test_R_DSP_08_budget_refusal_refuses_the_dispatch_with_the_budget_reas
     refused = await eventually(lambda: world.status(d["dispatch_id"], "refused"))
     assert refused["reason_code"] == "budget_insufficient_balance" and "used up" in refused["reason"]
     # R-DSP-03: a refusal does not use up a free dispatch.
-    r = await world.http.get("/businesses/biz-b/free-dispatches", headers=auth(**STAFF))
+    r = await world.http.get("/businesses/biz-b/free-dispatches", headers=staff("biz-b"))
     assert (r.json()["used"], r.json()["remaining"]) == (0, 3)
 
 
@@ -162,10 +189,10 @@ async def test_R_DSP_03_fourth_free_request_in_a_fiscal_year_is_refused_with_the
     assert fourth["status"] == "refused" and fourth["reason_code"] == "free_cap_reached"
     assert "all its free dispatches" in fourth["reason"]
     seen_by_business = await world.http.get("/businesses/biz-c/free-dispatches",
-                                            headers=auth(sub="acct-biz-c", roles=["business"]))
+                                            headers=owner("biz-c"))
     assert (seen_by_business.json()["used"], seen_by_business.json()["remaining"]) == (3, 0)
     # A cancellation before approval gives the free dispatch back.
-    first = (await world.http.get("/businesses/biz-c/free-dispatches", headers=auth(**STAFF))).json()["dispatch_ids"][0]
+    first = (await world.http.get("/businesses/biz-c/free-dispatches", headers=staff("biz-c"))).json()["dispatch_ids"][0]
     r = await world.http.post(f"/requests/{first}/cancel", json={"reason": "solved otherwise"}, headers=auth(**STAFF))
     assert r.status_code == 200 and r.json()["status"] == "cancelled"
     assert (await world.request("biz-c"))["status"] == "accepted"
@@ -246,7 +273,7 @@ async def test_R_DSP_14_cancelled_while_reservation_pending_releases_it_when_it_
     d = await world.request("biz-p")
     cmd = await world.command("budget.ReserveBudget", d["dispatch_id"])
     r = await world.http.post(f"/requests/{d['dispatch_id']}/cancel", json={"reason": "changed plans"},
-                              headers=auth(sub="acct-biz-p", roles=["business"]))
+                              headers=owner("biz-p"))
     assert r.status_code == 200 and r.json()["status"] == "cancelled"
     await world.reserved(cmd)
     release = await world.command("budget.ReleaseBudget", d["dispatch_id"])
@@ -271,7 +298,7 @@ async def complete_visits(world: World, dispatch_id: str, *, minutes: int) -> No
         "visit_id": vid, "start": start.isoformat(), "end": (start + timedelta(minutes=minutes)).isoformat(),
         "reason": "checked out late: phone battery empty", "signed": True, "signature": "Expert ex-1"})
     assert r.status_code == 201, r.text
-    business = auth(sub=(await world.get(dispatch_id))["business_account_id"], roles=["business"])
+    business = owner((await world.get(dispatch_id))["business_id"])
     r = await world.http.post(f"/requests/{dispatch_id}/visits/{vid}/sign-off", json={}, headers=business)
     assert r.status_code == 200, r.text
     early = await world.http.post(f"/requests/{dispatch_id}/confirm", json={}, headers=auth(sub="agent-1", roles=["agency"]))
@@ -299,7 +326,7 @@ async def test_R_DSP_01_R_DSP_06_R_EX_01_screening_refusals_are_named_stored_and
     # The institution must act for the org it names; a token without it is refused outright (not stored).
     other = {**STAFF, "orgs": []}
     r = await world.http.post("/requests", headers=auth(**other), json={
-        "business_id": "biz-f", "business_account_id": "acct-biz-f", "expert_id": "ex-1", "institution_id": INSTITUTION,
+        "business_id": "biz-f", "expert_id": "ex-1", "institution_id": INSTITUTION,
         "issue": ISSUE, "beyond_self_help": True, "needs_specialist": True,
         "planned_visits": [{"day": DAY.isoformat(), "hours": 2}]})
     assert r.status_code == 403 and r.headers["content-type"].startswith("application/problem+json")
@@ -327,7 +354,9 @@ async def test_R_DSP_01_R_DSP_06_R_EX_01_screening_refusals_are_named_stored_and
     # R-PF-04: identity's events say the institution is now only a broad-support member → no dispatch right,
     # whatever its (older) token still says.
     other_org = {**STAFF, "orgs": [{**STAFF["orgs"][0], "org_id": "inst-2"}]}
-    body = {"business_id": "biz-f2", "business_account_id": "acct-biz-f2", "expert_id": "ex-1", "institution_id": "inst-2",
+    await world.bind("biz-f2")
+    other_org["dlg"] = [{**d, "org_id": "inst-2"} for d in delegations("biz-f2")]
+    body = {"business_id": "biz-f2", "expert_id": "ex-1", "institution_id": "inst-2",
             "issue": ISSUE, "beyond_self_help": True, "needs_specialist": True,
             "planned_visits": [{"day": DAY.isoformat(), "hours": 2}]}
     env = await world.publish(MembershipChanged(platform_id=PLATFORM, org_id="inst-2", member_role="institution"),
@@ -338,7 +367,7 @@ async def test_R_DSP_01_R_DSP_06_R_EX_01_screening_refusals_are_named_stored_and
 
 
 async def test_R_DSP_02_route_B_needs_prior_platform_dispatch_held_consultation_and_cosignature(world):
-    business = auth(sub="acct-biz-b2", roles=["business"])
+    business = owner("biz-b2")
     expert = auth(sub="acct-ex-1", roles=["expert"])
     direct = {"business_id": "biz-b2", "expert_id": "ex-1", "issue": ISSUE, "issue_kind": "it_dx",
               "beyond_self_help": True, "needs_specialist": True, "planned_visits": [{"day": DAY.isoformat(), "hours": 2}]}
@@ -352,7 +381,7 @@ async def test_R_DSP_02_route_B_needs_prior_platform_dispatch_held_consultation_
     assert {x["code"] for x in r.json()["refusals"]} == {"no_prior_platform_dispatch", "no_web_consultation"}
 
     # A platform dispatch the business received (route A, visited and reported) ...
-    a = await world.request("biz-b2", business_account_id="acct-biz-b2")
+    a = await world.request("biz-b2")
     await world.reserved(await world.command("budget.ReserveBudget", a["dispatch_id"]))
     await eventually(lambda: world.status(a["dispatch_id"], "approved"))
     await complete_visits(world, a["dispatch_id"], minutes=120)
@@ -393,5 +422,51 @@ async def test_R_DSP_06_desk_refusal_while_reservation_pending_releases_it(world
     again = await world.http.post(f"/requests/{d['dispatch_id']}/refuse", json={"reason": "once more please"},
                                   headers=auth(sub="agent-1", roles=["agency"]))
     assert again.status_code == 409 and again.json()["current_status"] == "refused"
-    used = (await world.http.get("/businesses/biz-desk/free-dispatches", headers=auth(**STAFF))).json()
+    used = (await world.http.get("/businesses/biz-desk/free-dispatches", headers=staff("biz-desk"))).json()
     assert used["used"] == 0
+
+
+async def test_R_ID_07_R_ID_08_dispatch_takes_the_business_from_the_token_never_from_the_body(world):
+    await world.bind("biz-victim")
+    attacker = owner("biz-attacker")
+    direct = {"expert_id": "ex-1", "issue": ISSUE, "beyond_self_help": True, "needs_specialist": True,
+              "planned_visits": [{"day": DAY.isoformat(), "hours": 2}]}
+    # another business's account cannot file, consult or read counts in the victim's name
+    r = await world.http.post("/requests", json={**direct, "business_id": "biz-victim"}, headers=attacker)
+    assert r.status_code == 403 and "biz-victim" in r.json()["detail"]
+    r = await world.http.post("/consultations", headers=attacker, json={
+        "business_id": "biz-victim", "expert_id": "ex-1", "subject": "Order system", "message": "hello"})
+    assert r.status_code == 403
+    assert (await world.http.get("/businesses/biz-victim/free-dispatches", headers=attacker)).status_code == 404
+    assert (await world.http.get("/businesses/biz-victim/free-dispatches", headers=owner("biz-victim"))).status_code == 200
+    # an account bound to no business (an id identity never issued) files nothing
+    unbound = auth(sub="acct-nobody", roles=["business"])
+    r = await world.http.post("/requests", json={**direct, "business_id": "biz-made-up"}, headers=unbound)
+    assert r.status_code == 403
+    r = await world.http.post("/requests", json=direct, headers=unbound)
+    assert r.status_code == 403 and "not bound to a business" in r.json()["detail"]
+    # without business_id, the request is the token's own business
+    r = await world.http.post("/requests", json=direct, headers=attacker)
+    assert r.status_code == 201 and r.json()["business_id"] == "biz-attacker", r.text
+
+    # route A: only under the business's delegation, and the business's own account signs off and rates
+    route_a = {**direct, "business_id": "biz-victim", "institution_id": INSTITUTION, "business_account_id": "staff-1"}
+    r = await world.http.post("/requests", json=route_a, headers=auth(**STAFF))
+    assert r.status_code == 403 and "delegated" in r.json()["detail"]
+    r = await world.http.post("/requests", json={**route_a, "business_id": "biz-unproven"}, headers=staff("biz-unproven"))
+    assert r.status_code == 422 and "prime account" in r.json()["detail"]
+    r = await world.http.post("/requests", json=route_a, headers=staff("biz-victim"))
+    assert r.status_code == 201, r.text
+    assert r.json()["business_account_id"] == "acct-biz-victim"  # not the staff account it typed in
+    did = r.json()["dispatch_id"]
+    assert (await world.http.get(f"/requests/{did}", headers=owner("biz-victim"))).status_code == 200
+    assert (await world.http.get(f"/requests/{did}", headers=attacker)).status_code == 404
+
+    # R-ID-09: a revoked delegation stops working at once, although the token still lists it
+    env = await world.publish(DelegationRevoked(delegation_id="dlg-biz-victim", business_id="biz-victim",
+                                                org_id=INSTITUTION), producer="identity")
+    await eventually(lambda: world.db.revoked_subjects.find_one({"_id": "dlg:dlg-biz-victim", "_seen": env.event_id}),
+                     timeout=2)
+    r = await world.http.post("/requests", json=route_a, headers=staff("biz-victim"))
+    assert r.status_code == 403
+    assert (await world.http.get("/businesses/biz-victim/free-dispatches", headers=staff("biz-victim"))).status_code == 404

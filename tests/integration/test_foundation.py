@@ -19,6 +19,7 @@ from tests.support import SERVICES, eventually, read_topic, service_port, token
 
 BUSINESS = {"corporate_number": "7000012050002", "name": "テスト工業株式会社", "prefecture": "熊本県",
             "industry": "製造業", "employees": 12}
+SOLE_PROPRIETOR = {k: v for k, v in BUSINESS.items() if k != "corporate_number"}  # bound at once (R-ID-07)
 
 
 def auth(**kw) -> dict:
@@ -30,10 +31,11 @@ async def test_http_to_kafka_to_consumer_through_the_gateway_in_one_trace(servic
     recommend = services("recommend", port=service_port("recommend"))
     owner = auth(sub="owner-1", roles=["business"])
     async with httpx.AsyncClient(base_url=gateway, timeout=10) as http:
-        r = await http.post("/api/identity/businesses", json=BUSINESS, headers=owner)
+        r = await http.post("/api/identity/businesses", json=SOLE_PROPRIETOR, headers=owner)
         assert r.status_code == 201, r.text
         assert r.headers.get("x-request-id")
         business_id = r.json()["business_id"]
+        owner = auth(sub="owner-1", roles=["business"], biz=[{"id": business_id, "role": "prime"}])
 
         async def visible():
             r = await http.get(f"/api/recommend/businesses/{business_id}", headers=owner)
@@ -88,8 +90,9 @@ async def test_bad_input_gets_a_problem_document_not_a_500(services):
         r = await http.post("/businesses", content=b"{not json", headers={**auth(roles=["business"]),
                                                                           "content-type": "application/json"})
         assert r.status_code == 422
-        first = await http.post("/businesses", json=BUSINESS, headers=auth(roles=["business"]))
-        again = await http.post("/businesses", json=BUSINESS, headers=auth(roles=["business"]))
+        head_office = {**BUSINESS, "postal_code": "860-0001", "address": "熊本県熊本市中央区1-1"}
+        first = await http.post("/businesses", json=head_office, headers=auth(sub="rep", roles=["business"]))
+        again = await http.post("/businesses", json=head_office, headers=auth(sub="someone", roles=["business"]))
         assert (first.status_code, again.status_code) == (201, 409)
 
 
@@ -160,7 +163,8 @@ async def test_unprocessable_message_goes_to_the_dead_letter_topic_and_consumpti
 async def test_killed_between_database_write_and_publish_loses_no_event(services, infra, ns, tmp_path):
     # The fault hook makes the process die hard right after the write committed, before any publish.
     doomed = services("identity", FAULT_CRASH_BEFORE_PUBLISH="true")
-    r = httpx.post(f"{doomed.url}/businesses", json=BUSINESS, headers=auth(roles=["business"]), timeout=10)
+    # an operator's import of a corporation: one event, no binding (R-ID-07 binds only a proven prime account)
+    r = httpx.post(f"{doomed.url}/businesses", json=BUSINESS, headers=auth(roles=["operator"]), timeout=10)
     assert r.status_code == 201
     assert doomed.proc.wait(20) == 137
     assert await read_topic(infra.kafka, ns.topic("identity.events"), min_count=1, timeout=3) == []

@@ -12,7 +12,7 @@ import pytest
 from contracts.vocab import fiscal_year
 from tests.integration.identity_support import (PASSWORD, bearer, client_token, partner_client, password_login,
                                                 portal_client, signup, start_identity)
-from tests.integration.identity_support import PROFILE
+from tests.integration.identity_support import PROFILE, prove_prime
 from tests.support import token
 
 ACCOUNT_ROLES = ("business", "founder", "expert", "institution", "bureau", "agency", "operator")
@@ -20,6 +20,7 @@ ROLES = ACCOUNT_ROLES + ("client",)
 OWNERS = {"business", "founder", "operator"}
 MANAGERS = {"operator", "bureau"}
 READERS = {"operator", "bureau", "agency", "institution"}
+PEOPLE = {"business", "founder"}  # who acts for a business (R-ID-07)
 PUBLIC = "public"            # no token needed
 CLIENT_AUTH = "client-auth"  # OAuth endpoints: the client authenticates itself (HTTP Basic), bearer tokens do not count
 
@@ -55,7 +56,8 @@ def table(w: dict) -> dict[tuple[str, str], Row]:
         ("GET", "/accounts/me/federated-identities"): Row(set(ACCOUNT_ROLES), "/accounts/me/federated-identities"),
         ("POST", "/accounts/me/federated-identities"): Row(set(ACCOUNT_ROLES), "/accounts/me/federated-identities"),
         ("POST", "/staff-accounts"): Row({"operator"}, "/staff-accounts", {"email": "staff2@example.jp", "password": PASSWORD,
-                                                                          "real_name": "職員", "kind": "bureau"}),
+                                                                          "real_name": "職員", "kind": "bureau",
+                                                                          "bureau_id": "bureau-kyushu"}),
         ("POST", "/accounts/{account_id}/revoke"): Row({"operator"}, f"/accounts/{w['victim']}/revoke", {"reason": "R-DSP-13"}),
         ("POST", "/clients"): Row({"operator"}, "/clients", {"name": "x", "confidential": True, "scopes": [],
                                                              "grant_types": ["client_credentials"]}),
@@ -63,9 +65,26 @@ def table(w: dict) -> dict[tuple[str, str], Row]:
         # businesses, once-only profile (R-ID-03)
         ("GET", "/businesses"): Row(OWNERS, "/businesses"),
         ("POST", "/businesses"): Row(OWNERS, "/businesses", {k: v for k, v in PROFILE.items() if k != "corporate_number"}),
-        ("GET", "/businesses/{business_id}"): Row(OWNERS, f"/businesses/{w['bid']}"),
-        ("PATCH", "/businesses/{business_id}"): Row(OWNERS, f"/businesses/{w['bid']}", {"employees": 49}),
-        ("GET", "/businesses/{business_id}/history"): Row(OWNERS, f"/businesses/{w['bid']}/history"),
+        ("GET", "/businesses/{business_id}"): Row(OWNERS | {"institution"}, f"/businesses/{w['bid']}"),
+        ("PATCH", "/businesses/{business_id}"): Row(OWNERS | {"institution"}, f"/businesses/{w['bid']}", {"employees": 49}),
+        ("GET", "/businesses/{business_id}/history"): Row(OWNERS | {"institution"}, f"/businesses/{w['bid']}/history"),
+        # bindings and delegations (R-ID-07, R-ID-08)
+        ("POST", "/businesses/{business_id}/prime-proof"): Row(PEOPLE, f"/businesses/{w['bid']}/prime-proof", {"code": "1"}),
+        ("GET", "/letters"): Row({"operator"}, "/letters"),
+        ("GET", "/letters/{letter_id}.pdf"): Row({"operator"}, "/letters/ltr-none.pdf"),
+        ("POST", "/letters/{letter_id}/posted"): Row({"operator"}, "/letters/ltr-none/posted"),
+        ("GET", "/businesses/{business_id}/members"): Row(PEOPLE, f"/businesses/{w['bid']}/members"),
+        ("POST", "/businesses/{business_id}/invitations"): Row(PEOPLE, f"/businesses/{w['bid']}/invitations",
+                                                               {"email": "clerk@example.jp"}),
+        ("GET", "/invitations"): Row(PEOPLE, "/invitations"),
+        ("POST", "/businesses/{business_id}/invitations/accept"): Row(PEOPLE, f"/businesses/{w['bid']}/invitations/accept"),
+        ("DELETE", "/businesses/{business_id}/members/{account_id}"): Row(PEOPLE, f"/businesses/{w['bid']}/members/acc-none"),
+        ("POST", "/businesses/{business_id}/delegations"): Row(PEOPLE, f"/businesses/{w['bid']}/delegations",
+                                                               {"org_id": w["orgs"][0], "scopes": ["profile:read"], "days": 1}),
+        ("GET", "/businesses/{business_id}/delegations"): Row(PEOPLE, f"/businesses/{w['bid']}/delegations"),
+        ("GET", "/delegations"): Row({"institution"}, "/delegations"),
+        ("POST", "/delegations/{delegation_id}/revoke"): Row(PEOPLE | {"operator"}, "/delegations/dlg-none/revoke"),
+        ("GET", "/prefill/businesses/{business_id}"): Row({"client"}, f"/prefill/businesses/{w['bid']}"),
         # consents and prefill (R-ID-04)
         ("GET", "/businesses/{business_id}/consents"): Row(OWNERS, f"/businesses/{w['bid']}/consents"),
         ("POST", "/businesses/{business_id}/consents"): Row(OWNERS, f"/businesses/{w['bid']}/consents",
@@ -103,7 +122,8 @@ async def _world(http: httpx.AsyncClient) -> dict:
     for kind in ACCOUNT_ROLES:
         if kind in ("bureau", "agency", "operator"):
             r = await http.post("/staff-accounts", headers=op, json={"email": f"{kind}@example.jp", "password": PASSWORD,
-                                                                     "real_name": "職員 一郎", "kind": kind})
+                                                                     "real_name": "職員 一郎", "kind": kind,
+                                                                     "bureau_id": "b" if kind == "bureau" else None})
             assert r.status_code == 201, r.text
             subjects[kind] = r.json()["account_id"]
         else:
@@ -119,10 +139,13 @@ async def _world(http: httpx.AsyncClient) -> dict:
         orgs.append(r.json()["org_id"])
     extra = (await http.post("/organisations", headers=op, json={"name": "法人", "kind": "body"})).json()["org_id"]
     await http.post(f"/organisations/{orgs[1]}/staff", headers=op, json={"account_id": subjects["institution"]})
+    # institution rights come with the organisation's link, in the next token (R-ID-07)
+    tokens = await password_login(http, portal["client_id"], "institution@example.jp")
+    headers["institution"] = {"authorization": f"Bearer {tokens['access_token']}"}
     fy = fiscal_year(date.today())
     pid = (await http.post("/platforms", headers=op, json={"name": "PF", "bureau_id": "b", "fiscal_year": fy,
                                                            "representative_id": orgs[0], "member_ids": orgs})).json()["platform_id"]
-    bid = (await http.post("/businesses", headers=headers["business"], json=PROFILE)).json()["business_id"]
+    bid = await prove_prime(http, headers["business"])
     partner = await partner_client(http, ["prefill:read"])
     assert (await http.post(f"/businesses/{bid}/consents", headers=headers["business"],
                             json={"client_id": partner["client_id"]})).status_code == 201

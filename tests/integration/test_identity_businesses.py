@@ -5,7 +5,7 @@ import httpx
 import pytest
 
 from contracts import Envelope
-from tests.integration.identity_support import FY, OWNER, PROFILE, bearer, start_identity
+from tests.integration.identity_support import FY, OWNER, PROFILE, bearer, prove_prime, start_identity
 from tests.support import read_topic
 
 
@@ -29,10 +29,8 @@ async def test_R_ID_02_invalid_corporate_numbers_are_refused_with_a_problem_docu
 
 async def test_R_ID_03_R_ANC_04_profile_entered_once_every_change_versioned(identity, infra, ns):
     async with httpx.AsyncClient(base_url=identity.url, timeout=15) as http:
-        r = await http.post("/businesses", headers=OWNER, json=PROFILE)
-        assert r.status_code == 201, r.text
-        biz = r.json()
-        bid = biz["business_id"]
+        bid = await prove_prime(http, OWNER)  # R-ID-07: the letter's code makes the applicant the prime account
+        biz = (await http.get(f"/businesses/{bid}", headers=OWNER)).json()
         assert (bid, biz["version"], biz["missing_periods"], len(biz["financials"])) == ("corp-7000012050002", 1, [], 3)
         assert (await http.post("/businesses", headers=OWNER, json=PROFILE)).status_code == 409  # once only
 
@@ -67,10 +65,11 @@ async def test_R_ID_03_R_ANC_04_profile_entered_once_every_change_versioned(iden
         assert (await http.get(f"/businesses/{bid}", headers=bearer())).json()["version"] == 3
         assert [b["business_id"] for b in (await http.get("/businesses", headers=OWNER)).json()] == [bid]
 
-    records = await read_topic(infra.kafka, ns.topic("identity.events"), min_count=3)
+    records = await read_topic(infra.kafka, ns.topic("identity.events"), min_count=4)
     events = [Envelope.model_validate_json(r.value) for r in records]
-    assert [e.event_type for e in events] == ["identity.BusinessRegistered", "identity.BusinessProfileChanged",
-                                              "identity.BusinessProfileChanged"]
+    assert [e.event_type for e in events] == ["identity.BusinessRegistered", "identity.BindingChanged",
+                                              "identity.BusinessProfileChanged", "identity.BusinessProfileChanged"]
+    events = [e for e in events if e.event_type != "identity.BindingChanged"]
     changed = events[1].payload
     assert (changed["profile_version"], changed["changed"], changed["employees"], events[1].actor) == (
         2, ["employees", "financials"], 52, "owner-1")

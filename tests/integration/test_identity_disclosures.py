@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from tests.integration.identity_support import bearer, signup, start_identity
-from tests.integration.identity_support import OWNER, PROFILE
+from tests.integration.identity_support import OWNER, PROFILE, prove_prime
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ async def _staff(http, email: str, org_name: str) -> tuple[dict, str]:
 
 async def test_R_ANC_05_institution_sees_the_profile_only_while_the_business_approves(identity):
     async with httpx.AsyncClient(base_url=identity.url, timeout=15) as http:
-        bid = (await http.post("/businesses", headers=OWNER, json=PROFILE)).json()["business_id"]
+        bid = await prove_prime(http, OWNER)
         staff, org = await _staff(http, "advisor@cci.example.jp", "熊本商工会議所")
         rival, _ = await _staff(http, "advisor@other.example.jp", "別の商工会議所")
 

@@ -66,7 +66,7 @@ async def test_R_ID_01_standard_client_completes_discovery_code_pkce_refresh_and
         meta = (await http.get("/.well-known/openid-configuration")).json()
         assert meta["issuer"] == ISSUER and "S256" in meta["code_challenge_methods_supported"]
         account = await _signup(http, "owner@example.jp")
-        portal = await _client(http, name="portal", confidential=False, redirect_uris=[REDIRECT],
+        portal = await _client(http, name="portal", confidential=False, redirect_uris=[REDIRECT], first_party=True,
                                scopes=["openid", "profile", "email"], grant_types=["authorization_code", "refresh_token"])
 
         oauth = AsyncOAuth2Client(portal["client_id"], redirect_uri=REDIRECT, scope="openid profile",
@@ -139,7 +139,7 @@ async def test_R_ID_05_client_credentials_scopes_introspection_and_revocation(id
 async def test_R_ID_01_lockout_after_repeated_wrong_passwords(identity, gateway):
     async with httpx.AsyncClient(base_url=gateway, timeout=15) as http:
         await _signup(http, "locked@example.jp")
-        portal = await _client(http, name="portal", confidential=False, redirect_uris=[REDIRECT], scopes=["openid"],
+        portal = await _client(http, name="portal", confidential=False, redirect_uris=[REDIRECT], first_party=True, scopes=["openid"],
                                grant_types=["authorization_code"])
         url = AsyncOAuth2Client(portal["client_id"], redirect_uri=REDIRECT, scope="openid", code_challenge_method="S256") \
             .create_authorization_url("/api/identity/authorize", code_verifier=generate_token(64))[0]

@@ -7,7 +7,7 @@ import pytest
 
 from contracts import Envelope
 from tests.integration.identity_support import bearer, client_token, partner_client, start_identity
-from tests.integration.identity_support import OWNER, PROFILE
+from tests.integration.identity_support import OWNER, PROFILE, prove_prime
 from tests.support import read_topic
 
 BASIC = {"corporate_number", "name", "postal_code", "address", "prefecture", "representative", "capital", "industry",
@@ -26,7 +26,7 @@ def auth(tok: str) -> dict:
 
 async def test_R_ID_04_prefill_only_with_consent_exactly_the_scoped_fields_and_every_read_listed(identity, infra, ns):
     async with httpx.AsyncClient(base_url=identity.url, timeout=15) as http:
-        bid = (await http.post("/businesses", headers=OWNER, json=PROFILE)).json()["business_id"]
+        bid = await prove_prime(http, OWNER)
         kaikei = await partner_client(http, ["prefill:read"], name="会計クラウド")
         bank = await partner_client(http, ["prefill:read", "prefill:financials"], name="オンライン融資")
         kaikei_tok, bank_tok = await client_token(http, kaikei), await client_token(http, bank)

@@ -64,3 +64,11 @@ INSTITUTION_EVALUATION_ITEMS = ("issue_handling", "strategy_building", "knowledg
 # Expert fields: a controlled vocabulary (R-EX-03/05).
 EXPERT_FIELDS = ("management", "finance", "tax", "legal", "ip", "sales_channels", "product_development",
                  "it_dx", "business_succession", "hr", "overseas", "manufacturing", "startup", "other")
+
+# R-ID-08: what a business may let an institution's staff do for it (代行). Signing off visits and rating the
+# expert are never delegable: they stay the business's own acts.
+DELEGATION_SCOPES = ("profile:read", "profile:write", "dispatch:request", "dispatch:read")
+
+# Scopes of user tokens. `portal`: the first-party portal front ends act with the user's full rights; a
+# third-party client's user token never carries it and reaches only the routes its consented scopes open.
+PORTAL_SCOPE = "portal"

@@ -1,9 +1,18 @@
-"""Access-token checks in every service: RS256 JWTs verified locally, then role / scope checks.
+"""Access-token checks in every service: RS256 JWTs verified locally (signature, exp, aud, iss), the deny list
+kept from identity's revocation events (R-ID-09), then role / scope checks.
 
 The gateway verifies tokens too; services check again (cheap, local) so no endpoint trusts the network.
+
+Who the caller acts for travels in the token (R-ID-07, R-ID-08):
+- `biz`: the businesses the account is bound to, [{"id": business_id, "role": "prime" | "member"}];
+- `dlg`: delegations its institution holds, [{"id", "business_id", "org_id", "scopes": [...], "exp"}];
+- `bureau_id`: the block of a bureau account (R-PF-05);
+- scope `portal`: a first-party portal front end; a third-party client's token reaches only routes that
+  name a scope it carries.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -11,6 +20,7 @@ from pathlib import Path
 import jwt
 from fastapi import Request
 
+from contracts.vocab import PORTAL_SCOPE
 from servicekit.problems import Problem
 
 
@@ -22,16 +32,71 @@ class Principal:
     client_id: str | None = None
     # Platform memberships (R-PF-04): ({"org_id", "platform_id", "member_role", "rights": [...]}, ...)
     orgs: tuple[dict, ...] = ()
+    # R-ID-07: business id -> "prime" | "member"
+    businesses: dict[str, str] = field(default_factory=dict)
+    # R-ID-08: ({"id", "business_id", "org_id", "scopes", "exp"}, ...), revoked and expired ones already removed
+    delegations: tuple[dict, ...] = ()
+    bureau_id: str | None = None
 
     def orgs_with(self, right: str, platform_id: str | None = None) -> list[str]:
         """Ids of the organisations the caller acts for that hold `right` (in `platform_id`, if given)."""
         return [o["org_id"] for o in self.orgs
                 if right in o.get("rights", ()) and (platform_id is None or o.get("platform_id") == platform_id)]
 
+    @property
+    def first_party(self) -> bool:
+        return PORTAL_SCOPE in self.scopes
+
+    def acts_for(self, business_id: str | None) -> bool:
+        """R-ID-07: the caller is the business itself (its prime or a member account)."""
+        return business_id is not None and business_id in self.businesses
+
+    def delegation(self, business_id: str | None, scope: str) -> dict | None:
+        """R-ID-08: the caller's institution holds a live delegation from `business_id` covering `scope`."""
+        return next((d for d in self.delegations if d.get("business_id") == business_id
+                     and scope in d.get("scopes", ())), None)
+
+    def may(self, business_id: str | None, scope: str) -> bool:
+        """The business itself, or an institution it delegated `scope` to."""
+        return self.acts_for(business_id) or self.delegation(business_id, scope) is not None
+
+    @property
+    def is_staff(self) -> bool:
+        return bool(self.roles & {"agency", "operator"})
+
 
 @lru_cache(maxsize=4)
 def _public_key(path: str) -> str:
     return Path(path).read_text()
+
+
+def deny_keys(claims: dict) -> dict[str, str]:
+    """The deny-list keys a token can be struck by, each with what it strikes (R-ID-09)."""
+    keys = {claims["sub"]: "account", f"jti:{claims.get('jti')}": "token",
+            f"client:{claims.get('client_id')}": "client"}
+    for b in claims.get("biz") or ():
+        keys[f"bind:{b.get('id')}:{claims['sub']}"] = f"biz:{b.get('id')}"
+        keys[f"consent:{b.get('id')}:{claims.get('client_id')}"] = f"biz:{b.get('id')}"
+    for d in claims.get("dlg") or ():
+        keys[f"dlg:{d.get('id')}"] = f"dlg:{d.get('id')}"
+    return keys
+
+
+def principal_from(claims: dict, struck: set[str] = frozenset(), now: float | None = None) -> Principal:
+    """The caller described by verified claims, minus what the deny list struck (`struck`: values of deny_keys)."""
+    now = time.time() if now is None else now
+    return Principal(
+        subject=claims["sub"],
+        roles=frozenset(claims.get("roles", [])),
+        scopes=frozenset(str(claims.get("scope", "")).split()),
+        client_id=claims.get("client_id"),
+        orgs=tuple(claims.get("orgs") or ()),
+        businesses={b["id"]: b.get("role", "member") for b in claims.get("biz") or ()
+                    if isinstance(b, dict) and b.get("id") and f"biz:{b['id']}" not in struck},
+        delegations=tuple(d for d in claims.get("dlg") or () if isinstance(d, dict)
+                          and f"dlg:{d.get('id')}" not in struck and d.get("exp", 0) > now),
+        bureau_id=claims.get("bureau_id"),
+    )
 
 
 async def authenticate(request: Request) -> Principal:
@@ -49,19 +114,15 @@ async def authenticate(request: Request) -> Principal:
         raise Problem(401, "Unauthorized", "The access token has expired.") from None
     except jwt.InvalidTokenError as e:
         raise Problem(401, "Unauthorized", f"The access token is not valid: {e}.") from None
-    if not await request.app.state.service.subject_active(claims):
-        raise Problem(401, "Unauthorized", "This account or client has been revoked.")
-    return Principal(
-        subject=claims["sub"],
-        roles=frozenset(claims.get("roles", [])),
-        scopes=frozenset(str(claims.get("scope", "")).split()),
-        client_id=claims.get("client_id"),
-        orgs=tuple(claims.get("orgs") or ()),
-    )
+    struck = await request.app.state.service.struck(claims)
+    if struck & {"account", "token", "client"}:
+        raise Problem(401, "Unauthorized", "This token, its account or its client has been revoked.")
+    return principal_from(claims, struck)
 
 
 def require(*roles: str, scope: str | None = None):
-    """FastAPI dependency: the caller must hold one of `roles` (if given) and `scope` (if given)."""
+    """FastAPI dependency: the caller must hold one of `roles` (if given) and `scope` (if given). A token that is not
+    the portal's own (a third-party client's) passes only where the route names a scope, and only with that scope."""
 
     async def dependency(request: Request) -> Principal:
         p = await authenticate(request)
@@ -69,6 +130,9 @@ def require(*roles: str, scope: str | None = None):
             raise Problem(403, "Forbidden", f"This action needs one of the roles: {', '.join(sorted(roles))}.")
         if scope and scope not in p.scopes:
             raise Problem(403, "Forbidden", f"This action needs the scope '{scope}'.")
+        if not scope and not p.first_party:
+            raise Problem(403, "Forbidden", "This token was issued to a third-party application; it may use only "
+                          "the actions its granted scopes name, and this is not one of them.")
         return p
 
     return dependency

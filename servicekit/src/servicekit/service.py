@@ -104,21 +104,37 @@ class Service:
             return job
         return register
 
-    # --- forced exit (R-ID-06) ----------------------------------------------------------------
+    # --- revocation everywhere (R-ID-06, R-ID-09) -------------------------------------------------
     def _honour_revocations(self) -> None:
-        """Every service learns revoked accounts from identity's events and refuses to act for them."""
-        from contracts.events.identity import AccountRevoked
+        """Every service keeps a deny list from identity's events: revoked accounts, tokens and clients make a token
+        useless; an ended binding, withdrawn consent or revoked delegation takes that business out of it."""
+        from contracts.events import identity as ev
         from servicekit.store import apply_once
 
-        async def on_revoked(env: Envelope, e: AccountRevoked) -> None:
-            await apply_once(self.db.revoked_subjects, e.account_id, env.event_id,
-                             {"$set": {"reason": e.reason, "at": env.occurred_at}})
+        def mark(key_of, struck_if=lambda e: True):
+            async def handler(env: Envelope, e) -> None:
+                await apply_once(self.db.revoked_subjects, key_of(e), env.event_id,
+                                 {"$set": {"struck": struck_if(e), "type": env.event_type, "at": env.occurred_at}})
+            return handler
 
-        self.consume("identity.events", {AccountRevoked: on_revoked})
+        self.consume("identity.events", {
+            ev.AccountRevoked: mark(lambda e: e.account_id),
+            ev.TokenRevoked: mark(lambda e: f"jti:{e.jti}"),
+            ev.ClientRevoked: mark(lambda e: f"client:{e.client_id}"),
+            ev.DelegationRevoked: mark(lambda e: f"dlg:{e.delegation_id}"),
+            ev.BindingChanged: mark(lambda e: f"bind:{e.business_id}:{e.account_id}", lambda e: e.role is None),
+            ev.ConsentWithdrawn: mark(lambda e: f"consent:{e.business_id}:{e.client_id}"),
+            ev.ConsentGranted: mark(lambda e: f"consent:{e.business_id}:{e.client_id}", lambda e: False),
+        })
 
-    async def subject_active(self, claims: dict) -> bool:
-        """False for a token whose subject was revoked (identity overrides this with its own records)."""
-        return await self.db.revoked_subjects.find_one({"_id": claims["sub"]}, {"_id": 1}) is None
+    async def struck(self, claims: dict) -> set[str]:
+        """What of this token the deny list strikes: 'account', 'token', 'client', 'biz:<id>', 'dlg:<id>'
+        (identity overrides this with its own records)."""
+        from servicekit.auth import deny_keys
+
+        keys = deny_keys(claims)
+        found = self.db.revoked_subjects.find({"_id": {"$in": list(keys)}, "struck": {"$ne": False}}, {"_id": 1})
+        return {keys[d["_id"]] async for d in found}
 
     def _document_publishers(self, topics) -> None:
         """Declares what this service publishes, so the generated AsyncAPI document shows it (the outbox

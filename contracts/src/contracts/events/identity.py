@@ -166,3 +166,71 @@ class ConsentWithdrawn(Message):
 
     business_id: str
     client_id: str
+
+
+class BindingChanged(Message):
+    """An account's binding to a business changed (R-ID-07): `role` prime (proven for the corporate number, or the
+    registrant of a sole proprietor / founder), member (invited by the prime), or None when the binding ended."""
+
+    message_type: ClassVar[str] = "identity.BindingChanged"
+    version: ClassVar[int] = 1
+    topic: ClassVar[str] = TOPIC
+    key_field: ClassVar[str] = "business_id"
+
+    business_id: str
+    account_id: str
+    role: str | None = Field(description="prime, member, or None: the account no longer acts for the business")
+
+
+class DelegationGranted(Message):
+    """A business let an institution's staff act for it (代行, R-ID-08) within `scopes` until `expires_at`."""
+
+    message_type: ClassVar[str] = "identity.DelegationGranted"
+    version: ClassVar[int] = 1
+    topic: ClassVar[str] = TOPIC
+    key_field: ClassVar[str] = "business_id"
+
+    delegation_id: str
+    business_id: str
+    org_id: str
+    scopes: list[str] = Field(description="contracts.vocab.DELEGATION_SCOPES")
+    expires_at: int = Field(description="Unix time (seconds)")
+
+
+class DelegationRevoked(Message):
+    """The business (or an operator) ended a delegation before its expiry (R-ID-08, R-ID-09)."""
+
+    message_type: ClassVar[str] = "identity.DelegationRevoked"
+    version: ClassVar[int] = 1
+    topic: ClassVar[str] = TOPIC
+    key_field: ClassVar[str] = "business_id"
+
+    delegation_id: str
+    business_id: str
+    org_id: str
+
+
+class TokenRevoked(Message):
+    """An access token stops working everywhere before its expiry (R-ID-09): revoked by its client (RFC 7009), or
+    because its refresh family or authorization code was replayed."""
+
+    message_type: ClassVar[str] = "identity.TokenRevoked"
+    version: ClassVar[int] = 1
+    topic: ClassVar[str] = TOPIC
+    key_field: ClassVar[str] = "jti"
+
+    jti: str
+    expires_at: int = Field(description="Unix time after which the token is dead anyway (the deny entry may go)")
+    reason: str
+
+
+class ClientRevoked(Message):
+    """An OAuth client was revoked (R-ID-05, R-ID-09): every token issued to it stops working everywhere."""
+
+    message_type: ClassVar[str] = "identity.ClientRevoked"
+    version: ClassVar[int] = 1
+    topic: ClassVar[str] = TOPIC
+    key_field: ClassVar[str] = "client_id"
+
+    client_id: str
+    reason: str

@@ -8,7 +8,7 @@ import logging
 from contracts import Envelope
 from contracts.events.budget import (BudgetCommitted, BudgetRefused, BudgetReleased, BudgetReserved, ReleaseBudget)
 from contracts.events.experts import ExpertChanged
-from contracts.events.identity import MembershipChanged, PlatformRegistered
+from contracts.events.identity import BindingChanged, MembershipChanged, PlatformRegistered
 from contracts.events.ratings import RatingGiven, RatingOwed
 from dispatch_service.store import Store, new_id, now
 from servicekit.problems import Problem
@@ -123,5 +123,15 @@ def read_model_handlers(store: Store):
         await apply_once(db.memberships, f"{e.platform_id}:{e.org_id}", env.event_id, {"$set": {
             "platform_id": e.platform_id, "org_id": e.org_id, "member_role": e.member_role}})
 
+    async def on_binding(env: Envelope, e: BindingChanged) -> None:
+        """R-ID-07: who the business's people are (route A names the prime account as the one who rates)."""
+        if e.role == "prime":
+            update = {"$set": {"prime": e.account_id}}
+        elif e.role == "member":
+            update = {"$addToSet": {"members": e.account_id}}
+        else:
+            update = {"$pullAll": {"members": [e.account_id]}}
+        await apply_once(db.business_people, e.business_id, env.event_id, update)
+
     return ({ExpertChanged: on_expert}, {RatingOwed: on_owed, RatingGiven: on_given},
-            {PlatformRegistered: on_platform, MembershipChanged: on_membership})
+            {PlatformRegistered: on_platform, MembershipChanged: on_membership, BindingChanged: on_binding})

@@ -49,8 +49,9 @@ class DispatchIn(BaseModel):
     """A dispatch request. Route A (institution staff) names the institution; route B (the business itself)
     needs a held web consultation, an earlier platform dispatch and the expert's co-signature (R-DSP-02)."""
 
-    business_id: str = Field(min_length=1)
-    business_account_id: str | None = Field(default=None, description="route A: the business's portal account (signs off visits, rates)")
+    business_id: str | None = Field(default=None, min_length=1, max_length=100, description=(
+        "route B: omit to use the business your account is bound to (R-ID-07); route A: the business that delegated "
+        "'dispatch:request' to your institution (R-ID-08)"))
     expert_id: str = Field(min_length=1)
     institution_id: str | None = Field(default=None, description="route A: the requesting member institution")
     issue: str = Field(min_length=1, max_length=4000, description="the management issue, stated clearly (R-DSP-04)")
@@ -125,7 +126,8 @@ class FraudIn(BaseModel):
 
 
 class ConsultationIn(BaseModel):
-    business_id: str
+    business_id: str | None = Field(default=None, min_length=1, max_length=100,
+                                    description="omit to use the business your account is bound to (R-ID-07)")
     expert_id: str
     subject: str = Field(min_length=3, max_length=300)
     message: str = Field(min_length=1, max_length=4000)
@@ -144,12 +146,27 @@ def is_agency(p: Principal) -> bool:
     return bool(p.roles & {"agency", "operator"})
 
 
+def own_business(p: Principal, asked: str | None) -> str:
+    """R-ID-07: the business a business account acts for comes from its token, never from what it types."""
+    if asked is not None:
+        must(p.acts_for(asked), f"You do not act for business {asked}.")
+        return asked
+    if len(p.businesses) == 1:
+        return next(iter(p.businesses))
+    if not p.businesses:
+        raise Problem(403, "No business", "Your account is not bound to a business yet: register it at the portal "
+                      "(a corporation first enters the code from the letter sent to its head office).")
+    raise Problem(422, "Which business?", f"You act for several businesses ({', '.join(sorted(p.businesses))}): "
+                  "name business_id.")
+
+
 def party(p: Principal, doc: dict) -> set[str]:
     """Which parties of the dispatch the caller is."""
     out = set()
-    if "institution" in p.roles and doc.get("institution_id") in org_ids(p):
+    if "institution" in p.roles and (doc.get("institution_id") in org_ids(p)
+                                     or p.delegation(doc.get("business_id"), "dispatch:read")):
         out.add("institution")
-    if p.subject == doc.get("business_account_id"):
+    if p.acts_for(doc.get("business_id")):  # its prime or a member account (R-ID-07); never by a typed-in id
         out.add("business")
     if p.subject == doc.get("expert_account_id"):
         out.add("expert")
@@ -197,12 +214,20 @@ async def create_request(body: DispatchIn, request: Request,
         must("institution" in p.roles, "Only staff of a support institution may request for an institution.")
         entry = next((o for o in p.orgs if o.get("org_id") == body.institution_id), None)
         must(entry is not None, f"You do not act for institution {body.institution_id}.")
-        if not body.business_account_id:
-            raise Problem(422, "The request is not valid", "Name the business's portal account (business_account_id): "
-                          "it signs off the visits and rates the expert.")
+        if not body.business_id:
+            raise Problem(422, "Which business?", "Name the business (business_id) that asked your institution to "
+                          "request for it.")
+        # R-ID-08: an institution files for a business only under the business's recorded delegation
+        must(p.delegation(body.business_id, "dispatch:request") is not None,
+             f"Business {body.business_id} has not delegated 'dispatch:request' to your institution; it can grant "
+             "that at the portal (delegations).")
+        people = await store.db.business_people.find_one({"_id": body.business_id}) or {}
+        if not people.get("prime"):
+            raise Problem(422, "The business has no portal account", f"Business {body.business_id} has no proven "
+                          "prime account yet; it signs off the visits and rates the expert, so it registers first.")
         staff = body.accompanying_staff or ([] if body.no_accompaniment_reason else [p.subject])
         doc.update(route="A", institution_id=body.institution_id, platform_id=entry.get("platform_id"),
-                   business_account_id=body.business_account_id,
+                   business_account_id=people["prime"],
                    # R-DSP-05: staff accompany in principle and follow the business up for about 3 years.
                    accompanying_staff=staff, no_accompaniment_reason=body.no_accompaniment_reason,
                    follow_up_until_fiscal_year=doc["fiscal_year"] + 3)
@@ -220,6 +245,7 @@ async def create_request(body: DispatchIn, request: Request,
         return public(await store.get(did))
     # route B (R-DSP-02): stored as requested; screened once the expert co-signs.
     must(bool(p.roles & {"business", "founder"}), "A direct request is made by the business itself.")
+    doc["business_id"] = own_business(p, body.business_id)
     doc.update(route="B", institution_id=None, platform_id=None, business_account_id=p.subject)
     expert_doc, _ = await store.expert(body.expert_id)
     if expert_doc is None:
@@ -557,8 +583,11 @@ async def fraud(dispatch_id: str, body: FraudIn, request: Request, p: Principal 
 # --- free dispatches (R-DSP-03) and programmes -------------------------------------------------------
 @router.get("/businesses/{business_id}/free-dispatches", summary="Free dispatches used and remaining this fiscal year (R-DSP-03)")
 async def free_dispatches(business_id: str, request: Request, fy: int | None = Query(default=None, alias="fiscal_year"),
-                          p: Principal = Depends(require("business", "founder", "institution", "agency", "operator", "bureau"))) -> dict:
+                          p: Principal = Depends(require("business", "founder", "institution", "agency", "operator"))) -> dict:
     store = store_of(request)
+    # per-business data: the business itself, an institution it delegated to, the agency and operators (R-ID-07/08)
+    if not (p.is_staff or p.may(business_id, "dispatch:read")):
+        raise Problem(404, "Not found", f"No business {business_id} visible to you.")
     year = fy or fiscal_year(datetime.now(JST).date())
     prog = await store.programme(year)
     used = await store.used_free(business_id, year)
@@ -577,7 +606,7 @@ async def get_programme(fiscal_year: int, request: Request, _: Principal = Depen
 # --- web consultations (R-DSP-02b, R-DSP-11) --------------------------------------------------------
 async def load_consultation(request: Request, cid: str, p: Principal) -> dict:
     doc = await store_of(request).db.consultations.find_one({"_id": cid})
-    if doc is None or not (p.subject in (doc["business_account_id"], doc["expert_account_id"]) or is_agency(p)):
+    if doc is None or not (p.acts_for(doc["business_id"]) or p.subject == doc["expert_account_id"] or is_agency(p)):
         raise Problem(404, "Not found", f"No consultation {cid} visible to you.")
     return doc
 
@@ -592,11 +621,12 @@ async def open_consultation(body: ConsultationIn, request: Request, p: Principal
     expert_doc, _ = await store.expert(body.expert_id)
     if expert_doc is None:
         raise Problem(422, "Unknown expert", f"Expert {body.expert_id} is not known to the dispatch service.")
-    doc = {"_id": new_id("cons"), "business_id": body.business_id, "business_account_id": p.subject,
+    business_id = own_business(p, body.business_id)
+    doc = {"_id": new_id("cons"), "business_id": business_id, "business_account_id": p.subject,
            "expert_id": body.expert_id, "expert_account_id": expert_doc["account_id"], "subject": body.subject,
            "messages": [{"from": p.subject, "at": now(), "text": body.message}], "held": False, "created_at": now()}
     await store.db.consultations.insert_one(doc)
-    await store.audit(p.subject, "dispatch.ConsultationOpened", doc["_id"], {"business_id": body.business_id,
+    await store.audit(p.subject, "dispatch.ConsultationOpened", doc["_id"], {"business_id": business_id,
                                                                             "expert_id": body.expert_id})
     return consultation_out(doc)
 

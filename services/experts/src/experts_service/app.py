@@ -14,15 +14,6 @@ svc.consume("dispatch.events", dispatch_handlers(svc, store))
 svc.app.include_router(router)
 
 
-async def _subject_active(claims: dict) -> bool:
-    """R-ID-06 without a database round trip per request: every replica holds the revoked subjects
-    in memory (loaded at start-up, then fed from identity.events by the index feed)."""
-    return claims["sub"] not in store.revoked
-
-
-svc.subject_active = _subject_active
-
-
 @svc.on_startup
 async def _start() -> None:
     await store.ensure_indexes()

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field, field_validator
 from pymongo.errors import DuplicateKeyError
 
-from contracts.events.identity import AccountRegistered, AccountRevoked, ClientRegistered
+from contracts.events.identity import AccountRegistered, AccountRevoked, ClientRegistered, ClientRevoked
 from identity_service import domain, secrets
 from servicekit.auth import Principal, require
 from servicekit.problems import Problem
@@ -37,6 +37,8 @@ class AccountIn(BaseModel):
 
 class StaffAccountIn(AccountIn):
     kind: StaffKind | SelfServiceKind
+    bureau_id: str | None = Field(default=None, min_length=1, max_length=100,
+                                  description="the block (regional bureau) a bureau account acts for; required for bureau (R-PF-05)")
 
 
 class AccountOut(BaseModel):
@@ -48,6 +50,7 @@ class AccountOut(BaseModel):
     status: str
     email_verified: bool
     org_id: str | None = Field(default=None, description="the organisation an institution-staff account acts for")
+    bureau_id: str | None = Field(default=None, description="the block a bureau account acts for (R-PF-05)")
 
 
 def _out(doc: dict) -> AccountOut:
@@ -61,6 +64,8 @@ async def _create(svc, body: AccountIn, actor: str) -> AccountOut:
            "real_name": body.real_name, "kind": body.kind, "roles": [body.kind], "status": "active",
            "email_verified": False, "verification_digest": secrets.digest(code), "failed": 0, "locked_until": None,
            "created_at": time.time()}
+    if getattr(body, "bureau_id", None):
+        doc["bureau_id"] = body.bureau_id
     event = svc.event(AccountRegistered(account_id=account_id, kind=body.kind, real_name=body.real_name), actor=actor)
     try:
         await svc.insert(svc.db.accounts, doc, events=[event])
@@ -81,6 +86,8 @@ async def register(body: AccountIn, request: Request) -> AccountOut:
              summary="Create an account of any kind, including bureau, agency and operator staff (operators only)")
 async def register_staff(body: StaffAccountIn, request: Request,
                          who: Principal = Depends(require("operator"))) -> AccountOut:
+    if body.kind == "bureau" and not body.bureau_id:
+        raise Problem(422, "Which block?", "A bureau account acts for one block only (R-PF-05): give its bureau_id.")
     return await _create(request.app.state.service, body, actor=who.subject)
 
 
@@ -139,6 +146,8 @@ class ClientIn(BaseModel):
     redirect_uris: list[str] = Field(default_factory=list, max_length=10)
     scopes: list[Literal["openid", "profile", "email", "offline_access", "prefill:read", "prefill:financials"]] = Field(default_factory=list)
     grant_types: list[Literal["authorization_code", "refresh_token", "client_credentials"]]
+    first_party: bool = Field(default=False, description="the platform's own portal front end: its user tokens carry "
+                              "the user's full rights (scope `portal`); a third party's carry only the granted scopes")
 
 
 class ClientOut(BaseModel):
@@ -149,6 +158,7 @@ class ClientOut(BaseModel):
     redirect_uris: list[str]
     scopes: list[str]
     grant_types: list[str]
+    first_party: bool = False
     status: str
 
 
@@ -173,8 +183,10 @@ async def register_client(body: ClientIn, request: Request, who: Principal = Dep
 @router.post("/clients/{client_id}/revoke", status_code=204, tags=["clients"],
              summary="Revoke a client at once: its tokens stop working (operators only)")
 async def revoke_client(client_id: str, request: Request, who: Principal = Depends(require("operator"))) -> None:
-    db = request.app.state.service.db
-    res = await db.clients.update_one({"_id": client_id}, {"$set": {"status": "revoked", "revoked_by": who.subject}})
-    if res.matched_count != 1:
+    svc = request.app.state.service
+    if await svc.db.clients.find_one({"_id": client_id}, {"_id": 1}) is None:
         raise Problem(404, "Not found", f"No client {client_id}.")
-    await db.refresh_tokens.delete_many({"client_id": client_id})
+    event = svc.event(ClientRevoked(client_id=client_id, reason="revoked by an operator"), actor=who.subject)
+    await svc.write(svc.db.clients, {"_id": client_id, "status": {"$ne": "revoked"}},
+                    {"$set": {"status": "revoked", "revoked_by": who.subject}}, events=[event])
+    await svc.db.refresh_tokens.delete_many({"client_id": client_id})

@@ -1,9 +1,10 @@
 """Wiring of the identity service."""
-from identity_service import accounts, consents, consumers, disclosures, federation, http, oidc, orgs
+from identity_service import accounts, bindings, consents, consumers, disclosures, federation, http, oidc, orgs
 from identity_service.tokens import TokenIssuer
 from servicekit.service import Service
 
-svc = Service("identity", title="Identity", outbox=["businesses", "accounts", "clients", "orgs", "platforms", "consents"],
+svc = Service("identity", title="Identity", outbox=["businesses", "accounts", "clients", "orgs", "platforms", "consents",
+                                               "delegations", "families", "revoked_tokens"],
               produces=["identity.events", "notifications.commands"], honour_revocations=False)
 svc.app.state.issuer = TokenIssuer.from_env()
 svc.app.include_router(oidc.router)
@@ -11,13 +12,14 @@ svc.app.include_router(accounts.router)
 svc.app.include_router(http.router)
 svc.app.include_router(orgs.router)
 svc.app.include_router(consents.router)
+svc.app.include_router(bindings.router)
 svc.app.include_router(disclosures.router)
 federation.install(svc.app)
 svc.consume("dispatch.events", consumers.handlers(svc))
 
 
-# identity checks its own records instead of the revoked-subjects read model other services keep
-svc.subject_active = lambda claims: oidc.still_active(svc.db, claims)
+# identity checks its own records instead of the deny list other services keep from its events
+svc.struck = lambda claims: bindings.struck(svc.db, claims)
 
 
 @svc.on_startup
@@ -29,6 +31,13 @@ async def _indexes() -> None:
     await svc.db.disclosures.create_index("business_id")
     await svc.db.disclosures.create_index("org_id")
     await svc.db.federated_links.create_index("account_id")
+    await svc.db.businesses.create_index("prime_id")
+    await svc.db.businesses.create_index("member_ids")
+    await svc.db.businesses.create_index("invited_emails")
+    await svc.db.delegations.create_index("business_id")
+    await svc.db.delegations.create_index("org_id")
+    await svc.db.refresh_tokens.create_index("family")
+    await svc.db.letters.create_index("status")
     await svc.db.audit.create_index([("key", 1), ("at", -1)])
 
 

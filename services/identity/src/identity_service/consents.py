@@ -38,7 +38,7 @@ def _consent_id(business_id: str, client_id: str) -> str:
              summary="Allow an external service to prefill from your profile (連携承諾, R-ID-04)")
 async def grant(business_id: str, body: ConsentIn, request: Request, who: Principal = Depends(require(*OWNERS))) -> ConsentOut:
     svc = request.app.state.service
-    await owned_business(request, business_id, who)
+    await owned_business(request, business_id, who, scope=None)
     client = await svc.db.clients.find_one({"_id": body.client_id, "status": "active"})
     fields = domain.prefill_fields(set(client["scopes"])) if client else []
     if not fields:
@@ -59,7 +59,7 @@ async def grant(business_id: str, body: ConsentIn, request: Request, who: Princi
                summary="Withdraw a consent: the service gets nothing from now on (R-ID-04)")
 async def withdraw(business_id: str, client_id: str, request: Request, who: Principal = Depends(require(*OWNERS))) -> None:
     svc = request.app.state.service
-    await owned_business(request, business_id, who)
+    await owned_business(request, business_id, who, scope=None)
     event = svc.event(ConsentWithdrawn(business_id=business_id, client_id=client_id), actor=who.subject)
     res = await svc.write(svc.db.consents, {"_id": _consent_id(business_id, client_id), "status": "granted"},
                       {"$set": {"status": "withdrawn", "withdrawn_at": datetime.now(UTC)}}, events=[event])
@@ -71,7 +71,7 @@ async def withdraw(business_id: str, client_id: str, request: Request, who: Prin
             summary="The external services you currently allow to prefill")
 async def consents(business_id: str, request: Request, who: Principal = Depends(require(*OWNERS))) -> list[ConsentOut]:
     db = request.app.state.service.db
-    await owned_business(request, business_id, who)
+    await owned_business(request, business_id, who, scope=None)
     out = []
     async for c in db.consents.find({"business_id": business_id, "status": "granted"}).sort("_id").limit(200):
         client = await db.clients.find_one({"_id": c["client_id"]}) or {"name": "(deleted)", "scopes": []}
@@ -81,15 +81,26 @@ async def consents(business_id: str, request: Request, who: Principal = Depends(
 
 
 @router.get("/prefill/{corporate_number}", tags=["prefill"],
-            summary="Prefill data of a business that consented to you: exactly the fields your scopes allow (clients)")
+            summary="Prefill data of a corporation that consented to you: exactly the fields your scopes allow (clients)")
 async def prefill(corporate_number: str, request: Request,
                   who: Principal = Depends(require("client", scope="prefill:read"))) -> dict:
-    db = request.app.state.service.db
     if problem := domain.corporate_number_problem(corporate_number):
         raise Problem(422, "Invalid corporate number", problem)
-    business_id = domain.business_id_for(corporate_number, "")
+    return await _prefill(request, who, domain.business_id_for(corporate_number, ""))
+
+
+@router.get("/prefill/businesses/{business_id}", tags=["prefill"],
+            summary="Prefill data of any business (sole proprietors and founders too) by its business id (clients)")
+async def prefill_by_id(business_id: str, request: Request,
+                        who: Principal = Depends(require("client", scope="prefill:read"))) -> dict:
+    return await _prefill(request, who, business_id[:100])
+
+
+async def _prefill(request: Request, who: Principal, business_id: str) -> dict:
+    db = request.app.state.service.db
     consent = await db.consents.find_one({"_id": _consent_id(business_id, who.client_id or ""), "status": "granted"})
-    business = await db.businesses.find_one({"_id": business_id}, {"history": 0, "_outbox": 0})
+    business = await db.businesses.find_one({"_id": business_id, "status": {"$ne": "awaiting_proof"}},
+                                            {"history": 0, "_outbox": 0, "prime_claim": 0})
     fields = domain.prefill_fields(who.scopes)
     if business is None or consent is None:
         if business is not None:  # the business sees refused attempts too
@@ -112,7 +123,7 @@ class ReadOut(BaseModel):
             summary="Who read which of your data, and when (R-ID-04), newest first")
 async def reads(business_id: str, request: Request, who: Principal = Depends(require(*OWNERS))) -> list[ReadOut]:
     db = request.app.state.service.db
-    await owned_business(request, business_id, who)
+    await owned_business(request, business_id, who, scope=None)
     names: dict[str, str] = {}
     out = []
     async for a in db.audit.find({"key": business_id, "action": {"$in": [READ, REFUSED]}}).sort([("at", -1), ("_id", -1)]).limit(500):

@@ -75,7 +75,7 @@ async def ours(request: Request, who: Principal = Depends(require("institution")
 @router.get("/businesses/{business_id}/disclosure-requests", response_model=list[DisclosureOut],
             summary="Institutions asking to see your data, and your decisions (R-ANC-05)")
 async def theirs(business_id: str, request: Request, who: Principal = Depends(require(*OWNERS))) -> list[DisclosureOut]:
-    await owned_business(request, business_id, who)
+    await owned_business(request, business_id, who, scope=None)
     cursor = request.app.state.service.db.disclosures.find({"business_id": business_id}).sort("created_at", -1).limit(200)
     return [_out(d) async for d in cursor]
 
@@ -85,7 +85,7 @@ async def _decide(request: Request, request_id: str, action: str, who: Principal
     doc = await svc.db.disclosures.find_one({"_id": request_id})
     if doc is None:
         raise Problem(404, "Not found", f"No disclosure request {request_id}.")
-    await owned_business(request, doc["business_id"], who)  # only the business decides
+    await owned_business(request, doc["business_id"], who, scope=None)  # only the business decides
     after = domain.disclosure_next(doc["status"], action)
     if after is None:
         raise Problem(409, "Not possible now", f"A request that is {doc['status']} cannot be {action}d.")

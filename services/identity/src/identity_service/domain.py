@@ -261,3 +261,80 @@ def disclosure_next(status: str, action: str) -> str | None:
 def disclosure_visible(status: str) -> bool:
     """R-ANC-05: the institution sees the data only while the request stands approved."""
     return status == "approved"
+
+
+# --- who the business is (R-ID-07, R-ID-08) ---------------------------------------------------
+PROOF_TTL_SECONDS = 14 * 24 * 3600  # the letter's code: two weeks from issue (post takes days)
+PROOF_TRIES = 3                     # wrong codes before the claim is locked and a new letter is needed
+PROOF_CODE_DIGITS = 8
+MAX_DELEGATION_DAYS = 365
+MAX_TOKEN_DELEGATIONS = 200          # delegations carried in one access token; more are not listed in it
+
+
+def proof_code(random_int: int) -> str:
+    """The letter's one-time code: PROOF_CODE_DIGITS decimal digits, easy to type from paper."""
+    return f"{random_int % 10**PROOF_CODE_DIGITS:0{PROOF_CODE_DIGITS}d}"
+
+
+def proof_outcome(claim: dict | None, account_id: str, code_matches: bool, now: float) -> str:
+    """R-ID-07: what a code typed by `account_id` does to a prime claim:
+    'proven', 'wrong' (one try fewer), 'locked' (the last try failed), or why it is refused:
+    'no_claim', 'not_yours', 'expired', 'locked_before'."""
+    if not claim:
+        return "no_claim"
+    if claim["account_id"] != account_id:
+        return "not_yours"
+    if claim.get("tries_left", 0) <= 0:
+        return "locked_before"
+    if now > claim["expires_at"]:
+        return "expired"
+    if code_matches:
+        return "proven"
+    return "locked" if claim["tries_left"] <= 1 else "wrong"
+
+
+def claim_open(claim: dict | None, now: float) -> bool:
+    """A pending prime claim that still blocks another applicant (not expired, not locked)."""
+    return bool(claim) and claim.get("tries_left", 0) > 0 and now <= claim["expires_at"]
+
+
+def effective_roles(kind: str, roles: list[str], org_id: str | None) -> list[str]:
+    """The roles a token carries. 'institution' is not a self-chosen kind: an institution-staff account holds the role
+    only once a registered organisation has linked it (R-ID-07, item 3 of the trust issue)."""
+    if kind == "institution" and not org_id:
+        return [r for r in roles if r != "institution"]
+    return list(roles)
+
+
+def delegation_problem(scopes: list[str], days: int) -> str | None:
+    """R-ID-08: scoped and time-limited; sign-off and rating are never delegable (they are not in the vocabulary)."""
+    from contracts.vocab import DELEGATION_SCOPES
+
+    if not scopes:
+        return "name at least one thing the institution may do for you"
+    if unknown := sorted(set(scopes) - set(DELEGATION_SCOPES)):
+        return (f"these cannot be delegated: {', '.join(unknown)}; delegable are {', '.join(DELEGATION_SCOPES)} "
+                "(signing off visits and rating the expert stay the business's own acts)")
+    if not 1 <= days <= MAX_DELEGATION_DAYS:
+        return f"a delegation lasts 1 to {MAX_DELEGATION_DAYS} days"
+    return None
+
+
+def business_claim(business_docs: list[dict], account_id: str) -> list[dict]:
+    """The token's `biz` claim: each business the account is bound to, with its role."""
+    out = []
+    for d in business_docs:
+        if d.get("prime_id") == account_id:
+            out.append({"id": d["_id"], "role": "prime"})
+        elif account_id in (d.get("member_ids") or ()):
+            out.append({"id": d["_id"], "role": "member"})
+    return sorted(out, key=lambda b: b["id"])
+
+
+def token_scopes(granted: list[str], first_party: bool) -> list[str]:
+    """A first-party portal front end's user token also carries `portal` (the user's full rights); a third-party
+    client's token carries exactly the scopes the user granted it, never `portal`."""
+    from contracts.vocab import PORTAL_SCOPE
+
+    scopes = [s for s in granted if s != PORTAL_SCOPE]
+    return [*scopes, PORTAL_SCOPE] if first_party else scopes

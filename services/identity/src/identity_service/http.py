@@ -1,6 +1,7 @@
 """Businesses and their once-only profile (R-ID-02, R-ID-03, R-ANC-04): register once, change with a version history."""
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import UTC, date, datetime
 
@@ -8,9 +9,9 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field, field_validator
 from pymongo.errors import DuplicateKeyError
 
-from contracts.events.identity import BusinessProfileChanged, BusinessRegistered
+from contracts.events.identity import BindingChanged, BusinessProfileChanged, BusinessRegistered
 from contracts.vocab import fiscal_year
-from identity_service import domain
+from identity_service import bindings, domain
 from servicekit.auth import Principal, require
 from servicekit.problems import Problem
 
@@ -68,7 +69,11 @@ class ProfileChangeIn(ProfileChange):
 
 class BusinessOut(BaseModel):
     business_id: str
-    owner: str
+    owner: str = Field(description="the account that registered the business")
+    status: str = Field(default="active", description="awaiting_proof (a corporation until the letter's code is "
+                        "entered, R-ID-07) or active")
+    your_role: str | None = Field(default=None, description="prime, member, or None (delegated institution, operator)")
+    proof_expires_at: float | None = Field(default=None, description="when the letter's code expires (awaiting_proof)")
     corporate_number: str | None
     name: str
     postal_code: str | None = None
@@ -95,9 +100,12 @@ def _profile(doc: dict) -> dict:
     return {f: doc.get(f) for f in domain.PROFILE_FIELDS}
 
 
-def business_out(doc: dict) -> BusinessOut:
+def business_out(doc: dict, who: Principal | None = None) -> BusinessOut:
     fy = fiscal_year(date.today())
+    claim = doc.get("prime_claim") or {}
     return BusinessOut(business_id=doc["_id"], owner=doc["owner"], corporate_number=doc.get("corporate_number"),
+                       status=doc.get("status", "active"), your_role=bindings.role_in(doc, who.subject) if who else None,
+                       proof_expires_at=claim.get("expires_at") if doc.get("status") == "awaiting_proof" else None,
                        version=doc["version"], **{k: v for k, v in _profile(doc).items() if v is not None},
                        missing_periods=domain.missing_recent_periods(doc.get("financials") or [], fy))
 
@@ -108,52 +116,112 @@ def _check_financials(periods: list[dict]) -> None:
 
 
 @router.post("/businesses", status_code=201, response_model=BusinessOut,
-             summary="Register a business's once-only basic data (R-ID-03)")
+             summary="Register a business's once-only basic data (R-ID-03); a corporation's prime account is then "
+                     "proven by the code in a letter posted to the head office (R-ID-07)")
 async def register_business(body: BusinessIn, request: Request, who: Principal = Depends(require(*OWNERS))) -> BusinessOut:
     svc = request.app.state.service
     data = body.model_dump()
     data["financials"] = domain.merge_financials([], data["financials"] or [])
     _check_financials(data["financials"])
     business_id = domain.business_id_for(body.corporate_number, uuid.uuid4().hex)
+    if body.corporate_number and "operator" not in who.roles:
+        return await _apply_for_prime(svc, business_id, data, who)
     now = datetime.now(UTC)
-    doc = {"_id": business_id, "owner": who.subject, **data, "version": 1, "created_at": now,
+    # a sole proprietor or founder is bound at once: the id is new and theirs (an operator's import binds nobody)
+    binds = "operator" not in who.roles
+    doc = {"_id": business_id, "owner": who.subject, **data, "version": 1, "created_at": now, "status": "active",
+           "prime_id": who.subject if binds else None, "member_ids": [],
            "history": [{"version": 1, "at": now, "by": who.subject, "changed": list(domain.PROFILE_FIELDS),
                         "profile": _profile(data)}]}
-    event = svc.event(BusinessRegistered(**{k: data[k] for k in ("corporate_number", "name", "prefecture", "industry",
-                                                                 "employees")}, business_id=business_id),
-                      actor=who.subject)
+    events = [svc.event(BusinessRegistered(**{k: data[k] for k in bindings.REGISTERED_FIELDS}, business_id=business_id),
+                        actor=who.subject)]
+    if binds:
+        events.append(svc.event(BindingChanged(business_id=business_id, account_id=who.subject, role="prime"),
+                                actor=who.subject))
     try:
-        await svc.insert(svc.db.businesses, doc, events=[event])
+        await svc.insert(svc.db.businesses, doc, events=events)
     except DuplicateKeyError:
         raise Problem(409, "Already registered", f"Business {business_id} is already registered.") from None
-    return business_out(doc)
+    return business_out(doc, who)
 
 
-async def owned_business(request: Request, business_id: str, who: Principal, projection: dict | None = None) -> dict:
-    """The business if the caller owns it (operators see every business); 404 otherwise, revealing nothing."""
+async def _apply_for_prime(svc, business_id: str, data: dict, who: Principal) -> BusinessOut:
+    """R-ID-07: the applicant becomes the prime account only once the letter's code proves it; until then the
+    business is `awaiting_proof` and no other service hears of it."""
+    if not data.get("address") or not data.get("postal_code"):
+        raise Problem(422, "Where should the letter go?", "A corporation's prime account is proven by a letter to its "
+                      "registered head office: give postal_code and address.")
+    existing = await svc.db.businesses.find_one({"_id": business_id}, {"history": 0, "_outbox": 0})
+    now = time.time()
+    if existing is not None and existing.get("prime_id"):
+        raise Problem(409, "Already registered", f"Business {business_id} already has a prime account; ask it to "
+                      "invite you as a member.")
+    claim = (existing or {}).get("prime_claim")
+    if domain.claim_open(claim, now) and claim["account_id"] != who.subject:
+        raise Problem(409, "Already applied for", f"Another account applied to be the prime account of {business_id}; "
+                      "its letter is on the way.")
+    if existing is None:
+        at = datetime.now(UTC)
+        doc = {"_id": business_id, "owner": who.subject, **data, "version": 1, "created_at": at,
+               "status": "awaiting_proof", "prime_id": None, "member_ids": [],
+               "history": [{"version": 1, "at": at, "by": who.subject, "changed": list(domain.PROFILE_FIELDS),
+                            "profile": _profile(data)}]}
+        doc["prime_claim"] = await bindings.start_prime_claim(svc, doc, who.subject)
+        try:
+            await svc.insert(svc.db.businesses, doc)
+        except DuplicateKeyError:
+            raise Problem(409, "Already applied for", f"{business_id} was registered a moment ago; try again.") from None
+        return business_out(doc, who)
+    # a new letter (the old one expired, was voided, or the business was imported without a prime account)
+    letter_doc = existing if existing.get("status") != "awaiting_proof" else {**existing, **data}
+    new_claim = await bindings.start_prime_claim(svc, letter_doc, who.subject)
+    update = {"prime_claim": new_claim}
+    if existing.get("status") == "awaiting_proof":
+        update |= {**data, "owner": who.subject}
+    guard = {"_id": business_id, "prime_id": None}
+    if claim:
+        guard["prime_claim.letter_id"] = claim["letter_id"]
+    res = await svc.db.businesses.update_one(guard, {"$set": update})
+    if res.matched_count != 1:
+        raise Problem(409, "Already applied for", f"{business_id} changed meanwhile; try again.")
+    return business_out({**existing, **update}, who)
+
+
+async def owned_business(request: Request, business_id: str, who: Principal, projection: dict | None = None,
+                         scope: str | None = "profile:read") -> dict:
+    """The business if the caller acts for it (R-ID-07: its prime or a member; or the account awaiting its proof),
+    or holds its delegation for `scope` (R-ID-08; None: an act only the business itself may do); operators see every
+    business. 404 otherwise, revealing nothing."""
     doc = await request.app.state.service.db.businesses.find_one({"_id": business_id}, projection or {"history": 0})
-    if doc is None or ("operator" not in who.roles and doc["owner"] != who.subject):
+    if doc is None or not ("operator" in who.roles or bindings.role_in(doc, who.subject)
+                           or (doc.get("status") == "awaiting_proof" and doc.get("owner") == who.subject
+                               and scope == "profile:read")
+                           or (scope and who.delegation(business_id, scope))):
         raise Problem(404, "Not found", f"No business {business_id} visible to you.")
     return doc
 
 
 @router.get("/businesses", response_model=list[BusinessOut], summary="The businesses you registered")
 async def my_businesses(request: Request, who: Principal = Depends(require(*OWNERS))) -> list[BusinessOut]:
-    cursor = request.app.state.service.db.businesses.find({"owner": who.subject}, {"history": 0}).sort("_id").limit(100)
-    return [business_out(d) async for d in cursor]
+    db = request.app.state.service.db
+    mine = {"$or": [bindings.bound_filter(who.subject), {"owner": who.subject, "status": "awaiting_proof"}]}
+    cursor = db.businesses.find(mine, {"history": 0}).sort("_id").limit(100)
+    return [business_out(d, who) async for d in cursor]
 
 
 @router.get("/businesses/{business_id}", response_model=BusinessOut, summary="Read a business's once-only profile")
-async def get_business(business_id: str, request: Request, who: Principal = Depends(require(*OWNERS))) -> BusinessOut:
-    return business_out(await owned_business(request, business_id, who))
+async def get_business(business_id: str, request: Request, who: Principal = Depends(require(*OWNERS, "institution"))) -> BusinessOut:
+    return business_out(await owned_business(request, business_id, who), who)
 
 
 @router.patch("/businesses/{business_id}", response_model=BusinessOut,
               summary="Change the profile: a new version, the old one kept in the history (R-ID-03)")
 async def change_business(business_id: str, body: ProfileChangeIn, request: Request,
-                          who: Principal = Depends(require(*OWNERS))) -> BusinessOut:
+                          who: Principal = Depends(require(*OWNERS, "institution"))) -> BusinessOut:
     svc = request.app.state.service
-    doc = await owned_business(request, business_id, who)
+    doc = await owned_business(request, business_id, who, scope="profile:write")
+    if doc.get("status") == "awaiting_proof":
+        raise Problem(409, "Not proven yet", "Enter the code from the letter first; the profile can change after that.")
     if body.expected_version is not None and body.expected_version != doc["version"]:
         raise Problem(409, "The profile changed meanwhile",
                       f"You edited version {body.expected_version}; the profile is now at version {doc['version']}.")
@@ -167,7 +235,7 @@ async def change_business(business_id: str, body: ProfileChangeIn, request: Requ
         _check_financials(new["financials"])
     changed = domain.changed_fields(old, new)
     if not changed:
-        return business_out(doc)
+        return business_out(doc, who)
     version = doc["version"] + 1
     event = svc.event(BusinessProfileChanged(business_id=business_id, profile_version=version, changed=changed,
                                              corporate_number=doc.get("corporate_number"),
@@ -179,11 +247,12 @@ async def change_business(business_id: str, body: ProfileChangeIn, request: Requ
                       events=[event])
     if res.matched_count != 1:
         raise Problem(409, "The profile changed meanwhile", "Another change was saved first; reload and try again.")
-    return business_out({**doc, **new, "version": version})
+    return business_out({**doc, **new, "version": version}, who)
 
 
 @router.get("/businesses/{business_id}/history", response_model=list[VersionOut],
             summary="Every version of the profile, newest first (R-ID-03)")
-async def business_history(business_id: str, request: Request, who: Principal = Depends(require(*OWNERS))) -> list[VersionOut]:
-    doc = await owned_business(request, business_id, who, {"owner": 1, "history": 1})
+async def business_history(business_id: str, request: Request, who: Principal = Depends(require(*OWNERS, "institution"))) -> list[VersionOut]:
+    doc = await owned_business(request, business_id, who, {"owner": 1, "history": 1, "prime_id": 1, "member_ids": 1,
+                                                            "status": 1})
     return [VersionOut(**h) for h in reversed(doc.get("history", []))]

@@ -15,7 +15,8 @@ import jwt
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
-from identity_service import domain, orgs, secrets
+from contracts.events.identity import TokenRevoked
+from identity_service import bindings, domain, orgs, secrets
 
 router = APIRouter(tags=["openid-connect"])
 CODE_TTL = 60
@@ -199,16 +200,23 @@ async def token(request: Request):
         scopes = domain.granted_scopes(form.get("scope"), client["scopes"])
         if scopes is None:
             return oauth_error("invalid_scope", "a requested scope is not granted to this client")
-        access = request.app.state.issuer.access_token(sub=client["_id"], client_id=client["_id"], scopes=scopes,
-                                                       roles=["client"])
+        access, _, _ = request.app.state.issuer.access_token(sub=client["_id"], client_id=client["_id"], scopes=scopes,
+                                                             roles=["client"])
         return _token_response(request, access, scopes)
     return oauth_error("unsupported_grant_type", f"grant_type={grant} is not supported")
 
 
 async def _code_grant(request: Request, client: dict, form):
     db = request.app.state.service.db
-    code = await db.auth_codes.find_one_and_delete({"_id": secrets.digest(form.get("code") or "")})  # single use
-    if (code is None or code["expires_at"] < time.time() or code["client_id"] != client["_id"]
+    code_id = secrets.digest(form.get("code") or "")
+    code = await db.auth_codes.find_one_and_update({"_id": code_id, "used": {"$ne": True}},
+                                                   {"$set": {"used": True, "used_at": time.time()}})  # single use
+    if code is None:
+        replayed = await db.auth_codes.find_one({"_id": code_id, "used": True})
+        if replayed and replayed.get("family"):  # RFC 9700 §4.2.4: a replayed code revokes what it issued
+            await revoke_family(request.app.state.service, replayed["family"], "authorization code replayed")
+        return oauth_error("invalid_grant", "the code is unknown, used, expired or issued to another client/redirect_uri")
+    if (code["expires_at"] < time.time() or code["client_id"] != client["_id"]
             or code["redirect_uri"] != form.get("redirect_uri")):
         return oauth_error("invalid_grant", "the code is unknown, used, expired or issued to another client/redirect_uri")
     if not domain.pkce_matches(form.get("code_verifier") or "", code["code_challenge"], code["code_challenge_method"]):
@@ -216,33 +224,66 @@ async def _code_grant(request: Request, client: dict, form):
     account = await db.accounts.find_one({"_id": code["account_id"], "status": {"$ne": "revoked"}})
     if account is None:
         return oauth_error("invalid_grant", "the account is no longer active")
-    return await _user_tokens(request, client, account, code["scopes"], code.get("nonce"))
+    family = f"fam-{secrets.new_token(12)}"
+    await db.auth_codes.update_one({"_id": code_id}, {"$set": {"family": family}})
+    return await _user_tokens(request, client, account, code["scopes"], code.get("nonce"), family)
 
 
 async def _refresh_grant(request: Request, client: dict, form):
     db = request.app.state.service.db
-    old = await db.refresh_tokens.find_one_and_delete({"_id": secrets.digest(form.get("refresh_token") or "")})
-    if old is None or old["client_id"] != client["_id"] or old["expires_at"] < time.time():
+    token_id = secrets.digest(form.get("refresh_token") or "")
+    old = await db.refresh_tokens.find_one_and_update({"_id": token_id, "used": {"$ne": True}},
+                                                      {"$set": {"used": True, "used_at": time.time()}})
+    if old is None:
+        reused = await db.refresh_tokens.find_one({"_id": token_id, "used": True})
+        if reused:  # RFC 9700 §4.14.2: a rotated-out refresh token came back: someone holds a copy; end the family
+            await revoke_family(request.app.state.service, reused["family"], "refresh token reused")
+        return oauth_error("invalid_grant", "the refresh token is unknown, revoked, expired or not this client's")
+    if old["client_id"] != client["_id"] or old["expires_at"] < time.time():
         return oauth_error("invalid_grant", "the refresh token is unknown, revoked, expired or not this client's")
     account = await db.accounts.find_one({"_id": old["account_id"], "status": {"$ne": "revoked"}})
     if account is None:
         return oauth_error("invalid_grant", "the account is no longer active")
-    return await _user_tokens(request, client, account, old["scopes"], None)
+    return await _user_tokens(request, client, account, old["scopes"], None, old["family"])
 
 
-async def _user_tokens(request: Request, client: dict, account: dict, scopes: list[str], nonce: str | None):
-    issuer, db = request.app.state.issuer, request.app.state.service.db
-    access = issuer.access_token(sub=account["_id"], client_id=client["_id"], scopes=scopes, roles=account["roles"],
-                                 orgs=await orgs.memberships(db, account))
+async def revoke_family(svc, family: str, reason: str) -> None:
+    """Ends a grant (R-ID-09): its refresh tokens are deleted and every access token it issued is denied everywhere."""
+    fam = await svc.db.families.find_one({"_id": family})
+    await svc.db.refresh_tokens.delete_many({"family": family})
+    if fam is None:
+        return
+    now = int(time.time())
+    live = [t for t in fam.get("tokens", []) if t["exp"] > now]
+    for t in live:
+        await svc.db.revoked_tokens.update_one({"_id": t["jti"]}, {"$set": {"expires_at": t["exp"]}}, upsert=True)
+    events = [svc.event(TokenRevoked(jti=t["jti"], expires_at=t["exp"], reason=reason)) for t in live]
+    await svc.write(svc.db.families, {"_id": family}, {"$set": {"status": "revoked", "reason": reason}, "$unset": {"tokens": ""}},
+                    events=events)
+
+
+async def _user_tokens(request: Request, client: dict, account: dict, scopes: list[str], nonce: str | None, family: str):
+    svc, issuer = request.app.state.service, request.app.state.issuer
+    fam = await svc.db.families.find_one({"_id": family}, {"status": 1})
+    if fam is not None and fam.get("status") == "revoked":
+        return oauth_error("invalid_grant", "this grant has been revoked")
+    token_scopes = domain.token_scopes(scopes, client.get("first_party", False))
+    roles = domain.effective_roles(account["kind"], account["roles"], account.get("org_id"))
+    access, jti, exp = issuer.access_token(sub=account["_id"], client_id=client["_id"], scopes=token_scopes, roles=roles,
+                                           orgs=await orgs.memberships(svc.db, account),
+                                           extra=await bindings.token_claims(svc.db, account))
+    await svc.db.families.update_one({"_id": family}, {
+        "$setOnInsert": {"account_id": account["_id"], "client_id": client["_id"], "status": "active"},
+        "$push": {"tokens": {"$each": [{"jti": jti, "exp": exp}], "$slice": -50}}}, upsert=True)
     refresh = secrets.new_token()
-    await db.refresh_tokens.insert_one({"_id": secrets.digest(refresh), "client_id": client["_id"],
-                                        "account_id": account["_id"], "scopes": scopes,
-                                        "expires_at": time.time() + REFRESH_TTL})
+    await svc.db.refresh_tokens.insert_one({"_id": secrets.digest(refresh), "client_id": client["_id"], "family": family,
+                                            "account_id": account["_id"], "scopes": scopes,
+                                            "expires_at": time.time() + REFRESH_TTL})
     id_token = None
     if "openid" in scopes:
         id_token = issuer.id_token(sub=account["_id"], client_id=client["_id"], nonce=nonce,
                                    name=account["real_name"], email=account["email"])
-    return _token_response(request, access, scopes, refresh=refresh, id_token=id_token)
+    return _token_response(request, access, token_scopes, refresh=refresh, id_token=id_token)
 
 
 def _token_response(request: Request, access: str, scopes: list[str], refresh: str | None = None,
@@ -263,12 +304,17 @@ async def revoke(request: Request):
     client = await authenticate_client(request, form)
     if isinstance(client, JSONResponse):
         return client
-    db, tok = request.app.state.service.db, form.get("token") or ""
-    await db.refresh_tokens.delete_one({"_id": secrets.digest(tok), "client_id": client["_id"]})
+    svc, tok = request.app.state.service, form.get("token") or ""
+    refresh = await svc.db.refresh_tokens.find_one({"_id": secrets.digest(tok), "client_id": client["_id"]})
+    if refresh is not None:  # the grant ends: the refresh token and the access tokens it issued
+        await revoke_family(svc, refresh["family"], "revoked by the client (RFC 7009)")
+        return JSONResponse({}, headers={"Cache-Control": "no-store"})
     try:
         claims = request.app.state.issuer.verify(tok)
         if claims.get("client_id") == client["_id"]:
-            await db.revoked_tokens.update_one({"_id": claims["jti"]}, {"$set": {"expires_at": claims["exp"]}}, upsert=True)
+            event = svc.event(TokenRevoked(jti=claims["jti"], expires_at=claims["exp"], reason="revoked by the client (RFC 7009)"))
+            await svc.write(svc.db.revoked_tokens, {"_id": claims["jti"]}, {"$set": {"expires_at": claims["exp"]}},
+                            events=[event], upsert=True)
     except jwt.InvalidTokenError:
         pass  # RFC 7009: an invalid token is not an error
     return JSONResponse({}, headers={"Cache-Control": "no-store"})
@@ -284,12 +330,8 @@ async def token_claims_if_active(request: Request, token: str) -> dict | None:
 
 
 async def still_active(db, claims: dict) -> bool:
-    """Identity is the authority: a revoked account, client or token id is refused at once (R-ID-06)."""
-    if await db.accounts.find_one({"_id": claims["sub"], "status": "revoked"}, {"_id": 1}):
-        return False
-    if claims.get("client_id") and await db.clients.find_one({"_id": claims["client_id"], "status": "revoked"}, {"_id": 1}):
-        return False
-    return not (claims.get("jti") and await db.revoked_tokens.find_one({"_id": claims["jti"]}, {"_id": 1}))
+    """Identity is the authority: a revoked account, client or token id is refused at once (R-ID-06, R-ID-09)."""
+    return not (await bindings.struck(db, claims)) & {"account", "client", "token"}
 
 
 @router.post("/introspect", summary="Is this token active? (RFC 7662; confidential clients only)")

@@ -24,11 +24,14 @@ class TokenIssuer:
     def _sign(self, claims: dict) -> str:
         return jwt.encode(claims, self.keys.private_key, algorithm="RS256", headers={"kid": self.keys.active_kid})
 
-    def access_token(self, *, sub: str, client_id: str, scopes: list[str], roles: list[str], orgs: list[dict] = ()) -> str:
+    def access_token(self, *, sub: str, client_id: str, scopes: list[str], roles: list[str], orgs: list[dict] = (),
+                     extra: dict | None = None) -> tuple[str, str, int]:
+        """(token, jti, exp). `extra`: who the account acts for (`biz`, `dlg`, `bureau_id`, R-ID-07/08, R-PF-05)."""
         now = int(time.time())
-        return self._sign({"iss": self.issuer, "sub": sub, "aud": AUDIENCE, "iat": now, "exp": now + self.access_ttl,
-                           "jti": uuid.uuid4().hex, "client_id": client_id, "scope": " ".join(scopes),
-                           "roles": roles, "orgs": list(orgs)})
+        jti, exp = uuid.uuid4().hex, now + self.access_ttl
+        return self._sign({**(extra or {}), "iss": self.issuer, "sub": sub, "aud": AUDIENCE, "iat": now, "exp": exp,
+                           "jti": jti, "client_id": client_id, "scope": " ".join(scopes), "roles": roles,
+                           "orgs": list(orgs)}), jti, exp
 
     def id_token(self, *, sub: str, client_id: str, nonce: str | None, name: str, email: str) -> str:
         now = int(time.time())

@@ -30,6 +30,15 @@ def _invalid(e: RuleViolation) -> Problem:
 
 
 # --- ratings (R-RAT-01/03) ------------------------------------------------------------------------
+def _mine(p: Principal) -> dict:
+    """Ratings the caller owes: as the named rater, or as any account bound to the rated business (R-ID-07: the
+    business's prime and members; a delegated institution never rates for it, R-ID-08)."""
+    own = [{"rater_account_id": p.subject}]
+    if p.businesses:
+        own.append({"rater_kind": "business", "business_id": {"$in": sorted(p.businesses)}})
+    return {"$or": own}
+
+
 class RatingIn(BaseModel):
     dispatch_id: str = Field(min_length=1)
     scores: dict[str, object] = Field(description=f"one whole number 1..5 for each axis: {', '.join(RATING_AXES)}")
@@ -61,10 +70,10 @@ def _owed_view(d: dict) -> Owed:
              summary="Give (or, within the correction period, correct) the rating you owe for a dispatch",
              responses={200: {"description": "an earlier rating was corrected"}})
 async def give_rating(body: RatingIn, request: Request, response: Response,
-                      p: Principal = Depends(require("business", "institution"))) -> Owed:
+                      p: Principal = Depends(require("business", "founder", "institution"))) -> Owed:
     svc = _svc(request)
-    owed = await svc.db.owed.find_one({"dispatch_id": body.dispatch_id, "rater_account_id": p.subject}, {"_outbox": 0})
-    if owed is None or owed["rater_kind"] not in p.roles:
+    owed = await svc.db.owed.find_one({"dispatch_id": body.dispatch_id, **_mine(p)}, {"_outbox": 0})
+    if owed is None or (owed["rater_kind"] == "institution") != ("institution" in p.roles):
         if owed is None and not await svc.db.owed.find_one({"dispatch_id": body.dispatch_id}, {"_id": 1}):
             raise Problem(404, "No rating is owed for this dispatch",
                           f"Dispatch {body.dispatch_id} is not completed yet or unknown here.")
@@ -107,7 +116,7 @@ async def give_rating(body: RatingIn, request: Request, response: Response,
 @router.get("/pending", response_model=list[Owed], tags=["ratings"],
             summary="The ratings the caller still owes (R-RAT-03: the portal prompts until they are given)")
 async def pending(request: Request, p: Principal = Depends(require(*ANYONE))) -> list[Owed]:
-    cur = _svc(request).db.owed.find({"rater_account_id": p.subject, "status": "owed"}, {"_outbox": 0}).sort("since", 1)
+    cur = _svc(request).db.owed.find({**_mine(p), "status": "owed"}, {"_outbox": 0}).sort("since", 1)
     return [_owed_view(d) async for d in cur]
 
 

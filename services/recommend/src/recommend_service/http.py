@@ -75,11 +75,10 @@ class Uptake(BaseModel):
 
 
 async def _business(request: Request, business_id: str, who: Principal) -> dict:
-    """The profile if the caller is that business (its owning account, or acting for it as an organisation)
-    or an operator; 403 for anyone else."""
+    """The profile if the caller acts for that business (R-ID-07: bound in its token), holds its delegation to read
+    its data (R-ID-08), or is an operator; 403 for anyone else."""
     doc = await _svc(request).db.business_profiles.find_one({"_id": business_id}, {"_outbox": 0, "_seen": 0})
-    own = doc is not None and (doc.get("owner") == who.subject or business_id in {o.get("org_id") for o in who.orgs})
-    if "operator" not in who.roles and not own:
+    if "operator" not in who.roles and not who.may(business_id, "profile:read"):
         raise Problem(403, "Forbidden", f"Only business {business_id} itself or an operator may see this.")
     if doc is None:
         raise Problem(404, "Not found", f"No profile for business {business_id} yet.")
