@@ -71,6 +71,15 @@ def start_infra() -> Infra:
     return Infra("127.0.0.1:19092", "mongodb://127.0.0.1:37017", "local scripts", stops)
 
 
+def apidocs_env(mp) -> None:
+    """Lets `servicekit.apidocs` build the documents inside a test process (`mp`: a pytest MonkeyPatch):
+    it clears the infrastructure variables itself, so they are removed here to be restored afterwards, and
+    identity loads a signing key when imported."""
+    for var in ("KAFKA_BOOTSTRAP", "MONGO_URI", "MONGO_DB", "TOPIC_PREFIX", "TOPIC_PARTITIONS"):
+        mp.delenv(var, raising=False)
+    mp.setenv("JWT_PRIVATE_KEY_FILE", str(TEST_VAR / "keys" / "jwt-private.pem"))
+
+
 def service_port(name: str) -> int:
     """The port the gateway expects `name` on in tests (its routes are rendered from these)."""
     return SERVICE_PORT_BASE + SERVICES.index(name) + 1

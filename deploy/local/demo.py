@@ -16,6 +16,8 @@ import jwt
 ROOT = Path(__file__).resolve().parents[2]
 VAR = Path(os.environ.get("VAR_DIR") or ROOT / "var")
 GATEWAY = f"http://127.0.0.1:{os.environ.get('GATEWAY_PORT', '8080')}"
+# the issuer the services and the gateway accept (as deploy/local/services.sh and gateway.sh default it)
+ISSUER = os.environ.get("JWT_ISSUER") or os.environ.get("OIDC_ISSUER") or GATEWAY
 
 DEMO_BUSINESSES = [
     {"corporate_number": "7000012050002", "name": "熊本精密工業株式会社", "prefecture": "熊本県", "industry": "製造業", "employees": 48},
@@ -27,7 +29,7 @@ DEMO_BUSINESSES = [
 def dev_token(sub: str = "demo-operator", roles=("operator",), ttl: int = 3600, orgs=()) -> str:
     """A token signed with the development key (var/keys), which the identity service also signs with locally."""
     now = int(time.time())
-    claims = {"sub": sub, "roles": list(roles), "aud": "smeportal", "iss": "smeportal-dev", "iat": now, "exp": now + ttl,
+    claims = {"sub": sub, "roles": list(roles), "aud": "smeportal", "iss": ISSUER, "iat": now, "exp": now + ttl,
               "orgs": list(orgs)}
     return jwt.encode(claims, (VAR / "keys" / "jwt-private.pem").read_text(), algorithm="RS256")
 

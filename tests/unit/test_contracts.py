@@ -91,7 +91,9 @@ def test_payloads_ignore_unknown_fields_so_added_fields_do_not_break_old_consume
         BusinessRegistered.model_validate({"business_id": "b"})
 
 
-def test_committed_openapi_and_asyncapi_documents_are_up_to_date():
+def test_committed_openapi_and_asyncapi_documents_are_up_to_date(monkeypatch):
     from servicekit import apidocs
+    from tests.support import apidocs_env
 
+    apidocs_env(monkeypatch)
     assert apidocs.main(check=True) == 0, "run `make apidocs` and commit the documents"

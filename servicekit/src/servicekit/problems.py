@@ -8,6 +8,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from servicekit.security_headers import NO_STORE, NOSNIFF
+
 log = logging.getLogger("servicekit.problems")
 MEDIA_TYPE = "application/problem+json"
 
@@ -48,4 +50,6 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception):
         log.exception("unhandled error")
-        return problem_response(500, "Internal error", "The request could not be completed; it has been logged.")
+        response = problem_response(500, "Internal error", "The request could not be completed; it has been logged.")
+        response.headers.update({**NOSNIFF, **NO_STORE})  # answered outside the middleware that adds them
+        return response

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from pymongo.asynchronous.collection import AsyncCollection
 
 from contracts import Envelope, Message
-from servicekit import problems
+from servicekit import problems, security_headers
 from servicekit.bus import Consumer, Handler, ensure_topics, make_broker
 from servicekit.logs import setup_logging
 from servicekit.outbox import OutboxRelay
@@ -49,6 +49,7 @@ class Service:
         self.app.state.settings = self.settings
         self.app.state.service = self
         problems.install(self.app)
+        security_headers.install(self.app)
         self._health_routes()
         if honour_revocations:
             self._honour_revocations()

@@ -26,15 +26,15 @@ STATUS = {"invalid_amount": 422, "not_allowed": 422, "below_commitments": 409, "
 class AllocateRequest(BaseModel):
     fiscal_year: int = Field(ge=2000, le=2100, description="Japanese fiscal year (April–March)")
     platform_id: str = Field(min_length=1, max_length=100)
-    fee: StrictInt = Field(ge=0, description="fee allocation, whole yen")
-    travel: StrictInt = Field(ge=0, description="travel allocation, whole yen")
+    fee: StrictInt = Field(ge=0, le=10**12, description="fee allocation, whole yen")
+    travel: StrictInt = Field(ge=0, le=10**12, description="travel allocation, whole yen")
     representative_id: str | None = Field(default=None, description="defaults to the platform's representative")
     bureau_id: str | None = Field(default=None, description="defaults to the platform's bureau")
     reason: str = Field(default="", max_length=500)
 
 
 class ShareRequest(BaseModel):
-    amount: StrictInt = Field(ge=0, description="the member's share, whole yen")
+    amount: StrictInt = Field(ge=0, le=10**12, description="the member's share, whole yen")
     reason: str = Field(default="", max_length=500)
 
 
@@ -273,7 +273,7 @@ async def get_frame(frame_id: str, request: Request,
 
 @router.get("/frames/{frame_id}/ledger", response_model=LedgerPage,
             summary="The frame's append-only ledger: who changed what and why (R-BUD-05)")
-async def get_ledger(frame_id: str, request: Request, offset: int = Query(0, ge=0),
+async def get_ledger(frame_id: str, request: Request, offset: int = Query(0, ge=0, le=10**9),
                      limit: int = Query(100, ge=1, le=1000),
                      p: Principal = Depends(require(*STAFF, "institution"))) -> LedgerPage:
     loaded = await load_or_404(request, frame_id)
@@ -318,7 +318,7 @@ async def close(frame_id: str, body: ReasonRequest, request: Request,
                     "format=csv gives text/csv",
             responses={200: {"content": {"text/csv": {}}}})
 async def report(request: Request, by: Literal["platform", "member", "bureau", "fiscal_year"] = "platform",
-                 fiscal_year: int | None = None, bureau_id: str | None = None, platform_id: str | None = None,
+                 fiscal_year: int | None = Query(None, ge=2000, le=2100), bureau_id: str | None = None, platform_id: str | None = None,
                  format: Literal["json", "csv"] = "json",
                  p: Principal = Depends(require(*STAFF, "institution"))):
     query: dict = {}

@@ -6,7 +6,7 @@ from datetime import date, datetime
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, Field
 
 from contracts.events.budget import CommitBudget, ReleaseBudget
@@ -61,7 +61,7 @@ class DispatchIn(BaseModel):
     support_kinds: list[Literal[SUPPORT_KINDS]] = Field(default=["issue_solving"], min_length=1)  # type: ignore[valid-type]
     declarations: Declarations = Declarations()
     planned_visits: list[PlannedVisitIn] = Field(min_length=1, max_length=50)
-    travel_estimate: int = Field(default=0, ge=0, description="estimated travel costs, yen (R-DSP-10)")
+    travel_estimate: int = Field(default=0, ge=0, le=100_000_000, description="estimated travel costs, yen (R-DSP-10)")
     accompanying_staff: list[str] = Field(default_factory=list, description="route A: staff accounts who accompany (R-DSP-05)")
     no_accompaniment_reason: str | None = None
 
@@ -112,7 +112,7 @@ class ReportIn(BaseModel):
 
 
 class ConfirmIn(BaseModel):
-    travel: int | None = Field(default=None, ge=0, description="actual travel costs, yen; default: the estimate")
+    travel: int | None = Field(default=None, ge=0, le=100_000_000, description="actual travel costs, yen; default: the estimate")
     note: str = ""
 
 
@@ -582,7 +582,7 @@ async def fraud(dispatch_id: str, body: FraudIn, request: Request, p: Principal 
 
 # --- free dispatches (R-DSP-03) and programmes -------------------------------------------------------
 @router.get("/businesses/{business_id}/free-dispatches", summary="Free dispatches used and remaining this fiscal year (R-DSP-03)")
-async def free_dispatches(business_id: str, request: Request, fy: int | None = Query(default=None, alias="fiscal_year"),
+async def free_dispatches(business_id: str, request: Request, fy: int | None = Query(default=None, alias="fiscal_year", ge=2000, le=2100),
                           p: Principal = Depends(require("business", "founder", "institution", "agency", "operator"))) -> dict:
     store = store_of(request)
     # per-business data: the business itself, an institution it delegated to, the agency and operators (R-ID-07/08)
@@ -599,7 +599,7 @@ async def free_dispatches(business_id: str, request: Request, fy: int | None = Q
 
 
 @router.get("/programmes/{fiscal_year}", summary="The dispatch programme of a fiscal year: caps, fee rules")
-async def get_programme(fiscal_year: int, request: Request, _: Principal = Depends(require(*ANY_PARTY, "bureau"))) -> dict:
+async def get_programme(request: Request, fiscal_year: int = Path(ge=2000, le=2100), _: Principal = Depends(require(*ANY_PARTY, "bureau"))) -> dict:
     return programme_to_doc(await store_of(request).programme(fiscal_year))
 
 

@@ -43,7 +43,7 @@ class CreatePage(Profile):
 
 
 class EditProfile(Profile):
-    expected_version: int | None = Field(default=None, description="the version you edited; refused if it changed")
+    expected_version: int | None = Field(default=None, ge=1, le=10**9, description="the version you edited; refused if it changed")
 
 
 class Window(BaseModel):
@@ -64,7 +64,7 @@ class OrgRef(BaseModel):
 class Evidence(BaseModel):
     route: Literal["public_qualification", "manager_or_engineer", "sme_support", "teaching_research"]
     qualification: str | None = Field(default=None, description="for public_qualification, e.g. 中小企業診断士")
-    years: float | None = Field(default=None, ge=0)
+    years: float | None = Field(default=None, ge=0, le=100)
     detail: str = Field(default="", max_length=2000)
     document_ref: str | None = None
 

@@ -64,7 +64,7 @@ class BusinessIn(ProfileChange):
 
 
 class ProfileChangeIn(ProfileChange):
-    expected_version: int | None = Field(default=None, ge=1, description="refuse the change if the profile moved on since")
+    expected_version: int | None = Field(default=None, ge=1, le=10**9, description="refuse the change if the profile moved on since")
 
 
 class BusinessOut(BaseModel):

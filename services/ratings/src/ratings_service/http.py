@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Literal
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from pymongo.errors import DuplicateKeyError
@@ -240,7 +240,7 @@ async def evaluate(body: EvaluationIn, request: Request, p: Principal = Depends(
 
 @router.get("/experts/{expert_id}/evaluations", response_model=EvaluationsOut, tags=["evaluations"],
             summary="Institution evaluations of a fiscal year: the agency only until the year has ended")
-async def evaluations(expert_id: str, fiscal_year: int, request: Request,
+async def evaluations(expert_id: str, request: Request, fiscal_year: int = Query(ge=2000, le=2100),
                       p: Principal = Depends(require(*ANYONE))) -> EvaluationsOut:
     if not domain.evaluations_visible(fiscal_year, today(), p.roles):
         raise Problem(403, "Not published yet", f"Evaluations of fiscal year {fiscal_year} stay private until it ends.")
@@ -263,7 +263,7 @@ class Classification(BaseModel):
 
 @router.post("/classification/{fiscal_year}", response_model=list[Classification], tags=["evaluations"],
              summary="Year-end job: classify every evaluated expert of the fiscal year and publish it (R-RAT-04)")
-async def classify_year(fiscal_year: int, request: Request,
+async def classify_year(request: Request, fiscal_year: int = Path(ge=2000, le=2100),
                         p: Principal = Depends(require("agency", "operator"))) -> list[Classification]:
     if not domain.fiscal_year_ended(fiscal_year, today()):
         raise Problem(409, "Fiscal year not ended", f"Fiscal year {fiscal_year} runs until 31 March {fiscal_year + 1}; "

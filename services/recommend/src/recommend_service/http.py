@@ -37,11 +37,11 @@ class Programme(BaseModel):
     programme_id: str = Field(min_length=3, max_length=80, pattern=r"^[a-z0-9][a-z0-9-]*$")
     name: str = Field(min_length=1, max_length=200)
     fiscal_year: int = Field(ge=1990, le=2100)
-    budget_oku_yen: float | None = Field(default=None, ge=0)
+    budget_oku_yen: float | None = Field(default=None, ge=0, le=1_000_000)
     purpose: str = Field(default="", max_length=2000)
     target: str = Field(default="", max_length=2000)
     subsidy_rate: str | None = Field(default=None, max_length=200)
-    cap_yen: int | None = Field(default=None, ge=0)
+    cap_yen: int | None = Field(default=None, ge=0, le=10**12)
     tags: ProgrammeTags = Field(default_factory=ProgrammeTags)
     source: str | None = Field(default=None, description="seed document it comes from (001, 002) or None")
 
