@@ -209,7 +209,7 @@ async def test_R_ID_10_staff_must_enrol_totp_in_the_login_form_and_wrong_codes_c
         for i in range(4):  # one failure is already counted (the second attempt of the recovery code)
             r = await http.post("/authorize/totp", data={"ticket": ticket, "code": f"{i:06d}"})
             assert r.status_code == 401
-        assert "locked" in r.text
+        assert "locked" in r.text and 'id="restart"' in r.text  # a way back to the login form
         assert (await http.post("/authorize/totp", data={"ticket": ticket, "code": await totp_now(key)})).status_code == 400
         r, _ = await _authorize(http, portal["client_id"], "bureau@example.jp", PASSWORD)
         assert r.status_code == 401 and "locked" in r.text

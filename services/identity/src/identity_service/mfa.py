@@ -17,6 +17,7 @@ from __future__ import annotations
 import html
 import os
 import time
+from urllib.parse import urlencode
 
 import pyotp
 from fastapi import APIRouter, Depends, Form, Request, Response
@@ -126,7 +127,7 @@ async def authorize_totp(request: Request, ticket: str = Form(max_length=200), c
         account["status"], account.get("failed", 0), account.get("locked_until"), now)
     if refusal:
         await db.login_tickets.delete_one({"_id": t["_id"]})
-        return oidc._login_page(params, refusal, status=401)
+        return _restart_page(params, refusal, 401)
     client = await oidc._client_and_redirect(db, params["client_id"], params["redirect_uri"])
     if client is None:
         return oidc.oauth_error("invalid_request", "the client or its redirect_uri is no longer registered")
@@ -138,7 +139,7 @@ async def authorize_totp(request: Request, ticket: str = Form(max_length=200), c
         codes = await store_enrolment(db, account["_id"], t["secret"], step, now)
         if codes is None:  # enrolled in another window meanwhile: sign in with that one
             await db.login_tickets.delete_one({"_id": t["_id"]})
-            return oidc._login_page(params, "a second factor was set up meanwhile; sign in again", status=409)
+            return _restart_page(params, "a second factor was set up meanwhile; sign in again", 409)
         await db.login_tickets.update_one({"_id": t["_id"]}, {"$set": {"stage": "enrolled"}, "$unset": {"secret": ""}})
         return _recovery_page(ticket, codes)
     if t["stage"] == "totp":
@@ -161,7 +162,7 @@ async def _wrong_code(db, t: dict, account: dict, ticket: str, now: float):
     await db.accounts.update_one({"_id": account["_id"]}, {"$set": {"failed": failed, "locked_until": locked_until}})
     if locked_until:
         await db.login_tickets.delete_one({"_id": t["_id"]})
-        return oidc._login_page(t["params"], LOCKED, status=401)
+        return _restart_page(t["params"], LOCKED, 401)
     error = "the code is wrong or already used; try the next one / コードが正しくありません"
     if t["stage"] == "enrol":
         return _enrol_page(ticket, t["secret"], account["email"], error, 401)
@@ -173,6 +174,13 @@ def _form(ticket: str, inner: str, button: str) -> str:
     action = html.escape(f"{oidc.public_url()}/authorize/totp")
     return (f'<form method="post" action="{action}"><input type="hidden" name="ticket" value="{html.escape(ticket)}">'
             f'{inner}<button type="submit">{button}</button></form>')
+
+
+def _restart_page(params: dict, message: str, status: int):
+    """The login ends here (locked, revoked, ...): what happened, and a link back to the login form."""
+    again = html.escape(f"{oidc.public_url()}/authorize?{urlencode({'response_type': 'code', **params})}")
+    return account_life.page("ログインできません / Sign-in failed", f'<p id="message">{html.escape(message)}</p>'
+                             f'<p><a id="restart" href="{again}">ログイン画面へ / Back to sign-in</a></p>', status)
 
 
 _CODE_FIELD = ('<label>{label} <input name="code" autocomplete="one-time-code" required autofocus></label><br>')
