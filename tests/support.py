@@ -107,6 +107,26 @@ class MailSink:
             return [m for m in self.messages if m["To"] == address]
 
 
+_SHARED_MAIL: "tuple[MailSink, int] | None" = None
+
+
+def shared_mailbox() -> "tuple[MailSink, int]":
+    """One real SMTP server (aiosmtpd on loopback) for the whole test process, started on first use: the identity
+    processes the helpers start send their account mails (R-ID-10) to it, and the helpers read them from here."""
+    global _SHARED_MAIL
+    if _SHARED_MAIL is None:
+        import atexit
+
+        from aiosmtpd.controller import Controller
+
+        sink, port = MailSink(), free_port()
+        ctl = Controller(sink, hostname="127.0.0.1", port=port)
+        ctl.start()
+        atexit.register(ctl.stop)
+        _SHARED_MAIL = (sink, port)
+    return _SHARED_MAIL
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -10,9 +10,10 @@ import httpx
 import pytest
 
 from contracts.vocab import fiscal_year
-from tests.integration.identity_support import (PASSWORD, bearer, client_token, partner_client, password_login,
-                                                portal_client, signup, start_identity)
-from tests.integration.identity_support import PROFILE, prove_prime
+from tests.integration.identity_support import (PASSWORD, bearer, client_token, mails, partner_client,
+                                                password_login, portal_client, prove_prime, signup, start_identity,
+                                                verify_email)
+from tests.integration.identity_support import PROFILE
 from tests.support import token
 
 ACCOUNT_ROLES = ("business", "founder", "expert", "institution", "bureau", "agency", "operator")
@@ -47,7 +48,23 @@ def table(w: dict) -> dict[tuple[str, str], Row]:
         ("GET", "/federation/callback"): Row(PUBLIC, "/federation/callback"),
         ("POST", "/accounts"): Row(PUBLIC, "/accounts", {"email": "new@example.jp", "password": PASSWORD,
                                                         "real_name": "新規 登録", "kind": "business"}),
-        ("POST", "/accounts/verify-email"): Row(PUBLIC, "/accounts/verify-email", {"email": "a@b.jp", "code": "x"}),
+        # account life (R-ID-10): links by mail, TOTP
+        ("POST", "/accounts/verify-email"): Row(PUBLIC, "/accounts/verify-email", {"token": "x"}),
+        ("POST", "/accounts/verification-mails"): Row(PUBLIC, "/accounts/verification-mails", {"email": "a@b.jp"}),
+        ("POST", "/accounts/password-reset"): Row(PUBLIC, "/accounts/password-reset", {"email": "a@b.jp"}),
+        ("POST", "/accounts/password-reset/confirm"): Row(PUBLIC, "/accounts/password-reset/confirm",
+                                                          {"token": "x", "password": PASSWORD}),
+        ("GET", "/pages/verify-email"): Row(PUBLIC, "/pages/verify-email"),
+        ("POST", "/pages/verify-email"): Row(PUBLIC, "/pages/verify-email", form={"token": "x"}),
+        ("GET", "/pages/reset-password"): Row(PUBLIC, "/pages/reset-password"),
+        ("POST", "/pages/reset-password"): Row(PUBLIC, "/pages/reset-password",
+                                               form={"token": "x", "password": PASSWORD, "password_again": PASSWORD}),
+        ("POST", "/authorize/totp"): Row(PUBLIC, "/authorize/totp", form={"ticket": "x", "code": "123456"}),
+        ("GET", "/accounts/me/totp"): Row(set(ACCOUNT_ROLES), "/accounts/me/totp"),
+        ("POST", "/accounts/me/totp"): Row(set(ACCOUNT_ROLES), "/accounts/me/totp"),
+        ("POST", "/accounts/me/totp/confirm"): Row(set(ACCOUNT_ROLES), "/accounts/me/totp/confirm", {"code": "000000"}),
+        ("POST", "/accounts/me/totp/disable"): Row(set(ACCOUNT_ROLES), "/accounts/me/totp/disable", {"code": "000000"}),
+        ("POST", "/accounts/{account_id}/totp/reset"): Row({"operator"}, f"/accounts/{w['victim']}/totp/reset"),
         ("POST", "/token"): Row(CLIENT_AUTH, "/token", form={"grant_type": "client_credentials"}),
         ("POST", "/revoke"): Row(CLIENT_AUTH, "/revoke", form={"token": "x"}),
         ("POST", "/introspect"): Row(CLIENT_AUTH, "/introspect", form={"token": "x"}),
@@ -121,11 +138,13 @@ async def _world(http: httpx.AsyncClient) -> dict:
     subjects = {}
     for kind in ACCOUNT_ROLES:
         if kind in ("bureau", "agency", "operator"):
+            before = len(mails(f"{kind}@example.jp", "verify-email"))
             r = await http.post("/staff-accounts", headers=op, json={"email": f"{kind}@example.jp", "password": PASSWORD,
                                                                      "real_name": "職員 一郎", "kind": kind,
                                                                      "bureau_id": "b" if kind == "bureau" else None})
             assert r.status_code == 201, r.text
             subjects[kind] = r.json()["account_id"]
+            await verify_email(http, f"{kind}@example.jp", before)
         else:
             subjects[kind] = (await signup(http, f"{kind}@example.jp", kind=kind))["account_id"]
     portal = await portal_client(http)

@@ -14,7 +14,7 @@ from authlib.integrations.httpx_client import AsyncOAuth2Client
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.integration.identity_support import (PASSWORD, REDIRECT, password_login, portal_client, signup,
+from tests.integration.identity_support import (PASSWORD, REDIRECT, mail_env, password_login, portal_client, signup,
                                                 start_identity)
 from tests.support import TEST_ISSUER, free_port, token
 
@@ -51,7 +51,7 @@ def pair(services, ns, tmp_path):
     up_url, down_url = f"http://127.0.0.1:{up_port}", f"http://127.0.0.1:{down_port}"
     upstream = services("identity", port=up_port, OIDC_ISSUER=up_url, JWT_ISSUER=TEST_ISSUER, IDENTITY_PUBLIC_URL=up_url,
                         MONGO_DB=ns.db("gbizid"), TOPIC_PREFIX=ns.prefix + "gbizid.", JWT_PRIVATE_KEY_FILE=private,
-                        JWT_PUBLIC_KEY_FILE=public)
+                        JWT_PUBLIC_KEY_FILE=public, **mail_env())
     up_operator = {"authorization": f"Bearer {token(sub='gbiz-op', roles=['operator'], key=Path(private).read_text())}"}
     r = httpx.post(f"{up_url}/clients", headers=up_operator, timeout=15, json={
         "name": "支援ポータル", "confidential": True, "redirect_uris": [f"{down_url}/federation/callback"],

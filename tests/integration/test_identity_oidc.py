@@ -12,6 +12,7 @@ import pytest
 from authlib.common.security import generate_token
 from authlib.integrations.httpx_client import AsyncOAuth2Client
 
+from tests.integration.identity_support import mail_env, signup
 from tests.support import GATEWAY_PORT, eventually, service_port, token
 
 ISSUER = f"http://127.0.0.1:{GATEWAY_PORT}"
@@ -25,7 +26,7 @@ def operator() -> dict:
 
 @pytest.fixture
 def identity(services):
-    return services("identity", port=service_port("identity"), OIDC_ISSUER=ISSUER)
+    return services("identity", port=service_port("identity"), OIDC_ISSUER=ISSUER, **mail_env())
 
 
 class _Form(HTMLParser):
@@ -40,10 +41,8 @@ class _Form(HTMLParser):
 
 
 async def _signup(http: httpx.AsyncClient, email: str, kind: str = "business") -> dict:
-    r = await http.post("/api/identity/accounts", json={"email": email, "password": PASSWORD,
-                                                        "real_name": "中小 太郎", "kind": kind})
-    assert r.status_code == 201, r.text
-    return r.json()
+    """Registration and the e-mail confirmation (R-ID-10), through the gateway."""
+    return await signup(http, email, kind, prefix="/api/identity")
 
 
 async def _client(http, **body) -> dict:

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field, field_validator
 from pymongo.errors import DuplicateKeyError
 
 from contracts.events.identity import AccountRegistered, AccountRevoked, ClientRegistered, ClientRevoked
-from identity_service import domain, secrets
+from identity_service import account_life, domain, secrets
 from servicekit.auth import Principal, require
 from servicekit.problems import Problem
 
@@ -59,11 +59,9 @@ def _out(doc: dict) -> AccountOut:
 
 async def _create(svc, body: AccountIn, actor: str) -> AccountOut:
     account_id = f"acc-{uuid.uuid4().hex}"
-    code = secrets.new_token(6)
     doc = {"_id": account_id, "email": body.email.lower(), "password_hash": secrets.hash_password(body.password),
            "real_name": body.real_name, "kind": body.kind, "roles": [body.kind], "status": "active",
-           "email_verified": False, "verification_digest": secrets.digest(code), "failed": 0, "locked_until": None,
-           "created_at": time.time()}
+           "email_verified": False, "failed": 0, "locked_until": None, "created_at": time.time()}
     if getattr(body, "bureau_id", None):
         doc["bureau_id"] = body.bureau_id
     event = svc.event(AccountRegistered(account_id=account_id, kind=body.kind, real_name=body.real_name), actor=actor)
@@ -71,8 +69,7 @@ async def _create(svc, body: AccountIn, actor: str) -> AccountOut:
         await svc.insert(svc.db.accounts, doc, events=[event])
     except DuplicateKeyError:
         raise Problem(409, "Already registered", "An account with this e-mail address exists.") from None
-    # Delivered by e-mail once the notifications service sends identity mails; logged for now.
-    log.info("verification code issued", extra={"fields": {"account_id": account_id, "verification_code": code}})
+    await account_life.send_verification(svc, doc, throttle=False)  # R-ID-10: a link by mail, never in a log
     return _out(doc)
 
 
@@ -89,20 +86,6 @@ async def register_staff(body: StaffAccountIn, request: Request,
     if body.kind == "bureau" and not body.bureau_id:
         raise Problem(422, "Which block?", "A bureau account acts for one block only (R-PF-05): give its bureau_id.")
     return await _create(request.app.state.service, body, actor=who.subject)
-
-
-class VerifyIn(BaseModel):
-    email: str
-    code: str
-
-
-@router.post("/accounts/verify-email", status_code=204, tags=["accounts"], summary="Confirm an e-mail address")
-async def verify_email(body: VerifyIn, request: Request) -> None:
-    res = await request.app.state.service.db.accounts.update_one(
-        {"email": body.email.lower(), "verification_digest": secrets.digest(body.code)},
-        {"$set": {"email_verified": True, "verification_digest": None}})
-    if res.matched_count != 1:
-        raise Problem(400, "Wrong code", "The e-mail address and verification code do not match.")
 
 
 @router.get("/accounts/me", response_model=AccountOut, tags=["accounts"], summary="Your own account")

@@ -1,5 +1,7 @@
 """Wiring of the identity service."""
-from identity_service import accounts, bindings, consents, consumers, disclosures, federation, http, oidc, orgs
+from identity_service import (account_life, accounts, bindings, consents, consumers, disclosures, federation, http, mfa,
+                              oidc, orgs)
+from identity_service.mail import Mailer
 from identity_service.tokens import TokenIssuer
 from servicekit.service import Service
 
@@ -7,8 +9,11 @@ svc = Service("identity", title="Identity", outbox=["businesses", "accounts", "c
                                                "delegations", "families", "revoked_tokens"],
               produces=["identity.events", "notifications.commands"], honour_revocations=False)
 svc.app.state.issuer = TokenIssuer.from_env()
+svc.app.state.mailer = Mailer.from_env()  # account mails (R-ID-10)
 svc.app.include_router(oidc.router)
 svc.app.include_router(accounts.router)
+svc.app.include_router(account_life.router)
+svc.app.include_router(mfa.router)
 svc.app.include_router(http.router)
 svc.app.include_router(orgs.router)
 svc.app.include_router(consents.router)
@@ -39,6 +44,8 @@ async def _indexes() -> None:
     await svc.db.refresh_tokens.create_index("family")
     await svc.db.letters.create_index("status")
     await svc.db.audit.create_index([("key", 1), ("at", -1)])
+    for tokens in ("verification_tokens", "reset_tokens", "login_tickets"):  # R-ID-10
+        await svc.db[tokens].create_index("account_id")
 
 
 app = svc.app

@@ -58,6 +58,94 @@ def after_failed_login(failed: int, now: float) -> tuple[int, float | None]:
     return (0, now + LOCKOUT_SECONDS) if failed >= MAX_FAILED_LOGINS else (failed, None)
 
 
+# --- account life (R-ID-10): e-mail verification, password reset, TOTP second factor ------------------
+VERIFICATION_TTL = 24 * 3600   # a verification link works for a day
+RESET_TTL = 60 * 60            # a password-reset link works for an hour, once
+LOGIN_TICKET_TTL = 10 * 60     # between the password and the second factor of one login
+TOTP_ENROLMENT_TTL = 10 * 60   # a secret shown for enrolment must be confirmed within this time
+MAIL_MIN_INTERVAL = 60         # per account and kind of mail: at most one a minute ...
+MAIL_DAILY_LIMIT = 5           # ... and five a day (resend and reset requests cannot flood a mailbox)
+TOTP_REQUIRED_ROLES = frozenset({"agency", "bureau", "operator"})
+TOTP_STEP_SECONDS = 30         # RFC 6238 defaults: 30 s steps, 6 digits, HMAC-SHA1 (what authenticator apps use)
+TOTP_DIGITS = 6
+TOTP_DRIFT_STEPS = 1           # one step either side is accepted (clock drift, a code typed as it changed)
+RECOVERY_CODE_COUNT = 10
+
+
+def totp_required(roles) -> bool:
+    """R-ID-10: agency, bureau and operator accounts must have a second factor."""
+    return bool(TOTP_REQUIRED_ROLES & set(roles))
+
+
+def login_next_step(*, email_verified: bool, federated: bool, totp_enrolled: bool, roles) -> str:
+    """R-ID-10: what a login whose first factor succeeded (password, or the upstream provider) needs next:
+    'verify_email' (a password account with an unconfirmed address signs in only after confirming it),
+    'totp' (enrolled: the code), 'enrol_totp' (required but not enrolled: enrol now), or 'done'.
+    A federated sign-in was proven by the upstream provider, which vouches for the person, so it does not
+    wait for our e-mail confirmation; the second factor applies to every way in."""
+    if not email_verified and not federated:
+        return "verify_email"
+    if totp_enrolled:
+        return "totp"
+    if totp_required(roles):
+        return "enrol_totp"
+    return "done"
+
+
+def mail_allowed(sent_at: list[float], now: float) -> bool:
+    """R-ID-10: whether another mail of one kind may go to an account that was sent mails at `sent_at`."""
+    recent = [t for t in sent_at if now - t < 24 * 3600]
+    if recent and now - max(recent) < MAIL_MIN_INTERVAL:
+        return False
+    return len(recent) < MAIL_DAILY_LIMIT
+
+
+def mail_history(sent_at: list[float], now: float) -> list[float]:
+    """The send times to keep after sending one more now (the last day's)."""
+    return [t for t in sent_at if now - t < 24 * 3600] + [now]
+
+
+def totp_code(secret: str, step: int, digits: int = TOTP_DIGITS) -> str:
+    """RFC 6238: the HOTP (RFC 4226, HMAC-SHA1) value of time step `step` for a base32 `secret`."""
+    import pyotp
+
+    return pyotp.HOTP(secret, digits=digits).at(step)
+
+
+def totp_step(now: float) -> int:
+    return int(now // TOTP_STEP_SECONDS)
+
+
+def totp_match(secret: str, code: str, now: float, last_step: int | None) -> int | None:
+    """R-ID-10: the time step `code` belongs to if it is right for `now` (± drift) and newer than the last
+    step used (RFC 6238 §5.2: a code is accepted once); else None."""
+    import hmac
+
+    code = normalised_code(code)
+    if len(code) != TOTP_DIGITS or not code.isdigit():
+        return None
+    current = totp_step(now)
+    for step in range(current - TOTP_DRIFT_STEPS, current + TOTP_DRIFT_STEPS + 1):
+        if (last_step is None or step > last_step) and hmac.compare_digest(totp_code(secret, step), code):
+            return step
+    return None
+
+
+def normalised_code(code: str) -> str:
+    """A code as typed, without spaces and hyphens, lower case (recovery codes are printed in groups)."""
+    return "".join(c for c in code.strip().lower() if c not in " -\t")
+
+
+def is_recovery_code(code: str) -> bool:
+    """Recovery codes are 16 hex digits (64 bits), a TOTP code 6 decimal digits: the form tells them apart."""
+    code = normalised_code(code)
+    return len(code) == 16 and all(c in "0123456789abcdef" for c in code)
+
+
+def expired(expires_at: float | None, now: float) -> bool:
+    return expires_at is None or now >= expires_at
+
+
 # --- OAuth 2.0 / OIDC ------------------------------------------------------------------------
 def pkce_matches(verifier: str, challenge: str, method: str) -> bool:
     """RFC 7636 S256 (plain is refused: public clients must not send the verifier in the clear)."""

@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from pymongo.errors import DuplicateKeyError
 
 from contracts.events.identity import AccountRegistered
-from identity_service import domain, oidc, secrets
+from identity_service import domain, mfa, oidc, secrets
 from identity_service.audit import record
 from servicekit.auth import Principal, require
 from servicekit.problems import Problem
@@ -183,7 +183,7 @@ async def callback(request: Request, code: str = "", state: str = "", error: str
     client = await oidc._client_and_redirect(svc.db, params["client_id"], params["redirect_uri"])
     if client is None:
         return oidc.oauth_error("invalid_request", "the client or its redirect_uri is no longer registered")
-    return await oidc.issue_code(request, client, params, account)
+    return await mfa.after_first_factor(request, client, params, account, federated=True)  # TOTP applies here too
 
 
 async def _link_existing(request: Request, up: Upstream, link_id: str, claims: dict, account_id: str) -> HTMLResponse:

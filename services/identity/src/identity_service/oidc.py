@@ -16,7 +16,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
 from contracts.events.identity import TokenRevoked
-from identity_service import bindings, domain, orgs, secrets
+from identity_service import bindings, domain, mfa, orgs, secrets
 
 router = APIRouter(tags=["openid-connect"])
 CODE_TTL = 60
@@ -75,7 +75,9 @@ _FORM = """<!doctype html><html lang="ja"><meta charset="utf-8"><title>支援ポ
 <form method="post">{hidden}
 <label>メールアドレス / E-mail <input name="email" type="email" required></label><br>
 <label>パスワード / Password <input name="password" type="password" required></label><br>
-<button type="submit">ログイン / Sign in</button></form>{federation}</html>"""
+<button type="submit">ログイン / Sign in</button></form>
+<p><a id="reset" href="pages/reset-password">パスワードをお忘れの方 / Forgot your password?</a>
+ · <a id="verify" href="pages/verify-email">確認メールの再送 / Confirmation mail</a></p>{federation}</html>"""
 
 _AUTH_PARAMS = ("client_id", "redirect_uri", "scope", "state", "code_challenge", "code_challenge_method", "nonce")
 
@@ -123,7 +125,7 @@ async def authorize_submit(request: Request, email: str = Form(), password: str 
     account = await login(svc.db, email, password)
     if isinstance(account, str):
         return _login_page(params, account, status=401)
-    return await issue_code(request, client, params, account)
+    return await mfa.after_first_factor(request, client, params, account)  # e-mail confirmed? second factor? (R-ID-10)
 
 
 async def issue_code(request: Request, client: dict, params: dict, account: dict) -> RedirectResponse:
@@ -142,7 +144,8 @@ async def issue_code(request: Request, client: dict, params: dict, account: dict
 
 
 async def login(db, email: str, password: str) -> dict | str:
-    """The account for these credentials, or the reason for refusing (lockout after repeated failures)."""
+    """The account for these credentials, or the reason for refusing (lockout after repeated failures).
+    The failure count is cleared when the whole login completes (mfa), not here: wrong TOTP codes count too."""
     account = await db.accounts.find_one({"email": email.lower()})
     generic = "the e-mail address or the password is wrong"
     if account is None:
@@ -155,8 +158,6 @@ async def login(db, email: str, password: str) -> dict | str:
         failed, locked_until = domain.after_failed_login(account.get("failed", 0), now)
         await db.accounts.update_one({"_id": account["_id"]}, {"$set": {"failed": failed, "locked_until": locked_until}})
         return generic
-    if account.get("failed") or account.get("locked_until"):
-        await db.accounts.update_one({"_id": account["_id"]}, {"$set": {"failed": 0, "locked_until": None}})
     return account
 
 

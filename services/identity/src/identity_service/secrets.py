@@ -28,3 +28,7 @@ def new_token(nbytes: int = 32) -> str:
 def digest(token: str) -> str:
     """Stored form of a high-entropy token (codes, refresh tokens, client secrets): never the token itself."""
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_hex(nbytes: int) -> str:
+    return secrets.token_hex(nbytes)
