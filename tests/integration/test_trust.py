@@ -13,7 +13,7 @@ from pymongo import AsyncMongoClient
 from pypdf import PdfReader
 
 from contracts import Envelope
-from tests.integration.identity_support import (OPERATOR, PROFILE, bearer, letter_code, password_login,
+from tests.integration.identity_support import (OPERATOR, PROFILE, bearer, letter_code, mail_env, password_login,
                                                 portal_client, signup, start_identity)
 from tests.support import SERVICES, eventually, read_topic, service_port, token
 
@@ -189,7 +189,7 @@ PROBES = {"identity": "/accounts/me", "experts": "/experts", "dispatch": "/progr
 
 async def test_R_ID_09_revoked_token_client_and_account_are_refused_by_all_seven_services_within_2s(services, gateway):
     for name in SERVICES:
-        services(name, port=service_port(name))
+        services(name, port=service_port(name), **(mail_env() if name == "identity" else {}))
     async with httpx.AsyncClient(base_url=f"{gateway}/api/identity", timeout=15) as http:
         portal = await portal_client(http)
         spare = await portal_client(http)
