@@ -170,7 +170,7 @@ PROFILE = {"corporate_number": "7000012050002", "name": "熊本精密工業株�
 OWNER = bearer("owner-1", ["business"], ttl=6 * 3600)
 
 
-OPERATOR = bearer("op-1", ["operator"])
+OPERATOR = bearer("op-1", ["operator"], ttl=6 * 3600)  # minted at import, like OWNER
 
 
 async def letter_code(http: httpx.AsyncClient, business_id: str) -> tuple[str, str]:

@@ -470,3 +470,94 @@ async def test_R_ID_07_R_ID_08_dispatch_takes_the_business_from_the_token_never_
     r = await world.http.post("/requests", json=route_a, headers=staff("biz-victim"))
     assert r.status_code == 403
     assert (await world.http.get("/businesses/biz-victim/free-dispatches", headers=staff("biz-victim"))).status_code == 404
+
+
+async def test_R_DSP_12_a_request_right_after_confirmation_is_refused_every_time(world):
+    """The block starts when dispatch confirms, not when ratings' RatingOwed arrives: no race (run 50 times)."""
+    async def one(n: int) -> tuple[str, str | None]:
+        business = f"biz-race-{n}"
+        d = await world.request(business)
+        await world.reserved(await world.command("budget.ReserveBudget", d["dispatch_id"]))
+        await eventually(lambda: world.status(d["dispatch_id"], "approved"))
+        await complete_visits(world, d["dispatch_id"], minutes=60)
+        r = await world.http.post(f"/requests/{d['dispatch_id']}/confirm", json={},
+                                  headers=auth(sub="agent-1", roles=["agency"]))
+        assert r.status_code == 200, r.text
+        nxt = await world.request(business)  # at once: nothing from ratings has arrived
+        return nxt["status"], nxt.get("reason_code")
+
+    outcomes = []
+    for batch in range(5):
+        outcomes += await asyncio.gather(*(one(batch * 10 + i) for i in range(10)))
+    assert Counter(outcomes) == Counter({("refused", "rating_pending"): 50})
+
+
+async def test_R_DSP_08_R_DSP_14_silent_budget_is_resent_then_visible_then_retried(infra, tmp_path):
+    """Budget never answers: the same ReserveBudget is re-sent, then the dispatch shows `budget_unanswered`; the
+    agency retries, and the (late) answer completes the saga. Nothing waits silently."""
+    ns = Namespace()
+    svc = ServiceProcess("dispatch", infra, ns, tmp_path, DISPATCH_BUDGET_ANSWER_SECONDS="1",
+                         DISPATCH_BUDGET_MAX_ATTEMPTS="2")
+    w = World(infra, ns, svc.url)
+    try:
+        svc.start()
+        await w.producer.start()
+        await w.expert("ex-1")
+        d = await w.request("biz-silent")
+        did = d["dispatch_id"]
+        assert d["status"] == "accepted"
+        sent = await w.records("budget.commands", "budget.ReserveBudget", 2, {did})  # the re-send
+        assert len({c["payload"]["command_id"] for c in sent}) == 1  # the same command: budget applies it once
+        stuck = await eventually(lambda: w.status(did, "budget_unanswered"), timeout=15)
+        assert stuck["reason_code"] == "budget_unanswered"
+        events = await w.records("dispatch.events", "dispatch.DispatchStatusChanged", 2, {did})
+        assert "budget_unanswered" in [e["payload"]["status"] for e in events]
+        agency = auth(sub="agent-1", roles=["agency"])
+        assert (await w.http.post(f"/requests/{did}/budget-retry", headers=staff("biz-silent"))).status_code == 403
+        r = await w.http.post(f"/requests/{did}/budget-retry", headers=agency)
+        assert r.status_code == 200 and r.json()["status"] == "accepted", r.text
+        await w.records("budget.commands", "budget.ReserveBudget", 3, {did})
+        await w.reserved(sent[0]["payload"])  # budget answers at last
+        await eventually(lambda: w.status(did, "approved"), timeout=15)
+        again = await w.http.post(f"/requests/{did}/budget-retry", headers=agency)
+        assert again.status_code == 409
+    finally:
+        await w.producer.stop()
+        await w.http.aclose()
+        svc.stop()
+        await ns.drop(infra)
+
+
+async def test_R_DSP_03_a_crash_between_slot_claim_and_request_write_loses_no_free_dispatch(infra, tmp_path):
+    ns = Namespace()
+    w = World(infra, ns, "")
+    doomed = ServiceProcess("dispatch", infra, ns, tmp_path, FAULT_CRASH_AFTER_SLOT_CLAIM="true")
+    try:
+        doomed.start()
+        await w.producer.start()
+        await w.expert("ex-1")
+        await w.bind("biz-crash")
+        body = {"business_id": "biz-crash", "expert_id": "ex-1", "institution_id": INSTITUTION, "issue": ISSUE,
+                "beyond_self_help": True, "needs_specialist": True, "planned_visits": [{"day": DAY.isoformat(), "hours": 2}]}
+        with pytest.raises(httpx.HTTPError):  # the process dies mid-request
+            await w.http.post(f"{doomed.url}/requests", json=body, headers=staff("biz-crash"))
+        assert doomed.proc.wait(20) == 137
+        assert await w.db.free_slots.count_documents({"business_id": "biz-crash"}) == 1  # claimed, never written
+
+        healthy = ServiceProcess("dispatch", infra, ns, tmp_path, DISPATCH_SLOT_GRACE_SECONDS="1").start()
+        try:
+            await eventually(lambda: _none_left(w, "biz-crash"), timeout=20)
+            results = [await w.http.post(f"{healthy.url}/requests", json=body, headers=staff("biz-crash"))
+                       for _ in range(4)]
+            assert [r.json()["status"] for r in results] == ["accepted", "accepted", "accepted", "refused"]
+        finally:
+            healthy.stop()
+    finally:
+        doomed.stop()
+        await w.producer.stop()
+        await w.http.aclose()
+        await ns.drop(infra)
+
+
+async def _none_left(w: World, business: str) -> bool:
+    return await w.db.free_slots.count_documents({"business_id": business}) == 0

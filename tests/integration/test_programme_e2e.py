@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from contracts.vocab import RATING_AXES, RIGHTS, MemberRole, fiscal_year
-from tests.support import eventually, service_port, token
+from tests.support import TEST_VAR, eventually, service_port, token
 
 FY = fiscal_year(datetime.now(UTC) + timedelta(hours=9))
 DAY = date(FY + 1, 2, 1)  # inside the fiscal year, after today
@@ -49,6 +49,8 @@ def programme(services, smtp, gateway):
 
 async def test_R_DSP_14_R_BUD_04_R_RAT_03_R_DSP_12_R_DSP_03_whole_programme_through_the_gateway(programme, services):
     url, sink = programme
+    gateway_log = TEST_VAR / "log" / "gateway.log"
+    gateway_from = gateway_log.stat().st_size if gateway_log.exists() else 0
     bureau, agency = bearer("officer-kyushu", "bureau"), bearer("agency-1", "agency")
     business_account, expert_account = f"acct-biz-{uuid.uuid4().hex[:6]}", f"acct-exp-{uuid.uuid4().hex[:6]}"
     async with httpx.AsyncClient(base_url=url, timeout=20) as http:
@@ -202,6 +204,14 @@ async def test_R_DSP_14_R_BUD_04_R_RAT_03_R_DSP_12_R_DSP_03_whole_programme_thro
         assert (fourth["status"], fourth["reason_code"]) == ("refused", "free_cap_reached")
         free = await ok(await http.get(f"/api/dispatch/businesses/{business_id}/free-dispatches", headers=biz))
         assert (free["used"], free["remaining"]) == (3, 0)
+
+    # --- R-ID-10: no token in any log, after the whole programme (services' logs and the gateway's)
+    used = {h["authorization"][len("Bearer "):] for h in (bureau, agency, representative, staff, expert, biz)}
+    logs = {name: p.log_file.read_text(errors="replace") for name, p in services.by_name.items()}
+    logs["gateway"] = gateway_log.read_bytes()[gateway_from:].decode(errors="replace") if gateway_log.exists() else ""
+    leaks = [(where, t[-12:]) for where, text in logs.items() for t in used
+             if t in text or t.rsplit(".", 1)[-1] in text]
+    assert not leaks, f"tokens found in logs: {leaks}"
 
     # --- one trace from the institution's HTTP request through dispatch, Kafka and the budget consumer
     spans = {name: services_spans(services, name) for name in ("dispatch", "budget")}

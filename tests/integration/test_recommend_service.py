@@ -13,6 +13,11 @@ from contracts.events.identity import BusinessProfileChanged, BusinessRegistered
 from tests.support import eventually, read_topic, token
 
 
+def prime(account: str, business_id: str) -> dict:
+    """A token of the business's prime account: recommend serves a business only to those it binds (R-ID-07)."""
+    return auth(account, "business", biz=[{"id": business_id, "role": "prime"}])
+
+
 def auth(sub: str, *roles: str, **claims) -> dict:
     return {"authorization": f"Bearer {token(sub=sub, roles=list(roles), **claims)}"}
 
@@ -41,7 +46,7 @@ async def test_R_REC_01_R_REC_03_R_NOT_01_registered_business_gets_reasons_one_p
     async with httpx.AsyncClient(base_url=svc.url) as http:
         async def recs():
             r = await http.get(f"/businesses/{biz}/recommendations", params={"keywords": "事業承継,輸出"},
-                               headers=auth(owner, "business"))
+                               headers=prime(owner, biz))
             return r.json() if r.status_code == 200 else None
         got = await eventually(recs, timeout=30)
         ids = [g["programme"]["programme_id"] for g in got]
@@ -57,10 +62,10 @@ async def test_R_REC_01_R_REC_03_R_NOT_01_registered_business_gets_reasons_one_p
         assert r.status_code == 403 and r.headers["content-type"].startswith("application/problem+json")
         r = await http.get(f"/businesses/{biz}/recommendations", headers=auth("op-1", "operator"))
         assert r.status_code == 200
-        r = await http.get(f"/businesses/{biz}/recommendations", params={"limit": 0}, headers=auth(owner, "business"))
+        r = await http.get(f"/businesses/{biz}/recommendations", params={"limit": 0}, headers=prime(owner, biz))
         assert r.status_code == 422 and r.headers["content-type"].startswith("application/problem+json")
         r = await http.post(f"/businesses/{biz}/interactions", json={"programme_id": "no-such", "kind": "used"},
-                            headers=auth(owner, "business"))
+                            headers=prime(owner, biz))
         assert r.status_code == 404 and "no-such" in r.json()["detail"]
 
     # R-NOT-01: the matching programmes were pushed to the owning account, through notifications.commands.
@@ -90,14 +95,14 @@ async def test_R_REC_01_R_REC_03_R_NOT_01_registered_business_gets_reasons_one_p
 
     # R-REC-03: the diagnosis uses the figures that came with the change; the simulation honours the cap.
     async with httpx.AsyncClient(base_url=svc.url) as http:
-        r = await http.get(f"/businesses/{biz}/diagnosis", headers=auth(owner, "business"),
+        r = await http.get(f"/businesses/{biz}/diagnosis", headers=prime(owner, biz),
                            params={"programme_id": "fy2020-monozukuri-renkei", "investment_yen": 90_000_000})
         assert r.status_code == 200, r.text
         body = r.json()
         assert round(body["indicators"]["sales_growth"], 4) == 0.1
         assert body["peer_medians"]["sales_growth"] is None  # no peers: nothing shown
         assert body["subsidy_simulation"] == {"investment": 90_000_000, "subsidy": 30_000_000, "own_burden": 60_000_000}
-        r = await http.get(f"/businesses/{biz}/diagnosis", headers=auth(owner, "business"),
+        r = await http.get(f"/businesses/{biz}/diagnosis", headers=prime(owner, biz),
                            params={"investment_yen": 1000})
         assert r.status_code == 422
 
@@ -121,9 +126,9 @@ async def test_R_NOT_01_R_REC_02_R_REC_05_new_programme_pushed_interactions_and_
             for pid in ["fy2009-kaigai-tenkai"] + (["fy2020-ai-jinzai"] if b != bizs[5] else []):
                 for _ in range(2):  # idempotent
                     r = await http.post(f"/businesses/{b}/interactions", json={"programme_id": pid, "kind": "used"},
-                                        headers=auth(owners[b], "business"))
+                                        headers=prime(owners[b], b))
                     assert r.status_code == 200
-        r = await http.get(f"/businesses/{bizs[5]}/recommendations", params={"limit": 50}, headers=auth(owners[bizs[5]], "business"))
+        r = await http.get(f"/businesses/{bizs[5]}/recommendations", params={"limit": 50}, headers=prime(owners[bizs[5]], bizs[5]))
         ranked = [g["programme"]["programme_id"] for g in r.json()]
         ai = r.json()[ranked.index("fy2020-ai-jinzai")]
         assert any("also used" in x for x in ai["reasons"])

@@ -3,8 +3,12 @@ reach only their scopes, and revocation works everywhere within seconds — on r
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import io
+import secrets
 import time
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import jwt
@@ -13,8 +17,8 @@ from pymongo import AsyncMongoClient
 from pypdf import PdfReader
 
 from contracts import Envelope
-from tests.integration.identity_support import (OPERATOR, PROFILE, bearer, letter_code, mail_env, password_login,
-                                                portal_client, signup, start_identity)
+from tests.integration.identity_support import (OPERATOR, PASSWORD, PROFILE, REDIRECT, bearer, letter_code,
+                                                mail_env, password_login, portal_client, signup, start_identity)
 from tests.support import SERVICES, eventually, read_topic, service_port, token
 
 
@@ -149,6 +153,10 @@ async def test_R_ID_09_third_party_tokens_reach_only_their_scopes(identity):
             "scopes": ["openid"], "grant_types": ["authorization_code"]})
         third = r.json()
         assert third["first_party"] is False
+        page = await http.get("/authorize", params={"client_id": third["client_id"], "response_type": "code",
+                                                    "redirect_uri": "http://127.0.0.1:9/callback", "scope": "openid",
+                                                    "code_challenge": "x" * 43, "code_challenge_method": "S256"})
+        assert 'id="consent"' in page.text and "家計簿アプリ" in page.text  # what signing in grants, shown first
         t = await password_login(http, third["client_id"], "owner3p@example.jp")
         assert t["scope"] == "openid"
         h = {"authorization": f"Bearer {t['access_token']}"}
@@ -175,6 +183,31 @@ async def test_R_ID_09_refresh_reuse_and_code_replay_revoke_the_whole_grant_in_e
         assert (await http.post("/token", data={"grant_type": "refresh_token", "refresh_token": second["refresh_token"],
                                                 "client_id": portal["client_id"]})).json()["error"] == "invalid_grant"
         assert (await http.get("/accounts/me", headers=h)).status_code == 401
+        await eventually(lambda: _status_is(http, f"{ratings.url}/pending", h, 401), timeout=2, interval=0.1)
+
+
+async def test_R_ID_09_a_replayed_authorization_code_revokes_the_tokens_it_issued(services, identity):
+    ratings = services("ratings")
+    async with httpx.AsyncClient(base_url=identity.url, timeout=15) as http:
+        portal = await portal_client(http)
+        await signup(http, "replay@example.jp")
+        verifier = secrets.token_urlsafe(48)
+        challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+        r = await http.post("/authorize", data={"email": "replay@example.jp", "password": PASSWORD, "state": "s",
+                                                "client_id": portal["client_id"], "redirect_uri": REDIRECT,
+                                                "code_challenge": challenge, "code_challenge_method": "S256"})
+        code = parse_qs(urlsplit(r.headers["location"]).query)["code"][0]
+        exchange = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT,
+                    "client_id": portal["client_id"], "code_verifier": verifier}
+        first = (await http.post("/token", data=exchange)).json()
+        h = {"authorization": f"Bearer {first['access_token']}"}
+        assert (await http.get(f"{ratings.url}/pending", headers=h)).status_code == 200
+        replay = await http.post("/token", data=exchange)  # an attacker who intercepted the code
+        assert replay.json()["error"] == "invalid_grant"
+        assert (await http.get("/accounts/me", headers=h)).status_code == 401
+        refreshed = await http.post("/token", data={"grant_type": "refresh_token", "client_id": portal["client_id"],
+                                                    "refresh_token": first["refresh_token"]})
+        assert refreshed.json()["error"] == "invalid_grant"
         await eventually(lambda: _status_is(http, f"{ratings.url}/pending", h, 401), timeout=2, interval=0.1)
 
 

@@ -253,5 +253,6 @@ def test_R_DSP_14_cancel_from_any_step_before_confirmation_never_after_payment()
 
 
 def test_R_DSP_14_refusal_only_at_screening_or_for_lack_of_budget():
-    assert set(sources("refused")) == {"requested", "accepted"}
+    # budget_unanswered: a late BudgetRefused still refuses (lack of budget)
+    assert set(sources("refused")) == {"requested", "accepted", "budget_unanswered"}
     assert TRANSITIONS["paid"] == frozenset()

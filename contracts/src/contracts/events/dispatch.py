@@ -22,7 +22,8 @@ class DispatchStatusChanged(Message):
 
     dispatch_id: str
     status: Literal["requested", "accepted", "refused", "reserved", "approved", "scheduled", "visited",
-                    "reported", "confirmed", "paid", "cancelled"]
+                    "reported", "confirmed", "paid", "cancelled", "budget_unanswered"] = Field(
+        description="R-DSP-14; budget_unanswered: the budget service did not answer a re-sent command, the agency acts")
     route: Literal["A", "B"]
     fiscal_year: int
     business_id: str

@@ -9,6 +9,13 @@ from contracts.envelope import Message
 TOPIC = "ratings.events"
 
 
+def owed_rating_id(dispatch_id: str, rater_kind: str) -> str:
+    """The id of the rating a rater kind owes for a dispatch (R-RAT-01/03): one per dispatch and rater kind. Shared,
+    so dispatch can block the next free request itself the moment it confirms (R-DSP-12), under the same id the
+    ratings service then records."""
+    return f"{dispatch_id}:{rater_kind}"
+
+
 class _RatingsEvent(Message):
     topic: ClassVar[str] = TOPIC
     key_field: ClassVar[str] = "expert_id"

@@ -2,6 +2,7 @@
 from datetime import datetime
 
 from contracts.vocab import fiscal_year
+from dispatch_service import saga
 from dispatch_service.consumers import budget_handlers, read_model_handlers
 from dispatch_service.domain import InvalidTransition
 from dispatch_service.http import JST, router
@@ -19,6 +20,8 @@ svc.consume("experts.events", experts)
 svc.consume("ratings.events", ratings)
 svc.consume("identity.events", identity)
 svc.app.include_router(router)
+svc.app.state.saga_params = saga.params_from_env()
+svc.background("budget-saga-clock")(lambda: saga.run(store, svc.app.state.saga_params))
 
 
 @svc.app.exception_handler(InvalidTransition)
@@ -32,6 +35,7 @@ async def _invalid_transition(_, exc: InvalidTransition):
 async def _setup() -> None:
     fy = fiscal_year(datetime.now(JST).date())
     await store.setup([fy - 1, fy, fy + 1])
+    await store.dispatches.create_index("status")
 
 
 app = svc.app

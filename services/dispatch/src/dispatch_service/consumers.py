@@ -10,6 +10,8 @@ from contracts.events.budget import (BudgetCommitted, BudgetRefused, BudgetRelea
 from contracts.events.experts import ExpertChanged
 from contracts.events.identity import BindingChanged, MembershipChanged, PlatformRegistered
 from contracts.events.ratings import RatingGiven, RatingOwed
+from dispatch_service.domain.saga import waiting_for
+from dispatch_service.domain.slots import gives_back
 from dispatch_service.store import Store, new_id, now
 from servicekit.problems import Problem
 from servicekit.store import apply_once
@@ -23,8 +25,8 @@ def budget_handlers(store: Store):
             if (d.get("reserve") or {}).get("command_id") != e.command_id or d.get("reserved"):
                 return None  # not the answer we wait for, or a duplicate
             held = {"amount": e.amount, "at": now(), "event_id": env.event_id}
-            if d["status"] == "accepted":
-                # Saga step 3: reserved, then approved (the request was screened before reserving).
+            if waiting_for(d) == "reserve":
+                # Saga step 3: reserved, then approved (the request was screened before reserving); also late.
                 upd = Store.step(d, "reserved", "approved", actor="budget")
                 upd["$set"]["reserved"] = held
                 return upd, [store.status_event(d, "reserved", cause=env), store.status_event(d, "approved", cause=env)]
@@ -40,11 +42,11 @@ def budget_handlers(store: Store):
 
     async def on_refused(env: Envelope, e: BudgetRefused) -> None:
         def decide(d: dict):
-            if (d.get("reserve") or {}).get("command_id") != e.command_id or d["status"] != "accepted":
+            if (d.get("reserve") or {}).get("command_id") != e.command_id or waiting_for(d) != "reserve":
                 return None
             code = f"budget_{e.reason_code}"
             upd = Store.step(d, "refused", actor="budget", reason_code=code)
-            upd["$set"].update(reason_code=code, reason=e.reason, counts_free=False,
+            upd["$set"].update(reason_code=code, reason=e.reason, **gives_back(),
                                refusals=[{"code": code, "rule": "R-DSP-08", "message": e.reason}])
             return upd, [store.status_event(d, "refused", cause=env, reason_code=code, reason=e.reason)]
 
@@ -54,7 +56,7 @@ def budget_handlers(store: Store):
 
     async def on_committed(env: Envelope, e: BudgetCommitted) -> None:
         def decide(d: dict):
-            if (d.get("commit") or {}).get("command_id") != e.command_id or d["status"] != "confirmed":
+            if (d.get("commit") or {}).get("command_id") != e.command_id or waiting_for(d) != "commit":
                 return None
             upd = Store.step(d, "paid", actor="budget")
             upd["$set"]["payment"] = {"spent": e.spent, "returned": e.returned, "at": now(),

@@ -12,11 +12,13 @@ from pydantic import BaseModel, Field
 from contracts.events.budget import CommitBudget, ReleaseBudget
 from contracts.events.dispatch import DispatchCompleted, FraudConfirmed
 from contracts.vocab import EXPERT_FIELDS, fiscal_year
-from dispatch_service import screening
+from dispatch_service import saga, screening
 from dispatch_service.domain import (BEFORE_APPROVAL, RESERVED_STATUSES, InvalidTransition, VisitTime, can,
                                      compute_fee, fee_exemption)
 from dispatch_service.domain.eligibility import SUPPORT_KINDS, check_visit_caps, refusal
 from dispatch_service.domain.programmes import programme_to_doc
+from dispatch_service.domain.saga import UNANSWERED, waiting_for
+from dispatch_service.domain.slots import gives_back
 from dispatch_service.store import Store, new_id, now
 from servicekit.auth import Principal, require
 from servicekit.problems import Problem
@@ -495,9 +497,34 @@ async def confirm(dispatch_id: str, body: ConfirmIn, request: Request,
         upd = Store.step(d, "confirmed", actor=p.subject)
         upd["$set"].update(fee=fee.fee, travel=fee.travel, paid_minutes=fee.paid_minutes, fee_exemption=exemption,
                            confirmation={"by": p.subject, "at": now(), "note": body.note},
-                           commit={"command_id": command.command_id, "fee": fee.fee, "travel": fee.travel})
+                           commit={"command_id": command.command_id, "fee": fee.fee, "travel": fee.travel,
+                                   "sent_at": now(), "attempts": 1})
         return upd, [store.status_event(d, "confirmed", actor=p.subject, fee=fee.fee, travel=fee.travel),
                      store.svc.event(command, actor=p.subject), store.svc.event(completed, actor=p.subject)]
+
+    done = await store.mutate(dispatch_id, decide, actor=p.subject)
+    # R-DSP-12 without a race: the block starts now, not when ratings' RatingOwed arrives a moment later
+    await store.rating_owed(done)
+    return public(done)
+
+
+@router.post("/requests/{dispatch_id}/budget-retry",
+             summary="The agency retries a dispatch whose budget command went unanswered (R-DSP-08, R-DSP-14)")
+async def budget_retry(dispatch_id: str, request: Request, p: Principal = Depends(require("agency", "operator"))) -> dict:
+    store = store_of(request)
+    await load(request, dispatch_id, p)
+
+    def decide(d: dict):
+        phase = waiting_for(d)
+        if d["status"] != UNANSWERED or phase is None:
+            raise Problem(409, "Nothing to retry", "Only a dispatch whose budget command went unanswered is retried.",
+                          current_status=d["status"])
+        back = "accepted" if phase == "reserve" else "confirmed"
+        upd, events = saga.resend(store, d, phase, 1, p.subject)
+        step = Store.step(d, back, actor=p.subject)
+        upd["$set"].update(step["$set"])
+        upd["$push"] = step["$push"]
+        return upd, [store.status_event(d, back, actor=p.subject), *events]
 
     return public(await store.mutate(dispatch_id, decide, actor=p.subject))
 
@@ -507,6 +534,8 @@ def cancel_update(store: Store, d: dict, reason: str, actor: str, cause=None) ->
     """R-DSP-14: cancel; a held reservation is released. A reservation still being answered is released
     when its answer arrives (see consumers). Before approval the free dispatch is given back (R-DSP-03)."""
     step_or_409(d, "cancelled")
+    if d.get("commit"):  # confirmed, the payment is on its way: the fraud procedure applies instead (R-DSP-13)
+        raise InvalidTransition(d["status"], "cancelled")
     upd = Store.step(d, "cancelled", actor=actor, reason_code="cancelled")
     upd["$set"].update(cancel={"by": actor, "at": now(), "reason": reason, "from_status": d["status"]},
                        reason_code="cancelled", reason=reason)
@@ -517,7 +546,7 @@ def cancel_update(store: Store, d: dict, reason: str, actor: str, cause=None) ->
         upd["$set"]["release"] = {"command_id": rel.command_id, "sent_at": now()}
         events.append(store.svc.event(rel, actor=actor, cause=cause))
     if d["status"] in BEFORE_APPROVAL:
-        upd["$set"]["counts_free"] = False
+        upd["$set"].update(gives_back())
     return upd, events
 
 
@@ -546,7 +575,7 @@ async def refuse(dispatch_id: str, body: RefuseIn, request: Request, p: Principa
         step_or_409(d, "refused")
         r = refusal("desk_discretion", body.reason)
         upd = Store.step(d, "refused", actor=p.subject, reason_code=r.code)
-        upd["$set"].update(reason_code=r.code, reason=r.message, counts_free=False, refusals=[r.__dict__])
+        upd["$set"].update(reason_code=r.code, reason=r.message, refusals=[r.__dict__], **gives_back())
         # A reservation still on its way is released when its answer arrives (see consumers).
         return upd, [store.status_event(d, "refused", actor=p.subject, reason_code=r.code, reason=r.message)]
 
@@ -567,7 +596,7 @@ async def fraud(dispatch_id: str, body: FraudIn, request: Request, p: Principal 
         accounts = sorted({a for a in [d.get("expert_account_id"), d.get("business_account_id"), *body.account_ids] if a})
         msg = FraudConfirmed(dispatch_id=d["_id"], account_ids=accounts, refund_claim=refund, reason=body.reason)
         upd, events = ({"$set": {}}, [])
-        if can(d["status"], "cancelled"):
+        if can(d["status"], "cancelled") and not d.get("commit"):
             upd, events = cancel_update(store, d, f"fraud: {body.reason}", p.subject)
         upd.setdefault("$set", {})["fraud"] = {"by": p.subject, "at": now(), "reason": body.reason,
                                                "refund_claim": {"amount": refund, "status": "claimed"},

@@ -2,6 +2,7 @@
 dispatch, with its events (the first half of the dispatch saga; rules live in `domain`)."""
 from __future__ import annotations
 
+import os
 from datetime import date
 
 from contracts.events.budget import ReserveBudget, frame_id
@@ -65,6 +66,8 @@ async def decide(store: Store, doc: dict, *, token_rights: frozenset[str] = froz
     if not refusals and not await store.claim_slot(doc["business_id"], doc["fiscal_year"], doc["_id"],
                                                    p.free_cap(doc.get("issue_kind"))):
         refusals = [refusal("free_cap_reached")]  # a concurrent request took the last free dispatch
+    if not refusals and os.environ.get("FAULT_CRASH_AFTER_SLOT_CLAIM") == "true":
+        os._exit(137)  # test hook: die between the slot claim and the request's write (the reconciler's case)
     if refusals:
         changes.update(status="refused", reason_code=refusals[0].code, reason=" ".join(r.message for r in refusals),
                        refusals=[r.__dict__ for r in refusals])

@@ -11,6 +11,7 @@ from datetime import UTC, date, datetime
 from pymongo.errors import DuplicateKeyError
 
 from contracts.events.dispatch import DispatchStatusChanged
+from contracts.events.ratings import owed_rating_id
 from dispatch_service.domain import ExpertState, Programme, default_programme, transition
 from dispatch_service.domain.programmes import programme_from_doc, programme_to_doc
 from servicekit.problems import Problem
@@ -52,6 +53,9 @@ class Store:
         await self.dispatches.create_index([("business_id", 1), ("fiscal_year", 1)])
         await self.dispatches.create_index([("reserve.command_id", 1)])
         await self.slots.create_index([("business_id", 1), ("fiscal_year", 1)])
+        await self.slots.create_index([("settled", 1), ("at", 1)])
+        await self.slots.create_index("dispatch_id")
+        await self.dispatches.create_index("slot_release")
         await self.db.consultations.create_index([("business_id", 1), ("expert_id", 1)])
         await self.db.pending_ratings.create_index([("business_id", 1), ("given", 1)])
         for fy in fiscal_years:  # seed programmes; an edited programme is never overwritten
@@ -146,8 +150,29 @@ class Store:
         return False
 
     async def release_slot(self, business_id: str, fiscal_year: int, dispatch_id: str) -> None:
+        """Gives the free dispatch back; finishes a `slot_release: pending` the dispatch recorded (idempotent)."""
         await self.slots.delete_many({"business_id": business_id, "fiscal_year": fiscal_year,
                                       "dispatch_id": dispatch_id})
+        await self.dispatches.update_one({"_id": dispatch_id, "slot_release": "pending"}, {"$unset": {"slot_release": ""}})
+
+    async def reconcile_slots(self, grace_seconds: float) -> int:
+        """R-DSP-03 after a crash: a slot claimed for a dispatch that was never written (or never accepted) is freed;
+        a release a dispatch recorded but did not finish is finished. Returns how many slots were freed."""
+        from datetime import timedelta
+
+        from dispatch_service.domain.slots import holds_slot
+
+        cutoff, freed = now() - timedelta(seconds=grace_seconds), 0
+        async for slot in self.slots.find({"settled": {"$ne": True}, "at": {"$lt": cutoff}}).limit(1000):
+            if holds_slot(await self.dispatches.find_one({"_id": slot["dispatch_id"]}, {"counts_free": 1})):
+                await self.slots.update_one({"_id": slot["_id"]}, {"$set": {"settled": True}})
+            else:
+                freed += (await self.slots.delete_one({"_id": slot["_id"], "dispatch_id": slot["dispatch_id"]})).deleted_count
+        async for d in self.dispatches.find({"slot_release": "pending", "updated_at": {"$lt": cutoff}},
+                                            {"business_id": 1, "fiscal_year": 1}).limit(1000):
+            freed += await self.slots.count_documents({"dispatch_id": d["_id"]})
+            await self.release_slot(d["business_id"], d["fiscal_year"], d["_id"])
+        return freed
 
     # --- read models -----------------------------------------------------------------------------------
     async def expert(self, expert_id: str) -> tuple[dict | None, ExpertState | None]:
@@ -164,6 +189,14 @@ class Store:
                               for u in doc.get("unavailable", ())),
             revoked=revoked)
         return doc, state
+
+    async def rating_owed(self, doc: dict) -> None:
+        """R-DSP-12: the business owes a rating from the moment the dispatch is confirmed (ratings records the same
+        id when DispatchCompleted reaches it, and RatingGiven lifts it). Idempotent."""
+        await self.db.pending_ratings.update_one(
+            {"_id": owed_rating_id(doc["_id"], "business")},
+            {"$setOnInsert": {"business_id": doc["business_id"], "dispatch_id": doc["_id"], "expert_id": doc["expert_id"],
+                              "rater_kind": "business", "since": now(), "given": False}}, upsert=True)
 
     async def pending_ratings(self, business_id: str) -> int:
         return await self.db.pending_ratings.count_documents(

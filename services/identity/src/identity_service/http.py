@@ -195,7 +195,7 @@ async def owned_business(request: Request, business_id: str, who: Principal, pro
     doc = await request.app.state.service.db.businesses.find_one({"_id": business_id}, projection or {"history": 0})
     if doc is None or not ("operator" in who.roles or bindings.role_in(doc, who.subject)
                            or (doc.get("status") == "awaiting_proof" and doc.get("owner") == who.subject
-                               and scope == "profile:read")
+                               and scope in ("profile:read", "profile:write"))  # reads; a change is refused: 409
                            or (scope and who.delegation(business_id, scope))):
         raise Problem(404, "Not found", f"No business {business_id} visible to you.")
     return doc

@@ -71,7 +71,7 @@ async def _client_and_redirect(db, client_id: str, redirect_uri: str):
 
 
 _FORM = """<!doctype html><html lang="ja"><meta charset="utf-8"><title>支援ポータル ログイン</title>
-<h1>支援ポータル — ログイン / Sign in</h1><p>{error}</p>
+<h1>支援ポータル — ログイン / Sign in</h1>{notice}<p>{error}</p>
 <form method="post">{hidden}
 <label>メールアドレス / E-mail <input name="email" type="email" required></label><br>
 <label>パスワード / Password <input name="password" type="password" required></label><br>
@@ -82,14 +82,27 @@ _FORM = """<!doctype html><html lang="ja"><meta charset="utf-8"><title>支援ポ
 _AUTH_PARAMS = ("client_id", "redirect_uri", "scope", "state", "code_challenge", "code_challenge_method", "nonce")
 
 
-def _login_page(params: dict, error: str = "", status: int = 200) -> HTMLResponse:
+def consent_notice(client: dict | None, scope: str) -> str:
+    """What a third-party application asks for, shown before the person signs in: signing in grants exactly these
+    scopes, and its tokens carry nothing else (never the portal's own rights)."""
+    if client is None or client.get("first_party"):
+        return ""
+    name = html.escape(client.get("name", "?"))
+    scopes = html.escape(" ".join(domain.granted_scopes(scope or "openid", client.get("scopes", [])) or []))
+    return (f'<p id="consent">外部サービス「{name}」が次の利用を求めています: <code>{scopes}</code>。'
+            f'ログインすると、この範囲だけを許可します。 / The third-party service "{name}" asks for: '
+            f'<code>{scopes}</code>. Signing in grants exactly this, nothing more.</p>')
+
+
+def _login_page(params: dict, error: str = "", status: int = 200, notice: str = "") -> HTMLResponse:
     hidden = "".join(f'<input type="hidden" name="{k}" value="{html.escape(v or "")}">' for k, v in params.items())
     federation = ""
     if os.environ.get("UPSTREAM_OIDC_ISSUER"):  # R-ANC-03: offer the upstream login next to the password
         upstream_name = os.environ.get("UPSTREAM_OIDC_NAME", "GビズID")
         href = html.escape(f"federation/start?{urlencode({k: v or '' for k, v in params.items()})}")
         federation = f'<p><a id="federated" href="{href}">{html.escape(upstream_name)}でログイン / Sign in with {html.escape(upstream_name)}</a></p>'
-    return HTMLResponse(_FORM.format(hidden=hidden, error=html.escape(error), federation=federation), status_code=status)
+    return HTMLResponse(_FORM.format(hidden=hidden, error=html.escape(error), federation=federation, notice=notice),
+                        status_code=status)
 
 
 @router.get("/authorize", response_class=HTMLResponse, summary="Start login (authorization code + PKCE)")
@@ -97,12 +110,14 @@ async def authorize_form(request: Request, client_id: str = "", redirect_uri: st
                          scope: str = "openid", state: str = "", code_challenge: str = "",
                          code_challenge_method: str = "", nonce: str = ""):
     db = request.app.state.service.db
-    if await _client_and_redirect(db, client_id, redirect_uri) is None:
+    client = await _client_and_redirect(db, client_id, redirect_uri)
+    if client is None:
         return oauth_error("invalid_request", "unknown client_id or a redirect_uri not registered for it")
     if response_type != "code" or not code_challenge or code_challenge_method != "S256":
         return _redirect(redirect_uri, state, error="invalid_request",
                          error_description="response_type=code with a S256 code_challenge is required")
-    return _login_page({k: v for k, v in locals().items() if k in _AUTH_PARAMS})
+    params = {k: v for k, v in locals().items() if k in _AUTH_PARAMS}
+    return _login_page(params, notice=consent_notice(client, scope))
 
 
 def _redirect(redirect_uri: str, state: str, **params) -> RedirectResponse:

@@ -96,7 +96,9 @@ def may_correct(given_at: datetime, now: datetime, params: Params = PARAMS) -> b
 
 def owed_id(dispatch_id: str, rater_kind: str) -> str:
     """R-RAT-01/03: one owed rating per dispatch and rater kind; the id makes recording it idempotent."""
-    return f"{dispatch_id}:{rater_kind}"
+    from contracts.events.ratings import owed_rating_id
+
+    return owed_rating_id(dispatch_id, rater_kind)
 
 
 def raters_owed(route: str, business_account_id: str, institution_account_id: str | None) -> list[tuple[str, str]]:

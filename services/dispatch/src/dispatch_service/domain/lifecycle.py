@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 # R-DSP-14: requested → accepted | refused → reserved → approved → scheduled → visited → reported →
-# confirmed → paid. `visited` repeats (one per visit). A budget refusal ends an accepted request.
+# confirmed → paid. `visited` repeats (one per visit). A budget refusal ends an accepted request. A budget service
+# that stays silent puts `accepted` or `confirmed` into `budget_unanswered` (see domain.saga).
 TRANSITIONS: dict[str, frozenset[str]] = {
     "requested": frozenset({"accepted", "refused", "cancelled"}),
-    "accepted": frozenset({"reserved", "refused", "cancelled"}),
+    "accepted": frozenset({"reserved", "refused", "cancelled", "budget_unanswered"}),
     "reserved": frozenset({"approved", "cancelled"}),
     "approved": frozenset({"scheduled", "cancelled"}),
     "scheduled": frozenset({"visited", "cancelled"}),
@@ -13,7 +14,10 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     "reported": frozenset({"confirmed", "cancelled"}),
     # Once the agency confirmed, the commit is already on its way to the budget service; a late
     # cancellation would race the payment, so from here the fraud procedure (R-DSP-13) applies instead.
-    "confirmed": frozenset({"paid"}),
+    "confirmed": frozenset({"paid", "budget_unanswered"}),
+    # The budget service did not answer a command re-sent several times (domain.saga): visible to the agency, which
+    # retries (back to the waiting status); a late answer still applies.
+    "budget_unanswered": frozenset({"accepted", "confirmed", "reserved", "refused", "cancelled", "paid"}),
     "paid": frozenset(),
     "refused": frozenset(),
     "cancelled": frozenset(),
@@ -23,7 +27,7 @@ TERMINAL = frozenset(s for s, nxt in TRANSITIONS.items() if not nxt)
 # Statuses in which budget is held for the dispatch (a cancellation must release it).
 RESERVED_STATUSES = frozenset({"reserved", "approved", "scheduled", "visited", "reported"})
 # Statuses before approval: a cancellation here gives the free dispatch back (R-DSP-03).
-BEFORE_APPROVAL = frozenset({"requested", "accepted", "reserved"})
+BEFORE_APPROVAL = frozenset({"requested", "accepted", "reserved", "budget_unanswered"})
 
 
 class InvalidTransition(Exception):

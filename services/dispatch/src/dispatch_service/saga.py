@@ -1,0 +1,78 @@
+"""The saga's clock (R-DSP-08, R-DSP-14, R-DSP-03): re-sends budget commands left unanswered and makes a silent budget
+service visible as `budget_unanswered` (rules in domain.saga), and gives back free-dispatch slots an interruption
+stranded (domain.slots)."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+
+from contracts.events.budget import CommitBudget, ReserveBudget
+from dispatch_service.domain.saga import UNANSWERED, SagaParams, overdue, waiting_for
+from dispatch_service.domain.slots import GRACE_SECONDS
+from dispatch_service.store import Store, now
+
+log = logging.getLogger("dispatch.saga")
+REASON = "The budget service has not answered; the agency can retry (R-DSP-08)."
+
+
+def params_from_env() -> SagaParams:
+    return SagaParams(answer_seconds=float(os.environ.get("DISPATCH_BUDGET_ANSWER_SECONDS", "60")),
+                      max_attempts=int(os.environ.get("DISPATCH_BUDGET_MAX_ATTEMPTS", "3")),
+                      slot_grace_seconds=float(os.environ.get("DISPATCH_SLOT_GRACE_SECONDS", str(GRACE_SECONDS))))
+
+
+def command_of(d: dict, phase: str) -> ReserveBudget | CommitBudget:
+    """The very command sent before (same id: budget applies it once however often it arrives)."""
+    r = d["reserve"]
+    if phase == "reserve":
+        return ReserveBudget(command_id=r["command_id"], frame_id=r["frame_id"], dispatch_id=d["_id"],
+                             member_id=r["member_id"], fee=r["fee"], travel=r["travel"])
+    c = d["commit"]
+    return CommitBudget(command_id=c["command_id"], frame_id=r["frame_id"], dispatch_id=d["_id"], fee=c["fee"],
+                        travel=c["travel"])
+
+
+def resend(store: Store, d: dict, phase: str, attempts: int, actor: str) -> tuple[dict, list]:
+    return ({"$set": {f"{phase}.sent_at": now(), f"{phase}.attempts": attempts}},
+            [store.svc.event(command_of(d, phase), actor=actor)])
+
+
+async def sweep(store: Store, params: SagaParams) -> int:
+    """One pass over the dispatches waiting for budget; returns how many it changed."""
+    changed = 0
+
+    def decide(d: dict):
+        what = overdue(d, now(), params)
+        if what is None:
+            return None
+        phase = waiting_for(d)
+        if what == "resend":
+            return resend(store, d, phase, d[phase].get("attempts", 1) + 1, "dispatch-saga")
+        upd = Store.step(d, UNANSWERED, actor="dispatch-saga", reason_code=UNANSWERED)
+        upd["$set"].update(reason_code=UNANSWERED, reason=REASON)
+        return upd, [store.status_event(d, UNANSWERED, actor="dispatch-saga", reason_code=UNANSWERED, reason=REASON)]
+
+    async for doc in store.dispatches.find({"status": {"$in": ["accepted", "confirmed"]}}, {"_id": 1}):
+        after = await store.mutate(doc["_id"], decide, actor="dispatch-saga", action="dispatch.BudgetCommandResent",
+                                   reload=False)
+        changed += bool(after and after.get("_changed"))
+    return changed
+
+
+async def run(store: Store, params: SagaParams) -> None:
+    """The background loop (servicekit runs it while the service runs)."""
+    interval = max(0.2, min(params.answer_seconds / 4, 15.0))
+    failures = 0
+    while True:
+        try:
+            if n := await sweep(store, params):
+                log.info("budget commands re-sent or escalated", extra={"fields": {"dispatches": n}})
+            if n := await store.reconcile_slots(params.slot_grace_seconds):
+                log.info("free-dispatch slots given back after an interruption", extra={"fields": {"slots": n}})
+            failures = 0
+        except Exception:  # the database may be away for a moment: back off, log once per failure streak step
+            failures += 1
+            if failures in (1, 10, 100) or failures % 1000 == 0:
+                log.exception("saga sweep failed", extra={"fields": {"failures_in_a_row": failures}})
+        await asyncio.sleep(interval * min(2 ** failures, 60) if failures else interval)
