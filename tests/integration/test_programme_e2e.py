@@ -49,7 +49,7 @@ def programme(services, smtp, gateway):
 
 async def test_R_DSP_14_R_BUD_04_R_RAT_03_R_DSP_12_R_DSP_03_whole_programme_through_the_gateway(programme, services):
     url, sink = programme
-    bureau, agency = bearer("officer-kyushu", "bureau"), bearer("agency-1", "agency")
+    bureau, agency = bearer("officer-kyushu", "bureau", bureau_id="bureau-kyushu"), bearer("agency-1", "agency")
     business_account, expert_account = f"acct-biz-{uuid.uuid4().hex[:6]}", f"acct-exp-{uuid.uuid4().hex[:6]}"
     async with httpx.AsyncClient(base_url=url, timeout=20) as http:
         # --- identity: four institutions and a platform (R-PF-01/02); its event tells budget, experts, dispatch
