@@ -29,8 +29,9 @@ DEMO_BUSINESSES = [
 def dev_token(sub: str = "demo-operator", roles=("operator",), ttl: int = 3600, orgs=(), **extra) -> str:
     """A token signed with the development key (var/keys), which the identity service also signs with locally."""
     now = int(time.time())
-    claims = {"sub": sub, "roles": list(roles), "aud": "smeportal", "iss": ISSUER, "iat": now, "exp": now + ttl,
-              "orgs": list(orgs), **extra}
+    # scope "portal": a first-party portal token; the services refuse tokens without it on portal routes
+    claims = {"sub": sub, "roles": list(roles), "scope": "portal", "aud": "smeportal", "iss": ISSUER, "iat": now,
+              "exp": now + ttl, "orgs": list(orgs), **extra}
     return jwt.encode(claims, (VAR / "keys" / "jwt-private.pem").read_text(), algorithm="RS256")
 
 
