@@ -28,11 +28,12 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
 
 from contracts import Envelope  # noqa: E402
 from contracts.events.budget import ReserveBudget, frame_id  # noqa: E402
+from tests.integration.budget_helpers import BUREAU, REP, register_platform  # noqa: E402
 from tests.support import Infra, Namespace, ServiceProcess, token  # noqa: E402
 
 KAFKA = os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:19092")
 MONGO = os.environ.get("MONGO_URI", "mongodb://127.0.0.1:37017")
-REP, PLATFORM = "org-bench-rep", "pf-bench"
+PLATFORM = "pf-bench"
 FID = frame_id(2026, PLATFORM)
 
 
@@ -111,10 +112,12 @@ async def kafka_baseline(ns: Namespace, sequential: int, sustained: int) -> tupl
 
 async def budget_run(svc: ServiceProcess, ns: Namespace, sequential: int, sustained: int) -> tuple[list[float], float]:
     per = 30_000
+    # the bureau allocates only to a platform identity announced, of its own block (R-PF-05)
+    await register_platform(Infra(KAFKA, MONGO, "bench"), ns, PLATFORM, block=BUREAU)
     async with httpx.AsyncClient(base_url=svc.url, timeout=30) as http:
         r = await http.post("/frames", json={"fiscal_year": 2026, "platform_id": PLATFORM, "representative_id": REP,
                                              "fee": per * (sequential + sustained) * 2, "travel": 0},
-                            headers={"authorization": f"Bearer {token(sub='bench', roles=['bureau'])}"})
+                            headers={"authorization": f"Bearer {token(sub='bench', roles=['bureau'], bureau_id=BUREAU)}"})
         r.raise_for_status()
     follower = Follower(ns.topic("budget.events"), "dispatch_id")
     await follower.start()

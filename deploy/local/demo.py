@@ -26,11 +26,12 @@ DEMO_BUSINESSES = [
 ]
 
 
-def dev_token(sub: str = "demo-operator", roles=("operator",), ttl: int = 3600, orgs=()) -> str:
+def dev_token(sub: str = "demo-operator", roles=("operator",), ttl: int = 3600, orgs=(), **extra) -> str:
     """A token signed with the development key (var/keys), which the identity service also signs with locally."""
     now = int(time.time())
-    claims = {"sub": sub, "roles": list(roles), "aud": "smeportal", "iss": ISSUER, "iat": now, "exp": now + ttl,
-              "orgs": list(orgs)}
+    # scope "portal": a first-party portal token; the services refuse tokens without it on portal routes
+    claims = {"sub": sub, "roles": list(roles), "scope": "portal", "aud": "smeportal", "iss": ISSUER, "iat": now,
+              "exp": now + ttl, "orgs": list(orgs), **extra}
     return jwt.encode(claims, (VAR / "keys" / "jwt-private.pem").read_text(), algorithm="RS256")
 
 
@@ -59,7 +60,7 @@ def load_programme() -> None:
 
     fy = fiscal_year(date.today())
     http = httpx.Client(base_url=GATEWAY, timeout=15)
-    bureau = {"authorization": f"Bearer {dev_token('demo-bureau', ['bureau'])}"}
+    bureau = {"authorization": f"Bearer {dev_token('demo-bureau', ['bureau'], bureau_id='bureau-kyushu')}"}  # R-PF-05
     orgs = {}
     for name, t in (("熊本市商工会", 1), ("熊本商工会議所", 2), ("肥後信用金庫", 8), ("熊本県よろず支援拠点", None)):
         orgs[name] = _ok(http.post("/api/identity/organisations", headers=bureau, json={

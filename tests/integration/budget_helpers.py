@@ -13,6 +13,7 @@ from contracts.vocab import RIGHTS, MemberRole
 from tests.support import eventually, token
 
 BUREAU, PLATFORM, REP, MEMBER, OUTSIDER = "bureau-kanto", "pf-1", "org-rep", "org-mem", "org-inst"
+OTHER_BUREAU = "bureau-kyushu"
 
 
 def org_claim(org_id: str, role: MemberRole, platform_id: str = PLATFORM) -> dict:
@@ -20,12 +21,13 @@ def org_claim(org_id: str, role: MemberRole, platform_id: str = PLATFORM) -> dic
             "rights": sorted(r.value for r in RIGHTS[role])}
 
 
-def auth(sub: str, roles: list[str], orgs: list[dict] = ()) -> dict:
-    return {"authorization": f"Bearer {token(sub=sub, roles=roles, orgs=list(orgs))}"}
+def auth(sub: str, roles: list[str], orgs: list[dict] = (), **claims) -> dict:
+    return {"authorization": f"Bearer {token(sub=sub, roles=roles, orgs=list(orgs), **claims)}"}
 
 
-def bureau() -> dict:
-    return auth("bureau-user", ["bureau"])
+def bureau(block: str | None = BUREAU, sub: str = "bureau-user") -> dict:
+    """A bureau account of `block` (R-PF-05: the token's `bureau_id`); None: a bureau token without a block."""
+    return auth(sub, ["bureau"], **({"bureau_id": block} if block else {}))
 
 
 def representative(platform_id: str = PLATFORM) -> dict:
@@ -51,9 +53,9 @@ async def publish(bootstrap: str, topic: str, messages, *, producer: str = "disp
         await p.stop()
 
 
-async def register_platform(infra, ns, platform_id: str = PLATFORM) -> None:
-    """Identity announces the platform and its members' roles; waits until the budget service knows them."""
-    msg = PlatformRegistered(platform_id=platform_id, name="Kanto PF", fiscal_year=2026, bureau_id=BUREAU,
+async def register_platform(infra, ns, platform_id: str = PLATFORM, block: str = BUREAU) -> None:
+    """Identity announces the platform (of `block`) and its members' roles; waits until the budget service knows them."""
+    msg = PlatformRegistered(platform_id=platform_id, name="Kanto PF", fiscal_year=2026, bureau_id=block,
                              representative_id=REP, members=[
                                  PlatformMember(org_id=REP, member_role="representative"),
                                  PlatformMember(org_id=MEMBER, member_role="dispatch_member"),

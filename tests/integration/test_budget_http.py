@@ -1,5 +1,6 @@
 """Budget service over HTTP on real Kafka + MongoDB: allocation (R-BUD-01), shares (R-BUD-02, R-PF-04),
-reservations through budget.commands (R-DSP-08, R-BUD-03/04), ledger and check (R-BUD-05), close, reports."""
+reservations through budget.commands (R-DSP-08, R-BUD-03/04), ledger and check (R-BUD-05), close, reports, and
+least privilege by place (R-PF-05)."""
 from __future__ import annotations
 
 import csv
@@ -10,8 +11,8 @@ import httpx
 import pytest
 
 from contracts.events.budget import CommitBudget, ReleaseBudget, ReserveBudget, frame_id
-from tests.integration.budget_helpers import (BUREAU, MEMBER, OUTSIDER, PLATFORM, REP, answers, auth, bureau,
-                                              dispatch_member, publish, register_platform, representative)
+from tests.integration.budget_helpers import (BUREAU, MEMBER, OTHER_BUREAU, OUTSIDER, PLATFORM, REP, answers, auth,
+                                              bureau, dispatch_member, publish, register_platform, representative)
 from tests.support import read_topic
 
 FID = frame_id(2026, PLATFORM)
@@ -136,3 +137,61 @@ async def test_R_DSP_08_R_BUD_04_reserve_commit_release_through_kafka_then_close
     assert last and last[0]["reason_code"] == "frame_closed"
     chk = (await budget.get(f"/frames/{FID}/check", headers=representative())).json()
     assert chk["consistent"] and chk["violations"] == []
+
+
+def refused(r: httpx.Response, title: str, *words: str) -> None:
+    assert r.status_code == 403 and r.headers["content-type"] == "application/problem+json", r.text
+    problem = r.json()
+    assert problem["title"] == title and "R-PF-05" in problem["detail"] and all(w in problem["detail"] for w in words)
+
+
+async def test_R_PF_05_a_bureau_acts_only_on_its_own_block_s_frames_ledgers_checks_and_reports(budget, infra, ns):
+    kyushu, nowhere = bureau(OTHER_BUREAU, "kyushu-user"), bureau(None, "nowhere-user")
+    assert (await allocate(budget)).status_code == 201  # Kanto's frame, by Kanto's bureau
+    await register_platform(infra, ns, "pf-kyushu", block=OTHER_BUREAU)
+    r = await budget.post("/frames", json={"fiscal_year": 2026, "platform_id": "pf-kyushu", "fee": 500_000,
+                                           "travel": 0}, headers=kyushu)
+    assert r.status_code == 201 and r.json()["bureau_id"] == OTHER_BUREAU, r.text
+    kyushu_fid = r.json()["frame_id"]
+
+    # every bureau route on Kanto's frame: Kyushu's bureau and a bureau without a block are refused
+    calls = [("POST", "/frames", {"fiscal_year": 2026, "platform_id": PLATFORM, "fee": 1, "travel": 1}),
+             ("GET", f"/frames/{FID}", None), ("GET", f"/frames/{FID}/ledger", None),
+             ("GET", f"/frames/{FID}/check", None), ("POST", f"/frames/{FID}/close", {"reason": "not yours"})]
+    for method, path, body in calls:
+        refused(await budget.request(method, path, headers=kyushu, json=body), "Not your block", BUREAU, OTHER_BUREAU)
+        refused(await budget.request(method, path, headers=nowhere, json=body), "No block", "bureau_id")
+    # nothing moved: one allocation in the ledger, the frame open
+    f = (await budget.get(f"/frames/{FID}", headers=bureau())).json()
+    assert (f["allocated"], f["closed"], f["ledger_entries"]) == (1_200_000, False, 1)
+    refused(await budget.get(f"/frames/{kyushu_fid}", headers=bureau()), "Not your block", OTHER_BUREAU)
+    # a block is the platform's, as identity announced it: not the caller's to choose, nor a guess for an unknown one
+    r = await budget.post("/frames", json={"fiscal_year": 2027, "platform_id": PLATFORM, "fee": 1, "travel": 0,
+                                           "bureau_id": OTHER_BUREAU}, headers=bureau())
+    assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json" and BUREAU in r.json()["detail"]
+    r = await budget.post("/frames", json={"fiscal_year": 2027, "platform_id": "pf-kyushu", "fee": 1, "travel": 0,
+                                           "bureau_id": BUREAU}, headers=bureau())
+    refused(r, "Not your block", OTHER_BUREAU)
+    r = await budget.post("/frames", json={"fiscal_year": 2026, "platform_id": "pf-unknown", "representative_id": REP,
+                                           "fee": 1, "travel": 0}, headers=bureau())
+    assert r.status_code == 409 and r.headers["content-type"] == "application/problem+json"
+
+    # reports (JSON and CSV) cover the bureau's block only; asking for another block is refused
+    for by in ("platform", "member", "bureau", "fiscal_year"):
+        rows = (await budget.get("/reports", params={"by": by}, headers=bureau())).json()
+        assert sum(r["allocated"] for r in rows) == 1_200_000, (by, rows)  # Kyushu's 500,000 are not in it
+        assert {r["bureau_id"] for r in rows} == ({None} if by == "fiscal_year" else {BUREAU}), (by, rows)
+    r = await budget.get("/reports", params={"by": "platform", "format": "csv"}, headers=kyushu)
+    assert [(row["platform_id"], row["allocated"]) for row in csv.DictReader(io.StringIO(r.text))] == [("pf-kyushu", "500000")]
+    r = await budget.get("/reports", params={"platform_id": PLATFORM}, headers=kyushu)
+    assert r.status_code == 200 and r.json() == []
+    refused(await budget.get("/reports", params={"bureau_id": BUREAU}, headers=kyushu), "Not your block", BUREAU)
+    refused(await budget.get("/reports", params={"format": "csv"}, headers=nowhere), "No block")
+
+    # the agency and operators see every block; the agency closes any frame, the block's bureau its own
+    for national in (auth("ag", ["agency"]), auth("op", ["operator"])):
+        rows = (await budget.get("/reports", params={"by": "bureau"}, headers=national)).json()
+        assert {r["bureau_id"] for r in rows} == {BUREAU, OTHER_BUREAU}
+        assert (await budget.get(f"/frames/{kyushu_fid}/ledger", headers=national)).status_code == 200
+    assert (await budget.post(f"/frames/{kyushu_fid}/close", json={}, headers=auth("ag", ["agency"]))).status_code == 200
+    assert (await budget.post(f"/frames/{FID}/close", json={}, headers=bureau())).status_code == 200

@@ -167,7 +167,8 @@ async def test_R_ID_10_staff_must_enrol_totp_in_the_login_form_and_wrong_codes_c
     async with httpx.AsyncClient(base_url=identity.url, timeout=15) as http:
         before = len(mails("bureau@example.jp", "verify-email"))
         r = await http.post("/staff-accounts", headers=bearer(), json={"email": "bureau@example.jp", "password": PASSWORD,
-                                                                       "real_name": "九州 局員", "kind": "bureau"})
+                                                                       "real_name": "九州 局員", "kind": "bureau",
+                                                                       "bureau_id": "bureau-kyushu"})
         assert r.status_code == 201, r.text
         staff_id = r.json()["account_id"]
         await verify_email(http, "bureau@example.jp", before)
@@ -272,7 +273,7 @@ async def test_R_ID_10_no_password_code_secret_or_token_in_any_log(services, gat
         assert r.status_code == 201, r.text
         used.append(await verify_email(http, "logscan-op@example.jp", before, prefix=api))
         r = await http.post(f"{api}/clients", headers=bearer(), json={
-            "name": "portal", "confidential": False, "redirect_uris": [REDIRECT], "scopes": ["openid"],
+            "name": "portal", "confidential": False, "redirect_uris": [REDIRECT], "scopes": ["openid"], "first_party": True,
             "grant_types": ["authorization_code", "refresh_token"]})
         portal_id = r.json()["client_id"]
 

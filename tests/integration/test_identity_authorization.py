@@ -1,6 +1,7 @@
-"""Authorization table of the identity service (R-ID-05, R-PF-04, R-ID-04, R-ANC-05): one row per endpoint of the
-running service's OpenAPI document. Allowed roles get through (no 401/403, no 5xx); every other role and an
-anonymous caller get 401/403. An endpoint without a row fails the test."""
+"""Authorization table of the identity service (R-ID-05, R-PF-04, R-PF-05, R-ID-04, R-ANC-05): one row per endpoint of
+the running service's OpenAPI document. Allowed roles get through (no 401/403, no 5xx); every other role and an
+anonymous caller get 401/403. A second bureau account, of another block than the world's platform ("bureau-elsewhere"),
+is allowed where a bureau is, except on rows bound to the platform's block. An endpoint without a row fails the test."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,7 +18,8 @@ from tests.integration.identity_support import PROFILE
 from tests.support import token
 
 ACCOUNT_ROLES = ("business", "founder", "expert", "institution", "bureau", "agency", "operator")
-ROLES = ACCOUNT_ROLES + ("client",)
+ELSEWHERE = "bureau-elsewhere"  # a bureau account of another block (R-PF-05)
+ROLES = ACCOUNT_ROLES + ("client", ELSEWHERE)
 OWNERS = {"business", "founder", "operator"}
 MANAGERS = {"operator", "bureau"}
 READERS = {"operator", "bureau", "agency", "institution"}
@@ -32,6 +34,7 @@ class Row:
     path: str            # with the world's ids filled in by `format`
     body: dict | None = None
     form: dict | None = None
+    in_block: bool = False  # R-PF-05: a bureau only of the world's block ("b") may, not one of another block
 
 
 def table(w: dict) -> dict[tuple[str, str], Row]:
@@ -121,13 +124,17 @@ def table(w: dict) -> dict[tuple[str, str], Row]:
         ("POST", "/organisations"): Row(MANAGERS, "/organisations", {"name": "x", "kind": "body"}),
         ("GET", "/organisations/{org_id}"): Row(READERS, f"/organisations/{w['orgs'][0]}"),
         ("POST", "/organisations/{org_id}/staff"): Row(MANAGERS, f"/organisations/{w['orgs'][0]}/staff",
-                                                       {"account_id": w["subjects"]["institution"]}),
+                                                       {"account_id": w["subjects"]["institution"]}, in_block=True),
         ("POST", "/platforms"): Row(MANAGERS, "/platforms", {"name": "PF", "bureau_id": "b", "fiscal_year": fy,
-                                                             "representative_id": w["orgs"][0], "member_ids": w["orgs"]}),
-        ("GET", "/platforms/{platform_id}"): Row(READERS, f"/platforms/{w['pid']}"),
-        ("POST", "/platforms/{platform_id}/renewals"): Row(MANAGERS, f"/platforms/{w['pid']}/renewals", {"fiscal_year": fy + 1}),
-        ("POST", "/platforms/{platform_id}/members"): Row(MANAGERS, f"/platforms/{w['pid']}/members", {"org_id": w["extra_org"]}),
-        ("DELETE", "/platforms/{platform_id}/members/{org_id}"): Row(MANAGERS, f"/platforms/{w['pid']}/members/{w['extra_org']}"),
+                                                             "representative_id": w["orgs"][0], "member_ids": w["orgs"]},
+                                    in_block=True),
+        ("GET", "/platforms/{platform_id}"): Row(READERS, f"/platforms/{w['pid']}", in_block=True),
+        ("POST", "/platforms/{platform_id}/renewals"): Row(MANAGERS, f"/platforms/{w['pid']}/renewals", {"fiscal_year": fy + 1},
+                                                           in_block=True),
+        ("POST", "/platforms/{platform_id}/members"): Row(MANAGERS, f"/platforms/{w['pid']}/members", {"org_id": w["extra_org"]},
+                                                          in_block=True),
+        ("DELETE", "/platforms/{platform_id}/members/{org_id}"): Row(MANAGERS, f"/platforms/{w['pid']}/members/{w['extra_org']}",
+                                                                     in_block=True),
     }
 
 
@@ -147,10 +154,17 @@ async def _world(http: httpx.AsyncClient) -> dict:
             await verify_email(http, f"{kind}@example.jp", before)
         else:
             subjects[kind] = (await signup(http, f"{kind}@example.jp", kind=kind))["account_id"]
+    before = len(mails("elsewhere@example.jp", "verify-email"))
+    r = await http.post("/staff-accounts", headers=op, json={"email": "elsewhere@example.jp", "password": PASSWORD,
+                                                             "real_name": "職員 二郎", "kind": "bureau",
+                                                             "bureau_id": "elsewhere"})
+    assert r.status_code == 201, r.text
+    subjects[ELSEWHERE] = r.json()["account_id"]
+    await verify_email(http, "elsewhere@example.jp", before)
     portal = await portal_client(http)
     headers = {}  # real tokens, issued by this identity after a password login
-    for kind in ACCOUNT_ROLES:
-        tokens = await password_login(http, portal["client_id"], f"{kind}@example.jp")
+    for kind, email in [(k, f"{k}@example.jp") for k in ACCOUNT_ROLES] + [(ELSEWHERE, "elsewhere@example.jp")]:
+        tokens = await password_login(http, portal["client_id"], email)
         headers[kind] = {"authorization": f"Bearer {tokens['access_token']}"}
     orgs = []
     for name, t in (("商工会", 1), ("商工会議所", 2), ("信金", 8), ("拠点", None)):
@@ -208,7 +222,8 @@ async def test_R_ID_05_every_endpoint_allows_exactly_its_roles(identity):
                 failures.append(f"{method} {template}: anonymous got {anonymous.status_code}")
             for role in ROLES:
                 r = await _call(http, method, row, world["headers"][role])
-                allowed = row.allowed != CLIENT_AUTH and role in row.allowed
+                as_role = "bureau" if role == ELSEWHERE and not row.in_block else role
+                allowed = row.allowed != CLIENT_AUTH and as_role in row.allowed
                 if allowed and (r.status_code in (401, 403) or r.status_code >= 500):
                     failures.append(f"{method} {template}: allowed role {role} got {r.status_code} {r.text[:200]}")
                 if not allowed and r.status_code not in (401, 403):

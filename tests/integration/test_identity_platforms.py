@@ -1,5 +1,5 @@
 """Organisations, staff and regional platforms on real Kafka + MongoDB: R-PF-01..04 through HTTP, the events
-other services learn roles from, and the token's `orgs` claim."""
+other services learn roles from, the token's `orgs` claim, and least privilege by place (R-PF-05)."""
 from __future__ import annotations
 
 from datetime import date
@@ -14,7 +14,8 @@ from tests.integration.identity_support import bearer, password_login, portal_cl
 from tests.support import read_topic
 
 FY = fiscal_year(date.today())
-BUREAU = bearer("bureau-kanto-officer", ["bureau"], ttl=6 * 3600)  # minted at import: valid for a whole suite run
+# minted at import: valid for a whole suite run; a bureau account acts for its block (R-PF-05)
+BUREAU = bearer("bureau-kanto-officer", ["bureau"], ttl=6 * 3600, bureau_id="bureau-kanto")
 
 
 @pytest.fixture
@@ -110,3 +111,86 @@ async def test_R_PF_01_R_PF_02_R_PF_03_R_PF_04_platform_lifecycle_events_and_tok
     notices = [Envelope.model_validate_json(r.value)
                for r in await read_topic(infra.kafka, ns.topic("notifications.commands"), min_count=1)]
     assert [(n.payload["recipient_id"], n.payload["params"]["org_id"]) for n in notices] == [("bureau-kanto", late)]
+
+
+KYUSHU = bearer("bureau-kyushu-officer", ["bureau"], ttl=6 * 3600, bureau_id="bureau-kyushu")
+NO_BLOCK = bearer("bureau-nowhere-officer", ["bureau"], ttl=6 * 3600)  # a bureau token without bureau_id
+
+
+def _refused(r: httpx.Response, title: str, *words: str) -> None:
+    assert r.status_code == 403 and r.headers["content-type"] == "application/problem+json", r.text
+    problem = r.json()
+    assert problem["title"] == title and "R-PF-05" in problem["detail"], problem
+    assert all(w in problem["detail"] for w in words), problem
+
+
+async def test_R_PF_05_a_bureau_acts_only_on_its_own_block_s_platforms(identity):
+    async with httpx.AsyncClient(base_url=identity.url, timeout=15) as http:
+        # organisations belong to no block: each bureau registers its own
+        kanto = [await _org(http, n, institution_type=t) for n, t in (("関東商工会", 1), ("関東会議所", 2), ("関東信金", 8))]
+        kanto.append(await _org(http, "関東拠点"))
+        kyushu = []
+        for name, t in (("九州商工会", 1), ("九州会議所", 2), ("九州信金", 8), ("九州拠点", None)):
+            r = await http.post("/organisations", headers=KYUSHU, json={"name": name, "kind": "institution",
+                                                                        "institution_type": t})
+            assert r.status_code == 201, r.text
+            kyushu.append(r.json()["org_id"])
+
+        # registering: for the bureau's own block only, which is also the default
+        body = {"name": "関東PF", "fiscal_year": FY, "representative_id": kanto[0], "member_ids": kanto}
+        _refused(await http.post("/platforms", headers=BUREAU, json={**body, "bureau_id": "bureau-kyushu"}),
+                 "Not your block", "block bureau-kyushu", "block bureau-kanto")
+        r = await http.post("/platforms", headers=BUREAU, json=body)
+        assert r.status_code == 201 and r.json()["bureau_id"] == "bureau-kanto", r.text
+        pid = r.json()["platform_id"]
+        r = await http.post("/platforms", headers=KYUSHU, json={"name": "九州PF", "bureau_id": "bureau-kyushu",
+                                                                "fiscal_year": FY, "representative_id": kyushu[0],
+                                                                "member_ids": kyushu})
+        assert r.status_code == 201, r.text
+        kyushu_pid = r.json()["platform_id"]
+        r = await http.post("/platforms", headers=bearer(), json=body)  # an operator names the block
+        assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
+
+        # every platform route: the other block's bureau is refused, nothing changes; the block's own bureau acts
+        late = await _org(http, "関東銀行", institution_type=8)
+        calls = [("GET", f"/platforms/{pid}", None), ("POST", f"/platforms/{pid}/renewals", {"fiscal_year": FY + 1}),
+                 ("POST", f"/platforms/{pid}/members", {"org_id": late}),
+                 ("DELETE", f"/platforms/{pid}/members/{late}", None)]
+        for method, path, json_body in calls:
+            _refused(await http.request(method, path, headers=KYUSHU, json=json_body), "Not your block",
+                     "block bureau-kanto", "block bureau-kyushu")
+            _refused(await http.request(method, path, headers=NO_BLOCK, json=json_body), "No block", "bureau_id")
+        r = await http.get(f"/platforms/{pid}", headers=BUREAU)
+        assert r.status_code == 200 and r.json()["fiscal_years"] == [FY]
+        assert late not in [m["org_id"] for m in r.json()["members"]]
+        for method, path, json_body in calls:
+            r = await http.request(method, path, headers=BUREAU, json=json_body)
+            assert r.status_code == 200, (method, path, r.text)
+        _refused(await http.get(f"/platforms/{kyushu_pid}", headers=BUREAU), "Not your block", "block bureau-kyushu")
+
+        # national scope: operators act on every block, the agency reads every block (and changes nothing)
+        assert (await http.get(f"/platforms/{kyushu_pid}", headers=bearer("ag-1", ["agency"]))).status_code == 200
+        r = await http.post(f"/platforms/{kyushu_pid}/renewals", headers=bearer("ag-1", ["agency"]),
+                            json={"fiscal_year": FY + 1})
+        assert r.status_code == 403
+        r = await http.post(f"/platforms/{kyushu_pid}/renewals", headers=bearer(), json={"fiscal_year": FY + 1})
+        assert r.status_code == 200, r.text
+
+        # a bureau token without a block is refused everywhere, with the reason
+        _refused(await http.post("/organisations", headers=NO_BLOCK, json={"name": "x", "kind": "body"}), "No block")
+        _refused(await http.get(f"/organisations/{kanto[0]}", headers=NO_BLOCK), "No block")
+        _refused(await http.post("/platforms", headers=NO_BLOCK, json=body), "No block")
+
+        # linking staff hands them the organisation's rights: only within the bureau's block
+        staff = (await signup(http, "staff@kyushu-shokokai.example.jp", kind="institution"))["account_id"]
+        _refused(await http.post(f"/organisations/{kyushu[1]}/staff", headers=BUREAU, json={"account_id": staff}),
+                 "Not your block", "block bureau-kyushu")
+        assert (await http.post(f"/organisations/{kyushu[1]}/staff", headers=KYUSHU,
+                                json={"account_id": staff})).status_code == 204
+        # ... nor may another block's bureau take a linked account away from its organisation
+        _refused(await http.post(f"/organisations/{kanto[1]}/staff", headers=BUREAU, json={"account_id": staff}),
+                 "Not your block", "block bureau-kyushu")
+        fresh = await _org(http, "新設の支援機関")  # a member of no platform yet: any bureau onboards it
+        newcomer = (await signup(http, "staff@new-org.example.jp", kind="institution"))["account_id"]
+        assert (await http.post(f"/organisations/{fresh}/staff", headers=BUREAU,
+                                json={"account_id": newcomer})).status_code == 204

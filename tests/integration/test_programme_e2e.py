@@ -51,7 +51,7 @@ async def test_R_DSP_14_R_BUD_04_R_RAT_03_R_DSP_12_R_DSP_03_whole_programme_thro
     url, sink = programme
     gateway_log = TEST_VAR / "log" / "gateway.log"
     gateway_from = gateway_log.stat().st_size if gateway_log.exists() else 0
-    bureau, agency = bearer("officer-kyushu", "bureau"), bearer("agency-1", "agency")
+    bureau, agency = bearer("officer-kyushu", "bureau", bureau_id="bureau-kyushu"), bearer("agency-1", "agency")
     business_account, expert_account = f"acct-biz-{uuid.uuid4().hex[:6]}", f"acct-exp-{uuid.uuid4().hex[:6]}"
     async with httpx.AsyncClient(base_url=url, timeout=20) as http:
         # --- identity: four institutions and a platform (R-PF-01/02); its event tells budget, experts, dispatch

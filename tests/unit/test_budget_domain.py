@@ -1,9 +1,9 @@
-"""Budget frame rules (pure, no I/O): R-BUD-01..05, R-DSP-08, R-PF-04."""
+"""Budget frame rules (pure, no I/O): R-BUD-01..05, R-DSP-08, R-PF-04, R-PF-05."""
 from dataclasses import asdict
 
 import pytest
 
-from budget_service.domain import DomainError, Frame, recompute
+from budget_service.domain import DomainError, Frame, bureau_may, place_problem, recompute, report_blocks
 
 AT = "2026-05-01T00:00:00Z"
 REP, MEM, OTHER = "org-rep", "org-mem", "org-other"
@@ -213,3 +213,33 @@ def test_R_DSP_14_cancel_before_payment_releases_the_budget():
     reserve(f, "c1", member=REP, role="representative", fee=10_000)
     assert f.release(command_id="r1", dispatch_id="d-c1", reason="cancelled", actor="dispatch", at=AT).amount == 10_000
     assert reserve(f, "c2", member=REP, role="representative", fee=10_000).kind == "reserved"
+
+
+# --- R-PF-05: least privilege by place ------------------------------------------------------------------
+def test_R_PF_05_a_bureau_may_act_only_on_frames_of_its_own_block():
+    assert bureau_may("kanto", frame().bureau_id)
+    assert not bureau_may("kyushu", frame().bureau_id)
+    assert not bureau_may(None, "kanto") and not bureau_may("kanto", None) and not bureau_may(None, None)
+
+
+def test_R_PF_05_place_problem_refuses_other_blocks_and_bureaus_without_a_block():
+    assert place_problem({"bureau"}, "kanto", "kanto") is None
+    assert "block kyushu" in place_problem({"bureau"}, "kanto", "kyushu")
+    assert "no known block" in place_problem({"bureau"}, "kanto", None)
+    assert place_problem({"bureau"}, "kanto", any_block=True) is None
+    assert "carries no block" in place_problem({"bureau"}, None, "kanto")
+    assert "carries no block" in place_problem({"bureau"}, None, any_block=True)
+    for roles in ({"agency"}, {"operator"}, {"institution"}):
+        assert place_problem(roles, None, "kyushu") is None
+
+
+def test_R_PF_05_R_BUD_05_a_bureau_s_reports_cover_its_block_only():
+    assert report_blocks({"bureau"}, "kanto", None) == ("kanto", None)
+    assert report_blocks({"bureau"}, "kanto", "kanto") == ("kanto", None)
+    block, problem = report_blocks({"bureau"}, "kanto", "kyushu")
+    assert block is None and "block kyushu" in problem
+    block, problem = report_blocks({"bureau"}, None, None)
+    assert block is None and "carries no block" in problem
+    assert report_blocks({"agency"}, None, None) == (None, None)        # national: every block ...
+    assert report_blocks({"operator"}, None, "kyushu") == ("kyushu", None)  # ... or the one asked for
+    assert report_blocks({"institution"}, None, "kyushu") == ("kyushu", None)  # R-PF-04 limits institutions

@@ -1,9 +1,9 @@
-"""Platform registration rules and the R-PF-04 rights table, pure (identity domain)."""
+"""Platform registration rules, the R-PF-04 rights table and least privilege by place (R-PF-05), pure (identity domain)."""
 import pytest
 
 from contracts.vocab import MemberRole, Right
-from identity_service.domain import (Org, PlatformRules, member_role_for, memberships_claim, platform_problems,
-                                     removal_problem, renewal_problem, review_due, rights_of)
+from identity_service.domain import (Org, PlatformRules, bureau_may, member_role_for, memberships_claim, place_problem,
+                                     platform_problems, removal_problem, renewal_problem, review_due, rights_of)
 
 SHOKOKAI = Org("o1", "institution", 1)       # ① 商工会
 CHAMBER = Org("o2", "institution", 2)        # ② 商工会議所
@@ -100,3 +100,24 @@ def test_R_PF_01_a_member_may_leave_only_if_the_platform_still_qualifies():
     assert removal_problem(members, "o1", "o6") is None
     assert "at least 4" in removal_problem(members, "o1", "o5")
     assert "representative" in removal_problem(members, "o1", "o1")
+
+
+# --- R-PF-05: least privilege by place ------------------------------------------------------------------
+def test_R_PF_05_a_bureau_may_act_only_on_platforms_of_its_own_block():
+    assert bureau_may("bureau-kanto", "bureau-kanto")
+    assert not bureau_may("bureau-kanto", "bureau-kyushu")
+    assert not bureau_may(None, "bureau-kanto")      # a bureau account without a block: nowhere
+    assert not bureau_may("bureau-kanto", None)      # a platform of no known block: no bureau's
+    assert not bureau_may(None, None) and not bureau_may("", "")
+
+
+def test_R_PF_05_place_problem_names_the_blocks_and_leaves_national_roles_alone():
+    assert place_problem({"bureau"}, "bureau-kanto", ["bureau-kanto"]) is None
+    assert place_problem({"bureau"}, "bureau-kanto") is None  # nothing of a block concerned (e.g. a new organisation)
+    other = place_problem({"bureau"}, "bureau-kanto", ["bureau-kanto", "bureau-kyushu"])
+    assert "block bureau-kyushu" in other and "block bureau-kanto acts only on its own" in other
+    assert "no known block" in place_problem({"bureau"}, "bureau-kanto", [None])
+    for blocks in ([], ["bureau-kanto"]):
+        assert "carries no block (bureau_id)" in place_problem({"bureau"}, None, blocks)
+    for roles in ({"operator"}, {"agency"}, {"operator", "bureau"}, {"institution"}):
+        assert place_problem(roles, None, ["bureau-kyushu"]) is None

@@ -1,4 +1,10 @@
-"""HTTP handlers of the budget service: allocation, shares, frame detail, ledger, check, close and reports."""
+"""HTTP handlers of the budget service: allocation, shares, frame detail, ledger, check, close and reports.
+
+Least privilege by place (R-PF-05): a frame belongs to the block of its platform, as identity announced it
+(PlatformRegistered.bureau_id, kept in the `platforms` read model and stored on the frame at allocation). A bureau
+account (the token's `bureau_id`) allocates, changes, reads, checks and closes only frames of its own block, and
+its reports cover its block only; a bureau token without a block is refused. The agency and operators see every
+block."""
 from __future__ import annotations
 
 import csv
@@ -13,7 +19,7 @@ from contracts.vocab import MemberRole, Right
 from servicekit.auth import Principal, require
 from servicekit.problems import Problem
 
-from budget_service.domain import Balances, DomainError, Frame, recompute
+from budget_service.domain import Balances, DomainError, Frame, place_problem, recompute, report_blocks
 from budget_service.store import Conflict, FrameStore, Loaded, now
 
 router = APIRouter(tags=["budget"])
@@ -28,8 +34,10 @@ class AllocateRequest(BaseModel):
     platform_id: str = Field(min_length=1, max_length=100)
     fee: StrictInt = Field(ge=0, le=10**12, description="fee allocation, whole yen")
     travel: StrictInt = Field(ge=0, le=10**12, description="travel allocation, whole yen")
-    representative_id: str | None = Field(default=None, description="defaults to the platform's representative")
-    bureau_id: str | None = Field(default=None, description="defaults to the platform's bureau")
+    representative_id: str | None = Field(default=None, max_length=100,
+                                          description="the platform's representative; if given, it must be that one")
+    bureau_id: str | None = Field(default=None, max_length=100,
+                                  description="the platform's bureau (block); if given, it must be that one (R-PF-05)")
     reason: str = Field(default="", max_length=500)
 
 
@@ -146,8 +154,25 @@ def must_represent(p: Principal, platform_id: str) -> None:
                       "with the budget right, may do this.")
 
 
-def may_view(p: Principal, platform_id: str, *, members_too: bool) -> None:
+def in_place(p: Principal, block: str | None = None, *, any_block: bool = False) -> None:
+    """R-PF-05: refuses a bureau acting outside its block (or without one); see domain.place_problem."""
+    if problem := place_problem(p.roles, p.bureau_id, block, any_block=any_block):
+        raise Problem(403, "Not your block" if p.bureau_id else "No block", problem)
+
+
+async def frame_block(request: Request, frame: Frame) -> str | None:
+    """The block a frame belongs to: stored with it at allocation, else (older frames) its platform's, as identity
+    announced it."""
+    if frame.bureau_id:
+        return frame.bureau_id
+    platform = await store_of(request).platforms.find_one({"_id": frame.platform_id}, {"bureau_id": 1})
+    return (platform or {}).get("bureau_id")
+
+
+async def may_view(request: Request, p: Principal, frame: Frame, *, members_too: bool) -> None:
+    platform_id = frame.platform_id
     if p.roles & set(STAFF):
+        in_place(p, await frame_block(request, frame))
         return
     if "institution" in p.roles:
         if platform_id in represented_platforms(p):
@@ -195,17 +220,24 @@ def open_list(f: Frame) -> list[OpenReservation]:
 
 # --- allocation (R-BUD-01) -------------------------------------------------------------------------------
 @router.post("/frames", response_model=FrameView, status_code=200,
-             summary="Bureau allocates (or changes) a platform's frame for a fiscal year (R-BUD-01)")
+             summary="Bureau allocates (or changes) a platform's frame for a fiscal year (R-BUD-01), only in its own block "
+                     "(R-PF-05)")
 async def allocate(body: AllocateRequest, request: Request, response: Response,
                    p: Principal = Depends(require("bureau"))) -> FrameView:
-    platform = await store_of(request).platforms.find_one({"_id": body.platform_id}) or {}
-    rep = body.representative_id or platform.get("representative_id")
-    if rep is None:
-        raise Problem(422, "Representative unknown", f"Platform {body.platform_id} is not known here yet; "
-                      "give representative_id.")
-    if platform and body.representative_id and body.representative_id != platform["representative_id"]:
+    in_place(p, any_block=True)
+    platform = await store_of(request).platforms.find_one({"_id": body.platform_id})
+    if platform is None:
+        raise Problem(409, "Platform not known yet", f"The budget service has not learnt platform {body.platform_id} "
+                      "from identity yet, so neither its block nor its representative is known (R-PF-05, R-BUD-01); "
+                      "try again in a moment.")
+    block, rep = platform.get("bureau_id"), platform["representative_id"]
+    in_place(p, block)
+    if body.bureau_id is not None and body.bureau_id != block:
+        raise Problem(422, "Not the platform's block", f"Platform {body.platform_id} belongs to block {block}, "
+                      f"not {body.bureau_id}.")
+    if body.representative_id is not None and body.representative_id != rep:
         raise Problem(422, "Not the representative", f"The representative of platform {body.platform_id} is "
-                      f"{platform['representative_id']}, not {body.representative_id}.")
+                      f"{rep}, not {body.representative_id}.")
     fid = make_frame_id(body.fiscal_year, body.platform_id)
     why = body.reason or f"allocation for fiscal year {body.fiscal_year}"
     svc = svc_of(request)
@@ -213,10 +245,11 @@ async def allocate(body: AllocateRequest, request: Request, response: Response,
     async def decide(loaded: Loaded | None):
         if loaded is None:
             f = Frame.allocate(frame_id=fid, fiscal_year=body.fiscal_year, platform_id=body.platform_id,
-                               representative_id=rep, bureau_id=body.bureau_id or platform.get("bureau_id"),
+                               representative_id=rep, bureau_id=block,
                                fee=body.fee, travel=body.travel, actor=p.subject, why=why, at=now())
         else:
             f = loaded.frame
+            in_place(p, f.bureau_id or block)
             f.change_allocation(fee=body.fee, travel=body.travel, actor=p.subject, why=why, at=now())
         event = FrameAllocated(frame_id=fid, fiscal_year=f.fiscal_year, platform_id=f.platform_id,
                                representative_id=f.representative_id, fee=body.fee, travel=body.travel)
@@ -267,7 +300,7 @@ async def return_share(frame_id: str, member_id: str, body: ReasonRequest, reque
 async def get_frame(frame_id: str, request: Request,
                     p: Principal = Depends(require(*STAFF, "institution"))) -> FrameView:
     loaded = await load_or_404(request, frame_id, all_open=True)
-    may_view(p, loaded.frame.platform_id, members_too=True)
+    await may_view(request, p, loaded.frame, members_too=True)
     return view(loaded.frame)
 
 
@@ -277,7 +310,7 @@ async def get_ledger(frame_id: str, request: Request, offset: int = Query(0, ge=
                      limit: int = Query(100, ge=1, le=1000),
                      p: Principal = Depends(require(*STAFF, "institution"))) -> LedgerPage:
     loaded = await load_or_404(request, frame_id)
-    may_view(p, loaded.frame.platform_id, members_too=False)
+    await may_view(request, p, loaded.frame, members_too=False)
     total, entries = await store_of(request).ledger(frame_id, offset, limit)
     return LedgerPage(frame_id=frame_id, total=total, entries=[LedgerLine(**e.to_dict()) for e in entries])
 
@@ -287,7 +320,7 @@ async def get_ledger(frame_id: str, request: Request, offset: int = Query(0, ge=
 async def check(frame_id: str, request: Request,
                 p: Principal = Depends(require(*STAFF, "institution"))) -> CheckResult:
     frame = (await load_or_404(request, frame_id, all_open=True)).frame
-    may_view(p, frame.platform_id, members_too=False)
+    await may_view(request, p, frame, members_too=False)
     _, entries = await store_of(request).ledger(frame_id)
     stored, again = frame.balances.normalised(), recompute(entries)
     return CheckResult(frame_id=frame_id, consistent=stored == again and len(entries) == frame.entry_count,
@@ -300,7 +333,9 @@ async def check(frame_id: str, request: Request,
              summary="Fiscal-year close: lists open reservations; the frame refuses new ones")
 async def close(frame_id: str, body: ReasonRequest, request: Request,
                 p: Principal = Depends(require("bureau", "agency"))) -> CloseResult:
-    await load_or_404(request, frame_id)
+    in_place(p, any_block=True)
+    frame = (await load_or_404(request, frame_id)).frame
+    in_place(p, await frame_block(request, frame))
     svc = svc_of(request)
 
     async def decide(loaded: Loaded | None):
@@ -314,8 +349,8 @@ async def close(frame_id: str, body: ReasonRequest, request: Request,
 
 # --- reports (R-BUD-05) ---------------------------------------------------------------------------------------
 @router.get("/reports", response_model=list[ReportRow],
-            summary="Allocated, reserved, spent and remaining per bureau, platform, member or fiscal year; "
-                    "format=csv gives text/csv",
+            summary="Allocated, reserved, spent and remaining per bureau, platform, member or fiscal year; a bureau "
+                    "sees its own block only (R-PF-05); format=csv gives text/csv",
             responses={200: {"content": {"text/csv": {}}}})
 async def report(request: Request, by: Literal["platform", "member", "bureau", "fiscal_year"] = "platform",
                  fiscal_year: int | None = Query(None, ge=2000, le=2100), bureau_id: str | None = None, platform_id: str | None = None,
@@ -324,8 +359,11 @@ async def report(request: Request, by: Literal["platform", "member", "bureau", "
     query: dict = {}
     if fiscal_year is not None:
         query["fiscal_year"] = fiscal_year
-    if bureau_id is not None:
-        query["bureau_id"] = bureau_id
+    block, problem = report_blocks(p.roles, p.bureau_id, bureau_id)  # R-PF-05: a bureau's reports: its block only
+    if problem:
+        raise Problem(403, "Not your block" if p.bureau_id else "No block", problem)
+    if block is not None:
+        query["bureau_id"] = block
     if not p.roles & set(STAFF):
         own = represented_platforms(p)
         if not own:

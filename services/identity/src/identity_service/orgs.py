@@ -1,4 +1,12 @@
-"""Organisations (support institutions ①–⑫, bodies, individuals), their staff, and regional platforms (R-PF-01..04)."""
+"""Organisations (support institutions ①–⑫, bodies, individuals), their staff, and regional platforms (R-PF-01..04).
+
+Least privilege by place (R-PF-05): a bureau account acts only on the platforms of its own block (the token's
+`bureau_id`): it registers platforms only for that block and reads, renews and changes the members of those
+only. Organisations belong to no block, so a bureau registers them (onboarding a new institution is its work);
+it links staff to an organisation only if the organisation is a member of no other block's platform, since the
+link hands the staff that organisation's R-PF-04 rights, budget rights included. A bureau token without a block
+is refused everywhere. Operators act nationally; the agency reads nationally.
+"""
 from __future__ import annotations
 
 import time
@@ -20,6 +28,12 @@ from servicekit.problems import Problem
 router = APIRouter()
 MANAGERS = ("operator", "bureau")  # who registers organisations and platforms
 READERS = ("operator", "bureau", "agency", "institution")
+
+
+def in_place(who: Principal, *blocks: str | None) -> None:
+    """R-PF-05: refuses a bureau acting outside its block (or without one); see domain.place_problem."""
+    if problem := domain.place_problem(who.roles, who.bureau_id, blocks):
+        raise Problem(403, "Not your block" if who.bureau_id else "No block", problem)
 
 
 # --- organisations ----------------------------------------------------------------------------------
@@ -55,6 +69,7 @@ def _org(doc: dict) -> domain.Org:
              summary="Register a support institution (typed ①–⑫ if dispatch-capable), body or individual")
 async def register_organisation(body: OrganisationIn, request: Request,
                                 who: Principal = Depends(require(*MANAGERS))) -> OrganisationOut:
+    in_place(who)  # organisations belong to no block, but a bureau without one acts on nothing (R-PF-05)
     svc = request.app.state.service
     org_id = f"org-{uuid.uuid4().hex[:16]}"
     doc = {"_id": org_id, **body.model_dump(), "created_at": time.time()}
@@ -66,6 +81,7 @@ async def register_organisation(body: OrganisationIn, request: Request,
 @router.get("/organisations/{org_id}", response_model=OrganisationOut, tags=["organisations"],
             summary="An organisation")
 async def get_organisation(org_id: str, request: Request, who: Principal = Depends(require(*READERS))) -> OrganisationOut:
+    in_place(who)
     doc = await request.app.state.service.db.orgs.find_one({"_id": org_id})
     if doc is None:
         raise Problem(404, "Not found", f"No organisation {org_id}.")
@@ -80,8 +96,14 @@ class StaffIn(BaseModel):
              summary="Link an institution-staff account to the organisation it acts for")
 async def link_staff(org_id: str, body: StaffIn, request: Request, who: Principal = Depends(require(*MANAGERS))) -> None:
     db = request.app.state.service.db
+    in_place(who)
     if await db.orgs.find_one({"_id": org_id}, {"_id": 1}) is None:
         raise Problem(404, "Not found", f"No organisation {org_id}.")
+    # The link hands the staff the organisation's rights in every platform it is a member of, and takes away those
+    # of the organisation the account acted for until now: both must lie within the bureau's block (R-PF-04, R-PF-05).
+    account = await db.accounts.find_one({"_id": body.account_id}, {"org_id": 1}) or {}
+    for touched in {org_id, account.get("org_id")} - {None}:
+        in_place(who, *[p.get("bureau_id") async for p in db.platforms.find({"member_ids": touched}, {"bureau_id": 1})])
     res = await db.accounts.update_one({"_id": body.account_id, "kind": "institution", "status": "active"},
                                        {"$set": {"org_id": org_id}})
     if res.matched_count != 1:
@@ -99,7 +121,10 @@ class MemberOut(BaseModel):
 
 class PlatformIn(BaseModel):
     name: str = Field(min_length=1, max_length=200)
-    bureau_id: str = Field(min_length=1, max_length=100, description="the regional bureau the platform belongs to")
+    bureau_id: str | None = Field(default=None, min_length=1, max_length=100,
+                                  description="the regional bureau (block) the platform belongs to; a bureau account "
+                                              "registers only for its own block, which is the default (R-PF-05); "
+                                              "operators must give it")
     fiscal_year: int = Field(ge=2000, le=2100)
     representative_id: str = Field(min_length=1, max_length=100)
     member_ids: list[str] = Field(min_length=1, max_length=500, description="every member, the representative included")
@@ -139,11 +164,15 @@ def _registered(doc: dict, fy: int, actor: str, svc) -> dict:
 @router.post("/platforms", status_code=201, response_model=PlatformOut, tags=["platforms"],
              summary="Register a regional platform for a fiscal year (R-PF-01, R-PF-02)")
 async def register_platform(body: PlatformIn, request: Request, who: Principal = Depends(require(*MANAGERS))) -> PlatformOut:
+    block = body.bureau_id or who.bureau_id
+    in_place(who, block)
+    if block is None:
+        raise Problem(422, "Which block?", "Give bureau_id: the regional bureau (block) the platform belongs to.")
     svc = request.app.state.service
     members = await _orgs(svc.db, body.member_ids)
     if problems := domain.platform_problems(members, body.representative_id):
         raise Problem(422, "The platform cannot be registered", "; ".join(problems), problems=problems)
-    doc = {"_id": f"pf-{uuid.uuid4().hex[:16]}", "name": body.name, "bureau_id": body.bureau_id,
+    doc = {"_id": f"pf-{uuid.uuid4().hex[:16]}", "name": body.name, "bureau_id": block,
            "representative_id": body.representative_id, "fiscal_years": [body.fiscal_year], "last_review_year": None,
            "members": [{"org_id": m.org_id, "member_role": domain.member_role_for(m, body.representative_id).value}
                        for m in members], "member_ids": [m.org_id for m in members], "created_at": time.time()}
@@ -151,17 +180,20 @@ async def register_platform(body: PlatformIn, request: Request, who: Principal =
     return _platform_out(doc)
 
 
-async def _platform(db, platform_id: str) -> dict:
+async def _platform(db, platform_id: str, who: Principal) -> dict:
+    """The platform, if the caller may act on it by place (R-PF-05)."""
+    in_place(who)
     doc = await db.platforms.find_one({"_id": platform_id})
     if doc is None:
         raise Problem(404, "Not found", f"No platform {platform_id}.")
+    in_place(who, doc.get("bureau_id"))
     return doc
 
 
 @router.get("/platforms/{platform_id}", response_model=PlatformOut, tags=["platforms"],
             summary="A platform, its registered fiscal years and its members with their R-PF-04 rights")
 async def get_platform(platform_id: str, request: Request, who: Principal = Depends(require(*READERS))) -> PlatformOut:
-    return _platform_out(await _platform(request.app.state.service.db, platform_id))
+    return _platform_out(await _platform(request.app.state.service.db, platform_id, who))
 
 
 class RenewalIn(BaseModel):
@@ -174,7 +206,7 @@ class RenewalIn(BaseModel):
 async def renew_platform(platform_id: str, body: RenewalIn, request: Request,
                          who: Principal = Depends(require(*MANAGERS))) -> PlatformOut:
     svc = request.app.state.service
-    doc = await _platform(svc.db, platform_id)
+    doc = await _platform(svc.db, platform_id, who)
     if problem := domain.renewal_problem(doc["fiscal_years"], doc.get("last_review_year"), body.fiscal_year,
                                          body.review_approved):
         raise Problem(409, "The registration cannot be renewed", problem)
@@ -188,7 +220,7 @@ async def renew_platform(platform_id: str, body: RenewalIn, request: Request,
                     events=[_registered(doc, body.fiscal_year, who.subject, svc)])
     if res.matched_count != 1:
         raise Problem(409, "Already renewed", f"The platform is already registered for FY{body.fiscal_year}.")
-    return _platform_out(await _platform(svc.db, platform_id))
+    return _platform_out(await _platform(svc.db, platform_id, who))
 
 
 class MemberIn(BaseModel):
@@ -200,7 +232,7 @@ class MemberIn(BaseModel):
 async def add_member(platform_id: str, body: MemberIn, request: Request,
                      who: Principal = Depends(require(*MANAGERS))) -> PlatformOut:
     svc = request.app.state.service
-    doc = await _platform(svc.db, platform_id)
+    doc = await _platform(svc.db, platform_id, who)
     (org,) = await _orgs(svc.db, [body.org_id])
     role = domain.member_role_for(org, doc["representative_id"]).value
     events = [svc.event(MembershipChanged(platform_id=platform_id, org_id=org.org_id, member_role=role), actor=who.subject)]
@@ -216,7 +248,7 @@ async def add_member(platform_id: str, body: MemberIn, request: Request,
                     events=events)
     if res.matched_count != 1:
         raise Problem(409, "Already a member", f"{org.org_id} is already a member of {platform_id}.")
-    return _platform_out(await _platform(svc.db, platform_id))
+    return _platform_out(await _platform(svc.db, platform_id, who))
 
 
 @router.delete("/platforms/{platform_id}/members/{org_id}", response_model=PlatformOut, tags=["platforms"],
@@ -224,7 +256,7 @@ async def add_member(platform_id: str, body: MemberIn, request: Request,
 async def remove_member(platform_id: str, org_id: str, request: Request,
                         who: Principal = Depends(require(*MANAGERS))) -> PlatformOut:
     svc = request.app.state.service
-    doc = await _platform(svc.db, platform_id)
+    doc = await _platform(svc.db, platform_id, who)
     entry = next((m for m in doc["members"] if m["org_id"] == org_id), None)
     if entry is None:
         raise Problem(404, "Not a member", f"{org_id} is not a member of {platform_id}.")
@@ -233,7 +265,7 @@ async def remove_member(platform_id: str, org_id: str, request: Request,
         raise Problem(409, "The member cannot leave", problem)
     event = svc.event(MembershipChanged(platform_id=platform_id, org_id=org_id, member_role=None), actor=who.subject)
     await svc.write(svc.db.platforms, {"_id": platform_id}, {"$pullAll": {"members": [entry], "member_ids": [org_id]}}, events=[event])
-    return _platform_out(await _platform(svc.db, platform_id))
+    return _platform_out(await _platform(svc.db, platform_id, who))
 
 
 async def memberships(db, account: dict, today: date | None = None) -> list[dict]:
