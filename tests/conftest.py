@@ -59,12 +59,13 @@ def services(infra, ns, tmp_path):
 
 
 @pytest.fixture
-def gateway(infra):
-    """The real gateway (HAProxy, started by the project's script) in front of the test's services."""
+def gateway(infra, ns):
+    """The real gateway (HAProxy and its deny-list sync, started by the project's script) in front of the test's
+    services, reading the test's identity.events."""
     import subprocess
 
-    from tests.support import GATEWAY_PORT, LOCAL, local_env
-    env = local_env()
+    from tests.support import GATEWAY_PORT, LOCAL, gateway_env
+    env = gateway_env(infra, ns)
     subprocess.run([LOCAL / "gateway.sh", "start"], env=env, check=True)
     yield f"http://127.0.0.1:{GATEWAY_PORT}"
     subprocess.run([LOCAL / "gateway.sh", "stop"], env=env, check=True)

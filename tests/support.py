@@ -40,6 +40,13 @@ def local_env() -> dict:
             "GATEWAY_PORT": str(GATEWAY_PORT), "SERVICE_PORT_BASE": str(SERVICE_PORT_BASE)}
 
 
+def gateway_env(infra: "Infra", ns: "Namespace | None" = None, **extra) -> dict:
+    """What deploy/local/gateway.sh needs in a test: its ports, and for the deny-list sync next to HAProxy the test's
+    Kafka and topic prefix (the sync reads `<prefix>identity.events`)."""
+    return {**local_env(), "KAFKA_BOOTSTRAP": infra.kafka, "TOPIC_PREFIX": ns.prefix if ns else "",
+            "TOPIC_PARTITIONS": os.environ.get("TEST_TOPIC_PARTITIONS", "3"), **extra}
+
+
 def docker_answers() -> bool:
     if not shutil.which("docker"):
         return False

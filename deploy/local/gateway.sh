@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# API gateway: Debian's HAProxy 2.6 on 127.0.0.1 (JWT check, /api/NAME routing, rate limits, request ids, JSON access log).
+# API gateway: Debian's HAProxy 2.6 on 127.0.0.1 (JWT check, deny list, /api/NAME routing, rate limits, request ids,
+# JSON access log), and next to it the deny-list sync (servicekit.gateway_sync: identity.events -> the map of revoked
+# tokens, clients and accounts HAProxy refuses; it starts first and HAProxy starts once the map is rebuilt).
 # usage: gateway.sh install|keys|start|stop|status|gen-cfg   (gen-cfg: rewrite deploy/compose/haproxy.cfg, deploy/k8s/haproxy.cfg)
 # env: GATEWAY_PORT (8080), SERVICE_PORT_BASE (8100), GATEWAY_RATE_LIMIT (50 requests/s per user of a client),
 #      GATEWAY_CLIENT_RATE_LIMIT (1000 requests/s per client), JWT_ISSUER (the only accepted token `iss`;
-#      default: OIDC_ISSUER, else http://127.0.0.1:GATEWAY_PORT, as the services and identity default to)
+#      default: OIDC_ISSUER, else http://127.0.0.1:GATEWAY_PORT, as the services and identity default to),
+#      KAFKA_BOOTSTRAP (127.0.0.1:KAFKA_PORT) and TOPIC_PREFIX for the deny-list sync
 source "$(dirname "$0")/lib.sh"
 GATEWAY_PORT="${GATEWAY_PORT:-8080}"
 GATEWAY_RATE_LIMIT="${GATEWAY_RATE_LIMIT:-50}"
@@ -12,6 +15,8 @@ JWT_ISSUER="${JWT_ISSUER:-${OIDC_ISSUER:-http://127.0.0.1:$GATEWAY_PORT}}"
 TEMPLATE="$ROOT/deploy/local/haproxy.cfg.tmpl"
 CONF="$VAR_DIR/gateway/haproxy.cfg"
 KEYS="$VAR_DIR/keys"
+DENY_MAP="$VAR_DIR/gateway/deny.map"
+ADMIN_SOCKET="$VAR_DIR/run/gateway.sock"
 # same numbering as services.sh: SERVICE_PORT_BASE + 1 … + 7 (8101 … 8107 by default)
 SERVICE_PORT_BASE="${SERVICE_PORT_BASE:-8100}"
 declare -A PORTS=([identity]=$((SERVICE_PORT_BASE + 1)) [experts]=$((SERVICE_PORT_BASE + 2)) [dispatch]=$((SERVICE_PORT_BASE + 3))
@@ -42,10 +47,12 @@ keys() {
   openssl pkey -in "$KEYS/jwt-private.pem" -pubout -out "$KEYS/jwt-public.pem"
 }
 
-# render BIND KEYFILE UPSTREAM_FN RESOLVERS NAMESERVER -> config on stdout (comment lines keep their placeholders)
+# render BIND KEYFILE UPSTREAM_FN RESOLVERS NAMESERVER DENY_MAP ADMIN_SOCKET -> config on stdout (comment lines keep
+# their placeholders)
 render() {
-  local bind=$1 key=$2 upstream=$3 resolvers=$4 nameserver=$5 name args=()
+  local bind=$1 key=$2 upstream=$3 resolvers=$4 nameserver=$5 deny_map=$6 admin_socket=$7 name args=()
   args+=(-e "/^#/!s|@RESOLVERS@|$resolvers|" -e "/^#/!s|@NAMESERVER@|$nameserver|" -e "/^#/!s|@BIND@|$bind|" -e "/^#/!s|@JWT_KEY@|$key|" -e "/^#/!s|@RATE_LIMIT@|$GATEWAY_RATE_LIMIT|"
+    -e "/^#/!s|@DENY_MAP@|$deny_map|" -e "/^#/!s|@ADMIN_SOCKET@|$admin_socket|"
     -e "/^#/!s|@CLIENT_RATE_LIMIT@|$GATEWAY_CLIENT_RATE_LIMIT|" -e "/^#/!s|@JWT_ISSUER@|$JWT_ISSUER|")
   for name in "${!PORTS[@]}"; do args+=(-e "/^#/!s|@$name@|$("$upstream" "$name")|"); done
   sed "${args[@]}" "$TEMPLATE"
@@ -55,32 +62,52 @@ compose_upstream() { echo "$1:8080"; }
 k8s_upstream() { echo "$1.smeportal.svc.cluster.local:8080"; }   # HAProxy's resolvers ignore DNS search domains
 DOCKER_DNS="nameserver docker 127.0.0.11:53"
 
+# the deny-list sync: replays identity.events into $DENY_MAP (HAProxy loads it when it starts), then adds each new
+# revocation to the file and, through $ADMIN_SOCKET, to the running HAProxy
+sync_start() {
+  if is_running gateway-sync; then return 0; fi
+  mkdir -p "$(dirname "$DENY_MAP")"
+  rm -f "$DENY_MAP"  # written again once the replay is complete: its presence says "rebuilt"
+  KAFKA_BOOTSTRAP="${KAFKA_BOOTSTRAP:-127.0.0.1:${KAFKA_PORT:-9092}}" SERVICE_NAME=gateway-sync \
+    GATEWAY_DENY_MAP="$DENY_MAP" GATEWAY_ADMIN_SOCKET="$ADMIN_SOCKET" \
+    start_bg gateway-sync "$ROOT/.venv/bin/python" -m servicekit.gateway_sync
+  local i
+  for ((i = 0; i < 300; i++)); do
+    [[ -f "$DENY_MAP" ]] && return 0
+    is_running gateway-sync || { log "the deny-list sync exited; last log lines:"; tail -n 30 "$VAR_DIR/log/gateway-sync.log" >&2; return 1; }
+    sleep 0.2
+  done
+  log "the deny-list sync did not rebuild $DENY_MAP within 60 s"; tail -n 30 "$VAR_DIR/log/gateway-sync.log" >&2; return 1
+}
+
 start() {
+  sync_start
   if is_running gateway; then log "already running on 127.0.0.1:$GATEWAY_PORT"; return 0; fi
   install
   if port_open "$GATEWAY_PORT"; then log "port $GATEWAY_PORT is taken by another process"; return 1; fi
   mkdir -p "$(dirname "$CONF")"
-  render "127.0.0.1:$GATEWAY_PORT" "$KEYS/jwt-public.pem" local_upstream "" "$DOCKER_DNS" > "$CONF.new"
+  render "127.0.0.1:$GATEWAY_PORT" "$KEYS/jwt-public.pem" local_upstream "" "$DOCKER_DNS" "$DENY_MAP" "$ADMIN_SOCKET" > "$CONF.new"
   # HAProxy only warns about an unreadable JWT key (then rejects every token), so warnings count as errors
   local out; out=$(haproxy -c -f "$CONF.new" 2>&1) && ! grep -q WARNING <<<"$out" || { log "invalid config $CONF.new:"; echo "$out" >&2; return 1; }
   mv "$CONF.new" "$CONF"
   start_bg gateway haproxy -db -f "$CONF"
   wait_port gateway "$GATEWAY_PORT" 20
-  log "ready on 127.0.0.1:$GATEWAY_PORT (access log: $VAR_DIR/log/gateway.log)"
+  log "ready on 127.0.0.1:$GATEWAY_PORT (access log: $VAR_DIR/log/gateway.log, deny list: $VAR_DIR/log/gateway-sync.log)"
 }
 
 case "${1:-}" in
   install) install ;;
   keys) keys ;;
   start) start ;;
-  stop) stop_bg gateway; log "stopped" ;;
-  status) if is_running gateway && port_open "$GATEWAY_PORT"; then echo "gateway up 127.0.0.1:$GATEWAY_PORT"; else echo "gateway down"; exit 1; fi ;;
+  stop) stop_bg gateway; stop_bg gateway-sync; log "stopped" ;;
+  status) if is_running gateway && port_open "$GATEWAY_PORT" && is_running gateway-sync; then echo "gateway up 127.0.0.1:$GATEWAY_PORT"
+          else echo "gateway down$(is_running gateway-sync || echo " (deny-list sync not running)")"; exit 1; fi ;;
   # regenerates the checked-in gateway configs for compose and k8s (service DNS names, key mounted at /keys);
   # the issuer is the services' default there (they set no OIDC_ISSUER / JWT_ISSUER)
   gen-cfg) GATEWAY_RATE_LIMIT=50 GATEWAY_CLIENT_RATE_LIMIT=1000 JWT_ISSUER=http://127.0.0.1:8080; mkdir -p "$ROOT/deploy/compose"
     { echo "# GENERATED by deploy/local/gateway.sh gen-cfg from deploy/local/haproxy.cfg.tmpl: gateway config for deploy/compose.yaml"
-      render ":8080" /keys/jwt-public.pem compose_upstream "resolvers dns" "$DOCKER_DNS"; } > "$ROOT/deploy/compose/haproxy.cfg"
+      render ":8080" /keys/jwt-public.pem compose_upstream "resolvers dns" "$DOCKER_DNS" /run/gateway/deny.map /run/gateway/admin.sock; } > "$ROOT/deploy/compose/haproxy.cfg"
     { echo "# GENERATED by deploy/local/gateway.sh gen-cfg from deploy/local/haproxy.cfg.tmpl: gateway config for deploy/k8s"
-      render ":8080" /keys/jwt-public.pem k8s_upstream "resolvers dns" parse-resolv-conf; } > "$ROOT/deploy/k8s/haproxy.cfg" ;;
+      render ":8080" /keys/jwt-public.pem k8s_upstream "resolvers dns" parse-resolv-conf /run/gateway/deny.map /run/gateway/admin.sock; } > "$ROOT/deploy/k8s/haproxy.cfg" ;;
   *) echo "usage: $0 install|keys|start|stop|status|gen-cfg" >&2; exit 2 ;;
 esac

@@ -11,7 +11,7 @@ import httpx
 import jwt
 import pytest
 
-from tests.support import GATEWAY_PORT, LOCAL, TEST_ISSUER, local_env, private_key, service_port, token
+from tests.support import GATEWAY_PORT, LOCAL, TEST_ISSUER, gateway_env, private_key, service_port, token
 
 PROBLEM = "application/problem+json"
 
@@ -77,9 +77,9 @@ PER_USER, PER_CLIENT = 10, 30  # requests/s, low so that a test reaches them
 
 
 @pytest.fixture
-def limited_gateway(infra):
+def limited_gateway(infra, ns):
     """The real gateway with low rate limits (the limits are the script's GATEWAY_*RATE_LIMIT settings)."""
-    env = {**local_env(), "GATEWAY_RATE_LIMIT": str(PER_USER), "GATEWAY_CLIENT_RATE_LIMIT": str(PER_CLIENT)}
+    env = gateway_env(infra, ns, GATEWAY_RATE_LIMIT=str(PER_USER), GATEWAY_CLIENT_RATE_LIMIT=str(PER_CLIENT))
     subprocess.run([LOCAL / "gateway.sh", "stop"], env=env, check=True)  # a running one keeps its own limits
     subprocess.run([LOCAL / "gateway.sh", "start"], env=env, check=True)
     yield f"http://127.0.0.1:{GATEWAY_PORT}"

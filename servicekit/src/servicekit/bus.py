@@ -79,21 +79,14 @@ class Consumer:
         self.handlers.update({m.message_type: (m, h) for m, h in handlers.items()})
 
     async def handle(self, body: bytes, message: KafkaMessage) -> None:
-        raw: bytes = message.body
         try:
-            env = Envelope.model_validate(json.loads(raw))
-        except (ValueError, ValidationError) as e:
-            return await self.dead_letter(message, f"not a valid envelope: {_short(e)}")
-        entry = self.handlers.get(env.event_type)
-        if entry is None:
+            decoded = decode(message.body, {t: model for t, (model, _) in self.handlers.items()})
+        except Undeliverable as e:
+            return await self.dead_letter(message, str(e))
+        if decoded is None:
             return  # a message type this service does not consume
-        model, handler = entry
-        if env.schema_version > model.version:
-            return await self.dead_letter(message, f"{env.event_type} v{env.schema_version} is newer than v{model.version} known here")
-        try:
-            payload = model.model_validate(env.payload)
-        except ValidationError as e:
-            return await self.dead_letter(message, f"payload is not a valid {env.event_type}: {_short(e)}")
+        env, payload = decoded
+        _, handler = self.handlers[env.event_type]
         last: Exception | None = None
         for attempt in range(self.settings.consumer_max_attempts):
             try:
@@ -107,13 +100,38 @@ class Consumer:
 
     async def dead_letter(self, message, reason: str) -> None:
         rec = message.raw_message
-        headers = {
-            "x-dlq-reason": reason[:2000],
-            "x-dlq-consumer": self.settings.service_name,
-            "x-dlq-source": f"{rec.topic}/{rec.partition}/{rec.offset}",
-        }
         log.error("message dead-lettered", extra={"fields": {"topic": rec.topic, "offset": rec.offset, "reason": reason}})
-        await self.broker.publish(message.body, self.dlq, key=rec.key, headers=headers)
+        await self.broker.publish(message.body, self.dlq, key=rec.key,
+                                  headers=dead_letter_headers(self.settings.service_name, rec, reason))
+
+
+class Undeliverable(Exception):
+    """A message no retry can ever process; the text is its dead-letter reason."""
+
+
+def decode(raw: bytes, models: dict[str, type[Message]]) -> tuple[Envelope, Message] | None:
+    """The envelope and payload of a record for a consumer of `models` (message type -> model), or None when the
+    consumer takes no message of this type. Raises Undeliverable for what must go to the dead-letter topic: not
+    JSON, not an envelope, a newer version than the model's, a payload that does not match its contract."""
+    try:
+        env = Envelope.model_validate(json.loads(raw))
+    except (ValueError, ValidationError) as e:
+        raise Undeliverable(f"not a valid envelope: {_short(e)}") from None
+    model = models.get(env.event_type)
+    if model is None:
+        return None
+    if env.schema_version > model.version:
+        raise Undeliverable(f"{env.event_type} v{env.schema_version} is newer than v{model.version} known here")
+    try:
+        return env, model.model_validate(env.payload)
+    except ValidationError as e:
+        raise Undeliverable(f"payload is not a valid {env.event_type}: {_short(e)}") from None
+
+
+def dead_letter_headers(consumer: str, record, reason: str) -> dict[str, str]:
+    """What a dead letter carries besides the original bytes: why, who gave up, and where it came from."""
+    return {"x-dlq-reason": reason[:2000], "x-dlq-consumer": consumer,
+            "x-dlq-source": f"{record.topic}/{record.partition}/{record.offset}"}
 
 
 def _short(e: Exception) -> str:
