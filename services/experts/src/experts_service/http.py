@@ -319,6 +319,9 @@ async def directory_reader(request: Request) -> Principal | None:
     if not public and not who.roles & set(SEARCHERS):
         raise Problem(403, "Forbidden", "In this programme the expert directory is open to support institutions "
                       "and the programme's staff only (R-ANC-02).")
+    if not public and not who.first_party:  # as servicekit.auth.require: this route names no scope
+        raise Problem(403, "Forbidden", "This token was issued to a third-party application; the restricted expert "
+                      "directory is not among the actions its granted scopes name.")
     return who
 
 
