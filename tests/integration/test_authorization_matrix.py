@@ -103,20 +103,9 @@ def allow(*groups) -> frozenset[str]:
     return frozenset(out)
 
 
-# Cells whose final behaviour is deny (R-PF-05), allowed until bureau least privilege lands: (service, method, route,
-# principal). Only bureau-of-another-block cells of identity's platform routes and budget's frame routes.
-AWAITING_R_PF_05 = {
-    ("identity", "POST", "/platforms", BUREAU_X),
-    ("identity", "GET", "/platforms/{platform_id}", BUREAU_X),
-    ("identity", "POST", "/platforms/{platform_id}/renewals", BUREAU_X),
-    ("identity", "POST", "/platforms/{platform_id}/members", BUREAU_X),
-    ("identity", "DELETE", "/platforms/{platform_id}/members/{org_id}", BUREAU_X),
-    ("budget", "POST", "/frames", BUREAU_X),
-    ("budget", "GET", "/frames/{frame_id}", BUREAU_X),
-    ("budget", "GET", "/frames/{frame_id}/ledger", BUREAU_X),
-    ("budget", "GET", "/frames/{frame_id}/check", BUREAU_X),
-    ("budget", "POST", "/frames/{frame_id}/close", BUREAU_X),
-}
+# Cells allowed for now although their final behaviour is deny: (service, method, route, principal). Empty since bureau
+# least privilege (R-PF-05) landed: a bureau of another block is denied on identity's platform and budget's frame routes.
+AWAITING_R_PF_05: set[tuple[str, str, str, str]] = set()
 
 
 # --- the world ------------------------------------------------------------------------------------------------------
