@@ -243,3 +243,20 @@ def test_R_PF_05_R_BUD_05_a_bureau_s_reports_cover_its_block_only():
     assert report_blocks({"agency"}, None, None) == (None, None)        # national: every block ...
     assert report_blocks({"operator"}, None, "kyushu") == ("kyushu", None)  # ... or the one asked for
     assert report_blocks({"institution"}, None, "kyushu") == ("kyushu", None)  # R-PF-04 limits institutions
+
+
+@pytest.mark.parametrize("settle", ["commit", "release"])
+def test_R_DSP_11_R_BUD_04_a_zero_fee_dispatch_reserves_saves_reloads_and_settles(settle):
+    """A dispatch whose fee is 0 (R-DSP-11: the expert's own employer, personnel costs subsidised) reserves 0 yen; the
+    stored balances drop the zero entry, and the reloaded frame must still commit or release it (it used to fail)."""
+    f = frame()
+    f.set_share(MEM, "dispatch_member", 50_000, actor="rep", why="", at=AT)
+    assert reserve(f, "c0", fee=0, travel=0).kind == "reserved"
+    reloaded = Frame.from_state(f.frame_id, f.state(), reservations=[{"state": "open", **asdict(r)}
+                                                                    for r in f.reservations.values()])
+    if settle == "commit":
+        a = reloaded.commit(command_id="k0", dispatch_id="d-c0", fee=0, travel=0, actor="agency", at=AT)
+        assert (a.kind, a.spent, a.uncovered) == ("committed", 0, 0)
+    else:
+        assert reloaded.release(command_id="r0", dispatch_id="d-c0", reason="", actor="x", at=AT).kind == "released"
+    assert reloaded.violations() == []

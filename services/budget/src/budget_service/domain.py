@@ -404,7 +404,7 @@ class Frame:
         del self.reservations[dispatch_id]
         self.reservation_changes.append(("committed", r))
         self.settled[dispatch_id] = "committed"
-        b.reserved[r.member_id] -= r.amount
+        _add(b.reserved, r.member_id, -r.amount)  # a zero reservation has no stored entry (R-DSP-11)
         actual = fee + travel
         spend = min(actual, self.available(r.member_id))  # available now includes the released reservation
         spend_fee = min(fee, spend)
@@ -430,7 +430,7 @@ class Frame:
                                        reason=f"dispatch {dispatch_id} holds no open reservation"))
         self.reservation_changes.append(("released", r))
         self.settled[dispatch_id] = "released"
-        self.balances.reserved[r.member_id] -= r.amount
+        _add(self.balances.reserved, r.member_id, -r.amount)
         self._entry("release", actor, f"dispatch {dispatch_id} released: {reason or 'cancelled'}", at,
                     member_id=r.member_id, dispatch_id=dispatch_id, command_id=command_id, reserved=-r.amount)
         return self._answer(Answer("released", command_id, dispatch_id, r.member_id, r.amount))
