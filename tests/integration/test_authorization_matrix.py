@@ -249,7 +249,8 @@ def identity_rows(w: World) -> dict:
         ("POST", "/organisations"): Row(allow(BUREAUS, OPERATOR), "/organisations", {"name": "x", "kind": "body"}),
         ("GET", "/organisations/{org_id}"): Row(allow(BUREAUS, AGENCY, OPERATOR, INSTITUTIONS),
                                                 f"/organisations/{x['rep']}"),
-        ("POST", "/organisations/{org_id}/staff"): Row(allow(BUREAUS, OPERATOR), f"/organisations/{x['shinkin']}/staff",
+        # R-PF-05: linking staff hands over the organisation's platform rights: only the bureau of its block
+        ("POST", "/organisations/{org_id}/staff"): Row(allow(BUREAU, OPERATOR), f"/organisations/{x['shinkin']}/staff",
                                                        {"account_id": x["spare_staff"]}),
         ("POST", "/platforms"): Row(allow(BUREAU, OPERATOR), "/platforms", {
             "name": "PF2", "bureau_id": BLOCK, "fiscal_year": FY, "representative_id": x["rep"],
@@ -341,6 +342,8 @@ def dispatch_rows(w: World) -> dict:
         ("POST", "/requests/{dispatch_id}/confirm"): Row(STAFF, f"/requests/{d2}/confirm", {"travel": 1000}, hides=True),
         ("POST", "/requests/{dispatch_id}/cancel"): Row(allow(BIZ_PEOPLE, DLG, STAFF), f"/requests/{d3}/cancel",
                                                         {"reason": "solved otherwise"}, hides=True),
+        # R-DSP-08/14: only the agency (and operators) retry a dispatch the budget left unanswered (409 otherwise)
+        ("POST", "/requests/{dispatch_id}/budget-retry"): Row(STAFF, f"/requests/{d2}/budget-retry", hides=True),
         ("POST", "/requests/{dispatch_id}/refuse"): Row(allow(AGENCY), f"/requests/{d3}/refuse",
                                                         {"reason": "unsuitable request"}, hides=True),
         # fraud revokes the accounts involved (R-DSP-13): role-gated on a dispatch that does not exist

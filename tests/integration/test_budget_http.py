@@ -13,7 +13,7 @@ import pytest
 from contracts.events.budget import CommitBudget, ReleaseBudget, ReserveBudget, frame_id
 from tests.integration.budget_helpers import (BUREAU, MEMBER, OTHER_BUREAU, OUTSIDER, PLATFORM, REP, answers, auth,
                                               bureau, dispatch_member, publish, register_platform, representative)
-from tests.support import read_topic
+from tests.support import eventually, read_topic
 
 FID = frame_id(2026, PLATFORM)
 
@@ -195,3 +195,24 @@ async def test_R_PF_05_a_bureau_acts_only_on_its_own_block_s_frames_ledgers_chec
         assert (await budget.get(f"/frames/{kyushu_fid}/ledger", headers=national)).status_code == 200
     assert (await budget.post(f"/frames/{kyushu_fid}/close", json={}, headers=auth("ag", ["agency"]))).status_code == 200
     assert (await budget.post(f"/frames/{FID}/close", json={}, headers=bureau())).status_code == 200
+
+
+async def test_R_DSP_11_zero_fee_dispatch_is_reserved_and_committed_through_kafka(budget, infra, ns):
+    """The expert's own employer with subsidised personnel costs: fee 0 (R-DSP-11). Its reservation of 0 yen must be
+    committed, so the dispatch reaches `paid` (its CommitBudget used to be dead-lettered)."""
+    assert (await allocate(budget, fee=100_000, travel=20_000)).status_code == 201
+    assert (await budget.put(f"/frames/{FID}/shares/{MEMBER}", json={"amount": 50_000},
+                             headers=representative())).status_code == 200
+    cmds = ns.topic("budget.commands")
+
+    async def answered(kind: str) -> bool:
+        records = await read_topic(infra.kafka, ns.topic("budget.events"), min_count=1, timeout=3)
+        return "dz" in answers(records).get(kind, set())
+
+    await publish(infra.kafka, cmds, [
+        ReserveBudget(command_id="z1", frame_id=FID, dispatch_id="dz", member_id=MEMBER, fee=0, travel=0)])
+    await eventually(lambda: answered("BudgetReserved"), timeout=30)
+    await publish(infra.kafka, cmds, [CommitBudget(command_id="zk", frame_id=FID, dispatch_id="dz", fee=0, travel=0)])
+    await eventually(lambda: answered("BudgetCommitted"), timeout=30)
+    assert await read_topic(infra.kafka, ns.topic("budget.commands.dlq"), min_count=1, timeout=2) == []
+    assert (await budget.get(f"/frames/{FID}/check", headers=bureau())).json()["consistent"] is True
