@@ -235,8 +235,14 @@ async def test_R_DSP_14_saga_survives_silence_and_duplicate_answers_without_doub
         "start": extra.isoformat(), "end": (extra + timedelta(hours=2)).isoformat(), "reason": "forgot to check in",
         "signed": True, "signature": "Expert ex-1"})
     assert r.status_code == 201 and r.json()["status"] == "reported", r.text
-    r = await world.http.post(f"/requests/{done}/confirm", json={"travel": 800}, headers=auth(sub="agent-1", roles=["agency"]))
+    agency = auth(sub="agent-1", roles=["agency"])
+    r = await world.http.post(f"/requests/{done}/confirm", json={"travel": 800}, headers=agency)
+    # nothing is dropped silently: the agency sees the unsigned visit and must approve paying without it
+    assert r.status_code == 409 and [f["code"] for f in r.json()["findings"]] == ["visit_unsigned"], r.text
+    r = await world.http.post(f"/requests/{done}/confirm", json={"travel": 800, "approve": ["visit_unsigned"]},
+                              headers=agency)
     assert r.status_code == 200, r.text
+    assert [f["code"] for f in r.json()["confirmation"]["approved_findings"]] == ["visit_unsigned"]
     assert (r.json()["status"], r.json()["fee"], r.json()["travel"]) == ("confirmed", 12_500, 800)  # 2 h 59 → 2.5 h
     commit = await world.command("budget.CommitBudget", done)
     assert (commit["fee"], commit["travel"]) == (12_500, 800)

@@ -18,6 +18,7 @@ from dispatch_service.domain import (BEFORE_APPROVAL, RESERVED_STATUSES, Invalid
 from dispatch_service.domain.eligibility import SUPPORT_KINDS, check_visit_caps, refusal
 from dispatch_service.domain.programmes import programme_to_doc
 from dispatch_service.domain.saga import UNANSWERED, waiting_for
+from dispatch_service.domain.settlement import findings
 from dispatch_service.domain.slots import gives_back
 from dispatch_service.store import Store, new_id, now
 from servicekit.auth import Principal, require
@@ -116,6 +117,9 @@ class ReportIn(BaseModel):
 class ConfirmIn(BaseModel):
     travel: int | None = Field(default=None, ge=0, le=100_000_000, description="actual travel costs, yen; default: the estimate")
     note: str = ""
+    approve: list[str] = Field(default_factory=list, max_length=10, description=(
+        "codes of the findings (unsigned visits, work beyond the R-DSP-07 caps) the agency approves; without them "
+        "confirmation is refused and the findings are listed"))
 
 
 class CancelIn(BaseModel):
@@ -482,11 +486,17 @@ async def confirm(dispatch_id: str, body: ConfirmIn, request: Request,
 
     def decide(d: dict):
         step_or_409(d, "confirmed")
+        visits = verified_visits(d)
+        found = findings(visits, sum(1 for v in d["visits"] if _minutes(v) is None), prog)
+        if unapproved := [f for f in found if f.code not in body.approve]:
+            raise Problem(409, "Findings to approve before payment", " ".join(f.message for f in unapproved) +
+                          " Approve them by their codes (approve) to confirm anyway.",
+                          findings=[f.__dict__ for f in unapproved])
         exemption = fee_exemption(expert_employer_id=expert_doc.get("employer_org_id"),
                                   requesting_institution_id=d.get("institution_id"),
                                   personnel_cost_subsidised=bool(expert_doc.get("personnel_cost_subsidised")))
         travel = body.travel if body.travel is not None else d.get("travel_estimate", 0)
-        fee = compute_fee(verified_visits(d), prog, travel=travel, exemption=exemption)
+        fee = compute_fee(visits, prog, travel=travel, exemption=exemption)
         command = CommitBudget(command_id=new_id("commit"), frame_id=d["reserve"]["frame_id"], dispatch_id=d["_id"],
                                fee=fee.fee, travel=fee.travel)
         completed = DispatchCompleted(
@@ -496,7 +506,8 @@ async def confirm(dispatch_id: str, body: ConfirmIn, request: Request,
             institution_account_id=d["requested_by"] if d["route"] == "A" else None, completed_at=now())
         upd = Store.step(d, "confirmed", actor=p.subject)
         upd["$set"].update(fee=fee.fee, travel=fee.travel, paid_minutes=fee.paid_minutes, fee_exemption=exemption,
-                           confirmation={"by": p.subject, "at": now(), "note": body.note},
+                           confirmation={"by": p.subject, "at": now(), "note": body.note,
+                                         "approved_findings": [f.__dict__ for f in found]},
                            commit={"command_id": command.command_id, "fee": fee.fee, "travel": fee.travel,
                                    "sent_at": now(), "attempts": 1})
         return upd, [store.status_event(d, "confirmed", actor=p.subject, fee=fee.fee, travel=fee.travel),
