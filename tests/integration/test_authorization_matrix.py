@@ -344,6 +344,9 @@ def dispatch_rows(w: World) -> dict:
                                                         {"reason": "solved otherwise"}, hides=True),
         # R-DSP-08/14: only the agency (and operators) retry a dispatch the budget left unanswered (409 otherwise)
         ("POST", "/requests/{dispatch_id}/budget-retry"): Row(STAFF, f"/requests/{d2}/budget-retry", hides=True),
+        ("POST", "/requests/{dispatch_id}/shortfall"): Row(STAFF, f"/requests/{d2}/shortfall",
+                                                           {"decision": "written_off", "note": "frame exhausted"},
+                                                           hides=True),
         ("POST", "/requests/{dispatch_id}/refuse"): Row(allow(AGENCY), f"/requests/{d3}/refuse",
                                                         {"reason": "unsuitable request"}, hides=True),
         # fraud revokes the accounts involved (R-DSP-13): role-gated on a dispatch that does not exist

@@ -567,3 +567,25 @@ async def test_R_DSP_03_a_crash_between_slot_claim_and_request_write_loses_no_fr
 
 async def _none_left(w: World, business: str) -> bool:
     return await w.db.free_slots.count_documents({"business_id": business}) == 0
+
+
+async def test_R_DSP_10_a_fee_above_the_reservation_is_a_visible_shortfall_the_agency_settles(world):
+    d = await world.request("biz-short")
+    did = d["dispatch_id"]
+    await world.reserved(await world.command("budget.ReserveBudget", did))
+    await eventually(lambda: world.status(did, "approved"))
+    await complete_visits(world, did, minutes=120)
+    agency = auth(sub="agent-1", roles=["agency"])
+    assert (await world.http.post(f"/requests/{did}/confirm", json={}, headers=agency)).status_code == 200
+    commit = await world.command("budget.CommitBudget", did)
+    await world.publish(BudgetCommitted(frame_id=commit["frame_id"], dispatch_id=did, command_id=commit["command_id"],
+                                        spent=9_000, returned=0, uncovered=1_000), producer="budget")
+    paid = await eventually(lambda: world.status(did, "paid"))
+    assert paid["shortfall"]["amount"] == 1_000 and paid["shortfall"]["status"] == "open"
+    events = await world.records("dispatch.events", "dispatch.DispatchStatusChanged", 1, {did})
+    assert [e["payload"]["reason_code"] for e in events if e["payload"]["status"] == "paid"] == ["fee_above_reservation"]
+    body = {"decision": "written_off", "note": "the expert agreed; the frame was exhausted"}
+    assert (await world.http.post(f"/requests/{did}/shortfall", json=body, headers=staff("biz-short"))).status_code == 403
+    r = await world.http.post(f"/requests/{did}/shortfall", json=body, headers=agency)
+    assert r.status_code == 200 and r.json()["shortfall"]["status"] == "written_off"
+    assert (await world.http.post(f"/requests/{did}/shortfall", json=body, headers=agency)).status_code == 409

@@ -59,9 +59,15 @@ def budget_handlers(store: Store):
             if (d.get("commit") or {}).get("command_id") != e.command_id or waiting_for(d) != "commit":
                 return None
             upd = Store.step(d, "paid", actor="budget")
-            upd["$set"]["payment"] = {"spent": e.spent, "returned": e.returned, "at": now(),
+            upd["$set"]["payment"] = {"spent": e.spent, "returned": e.returned, "uncovered": e.uncovered, "at": now(),
                                       "command_id": e.command_id, "event_id": env.event_id}
-            return upd, [store.status_event(d, "paid", cause=env, fee=d.get("fee"), travel=d.get("travel"))]
+            code = reason = None
+            if e.uncovered:  # never a silent shortfall: the agency decides (R-BUD-03, R-DSP-10)
+                code, reason = "fee_above_reservation", (f"{e.uncovered} yen of the fee and travel were not covered "
+                                                         "by the frame; the agency decides how they are settled.")
+                upd["$set"]["shortfall"] = {"amount": e.uncovered, "status": "open", "at": now()}
+            return upd, [store.status_event(d, "paid", cause=env, fee=d.get("fee"), travel=d.get("travel"),
+                                            reason_code=code, reason=reason)]
 
         await _apply(store, e.dispatch_id, decide, "dispatch.BudgetCommitted")
 

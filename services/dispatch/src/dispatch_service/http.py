@@ -540,6 +540,28 @@ async def budget_retry(dispatch_id: str, request: Request, p: Principal = Depend
     return public(await store.mutate(dispatch_id, decide, actor=p.subject))
 
 
+class ShortfallIn(BaseModel):
+    decision: Literal["topped_up", "written_off"] = Field(description="topped_up: paid from another source (say which "
+                                                          "in the note); written_off: the expert is not paid the rest")
+    note: str = Field(min_length=3, max_length=1000)
+
+
+@router.post("/requests/{dispatch_id}/shortfall", summary="The agency settles a fee the frame did not cover (visible "
+             "until settled; R-DSP-10, R-BUD-03)")
+async def settle_shortfall(dispatch_id: str, body: ShortfallIn, request: Request,
+                           p: Principal = Depends(require("agency", "operator"))) -> dict:
+    store = store_of(request)
+    await load(request, dispatch_id, p)
+
+    def decide(d: dict):
+        if (d.get("shortfall") or {}).get("status") != "open":
+            raise Problem(409, "No open shortfall", "This dispatch has no uncovered fee waiting for a decision.")
+        return {"$set": {"shortfall": {**d["shortfall"], "status": body.decision, "decided_by": p.subject,
+                                       "decided_at": now(), "note": body.note}}}, []
+
+    return public(await store.mutate(dispatch_id, decide, actor=p.subject, action="dispatch.ShortfallSettled"))
+
+
 # --- cancellation and fraud (R-DSP-14, R-DSP-13) -------------------------------------------------------
 def cancel_update(store: Store, d: dict, reason: str, actor: str, cause=None) -> tuple[dict, list]:
     """R-DSP-14: cancel; a held reservation is released. A reservation still being answered is released

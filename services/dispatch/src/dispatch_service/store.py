@@ -105,7 +105,9 @@ class Store:
                                        events=events)
             if res.matched_count == 1:
                 if not events:
-                    await self.audit(actor, action, dispatch_id, {k: v for k, v in update.get("$set", {}).items()
+                    # field paths ("a.b") are not valid keys in a stored document: "a/b" in the audit entry
+                    await self.audit(actor, action, dispatch_id, {k.replace(".", "/"): v for k, v in
+                                                                  update.get("$set", {}).items()
                                                                   if isinstance(v, (str, int, float, bool))})
                 return await self.get(dispatch_id) if reload else {**doc, "_changed": True}
         raise Problem(409, "Changed concurrently", "The dispatch changed while you acted on it; please try again.")
