@@ -72,3 +72,36 @@ DELEGATION_SCOPES = ("profile:read", "profile:write", "dispatch:request", "dispa
 # Scopes of user tokens. `portal`: the first-party portal front ends act with the user's full rights; a
 # third-party client's user token never carries it and reaches only the routes its consented scopes open.
 PORTAL_SCOPE = "portal"
+
+
+# R-PF-05 least privilege by place: the one rule every service applies to bureau accounts (the token's `bureau_id`).
+NATIONAL_ROLES = frozenset({"operator", "agency"})  # act on every block (the agency only where its role lets it at all)
+
+
+def bureau_may(principal_bureau: str | None, block: str | None) -> bool:
+    """R-PF-05: a bureau acts on a platform (its frames, ledgers, reports) only if it belongs to the bureau's own
+    block. A bureau without a block, or something of no known block, matches nothing."""
+    return bool(principal_bureau) and principal_bureau == block
+
+
+def place_problem(roles, principal_bureau: str | None, blocks=(), *, any_block: bool = False) -> str | None:
+    """R-PF-05: why the caller may not act on something of `blocks` (one block, or the blocks of every platform
+    concerned; None: of no known block), or None if it may. Operators and the agency act nationally; a bureau only
+    within its own block (`any_block`: nothing of a block is concerned yet, e.g. a report it filters to its block),
+    and a bureau token without a block on nothing at all. Other roles are not limited by place here (R-PF-04
+    decides for institutions)."""
+    roles = set(roles)
+    if roles & NATIONAL_ROLES or "bureau" not in roles:
+        return None
+    if not principal_bureau:
+        return ("This bureau account carries no block (bureau_id) in its token, so it may act on no block's "
+                "platforms, frames or reports (R-PF-05); an operator gives every bureau account its block.")
+    if any_block:
+        return None
+    blocks = (blocks,) if blocks is None or isinstance(blocks, str) else tuple(blocks)
+    foreign = sorted({b for b in blocks if b and not bureau_may(principal_bureau, b)})
+    if foreign or any(not b for b in blocks):
+        where = f"block {', '.join(foreign)}" if foreign else "no known block"
+        return (f"This belongs to {where}; a bureau account of block {principal_bureau} acts only on its own "
+                "block's platforms, frames and reports (R-PF-05).")
+    return None

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
-from contracts.vocab import RIGHTS, MemberRole, Right
+from contracts.vocab import NATIONAL_ROLES, RIGHTS, MemberRole, Right, bureau_may, place_problem  # noqa: F401 (R-PF-05)
 
 
 @dataclass(frozen=True)
@@ -51,34 +51,7 @@ def _yen(value, what: str) -> int:
     return value
 
 
-# --- least privilege by place (R-PF-05) ----------------------------------------------------------------
-NATIONAL_ROLES = frozenset({"operator", "agency"})  # see every block (and act where their role lets them at all)
-
-
-def bureau_may(principal_bureau: str | None, frame_bureau: str | None) -> bool:
-    """R-PF-05: a bureau acts on a frame (and its ledger, check and report lines) only if the frame's platform
-    belongs to the bureau's own block. A bureau without a block, or a frame of no known block, matches nothing."""
-    return bool(principal_bureau) and principal_bureau == frame_bureau
-
-
-def place_problem(roles, principal_bureau: str | None, block: str | None = None, *, any_block: bool = False) -> str | None:
-    """R-PF-05: why the caller may not act on a frame of `block`, or None if it may. Operators and the agency act
-    nationally; a bureau only within its own block (`any_block`: nothing of a block is concerned yet, e.g. a
-    report it filters to its block), and a bureau token without a block on nothing at all. Other roles are not
-    limited by place here (R-PF-04 decides for institutions)."""
-    roles = set(roles)
-    if roles & NATIONAL_ROLES or "bureau" not in roles:
-        return None
-    if not principal_bureau:
-        return ("This bureau account carries no block (bureau_id) in its token, so it may act on no block's "
-                "platforms, frames or reports (R-PF-05); an operator gives every bureau account its block.")
-    if any_block or bureau_may(principal_bureau, block):
-        return None
-    where = f"block {block}" if block else "no known block"
-    return (f"This belongs to {where}; a bureau account of block {principal_bureau} acts only on its own block's "
-            "platforms, frames and reports (R-PF-05).")
-
-
+# --- least privilege by place (R-PF-05): the rule is shared (contracts.vocab); reports are budget's own -------
 def report_blocks(roles, principal_bureau: str | None, asked: str | None) -> tuple[str | None, str | None]:
     """R-PF-05, R-BUD-05: (the block a report is limited to or None for every block, why it is refused or None).
     A bureau's reports cover its own block only, whatever it asks for; asking for another block is refused."""

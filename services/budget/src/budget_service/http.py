@@ -155,7 +155,7 @@ def must_represent(p: Principal, platform_id: str) -> None:
 
 
 def in_place(p: Principal, block: str | None = None, *, any_block: bool = False) -> None:
-    """R-PF-05: refuses a bureau acting outside its block (or without one); see domain.place_problem."""
+    """R-PF-05: refuses a bureau acting outside its block (or without one); see contracts.vocab.place_problem."""
     if problem := place_problem(p.roles, p.bureau_id, block, any_block=any_block):
         raise Problem(403, "Not your block" if p.bureau_id else "No block", problem)
 

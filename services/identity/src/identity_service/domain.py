@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from contracts.vocab import DISPATCH_CAPABLE_TYPES, RIGHTS, MemberRole
+from contracts.vocab import DISPATCH_CAPABLE_TYPES, RIGHTS, MemberRole, bureau_may, place_problem  # noqa: F401 (R-PF-05)
 
 _DIGITS13 = re.compile(r"^[0-9]{13}$")
 
@@ -279,34 +279,7 @@ def memberships_claim(org_id: str, platforms: list[dict], fiscal_year: int) -> l
     return out
 
 
-# --- least privilege by place (R-PF-05) ----------------------------------------------------------
-NATIONAL_ROLES = frozenset({"operator", "agency"})  # act on every block (the agency only where it may act at all)
-
-
-def bureau_may(principal_bureau: str | None, platform_bureau: str | None) -> bool:
-    """R-PF-05: a bureau acts on a platform only if the platform belongs to the bureau's own block. A bureau
-    without a block, or a platform of no known block, matches nothing."""
-    return bool(principal_bureau) and principal_bureau == platform_bureau
-
-
-def place_problem(roles, principal_bureau: str | None, blocks=()) -> str | None:
-    """R-PF-05: why the caller may not act on something of `blocks` (the blocks of the platforms concerned), or
-    None if it may. Operators and the agency act nationally; a bureau only within its own block, and a bureau
-    token without a block on nothing at all. Other roles are not limited by place here (R-PF-04 decides for
-    institutions)."""
-    roles = set(roles)
-    if roles & NATIONAL_ROLES or "bureau" not in roles:
-        return None
-    if not principal_bureau:
-        return ("This bureau account carries no block (bureau_id) in its token, so it may act on no block's "
-                "platforms, frames or reports (R-PF-05); an operator gives every bureau account its block.")
-    foreign = sorted({b for b in blocks if b and not bureau_may(principal_bureau, b)})
-    unknown = any(not b for b in blocks)
-    if foreign or unknown:
-        where = f"block {', '.join(foreign)}" if foreign else "no known block"
-        return (f"This belongs to {where}; a bureau account of block {principal_bureau} acts only on its own "
-                "block's platforms, frames and reports (R-PF-05).")
-    return None
+# --- least privilege by place (R-PF-05): bureau_may, place_problem and NATIONAL_ROLES live in contracts.vocab ------
 
 
 # --- once-only business profile (R-ID-03, R-ANC-04) ----------------------------------------------

@@ -31,7 +31,7 @@ READERS = ("operator", "bureau", "agency", "institution")
 
 
 def in_place(who: Principal, *blocks: str | None) -> None:
-    """R-PF-05: refuses a bureau acting outside its block (or without one); see domain.place_problem."""
+    """R-PF-05: refuses a bureau acting outside its block (or without one); see contracts.vocab.place_problem."""
     if problem := domain.place_problem(who.roles, who.bureau_id, blocks):
         raise Problem(403, "Not your block" if who.bureau_id else "No block", problem)
 
