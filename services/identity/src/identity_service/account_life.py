@@ -13,10 +13,11 @@ import html
 import logging
 import os
 import time
+from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Form, Request
 from fastapi.responses import HTMLResponse
-from pydantic import BaseModel, Field, field_validator
+from pydantic import AfterValidator, BaseModel, Field
 
 from identity_service import domain, mail, oidc, secrets
 from identity_service.audit import record
@@ -136,15 +137,18 @@ class EmailIn(BaseModel):
     email: str = Field(pattern=EMAIL_PATTERN, max_length=254)
 
 
-class NewPasswordIn(TokenIn):
-    password: str = Field(min_length=1, max_length=256)
+def _strong(v: str) -> str:
+    if problem := domain.password_problem(v):
+        raise ValueError(problem)
+    return v
 
-    @field_validator("password")
-    @classmethod
-    def _strong(cls, v: str) -> str:
-        if problem := domain.password_problem(v):
-            raise ValueError(problem)
-        return v
+
+# A password as every form takes it (sign-up, staff accounts, reset): domain.password_problem's strength rules
+StrongPassword = Annotated[str, Field(min_length=1, max_length=256), AfterValidator(_strong)]
+
+
+class NewPasswordIn(TokenIn):
+    password: StrongPassword
 
 
 class AcceptedOut(BaseModel):

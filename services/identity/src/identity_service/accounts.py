@@ -7,7 +7,7 @@ import uuid
 from typing import Literal
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field
 from pymongo.errors import DuplicateKeyError
 
 from contracts.events.identity import AccountRegistered, AccountRevoked, ClientRegistered, ClientRevoked
@@ -23,16 +23,9 @@ StaffKind = Literal["bureau", "agency", "operator"]
 
 class AccountIn(BaseModel):
     email: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254)
-    password: str = Field(min_length=1, max_length=256)
+    password: account_life.StrongPassword
     real_name: str = Field(min_length=1, max_length=100, description="実名 (real name, R-ID-01)")
     kind: SelfServiceKind
-
-    @field_validator("password")
-    @classmethod
-    def _strong(cls, v: str) -> str:
-        if problem := domain.password_problem(v):
-            raise ValueError(problem)
-        return v
 
 
 class StaffAccountIn(AccountIn):
