@@ -42,10 +42,7 @@ async def send_verification(svc, account: dict, *, throttle: bool = True) -> boo
     sent = (account.get("mails") or {}).get("verify", [])
     if throttle and not domain.mail_allowed(sent, now):
         return False
-    token = secrets.new_token()
-    await db.verification_tokens.delete_many({"account_id": account["_id"]})
-    await db.verification_tokens.insert_one({"_id": secrets.digest(token), "account_id": account["_id"],
-                                             "expires_at": now + domain.VERIFICATION_TTL})
+    token = await _new_link_token(db.verification_tokens, account["_id"], now + domain.VERIFICATION_TTL)
     await db.accounts.update_one({"_id": account["_id"]}, {"$set": {"mails.verify": domain.mail_history(sent, now)}})
     subject, body = mail.verification_mail(account["real_name"], f"{pages_url()}/verify-email#token={token}", token,
                                            domain.VERIFICATION_TTL // 3600)
@@ -53,6 +50,14 @@ async def send_verification(svc, account: dict, *, throttle: bool = True) -> boo
     await record(db, actor=account["_id"], action="identity.VerificationMailSent", key=account["_id"],
                  payload={"expires_at": now + domain.VERIFICATION_TTL})
     return True
+
+
+async def _new_link_token(col, account_id: str, expires_at: float) -> str:
+    """A single-use link token for the account, stored only as its digest; the account's earlier link stops working."""
+    token = secrets.new_token()
+    await col.delete_many({"account_id": account_id})
+    await col.insert_one({"_id": secrets.digest(token), "account_id": account_id, "expires_at": expires_at})
+    return token
 
 
 async def resend_verification(svc, email: str) -> None:
@@ -84,10 +89,7 @@ async def request_reset(svc, email: str) -> None:
     sent = (account.get("mails") or {}).get("reset", [])
     if not domain.mail_allowed(sent, now):
         return
-    token = secrets.new_token()
-    await db.reset_tokens.delete_many({"account_id": account["_id"]})  # only the newest link works
-    await db.reset_tokens.insert_one({"_id": secrets.digest(token), "account_id": account["_id"],
-                                      "expires_at": now + domain.RESET_TTL})
+    token = await _new_link_token(db.reset_tokens, account["_id"], now + domain.RESET_TTL)
     await db.accounts.update_one({"_id": account["_id"]}, {"$set": {"mails.reset": domain.mail_history(sent, now)}})
     subject, body = mail.reset_mail(account["real_name"], f"{pages_url()}/reset-password#token={token}", token,
                                     domain.RESET_TTL // 60)
