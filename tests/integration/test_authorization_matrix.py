@@ -347,6 +347,15 @@ def dispatch_rows(w: World) -> dict:
         ("POST", "/requests/{dispatch_id}/shortfall"): Row(STAFF, f"/requests/{d2}/shortfall",
                                                            {"decision": "written_off", "note": "frame exhausted"},
                                                            hides=True),
+        # R-DSP-15: the agency's integrity queue; only the agency reviews (404 for a flag that does not exist)
+        ("GET", "/integrity/flags"): Row(STAFF, "/integrity/flags"),
+        ("POST", "/integrity/flags/{flag_id}/review"): Row(allow(AGENCY), "/integrity/flags/flag-none/review",
+                                                           {"decision": "dismissed", "note": "no concern"}),
+        # R-REC-08: the business answers its own surveys (409 while none is scheduled); the KPI for the agency,
+        # operators and bureaus (a bureau sees its own block's)
+        ("POST", "/requests/{dispatch_id}/outcomes/{months}"): Row(BIZ_PEOPLE, f"/requests/{d2}/outcomes/3",
+                                                                   {"results_achieved": True}, hides=True),
+        ("GET", "/outcomes/kpi"): Row(allow(STAFF, BUREAUS), "/outcomes/kpi"),
         ("GET", "/requests/{dispatch_id}/findings"): Row(STAFF, f"/requests/{d2}/findings", hides=True),
         # R-DSP-13: only the agency settles a refund claim (409 on a dispatch without one)
         ("POST", "/requests/{dispatch_id}/refund"): Row(allow(AGENCY), f"/requests/{d2}/refund",
