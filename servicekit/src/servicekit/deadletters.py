@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from pymongo import AsyncMongoClient
 from pymongo.errors import DuplicateKeyError
 
@@ -80,35 +81,46 @@ def matches(d: DeadLetter, *, reason: str | None = None, key: str | None = None,
             and (not ids or d.id in ids))
 
 
-async def read_all(bootstrap: str, topics: list[str]) -> list[DeadLetter]:
-    """Every record now on `topics`, from the beginning to the current end (no consumer group: reads change nothing)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-    await consumer.start()
-    out: list[DeadLetter] = []
+async def read_to_end(bootstrap: str, topics: list[str]):
+    """Yields every record now on `topics`, from the beginning to the end they have at the start (no consumer
+    group: reading changes nothing). Topics that do not exist yield nothing."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
     try:
-        existing = await consumer.topics()
-        tps = [TopicPartition(t, p) for t in topics if t in existing
-               for p in sorted(consumer.partitions_for_topic(t) or ())]
-        if not tps:
-            return []
+        described = await admin.describe_topics(topics) if topics else []
+    finally:
+        await admin.close()
+    tps = [TopicPartition(t["topic"], p["partition"]) for t in described if t["error_code"] == 0
+           for p in t["partitions"]]
+    if not tps:
+        return
+    # earliest: a fresh assignment starts there; with "latest" its reset raced the seek and sometimes won
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    try:
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)
         await consumer.seek_to_beginning(*tps)
         todo = {tp for tp in tps if ends[tp] > await consumer.position(tp)}
         while todo:
-            batch = await consumer.getmany(*todo, timeout_ms=1000)
-            for tp, records in batch.items():
+            for tp, records in (await consumer.getmany(*todo, timeout_ms=1000)).items():
                 for r in records:
                     if r.offset < ends[tp]:
-                        headers = {k: v.decode(errors="replace") for k, v in r.headers or ()}
-                        out.append(DeadLetter(f"{r.topic}/{r.partition}/{r.offset}",
-                                              r.key.decode(errors="replace") if r.key is not None else None,
-                                              r.value, headers))
+                        yield r
                 if await consumer.position(tp) >= ends[tp]:
                     todo.discard(tp)
     finally:
         await consumer.stop()
-    return out
+
+
+async def read_all(bootstrap: str, topics: list[str]) -> list[DeadLetter]:
+    out = []
+    async for r in read_to_end(bootstrap, topics):
+        headers = {k: v.decode(errors="replace") for k, v in r.headers or ()}
+        out.append(DeadLetter(f"{r.topic}/{r.partition}/{r.offset}",
+                              r.key.decode(errors="replace") if r.key is not None else None, r.value, headers))
+    return sorted(out, key=lambda d: (d.id.rsplit("/", 2)[0], int(d.id.rsplit("/", 2)[1]), int(d.id.rsplit("/", 1)[1])))
 
 
 async def replay(letters: list[DeadLetter], *, bootstrap: str, audit, actor: str, force: bool = False) -> dict:

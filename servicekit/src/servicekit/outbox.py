@@ -126,7 +126,7 @@ class OutboxRelay:
                 dependency = dependency_of(e)
                 if dependency in ("mongodb", "kafka"):
                     self.health.failed(dependency)
-                delay = backoff(self.failed_passes, first=0.5, cap=10.0)
+                delay = backoff(self.failed_passes, first=0.5, cap=5.0)
                 self.failed_passes += 1
                 log.exception("outbox relay pass failed; retrying", extra={"fields": {
                     "dependency": dependency, "error_kind": type(e).__name__, "retry_in": delay}})

@@ -20,38 +20,10 @@ import json
 import os
 import sys
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-
 from servicekit.bus import Undeliverable, decode
+from servicekit.deadletters import read_to_end
 from servicekit.faults import backoff, is_transient
 from servicekit.store import record_audit
-
-
-async def replay_topic(bootstrap: str, topic: str, on_record) -> int:
-    """Calls `await on_record(record)` for every record of `topic` from the beginning to its end now."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-    await consumer.start()
-    count = 0
-    try:
-        await consumer.topics()
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        if not tps:
-            return 0
-        consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
-        await consumer.seek_to_beginning(*tps)
-        todo = {tp for tp in tps if ends[tp] > await consumer.position(tp)}
-        while todo:
-            for tp, records in (await consumer.getmany(*todo, timeout_ms=1000)).items():
-                for r in records:
-                    if r.offset < ends[tp]:
-                        await on_record(r)
-                        count += 1
-                if await consumer.position(tp) >= ends[tp]:
-                    todo.discard(tp)
-    finally:
-        await consumer.stop()
-    return count
 
 
 async def rebuild(svc, name: str, actor: str) -> dict:
@@ -84,7 +56,9 @@ async def rebuild(svc, name: str, actor: str) -> dict:
                 attempt += 1
         counts["applied"] += 1
 
-    counts["records"] = await replay_topic(svc.settings.kafka_bootstrap, svc.settings.topic(topic), on_record)
+    async for rec in read_to_end(svc.settings.kafka_bootstrap, [svc.settings.topic(topic)]):
+        await on_record(rec)
+        counts["records"] += 1
     await record_audit(svc.db, actor=actor, action="ops.ReadModelRebuilt", key=name,
                        payload={"topic": topic, "collections": list(collections), **counts})
     return counts
