@@ -219,8 +219,17 @@ class IndexFeed:
             changed: set[str] = set()
             for records in batch.values():
                 for rec in records:
-                    self.apply(rec, changed)
-            await self._reload(changed)
+                    try:
+                        self.apply(rec, changed)
+                    except Exception:  # a bug here must not end the feed or skip the rest of the batch
+                        log.exception("search index feed could not apply a record", extra={"fields": {
+                            "source": f"{rec.topic}/{rec.partition}/{rec.offset}"}})
+            try:
+                await self._reload(changed)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("search index feed could not reload changed experts; continuing")
 
     def apply(self, rec, changed: set[str]) -> None:
         """One record, read by the rules of every consumer (`servicekit.bus.decode`): a record that breaks them is
