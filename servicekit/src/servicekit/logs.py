@@ -74,10 +74,13 @@ class RateLimit(logging.Filter):
         return True
 
 
+rate_limit = RateLimit()  # the process's limiter; `rate_limit.suppressed_total` counts the lines it held back
+
+
 def setup_logging(service: str, level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter(service))
-    handler.addFilter(RateLimit())
+    handler.addFilter(rate_limit)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
