@@ -30,6 +30,7 @@ from servicekit.faults import Health, backoff, dependency_of
 from servicekit.settings import Settings
 
 log = logging.getLogger("servicekit.bus")
+KNOWN_TYPES = frozenset(message_types())  # every message type some topic of the registry carries
 Handler = Callable[[Envelope, Message], Awaitable[None]]
 
 
@@ -164,7 +165,7 @@ def decode(raw: bytes, models: dict[str, type[Message]]) -> tuple[Envelope, Mess
         raise Undeliverable(f"not a valid envelope: {_short(e)}") from None
     model = models.get(env.event_type)
     if model is None:
-        if env.event_type not in message_types():
+        if env.event_type not in KNOWN_TYPES:
             raise Undeliverable(f"unknown message type {env.event_type!r}: no topic of the registry carries it")
         return None
     if env.schema_version > model.version:
