@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from servicekit.faults import Health, dependency_of
+from servicekit.refusals import HTTP_STATUS, Rejected
 from servicekit.security_headers import NO_STORE, NOSNIFF
 
 log = logging.getLogger("servicekit.problems")
@@ -64,6 +65,10 @@ def install(app: FastAPI, health: Health | None = None) -> None:
     @app.exception_handler(Problem)
     async def _problem(_: Request, exc: Problem):
         return problem_response(exc.status, exc.title, exc.detail, **exc.extra)
+
+    @app.exception_handler(Rejected)
+    async def _rejected(_: Request, exc: Rejected):
+        return problem_response(HTTP_STATUS[exc.kind], exc.title, exc.detail, **exc.extra)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError):
