@@ -22,7 +22,8 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     otel_spans_file: str = ""  # JSON lines of finished spans (tests read it); empty: spans are not exported
     outbox_poll_seconds: float = 0.5
-    consumer_max_attempts: int = 3
+    consumer_max_attempts: int = 3  # for a handler's own failures; a dependency that is down is waited for
+    mongo_timeout_ms: int = 2000  # server selection: how long a request waits for an unreachable database
     fault_crash_before_publish: bool = False  # test hook: exit hard between the DB write and the publish
 
     @property

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from contracts import Envelope
 from contracts.events.dispatch import DispatchCompleted
+from contracts.events.experts import ExpertChanged
 from contracts.events.identity import AccountRevoked, MembershipChanged, OrganisationRegistered, PlatformRegistered
 from contracts.events.ratings import ExpertRadarUpdated
 from experts_service import domain
@@ -54,6 +55,15 @@ def ratings_handlers(svc, st: Store) -> dict:
                                           "as_of": e.as_of.isoformat()})
 
     return {ExpertRadarUpdated: on_radar}
+
+
+def own_event_handlers() -> dict:
+    """Every replica's index feed applies `experts.events` (store.IndexFeed); this group consumer only validates
+    them, so a record that breaks the contracts goes to the dead-letter topic once, not once per replica."""
+    async def validated(env: Envelope, e: ExpertChanged) -> None:
+        return None
+
+    return {ExpertChanged: validated}
 
 
 def dispatch_handlers(svc, st: Store) -> dict:
