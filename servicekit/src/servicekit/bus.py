@@ -26,13 +26,13 @@ log = logging.getLogger("servicekit.bus")
 Handler = Callable[[Envelope, Message], Awaitable[None]]
 
 
-def make_broker(settings: Settings, tracer_provider) -> KafkaBroker:
+def make_broker(settings: Settings, tracer_provider, meter_provider=None) -> KafkaBroker:
     return KafkaBroker(
         settings.kafka_bootstrap,
         client_id=settings.service_name,
         enable_idempotence=True,
         acks="all",
-        middlewares=[KafkaTelemetryMiddleware(tracer_provider=tracer_provider)],
+        middlewares=[KafkaTelemetryMiddleware(tracer_provider=tracer_provider, meter_provider=meter_provider)],
         logger=logging.getLogger(f"{settings.service_name}.kafka"),
     )
 
@@ -69,6 +69,8 @@ class Consumer:
         self.broker, self.settings, self.logical = broker, settings, topic
         self.topic, self.dlq = settings.topic(topic), settings.topic(TOPICS[topic].dlq)
         self.handlers = {m.message_type: (m, h) for m, h in handlers.items()}
+        self.dead_letters = 0  # written by this consumer since start (counters for servicekit.metrics)
+        self.retries = 0  # handler runs that failed and were tried again
         broker.subscriber(
             self.topic, group_id=f"{settings.topic_prefix}{settings.service_name}", auto_offset_reset="earliest",
             ack_policy=AckPolicy.ACK, decoder=_raw, title=f"{settings.service_name}:{topic}",
@@ -95,6 +97,8 @@ class Consumer:
             except Exception as e:  # retried, then dead-lettered: never a silent drop
                 last = e
                 log.warning("handler failed", extra={"fields": {"event_id": env.event_id, "attempt": attempt + 1, "error": repr(e)}})
+                if attempt + 1 < self.settings.consumer_max_attempts:
+                    self.retries += 1
                 await asyncio.sleep(0.2 * 2**attempt)
         await self.dead_letter(message, f"handler failed {self.settings.consumer_max_attempts} times: {last!r}")
 
@@ -103,6 +107,7 @@ class Consumer:
         log.error("message dead-lettered", extra={"fields": {"topic": rec.topic, "offset": rec.offset, "reason": reason}})
         await self.broker.publish(message.body, self.dlq, key=rec.key,
                                   headers=dead_letter_headers(self.settings.service_name, rec, reason))
+        self.dead_letters += 1
 
 
 class Undeliverable(Exception):

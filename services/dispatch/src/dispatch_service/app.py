@@ -6,6 +6,7 @@ from dispatch_service import saga
 from dispatch_service.consumers import budget_handlers, read_model_handlers
 from dispatch_service.domain import InvalidTransition
 from dispatch_service.http import JST, router
+from dispatch_service.metrics import SagaStates
 from dispatch_service.store import Store
 from servicekit.problems import problem_response
 from servicekit.service import Service
@@ -22,6 +23,7 @@ svc.consume("identity.events", identity)
 svc.app.include_router(router)
 svc.app.state.saga_params = saga.params_from_env()
 svc.background("budget-saga-clock")(lambda: saga.run(store, svc.app.state.saga_params))
+svc.background("saga-state-counts")(SagaStates(store).run)
 
 
 @svc.app.exception_handler(InvalidTransition)
