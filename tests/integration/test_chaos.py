@@ -356,6 +356,14 @@ async def test_chaos_faults_under_mixed_load_lose_nothing_double_nothing_and_lea
             await http.aclose()
 
             # --- settle: everything sent is eventually answered and applied
+            async def settle(check, what: str, timeout: float) -> None:
+                try:
+                    await eventually(check, timeout=timeout, interval=1)
+                except AssertionError:
+                    dead = await _dead_letters(infra.kafka, ns.prefix)
+                    raise AssertionError(f"not settled within {timeout} s: {what}; dead letters: {dead}; "
+                                         f"faults: {outcomes}") from None
+
             sent_reservations = set(load.reservations)
             dispatch_db, budget_db = world.db("dispatch"), world.db("budget")
 
@@ -363,22 +371,22 @@ async def test_chaos_faults_under_mixed_load_lose_nothing_double_nothing_and_lea
                 got = answers.answers()
                 ids = {d["_id"] async for d in dispatch_db.dispatches.find({"reserve": {"$exists": True}}, {"_id": 1})}
                 return (sent_reservations | ids) <= got.keys()
-            await eventually(all_answered, timeout=240, interval=1)
+            await settle(all_answered, "every ReserveBudget answered", 240)
 
             async def all_settled():
                 return await dispatch_db.dispatches.count_documents({"status": {"$nin": sorted(SETTLED)}}) == 0
-            await eventually(all_settled, timeout=120, interval=1)
+            await settle(all_settled, "every dispatch approved, refused or budget_unanswered", 120)
 
             ratings_db, notices_db = world.db("ratings"), world.db("notifications")
 
             async def ratings_owed():
                 return await ratings_db.owed.count_documents({"dispatch_id": {"$in": load.ratings}}) >= len(load.ratings)
-            await eventually(ratings_owed, timeout=120, interval=1)
+            await settle(ratings_owed, "every completed dispatch owes its rating", 120)
 
             async def notices_delivered():
                 keys = [f"inbox:notify:{n}" for n in load.notices]
                 return await notices_db.deliveries.count_documents({"_id": {"$in": keys}, "status": "sent"}) == len(keys)
-            await eventually(notices_delivered, timeout=120, interval=1)
+            await settle(notices_delivered, "every Notify in the inbox and e-mailed", 120)
             await asyncio.sleep(2)  # late duplicates, if any, would land now
 
             # --- no lost command, no double effect
