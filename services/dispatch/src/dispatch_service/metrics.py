@@ -8,7 +8,7 @@ import logging
 
 from opentelemetry.metrics import Observation
 
-from dispatch_service.domain.lifecycle import TRANSITIONS
+from contracts.events.dispatch import DispatchStatus
 from dispatch_service.store import Store
 
 log = logging.getLogger("dispatch.metrics")
@@ -23,7 +23,8 @@ class SagaStates:
             unit="{dispatch}", description="Dispatches per status (the saga's states)")
 
     async def refresh(self) -> None:
-        self.counts = {s: await self.store.dispatches.count_documents({"status": s}) for s in TRANSITIONS}
+        self.counts = {s.value: await self.store.dispatches.count_documents({"status": s.value})
+                       for s in DispatchStatus}
 
     async def run(self) -> None:
         while True:
