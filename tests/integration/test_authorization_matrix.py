@@ -144,6 +144,7 @@ def identity_rows(w: World) -> dict:
     own = SIGNED_IN
     return {
         ("GET", "/healthz"): Row(PUBLIC, "/healthz"),
+        ("GET", "/metrics"): Row(PUBLIC, "/metrics"),  # the scraper's, on the internal network; the gateway does not route it
         ("GET", "/readyz"): Row(PUBLIC, "/readyz"),
         ("GET", "/.well-known/openid-configuration"): Row(PUBLIC, "/.well-known/openid-configuration"),
         ("GET", "/jwks.json"): Row(PUBLIC, "/jwks.json"),
@@ -272,6 +273,7 @@ def experts_rows(w: World) -> dict:
     page = {"name": "山田 花子", "qualifications": ["中小企業診断士"], "fields": ["sales_channels"], "regions": ["熊本県"]}
     return {
         ("GET", "/healthz"): Row(PUBLIC, "/healthz"),
+        ("GET", "/metrics"): Row(PUBLIC, "/metrics"),  # the scraper's, on the internal network; the gateway does not route it
         ("GET", "/readyz"): Row(PUBLIC, "/readyz"),
         ("POST", "/experts/me"): Row(allow(EXPERT), "/experts/me", page),
         ("GET", "/experts/me"): Row(allow(EXPERT), "/experts/me"),
@@ -317,6 +319,7 @@ def dispatch_rows(w: World) -> dict:
     parties = allow(BIZ_PEOPLE, DLG, EXPERT, STAFF)  # of a route-A dispatch of BIZ requested by REP with expert E
     return {
         ("GET", "/healthz"): Row(PUBLIC, "/healthz"),
+        ("GET", "/metrics"): Row(PUBLIC, "/metrics"),  # the scraper's, on the internal network; the gateway does not route it
         ("GET", "/readyz"): Row(PUBLIC, "/readyz"),
         ("POST", "/requests"): (
             Row(allow(DLG), "/requests", route_a, case="route A for BIZ: only staff holding BIZ's delegation"),
@@ -391,6 +394,7 @@ def budget_rows(w: World) -> dict:
     fid, dm = x["frame"], x["dm"]
     return {
         ("GET", "/healthz"): Row(PUBLIC, "/healthz"),
+        ("GET", "/metrics"): Row(PUBLIC, "/metrics"),  # the scraper's, on the internal network; the gateway does not route it
         ("GET", "/readyz"): Row(PUBLIC, "/readyz"),
         ("POST", "/frames"): Row(allow(BUREAU), "/frames", {"fiscal_year": FY, "platform_id": x["pid"],
                                                            "fee": 1_000_000, "travel": 100_000}),
@@ -414,6 +418,7 @@ def ratings_rows(w: World) -> dict:
     scores = {a: 4 for a in RATING_AXES}
     return {
         ("GET", "/healthz"): Row(PUBLIC, "/healthz"),
+        ("GET", "/metrics"): Row(PUBLIC, "/metrics"),  # the scraper's, on the internal network; the gateway does not route it
         ("GET", "/readyz"): Row(PUBLIC, "/readyz"),
         # the business rates (prime or member), and the requesting institution's staff as institution (R-RAT-01);
         # a delegate never rates for the business (R-ID-08): DLG's own rating is the institution's
@@ -438,6 +443,7 @@ def notifications_rows(w: World) -> dict:
     x = w.x
     return {
         ("GET", "/healthz"): Row(PUBLIC, "/healthz"),
+        ("GET", "/metrics"): Row(PUBLIC, "/metrics"),  # the scraper's, on the internal network; the gateway does not route it
         ("GET", "/readyz"): Row(PUBLIC, "/readyz"),
         ("GET", "/inbox"): Row(SIGNED_IN, "/inbox"),
         ("POST", "/inbox/{item_id}/read"): Row(allow(PRIME), f"/inbox/{x['inbox_item']}/read", hides=True),
@@ -454,6 +460,7 @@ def recommend_rows(w: World) -> dict:
     readers = allow(BIZ_PEOPLE, DLG, OPERATOR)  # BIZ, its delegate for profile:read, operators
     return {
         ("GET", "/healthz"): Row(PUBLIC, "/healthz"),
+        ("GET", "/metrics"): Row(PUBLIC, "/metrics"),  # the scraper's, on the internal network; the gateway does not route it
         ("GET", "/readyz"): Row(PUBLIC, "/readyz"),
         ("GET", "/programmes"): Row(SIGNED_IN, "/programmes"),
         ("POST", "/programmes"): Row(allow(OPERATOR), "/programmes", {

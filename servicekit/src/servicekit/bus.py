@@ -34,13 +34,13 @@ KNOWN_TYPES = frozenset(message_types())  # every message type some topic of the
 Handler = Callable[[Envelope, Message], Awaitable[None]]
 
 
-def make_broker(settings: Settings, tracer_provider) -> KafkaBroker:
+def make_broker(settings: Settings, tracer_provider, meter_provider=None) -> KafkaBroker:
     return KafkaBroker(
         settings.kafka_bootstrap,
         client_id=settings.service_name,
         enable_idempotence=True,
         acks="all",
-        middlewares=[KafkaTelemetryMiddleware(tracer_provider=tracer_provider)],
+        middlewares=[KafkaTelemetryMiddleware(tracer_provider=tracer_provider, meter_provider=meter_provider)],
         logger=logging.getLogger(f"{settings.service_name}.kafka"),
     )
 
@@ -79,7 +79,8 @@ class Consumer:
         self.topic, self.dlq = settings.topic(topic), settings.topic(TOPICS[topic].dlq)
         self.handlers = {m.message_type: (m, h) for m, h in handlers.items()}
         self.health = health or Health()
-        self.dead_letters = 0  # written by this consumer since start (a counter for metrics)
+        self.dead_letters = 0  # written by this consumer since start (counters for servicekit.metrics)
+        self.retries = 0  # handler runs tried again: after a dependency failure, or a failure of their own
         broker.subscriber(
             self.topic, group_id=f"{settings.topic_prefix}{settings.service_name}", auto_offset_reset="earliest",
             ack_policy=AckPolicy.ACK, decoder=_raw, title=f"{settings.service_name}:{topic}",
@@ -110,6 +111,8 @@ class Consumer:
                 last, failures = e, failures + 1
                 log.warning("handler failed", extra={"fields": {"event_id": env.event_id, "attempt": failures,
                                                                 "error": repr(e)}})
+                if failures < self.settings.consumer_max_attempts:
+                    self.retries += 1
                 await asyncio.sleep(0.2 * 2 ** (failures - 1))
         await self.dead_letter(message, f"handler failed {failures} times: {last!r}")
 
@@ -133,6 +136,7 @@ class Consumer:
                     self.health.failed(dependency)
                     self.health.paused.add(self.logical)
                     self.health.retries += 1
+                    self.retries += 1
                     delay = backoff(attempt)
                     log.warning("dependency unavailable; consumer paused", extra={"fields": {
                         "topic": self.logical, "message": what, "dependency": dependency,

@@ -45,6 +45,8 @@ class OutboxRelay:
         self._hot: list[tuple[AsyncCollection, object]] = []
         self._scan_now = True  # the first pass after start-up picks up what a crash left behind
         self._task: asyncio.Task | None = None
+        self.depth: dict[str, int] = {}  # collection -> entries the last full scan found waiting (metrics)
+        self.published: dict[str, int] = {}  # topic -> events published since start (metrics)
         self.health = health or Health()
         self.failed_passes = 0  # consecutive failed passes (0 while publishing works)
 
@@ -61,7 +63,10 @@ class OutboxRelay:
         sent = 0
         for col in self.collections:
             docs = [d async for d in col.find({"_outbox.0": {"$exists": True}}, {"_outbox": 1}).limit(200)]
-            sent += sum(await asyncio.gather(*(self._send(col, d) for d in docs)))
+            self.depth[col.name] = waiting = sum(len(d["_outbox"]) for d in docs)
+            done = sum(await asyncio.gather(*(self._send(col, d) for d in docs)))
+            self.depth[col.name] = waiting - done
+            sent += done
         return sent
 
     async def drain_hot(self) -> int:
@@ -89,6 +94,7 @@ class OutboxRelay:
                 await self._publish(e["topic"], e["key"], e["value"], {})
             finally:
                 context.detach(token)
+            self.published[e["topic"]] = self.published.get(e["topic"], 0) + 1
         await self._record_audit(entries)
         await col.update_one({"_id": doc["_id"]}, {"$pullAll": {"_outbox": entries}})
         return len(entries)

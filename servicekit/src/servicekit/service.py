@@ -1,7 +1,7 @@
 """`Service`: the wiring every portal service shares.
 
     svc = Service("identity", title="Identity", outbox=["businesses"])
-    app = svc.app                      # FastAPI: /healthz, /readyz, problem documents, tracing
+    app = svc.app                      # FastAPI: /healthz, /readyz, /metrics, problem documents, tracing
     svc.consume("identity.events", {BusinessRegistered: on_registered})
     await svc.write(col, filter, update, events=[svc.event(msg, actor=...)])   # change + events, one write
 """
@@ -11,7 +11,7 @@ import asyncio
 import logging
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
 from pymongo.asynchronous.collection import AsyncCollection
 
 from contracts import Envelope, Message
@@ -19,10 +19,14 @@ from servicekit import problems, security_headers
 from servicekit.bus import Consumer, Handler, ensure_topics, make_broker
 from servicekit.faults import Health
 from servicekit.logs import setup_logging
+from servicekit.metrics import KitMetrics
 from servicekit.outbox import OutboxRelay
 from servicekit.settings import Settings
 from servicekit.store import connect, outbox_entry, with_outbox
-from servicekit.telemetry import setup_tracing
+from servicekit.telemetry import Metrics, setup_tracing
+
+# Not traced and not counted: probes and scrapes would drown the requests people make.
+UNOBSERVED_PATHS = ("/healthz", "/readyz", "/metrics")
 
 
 class Service:
@@ -32,8 +36,11 @@ class Service:
         self.settings = settings or Settings(service_name=name)
         setup_logging(name, self.settings.log_level)
         self.log = logging.getLogger(name)
-        self.tracer_provider = setup_tracing(name, self.settings.otel_spans_file)
-        self.broker = make_broker(self.settings, self.tracer_provider)
+        otlp = self.settings.otel_exporter_otlp_endpoint
+        self.tracer_provider = setup_tracing(name, self.settings.otel_spans_file, otlp)
+        self.metrics = Metrics(name, otlp)
+        self.meter = self.metrics.meter  # services add their own instruments (e.g. dispatch's saga states)
+        self.broker = make_broker(self.settings, self.tracer_provider, self.metrics.provider)
         self.health = Health()  # which dependency is down now: readiness, fast 503s, paused consumers
         self.mongo = connect(self.settings.mongo_uri, self.settings.mongo_timeout_ms)
         self.db = self.mongo[self.settings.database]
@@ -46,15 +53,17 @@ class Service:
         self.relay = OutboxRelay(self._publish, [self.db[c] for c in outbox], self.db.audit,
                                  self.settings.outbox_poll_seconds, self.settings.fault_crash_before_publish,
                                  health=self.health)
-        # FastAPI's native OpenTelemetry: one SERVER span per request, joining an incoming `traceparent`.
+        # FastAPI's native OpenTelemetry: one SERVER span per request, joining an incoming `traceparent`, and the
+        # request metrics (`http.server.request.duration` per route, method and status; `http.server.active_requests`).
         self.app = FastAPI(title=f"SME portal — {title}", lifespan=self._lifespan, telemetry={
-            "tracer_provider": self.tracer_provider, "metrics": False, "logs": False, "operation_spans": False,
-            "exclude": lambda scope: scope.get("path") in ("/healthz", "/readyz")})
+            "tracer_provider": self.tracer_provider, "meter_provider": self.metrics.provider, "metrics": True,
+            "logs": False, "operation_spans": False, "exclude": lambda scope: scope.get("path") in UNOBSERVED_PATHS})
         self.app.state.settings = self.settings
         self.app.state.service = self
         problems.install(self.app, self.health)
         security_headers.install(self.app)
         self._health_routes()
+        self.kit_metrics = KitMetrics(self)
         if honour_revocations:
             self._honour_revocations()
 
@@ -96,6 +105,11 @@ class Service:
         else:
             self._consumers[topic] = Consumer(self.broker, self.settings, topic, handlers, self.health)
         return self._consumers[topic]
+
+    @property
+    def consumers(self) -> dict[str, Consumer]:
+        """The consumer of each consumed topic (logical name)."""
+        return self._consumers
 
     def read_model(self, name: str, topic: str, types: list[type[Message]], collections: list[str]) -> None:
         """Declares `collections` a read model kept only by this service's handlers of `types` on `topic`, so
@@ -170,6 +184,7 @@ class Service:
         await self.broker.start()
         self.relay.start()
         tasks = [asyncio.create_task(job(), name=name) for name, job in self._background.items()]
+        tasks.append(asyncio.create_task(self.kit_metrics.run(), name="consumer-lag"))
         tasks.append(asyncio.create_task(self._probe_while_down(), name="dependency-probe"))
         self.log.info("started", extra={"fields": {"database": self.settings.database}})
         try:
@@ -181,6 +196,8 @@ class Service:
             await self.relay.stop()
             await self.broker.stop()
             await self.mongo.close()
+            self.tracer_provider.shutdown()  # flushes the spans still batched for OTLP
+            self.metrics.shutdown()
 
     async def _wait_for_kafka(self, seconds: float = 60) -> None:
         deadline = asyncio.get_running_loop().time() + seconds
@@ -234,3 +251,11 @@ class Service:
             if all(v == "ok" for v in checks.values()):
                 return {"status": "ready", "service": self.name, "checks": checks}
             return problems.problem_response(503, "Not ready", "A dependency does not answer.", checks=checks)
+
+        @self.app.get("/metrics", tags=["health"], summary="Metrics in the Prometheus text format",
+                      response_class=Response, responses={200: {"content": {"text/plain": {}}}},
+                      description="For the scraper on the internal network, like /healthz: no token. The gateway "
+                                  "does not route it (`/api/<service>/metrics` answers 404 there).")
+        async def metrics():
+            body, content_type = self.metrics.text()
+            return Response(body, media_type=content_type)

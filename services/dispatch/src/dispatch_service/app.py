@@ -9,9 +9,9 @@ from dispatch_service import integrity, outcomes, saga
 from dispatch_service.consumers import budget_handlers, read_model_handlers
 from dispatch_service.domain.dispatch import JST
 from dispatch_service.http import router
+from dispatch_service.metrics import SagaStates
 from dispatch_service.store import Store
 from servicekit.service import Service
-
 
 
 def in_turn(*handlers):
@@ -40,6 +40,7 @@ svc.app.state.saga_params = saga.params_from_env()
 svc.background("budget-saga-clock")(lambda: saga.run(store, svc.app.state.saga_params))
 svc.app.state.outcomes = surveys
 svc.background("outcome-surveys")(lambda: outcomes.run(surveys, float(os.environ.get("OUTCOME_SWEEP_SECONDS", "60"))))
+svc.background("saga-state-counts")(SagaStates(store).run)
 
 
 @svc.on_startup
