@@ -23,7 +23,7 @@ def in_turn(*handlers):
 
 
 svc = Service("dispatch", title="Expert dispatch", outbox=["dispatches", "outcome_surveys"],
-              produces=["dispatch.events", "budget.commands"])
+              produces=["dispatch.events", "budget.commands", "notifications.commands"])
 store = Store(svc)
 svc.app.state.store = store
 experts, ratings, identity = read_model_handlers(store)
