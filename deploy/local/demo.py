@@ -4,6 +4,7 @@ usage: .venv/bin/python deploy/local/demo.py [--token-only]      env: GATEWAY_PO
 """
 from __future__ import annotations
 
+import json
 import os
 from datetime import date
 import sys
@@ -94,8 +95,26 @@ def load_programme() -> None:
     print(f"demo programme: platform {pid}, frame {frame['frame_id']}, approved expert {expert_id}")
 
 
+def register_portal() -> str:
+    """The portal's web front end as a first-party public OAuth client (code + PKCE, no secret), registered once;
+    its id goes to $VAR_DIR/web/config.json, which the web server hands to the app as /config.json."""
+    marker = VAR / "mongo" / "portal-client.json"  # lives with the data, so `wipe` forgets the client too
+    if not marker.exists():
+        headers = {"authorization": f"Bearer {dev_token()}"}
+        client = _ok(httpx.post(f"{GATEWAY}/api/identity/clients", headers=headers, timeout=10, json=portal_client(GATEWAY)))
+        marker.write_text(json_dumps({"client_id": client["client_id"]}))
+    (VAR / "web").mkdir(parents=True, exist_ok=True)
+    (VAR / "web" / "config.json").write_text(marker.read_text())
+    return json.loads(marker.read_text())["client_id"]
+
+
+def portal_client(origin: str) -> dict:
+    """What the portal registers as (also used by the tests): redirects back to the portal's own address."""
+    return {"name": "支援ポータル (web)", "confidential": False, "first_party": True, "scopes": ["openid"],
+            "grant_types": ["authorization_code", "refresh_token"], "redirect_uris": [f"{origin}/"]}
+
+
 def json_dumps(d: dict) -> str:
-    import json
     return json.dumps(d, ensure_ascii=False, indent=2)
 
 
@@ -115,9 +134,11 @@ def main() -> None:
         elif r.status_code != 409:
             sys.exit(f"demo data: {r.status_code} {r.text}")
     load_programme()
+    register_portal()
     print(f"demo data: {loaded} new businesses (of {len(DEMO_BUSINESSES)}); operator token for 1 h:\n"
           f"  export TOKEN=$(.venv/bin/python deploy/local/demo.py --token-only)\n"
-          f"  curl -H \"Authorization: Bearer $TOKEN\" {GATEWAY}/api/recommend/businesses/corp-7000012050002")
+          f"  curl -H \"Authorization: Bearer $TOKEN\" {GATEWAY}/api/recommend/businesses/corp-7000012050002\n"
+          f"portal (web front end): {GATEWAY}/")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,92 @@
+/** Institution staff (route-A request, R-DSP-01), bureau and agency (frames, ledger, CSV; R-BUD-05), agency queues. */
+import { api, download } from "../api";
+import { hasRole, session } from "../auth";
+import { field, h, input, notice, values } from "../dom";
+import { lang, t } from "../i18n";
+import type { Page } from "../main";
+import { requestForm } from "./business";
+
+function guard(main: HTMLElement, title: string): boolean {
+  if (session()) return false;
+  main.append(h("h1", {}, title), notice("error", t("need_sign_in")));
+  return true;
+}
+
+function institutionRequest(main: HTMLElement): string {
+  if (guard(main, t("request_a"))) return t("request_a");
+  main.append(h("h1", {}, t("request_a")), requestForm(true, () => undefined));
+  return t("request_a");
+}
+
+const yen = (n: number) => n.toLocaleString(lang);
+
+async function frames(main: HTMLElement, preset = ""): Promise<string> {
+  if (guard(main, t("frames"))) return t("frames");
+  main.append(h("h1", {}, t("frames")));
+  const out = h("div", {});
+  const csvOut = h("div", {});
+  main.append(h("p", {}, h("button", { type: "button", onclick: async () => {
+    try {
+      const text = await download("budget/reports?by=member&format=csv", "budget-report.csv");
+      csvOut.replaceChildren(notice("ok", `${t("report_csv")}: ${text.trim().split("\n").length - 1} rows`));
+    } catch (e) { csvOut.replaceChildren(notice("error", (e as Error).message)); }
+  } }, t("report_csv"))), csvOut);
+  const form = h("form", { class: "inline" }, field(t("frame_id"), input("frame_id", { required: true, value: preset })),
+    h("button", { type: "submit", class: "primary" }, t("show")));
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const id = values(form).frame_id.trim();
+    try {
+      const f = await api(`budget/frames/${encodeURIComponent(id)}`);
+      const ledger = await api(`budget/frames/${encodeURIComponent(id)}/ledger`);
+      out.replaceChildren(
+        h("dl", { class: "figures" }, ...[["allocated", f.allocated], ["reserved", f.reserved], ["spent", f.spent], ["remaining", f.remaining]]
+          .flatMap(([k, v]) => [h("dt", {}, t(k as any)), h("dd", {}, yen(v as number))])),
+        h("h2", {}, t("ledger")),
+        h("div", { class: "table-scroll" }, h("table", {},
+          h("thead", {}, h("tr", {}, ...["#", t("at"), t("kind_col"), t("amount"), t("who"), t("reason")].map((c) => h("th", { scope: "col" }, c)))),
+          h("tbody", {}, ...ledger.entries.map((e: any) => h("tr", {}, h("td", {}, e.seq), h("td", {}, new Date(e.at).toLocaleString(lang)),
+            h("td", {}, e.kind), h("td", {}, yen((e.fee ?? 0) + (e.travel ?? 0))), h("td", {}, e.actor ?? ""), h("td", {}, e.why ?? "")))))),
+        h("button", { type: "button", onclick: () => ledgerCsv(id, ledger.entries) }, t("export_csv")));
+    } catch (e) { out.replaceChildren(notice("error", (e as Error).message)); }
+  });
+  main.append(form, out);
+  if (preset) form.requestSubmit();
+  return t("frames");
+}
+
+/** The ledger as CSV, from the same JSON the table shows (RFC 4180 quoting). */
+function ledgerCsv(frameId: string, entries: any[]): void {
+  const cols = ["seq", "at", "kind", "fee", "travel", "member_id", "dispatch_id", "actor", "why"];
+  const q = (v: unknown) => { const s = v === null || v === undefined ? "" : String(v); return /[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s; };
+  const text = [cols.join(","), ...entries.map((e) => cols.map((c) => q(e[c])).join(","))].join("\r\n") + "\r\n";
+  const a = h("a", { href: URL.createObjectURL(new Blob([text], { type: "text/csv" })), download: `ledger-${frameId}.csv` });
+  document.body.append(a);
+  a.click();
+  a.remove();
+}
+
+async function agency(main: HTMLElement): Promise<string> {
+  if (guard(main, t("reviews"))) return t("reviews");
+  main.append(h("h1", {}, t("reviews")));
+  if (!hasRole("agency")) return t("reviews");
+  const apps = await api<any[]>("experts/reviews/applications").catch(() => []);
+  main.append(apps.length ? h("ul", {}, ...apps.map((a) => h("li", {}, `${a.name ?? ""} (${a.expert_id})`))) : h("p", {}, t("no_reviews")));
+  const out = h("div", {});
+  const confirm = h("form", {}, field(t("dispatch_id"), input("dispatch_id", { required: true })),
+    h("button", { type: "submit", class: "primary" }, t("confirm")), out);
+  confirm.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    try {
+      const d = await api(`dispatch/requests/${encodeURIComponent(values(confirm).dispatch_id)}/confirm`, { method: "POST", json: {} });
+      out.replaceChildren(notice("ok", `${t("confirmed")}: ${yen(d.fee ?? 0)}`));
+    } catch (e) { out.replaceChildren(notice("error", (e as Error).message)); }
+  });
+  main.append(h("h2", {}, t("confirm")), confirm);
+  return t("reviews");
+}
+
+export const staffPages: [RegExp, Page][] = [
+  [/^#\/institution\/request$/, institutionRequest], [/^#\/frames$/, (m) => frames(m)], [/^#\/frames\/([^/]+)$/, frames],
+  [/^#\/agency$/, agency],
+];
