@@ -74,11 +74,14 @@ def browser():
 
 
 @pytest.fixture
-def phone(browser, portal):
-    """A phone-sized page (390×844) at the portal, Japanese locale."""
+def phone(browser, portal, request):
+    """A phone-sized page (390×844) at the portal, Japanese locale; its last state is kept for a failing test."""
     ctx = browser.new_context(viewport=PHONE, locale="ja-JP", base_url=portal)
     page = ctx.new_page()
     yield page
+    last = Path(os.environ.get("TMPDIR", "/tmp")) / f"web-last-{request.node.name[:60]}.png"
+    page.screenshot(path=str(last), full_page=True)
+    print(f"last page: {page.url} (screenshot {last})\n{page.locator('body').inner_text()[:2000]}")
     ctx.close()
 
 
@@ -115,11 +118,18 @@ def shot(page, name: str, tmp: Path | None = None) -> None:
     target = SHOTS if os.environ.get("WEB_SCREENSHOTS") else Path(os.environ.get("TMPDIR", "/tmp")) / "web-shots"
     target.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(target / f"{name}.png"), full_page=True)
+    # after a full-page capture this Chromium keeps a stale viewport, and the next click misses: set it again
+    size = page.viewport_size
+    page.set_viewport_size({"width": size["width"], "height": size["height"] + 1})
+    page.set_viewport_size(size)
 
 
 def visit(page, hash_: str, heading: str | None = None) -> None:
     """Opens a page of the app by its route and waits until its heading shows; then checks it with axe-core."""
-    page.goto(f"/{hash_}")
+    if page.url.endswith(f"/{hash_}"):
+        page.reload()  # the same route again: load it afresh (a fragment-only goto would change nothing)
+    else:
+        page.goto(f"/{hash_}")
     if heading:
         page.get_by_role("heading", level=1, name=re.compile(heading)).wait_for()
     page.wait_for_selector("main h1")
@@ -140,7 +150,7 @@ def sign_up_in_browser(page, email: str, name: str, kind_label: str) -> None:
     page.get_by_label("パスワード").fill(PASSWORD)
     page.get_by_label("利用者の種類").select_option(label=kind_label)
     page.get_by_role("button", name="登録する").click()
-    page.get_by_text("確認メールを送りました").wait_for()
+    page.locator("main").get_by_text("確認メールを送りました").wait_for()
     page.goto(mail_link(email))
     page.get_by_role("button", name=re.compile("確認する")).click()
     page.get_by_text("メールアドレスを確認しました").wait_for()
@@ -306,3 +316,123 @@ def test_portal_served_through_the_gateway_signs_in_with_pkce_japanese_first(pho
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     axe(page, "home signed in")
     sign_out(page)
+
+
+# --- 2. the business: sign-up to rating, the pop-up while a rating is owed, the radar updated ------------------------
+def session_sub(page) -> str:
+    return page.evaluate("JSON.parse(sessionStorage.getItem('smeportal.session')).claims.sub")
+
+
+def test_R_RAT_03_R_RAT_01_R_DSP_02_business_journey_from_sign_up_to_rating_in_the_browser(phone, programme):
+    page, pg, http = phone, programme, programme["http"]
+    email = f"owner-{uuid.uuid4().hex[:6]}@example.jp"
+    sign_up_in_browser(page, email, "阿蘇 花子", "事業者")
+    sign_in(page, email)
+    assert page.locator("#please-rate").count() == 0  # nothing owed yet
+    owner = session_sub(page)
+
+    # the once-only profile with three periods of financials (R-ID-03, R-ANC-04); a sole proprietor is bound at once
+    visit(page, "#/profile", "事業者情報")
+    page.get_by_label("事業者名").fill("阿蘇みやげ店")
+    page.get_by_label("都道府県").fill("熊本県")
+    page.get_by_label("業種").fill("小売業")
+    page.get_by_label("従業員数").fill("4")
+    for i, (sales, profit) in enumerate(((52_000_000, 3_100_000), (48_000_000, 2_500_000), (45_500_000, -200_000))):
+        page.locator(f"input[name=sales_{i}]").fill(str(sales))
+        page.locator(f"input[name=op_{i}]").fill(str(profit))
+    shot(page, "02-profile")
+    page.get_by_role("button", name="事業者を登録する").click()
+    page.locator("main").get_by_text("保存しました").wait_for()
+    visit(page, "#/profile", "事業者情報")
+    business_id = page.locator("main p code").inner_text()
+    assert page.get_by_label("事業者名").input_value() == "阿蘇みやげ店"
+
+    # recommendations with their reasons, and a programme's page (R-REC-01/02)
+    def recommended():
+        visit(page, "#/recommendations", "おすすめ")
+        return page.locator("ol.recs > li").count() > 0
+    eventually(recommended, timeout=40, interval=1)
+    assert page.locator("ol.recs > li").first.locator("h3", has_text="おすすめの理由").count() == 1
+    shot(page, "03-recommendations")
+    page.locator("ol.recs > li h2 a").first.click()
+    page.get_by_role("link", name="戻る").wait_for()
+    axe(page, "programme page")
+
+    # a route-A dispatch for the business (the chamber, under a delegation), visited by the expert
+    did, _ = route_a_dispatch(pg, business_id, owner)
+    loc = {"lat": 32.80, "lon": 130.71, "place": "client office"}
+    vid = ok(http.post(f"/api/dispatch/requests/{did}/visits", headers=pg["expert"],
+                       json={"location": loc, "accompanied_by": ["chamber-staff"]}))["visit_id"]
+    ok(http.post(f"/api/dispatch/requests/{did}/visits/{vid}/check-out", headers=pg["expert"], json={"location": loc}))
+    # the business signs the visit off in the portal (R-ANC-01)
+    visit(page, f"#/dispatches/{did}", "派遣")
+    page.get_by_role("button", name="訪問を確認（従事証明）").click()
+    page.locator("main").get_by_text("確認しました").wait_for()
+    ok(http.post(f"/api/dispatch/requests/{did}/report", headers=pg["expert"],
+                 json={"summary": "Mapped the channels; proposed a D2C pilot and a wholesaler list."}))
+    confirmed = ok(http.post(f"/api/dispatch/requests/{did}/confirm", headers=pg["agency"], json={"travel": 1_500}))
+    assert confirmed["status"] in ("confirmed", "paid"), confirmed
+    biz = auth(owner, "business", biz=[{"id": business_id, "role": "prime"}])
+    eventually(lambda: ok(http.get("/api/notifications/prompts", headers=biz)))
+
+    # R-RAT-03: at the next login the pop-up asks for the rating
+    sign_out(page)
+    sign_in(page, email)
+    dialog = page.get_by_role("dialog", name="評価のお願い")
+    dialog.wait_for()
+    axe(page, "please-rate pop-up")
+    shot(page, "04-please-rate-popup")
+    dialog.get_by_role("button", name="あとで").click()
+    # my dispatches: the dispatch with its status, and the rating it owes
+    visit(page, "#/dispatches", "派遣の一覧")
+    row = page.locator("tr", has_text=did)
+    row.get_by_text("支払済み").or_(row.get_by_text("確認済み")).wait_for()
+    shot(page, "05-my-dispatches")
+    row.get_by_role("link", name="評価する").click()
+
+    # the six-axis rating form (R-RAT-01)
+    page.get_by_role("heading", level=1, name="専門家の評価（6項目）").wait_for()
+    axe(page, "rating form")
+    for axis in ("コミュニケーション", "説明の丁寧さ・分かりやすさ", "専門性", "分析力", "実現力", "社会人としてのマナー"):
+        page.get_by_role("group", name=re.compile(axis)).get_by_label("4").check()
+    shot(page, "06-rating-form")
+    page.get_by_role("button", name="評価する").click()
+    page.locator("main").get_by_text("評価を送信しました").wait_for()
+
+    # the expert's radar chart is updated (R-RAT-02)
+    page.get_by_role("link", name="評価（レーダーチャート）").click()
+    page.get_by_role("heading", level=2, name="評価（レーダーチャート）").wait_for()
+    assert page.locator("#radar-count").inner_text().startswith("1 ")
+    assert {page.locator(f"td[data-axis={a}]").inner_text() for a in RATING_AXES} == {"4.0"}
+    axe(page, "expert page with radar")
+    shot(page, "07-expert-radar")
+
+    # the pop-up is gone at the next login once the rating is given
+    eventually(lambda: ok(http.get("/api/notifications/prompts", headers=biz)) == [])
+    sign_out(page)
+    sign_in(page, email)
+    page.wait_for_timeout(1500)
+    assert page.locator("#please-rate").count() == 0
+
+    # route B (R-DSP-02): a web consultation with the expert, held, then the joint request from the business
+    visit(page, "#/request", "ルートB")
+    consult = page.locator("form").first
+    consult.get_by_label("専門家ID").fill(pg["expert_id"])
+    consult.get_by_label("件名").fill("新しい販路について")
+    consult.get_by_label("相談内容").fill("卸売先の閉店で売上が落ちました。販路開拓の進め方を相談したいです。")
+    consult.get_by_role("button", name="Web相談を始める").click()
+    opened = page.locator("main").get_by_text(re.compile("Web相談を開始しました: "))
+    opened.wait_for()
+    cid = opened.inner_text().split(": ")[1].strip()
+    ok(http.post(f"/api/dispatch/consultations/{cid}/held", headers=pg["expert"], json={}))
+    form = page.locator("form").nth(1)
+    form.get_by_label("専門家ID").fill(pg["expert_id"])
+    form.get_by_label("経営課題").fill(ISSUE)
+    form.get_by_label("自助努力では解決が難しい課題です").check()
+    form.get_by_label("高度・専門的な知見が必要です").check()
+    form.get_by_label("訪問希望日").fill(DAY.isoformat())
+    shot(page, "08-route-b-request")
+    form.get_by_role("button", name="申し込む").click()
+    answer = page.locator("main").get_by_text(re.compile("申込みを受け付けました: dsp-"))
+    answer.wait_for()
+    assert "不受理" not in answer.inner_text(), answer.inner_text()

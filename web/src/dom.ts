@@ -49,12 +49,14 @@ export function values(form: HTMLFormElement): Record<string, string> {
   return out;
 }
 
-/** Announces a message to screen readers (the polite live region) and shows it in `box` if given. */
+/** Announces a message to screen readers through the polite live region. */
 export function announce(text: string): void {
   const live = document.getElementById("live");
   if (live) { live.textContent = ""; setTimeout(() => { live.textContent = text; }, 30); }
 }
 
+/** A message on the page: an error is an alert (read at once); success is read through the live region. */
 export function notice(kind: "ok" | "error", text: string): HTMLElement {
-  return h("p", { class: `notice ${kind}`, role: kind === "error" ? "alert" : "status" }, text);
+  if (kind === "ok") announce(text);
+  return h("p", { class: `notice ${kind}`, role: kind === "error" ? "alert" : null }, text);
 }

@@ -10,7 +10,7 @@ function svg(tag: string, attrs: Record<string, string | number>): SVGElement {
 }
 
 export function radarChart(radar: { axes: string[]; averages: Record<string, number> }, label: (axis: string) => string): HTMLElement {
-  const size = 320, c = size / 2, r = 110, n = radar.axes.length;
+  const size = 420, c = size / 2, r = 110, n = radar.axes.length;  // room around the chart for the axis labels
   const point = (i: number, v: number) => {
     const a = -Math.PI / 2 + (2 * Math.PI * i) / n;
     return [c + Math.cos(a) * r * (v / 5), c + Math.sin(a) * r * (v / 5)];

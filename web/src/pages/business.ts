@@ -1,7 +1,7 @@
 /** The business's pages: profile, recommendations, programme pages, route-B request, my dispatches, rating, radar. */
 import { api } from "../api";
 import { businessId, refresh, session } from "../auth";
-import { announce, field, h, input, notice, select, values } from "../dom";
+import { field, h, input, notice, select, values } from "../dom";
 import { lang, statusText, t } from "../i18n";
 import { radarChart } from "../radar";
 import type { Page } from "../main";
@@ -41,13 +41,9 @@ async function profile(main: HTMLElement): Promise<string> {
     field(t("employees"), input("employees", { type: "number", min: 0, required: true, value: val(current?.employees) })),
     field(t("capital"), input("capital", { type: "number", min: 0, value: val(current?.capital) })),
     h("fieldset", {}, h("legend", {}, t("financials")),
-      h("div", { class: "table-scroll" }, h("table", {},
-        h("thead", {}, h("tr", {}, h("th", { scope: "col" }, t("fiscal_year")), h("th", { scope: "col" }, t("sales")),
-          h("th", { scope: "col" }, t("operating_profit")))),
-        h("tbody", {}, ...periods.map((label, i) => h("tr", {},
-          h("th", { scope: "row" }, `${label} (${fy - 1 - i})`),
-          h("td", {}, input(`sales_${i}`, { type: "number", value: val(fin(i).sales), "aria-label": `${t("sales")} ${label}` })),
-          h("td", {}, input(`op_${i}`, { type: "number", value: val(fin(i).operating_profit), "aria-label": `${t("operating_profit")} ${label}` })))))))),
+      ...periods.map((label, i) => h("fieldset", { class: "period" }, h("legend", {}, `${label} (${t("fiscal_year")} ${fy - 1 - i})`),
+        field(t("sales"), input(`sales_${i}`, { type: "number", value: val(fin(i).sales) })),
+        field(t("operating_profit"), input(`op_${i}`, { type: "number", value: val(fin(i).operating_profit) }))))),
     h("button", { type: "submit", class: "primary" }, current ? t("save") : t("register_business")), out);
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
@@ -65,7 +61,6 @@ async function profile(main: HTMLElement): Promise<string> {
         await refresh();  // the new binding (R-ID-07) is in the next token
       }
       out.replaceChildren(notice("ok", t("saved")));
-      announce(t("saved"));
     } catch (e) {
       out.replaceChildren(notice("error", (e as Error).message));
     }
@@ -244,7 +239,6 @@ async function ratePage(main: HTMLElement, dispatchId: string): Promise<string> 
       await api("ratings/ratings", { method: "POST", json: { dispatch_id: dispatchId, scores, comment: v.comment || null } });
       const expert = pending.find((p) => p.dispatch_id === dispatchId)?.expert_id;
       form.replaceWith(notice("ok", t("rated")), ...(expert ? [h("p", {}, h("a", { href: `#/experts/${expert}` }, t("radar")))] : []));
-      announce(t("rated"));
     } catch (e) { out.replaceChildren(notice("error", (e as Error).message)); }
   });
   main.append(form);

@@ -2,7 +2,7 @@
  * a signed declaration for a missing or corrected time, and the report (R-DSP-09). */
 import { api } from "../api";
 import { session } from "../auth";
-import { announce, field, h, input, notice, values } from "../dom";
+import { field, h, input, notice, values } from "../dom";
 import { lang, t } from "../i18n";
 import type { Page } from "../main";
 
@@ -25,7 +25,7 @@ async function visits(main: HTMLElement, preset = ""): Promise<string> {
   const dispatchInput = input("dispatch_id", { required: true, value: preset || open?.dispatch_id || "", autocomplete: "off" });
   const did = () => dispatchInput.value.trim();
   const place = input("place", { value: "" });
-  const say = (kind: "ok" | "error", text: string) => { out.replaceChildren(notice(kind, text)); announce(text); };
+  const say = (kind: "ok" | "error", text: string) => out.replaceChildren(notice(kind, text));
   const checkIn = h("button", { type: "button", class: "primary big", onclick: async () => {
     try {
       const loc = { ...(await position()), place: place.value };
