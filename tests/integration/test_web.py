@@ -436,3 +436,144 @@ def test_R_RAT_03_R_RAT_01_R_DSP_02_business_journey_from_sign_up_to_rating_in_t
     answer = page.locator("main").get_by_text(re.compile("申込みを受け付けました: dsp-"))
     answer.wait_for()
     assert "不受理" not in answer.inner_text(), answer.inner_text()
+
+
+# --- 3. the expert's visit on a phone, with a mocked position (R-ANC-01, R-DSP-09) -------------------------------
+def a_business(pg: dict) -> tuple[str, str]:
+    """A sole proprietor registered by its owner's account (bound at once, R-ID-07): (business id, owner account)."""
+    owner = f"acct-biz-{uuid.uuid4().hex[:6]}"
+    bid = ok(pg["http"].post("/api/identity/businesses", headers=auth(owner, "business"), json={
+        "name": "菊池茶舗", "prefecture": "熊本県", "industry": "小売業", "employees": 3}))["business_id"]
+    return bid, owner
+
+
+def test_R_ANC_01_expert_checks_in_and_out_on_a_phone_with_the_browser_position(browser, portal, programme):
+    pg, http = programme, programme["http"]
+    business_id, owner = a_business(pg)
+    did, _ = route_a_dispatch(pg, business_id, owner)
+    ctx = browser.new_context(viewport=PHONE, locale="ja-JP", base_url=portal, permissions=["geolocation"],
+                              geolocation={"latitude": 32.8031, "longitude": 130.7079, "accuracy": 10})
+    page = ctx.new_page()
+    try:
+        sign_in(page, pg["expert_email"])
+        visit(page, "#/visits", "訪問")
+        page.get_by_label("派遣ID").fill(did)
+        page.get_by_label("現在地").fill("菊池茶舗 店舗")
+        page.get_by_role("button", name="チェックイン").click()
+        page.locator("main").get_by_text(re.compile("チェックインしました")).wait_for()
+        shot(page, "09-expert-check-in")
+        axe(page, "visit after check-in")
+        page.get_by_role("button", name="チェックアウト").click()
+        page.locator("main").get_by_text(re.compile("チェックアウトしました")).wait_for()
+        d = ok(http.get(f"/api/dispatch/requests/{did}", headers=pg["agency"]))
+        (v,) = d["visits"]
+        assert (v["check_in"]["location"]["lat"], v["check_in"]["location"]["lon"]) == (32.8031, 130.7079)
+        assert v["check_out"]["location"]["place"] == "菊池茶舗 店舗" and v["check_in"]["at"] <= v["check_out"]["at"]
+
+        # a signed declaration for a second visit whose check-in was missed, then the report
+        decl = page.locator("section", has=page.get_by_role("heading", name=re.compile("時間の申告")))
+        decl.get_by_label("開始").fill(f"{DAY.isoformat()}T10:00")
+        decl.get_by_label("終了").fill(f"{DAY.isoformat()}T12:00")
+        decl.get_by_label("理由").fill("電波がなくチェックインできなかったため")
+        decl.get_by_label("署名").fill("山田 花子")
+        decl.get_by_role("button", name="申告する").click()
+        decl.get_by_text("申告しました").wait_for()
+        report = page.locator("section", has=page.get_by_role("heading", name="報告書"))
+        report.get_by_label("実施内容").fill("販路の棚卸しを行い、EC 試験販売と卸先候補の一覧を提案した。")
+        report.get_by_role("button", name="報告書を提出").click()
+        report.get_by_text("報告書を提出しました").wait_for()
+        axe(page, "visit page after the report")
+        d = ok(http.get(f"/api/dispatch/requests/{did}", headers=pg["agency"]))
+        assert len(d["visits"]) == 2 and d["visits"][1]["declaration"]["signature"] == "山田 花子"
+        assert d["status"] == "reported", d["status"]
+    finally:
+        ctx.close()
+
+
+# --- 4. institution staff file a route-A request; the bureau exports its CSV ----------------------------------------
+def real_account(pg: dict, email: str, name: str, kind: str, **extra) -> str:
+    """An account that signs in for real (self-registered, or created by an operator for staff kinds); its id."""
+    http = pg["http"]
+    before = len([m for m in shared_mailbox()[0].to(email) if m["X-SMEPortal-Mail"] == "verify-email"])
+    body = {"email": email, "password": PASSWORD, "real_name": name, "kind": kind, **extra}
+    if kind in ("bureau", "agency", "operator"):
+        ok(http.post("/api/identity/staff-accounts", headers=auth("op-web", "operator"), json=body))
+    else:
+        ok(http.post("/api/identity/accounts", json=body))
+    ok(http.post("/api/identity/accounts/verify-email", json={"token": mail_link(email, before).split("#token=")[1]}), 204)
+    return email
+
+
+def test_R_DSP_01_institution_staff_request_a_dispatch_on_route_A(phone, programme):
+    page, pg, http = phone, programme, programme["http"]
+    business_id, owner = a_business(pg)
+    email = real_account(pg, f"staff-{uuid.uuid4().hex[:6]}@example.jp", "商工 一郎", "institution")
+    staff_account = account_id(http, email)
+    ok(http.post(f"/api/identity/organisations/{pg['chamber']}/staff", headers=pg["bureau"],
+                 json={"account_id": staff_account}), 204)
+    biz = auth(owner, "business", biz=[{"id": business_id, "role": "prime"}])
+    ok(http.post(f"/api/identity/businesses/{business_id}/delegations", headers=biz, json={
+        "org_id": pg["chamber"], "scopes": ["dispatch:request", "dispatch:read"], "days": 30}), 201)
+    sign_in(page, email)  # the token now carries the chamber membership and the delegation
+    visit(page, "#/institution/request", "ルートA")
+    page.get_by_label("事業者ID").fill(business_id)
+    page.get_by_label("支援機関ID").fill(pg["chamber"])
+    page.get_by_label("専門家ID").fill(pg["expert_id"])
+    page.get_by_label("経営課題").fill(ISSUE)
+    page.get_by_label("自助努力では解決が難しい課題です").check()
+    page.get_by_label("高度・専門的な知見が必要です").check()
+    page.get_by_label("訪問希望日").fill(DAY.isoformat())
+    shot(page, "10-institution-route-a")
+
+    def answered():  # dispatch may still be learning the binding and the delegation from identity's events
+        page.get_by_role("button", name="申し込む").click()
+        note = page.locator("main .notice").last
+        note.wait_for()
+        return note.inner_text() if "dsp-" in note.inner_text() else None
+    text = eventually(answered, timeout=40, interval=1)
+    assert "受付" in text or "予算確保" in text or "承認" in text, text
+    did = re.search(r"dsp-[0-9a-f]{16}", text).group(0)
+    assert ok(http.get(f"/api/dispatch/requests/{did}", headers=pg["agency"]))["route"] == "A"
+
+
+def test_R_BUD_05_bureau_sees_the_ledger_and_exports_csv(browser, portal, programme):
+    import pyotp
+
+    pg = programme
+    email = real_account(pg, f"officer-{uuid.uuid4().hex[:6]}@example.jp", "九州 局子", "bureau", bureau_id="bureau-kyushu")
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900}, locale="ja-JP", base_url=portal, accept_downloads=True)
+    page = ctx.new_page()
+    try:
+        # sign-in with the second factor the bureau must have (R-ID-10): enrol TOTP on the provider's page
+        page.goto("/")
+        page.get_by_role("banner").get_by_role("button", name="ログイン").click()
+        page.get_by_label(re.compile("メールアドレス")).fill(email)
+        page.get_by_label(re.compile("パスワード")).fill(PASSWORD)
+        page.get_by_role("button", name=re.compile("ログイン")).click()
+        uri = page.locator("#otpauth").get_attribute("href")
+        secret = re.search(r"secret=([A-Z2-7]+)", uri).group(1)
+        page.locator("input[name=code]").fill(pyotp.TOTP(secret).now())
+        page.get_by_role("button", name=re.compile("確認|Confirm|Verify")).click()
+        page.locator("#recovery-codes").wait_for()
+        page.get_by_role("button", name=re.compile("続ける")).click()
+        page.get_by_text("ログイン中").wait_for()
+
+        visit(page, "#/frames", "予算枠")
+        page.get_by_label("予算枠ID").fill(pg["frame"])
+        page.get_by_role("button", name="表示").click()
+        page.get_by_role("heading", name="台帳", exact=True).or_(page.locator("main .notice.error")).wait_for()
+        assert page.locator("main .notice.error").count() == 0, page.locator("main .notice.error").inner_text()
+        assert page.locator("main table tbody tr").count() >= 2  # allocation and the chamber's share
+        axe(page, "frames and ledger")
+        shot(page, "11-bureau-ledger")
+        with page.expect_download() as dl:
+            page.get_by_role("button", name="予算執行レポート（CSV）").click()
+        csv = Path(dl.value.path()).read_text()
+        assert csv.splitlines()[0].startswith(("fiscal_year", "bureau_id", "platform_id", "member_id")) or "," in csv
+        assert pg["platform"] in csv
+        with page.expect_download() as dl:
+            page.get_by_role("button", name="CSVで書き出す").click()
+        ledger = Path(dl.value.path()).read_text().splitlines()
+        assert ledger[0].startswith("seq,at,kind") and len(ledger) >= 3
+    finally:
+        ctx.close()
