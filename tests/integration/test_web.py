@@ -407,6 +407,9 @@ def test_R_RAT_03_R_RAT_01_R_DSP_02_business_journey_from_sign_up_to_rating_in_t
     axe(page, "expert page with radar")
     shot(page, "07-expert-radar")
 
+    visit(page, "#/inbox", "お知らせ")  # the owed-rating notice is there too (R-NOT-02)
+    page.locator("main .inbox li").first.wait_for()
+
     # the pop-up is gone at the next login once the rating is given
     eventually(lambda: ok(http.get("/api/notifications/prompts", headers=biz)) == [])
     sign_out(page)
@@ -536,28 +539,32 @@ def test_R_DSP_01_institution_staff_request_a_dispatch_on_route_A(phone, program
     assert ok(http.get(f"/api/dispatch/requests/{did}", headers=pg["agency"]))["route"] == "A"
 
 
-def test_R_BUD_05_bureau_sees_the_ledger_and_exports_csv(browser, portal, programme):
+def totp_sign_in(page, email: str) -> None:
+    """Sign-in of an agency or bureau account: the second factor it must have (R-ID-10), enrolled on the provider's
+    page the first time (the secret read from its otpauth link, as an authenticator app would)."""
     import pyotp
 
+    page.goto("/")
+    page.get_by_role("banner").get_by_role("button", name="ログイン").click()
+    page.get_by_label(re.compile("メールアドレス")).fill(email)
+    page.get_by_label(re.compile("パスワード")).fill(PASSWORD)
+    page.get_by_role("button", name=re.compile("ログイン")).click()
+    uri = page.locator("#otpauth").get_attribute("href")
+    secret = re.search(r"secret=([A-Z2-7]+)", uri).group(1)
+    page.locator("input[name=code]").fill(pyotp.TOTP(secret).now())
+    page.get_by_role("button", name=re.compile("確認|Confirm|Verify")).click()
+    page.locator("#recovery-codes").wait_for()
+    page.get_by_role("button", name=re.compile("続ける")).click()
+    page.get_by_text("ログイン中").wait_for()
+
+
+def test_R_BUD_05_bureau_sees_the_ledger_and_exports_csv(browser, portal, programme):
     pg = programme
     email = real_account(pg, f"officer-{uuid.uuid4().hex[:6]}@example.jp", "九州 局子", "bureau", bureau_id="bureau-kyushu")
     ctx = browser.new_context(viewport={"width": 1280, "height": 900}, locale="ja-JP", base_url=portal, accept_downloads=True)
     page = ctx.new_page()
     try:
-        # sign-in with the second factor the bureau must have (R-ID-10): enrol TOTP on the provider's page
-        page.goto("/")
-        page.get_by_role("banner").get_by_role("button", name="ログイン").click()
-        page.get_by_label(re.compile("メールアドレス")).fill(email)
-        page.get_by_label(re.compile("パスワード")).fill(PASSWORD)
-        page.get_by_role("button", name=re.compile("ログイン")).click()
-        uri = page.locator("#otpauth").get_attribute("href")
-        secret = re.search(r"secret=([A-Z2-7]+)", uri).group(1)
-        page.locator("input[name=code]").fill(pyotp.TOTP(secret).now())
-        page.get_by_role("button", name=re.compile("確認|Confirm|Verify")).click()
-        page.locator("#recovery-codes").wait_for()
-        page.get_by_role("button", name=re.compile("続ける")).click()
-        page.get_by_text("ログイン中").wait_for()
-
+        totp_sign_in(page, email)
         visit(page, "#/frames", "予算枠")
         page.get_by_label("予算枠ID").fill(pg["frame"])
         page.get_by_role("button", name="表示").click()
@@ -575,5 +582,47 @@ def test_R_BUD_05_bureau_sees_the_ledger_and_exports_csv(browser, portal, progra
             page.get_by_role("button", name="CSVで書き出す").click()
         ledger = Path(dl.value.path()).read_text().splitlines()
         assert ledger[0].startswith("seq,at,kind") and len(ledger) >= 3
+    finally:
+        ctx.close()
+
+
+def test_R_DSP_09_agency_sees_its_review_queue_and_confirms_a_report(browser, portal, programme):
+    pg, http = programme, programme["http"]
+    # the queue: a second expert's stage-2 application waits for the formal review (R-EX-01)
+    applicant = auth(f"acct-exp-{uuid.uuid4().hex[:6]}", "expert")
+    applicant_id = ok(http.post("/api/experts/experts/me", headers=applicant, json={
+        "name": "佐藤 次郎", "qualifications": ["税理士"], "fields": ["finance"], "regions": ["熊本県"],
+        "introduction": "資金繰りの改善"}))["expert_id"]
+    staff = auth("chamber-staff", "institution", orgs=pg["staff_orgs"])
+    ok(http.post(f"/api/experts/experts/{applicant_id}/recommendations", headers=staff, json={"org_id": pg["chamber"]}))
+    ok(http.post("/api/experts/experts/me/consents", headers=applicant, json={"org_id": pg["chamber"]}))
+    ok(http.post("/api/experts/experts/me/application", headers=applicant, json={
+        "evidence": [{"route": "public_qualification", "qualification": "税理士"}], "no_disqualification": True}))
+    # a reported dispatch: visited, signed off by the business, reported by the expert
+    business_id, owner = a_business(pg)
+    did, _ = route_a_dispatch(pg, business_id, owner)
+    loc = {"lat": 32.97, "lon": 130.81, "place": "店舗"}
+    vid = ok(http.post(f"/api/dispatch/requests/{did}/visits", headers=pg["expert"],
+                       json={"location": loc, "accompanied_by": ["chamber-staff"]}))["visit_id"]
+    ok(http.post(f"/api/dispatch/requests/{did}/visits/{vid}/check-out", headers=pg["expert"], json={"location": loc}))
+    ok(http.post(f"/api/dispatch/requests/{did}/visits/{vid}/sign-off", headers=auth(
+        owner, "business", biz=[{"id": business_id, "role": "prime"}]), json={}))
+    ok(http.post(f"/api/dispatch/requests/{did}/report", headers=pg["expert"],
+                 json={"summary": "資金繰り表を作成し、金融機関との面談準備を支援した。"}))
+
+    email = real_account(pg, f"agency-{uuid.uuid4().hex[:6]}@example.jp", "事務 処理子", "agency")
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900}, locale="ja-JP", base_url=portal)
+    page = ctx.new_page()
+    try:
+        totp_sign_in(page, email)
+        visit(page, "#/agency", "審査待ち")
+        page.locator("main li", has_text=applicant_id).wait_for()
+        page.get_by_label("派遣ID").fill(did)
+        page.get_by_role("button", name="確認して支払う").click()
+        page.locator("main .notice").wait_for()
+        assert "確認しました" in page.locator("main .notice").inner_text(), page.locator("main .notice").inner_text()
+        axe(page, "agency queue after a confirmation")
+        shot(page, "12-agency-queue")
+        eventually(lambda: status_of(pg, did) == "paid")
     finally:
         ctx.close()

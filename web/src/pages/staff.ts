@@ -19,6 +19,13 @@ function institutionRequest(main: HTMLElement): string {
 }
 
 const yen = (n: number) => n.toLocaleString(lang);
+/** What a ledger line moved (signed): an allocation's fee and travel, a share, a reservation, or the spending. */
+function amount(e: any): number {
+  if (e.kind === "allocation") return (e.fee ?? 0) + (e.travel ?? 0);
+  if (e.kind === "share") return e.share ?? 0;
+  if (e.kind === "reservation" || e.kind === "release") return e.reserved ?? 0;
+  return (e.spent_fee ?? 0) + (e.spent_travel ?? 0);
+}
 
 async function frames(main: HTMLElement, preset = ""): Promise<string> {
   if (guard(main, t("frames"))) return t("frames");
@@ -46,7 +53,7 @@ async function frames(main: HTMLElement, preset = ""): Promise<string> {
         h("div", { class: "table-scroll" }, h("table", {},
           h("thead", {}, h("tr", {}, ...["#", t("at"), t("kind_col"), t("amount"), t("who"), t("reason")].map((c) => h("th", { scope: "col" }, c)))),
           h("tbody", {}, ...ledger.entries.map((e: any) => h("tr", {}, h("td", {}, e.seq), h("td", {}, new Date(e.at).toLocaleString(lang)),
-            h("td", {}, e.kind), h("td", {}, yen((e.fee ?? 0) + (e.travel ?? 0))), h("td", {}, e.actor ?? ""), h("td", {}, e.why ?? "")))))),
+            h("td", {}, e.kind), h("td", {}, yen(amount(e))), h("td", {}, e.actor ?? ""), h("td", {}, e.why ?? "")))))),
         h("button", { type: "button", onclick: () => ledgerCsv(id, ledger.entries) }, t("export_csv")));
     } catch (e) { out.replaceChildren(notice("error", (e as Error).message)); }
   });
@@ -70,8 +77,10 @@ async function agency(main: HTMLElement): Promise<string> {
   if (guard(main, t("reviews"))) return t("reviews");
   main.append(h("h1", {}, t("reviews")));
   if (!hasRole("agency")) return t("reviews");
-  const apps = await api<any[]>("experts/reviews/applications").catch(() => []);
-  main.append(apps.length ? h("ul", {}, ...apps.map((a) => h("li", {}, `${a.name ?? ""} (${a.expert_id})`))) : h("p", {}, t("no_reviews")));
+  const apps: any[] = (await api("experts/reviews/applications")).applications;
+  main.append(apps.length
+    ? h("ul", {}, ...apps.map((a) => h("li", {}, `${a.name ?? a.page?.name ?? ""} (${a.expert_id}) — ${(a.qualifications ?? a.page?.qualifications ?? []).join("、")}`)))
+    : h("p", {}, t("no_reviews")));
   const out = h("div", {});
   const confirm = h("form", {}, field(t("dispatch_id"), input("dispatch_id", { required: true })),
     h("button", { type: "submit", class: "primary" }, t("confirm")), out);
