@@ -605,6 +605,10 @@ def test_R_DSP_09_agency_sees_its_review_queue_and_confirms_a_report(browser, po
     vid = ok(http.post(f"/api/dispatch/requests/{did}/visits", headers=pg["expert"],
                        json={"location": loc, "accompanied_by": ["chamber-staff"]}))["visit_id"]
     ok(http.post(f"/api/dispatch/requests/{did}/visits/{vid}/check-out", headers=pg["expert"], json={"location": loc}))
+    start = datetime(DAY.year, DAY.month, DAY.day, 1, 0, tzinfo=UTC)  # the visit's real two hours, declared
+    ok(http.post(f"/api/dispatch/requests/{did}/visits/declarations", headers=pg["expert"], json={
+        "visit_id": vid, "start": start.isoformat(), "end": (start + timedelta(hours=2)).isoformat(),
+        "reason": "check-out recorded late", "signed": True, "signature": "山田 花子"}))
     ok(http.post(f"/api/dispatch/requests/{did}/visits/{vid}/sign-off", headers=auth(
         owner, "business", biz=[{"id": business_id, "role": "prime"}]), json={}))
     ok(http.post(f"/api/dispatch/requests/{did}/report", headers=pg["expert"],
@@ -620,7 +624,7 @@ def test_R_DSP_09_agency_sees_its_review_queue_and_confirms_a_report(browser, po
         page.get_by_label("派遣ID").fill(did)
         page.get_by_role("button", name="確認して支払う").click()
         page.locator("main .notice").wait_for()
-        assert "確認しました" in page.locator("main .notice").inner_text(), page.locator("main .notice").inner_text()
+        assert "確認しました: 10,000 円" in page.locator("main .notice").inner_text(), page.locator("main .notice").inner_text()
         axe(page, "agency queue after a confirmation")
         shot(page, "12-agency-queue")
         eventually(lambda: status_of(pg, did) == "paid")

@@ -79,7 +79,7 @@ async function agency(main: HTMLElement): Promise<string> {
   if (!hasRole("agency")) return t("reviews");
   const apps: any[] = (await api("experts/reviews/applications")).applications;
   main.append(apps.length
-    ? h("ul", {}, ...apps.map((a) => h("li", {}, `${a.name ?? a.page?.name ?? ""} (${a.expert_id}) — ${(a.qualifications ?? a.page?.qualifications ?? []).join("、")}`)))
+    ? h("ul", {}, ...apps.map((a) => h("li", {}, `${a.name ?? ""} (${a.expert_id})`)))
     : h("p", {}, t("no_reviews")));
   const out = h("div", {});
   const confirm = h("form", {}, field(t("dispatch_id"), input("dispatch_id", { required: true })),
@@ -88,7 +88,7 @@ async function agency(main: HTMLElement): Promise<string> {
     ev.preventDefault();
     try {
       const d = await api(`dispatch/requests/${encodeURIComponent(values(confirm).dispatch_id)}/confirm`, { method: "POST", json: {} });
-      out.replaceChildren(notice("ok", `${t("confirmed")}: ${yen(d.fee ?? 0)}`));
+      out.replaceChildren(notice("ok", `${t("confirmed")}: ${yen(d.fee ?? 0)} ${lang === "ja" ? "円" : "JPY"}`));
     } catch (e) { out.replaceChildren(notice("error", (e as Error).message)); }
   });
   main.append(h("h2", {}, t("confirm")), confirm);
