@@ -346,6 +346,11 @@ def test_R_RAT_03_R_RAT_01_R_DSP_02_business_journey_from_sign_up_to_rating_in_t
     visit(page, "#/profile", "事業者情報")
     business_id = page.locator("main p code").inner_text()
     assert page.get_by_label("事業者名").input_value() == "阿蘇みやげ店"
+    assert page.locator("input[name=sales_2]").input_value() == "45500000"
+    # an edit is a new version of the profile (R-ID-03); recommend learns the financials from it (see the diagnosis)
+    page.get_by_label("従業員数").fill("5")
+    page.get_by_role("button", name="保存する").click()
+    page.locator("main").get_by_text("保存しました").wait_for()
 
     # recommendations with their reasons, and a programme's page (R-REC-01/02)
     def recommended():
@@ -409,6 +414,20 @@ def test_R_RAT_03_R_RAT_01_R_DSP_02_business_journey_from_sign_up_to_rating_in_t
 
     visit(page, "#/inbox", "お知らせ")  # the owed-rating notice is there too (R-NOT-02)
     page.locator("main .inbox li").first.wait_for()
+
+    # the diagnosis as charts against the peers (R-REC-03), and who may act for the business, revocable (R-ID-08/09)
+    def diagnosed():
+        visit(page, "#/diagnosis", "経営診断")
+        return page.locator("main .indicator").first.locator("dd").first.inner_text() != "—"
+    eventually(diagnosed, interval=1)
+    assert page.locator("main .indicator").count() == 3
+    assert page.locator("main .indicator").nth(1).locator("dd").first.inner_text() == "6.0%"  # 3.1 M / 52 M
+    shot(page, "13-diagnosis")
+    visit(page, "#/access", "共有と代行")
+    page.locator("main li", has_text=pg["chamber"]).get_by_role("button", name="代行を取り消す").click()
+    page.locator("main").get_by_text("取り消しました").wait_for()
+    assert [d["status"] for d in ok(http.get(f"/api/identity/businesses/{business_id}/delegations", headers=biz))] \
+        == ["revoked"]
 
     # the pop-up is gone at the next login once the rating is given
     eventually(lambda: ok(http.get("/api/notifications/prompts", headers=biz)) == [])

@@ -19,7 +19,8 @@ function header(): HTMLElement {
   const items: HTMLElement[] = [link("#/", t("home"))];
   if (hasRole("business") || hasRole("founder")) {
     items.push(link("#/profile", t("profile")), link("#/recommendations", t("recommendations")), link("#/request", t("request")),
-      link("#/dispatches", t("dispatches")), link("#/inbox", t("inbox")));
+      link("#/dispatches", t("dispatches")), link("#/diagnosis", lang === "ja" ? "経営診断" : "Diagnosis"),
+      link("#/access", lang === "ja" ? "共有と代行" : "Sharing"), link("#/inbox", t("inbox")));
   }
   if (hasRole("expert")) items.push(link("#/visits", t("visit_title")), link("#/inbox", t("inbox")));
   if (hasRole("institution")) items.push(link("#/institution/request", t("request")), link("#/inbox", t("inbox")));

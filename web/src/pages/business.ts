@@ -289,7 +289,82 @@ async function inbox(main: HTMLElement): Promise<string> {
   return t("inbox");
 }
 
+// --- management diagnosis as charts: the business against its peers (R-REC-03) -------------------------
+const INDICATORS: Record<string, [string, string, (v: number) => string]> = {
+  sales_growth: ["売上高増加率", "Sales growth", (v) => `${(v * 100).toFixed(1)}%`],
+  operating_margin: ["営業利益率", "Operating margin", (v) => `${(v * 100).toFixed(1)}%`],
+  labour_productivity: ["労働生産性（円/人）", "Labour productivity (JPY per employee)", (v) => Math.round(v).toLocaleString(lang)],
+};
+
+function barPair(label: string, mine: number | null, peers: number | null, fmt: (v: number) => string): HTMLElement {
+  const NS = "http://www.w3.org/2000/svg";
+  const max = Math.max(Math.abs(mine ?? 0), Math.abs(peers ?? 0)) || 1;
+  const svg = document.createElementNS(NS, "svg");
+  svg.setAttribute("viewBox", "0 0 300 56");
+  svg.setAttribute("class", "bars");
+  svg.setAttribute("aria-hidden", "true");
+  [[mine, "mine", 4], [peers, "peers", 30]].forEach(([v, cls, y]) => {
+    const rect = document.createElementNS(NS, "rect");
+    const w = v === null ? 0 : (Math.abs(v as number) / max) * 290;
+    rect.setAttribute("x", "0"); rect.setAttribute("y", String(y)); rect.setAttribute("height", "22");
+    rect.setAttribute("width", String(Math.max(w, 1))); rect.setAttribute("class", cls as string);
+    svg.append(rect);
+  });
+  const show = (v: number | null) => (v === null || v === undefined ? "—" : fmt(v));
+  return h("div", { class: "indicator" }, h("h2", {}, label), svg as unknown as HTMLElement,
+    h("dl", {}, h("dt", { class: "mine" }, lang === "ja" ? "自社" : "Yours"), h("dd", {}, show(mine)),
+      h("dt", { class: "peers" }, lang === "ja" ? "同業・同規模の中央値" : "Peer median"), h("dd", {}, show(peers))));
+}
+
+async function diagnosisPage(main: HTMLElement): Promise<string> {
+  const title = lang === "ja" ? "経営診断（ローカルベンチマーク）" : "Management diagnosis (local benchmark)";
+  if (needSignIn(main)) return title;
+  main.append(h("h1", {}, title));
+  const bid = businessId();
+  if (!bid) { main.append(h("p", {}, t("no_recommendations"))); return title; }
+  const d = await api(`recommend/businesses/${encodeURIComponent(bid)}/diagnosis`);
+  main.append(h("p", {}, lang === "ja" ? `比較した同業・同規模の事業者: ${d.peers}` : `Peers compared: ${d.peers}`));
+  for (const [key, [ja, en, fmt]] of Object.entries(INDICATORS)) {
+    main.append(barPair(lang === "ja" ? ja : en, d.indicators[key] ?? null, d.peer_medians[key] ?? null, fmt));
+  }
+  if (d.sales_forecast_next_year) {
+    main.append(h("p", { class: "lead" }, `${lang === "ja" ? "来期の売上予測" : "Sales forecast, next year"}: ${yen(d.sales_forecast_next_year)}`));
+  }
+  return title;
+}
+
+// --- who can see and do what for the business: delegations (R-ID-08) and consents (R-ID-04); revoke --------
+async function accessPage(main: HTMLElement): Promise<string> {
+  const title = lang === "ja" ? "データの共有と代行" : "Sharing and delegation";
+  if (needSignIn(main)) return title;
+  main.append(h("h1", {}, title));
+  const bid = businessId();
+  if (!bid) return title;
+  const [dlgs, consents] = await Promise.all([api<any[]>(`identity/businesses/${encodeURIComponent(bid)}/delegations`),
+    api<any[]>(`identity/businesses/${encodeURIComponent(bid)}/consents`)]);
+  const revoke = (label: string, run: () => Promise<unknown>) => h("button", { type: "button", onclick: async (ev: Event) => {
+    const b = ev.target as HTMLButtonElement;
+    try { await run(); b.replaceWith(notice("ok", lang === "ja" ? "取り消しました" : "Revoked")); }
+    catch (e) { b.after(notice("error", (e as Error).message)); }
+  } }, label);
+  main.append(h("h2", {}, lang === "ja" ? "代行を許可している支援機関" : "Institutions acting for you"),
+    dlgs.length ? h("ul", { class: "inbox" }, ...dlgs.map((g) => h("li", {},
+      h("p", {}, h("strong", {}, g.org_id), ` — ${g.scopes.join(", ")}`),
+      h("p", { class: "hint" }, `${g.status} · ${lang === "ja" ? "期限" : "until"} ${new Date(g.expires_at * 1000).toLocaleDateString(lang)}`),
+      g.status === "active" ? revoke(lang === "ja" ? "代行を取り消す" : "Revoke",
+        () => api(`identity/delegations/${g.delegation_id}/revoke`, { method: "POST", json: {} })) : "")))
+      : h("p", {}, "—"),
+    h("h2", {}, lang === "ja" ? "データ連携を承諾した外部サービス" : "Services you let prefill your data"),
+    consents.length ? h("ul", { class: "inbox" }, ...consents.map((c) => h("li", {},
+      h("p", {}, h("strong", {}, c.client_name ?? c.client_id), ` — ${(c.fields ?? []).join(", ")}`),
+      revoke(lang === "ja" ? "承諾を取り消す" : "Withdraw",
+        () => api(`identity/businesses/${encodeURIComponent(bid)}/consents/${encodeURIComponent(c.client_id)}`, { method: "DELETE" })))))
+      : h("p", {}, "—"));
+  return title;
+}
+
 export const businessPages: [RegExp, Page][] = [
+  [/^#\/diagnosis$/, diagnosisPage], [/^#\/access$/, accessPage],
   [/^#\/profile$/, profile], [/^#\/recommendations$/, recommendations], [/^#\/programmes\/([^/]+)$/, programmePage],
   [/^#\/request$/, requestPage], [/^#\/dispatches$/, dispatches], [/^#\/dispatches\/([^/]+)$/, dispatchPage],
   [/^#\/rate\/([^/]+)$/, ratePage], [/^#\/experts\/([^/]+)$/, expertPage], [/^#\/inbox$/, inbox],
