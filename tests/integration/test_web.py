@@ -508,6 +508,23 @@ def test_R_ANC_01_expert_checks_in_and_out_on_a_phone_with_the_browser_position(
         d = ok(http.get(f"/api/dispatch/requests/{did}", headers=pg["agency"]))
         assert len(d["visits"]) == 2 and d["visits"][1]["declaration"]["signature"] == "山田 花子"
         assert d["status"] == "reported", d["status"]
+
+        # the expert's own page, editable at any time, with when it cannot be dispatched (R-EX-03)
+        visit(page, "#/expert/profile", "専門家ページ")
+        page.get_by_label("自己紹介").fill("販路開拓と事業再生。熊本県内の小売・製造業を中心に支援しています。")
+        page.locator("form").first.get_by_role("button", name="保存する").click()
+        page.locator("main form").first.get_by_text("保存しました").wait_for()
+        away = page.locator("section", has=page.get_by_role("heading", name="対応できない期間"))
+        away.get_by_label("開始").fill((DAY + timedelta(days=30)).isoformat())
+        away.get_by_label("終了").fill((DAY + timedelta(days=40)).isoformat())
+        away.get_by_label("理由").fill("長期出張のため派遣不可")
+        away.get_by_role("button", name="保存する").click()
+        away.get_by_text("保存しました").wait_for()
+        axe(page, "expert's own page")
+        shot(page, "14-expert-profile")
+        me = ok(http.get("/api/experts/experts/me", headers=pg["expert"]))
+        assert me["profile"]["introduction"].startswith("販路開拓と事業再生。")
+        assert me["availability"]["windows"][0]["start"] == (DAY + timedelta(days=30)).isoformat()
     finally:
         ctx.close()
 

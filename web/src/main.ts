@@ -22,7 +22,7 @@ function header(): HTMLElement {
       link("#/dispatches", t("dispatches")), link("#/diagnosis", lang === "ja" ? "経営診断" : "Diagnosis"),
       link("#/access", lang === "ja" ? "共有と代行" : "Sharing"), link("#/inbox", t("inbox")));
   }
-  if (hasRole("expert")) items.push(link("#/visits", t("visit_title")), link("#/inbox", t("inbox")));
+  if (hasRole("expert")) items.push(link("#/visits", t("visit_title")), link("#/expert/profile", t("expert_page")), link("#/inbox", t("inbox")));
   if (hasRole("institution")) items.push(link("#/institution/request", t("request")), link("#/inbox", t("inbox")));
   if (hasRole("bureau") || hasRole("agency")) items.push(link("#/frames", t("frames")));
   if (hasRole("agency")) items.push(link("#/agency", t("reviews")));

@@ -84,4 +84,56 @@ async function visits(main: HTMLElement, preset = ""): Promise<string> {
   return t("visit_title");
 }
 
-export const expertPages: [RegExp, Page][] = [[/^#\/visits$/, (m) => visits(m)], [/^#\/visits\/([^/]+)$/, visits]];
+// --- the expert's own page: profile and availability, editable at any time (R-EX-03) ----------------------
+const FIELDS = ["management", "finance", "tax", "legal", "ip", "sales_channels", "product_development", "it_dx",
+  "business_succession", "hr", "overseas", "manufacturing", "startup", "other"];
+
+async function ownPage(main: HTMLElement): Promise<string> {
+  if (!session()) { main.append(h("h1", {}, t("sign_in")), notice("error", t("need_sign_in"))); return t("expert_page"); }
+  main.append(h("h1", {}, t("expert_page")));
+  const me = await api("experts/experts/me");
+  const p = me.profile ?? {};
+  main.append(h("p", {}, `${me.name} (${me.expert_id}) — ${t("status")}: ${me.status}`),
+    h("p", {}, h("a", { href: `#/experts/${me.expert_id}` }, t("radar"))));
+  const out = h("div", {});
+  const list = (s: string) => s.split(/[,、]/).map((x) => x.trim()).filter(Boolean);
+  const profile = h("form", {},
+    field(t("introduction"), h("textarea", { name: "introduction", rows: 4 }, p.introduction ?? "")),
+    field(t("qualifications"), input("qualifications", { value: (p.qualifications ?? []).join("、") })),
+    h("fieldset", {}, h("legend", {}, t("fields")), ...FIELDS.map((f) => h("div", { class: "check" },
+      h("input", { type: "checkbox", name: "fields", value: f, id: `fld-${f}`, checked: (p.fields ?? []).includes(f) }),
+      h("label", { for: `fld-${f}` }, f.replace(/_/g, " "))))),
+    field(t("prefecture"), input("regions", { value: (p.regions ?? []).join("、") })),
+    h("button", { type: "submit", class: "primary" }, t("save")), out);
+  profile.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const fd = new FormData(profile);
+    try {
+      await api("experts/experts/me/profile", { method: "PUT", json: { ...p, introduction: String(fd.get("introduction") ?? ""),
+        qualifications: list(String(fd.get("qualifications") ?? "")), fields: fd.getAll("fields").map(String),
+        regions: list(String(fd.get("regions") ?? "")), expected_version: me.version } });
+      out.replaceChildren(notice("ok", t("saved")));
+    } catch (e) { out.replaceChildren(notice("error", (e as Error).message)); }
+  });
+  const aOut = h("div", {});
+  const win = me.availability?.windows?.[0] ?? {};
+  const availability = h("form", {},
+    field(t("start"), input("start", { type: "date", value: win.start ?? "" })),
+    field(t("end"), input("end", { type: "date", value: win.end ?? "" })),
+    field(t("reason"), input("note", { value: me.availability?.note ?? "" })),
+    h("button", { type: "submit" }, t("save")), aOut);
+  availability.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const v = values(availability);
+    try {
+      await api("experts/experts/me/availability", { method: "PUT", json: { note: v.note,
+        windows: v.start && v.end ? [{ start: v.start, end: v.end, note: v.note }] : [] } });
+      aOut.replaceChildren(notice("ok", t("saved")));
+    } catch (e) { aOut.replaceChildren(notice("error", (e as Error).message)); }
+  });
+  main.append(profile, h("section", { "aria-labelledby": "av-h" }, h("h2", { id: "av-h" }, t("availability")), availability));
+  return t("expert_page");
+}
+
+export const expertPages: [RegExp, Page][] = [[/^#\/visits$/, (m) => visits(m)], [/^#\/visits\/([^/]+)$/, visits],
+  [/^#\/expert\/profile$/, ownPage]];

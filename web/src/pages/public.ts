@@ -19,7 +19,7 @@ export function home(main: HTMLElement): string {
     cards.push(["#/profile", t("profile")], ["#/recommendations", t("recommendations")], ["#/request", t("request")],
       ["#/dispatches", t("dispatches")], ["#/inbox", t("inbox")]);
   }
-  if (hasRole("expert")) cards.push(["#/visits", t("visit_title")]);
+  if (hasRole("expert")) cards.push(["#/visits", t("visit_title")], ["#/expert/profile", t("expert_page")]);
   if (hasRole("institution")) cards.push(["#/institution/request", t("request_a")]);
   if (hasRole("bureau") || hasRole("agency")) cards.push(["#/frames", t("frames")]);
   if (hasRole("agency")) cards.push(["#/agency", t("reviews")]);
