@@ -423,9 +423,19 @@ def test_R_RAT_03_R_RAT_01_R_DSP_02_business_journey_from_sign_up_to_rating_in_t
     assert page.locator("main .indicator").count() == 3
     assert page.locator("main .indicator").nth(1).locator("dd").first.inner_text() == "6.0%"  # 3.1 M / 52 M
     shot(page, "13-diagnosis")
+    staff_account = account_id(http, real_account(pg, f"staff-{uuid.uuid4().hex[:6]}@example.jp", "商工 二郎", "institution"))
+    ok(http.post(f"/api/identity/organisations/{pg['chamber']}/staff", headers=pg["bureau"],
+                 json={"account_id": staff_account}), 204)
+    ok(http.post("/api/identity/disclosure-requests", headers=auth(staff_account, "institution", orgs=pg["staff_orgs"]),
+                 json={"business_id": business_id, "purpose": "販路開拓の支援のため"}))
     visit(page, "#/access", "共有と代行")
     page.locator("main li", has_text=pg["chamber"]).get_by_role("button", name="代行を取り消す").click()
     page.locator("main").get_by_text("取り消しました").wait_for()
+    page.locator("main li", has_text="販路開拓の支援のため").get_by_role("button", name="承認する").click()
+    page.locator("main").get_by_text("承認する: OK").wait_for()
+    shot(page, "15-sharing")
+    assert [d["status"] for d in ok(http.get(f"/api/identity/businesses/{business_id}/disclosure-requests",
+                                             headers=biz))] == ["approved"]
     assert [d["status"] for d in ok(http.get(f"/api/identity/businesses/{business_id}/delegations", headers=biz))] \
         == ["revoked"]
 
@@ -573,6 +583,20 @@ def test_R_DSP_01_institution_staff_request_a_dispatch_on_route_A(phone, program
     assert "受付" in text or "予算確保" in text or "承認" in text, text
     did = re.search(r"dsp-[0-9a-f]{16}", text).group(0)
     assert ok(http.get(f"/api/dispatch/requests/{did}", headers=pg["agency"]))["route"] == "A"
+
+    # R-ANC-05: the institution asks to see the business's data; it sees it once the business approves
+    visit(page, "#/institution/disclosures", "開示依頼")
+    page.get_by_label("事業者ID").fill(business_id)
+    page.get_by_label("目的").fill("事業承継の支援計画づくり")
+    page.get_by_role("button", name="開示を依頼する").click()
+    asked = page.locator("main li", has_text=business_id)
+    asked.get_by_text("pending").wait_for()
+    request_id = ok(http.get(f"/api/identity/businesses/{business_id}/disclosure-requests", headers=biz))[0]["request_id"]
+    ok(http.post(f"/api/identity/disclosure-requests/{request_id}/approve", headers=biz, json={}))
+    visit(page, "#/institution/disclosures", "開示依頼")
+    page.locator("main li", has_text=business_id).get_by_role("button", name="データを見る").click()
+    page.locator("main dd", has_text="菊池茶舗").wait_for()
+    axe(page, "disclosures")
 
 
 def totp_sign_in(page, email: str) -> None:

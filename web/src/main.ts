@@ -23,7 +23,8 @@ function header(): HTMLElement {
       link("#/access", lang === "ja" ? "共有と代行" : "Sharing"), link("#/inbox", t("inbox")));
   }
   if (hasRole("expert")) items.push(link("#/visits", t("visit_title")), link("#/expert/profile", t("expert_page")), link("#/inbox", t("inbox")));
-  if (hasRole("institution")) items.push(link("#/institution/request", t("request")), link("#/inbox", t("inbox")));
+  if (hasRole("institution")) items.push(link("#/institution/request", t("request")),
+    link("#/institution/disclosures", lang === "ja" ? "開示依頼" : "Disclosures"), link("#/inbox", t("inbox")));
   if (hasRole("bureau") || hasRole("agency")) items.push(link("#/frames", t("frames")));
   if (hasRole("agency")) items.push(link("#/agency", t("reviews")));
   const langButton = h("button", { type: "button", class: "lang", lang: lang === "ja" ? "en" : "ja", "aria-label": t("lang_switch_label"),

@@ -342,9 +342,9 @@ async function accessPage(main: HTMLElement): Promise<string> {
   if (!bid) return title;
   const [dlgs, consents] = await Promise.all([api<any[]>(`identity/businesses/${encodeURIComponent(bid)}/delegations`),
     api<any[]>(`identity/businesses/${encodeURIComponent(bid)}/consents`)]);
-  const revoke = (label: string, run: () => Promise<unknown>) => h("button", { type: "button", onclick: async (ev: Event) => {
+  const revoke = (label: string, run: () => Promise<unknown>, done = lang === "ja" ? "取り消しました" : "Revoked") => h("button", { type: "button", onclick: async (ev: Event) => {
     const b = ev.target as HTMLButtonElement;
-    try { await run(); b.replaceWith(notice("ok", lang === "ja" ? "取り消しました" : "Revoked")); }
+    try { await run(); b.parentElement?.querySelectorAll("button").forEach((x) => x !== b && x.remove()); b.replaceWith(notice("ok", done)); }
     catch (e) { b.after(notice("error", (e as Error).message)); }
   } }, label);
   main.append(h("h2", {}, lang === "ja" ? "代行を許可している支援機関" : "Institutions acting for you"),
@@ -359,6 +359,16 @@ async function accessPage(main: HTMLElement): Promise<string> {
       h("p", {}, h("strong", {}, c.client_name ?? c.client_id), ` — ${(c.fields ?? []).join(", ")}`),
       revoke(lang === "ja" ? "承諾を取り消す" : "Withdraw",
         () => api(`identity/businesses/${encodeURIComponent(bid)}/consents/${encodeURIComponent(c.client_id)}`, { method: "DELETE" })))))
+      : h("p", {}, "—"));
+  const asks = await api<any[]>(`identity/businesses/${encodeURIComponent(bid)}/disclosure-requests`);
+  const act = (id: string, verb: string, label: string) => revoke(label,
+    () => api(`identity/disclosure-requests/${id}/${verb}`, { method: "POST", json: {} }), `${label}: OK`);
+  main.append(h("h2", {}, lang === "ja" ? "支援機関からのデータ開示依頼" : "Institutions asking to see your data"),
+    asks.length ? h("ul", { class: "inbox" }, ...asks.map((d) => h("li", {},
+      h("p", {}, h("strong", {}, d.org_name ?? d.org_id), ` — ${d.purpose}`), h("p", { class: "hint" }, d.status),
+      ...(d.status === "pending" ? [act(d.request_id, "approve", lang === "ja" ? "承認する" : "Approve"),
+                                   act(d.request_id, "reject", lang === "ja" ? "断る" : "Reject")]
+        : d.status === "approved" ? [act(d.request_id, "revoke", lang === "ja" ? "承認を取り消す" : "Revoke")] : []))))
       : h("p", {}, "—"));
   return title;
 }

@@ -95,7 +95,45 @@ async function agency(main: HTMLElement): Promise<string> {
   return t("reviews");
 }
 
+// --- disclosure requests (R-ANC-05): ask a business to see its data; read it only while approved -------------
+async function disclosures(main: HTMLElement): Promise<string> {
+  const title = lang === "ja" ? "事業者データの開示依頼" : "Data disclosure requests";
+  if (guard(main, title)) return title;
+  main.append(h("h1", {}, title));
+  const out = h("div", {});
+  const ask = h("form", {}, field(t("business_id"), input("business_id", { required: true })),
+    field(lang === "ja" ? "目的" : "Purpose", input("purpose", { required: true, minlength: 3 })),
+    h("button", { type: "submit", class: "primary" }, lang === "ja" ? "開示を依頼する" : "Ask"), out);
+  const list = h("div", {});
+  const refreshList = async () => {
+    const items = await api<any[]>("identity/disclosure-requests");
+    list.replaceChildren(items.length ? h("ul", { class: "inbox" }, ...items.map((d) => {
+      const li = h("li", {}, h("p", {}, h("strong", {}, d.business_id), ` — ${d.purpose}`),
+        h("p", { class: `hint status-${d.status}` }, d.status));
+      if (d.status === "approved") {
+        li.append(h("button", { type: "button", onclick: async () => {
+          const prof = await api(`identity/disclosure-requests/${d.request_id}/profile`);
+          li.append(h("dl", {}, ...["name", "prefecture", "industry", "employees"].flatMap((k) => [h("dt", {}, k), h("dd", {}, String(prof[k] ?? "—"))])));
+        } }, lang === "ja" ? "データを見る" : "See the data"));
+      }
+      return li;
+    })) : h("p", {}, "—"));
+  };
+  ask.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    try {
+      await api("identity/disclosure-requests", { method: "POST", json: values(ask) });
+      out.replaceChildren(notice("ok", lang === "ja" ? "依頼しました" : "Asked"));
+      await refreshList();
+    } catch (e) { out.replaceChildren(notice("error", (e as Error).message)); }
+  });
+  await refreshList();
+  main.append(ask, h("h2", {}, lang === "ja" ? "依頼の一覧" : "Your requests"), list);
+  return title;
+}
+
 export const staffPages: [RegExp, Page][] = [
+  [/^#\/institution\/disclosures$/, disclosures],
   [/^#\/institution\/request$/, institutionRequest], [/^#\/frames$/, (m) => frames(m)], [/^#\/frames\/([^/]+)$/, frames],
   [/^#\/agency$/, agency],
 ];
