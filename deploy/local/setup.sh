@@ -13,3 +13,4 @@ if ! command -v chromium >/dev/null; then
   log "installing Chromium and Japanese fonts from Debian (browser tests)"
   apt-get install -y chromium fonts-noto-cjk >/dev/null || { apt-get update >/dev/null && apt-get install -y chromium fonts-noto-cjk >/dev/null; }
 fi
+"$here/toxiproxy.sh" install   # for the fault-injection suite (tests/integration/test_chaos.py, make chaos)
