@@ -323,7 +323,7 @@ def session_sub(page) -> str:
     return page.evaluate("JSON.parse(sessionStorage.getItem('smeportal.session')).claims.sub")
 
 
-def test_R_RAT_03_R_RAT_01_R_DSP_02_business_journey_from_sign_up_to_rating_in_the_browser(phone, programme):
+def test_R_RAT_03_R_RAT_01_R_DSP_02_business_journey_from_sign_up_to_rating_in_the_browser(phone, browser, programme):
     page, pg, http = phone, programme, programme["http"]
     email = f"owner-{uuid.uuid4().hex[:6]}@example.jp"
     sign_up_in_browser(page, email, "阿蘇 花子", "事業者")
@@ -468,6 +468,20 @@ def test_R_RAT_03_R_RAT_01_R_DSP_02_business_journey_from_sign_up_to_rating_in_t
     answer = page.locator("main").get_by_text(re.compile("申込みを受け付けました: dsp-"))
     answer.wait_for()
     assert "不受理" not in answer.inner_text(), answer.inner_text()
+    direct = re.search(r"dsp-[0-9a-f]{16}", answer.inner_text()).group(0)
+
+    # the expert co-signs it on the phone (R-DSP-02c); then it is screened, as a free dispatch of the business
+    ctx = browser.new_context(viewport=PHONE, locale="ja-JP", base_url=str(http.base_url))
+    expert_page = ctx.new_page()
+    try:
+        sign_in(expert_page, pg["expert_email"])
+        visit(expert_page, "#/visits", "訪問")
+        expert_page.get_by_label("派遣ID").fill(direct)
+        expert_page.get_by_role("button", name="連名で申し込む").click()
+        expert_page.locator("main").get_by_text(re.compile("連名しました")).wait_for()
+    finally:
+        ctx.close()
+    assert status_of(pg, direct) in ("accepted", "reserved", "approved"), status_of(pg, direct)
 
 
 # --- 3. the expert's visit on a phone, with a mocked position (R-ANC-01, R-DSP-09) -------------------------------

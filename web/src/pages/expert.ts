@@ -3,7 +3,7 @@
 import { api } from "../api";
 import { session } from "../auth";
 import { field, h, input, notice, values } from "../dom";
-import { lang, t } from "../i18n";
+import { lang, statusText, t } from "../i18n";
 import type { Page } from "../main";
 
 function position(): Promise<{ lat: number; lon: number }> {
@@ -79,6 +79,15 @@ async function visits(main: HTMLElement, preset = ""): Promise<string> {
       rOut.replaceChildren(notice("ok", t("reported")));
     } catch (e) { rOut.replaceChildren(notice("error", (e as Error).message)); }
   });
+  // co-signing a business's direct request (R-DSP-02c): it is screened once the expert signs
+  const cOut = h("div", {});
+  const cosign = h("button", { type: "button", onclick: async () => {
+    try {
+      const d = await api(`dispatch/requests/${encodeURIComponent(did())}/cosign`, { method: "POST", json: {} });
+      cOut.replaceChildren(notice("ok", `${t("cosigned")}: ${d.dispatch_id} — ${statusText(d.status)}`));
+    } catch (e) { cOut.replaceChildren(notice("error", (e as Error).message)); }
+  } }, t("cosign"));
+  main.append(h("section", { "aria-labelledby": "co-h" }, h("h2", { id: "co-h" }, t("cosign_title")), h("p", { class: "hint" }, t("cosign_hint")), cosign, cOut));
   main.append(h("section", { "aria-labelledby": "decl-h" }, h("h2", { id: "decl-h" }, t("declaration")), decl),
     h("section", { "aria-labelledby": "rep-h" }, h("h2", { id: "rep-h" }, t("report")), report));
   return t("visit_title");
