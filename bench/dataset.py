@@ -42,8 +42,8 @@ GIVEN = ["翔太", "健一", "大輔", "誠", "浩", "直樹", "拓也", "和也
 PLACES = ["さくら", "あおば", "ひかり", "みどり", "富士", "大和", "北斗", "日の出", "光陽", "東西", "丸", "三和", "旭",
           "若葉", "中央", "双葉", "瑞穂", "浪速", "千代田", "朝日"]
 FORMS = [("株式会社", 0.62), ("有限会社", 0.08), ("合同会社", 0.06), (None, 0.24)]  # None: a sole proprietor (個人事業主)
-FIELDS = ["販路開拓", "事業承継", "IT化", "資金繰り", "海外展開", "人材育成", "生産管理", "労務", "知的財産", "創業",
-          "デザイン", "補助金申請", "省エネ", "観光", "食品衛生"]
+FIELDS = ["management", "finance", "tax", "legal", "ip", "sales_channels", "product_development", "it_dx",
+          "business_succession", "hr", "overseas", "manufacturing", "startup"]  # contracts.vocab.EXPERT_FIELDS
 FISCAL_YEARS = (2022, 2023, 2024)
 
 
@@ -99,9 +99,11 @@ def business(i: int, rnd: random.Random) -> dict:
 
 def expert(i: int, rnd: random.Random) -> dict:
     pref = rnd.choices([p for p, _ in PREFECTURES], [w for _, w in PREFECTURES])[0]
-    return {"external_id": f"exp-{i:06d}", "name": f"{rnd.choice(SURNAMES)} {rnd.choice(GIVEN)}",
-            "prefecture": pref, "fields": sorted(rnd.sample(FIELDS, rnd.randint(1, 4))),
-            "years_of_experience": rnd.randint(3, 40),
+    near = [p for p, _ in PREFECTURES]
+    k = near.index(pref)
+    return {"external_id": f"exp-{i:06d}", "account_id": f"acc-exp-{i:06d}", "name": f"{rnd.choice(SURNAMES)} {rnd.choice(GIVEN)}",
+            "regions": near[max(k - 1, 0):k + 2], "fields": sorted(rnd.sample(FIELDS, rnd.randint(1, 4))),
+            "introduction": f"{pref}を拠点に{rnd.randint(3, 40)}年、中小企業の支援に携わってきました。",
             "qualifications": rnd.sample(["中小企業診断士", "税理士", "社会保険労務士", "技術士", "弁理士", "ITコーディネータ"],
                                          rnd.randint(0, 2))}
 

@@ -82,3 +82,27 @@ async def test_R_OPS_03_import_killed_mid_way_resumes_with_no_duplicate_no_loss_
     assert Counter(r["line"] for r in rejected) == Counter(bad)
     assert all(r["reason"] for r in rejected)
     assert any(r["reason"].startswith("not JSON") for r in rejected)
+
+
+async def test_R_OPS_03_experts_imported_through_the_registration_event_once(infra, ns, tmp_path):
+    subprocess.run([sys.executable, "bench/dataset.py", "--businesses", "0", "--experts", "300", "--seed", "6",
+                    "--out", str(tmp_path)], cwd=ROOT, check=True)
+    path = tmp_path / "experts.jsonl"
+    with path.open("a", encoding="utf-8") as f:
+        f.write(json.dumps({"external_id": "x", "account_id": "acc-x", "name": "占い師", "fields": ["astrology"]}) + "\n")
+    env = {**os.environ, "MONGO_URI": infra.mongo, "MONGO_DB": ns.db("experts"), "KAFKA_BOOTSTRAP": infra.kafka,
+           "TOPIC_PREFIX": ns.prefix, "TOPIC_PARTITIONS": "3"}
+    for _ in range(2):  # the second run finds everything there and publishes nothing new
+        done = subprocess.run([sys.executable, "-m", "experts_service.bulk_import", "experts", str(path), "--operator",
+                               "op-import", "--batch", "100"], env=env, cwd=ROOT, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+    assert "imported 300 experts" in done.stderr and "Unknown field" in done.stderr
+    client = AsyncMongoClient(infra.mongo)
+    try:
+        assert await client[ns.db("experts")].experts.count_documents({}) == 300
+    finally:
+        await client.close()
+    recs = await read_topic(infra.kafka, ns.topic("experts.events"), min_count=300, timeout=30)
+    changes = [json.loads(r.value) for r in recs]
+    assert len({c["event_id"] for c in changes}) == 300
+    assert {c["payload"]["change"] for c in changes} == {"registered"}
