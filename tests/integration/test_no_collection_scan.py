@@ -114,6 +114,12 @@ async def test_R_OPS_03_recommend_routes_never_scan_a_collection_at_100k_documen
         await store.learn_profile(svc, b, {"name": b, "prefecture": "大阪府", "industry": "製造業", "employees": 12,
                                            "corporate_number": None, "updated_at": env.occurred_at,
                                            "financials": [f.model_dump() for f in fin]}, env.actor, env)
+    # a segment no programme fits (large businesses): its empty candidate list must still read as one
+    big = Envelope.wrap(BusinessProfileChanged(business_id="big-1", profile_version=1, changed=["employees"], name="大企業",
+                                               prefecture="東京都", industry="製造業", employees=5000), producer="identity")
+    await store.learn_profile(svc, "big-1", {"name": "大企業", "prefecture": "東京都", "industry": "製造業", "employees": 5000,
+                                             "corporate_number": None, "updated_at": big.occurred_at}, None, big)
+    assert (await store.segment(db, "製造業|large|東京都"))["candidates"] == []
     assert await db.business_profiles.estimated_document_count() >= N
 
     h = {"authorization": f"Bearer {token(sub=owner, roles=['business'], biz=[{'id': me, 'role': 'prime'}])}"}

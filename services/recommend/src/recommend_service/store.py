@@ -83,16 +83,19 @@ async def segment(db, seg: str) -> dict:
         except DuplicateKeyError:
             pass  # built at the same moment by another consumer
         doc = await db.segments.find_one({"_id": seg})
-    return doc
+    # FerretDB 1.24 stores no field for an empty array set by an upsert's $setOnInsert (a segment nothing fits)
+    return {"candidates": [], "candidate_ids": [], **doc}
 
 
 async def add_to_segments(db, programme: dict) -> list[str]:
     """A programme becomes a candidate of every segment it is eligible in (idempotent); returns those segments.
     Reads the `segments` collection whole: it holds one document per segment seen (a few thousand at most)."""
     ops, segs = [], []
-    async for s in db.segments.find({}, {"_id": 1}):
+    async for s in db.segments.find({}, {"candidate_ids": 1}):
         if domain.segment_candidates([programme], s["_id"]):
             segs.append(s["_id"])
+            if programme["programme_id"] in s.get("candidate_ids", []):
+                continue  # already there (a redelivery, or a restart seeding the catalogue again)
             ops.append(UpdateOne({"_id": s["_id"], "candidate_ids": {"$ne": programme["programme_id"]}},
                                  {"$push": {"candidates": programme, "candidate_ids": programme["programme_id"]}}))
     for i in range(0, len(ops), BULK):
