@@ -163,6 +163,7 @@ async def event_path(kafka: str, mongo_uri: str, db_name: str, prefix: str, n: i
     """The consumer path: n fresh businesses published as identity would (registration + financials), timed until
     the recommend service has learnt them all; next to raw Kafka produce→consume of the same records."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from pymongo import AsyncMongoClient
 
     from contracts import Envelope
@@ -181,6 +182,10 @@ async def event_path(kafka: str, mongo_uri: str, db_name: str, prefix: str, n: i
                                   producer="identity", actor=f"acc-{bid}"))
     topic = f"{prefix}identity.events"
     raw = f"{prefix}bench.raw"
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
+    await admin.start()
+    await admin.create_topics([NewTopic(raw, 3, 1)])
+    await admin.close()
     p = AIOKafkaProducer(bootstrap_servers=kafka, acks="all", enable_idempotence=True, linger_ms=5)
     await p.start()
     # baseline: the same records through Kafka alone

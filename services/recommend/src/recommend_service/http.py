@@ -136,7 +136,7 @@ async def recommendations(business_id: str, request: Request,
     profile = {"industry": doc["industry"], "prefecture": doc["prefecture"], "employees": doc["employees"],
                "keywords": [k for k in re.split(r"[,、，\s]+", keywords) if k]}
     # R-OPS-03: the segment's candidates and the counts of this business's own programmes; nothing else is read
-    candidates = (await store.segment(db, store.segment_of(doc)))["candidates"]
+    candidates = (await store.segment_for_request(db, store.segment_of(doc)))["candidates"]
     mine = set(doc.get("items") or [])
     by_id = {p["programme_id"]: p for p in candidates}
     ranked = domain.rank(candidates, profile, mine, await store.programme_stats(db, sorted(mine)), limit=limit)
@@ -207,7 +207,7 @@ async def diagnose(business_id: str, request: Request,
     doc = await _business(request, business_id, who)
     mine = diagnosis.indicators(doc.get("financials") or [], doc["employees"])
     # R-OPS-03: peers come from the group's sketch, kept by events; the business itself is taken out of it
-    group = await db.peer_groups.find_one({"_id": doc.get("peer_group")}, {"sketch": 1, "n": 1}) or {}
+    group = await store.peer_group_for_request(db, doc.get("peer_group")) or {}
     medians = diagnosis.peer_medians_from_sketch(group.get("sketch") or {}, doc.get("indicators"))
     out = Diagnosis(indicators=mine, peer_medians=medians, peers=max((group.get("n") or 0) - 1, 0),
                     sales_forecast_next_year=diagnosis.forecast_sales(doc.get("financials") or [], medians["sales_growth"]))

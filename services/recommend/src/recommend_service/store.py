@@ -13,6 +13,7 @@ Collections (every request-path read is a lookup by `_id`, the one index every M
 """
 from __future__ import annotations
 
+import time
 import zlib
 
 from pymongo import UpdateOne
@@ -23,6 +24,7 @@ from contracts.events.notifications import Notify
 from recommend_service import diagnosis, domain
 from servicekit.store import apply_once, with_outbox
 
+CACHE_SECONDS = 5.0  # how long a replica serves a segment, a peer group or a programme's counts from memory
 MEMBER_CHUNKS = 64  # ~16,000 businesses per chunk document in the largest segment at 1,000,000
 BULK = 1000  # writes per bulk_write when a programme is pushed
 
@@ -60,6 +62,33 @@ def notify_events(svc, business_id: str, owner: str | None, picked: list[dict], 
                              params={"title": p["name"], "url": f"/programmes/{p['programme_id']}",
                                      "business_id": business_id, "programme_id": p["programme_id"]}),
                       cause=cause) for p in picked]
+
+
+# --- what requests read, cached per replica ---------------------------------------------------------------------
+# Segments, peer groups and programme counts are shared by thousands of businesses and change by small steps; a
+# request reads them from a few seconds' cache (decoding a sketch of hundreds of buckets costs the local server more
+# than the lookup), so a recommendation or a diagnosis costs one lookup of the business's own profile.
+_cache: dict[tuple, tuple[float, object]] = {}
+
+
+async def cached(db, kind: str, key: str, load):
+    now = time.monotonic()
+    hit = _cache.get((db.name, kind, key))
+    if hit and hit[0] > now:
+        return hit[1]
+    value = await load()
+    if len(_cache) > 100_000:
+        _cache.clear()
+    _cache[(db.name, kind, key)] = (now + CACHE_SECONDS, value)
+    return value
+
+
+async def segment_for_request(db, seg: str) -> dict:
+    return await cached(db, "segment", seg, lambda: segment(db, seg))
+
+
+async def peer_group_for_request(db, group: str | None) -> dict:
+    return await cached(db, "peers", str(group), lambda: db.peer_groups.find_one({"_id": group}, {"sketch": 1, "n": 1}))
 
 
 # --- segments ------------------------------------------------------------------------------------------------
@@ -201,7 +230,7 @@ async def programme_stats(db, ids: list[str]) -> dict[str, dict]:
     """The counts documents of the given programmes (one `_id` lookup each; a business uses a handful)."""
     out = {}
     for pid in ids:
-        doc = await db.programme_stats.find_one({"_id": pid}, {"_seen": 0})
+        doc = await cached(db, "stats", pid, lambda pid=pid: db.programme_stats.find_one({"_id": pid}, {"users": 1, "co": 1}))
         if doc:
             out[pid] = doc
     return out
