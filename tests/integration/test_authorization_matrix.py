@@ -347,6 +347,14 @@ def dispatch_rows(w: World) -> dict:
         ("POST", "/requests/{dispatch_id}/shortfall"): Row(STAFF, f"/requests/{d2}/shortfall",
                                                            {"decision": "written_off", "note": "frame exhausted"},
                                                            hides=True),
+        ("GET", "/requests/{dispatch_id}/findings"): Row(STAFF, f"/requests/{d2}/findings", hides=True),
+        # R-DSP-13: only the agency settles a refund claim (409 on a dispatch without one)
+        ("POST", "/requests/{dispatch_id}/refund"): Row(allow(AGENCY), f"/requests/{d2}/refund",
+                                                        {"decision": "written_off", "note": "not recoverable"},
+                                                        hides=True),
+        # R-DSP-05: the requesting institution's staff follow the business up (409 before the report)
+        ("POST", "/requests/{dispatch_id}/follow-ups"): Row(allow(DLG), f"/requests/{d2}/follow-ups",
+                                                            {"note": "sales channel pilot running"}, hides=True),
         ("POST", "/requests/{dispatch_id}/refuse"): Row(allow(AGENCY), f"/requests/{d3}/refuse",
                                                         {"reason": "unsuitable request"}, hides=True),
         # fraud revokes the accounts involved (R-DSP-13): role-gated on a dispatch that does not exist
@@ -618,7 +626,8 @@ async def build_world(url: dict[str, str]) -> World:
         loc = {"location": {"lat": 32.80, "lon": 130.71, "place": "client office"}}
         for did in (x["d1"], x["d2"]):
             await _ok(await http.post(f"{ds}/requests/{did}/schedule", headers=h[DLG], json={}))
-            vid = (await _ok(await http.post(f"{ds}/requests/{did}/visits", headers=h[EXPERT], json=loc)))["visit_id"]
+            vid = (await _ok(await http.post(f"{ds}/requests/{did}/visits", headers=h[EXPERT],
+                                             json={**loc, "accompanied_by": [w.ids[DLG]]})))["visit_id"]  # R-DSP-05
             await _ok(await http.post(f"{ds}/requests/{did}/visits/{vid}/check-out", headers=h[EXPERT], json=loc))
             x["v1" if did == x["d1"] else "v2"] = vid
         # D1 completed: declared time, signed off, reported, confirmed

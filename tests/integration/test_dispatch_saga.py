@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaProducer
 from pymongo import AsyncMongoClient
 
 from contracts import Envelope
-from contracts.events.budget import BudgetCommitted, BudgetRefused, BudgetReleased, BudgetReserved
+from contracts.events.budget import BudgetCommitted, BudgetRefunded, BudgetRefused, BudgetReleased, BudgetReserved
 from contracts.events.experts import ExpertChanged
 from contracts.events.identity import AccountRevoked, BindingChanged, DelegationRevoked, MembershipChanged
 from contracts.events.ratings import RatingGiven, RatingOwed
@@ -273,6 +273,23 @@ async def test_R_DSP_14_saga_survives_silence_and_duplicate_answers_without_doub
     fraud = [e["payload"] for e in await world.records("dispatch.events", "dispatch.FraudConfirmed", 1, {done})]
     assert fraud == [{"dispatch_id": done, "account_ids": ["acct-biz-s0", "acct-ex-1"], "refund_claim": 13_300,
                       "reason": "visit never took place"}]
+    # ... and the refund, once repaid, goes back to the frame through budget's ledger, exactly once.
+    r = await world.http.post(f"/requests/{done}/refund", json={"decision": "repaid", "note": "bank transfer received"},
+                              headers=auth(sub="agent-1", roles=["agency"]))
+    assert r.status_code == 200 and r.json()["fraud"]["refund_claim"]["status"] == "repaid", r.text
+    again = await world.http.post(f"/requests/{done}/refund", json={"decision": "written_off", "note": "twice"},
+                                  headers=auth(sub="agent-1", roles=["agency"]))
+    assert again.status_code == 409
+    credit = await world.command("budget.CreditRefund", done)
+    assert (credit["amount"], credit["command_id"]) == (13_300, f"refund-{done}")
+    answer = BudgetRefunded(frame_id=credit["frame_id"], dispatch_id=done, command_id=credit["command_id"], amount=13_300)
+    await world.publish(answer, producer="budget")
+    await world.publish(answer, producer="budget")
+    credited = await eventually(lambda: world.db.dispatches.find_one(
+        {"_id": done, "fraud.refund_claim.credit.credited_at": {"$exists": True}}))
+    assert credited["fraud"]["refund_claim"]["credit"]["amount"] == 13_300
+    settled = await world.records("dispatch.events", "dispatch.RefundSettled", 1, {done})
+    assert [e["payload"]["decision"] for e in settled] == ["repaid"]
 
 
 async def test_R_DSP_14_cancelled_while_reservation_pending_releases_it_when_it_arrives(world):

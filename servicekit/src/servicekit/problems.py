@@ -8,6 +8,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from servicekit.refusals import HTTP_STATUS, Rejected
 from servicekit.security_headers import NO_STORE, NOSNIFF
 
 log = logging.getLogger("servicekit.problems")
@@ -35,6 +36,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(_: Request, exc: Problem):
         return problem_response(exc.status, exc.title, exc.detail, **exc.extra)
+
+    @app.exception_handler(Rejected)
+    async def _rejected(_: Request, exc: Rejected):
+        return problem_response(HTTP_STATUS[exc.kind], exc.title, exc.detail, **exc.extra)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError):

@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 
 from contracts import Envelope
-from contracts.events.budget import (BudgetCommitted, BudgetRefused, BudgetReleased, BudgetReserved, CommitBudget,
-                                     ReleaseBudget, ReserveBudget)
+from contracts.events.budget import (BudgetCommitted, BudgetRefunded, BudgetRefused, BudgetReleased, BudgetReserved,
+                                     CommitBudget, CreditRefund, ReleaseBudget, ReserveBudget)
 from contracts.events.identity import MembershipChanged, PlatformRegistered
 from servicekit.store import apply_once
 
@@ -35,6 +35,8 @@ def answer_event(frame_id: str, a: Answer):
                                spent=a.spent, returned=a.returned, uncovered=a.uncovered)
     if a.kind == "released":
         return BudgetReleased(frame_id=frame_id, dispatch_id=a.dispatch_id, command_id=a.command_id, amount=a.amount)
+    if a.kind == "refunded":
+        return BudgetRefunded(frame_id=frame_id, dispatch_id=a.dispatch_id, command_id=a.command_id, amount=a.amount)
     return None
 
 
@@ -82,6 +84,12 @@ def handlers(svc, store: FrameStore):
         await settle(env, cmd, lambda f: f.release(command_id=cmd.command_id, dispatch_id=cmd.dispatch_id,
                                                    reason=cmd.reason, actor=actor(env), at=now()))
 
+    async def on_refund(env: Envelope, cmd: CreditRefund) -> None:
+        member = await store.spender(cmd.frame_id, cmd.dispatch_id)
+        await settle(env, cmd, lambda f: f.credit_refund(command_id=cmd.command_id, dispatch_id=cmd.dispatch_id,
+                                                         member_id=member or "", amount=cmd.amount, actor=actor(env),
+                                                         at=now()))
+
     # --- platform memberships (R-PF-04): a read model, idempotent by event id ----------------------------
     async def on_platform(env: Envelope, e: PlatformRegistered) -> None:
         await apply_once(store.platforms, e.platform_id, env.event_id, {"$set": {
@@ -95,5 +103,5 @@ def handlers(svc, store: FrameStore):
         await apply_once(store.members, member_key(e.platform_id, e.org_id), env.event_id, {"$set": {
             "platform_id": e.platform_id, "org_id": e.org_id, "member_role": e.member_role}})
 
-    return ({ReserveBudget: on_reserve, CommitBudget: on_commit, ReleaseBudget: on_release},
+    return ({ReserveBudget: on_reserve, CommitBudget: on_commit, ReleaseBudget: on_release, CreditRefund: on_refund},
             {PlatformRegistered: on_platform, MembershipChanged: on_membership})

@@ -112,6 +112,11 @@ class FrameStore:
         return Loaded(Frame.from_state(frame_id, doc, answers, reservations, settled if dispatch_id else None),
                       doc["version"])
 
+    async def spender(self, frame_id: str, dispatch_id: str) -> str | None:
+        """The member whose spending a committed dispatch was (a refund returns to it, R-DSP-13)."""
+        done = await self.reservations.find_one({"_id": reservation_id(frame_id, dispatch_id, "settled")})
+        return done["member_id"] if done and done.get("state") == "committed" else None
+
     async def answer(self, command_id: str) -> Answer | None:
         doc = await self.answers.find_one({"_id": command_id}) or await self.orphans.find_one({"_id": command_id})
         return Answer.from_dict(doc["answer"]) if doc else None

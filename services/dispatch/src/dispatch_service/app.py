@@ -4,10 +4,9 @@ from datetime import datetime
 from contracts.vocab import fiscal_year
 from dispatch_service import saga
 from dispatch_service.consumers import budget_handlers, read_model_handlers
-from dispatch_service.domain import InvalidTransition
-from dispatch_service.http import JST, router
+from dispatch_service.domain.dispatch import JST
+from dispatch_service.http import router
 from dispatch_service.store import Store
-from servicekit.problems import problem_response
 from servicekit.service import Service
 
 svc = Service("dispatch", title="Expert dispatch", outbox=["dispatches"],
@@ -22,13 +21,6 @@ svc.consume("identity.events", identity)
 svc.app.include_router(router)
 svc.app.state.saga_params = saga.params_from_env()
 svc.background("budget-saga-clock")(lambda: saga.run(store, svc.app.state.saga_params))
-
-
-@svc.app.exception_handler(InvalidTransition)
-async def _invalid_transition(_, exc: InvalidTransition):
-    # R-DSP-14: a lifecycle step out of order is a conflict with the dispatch's current state.
-    return problem_response(409, "Not possible in the dispatch's current state", str(exc),
-                            current_status=exc.current, requested_status=exc.wanted)
 
 
 @svc.on_startup

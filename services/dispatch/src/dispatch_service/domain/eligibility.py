@@ -60,6 +60,11 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "too_many_visits": ("R-DSP-07", "Too many on-site visits for one application."),
     "visit_too_long": ("R-DSP-07", "A visit is longer than a visit may last."),
     "online_hours_exceeded": ("R-DSP-07", "The online sessions exceed the online hours one application may use."),
+    "visit_outside_fiscal_year": ("R-DSP-07", "Every planned visit must lie within the dispatch's fiscal year "
+                                  "(April to March); plan the rest as a new request in the next fiscal year."),
+    "visit_in_the_past": ("R-DSP-07", "A planned visit lies before the day of the request."),
+    "fiscal_year_ended": ("R-DSP-03", "The fiscal year of this request has ended before it was screened; please "
+                          "request again in the current fiscal year."),
     "rating_pending": ("R-DSP-12", "Please rate the expert of your last dispatch first; then you can apply for the "
                        "next free dispatch."),
     "expert_unknown": ("R-EX-01", "This expert is not known to the dispatch service."),
@@ -118,6 +123,9 @@ class Application:
     prior_platform_dispatch: bool = False
     consultation_held: bool = False
     cosigned: bool = False
+    # the fiscal-year rule (domain.fiscal): the day the request was made and the day it is screened
+    requested_on: date | None = None
+    screened_on: date | None = None
 
 
 @dataclass(frozen=True)
@@ -231,8 +239,16 @@ def check_expert(a: Application, e: ExpertState | None) -> list[Refusal]:
     return []
 
 
+def check_fiscal_year(a: Application) -> list[Refusal]:
+    """The fiscal-year rule (domain.fiscal): screened within the year, every planned visit within it."""
+    from dispatch_service.domain import fiscal
+
+    return (fiscal.screening_problems(a.fiscal_year, a.screened_on)
+            + fiscal.plan_problems([v.day for v in a.planned], a.fiscal_year, a.requested_on))
+
+
 def screen(a: Application, e: ExpertState | None, h: History, p: Programme) -> list[Refusal]:
     """Every reason to refuse the application; an empty list means accepted (R-DSP-14 screening)."""
     route = check_route_a(a) if a.route == "A" else check_route_b(a)
     return (route + check_expert(a, e) + check_issue(a, p) + check_grounds(a, e)
-            + check_visit_caps(a.planned, p) + check_rating_block(h) + check_free_cap(a, h, p))
+            + check_visit_caps(a.planned, p) + check_fiscal_year(a) + check_rating_block(h) + check_free_cap(a, h, p))
