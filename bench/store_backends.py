@@ -11,6 +11,11 @@ documents so that anything proportional to the collection's size shows:
 - `insert_many` of 1,000 documents (bulk import)
 
     uv run --frozen python bench/store_backends.py --uri sqlite=mongodb://127.0.0.1:27017 --uri postgresql=mongodb://127.0.0.1:27018
+
+The PostgreSQL side as measured (Debian's postgresql 15, which refuses to run as root; the FerretDB binary mongo.sh
+built): `su postgres -c "initdb -D DIR -U postgres --auth=trust && pg_ctl -D DIR -o '-p 24432 -k DIR' start"`,
+`createdb -h 127.0.0.1 -p 24432 -U postgres ferretdb`, then `ferretdb --handler=postgresql
+--postgresql-url=postgres://postgres@127.0.0.1:24432/ferretdb --listen-addr=127.0.0.1:27018 --telemetry=disable`.
 """
 from __future__ import annotations
 
