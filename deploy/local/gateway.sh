@@ -17,11 +17,11 @@ CONF="$VAR_DIR/gateway/haproxy.cfg"
 KEYS="$VAR_DIR/keys"
 DENY_MAP="$VAR_DIR/gateway/deny.map"
 ADMIN_SOCKET="$VAR_DIR/run/gateway.sock"
-# same numbering as services.sh: SERVICE_PORT_BASE + 1 … + 7 (8101 … 8107 by default)
+# same numbering as services.sh: SERVICE_PORT_BASE + 1 … + 7 (8101 … 8107 by default); the portal as web.sh (+ 10)
 SERVICE_PORT_BASE="${SERVICE_PORT_BASE:-8100}"
 declare -A PORTS=([identity]=$((SERVICE_PORT_BASE + 1)) [experts]=$((SERVICE_PORT_BASE + 2)) [dispatch]=$((SERVICE_PORT_BASE + 3))
   [budget]=$((SERVICE_PORT_BASE + 4)) [ratings]=$((SERVICE_PORT_BASE + 5)) [notifications]=$((SERVICE_PORT_BASE + 6))
-  [recommend]=$((SERVICE_PORT_BASE + 7)))
+  [recommend]=$((SERVICE_PORT_BASE + 7)) [web]=${WEB_PORT:-$((SERVICE_PORT_BASE + 10))})  # web: the portal (web.sh)
 
 install() {
   if ! command -v haproxy >/dev/null; then

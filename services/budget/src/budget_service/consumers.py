@@ -9,6 +9,7 @@ original answer and moves nothing, whether it comes from Kafka redelivery, a res
 from __future__ import annotations
 
 import logging
+import uuid
 
 from contracts import Envelope
 from contracts.events.budget import (BudgetCommitted, BudgetRefunded, BudgetRefused, BudgetReleased, BudgetReserved,
@@ -40,6 +41,12 @@ def answer_event(frame_id: str, a: Answer):
     return None
 
 
+def answer_event_id(command_id: str) -> str:
+    """One event id per command's answer: a command retried after a database outage, redelivered or sent twice
+    is answered again with the same event, which every consumer drops as a repeat (answered once)."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"smeportal:budget-answer:{command_id}"))
+
+
 def handlers(svc, store: FrameStore):
     def actor(env: Envelope) -> str:
         return env.actor or f"service:{env.producer}"
@@ -49,7 +56,7 @@ def handlers(svc, store: FrameStore):
         if msg is None:
             log.warning("command moved nothing", extra={"fields": {"command_id": a.command_id, "why": a.reason}})
             return []
-        return [svc.event(msg, actor=env.actor, cause=env)]
+        return [svc.event(msg, actor=env.actor, cause=env, event_id=answer_event_id(a.command_id))]
 
     async def on_reserve(env: Envelope, cmd: ReserveBudget) -> None:
         async def decide(loaded: Loaded | None):

@@ -33,6 +33,8 @@ from datetime import UTC, datetime
 from pymongo import ASCENDING
 from pymongo.errors import DuplicateKeyError
 
+from servicekit.faults import Transient
+
 from budget_service.domain import Answer, Entry, Frame
 
 CONFLICT_RETRIES = 50
@@ -42,8 +44,8 @@ def now() -> str:
     return datetime.now(UTC).isoformat()
 
 
-class Conflict(Exception):
-    """The frame kept changing under us; the caller may try again."""
+class Conflict(Transient):
+    """The frame kept changing under us; the caller may try again (a consumer retries it, never dead-letters)."""
 
 
 @dataclass

@@ -57,7 +57,7 @@ def read_model_handlers(store: Store):
             "related_business_ids": e.related_business_ids,
             "unavailable": [{"start": u.start.isoformat(), "end": u.end.isoformat(), "note": u.note}
                             for u in e.unavailable],
-            "updated_at": env.occurred_at}})
+            "paused": e.paused, "open_cap": e.open_cap, "updated_at": env.occurred_at}})
 
     async def on_owed(env: Envelope, e: RatingOwed) -> None:
         await apply_once(db.pending_ratings, e.owed_id, env.event_id, {
@@ -72,6 +72,8 @@ def read_model_handlers(store: Store):
                      "given_at": env.occurred_at}})
 
     async def on_platform(env: Envelope, e: PlatformRegistered) -> None:
+        await apply_once(db.platforms, e.platform_id, env.event_id, {"$set": {"bureau_id": e.bureau_id,
+                                                                             "fiscal_year": e.fiscal_year}})
         for m in e.members:
             await apply_once(db.memberships, f"{e.platform_id}:{m.org_id}", env.event_id, {"$set": {
                 "platform_id": e.platform_id, "org_id": m.org_id, "member_role": m.member_role,
