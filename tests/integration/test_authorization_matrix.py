@@ -687,7 +687,7 @@ async def build_world(url: dict[str, str]) -> World:
         async def profile_known():
             return (await http.get(f"{rc}/businesses/{bid}", headers=h[OPERATOR])).status_code == 200
         await eventually(profile_known, timeout=60)
-        x["programme"] = (await _ok(await http.get(f"{rc}/programmes", headers=h[OPERATOR])))[0]["programme_id"]
+        x["programme"] = (await _ok(await http.get(f"{rc}/programmes", headers=h[OPERATOR])))["items"][0]["programme_id"]
     return w
 
 

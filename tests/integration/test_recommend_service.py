@@ -128,7 +128,12 @@ async def test_R_NOT_01_R_REC_02_R_REC_05_new_programme_pushed_interactions_and_
                     r = await http.post(f"/businesses/{b}/interactions", json={"programme_id": pid, "kind": "used"},
                                         headers=prime(owners[b], b))
                     assert r.status_code == 200
-        r = await http.get(f"/businesses/{bizs[5]}/recommendations", params={"limit": 50}, headers=prime(owners[bizs[5]], bizs[5]))
+        # the item-item counts are kept by the interactions' events (R-OPS-03): they arrive within moments
+        async def counted():
+            r = await http.get(f"/businesses/{bizs[5]}/recommendations", params={"limit": 50},
+                               headers=prime(owners[bizs[5]], bizs[5]))
+            return r if any("also used" in x for g in r.json() for x in g["reasons"]) else None
+        r = await eventually(counted, timeout=30)
         ranked = [g["programme"]["programme_id"] for g in r.json()]
         ai = r.json()[ranked.index("fy2020-ai-jinzai")]
         assert any("also used" in x for x in ai["reasons"])
@@ -140,7 +145,10 @@ async def test_R_NOT_01_R_REC_02_R_REC_05_new_programme_pushed_interactions_and_
         assert r.status_code == 403
         r = await http.get("/analytics/programme-uptake", params={"k": 2}, headers=auth("ag", "agency"))
         assert r.status_code == 422
-        r = await http.get("/analytics/programme-uptake", headers=auth("ag", "agency"))
+        async def uptake():
+            r = await http.get("/analytics/programme-uptake", headers=auth("ag", "agency"))
+            return r if r.json()["suppressed_cells"] == 1 and len(r.json()["cells"]) == 2 else None
+        r = await eventually(uptake, timeout=30)
         body = r.json()
         assert {(c["programme_id"], c["prefecture"], c["businesses"]) for c in body["cells"]} == {
             ("fy2009-kaigai-tenkai", "東京都", 5), ("fy2020-ai-jinzai", "東京都", 5)}

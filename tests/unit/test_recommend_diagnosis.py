@@ -41,3 +41,42 @@ def test_R_REC_03_subsidy_simulation_respects_rate_and_cap():
                                                                "own_burden": 5_000_000}
     assert d.simulate_subsidy(90_000_000, 0.5, 30_000_000)["subsidy"] == 30_000_000
     assert d.simulate_subsidy(1_000, None, None)["subsidy"] == 0
+
+
+def test_R_REC_03_R_OPS_03_sketch_median_within_one_percent_and_kept_by_deltas():
+    import random
+    from statistics import median
+    rnd = random.Random(3)
+    values = [{"sales_growth": rnd.uniform(-0.5, 0.8), "operating_margin": rnd.gauss(0.04, 0.05),
+               "labour_productivity": rnd.lognormvariate(14, 1)} for _ in range(2001)]
+    sketch: dict = {}
+
+    def apply(inc):
+        for key, n in inc.items():
+            ind, b = key.split(".", 1)
+            sketch.setdefault(ind, {})[b] = sketch.get(ind, {}).get(b, 0) + n
+    for v in values:
+        apply(d.sketch_delta(None, v))
+    changed = {**values[0], "sales_growth": 5.0}  # one business changes its figures, one leaves
+    apply(d.sketch_delta(values[0], changed))
+    apply(d.sketch_delta(values[1], None))
+    now = [changed] + values[2:]
+    got = d.peer_medians_from_sketch(sketch, None)
+    for k in d.INDICATORS:
+        exact = median(v[k] for v in now)
+        assert got[k] == pytest.approx(exact, rel=0.011, abs=1e-6), k
+    # the business itself is not its own peer
+    mine = now[5]
+    assert d.peer_medians_from_sketch(sketch, mine)["sales_growth"] == pytest.approx(
+        median(v["sales_growth"] for v in now if v is not mine), rel=0.011)
+
+
+def test_R_REC_03_sketch_shows_nothing_for_fewer_than_five_peers():
+    sketch: dict = {}
+    for g in (0.1, 0.2, 0.3, 0.4, 0.5):
+        for key, n in d.sketch_delta(None, {"sales_growth": g}).items():
+            ind, b = key.split(".", 1)
+            sketch.setdefault(ind, {})[b] = n
+    assert d.peer_medians_from_sketch(sketch, None)["sales_growth"] == pytest.approx(0.3, rel=0.01)
+    assert d.peer_medians_from_sketch(sketch, {"sales_growth": 0.3})["sales_growth"] is None  # 4 peers besides me
+    assert d.peer_medians_from_sketch(sketch, None)["operating_margin"] is None

@@ -52,21 +52,41 @@ def test_R_REC_01_other_industry_scores_less_and_excluded_size_or_region_disqual
 
 def test_R_REC_01_rank_orders_by_match_and_skips_programmes_in_use():
     cat = [prog("weak"), prog("strong", industries=["製造業"], prefectures=["大阪府"]), prog("used", industries=["製造業"])]
-    ranked = domain.rank(cat, MAKER, mine={"used"}, used={})
+    ranked = domain.rank(cat, MAKER, mine={"used"}, counts={})
     assert [s.programme_id for s in ranked] == ["strong", "weak"]
 
 
-def test_R_REC_02_co_occurrence_on_small_matrix():
+def test_R_REC_02_co_counts_on_small_matrix():
     used = {"b1": {"x", "y"}, "b2": {"x", "y", "z"}, "b3": {"x", "z"}, "b4": {"w"}}
-    co = domain.co_occurrence(used)
-    assert co["x"] == {"y": 2, "z": 2}
-    assert co["y"] == {"x": 2, "z": 1}
-    assert "w" not in co
+    co = domain.co_counts(used)
+    assert co["x"] == {"users": 3, "co": {"y": 2, "z": 2}}
+    assert co["y"] == {"users": 2, "co": {"x": 2, "z": 1}}
+    assert co["w"] == {"users": 1, "co": {}}
+
+
+def test_R_REC_02_R_OPS_03_increments_in_any_order_add_up_to_the_batch_counts():
+    import random
+    rnd = random.Random(7)
+    used = {f"b{i}": set(rnd.sample("abcdefgh", rnd.randint(1, 5))) for i in range(200)}
+    kept: dict = {}
+    events = [(b, x) for b, items in used.items() for x in rnd.sample(sorted(items), len(items))]
+    had: dict = {}
+    for b, x in events:  # as the consumer sees them: each business's programmes one at a time
+        for pid, inc in domain.co_count_increments(had.setdefault(b, set()), x).items():
+            row = kept.setdefault(pid, {"users": 0, "co": {}})
+            for f, n in inc.items():
+                if f == "users":
+                    row["users"] += n
+                else:
+                    row["co"][f[3:]] = row["co"].get(f[3:], 0) + n
+        had[b].add(x)
+    assert kept == domain.co_counts(used)
+    assert domain.co_count_increments({"a"}, "a") == {}  # already counted: nothing
 
 
 def test_R_REC_02_collaborative_scores_recommend_what_alike_businesses_used():
     used = {"b1": {"x", "y"}, "b2": {"x", "y"}, "b3": {"x", "z"}, "me": {"x"}}
-    cf = domain.collaborative_scores({"x"}, used)
+    cf = domain.collaborative_scores({"x"}, domain.co_counts(used))
     assert set(cf) == {"y", "z"}
     assert cf["y"][0] > cf["z"][0]
     assert cf["y"][1:] == ("x", 2)
@@ -75,7 +95,7 @@ def test_R_REC_02_collaborative_scores_recommend_what_alike_businesses_used():
 def test_R_REC_02_collaborative_signal_lifts_ranking_with_its_own_reason():
     cat = [prog("a"), prog("b"), prog("mine")]
     used = {"o1": {"mine", "b"}, "o2": {"mine", "b"}, "me": {"mine"}}
-    ranked = domain.rank(cat, MAKER, mine={"mine"}, used=used)
+    ranked = domain.rank(cat, MAKER, mine={"mine"}, counts=domain.co_counts(used))
     assert ranked[0].programme_id == "b"
     assert any("also used" in r for r in ranked[0].reasons)
     assert not any("also used" in r for r in ranked[1].reasons)
@@ -87,16 +107,27 @@ def test_R_NOT_01_push_only_good_new_matches_with_stable_ids():
     assert domain.notification_id("B1", "good") == domain.notification_id("B1", "good") == "rec:B1:good"
 
 
-def test_R_REC_05_uptake_suppresses_cells_below_k_and_never_names_businesses():
-    rows = [{"business_id": f"b{i}", "programme_id": "p", "prefecture": "東京都", "industry": "製造業"} for i in range(5)]
-    rows += [{"business_id": "b0", "programme_id": "p", "prefecture": "東京都", "industry": "製造業"}]  # duplicate counts once
-    rows += [{"business_id": f"s{i}", "programme_id": "p", "prefecture": "鳥取県", "industry": "製造業"} for i in range(4)]
-    cells, suppressed = domain.uptake_cells(rows, k=5)
+def test_R_REC_05_uptake_from_counters_suppresses_cells_below_k_and_names_no_business():
+    stats = [{"programme_id": "p", "uptake": {domain.cell_key("東京都", "製造業"): 5, domain.cell_key("鳥取県", "製造業"): 4}},
+             {"programme_id": "q", "uptake": {domain.cell_key("東京都", "製造業"): 0}}]
+    cells, suppressed = domain.uptake_from_counters(stats, k=5)
     assert cells == [{"programme_id": "p", "prefecture": "東京都", "industry": "製造業", "businesses": 5}]
     assert suppressed == 1
-    assert "b0" not in repr(cells)
-    cells, suppressed = domain.uptake_cells(rows, k=4)
+    cells, suppressed = domain.uptake_from_counters(stats, k=4)
     assert len(cells) == 2 and suppressed == 0
+    assert domain.cell_key("a.b", "$c") == "a．b|＄c"  # a field path never breaks
+
+
+def test_R_OPS_03_R_REC_01_segment_candidates_and_pushes_depend_on_the_segment_only():
+    seg = domain.segment("製造業", domain.size_class("製造業", 12), "大阪府")
+    cat = [prog("maker", industries=["製造業"]), prog("hokkaido", prefectures=["北海道"]),
+           prog("medium-only", sizes=["medium"]), prog("weak")]
+    assert [p["programme_id"] for p in domain.segment_candidates(cat, seg)] == ["maker", "weak"]
+    assert domain.segment_pushes(cat[0], seg) and not domain.segment_pushes(cat[3], seg)
+    # the segment's verdict is the verdict for every business in it
+    for employees in (1, 12, 20):
+        assert domain.to_push(cat, {**MAKER, "employees": employees}, set()) == [
+            p["programme_id"] for p in cat if domain.segment_pushes(p, seg)]
 
 
 def test_R_NOT_01_notify_commands_go_to_the_owner_with_the_template_and_stable_ids():

@@ -45,7 +45,7 @@ TOPICS: dict[str, TopicSpec] = {
         TopicSpec("ratings.events", "expert id", 6, "ratings",
                   (ratings.RatingOwed, ratings.RatingGiven, ratings.ExpertRadarUpdated, ratings.ExpertClassified)),
         TopicSpec("notifications.commands", "recipient id", 6, "notifications", (notifications.Notify,)),
-        TopicSpec("recommend.events", "programme id", 6, "recommend", (recommend.ProgrammeAdded,)),
+        TopicSpec("recommend.events", "programme id", 6, "recommend", (recommend.ProgrammeAdded, recommend.InteractionRecorded)),
     )
 }
 

@@ -34,3 +34,23 @@ class ProgrammeAdded(Message):
     subsidy_rate: str | None = None
     cap_yen: int | None = None
     tags: ProgrammeTags = Field(default_factory=ProgrammeTags)
+
+
+class InteractionRecorded(Message):
+    """A business started using or favouring a programme (R-REC-02); sent once per business × programme × kind.
+    Keeps recommend's own read models (item-item counts, uptake counters: R-OPS-03) without rereading interactions."""
+
+    message_type: ClassVar[str] = "recommend.InteractionRecorded"
+    version: ClassVar[int] = 1
+    topic: ClassVar[str] = TOPIC
+    key_field: ClassVar[str] = "programme_id"
+
+    business_id: str
+    programme_id: str
+    kind: str = Field(description="used or favourite")
+    before: list[str] = Field(default_factory=list,
+                              description="programmes the business used or favoured before; empty when it already "
+                                          "had this programme under the other kind (nothing new to count together)")
+    new_programme: bool = Field(description="the business had neither kind of interaction with this programme before")
+    prefecture: str
+    industry: str

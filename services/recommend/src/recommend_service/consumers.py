@@ -1,10 +1,11 @@
-"""Kafka handlers of the recommend service: learn business profiles and push matching programmes (R-NOT-01)."""
+"""Kafka handlers of the recommend service: learn business profiles, push matching programmes (R-NOT-01) and keep
+the read models of interactions (R-REC-02, R-REC-05, R-OPS-03)."""
 from __future__ import annotations
 
 from contracts import Envelope
 from contracts.events.identity import BusinessProfileChanged, BusinessRegistered
-from contracts.events.recommend import ProgrammeAdded
-from recommend_service import store
+from contracts.events.recommend import InteractionRecorded, ProgrammeAdded
+from recommend_service import domain, store
 
 
 def _profile(e, env: Envelope) -> dict:
@@ -30,4 +31,8 @@ def own_handlers(svc):
     async def on_programme_added(env: Envelope, e: ProgrammeAdded) -> None:
         await store.push_programme(svc, e.model_dump(mode="json"), env)
 
-    return {ProgrammeAdded: on_programme_added}
+    async def on_interaction(env: Envelope, e: InteractionRecorded) -> None:
+        await store.count_interaction(svc.db, env.event_id, e.business_id, e.programme_id, e.kind, e.before,
+                                      e.new_programme, domain.cell_key(e.prefecture, e.industry))
+
+    return {ProgrammeAdded: on_programme_added, InteractionRecorded: on_interaction}

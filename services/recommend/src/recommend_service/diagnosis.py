@@ -2,6 +2,7 @@
 and what a subsidy would change. No I/O."""
 from __future__ import annotations
 
+import math
 import re
 from statistics import median
 
@@ -60,3 +61,77 @@ def simulate_subsidy(investment: int, rate: float | None, cap: int | None) -> di
     if cap is not None:
         subsidy = min(subsidy, cap)
     return {"investment": investment, "subsidy": subsidy, "own_burden": investment - subsidy}
+
+
+# --- peers kept as a per-group sketch (R-REC-03 at R-OPS-03's scale) -------------------------------------
+# A diagnosis must not read every peer's figures: each peer group (industry × size class) keeps, per
+# indicator, counts of values in logarithmic buckets (a DDSketch-style quantile sketch). A bucket spans
+# ±SKETCH_ACCURACY relative error, so a median read from it is within 1% of the exact one; counts only
+# ever change by ±1 when a business joins, leaves or changes its figures, so the sketch is kept by events
+# with `$inc` and never rebuilt. Stored as {indicator: {bucket: count}}.
+SKETCH_ACCURACY = 0.01
+_GAMMA = (1 + SKETCH_ACCURACY) / (1 - SKETCH_ACCURACY)
+_TINY = 1e-9
+INDICATORS = ("sales_growth", "operating_margin", "labour_productivity")
+
+
+def bucket(x: float) -> str:
+    """The bucket of a value: 'z' for (almost) zero, 'p<i>' / 'n<i>' for ±γ^(i-1) < |x| ≤ γ^i."""
+    if abs(x) < _TINY:
+        return "z"
+    return f"{'p' if x > 0 else 'n'}{math.ceil(math.log(abs(x), _GAMMA))}"
+
+
+def bucket_value(b: str) -> float:
+    """The value a bucket stands for (the point of least relative error inside it)."""
+    if b == "z":
+        return 0.0
+    i = int(b[1:])
+    v = 2 * _GAMMA ** i / (_GAMMA + 1)
+    return v if b[0] == "p" else -v
+
+
+def sketch_delta(old: dict | None, new: dict | None) -> dict[str, int]:
+    """The `$inc` that moves one business's indicators from `old` to `new` (either None: it joins / leaves):
+    {"<indicator>.<bucket>": ±1}; an unchanged figure cancels out."""
+    inc: dict[str, int] = {}
+    for sign, ind in ((-1, old), (1, new)):
+        for k in INDICATORS:
+            v = (ind or {}).get(k)
+            if v is not None:
+                key = f"{k}.{bucket(v)}"
+                inc[key] = inc.get(key, 0) + sign
+    return {k: n for k, n in inc.items() if n}
+
+
+def sketch_median(counts: dict[str, int]) -> tuple[float | None, int]:
+    """(median, how many values) of one indicator's buckets; the two middle values are averaged for an even count."""
+    items = sorted(((bucket_value(b), n) for b, n in counts.items() if n > 0))
+    total = sum(n for _, n in items)
+    if not total:
+        return None, 0
+    want = sorted({(total - 1) // 2, total // 2})
+    found, seen = [], 0
+    for v, n in items:
+        while want and want[0] < seen + n:
+            found.append(v)
+            want.pop(0)
+        seen += n
+    return sum(found) / len(found), total
+
+
+def peer_medians_from_sketch(sketch: dict[str, dict[str, int]], mine: dict | None,
+                             min_peers: int = MIN_PEERS) -> dict[str, float | None]:
+    """R-REC-03 from the group's sketch: the business's own figures are taken out first (it is not its own peer);
+    None when fewer than `min_peers` peers have the figure (R-REC-05)."""
+    out: dict[str, float | None] = {}
+    own = sketch_delta(mine, None)
+    for k in INDICATORS:
+        counts = dict(sketch.get(k) or {})
+        for key, n in own.items():
+            ind, b = key.split(".", 1)
+            if ind == k:
+                counts[b] = counts.get(b, 0) + n
+        med, total = sketch_median(counts)
+        out[k] = med if total >= min_peers else None
+    return out

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
-from itertools import combinations
 from pathlib import Path
 
 SEED_FILE = Path(__file__).with_name("programmes.json")
@@ -58,13 +57,11 @@ def content_score(programme: dict, profile: dict, w: Weights = WEIGHTS) -> Score
     use to a business elsewhere."""
     tags = programme.get("tags", {})
     out = Scored(programme["programme_id"], 0.0)
+    size = profile.get("size") or size_class(profile["industry"], profile["employees"])
+    if not eligible(programme, size, profile["prefecture"]):
+        return out
     sizes = tags.get("sizes") or []
-    size = size_class(profile["industry"], profile["employees"])
-    if sizes and size not in sizes:
-        return out
     prefectures = tags.get("prefectures") or []
-    if prefectures and profile["prefecture"] not in prefectures:
-        return out
     industries = tags.get("industries") or []
     if profile["industry"] in industries:
         out.score += w.industry
@@ -76,7 +73,8 @@ def content_score(programme: dict, profile: dict, w: Weights = WEIGHTS) -> Score
         out.reasons.append("全国対象 (nationwide)")
     if sizes:
         out.score += w.size
-        out.reasons.append(f"規模が対象: {SIZE_LABELS[size]}（従業員{profile['employees']}人） (your size is eligible)")
+        staff = f"（従業員{profile['employees']}人）" if profile.get("employees") is not None else ""
+        out.reasons.append(f"規模が対象: {SIZE_LABELS[size]}{staff} (your size is eligible)")
     wanted = {k.strip() for k in profile.get("keywords") or [] if k.strip()}
     for kw in sorted(wanted & set(tags.get("keywords") or [])):
         out.score += w.keyword
@@ -84,41 +82,59 @@ def content_score(programme: dict, profile: dict, w: Weights = WEIGHTS) -> Score
     return out
 
 
-def co_occurrence(used: dict[str, set[str]]) -> dict[str, dict[str, int]]:
-    """R-REC-02: item-item counts — for programmes X and Y, how many businesses used/favoured both."""
-    co: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+def co_counts(used: dict[str, set[str]]) -> dict[str, dict]:
+    """R-REC-02 as stored: per programme X, how many businesses used/favoured it ("users") and, per other
+    programme Y, how many used both ("co"). Kept incrementally by `co_count_increments`; this batch form
+    is what the increments must add up to."""
+    out: dict[str, dict] = {}
     for items in used.values():
-        for a, b in combinations(sorted(items), 2):
-            co[a][b] += 1
-            co[b][a] += 1
-    return {a: dict(row) for a, row in co.items()}
-
-
-def collaborative_scores(mine: set[str], used: dict[str, set[str]]) -> dict[str, tuple[float, str, int]]:
-    """R-REC-02 collaborative filtering: programmes that businesses which used what I used also used.
-    Score per candidate = Σ over my programmes of co-count / number of users of my programme (0..len(mine));
-    returns candidate -> (score, the programme of mine that contributed most, how many businesses)."""
-    co = co_occurrence(used)
-    users: dict[str, int] = defaultdict(int)
-    for items in used.values():
-        for i in items:
-            users[i] += 1
-    out: dict[str, tuple[float, str, int]] = {}
-    for x in sorted(mine):
-        for y, n in co.get(x, {}).items():
-            if y in mine:
-                continue
-            s, best, best_n = out.get(y, (0.0, x, 0))
-            out[y] = (s + n / users[x], x if n > best_n else best, max(n, best_n))
+        seen: set[str] = set()
+        for x in sorted(items):
+            for key, inc in co_count_increments(seen, x).items():
+                row = out.setdefault(key, {"users": 0, "co": {}})
+                for field_, n in inc.items():
+                    if field_ == "users":
+                        row["users"] += n
+                    else:
+                        y = field_.split(".", 1)[1]
+                        row["co"][y] = row["co"].get(y, 0) + n
+            seen.add(x)
     return out
 
 
-def rank(programmes: list[dict], profile: dict, mine: set[str], used: dict[str, set[str]],
+def co_count_increments(before: set[str], new_item: str) -> dict[str, dict[str, int]]:
+    """R-REC-02 kept by events: a business that had `before` starts using `new_item` -> the `$inc` of each
+    programme's counts document: {programme id: {"users": 1, "co.<other>": 1, ...}}."""
+    if new_item in before:
+        return {}
+    out = {new_item: {"users": 1, **{f"co.{x}": 1 for x in sorted(before)}}}
+    for x in sorted(before):
+        out[x] = {f"co.{new_item}": 1}
+    return out
+
+
+def collaborative_scores(mine: set[str], counts: dict[str, dict]) -> dict[str, tuple[float, str, int]]:
+    """R-REC-02 collaborative filtering: programmes that businesses which used what I used also used.
+    Score per candidate = Σ over my programmes of co-count / number of users of my programme (0..len(mine));
+    returns candidate -> (score, the programme of mine that contributed most, how many businesses).
+    `counts`: the stored counts documents of my programmes (`co_counts`), so only they are read."""
+    out: dict[str, tuple[float, str, int]] = {}
+    for x in sorted(mine):
+        row = counts.get(x) or {}
+        for y, n in sorted((row.get("co") or {}).items()):
+            if y in mine or n <= 0:
+                continue
+            s, best, best_n = out.get(y, (0.0, x, 0))
+            out[y] = (s + n / max(row.get("users") or 1, 1), x if n > best_n else best, max(n, best_n))
+    return out
+
+
+def rank(programmes: list[dict], profile: dict, mine: set[str], counts: dict[str, dict],
          names: dict[str, str] | None = None, w: Weights = WEIGHTS, limit: int = 10) -> list[Scored]:
     """R-REC-01 + R-REC-02: content score blended with the collaborative score; programmes the business
     already uses are left out; ties break on programme id so the order is stable."""
     names = names or {p["programme_id"]: p["name"] for p in programmes}
-    cf = collaborative_scores(mine, {b: s for b, s in used.items()})
+    cf = collaborative_scores(mine, counts)
     ranked = []
     for p in programmes:
         if p["programme_id"] in mine:
@@ -144,19 +160,56 @@ def to_push(programmes: list[dict], profile: dict, already: set[str], w: Weights
                   if p["programme_id"] not in already and content_score(p, profile, w).score >= w.min_content)
 
 
+def eligible(programme: dict, size: str, prefecture: str) -> bool:
+    """R-REC-01: a size class or a region the programme names and the business is not in disqualifies it."""
+    tags = programme.get("tags", {})
+    sizes, prefectures = tags.get("sizes") or [], tags.get("prefectures") or []
+    return (not sizes or size in sizes) and (not prefectures or prefecture in prefectures)
+
+
+def segment(industry: str, size: str, prefecture: str) -> str:
+    """R-OPS-03: the segment a business is in (industry × size class × region). Everything recommendations and
+    pushes match on is a function of it, so candidates and pushes are kept per segment, not per business."""
+    return f"{industry}|{size}|{prefecture}"
+
+
+def peer_group(industry: str, size: str) -> str:
+    """R-REC-03: peers are the businesses of the same industry and size class."""
+    return f"{industry}|{size}"
+
+
+def segment_candidates(catalogue: list[dict], seg: str) -> list[dict]:
+    """R-REC-01: the programmes a business of segment `seg` may be recommended (not excluded by size or region)."""
+    industry, size, prefecture = seg.split("|")
+    return [p for p in catalogue if eligible(p, size, prefecture)]
+
+
+def segment_pushes(programme: dict, seg: str, w: Weights = WEIGHTS) -> bool:
+    """R-NOT-01: whether a programme is pushed to the businesses of a segment (content score ≥ min_content;
+    the score of a profile without keywords depends on its segment only)."""
+    industry, size, prefecture = seg.split("|")
+    return content_score(programme, {"industry": industry, "size": size, "prefecture": prefecture}, w).score >= w.min_content
+
+
 def notification_id(business_id: str, programme_id: str) -> str:
     """R-NOT-01: one notification per business × programme, ever; redeliveries reuse the same id."""
     return f"rec:{business_id}:{programme_id}"
 
 
-def uptake_cells(rows: list[dict], k: int = 5) -> tuple[list[dict], int]:
-    """R-REC-05 EBPM: counts of distinct businesses per programme × prefecture × industry; a cell with
-    fewer than k businesses is suppressed (dropped, and only the number of such cells reported) so no
-    small group can be re-identified; business ids never leave this function.
-    `rows`: {"business_id", "programme_id", "prefecture", "industry"}."""
-    cells: dict[tuple[str, str, str], set[str]] = defaultdict(set)
-    for r in rows:
-        cells[(r["programme_id"], r["prefecture"], r["industry"])].add(r["business_id"])
-    kept = [{"programme_id": p, "prefecture": pref, "industry": ind, "businesses": len(b)}
-            for (p, pref, ind), b in sorted(cells.items()) if len(b) >= k]
-    return kept, len(cells) - len(kept)
+def cell_key(prefecture: str, industry: str) -> str:
+    """The field name of an uptake counter cell (a field path may not hold '.' or start with '$')."""
+    return f"{prefecture}|{industry}".replace(".", "．").replace("$", "＄")
+
+
+def uptake_from_counters(stats: list[dict], k: int = 5) -> tuple[list[dict], int]:
+    """R-REC-05 from counters: `stats` = [{"programme_id", "uptake": {"<prefecture>|<industry>": businesses}}],
+    kept by events (one +1 per business's first use); cells under k are suppressed and only counted."""
+    kept, suppressed = [], 0
+    for s in sorted(stats, key=lambda s: s["programme_id"]):
+        for cell, n in sorted((s.get("uptake") or {}).items()):
+            if n < k:
+                suppressed += n > 0
+                continue
+            prefecture, industry = cell.split("|", 1)
+            kept.append({"programme_id": s["programme_id"], "prefecture": prefecture, "industry": industry, "businesses": n})
+    return kept, suppressed

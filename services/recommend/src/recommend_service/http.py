@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 from pymongo.errors import DuplicateKeyError
 
-from contracts.events.recommend import ProgrammeAdded, ProgrammeTags
+from contracts.events.recommend import InteractionRecorded, ProgrammeAdded, ProgrammeTags
 from recommend_service import diagnosis, domain, store
 from servicekit.auth import Principal, require
 from servicekit.problems import Problem
@@ -72,6 +72,7 @@ class Uptake(BaseModel):
     k: int
     cells: list[UptakeCell]
     suppressed_cells: int = Field(description="cells with fewer than k businesses, left out (R-REC-05)")
+    next_after: str | None = Field(default=None, description="cursor of the next page of programmes; None on the last")
 
 
 async def _business(request: Request, business_id: str, who: Principal) -> dict:
@@ -93,10 +94,21 @@ async def get_profile(business_id: str, request: Request,
     return BusinessProfile(business_id=doc["_id"], **{k: doc.get(k) for k in BusinessProfile.model_fields if k != "business_id"})
 
 
-@router.get("/programmes", response_model=list[Programme], tags=["programmes"],
-            summary="The support programme catalogue (R-REC-04)")
-async def list_programmes(request: Request, _: Principal = Depends(require(*SIGNED_IN))) -> list[Programme]:
-    return [Programme(**p) for p in await store.programmes(_svc(request).db)]
+class ProgrammePage(BaseModel):
+    items: list[Programme]
+    next_after: str | None = Field(description="pass as `after` for the next page; None on the last page")
+
+
+AFTER = Query("", max_length=200, description="cursor: the `next_after` of the previous page (empty: from the start)")
+
+
+@router.get("/programmes", response_model=ProgrammePage, tags=["programmes"],
+            summary="The support programme catalogue, a page at a time in programme-id order (R-REC-04, R-OPS-01)")
+async def list_programmes(request: Request, after: str = AFTER, limit: int = Query(50, ge=1, le=200),
+                          _: Principal = Depends(require(*SIGNED_IN))) -> ProgrammePage:
+    page = await store.programmes_page(_svc(request).db, after, limit)
+    return ProgrammePage(items=[Programme(**p) for p in page],
+                         next_after=page[-1]["programme_id"] if len(page) == limit else None)
 
 
 @router.post("/programmes", status_code=201, response_model=Programme, tags=["programmes"],
@@ -123,12 +135,11 @@ async def recommendations(business_id: str, request: Request,
     doc = await _business(request, business_id, who)
     profile = {"industry": doc["industry"], "prefecture": doc["prefecture"], "employees": doc["employees"],
                "keywords": [k for k in re.split(r"[,、，\s]+", keywords) if k]}
-    used: dict[str, set[str]] = {}
-    async for i in db.interactions.find({}, {"business_id": 1, "programme_id": 1}):
-        used.setdefault(i["business_id"], set()).add(i["programme_id"])
-    catalogue = await store.programmes(db)
-    by_id = {p["programme_id"]: p for p in catalogue}
-    ranked = domain.rank(catalogue, profile, used.get(business_id, set()), used, limit=limit)
+    # R-OPS-03: the segment's candidates and the counts of this business's own programmes; nothing else is read
+    candidates = (await store.segment_for_request(db, store.segment_of(doc)))["candidates"]
+    mine = set(doc.get("items") or [])
+    by_id = {p["programme_id"]: p for p in candidates}
+    ranked = domain.rank(candidates, profile, mine, await store.programme_stats(db, sorted(mine)), limit=limit)
     return [Recommendation(programme=Programme(**by_id[s.programme_id]), score=round(s.score, 3), reasons=s.reasons)
             for s in ranked]
 
@@ -137,16 +148,29 @@ async def recommendations(business_id: str, request: Request,
              summary="Record that the business uses or favours a programme (idempotent; R-REC-02)")
 async def record_interaction(business_id: str, body: InteractionIn, request: Request,
                              who: Principal = Depends(require("business", "founder", "operator"))) -> Interaction:
-    db = _svc(request).db
-    await _business(request, business_id, who)
-    if await db.programmes.find_one({"_id": body.programme_id}, {"_id": 1}) is None:
+    svc = _svc(request)
+    doc = await _business(request, business_id, who)
+    if await svc.db.programmes.find_one({"_id": body.programme_id}, {"_id": 1}) is None:
         raise Problem(404, "Unknown programme", f"There is no programme {body.programme_id} in the catalogue.")
-    res = await db.interactions.update_one(
-        {"_id": f"{business_id}:{body.programme_id}:{body.kind}"},
-        {"$setOnInsert": {"business_id": business_id, "programme_id": body.programme_id, "kind": body.kind}}, upsert=True)
-    if res.upserted_id is not None:
-        await record_audit(db, actor=who.subject, action="recommend.InteractionRecorded", key=business_id,
-                          payload=body.model_dump())
+    use = f"{body.programme_id}:{body.kind}"
+    for _ in range(3):  # compare-and-set on what the business had: a concurrent interaction makes us read again
+        if use in (doc.get("uses") or []):
+            break  # recorded before: idempotent
+        items = doc.get("items") or []
+        new = body.programme_id not in items
+        event = svc.event(InteractionRecorded(
+            business_id=business_id, programme_id=body.programme_id, kind=body.kind, before=items if new else [],
+            new_programme=new, prefecture=doc["prefecture"], industry=doc["industry"]), actor=who.subject)
+        res = await svc.write(svc.db.business_profiles,
+                              {"_id": business_id, "uses": {"$ne": use}, "items": {"$ne": body.programme_id} if new
+                               else body.programme_id, "_v": doc.get("_v")},
+                              {"$addToSet": {"uses": use, "items": body.programme_id}, "$inc": {"_v": 1}}, events=[event])
+        if res.modified_count:
+            break
+        doc = await svc.db.business_profiles.find_one({"_id": business_id}, {"uses": 1, "items": 1, "_v": 1,
+                                                                             "prefecture": 1, "industry": 1})
+    else:
+        raise Problem(409, "Busy", "The business's interactions changed concurrently; try again.")
     return Interaction(business_id=business_id, **body.model_dump())
 
 
@@ -154,17 +178,15 @@ async def record_interaction(business_id: str, body: InteractionIn, request: Req
             summary="Businesses using each programme by prefecture × industry; small cells suppressed (R-REC-05)")
 async def programme_uptake(request: Request,
                            k: int = Query(5, ge=5, le=1000, description="smallest group size shown (never below 5)"),
+                           after: str = AFTER, limit: int = Query(50, ge=1, le=200, description="programmes per page"),
                            who: Principal = Depends(require("operator", "agency"))) -> Uptake:
     db = _svc(request).db
-    rows = [i async for i in db.interactions.find({"kind": "used"}, {"business_id": 1, "programme_id": 1})]
-    ids = sorted({r["business_id"] for r in rows})
-    profiles = {d["_id"]: d async for d in db.business_profiles.find({"_id": {"$in": ids}},
-                                                                     {"prefecture": 1, "industry": 1})}
-    joined = [{**r, "prefecture": profiles[r["business_id"]].get("prefecture", "?"),
-               "industry": profiles[r["business_id"]].get("industry", "?")} for r in rows if r["business_id"] in profiles]
-    cells, suppressed = domain.uptake_cells(joined, k)
-    await record_audit(db, actor=who.subject, action="recommend.UptakeRead", key="programme-uptake", payload={"k": k})
-    return Uptake(k=k, cells=[UptakeCell(**c) for c in cells], suppressed_cells=suppressed)
+    stats = await store.stats_page(db, after, limit)  # counters kept by events (R-OPS-03), a page of programmes
+    cells, suppressed = domain.uptake_from_counters(stats, k)
+    await record_audit(db, actor=who.subject, action="recommend.UptakeRead", key="programme-uptake",
+                       payload={"k": k, "after": after})
+    return Uptake(k=k, cells=[UptakeCell(**c) for c in cells], suppressed_cells=suppressed,
+                  next_after=stats[-1]["programme_id"] if len(stats) == limit else None)
 
 
 class Diagnosis(BaseModel):
@@ -184,11 +206,10 @@ async def diagnose(business_id: str, request: Request,
     db = _svc(request).db
     doc = await _business(request, business_id, who)
     mine = diagnosis.indicators(doc.get("financials") or [], doc["employees"])
-    peers = [diagnosis.indicators(p.get("financials") or [], p["employees"]) async for p in db.business_profiles.find(
-        {"industry": doc["industry"], "size": doc.get("size"), "_id": {"$ne": business_id}},
-        {"financials": 1, "employees": 1})]
-    medians = diagnosis.peer_medians(peers)
-    out = Diagnosis(indicators=mine, peer_medians=medians, peers=len(peers),
+    # R-OPS-03: peers come from the group's sketch, kept by events; the business itself is taken out of it
+    group = await store.peer_group_for_request(db, doc.get("peer_group")) or {}
+    medians = diagnosis.peer_medians_from_sketch(group.get("sketch") or {}, doc.get("indicators"))
+    out = Diagnosis(indicators=mine, peer_medians=medians, peers=max((group.get("n") or 0) - 1, 0),
                     sales_forecast_next_year=diagnosis.forecast_sales(doc.get("financials") or [], medians["sales_growth"]))
     if programme_id or investment_yen:
         if not (programme_id and investment_yen):
