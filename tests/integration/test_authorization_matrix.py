@@ -468,6 +468,7 @@ def recommend_rows(w: World) -> dict:
         ("GET", "/metrics"): Row(PUBLIC, "/metrics"),  # the scraper's, on the internal network; the gateway does not route it
         ("GET", "/readyz"): Row(PUBLIC, "/readyz"),
         ("GET", "/programmes"): Row(SIGNED_IN, "/programmes"),
+        ("GET", "/programmes/{programme_id}"): Row(SIGNED_IN, "/programmes/none"),
         ("POST", "/programmes"): Row(allow(OPERATOR), "/programmes", {
             "programme_id": f"matrix-{uuid.uuid4().hex[:8]}", "name": "テスト補助金", "fiscal_year": FY}),
         ("GET", "/businesses/{business_id}"): Row(readers, f"/businesses/{bid}"),

@@ -85,8 +85,7 @@ async function recommendations(main: HTMLElement): Promise<string> {
 }
 
 async function programmePage(main: HTMLElement, id: string): Promise<string> {
-  const all = await api<any[]>("recommend/programmes");
-  const p = all.find((x) => x.programme_id === id);
+  const p = await api<any>(`recommend/programmes/${encodeURIComponent(id)}`).catch(() => null);
   if (!p) { main.append(h("h1", {}, t("not_found"))); return t("not_found"); }
   const row = (k: string, v: string | null | undefined) => (v ? [h("dt", {}, k), h("dd", {}, v)] : []);
   main.append(h("h1", {}, p.name), h("dl", {},

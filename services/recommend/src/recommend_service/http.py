@@ -111,6 +111,15 @@ async def list_programmes(request: Request, after: str = AFTER, limit: int = Que
                          next_after=page[-1]["programme_id"] if len(page) == limit else None)
 
 
+@router.get("/programmes/{programme_id}", response_model=Programme, tags=["programmes"],
+            summary="One support programme: the page pushed notices and recommendations link to (R-REC-04, R-NOT-01)")
+async def get_programme(programme_id: str, request: Request, _: Principal = Depends(require(*SIGNED_IN))) -> Programme:
+    p = await store.programme(_svc(request).db, programme_id)
+    if p is None:
+        raise Problem(404, "Not found", f"No programme {programme_id} in the catalogue.")
+    return Programme(**p)
+
+
 @router.post("/programmes", status_code=201, response_model=Programme, tags=["programmes"],
              summary="Add a programme to the catalogue; matching businesses are notified (R-REC-04, R-NOT-01)")
 async def add_programme(body: Programme, request: Request, who: Principal = Depends(require("operator"))) -> Programme:

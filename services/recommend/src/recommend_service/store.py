@@ -48,6 +48,11 @@ async def programmes_page(db, after: str, limit: int) -> list[dict]:
     return [_programme(d) async for d in db.programmes.find({"_id": {"$gt": after}}, {"_outbox": 0}).sort("_id").limit(limit)]
 
 
+async def programme(db, programme_id: str) -> dict | None:
+    doc = await db.programmes.find_one({"_id": programme_id}, {"_outbox": 0})
+    return _programme(doc) if doc else None
+
+
 async def catalogue(db) -> list[dict]:
     """The whole catalogue; only for building a segment, never on a request path."""
     return [_programme(d) async for d in db.programmes.find({}, {"_outbox": 0}).sort("_id")]
