@@ -3,7 +3,8 @@
 
 A static server is all the front end needs: it calls only the public API, through the same gateway, with the
 signed-in user's token. Standard library only (no framework): it reads files and sets security headers.
-usage: python web/serve.py    env: WEB_PORT (8110), WEB_DIST (web/dist), WEB_CONFIG_FILE (a JSON file)
+usage: python web/serve.py    env: WEB_PORT (8110), WEB_HOST (127.0.0.1; 0.0.0.0 in a container), WEB_DIST (web/dist),
+       WEB_CONFIG_FILE (a JSON file)
 """
 from __future__ import annotations
 
@@ -70,7 +71,8 @@ def main() -> None:
     if not (DIST / "index.html").is_file():
         raise SystemExit(f"no built bundle in {DIST}: run `npm ci && npm run build` in web/ (deploy/local/web.sh build)")
     port = int(os.environ.get("WEB_PORT", "8110"))
-    http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+    host = os.environ.get("WEB_HOST", "127.0.0.1")
+    http.server.ThreadingHTTPServer((host, port), Handler).serve_forever()
 
 
 if __name__ == "__main__":
