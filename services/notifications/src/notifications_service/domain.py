@@ -21,14 +21,91 @@ class Params:
 
 PARAMS = Params()
 
+# R-NOT-03: what a dispatch status means, said to each party: what happened, then what that party does next.
 STATUS_LABELS = {
-    "ja": {"requested": "申込受付", "accepted": "専門家が受諾", "refused": "専門家が辞退", "reserved": "予算確保",
-           "approved": "承認", "scheduled": "日程確定", "visited": "訪問済み", "reported": "報告書提出",
-           "confirmed": "報告書確認済み", "paid": "謝金支払済み", "cancelled": "取消"},
-    "en": {"requested": "requested", "accepted": "accepted by the expert", "refused": "declined by the expert",
-           "reserved": "budget reserved", "approved": "approved", "scheduled": "scheduled", "visited": "visited",
-           "reported": "report submitted", "confirmed": "report confirmed", "paid": "fee paid", "cancelled": "cancelled"},
+    "ja": {"requested": "申込受付", "accepted": "審査通過", "refused": "不承認", "reserved": "予算確保",
+           "approved": "派遣決定", "scheduled": "日程確定", "visited": "訪問実施", "reported": "報告書提出",
+           "confirmed": "報告書確認済み", "paid": "謝金支払済み", "cancelled": "取消",
+           "budget_unanswered": "予算確認の遅延"},
+    "en": {"requested": "request received", "accepted": "passed screening", "refused": "refused",
+           "reserved": "budget reserved", "approved": "approved", "scheduled": "visit plan fixed",
+           "visited": "visit recorded", "reported": "report filed", "confirmed": "report confirmed",
+           "paid": "fee paid", "cancelled": "cancelled", "budget_unanswered": "budget answer delayed"},
 }
+
+WHAT = {
+    "ja": {"requested": "専門家派遣の申込を受け付けました。",
+           "accepted": "申込が審査を通過しました。派遣枠（予算）を確保しています。",
+           "refused": "申込は認められませんでした。理由: {reason}",
+           "reserved": "派遣枠（予算）を確保しました。",
+           "approved": "専門家派遣が決定しました。",
+           "scheduled": "訪問日程が確定しました。",
+           "visited": "専門家の訪問が記録されました。",
+           "reported": "専門家が派遣報告書を提出しました。",
+           "confirmed": "事務処理機関が報告書を確認しました（謝金 {fee}円、旅費 {travel}円）。",
+           "paid": "謝金の支払いが完了しました（謝金 {fee}円、旅費 {travel}円）。",
+           "cancelled": "派遣は取り消されました。確保していた予算は戻されました。{reason}",
+           "budget_unanswered": "予算の確認に時間がかかっています。"},
+    "en": {"requested": "Your expert dispatch request was received.",
+           "accepted": "The request passed screening; the budget is being reserved.",
+           "refused": "The request was refused. Reason: {reason}",
+           "reserved": "The budget for the dispatch was reserved.",
+           "approved": "The expert dispatch was approved.",
+           "scheduled": "The visit plan was fixed.",
+           "visited": "A visit of the expert was recorded.",
+           "reported": "The expert filed the dispatch report.",
+           "confirmed": "The processing agency confirmed the report (fee {fee} yen, travel {travel} yen).",
+           "paid": "The fee was paid (fee {fee} yen, travel {travel} yen).",
+           "cancelled": "The dispatch was cancelled and its budget released. {reason}",
+           "budget_unanswered": "The budget answer is taking longer than it should."},
+}
+
+_WAIT = {"ja": "対応は不要です。次のお知らせをお待ちください。", "en": "Nothing to do now; we will tell you of the next step."}
+# (status, role) -> what that party does next; a pair not listed means "nothing to do now" (_WAIT).
+NEXT = {
+    "ja": {("requested", "expert"): "直接申込（ルートB）の共同申請者として内容を確認し、連署してください。",
+           ("requested", "business"): "審査の結果をお待ちください（直接申込は専門家の連署の後に審査します）。",
+           ("refused", "business"): "理由を確認し、必要であれば内容を改めて申し込んでください。",
+           ("refused", "institution"): "理由を確認し、必要であれば事業者と相談のうえ改めて申し込んでください。",
+           ("approved", "institution"): "訪問日程を確定してください（日程は専門家ではなく窓口が決めます）。",
+           ("approved", "business"): "相談窓口から訪問日程の連絡があります。",
+           ("approved", "expert"): "日程の確定をお待ちください。専門家が直接日程を決めることはできません。",
+           ("scheduled", "expert"): "訪問の開始時と終了時に、ポータルでチェックイン・チェックアウトしてください。",
+           ("scheduled", "business"): "訪問の後、ポータルで訪問の従事証明（サインオフ）をしてください。",
+           ("scheduled", "institution"): "原則として訪問に同行してください。",
+           ("visited", "business"): "ポータルで訪問の従事証明（サインオフ）をしてください。",
+           ("visited", "expert"): "すべての訪問が終わったら、派遣報告書を提出してください。",
+           ("confirmed", "business"): "専門家を6項目で評価してください。評価が済むまで次回の無料派遣は申請できません。",
+           ("confirmed", "institution"): "専門家を評価してください。",
+           ("confirmed", "expert"): "謝金の支払いをお待ちください。",
+           ("paid", "expert"): "入金をご確認ください。",
+           ("cancelled", "business"): "必要であれば改めて申し込んでください。",
+           ("cancelled", "institution"): "必要であれば事業者と相談のうえ改めて申し込んでください。",
+           ("cancelled", "expert"): "この派遣の予定を解除してください。",
+           ("budget_unanswered", "institution"): "事務処理機関が予算の確認をやり直します。対応は不要です。"},
+    "en": {("requested", "expert"): "As the co-applicant of this direct (route B) request, check it and co-sign it.",
+           ("requested", "business"): "Wait for the screening (a direct request is screened once the expert co-signs).",
+           ("refused", "business"): "Read the reason; if it still makes sense, file a new request.",
+           ("refused", "institution"): "Read the reason; if it still makes sense, file a new request with the business.",
+           ("approved", "institution"): "Fix the visit plan (the desk fixes dates, not the expert).",
+           ("approved", "business"): "Your support desk will tell you the visit dates.",
+           ("approved", "expert"): "Wait for the visit plan; experts may not fix dates directly.",
+           ("scheduled", "expert"): "Check in and out of each visit on the portal.",
+           ("scheduled", "business"): "After each visit, sign it off on the portal.",
+           ("scheduled", "institution"): "Accompany the expert on the visits where you can.",
+           ("visited", "business"): "Sign off the visit on the portal.",
+           ("visited", "expert"): "Once all visits are done, file the dispatch report.",
+           ("confirmed", "business"): "Rate the expert on six axes; until you do, your next free dispatch cannot be applied for.",
+           ("confirmed", "institution"): "Rate the expert.",
+           ("confirmed", "expert"): "Wait for the payment of the fee.",
+           ("paid", "expert"): "Check that the payment has arrived.",
+           ("cancelled", "business"): "If still needed, file a new request.",
+           ("cancelled", "institution"): "If still needed, file a new request with the business.",
+           ("cancelled", "expert"): "Free the dates you kept for this dispatch.",
+           ("budget_unanswered", "institution"): "The processing agency retries the budget; nothing to do now."},
+}
+ROLES = ("business", "expert", "institution")
+
 
 # name -> language -> (subject, body); Japanese first, English as the fallback every template has.
 TEMPLATES: dict[str, dict[str, tuple[str, str]]] = {
@@ -41,10 +118,20 @@ TEMPLATES: dict[str, dict[str, tuple[str, str]]] = {
                "Until you do, your next free dispatch cannot be applied for."),
     },
     "dispatch_status": {
-        "ja": ("【支援ポータル】派遣 {dispatch_id} の状況: {status_label}",
-               "派遣 {dispatch_id} の状況が「{status_label}」になりました。{reason}"),
-        "en": ("[SME portal] Dispatch {dispatch_id}: {status_label}",
-               "Dispatch {dispatch_id} is now '{status_label}'. {reason}"),
+        "ja": ("【支援ポータル】専門家派遣 {dispatch_id}: {status_label}",
+               "{what}\n次にすること: {next_step}\n\n派遣 {dispatch_id} の詳細: {link}"),
+        "en": ("[SME portal] Expert dispatch {dispatch_id}: {status_label}",
+               "{what}\nWhat to do next: {next_step}\n\nDispatch {dispatch_id}: {link}"),
+    },
+    "platform_dispatch_member_added": {  # R-PF-03: the bureau hears of a new dispatch-capable member
+        "ja": ("【支援ポータル】地域プラットフォームに派遣可能機関が加わりました: {platform_name}",
+               "地域プラットフォーム「{platform_name}」（{platform_id}）に、派遣可能な構成機関「{org_name}」"
+               "（{org_id}、類型 {institution_type}）が加わりました。\n"
+               "次にすること: 構成機関の追加として届出内容を確認してください。\n\nプラットフォームの詳細: {link}"),
+        "en": ("[SME portal] A dispatch-capable member joined {platform_name}",
+               "The dispatch-capable institution {org_name} ({org_id}, type {institution_type}) joined the regional "
+               "platform {platform_name} ({platform_id}).\nWhat to do next: review the added member as notified "
+               "under R-PF-03.\n\nPlatform: {link}"),
     },
     "programme_recommended": {
         "ja": ("【支援ポータル】おすすめの支援施策: {title}", "あなたの地域・業種に合う支援施策があります: {title}\n{url}"),
@@ -67,7 +154,10 @@ def render(name: str, params: dict[str, str], language: str | None = None,
     subject, body = tpl[lang]
     values = defaultdict(str, params)
     if "status" in params:
-        values.setdefault("status_label", STATUS_LABELS.get(lang, STATUS_LABELS["en"]).get(params["status"], params["status"]))
+        status, role = params["status"], params.get("role", "")
+        values.setdefault("status_label", STATUS_LABELS.get(lang, STATUS_LABELS["en"]).get(status, status))
+        values.setdefault("what", WHAT.get(lang, WHAT["en"]).get(status, "").format_map(values).strip())
+        values.setdefault("next_step", NEXT.get(lang, NEXT["en"]).get((status, role), _WAIT.get(lang, _WAIT["en"])))
     values.setdefault("subject", name)
     return subject.format_map(values), body.format_map(values).strip(), lang
 
@@ -87,10 +177,48 @@ def delivery_after_failure(attempts: int, p: Params = PARAMS) -> str:
     return "failed" if attempts >= p.max_attempts else "queued"
 
 
-def status_recipients(e: DispatchStatusChanged) -> list[str]:
-    """R-NOT-02: each party of a dispatch hears of its status changes: business, expert, institution."""
-    return [r for r in (e.business_id, e.expert_id, e.institution_id) if r]
+def status_audience(e: DispatchStatusChanged) -> list[tuple[str, str]]:
+    """R-NOT-03: the parties of a dispatch, as (party, role): the business (its prime and member accounts), the
+    expert (its account) and, on route A, the requesting institution (its linked staff)."""
+    out = [(party("business", e.business_id), "business"), (party("expert", e.expert_id), "expert")]
+    if e.institution_id:
+        out.append((party("organisation", e.institution_id), "institution"))
+    return out
 
 
-def status_params(e: DispatchStatusChanged) -> dict[str, str]:
-    return {"dispatch_id": e.dispatch_id, "status": e.status, "reason": e.reason or ""}
+def party(kind: str, party_id: str) -> str:
+    """The read-model key of a party: `business:<id>`, `expert:<id>`, `organisation:<id>`, `bureau:<id>`."""
+    return f"{kind}:{party_id}"
+
+
+def status_params(e: DispatchStatusChanged, role: str, portal_url: str) -> dict[str, str]:
+    """What the dispatch_status template needs for one party; the link is the dispatch's own page, which every
+    party of the dispatch may read."""
+    return {"dispatch_id": e.dispatch_id, "status": e.status, "role": role, "reason": e.reason or e.reason_code or "",
+            "fee": f"{e.fee:,}" if e.fee is not None else "-", "travel": f"{e.travel:,}" if e.travel is not None else "-",
+            "link": f"{portal_url}/api/dispatch/requests/{e.dispatch_id}"}
+
+
+def people_of(parties: list[tuple[str, str]], members: dict[str, list[str]], struck: set[str]) -> dict[str, str]:
+    """R-NOT-03: each person once (account -> the role they hear as, the first party that names them), leaving out
+    revoked accounts (R-ID-06)."""
+    out: dict[str, str] = {}
+    for key, role in parties:
+        for account in members.get(key, ()):
+            if account not in struck:
+                out.setdefault(account, role)
+    return out
+
+
+# Pages notices link to, behind the portal's address; each is a route the recipient may read.
+LINKS = {"platform_dispatch_member_added": "/api/identity/platforms/{platform_id}",
+         "programme_recommended": "/api/recommend/businesses/{business_id}/recommendations"}
+
+
+def link_param(template: str, params: dict[str, str], portal_url: str) -> dict[str, str]:
+    """`link` (and `url`) for a template that has a page, when the sender named none that exists."""
+    path = LINKS.get(template)
+    if path is None or any(f"{{{k}}}" in path and not params.get(k) for k in ("platform_id", "business_id")):
+        return {}
+    link = portal_url + path.format_map(defaultdict(str, params))
+    return {"link": link, "url": link}

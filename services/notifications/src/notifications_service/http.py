@@ -9,7 +9,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from notifications_service import domain
-from notifications_service.store import audit, queue_email, today_jst
+from notifications_service.store import audit, contact_of, queue_email, today_jst
 from servicekit.auth import Principal, require
 from servicekit.problems import Problem
 
@@ -68,7 +68,7 @@ class Prompt(BaseModel):
             summary="Pop-ups to show at login: 'please rate' until the rating is given (R-RAT-03, R-NOT-02)")
 async def prompts(request: Request, p: Principal = Depends(require(*ANYONE))) -> list[Prompt]:
     svc = _svc(request)
-    contact = await svc.db.contacts.find_one({"_id": p.subject}) or {}
+    contact = await contact_of(svc.db, p.subject)
     out = []
     async for d in svc.db.prompts.find({"recipient_id": p.subject, "status": "open"}).sort("since", 1):
         params = {"dispatch_id": d["dispatch_id"], "expert_id": d["expert_id"]}

@@ -33,7 +33,13 @@ async def audit(db, action: str, key: str, payload: dict, actor: str | None = No
 
 
 async def contact_of(db, recipient_id: str) -> dict:
-    return await db.contacts.find_one({"_id": recipient_id}) or {}
+    """The person's own preferences; the address identity knows is the default until they set one (R-NOT-03)."""
+    contact = await db.contacts.find_one({"_id": recipient_id}) or {}
+    if not contact.get("email"):
+        account = await db.accounts.find_one({"_id": recipient_id}, {"email": 1}) or {}
+        if account.get("email"):
+            contact = {**contact, "email": account["email"]}
+    return contact
 
 
 async def notify(svc, *, item_id: str, recipient_id: str, template: str, params: dict[str, str],
