@@ -428,6 +428,23 @@ def notifications_rows(w: World) -> dict:
         ("GET", "/me/contact"): Row(SIGNED_IN, "/me/contact"),
         ("PUT", "/me/contact"): Row(SIGNED_IN, "/me/contact", {"email": "me@matrix.example.jp", "language": "ja"}),
         ("GET", "/deliveries"): Row(allow(PRIME, OPERATOR), f"/deliveries?recipient_id={w.ids[PRIME]}"),
+        # R-NOT-04: each person's own channels and preferences
+        ("GET", "/me/preferences"): Row(SIGNED_IN, "/me/preferences"),
+        ("PUT", "/me/preferences"): Row(SIGNED_IN, "/me/preferences", {"channels": ["email"]}),
+        ("GET", "/webpush/key"): Row(SIGNED_IN, "/webpush/key"),
+        ("POST", "/me/push-subscriptions"): Row(SIGNED_IN, "/me/push-subscriptions", {
+            "endpoint": "https://push.example.jp/matrix", "keys": {
+                "p256dh": "BJU1tl9G1YKm9hqmgp5AQkIhY0paOmhUN-B18GAmEcYPHrRztDyvTDWa1peEoz70FXrsp12XYHDKtHpU0pqBtYU",
+                "auth": "AAAAAAAAAAAAAAAAAAAAAA"}}),
+        ("DELETE", "/me/push-subscriptions/{subscription_id}"): Row(SIGNED_IN, "/me/push-subscriptions/none"),
+        ("PUT", "/me/line"): Row(SIGNED_IN, "/me/line", {"user_id": "U" + "0" * 32}),
+        ("DELETE", "/me/line"): Row(SIGNED_IN, "/me/line"),
+        # signed by the messaging app (X-Line-Signature), never by a token: no caller here has the signature
+        ("POST", "/line/webhook"): Row(NOBODY, "/line/webhook", {"events": []}),
+        # RFC 8058: the link is the credential (an HMAC); an unknown one is 404 for everyone
+        ("GET", "/unsubscribe/{token}"): Row(PUBLIC, "/unsubscribe/unknown"),
+        ("POST", "/unsubscribe/{token}"): Row(PUBLIC, "/unsubscribe/unknown", form={"List-Unsubscribe": "One-Click"}),
+        ("POST", "/bounces"): Row(allow(OPERATOR), "/bounces", {"not": "a DSN"}),
     }
 
 

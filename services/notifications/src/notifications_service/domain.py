@@ -1,9 +1,14 @@
-"""Pure rules of the notifications service (R-NOT-02, R-RAT-03): templates, prompts, dedupe, retries."""
+"""Pure rules of the notifications service (R-NOT-02..04, R-RAT-03): templates, who hears what, prompts, dedupe,
+retries, channels and preferences (quiet hours, digest, one-click unsubscribe), messaging-app signatures."""
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import hmac
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, time, timedelta
 
 from contracts.events.dispatch import DispatchStatusChanged
 
@@ -222,3 +227,137 @@ def link_param(template: str, params: dict[str, str], portal_url: str) -> dict[s
         return {}
     link = portal_url + path.format_map(defaultdict(str, params))
     return {"link": link, "url": link}
+
+
+# --- channels and preferences (R-NOT-04) ------------------------------------------------------------
+CHANNELS = ("email", "webpush", "line")
+CATEGORIES = ("dispatch", "rating", "programme", "platform", "saved_search", "reminder", "other")
+CATEGORY_OF = {"dispatch_status": "dispatch", "rating_owed": "rating", "programme_recommended": "programme",
+               "platform_dispatch_member_added": "platform", "saved_search_match": "saved_search",
+               "deadline_reminder": "reminder", "renewal_reminder": "reminder"}
+
+
+def category_of(template: str) -> str:
+    return CATEGORY_OF.get(template, "other")
+
+
+@dataclass(frozen=True)
+class Preferences:
+    """What a person chose: channels on, per-category channels (a category not named goes to every channel that
+    is on), quiet hours in Japanese time (start == end: none), categories gathered into one daily e-mail, and the
+    channels paused by a bounce or an unfollow until the person resumes them."""
+
+    channels: frozenset[str] = frozenset({"email"})
+    categories: dict[str, frozenset[str]] | None = None
+    quiet_start: time | None = None
+    quiet_end: time | None = None
+    digest: frozenset[str] = frozenset()
+    digest_hour: int = 8
+    paused: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, doc: dict) -> "Preferences":
+        quiet = doc.get("quiet_hours") or {}
+        channels = set(doc.get("channels") or ["email"])
+        if doc.get("email_enabled") is False:  # the older switch of /me/contact
+            channels.discard("email")
+        return cls(channels=frozenset(channels),
+                   categories={k: frozenset(v) for k, v in (doc.get("categories") or {}).items()},
+                   quiet_start=_time(quiet.get("start")), quiet_end=_time(quiet.get("end")),
+                   digest=frozenset(doc.get("digest") or ()), digest_hour=int(doc.get("digest_hour", 8)),
+                   paused=frozenset((doc.get("paused") or {}).keys()))
+
+
+def _time(value: str | None) -> time | None:
+    return time.fromisoformat(value) if value else None
+
+
+def in_quiet_hours(p: Preferences, local: datetime) -> bool:
+    """Quiet hours may cross midnight (22:00–07:00)."""
+    if p.quiet_start is None or p.quiet_end is None or p.quiet_start == p.quiet_end:
+        return False
+    t = local.time()
+    if p.quiet_start < p.quiet_end:
+        return p.quiet_start <= t < p.quiet_end
+    return t >= p.quiet_start or t < p.quiet_end
+
+
+def quiet_until(p: Preferences, local: datetime) -> datetime:
+    """When the next message may go out: now, or the end of the quiet hours (today's or tomorrow's)."""
+    if not in_quiet_hours(p, local):
+        return local
+    end = local.replace(hour=p.quiet_end.hour, minute=p.quiet_end.minute, second=0, microsecond=0)
+    return end if end > local else end + timedelta(days=1)
+
+
+def next_digest_at(p: Preferences, local: datetime) -> datetime:
+    """The daily digest goes at `digest_hour` (Japanese time), the next one after `local`, outside quiet hours."""
+    at = local.replace(hour=p.digest_hour, minute=0, second=0, microsecond=0)
+    if at <= local:
+        at += timedelta(days=1)
+    return quiet_until(p, at)
+
+
+@dataclass(frozen=True)
+class Plan:
+    channel: str
+    at: datetime | None  # when to send; None: into the daily digest
+
+
+def plan(p: Preferences, category: str, local: datetime, reachable: frozenset[str]) -> list[Plan]:
+    """R-NOT-04: the channels a message of `category` goes to and when. Only channels the person turned on, allows
+    for the category, can be reached on (an address, a push subscription, a linked messaging account) and are not
+    paused; quiet hours defer; a digest category goes into the day's e-mail digest instead of its own e-mail."""
+    wanted = p.channels if p.categories is None or category not in p.categories else p.categories[category]
+    out = []
+    for channel in CHANNELS:
+        if channel not in wanted or channel not in p.channels or channel not in reachable or channel in p.paused:
+            continue
+        if channel == "email" and category in p.digest:
+            out.append(Plan(channel, None))
+        else:
+            out.append(Plan(channel, quiet_until(p, local)))
+    return out
+
+
+def unsubscribe_token(secret: bytes, account_id: str, category: str) -> str:
+    """RFC 8058 one-click unsubscribe: the link names the account and category and carries their HMAC, so the
+    POST needs no login and nobody can forge another person's."""
+    body = f"{account_id}|{category}"
+    mac = hmac.new(secret, body.encode(), hashlib.sha256).digest()[:16]
+    return base64.urlsafe_b64encode(body.encode() + b"|" + mac).decode().rstrip("=")
+
+
+def read_unsubscribe_token(secret: bytes, token: str) -> tuple[str, str] | None:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        account_id, category, mac = raw.split(b"|", 2)
+    except (ValueError, binascii.Error):
+        return None
+    body = account_id + b"|" + category
+    if not hmac.compare_digest(mac, hmac.new(secret, body, hashlib.sha256).digest()[:16]):
+        return None
+    return account_id.decode(), category.decode()
+
+
+def line_signature_ok(channel_secret: str, body: bytes, signature: str) -> bool:
+    """A messaging-app webhook is genuine when X-Line-Signature is base64(HMAC-SHA256(channel secret, body))."""
+    expected = base64.b64encode(hmac.new(channel_secret.encode(), body, hashlib.sha256).digest()).decode()
+    return hmac.compare_digest(expected, signature or "")
+
+
+def push_payload(subject: str, body: str, link: str | None) -> dict:
+    """What a Web Push or messaging-app message carries: short, with the link to act on."""
+    return {"title": subject, "body": body[:400], "url": link or ""}
+
+
+def digest_text(items: list[dict], language: str) -> tuple[str, str]:
+    """One e-mail for the day's gathered messages, newest last."""
+    if language == "ja":
+        subject = f"【支援ポータル】本日のお知らせ（{len(items)}件）"
+        intro = "本日のお知らせをまとめてお送りします。"
+    else:
+        subject = f"[SME portal] Today's notices ({len(items)})"
+        intro = "Your notices of the day, in one message."
+    parts = [intro] + [f"■ {i['subject']}\n{i['body']}" for i in items]
+    return subject, "\n\n".join(parts)
