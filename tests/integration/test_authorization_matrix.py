@@ -318,6 +318,13 @@ def dispatch_rows(w: World) -> dict:
     return {
         ("GET", "/healthz"): Row(PUBLIC, "/healthz"),
         ("GET", "/readyz"): Row(PUBLIC, "/readyz"),
+        # R-OPS-01: each role its own list (a business its own, an institution its own organisation's)
+        ("GET", "/worklists/business"): (
+            Row(BUSINESSES, "/worklists/business", case="the caller's own business"),
+            Row(BIZ_PEOPLE, f"/worklists/business?business_id={bid}", case="BIZ named: only its people")),
+        ("GET", "/worklists/institution"): Row(INSTITUTIONS, "/worklists/institution"),
+        ("GET", "/worklists/expert"): Row(allow(EXPERT), "/worklists/expert?queue=reports"),
+        ("GET", "/worklists/agency"): Row(STAFF, "/worklists/agency?queue=reports"),
         ("POST", "/requests"): (
             Row(allow(DLG), "/requests", route_a, case="route A for BIZ: only staff holding BIZ's delegation"),
             Row(BIZ_PEOPLE, "/requests", {**_request_body(bid, x["expert_id"])},

@@ -2,7 +2,7 @@
 from datetime import datetime
 
 from contracts.vocab import fiscal_year
-from dispatch_service import saga
+from dispatch_service import saga, worklists
 from dispatch_service.consumers import budget_handlers, read_model_handlers
 from dispatch_service.domain import InvalidTransition
 from dispatch_service.http import JST, router
@@ -20,6 +20,8 @@ svc.consume("experts.events", experts)
 svc.consume("ratings.events", ratings)
 svc.consume("identity.events", identity)
 svc.app.include_router(router)
+svc.app.include_router(worklists.router)
+svc.consume("dispatch.events", worklists.handlers(svc))
 svc.app.state.saga_params = saga.params_from_env()
 svc.background("budget-saga-clock")(lambda: saga.run(store, svc.app.state.saga_params))
 
@@ -36,6 +38,7 @@ async def _setup() -> None:
     fy = fiscal_year(datetime.now(JST).date())
     await store.setup([fy - 1, fy, fy + 1])
     await store.dispatches.create_index("status")
+    await worklists.ensure_indexes(svc.db)
 
 
 app = svc.app
