@@ -247,6 +247,10 @@ def identity_rows(w: World) -> dict:
             allow(DLG), f"/disclosure-requests/{x['dr_approved']}/profile", hides=True),
         # organisations and platforms (R-PF-01..05)
         ("POST", "/organisations"): Row(allow(BUREAUS, OPERATOR), "/organisations", {"name": "x", "kind": "body"}),
+        # R-OPS-02: operators find accounts and businesses and read anything's audit trail across services
+        ("GET", "/operator/audit"): Row(allow(OPERATOR), f"/operator/audit?ref={bid}"),
+        ("GET", "/operator/accounts"): Row(allow(OPERATOR), "/operator/accounts?q=matrix"),
+        ("GET", "/operator/businesses"): Row(allow(OPERATOR), "/operator/businesses?q=matrix"),
         ("GET", "/organisations/{org_id}"): Row(allow(BUREAUS, AGENCY, OPERATOR, INSTITUTIONS),
                                                 f"/organisations/{x['rep']}"),
         # R-PF-05: linking staff hands over the organisation's platform rights: only the bureau of its block

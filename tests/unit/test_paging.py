@@ -22,3 +22,11 @@ def test_R_OPS_01_cursor_round_trip_and_bad_cursor():
     with pytest.raises(Problem) as e:
         paging.decode("%%%")
     assert e.value.status == 400
+
+
+def test_R_OPS_02_a_trail_entry_is_found_under_every_id_it_names():
+    from identity_service.operator import refs_of  # noqa: PLC0415 (identity's module needs no key to import)
+
+    refs = refs_of("dsp-1", "acc-1", "partner-1", {"business_id": "biz-1", "expert_id": "exp-1", "status": "paid",
+                                                   "account_ids": ["acc-2", "acc-3"], "institution_id": None})
+    assert refs == ["acc-1", "acc-2", "acc-3", "biz-1", "dsp-1", "exp-1", "partner-1"]

@@ -143,6 +143,12 @@ async def expert_worklist(request: Request, queue: Literal["cosign", "visits", "
             summary="The agency's queues: reports to confirm, payments, unanswered budget commands (R-OPS-01)")
 async def agency_worklist(request: Request, queue: Literal["reports", "payments", "unanswered", "all"] = "reports",
                           status: list[Status] | None = Statuses, fiscal_year: int | None = FiscalYear,
+                          business_id: str | None = Query(None, max_length=100),
+                          expert_id: str | None = Query(None, max_length=100),
+                          institution_id: str | None = Query(None, max_length=100),
                           limit: int = Limit, cursor: str | None = Cursor,
                           p: Principal = Depends(require("agency", "operator"))) -> Page:
-    return await _page(request, dict(AGENCY_QUEUES.get(queue, {})), status, fiscal_year, limit, cursor)
+    """Also the operators' dispatch search (R-OPS-02): queue=all with a business, expert or institution."""
+    filt = {**AGENCY_QUEUES.get(queue, {}), **{k: v for k, v in (("business_id", business_id), ("expert_id", expert_id),
+                                                                  ("institution_id", institution_id)) if v}}
+    return await _page(request, filt, status, fiscal_year, limit, cursor)
