@@ -456,6 +456,9 @@ def notifications_rows(w: World) -> dict:
         ("GET", "/unsubscribe/{token}"): Row(PUBLIC, "/unsubscribe/unknown"),
         ("POST", "/unsubscribe/{token}"): Row(PUBLIC, "/unsubscribe/unknown", form={"List-Unsubscribe": "One-Click"}),
         ("POST", "/bounces"): Row(allow(OPERATOR), "/bounces", {"not": "a DSN"}),
+        ("POST", "/me/saved-searches"): Row(SIGNED_IN, "/me/saved-searches", {"kind": "programme", "name": "matrix"}),
+        ("GET", "/me/saved-searches"): Row(SIGNED_IN, "/me/saved-searches"),
+        ("DELETE", "/me/saved-searches/{search_id}"): Row(SIGNED_IN, "/me/saved-searches/none"),
     }
 
 

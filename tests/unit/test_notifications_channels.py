@@ -122,3 +122,50 @@ def test_R_NOT_04_bounce_report_parsed_per_recipient_hard_or_soft():
         ("gone@example.jp", "failed", "5.1.1", True), ("full@example.jp", "delayed", "4.2.2", False)]
     assert got[0].message_id == "<inbox.ev-1.acc-1@smeportal>" and "User unknown" in got[0].diagnostic
     assert dsn.parse(b"Subject: hello\n\nnot a report") == []
+
+
+# --- saved searches and reminders (R-NOT-04, R-EX-04) -------------------------------------------------------------
+from datetime import date  # noqa: E402
+
+from notifications_service.domain import (  # noqa: E402
+    AlertParams, deadline_reminder_due, expert_matches, expert_terms, programme_matches, programme_terms,
+    renewal_reminder_due, render, search_anchors,
+)
+
+PROGRAMME = {"_id": "p1", "name": "IT導入補助金", "purpose": "ITツール導入の支援", "target": "中小企業",
+             "tags": {"prefectures": ["熊本県"], "industries": [], "keywords": ["デジタル化"]}}
+
+
+def test_R_NOT_04_saved_programme_search_matches_and_is_reached_through_its_anchors():
+    search = {"prefectures": ["熊本県"], "keywords": ["デジタル"]}
+    assert programme_matches(search, PROGRAMME)
+    assert not programme_matches({"prefectures": ["福岡県"]}, PROGRAMME)
+    assert not programme_matches({"keywords": ["事業承継"]}, PROGRAMME)
+    nationwide = {**PROGRAMME, "tags": {"prefectures": [], "industries": ["製造業"]}}
+    assert programme_matches({"prefectures": ["福岡県"]}, nationwide)  # nationwide covers every prefecture
+    assert not programme_matches({"industries": ["小売業"]}, nationwide)
+    # a new programme reads only the searches anchored on one of its terms
+    assert set(search_anchors("programme", search)) & set(programme_terms(PROGRAMME["tags"]))
+    assert set(search_anchors("programme", {"prefectures": ["福岡県"]})) & set(programme_terms(nationwide["tags"]))
+    assert not set(search_anchors("programme", {"prefectures": ["福岡県"]})) & set(programme_terms(PROGRAMME["tags"]))
+    assert search_anchors("programme", {"keywords": ["x"]}) == ["all"] and "all" in programme_terms({})
+
+
+def test_R_NOT_04_saved_expert_search_matches_registered_experts_only():
+    expert = {"status": "registered", "name": "山田", "fields": ["sales_channels"], "regions": ["熊本県"],
+              "qualifications": ["中小企業診断士"]}
+    crit = {"fields": ["sales_channels"], "qualifications": ["中小企業診断士"]}
+    assert expert_matches(crit, expert) and not expert_matches(crit, {**expert, "status": "portal"})
+    assert not expert_matches({"regions": ["北海道"]}, expert)
+    assert set(search_anchors("expert", crit)) & set(expert_terms(expert))
+
+
+def test_R_NOT_04_R_EX_04_reminders_before_deadlines_and_renewals():
+    p = AlertParams(deadline_days=7, renewal_days=30)
+    assert deadline_reminder_due(date(2026, 12, 1), date(2026, 12, 8), p)
+    assert not deadline_reminder_due(date(2026, 12, 1), date(2026, 12, 9), p)
+    assert not deadline_reminder_due(date(2026, 12, 9), date(2026, 12, 8), p)  # past
+    assert renewal_reminder_due(date(2027, 3, 1), 2026, p) and not renewal_reminder_due(date(2027, 2, 27), 2026, p)
+    assert not renewal_reminder_due(date(2027, 3, 1), 2025, p) and not renewal_reminder_due(date(2027, 3, 1), None, p)
+    _, body, _ = render("renewal_reminder", {"fiscal_year": "2026", "year_end": "2027-03-31", "link": "L"})
+    assert "2026年度" in body and "更新" in body and "L" in body

@@ -4,7 +4,7 @@ import secrets
 
 from pymongo.errors import DuplicateKeyError
 
-from notifications_service import channels, people, store
+from notifications_service import alerts, channels, people, store
 from notifications_service.consumers import command_handlers, dispatch_handlers, ratings_handlers
 from notifications_service.delivery import Deliverer
 from notifications_service.http import router
@@ -17,8 +17,12 @@ svc.consume("dispatch.events", dispatch_handlers(svc))
 svc.consume("notifications.commands", command_handlers(svc))
 svc.consume("identity.events", people.identity_handlers(svc))
 svc.consume("experts.events", people.experts_handlers(svc))
+svc.consume("experts.events", alerts.experts_handlers(svc))
+svc.consume("recommend.events", alerts.recommend_handlers(svc))
 svc.app.include_router(router)
 svc.app.include_router(preferences_router)
+svc.app.include_router(alerts.router)
+svc.background("reminders")(lambda: alerts.run_clock(svc))
 
 
 async def _shared_secret(name: str, make) -> bytes:
@@ -39,6 +43,7 @@ async def _shared_secret(name: str, make) -> bytes:
 async def _start() -> None:
     await store.ensure_indexes(svc.db)
     await people.ensure_indexes(svc.db)
+    await alerts.ensure_indexes(svc.db)
     vapid = channels.vapid_from_pem(await _shared_secret("vapid", channels.new_vapid_pem))
     svc.app.state.vapid_public_key = channels.vapid_public_key(vapid)
     svc.app.state.unsubscribe_secret = await _shared_secret("unsubscribe", lambda: secrets.token_bytes(32))

@@ -8,7 +8,7 @@ from contracts import Envelope
 from contracts.events.dispatch import DispatchStatusChanged
 from contracts.events.notifications import Notify
 from contracts.events.ratings import RatingGiven, RatingOwed
-from notifications_service import domain, people
+from notifications_service import alerts, domain, people
 from notifications_service.store import audit, notify, now, today_jst
 
 
@@ -64,6 +64,8 @@ def command_handlers(svc):
         for account in recipients:
             item = f"notify:{c.notification_id}" if c.recipient_kind == "account" else f"notify:{c.notification_id}:{account}"
             await notify(svc, item_id=item, recipient_id=account, template=c.template, params=params)
+            if c.params.get("programme_id"):  # told of a programme: reminded of its deadline (R-NOT-04)
+                await alerts.follow(svc.db, c.params["programme_id"], account)
 
     return {Notify: on_notify}
 

@@ -361,3 +361,112 @@ def digest_text(items: list[dict], language: str) -> tuple[str, str]:
         intro = "Your notices of the day, in one message."
     parts = [intro] + [f"■ {i['subject']}\n{i['body']}" for i in items]
     return subject, "\n\n".join(parts)
+
+
+# --- saved searches and reminders (R-NOT-04, R-EX-04) ---------------------------------------------------------
+@dataclass(frozen=True)
+class AlertParams:
+    deadline_days: int = 7      # remind followers of a programme this many days before its application deadline
+    renewal_days: int = 30      # remind registered experts this many days before the fiscal year (and registration) ends
+
+
+def _norm(values) -> set[str]:
+    return {str(v).strip().lower() for v in values or () if str(v).strip()}
+
+
+def programme_terms(tags: dict) -> list[str]:
+    """What a programme is found under: its prefectures (or `pref:*` when nationwide) and industries (or `ind:*`)."""
+    prefs = _norm(tags.get("prefectures")) or {"*"}
+    inds = _norm(tags.get("industries")) or {"*"}
+    return sorted({f"pref:{p}" for p in prefs} | {f"ind:{i}" for i in inds} | {"all"})
+
+
+def expert_terms(expert: dict) -> list[str]:
+    return sorted({f"field:{f}" for f in _norm(expert.get("fields"))} |
+                  {f"region:{r}" for r in _norm(expert.get("regions"))} | {"all"})
+
+
+def search_anchors(kind: str, criteria: dict) -> list[str]:
+    """The terms one of which a new item must carry to be worth matching against this search, so that a new item
+    reads only the searches it may concern (an indexed `$in`), not all of them."""
+    if kind == "programme":
+        if prefs := _norm(criteria.get("prefectures")):
+            return sorted({f"pref:{p}" for p in prefs} | {"pref:*"})
+        if inds := _norm(criteria.get("industries")):
+            return sorted({f"ind:{i}" for i in inds} | {"ind:*"})
+        return ["all"]
+    if fields := _norm(criteria.get("fields")):
+        return sorted(f"field:{f}" for f in fields)
+    if regions := _norm(criteria.get("regions")):
+        return sorted(f"region:{r}" for r in regions)
+    return ["all"]
+
+
+def _keywords_in(keywords, *texts) -> bool:
+    words = _norm(keywords)
+    text = " ".join(str(t) for t in texts).lower()
+    return not words or any(w in text for w in words)
+
+
+def programme_matches(criteria: dict, programme: dict) -> bool:
+    """A programme matches when each criterion given matches: a prefecture it covers (nationwide covers all), an
+    industry it targets (none named: all), one of the keywords in its name, purpose, target or keywords."""
+    tags = programme.get("tags") or {}
+    prefs, inds = _norm(criteria.get("prefectures")), _norm(criteria.get("industries"))
+    if prefs and _norm(tags.get("prefectures")) and not prefs & _norm(tags.get("prefectures")):
+        return False
+    if inds and _norm(tags.get("industries")) and not inds & _norm(tags.get("industries")):
+        return False
+    return _keywords_in(criteria.get("keywords"), programme.get("name"), programme.get("purpose"),
+                        programme.get("target"), " ".join(tags.get("keywords") or ()))
+
+
+def expert_matches(criteria: dict, expert: dict) -> bool:
+    """A registered expert matches when each criterion given overlaps: fields, regions, qualifications, keywords."""
+    if expert.get("status") != "registered":
+        return False
+    for name in ("fields", "regions", "qualifications"):
+        wanted = _norm(criteria.get(name))
+        if wanted and not wanted & _norm(expert.get(name)):
+            return False
+    return _keywords_in(criteria.get("keywords"), expert.get("name"), " ".join(expert.get("fields") or ()))
+
+
+def deadline_reminder_due(today: date, deadline: date, p: AlertParams = AlertParams()) -> bool:
+    return 0 <= (deadline - today).days <= p.deadline_days
+
+
+def renewal_reminder_due(today: date, registered_fiscal_year: int | None, p: AlertParams = AlertParams()) -> bool:
+    """R-EX-04: a registration lasts its fiscal year (April–March); its expert is reminded to confirm the intent to
+    continue in the last `renewal_days` of that year."""
+    if registered_fiscal_year is None:
+        return False
+    current = today.year if today.month >= 4 else today.year - 1
+    year_end = date(registered_fiscal_year + 1, 3, 31)
+    return registered_fiscal_year == current and (year_end - today).days <= p.renewal_days
+
+
+TEMPLATES.update({
+    "saved_search_match": {
+        "ja": ("【支援ポータル】保存した検索「{search_name}」に新しい結果: {title}",
+               "保存した検索「{search_name}」に合う{what_kind}が新しく見つかりました: {title}\n"
+               "次にすること: 内容を確認してください。\n\n{link}"),
+        "en": ("[SME portal] New match for your saved search '{search_name}': {title}",
+               "A new {what_kind} matches your saved search '{search_name}': {title}\nWhat to do next: have a look.\n\n{link}"),
+    },
+    "deadline_reminder": {
+        "ja": ("【支援ポータル】申請期限が近づいています: {title}（{deadline}まで）",
+               "支援施策「{title}」の申請期限は {deadline} です。\n次にすること: 申請する場合は期限までに手続きしてください。\n\n{link}"),
+        "en": ("[SME portal] Application deadline soon: {title} (until {deadline})",
+               "The application deadline of '{title}' is {deadline}.\nWhat to do next: if you want to apply, do so before "
+               "then.\n\n{link}"),
+    },
+    "renewal_reminder": {
+        "ja": ("【支援ポータル】専門家登録の更新（{fiscal_year}年度）をお忘れなく",
+               "専門家登録は {fiscal_year}年度末（{year_end}）で終わります。\n"
+               "次にすること: 継続する場合は、ポータルで更新の意思確認をしてください。\n\n{link}"),
+        "en": ("[SME portal] Renew your expert registration (FY{fiscal_year})",
+               "Your expert registration ends with fiscal year {fiscal_year} ({year_end}).\nWhat to do next: to continue, "
+               "confirm your intent to renew on the portal.\n\n{link}"),
+    },
+})
