@@ -103,4 +103,9 @@ async def test_R_NOT_04_R_EX_04_saved_search_alerts_reminders_and_fan_out_into_d
         assert f"{fiscal_year(today_jst)}年度" in renewal["subject"]
         await asyncio.sleep(2)  # more clock passes: still one reminder each
         assert len(await inbox(who["kumamoto"], "deadline_reminder")) == 1
+        # R-OPS-01: the inbox pages on with a cursor (header X-Next-Cursor), never stopping at a fixed count
+        first = await http.get("/inbox", headers=auth(who["kumamoto"], "business"), params={"limit": 1})
+        second = await http.get("/inbox", headers=auth(who["kumamoto"], "business"),
+                                params={"limit": 1, "cursor": first.headers["x-next-cursor"]})
+        assert first.json()[0]["id"] != second.json()[0]["id"] and "x-next-cursor" not in second.headers
         assert len(await inbox(who["expert"], "renewal_reminder")) == 1

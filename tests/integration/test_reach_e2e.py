@@ -3,7 +3,7 @@
 The people are real identity accounts (created by an operator, with their e-mail addresses): a business's prime
 and member accounts, an expert, an institution's linked staff and a bureau's officer. Notifications learns who
 they are only from identity's and experts' events. A dispatch then runs through requested → accepted → reserved →
-approved → scheduled → visited → reported → confirmed → paid, a second request is refused by the agency and a
+approved → scheduled → visited → reported → confirmed → paid, a second request is refused at screening (R-DSP-06) and a
 third cancelled by the institution: for each status each party's people find the notice meant for their party in
 their inbox and in the SMTP catcher, and the link it carries opens with their own token. A dispatch-capable member
 added to the platform reaches the bureau's officer (R-PF-03).
@@ -147,9 +147,11 @@ async def test_R_NOT_03_R_PF_03_every_status_reaches_each_person_of_each_party_t
 
         did = await request()
         await eventually(lambda: status(did, "approved"), timeout=30)
-        refused, cancelled = await request(), await request()
-        await ok(await http.post(f"/api/dispatch/requests/{refused}/refuse", headers=agency,
-                                 json={"reason": "general staff training (R-DSP-06)"}))
+        # R-DSP-06: an advisory contract declared is a ground for refusal, decided at screening
+        refusal = await ok(await http.post("/api/dispatch/requests", headers=staff, json={
+            **body, "declarations": {"advisory_contract": True}}), 201)
+        assert refusal["status"] == "refused", refusal
+        refused, cancelled = refusal["dispatch_id"], await request()
         await ok(await http.post(f"/api/dispatch/requests/{cancelled}/cancel", headers=staff,
                                  json={"reason": "the business solved it"}))
         await ok(await http.post(f"/api/dispatch/requests/{did}/schedule", headers=staff, json={}))
@@ -188,13 +190,22 @@ async def test_R_NOT_03_R_PF_03_every_status_reaches_each_person_of_each_party_t
                 link = f"{url}/api/dispatch/requests/{d}"
                 assert link in notice["body"]
                 assert (await http.get(link[len(url):], headers=tokens[who])).status_code == 200, (who, link)
-            # the refusal says why; the business is told to sign off, the expert to file the report
-            assert "general staff training" in next(i for i in items if refused in i["subject"])["body"]
+            # the refusal says why
+            assert (refusal.get("reason") or refusal["reason_code"]) in next(i for i in items if refused in i["subject"])["body"]
 
             async def mailed():
                 got = {m["Subject"] for m in sink.to(address)}
                 return all(f"【支援ポータル】専門家派遣 {d}: {LABEL[s]}" in got for d, s in expected) or None
             await eventually(mailed, timeout=60)
+        # one-click unsubscribe through the gateway, without a token (RFC 8058): the link in the mail works
+        mail = next(m for m in sink.to(people["member"][1]) if m["List-Unsubscribe"])
+        link = mail["List-Unsubscribe"].strip("<>")
+        assert link.startswith(f"{url}/api/notifications/unsubscribe/")
+        r = await http.post(link[len(url):], data={"List-Unsubscribe": "One-Click"})
+        assert r.status_code == 200 and r.json() == {"unsubscribed": "dispatch"}, r.text
+        # the messaging app's webhook reaches the service (which checks the signature itself)
+        r = await http.post("/api/notifications/line/webhook", content=b"{}", headers={"x-line-signature": "x"})
+        assert r.status_code == 401 and "signature" in r.json()["detail"].lower()
         # the expert is not told the business's next step, nor the business the expert's
         expert_items = await inbox("expert")
         assert not any("サインオフしてください" in i["body"] for i in expert_items)

@@ -20,8 +20,9 @@ from servicekit import paging
 from servicekit.auth import Principal, require
 
 router = APIRouter(tags=["operator"])
-TRAIL_TOPICS = ("identity.events", "experts.events", "dispatch.events", "budget.commands", "budget.events",
-                "ratings.events", "notifications.commands", "recommend.events")
+# budget.commands stay the budget service's alone; its answers on budget.events name the same dispatches and frames
+TRAIL_TOPICS = ("identity.events", "experts.events", "dispatch.events", "budget.events", "ratings.events",
+                "notifications.commands", "recommend.events")
 MAX_REFS = 50
 
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from notifications_service import domain
 from notifications_service.store import audit, contact_of, send_out, today_jst
+from servicekit import paging
 from servicekit.auth import Principal, require
 from servicekit.problems import Problem
 
@@ -37,14 +38,18 @@ class InboxItem(BaseModel):
     read: bool
 
 
-@router.get("/inbox", response_model=list[InboxItem], tags=["inbox"], summary="The caller's messages, newest first")
-async def inbox(request: Request, limit: int = Query(50, ge=1, le=200), unread_only: bool = False,
+@router.get("/inbox", response_model=list[InboxItem], tags=["inbox"],
+            summary="The caller's messages, newest first; the header X-Next-Cursor pages on (R-OPS-01)")
+async def inbox(request: Request, response: Response, limit: int = Query(50, ge=1, le=paging.MAX_PAGE),
+                unread_only: bool = False, cursor: str | None = Query(None, max_length=300),
                 p: Principal = Depends(require(*ANYONE))) -> list[InboxItem]:
     filt: dict = {"recipient_id": {"$in": _ids(p)}}
     if unread_only:
         filt["read"] = False
-    cur = _svc(request).db.inbox.find(filt).sort("at", -1).limit(limit)
-    return [InboxItem(id=d["_id"], **{k: d[k] for k in InboxItem.model_fields if k != "id"}) async for d in cur]
+    docs, nxt = await paging.page(_svc(request).db.inbox, filt, limit=limit, cursor=cursor)
+    if nxt:
+        response.headers["X-Next-Cursor"] = nxt
+    return [InboxItem(id=d["_id"], **{k: d[k] for k in InboxItem.model_fields if k != "id"}) for d in docs]
 
 
 @router.post("/inbox/{item_id}/read", status_code=204, tags=["inbox"], summary="Mark a message read")

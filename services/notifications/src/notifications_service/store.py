@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 from pymongo.errors import DuplicateKeyError
 
 from notifications_service import channels, domain
+from servicekit import paging
 
 JST = ZoneInfo("Asia/Tokyo")
 
@@ -21,7 +22,7 @@ def today_jst():
 
 
 async def ensure_indexes(db) -> None:
-    await db.inbox.create_index([("recipient_id", 1), ("at", -1)])
+    await db.inbox.create_index([("recipient_id", 1), ("key", -1)])
     await db.prompts.create_index([("recipient_id", 1), ("status", 1)])
     await db.deliveries.create_index([("channel", 1), ("status", 1), ("next_at", 1)])
     await db.deliveries.create_index("message_id")
@@ -56,9 +57,10 @@ async def notify(svc, *, item_id: str, recipient_id: str, template: str, params:
     lang = contact.get("language")
     subject, body, used = domain.render(template, params, lang)
     try:
+        at = now()
         await db.inbox.insert_one({"_id": item_id, "recipient_id": recipient_id, "template": template,
                                    "subject": subject, "body": body, "language": used, "params": params,
-                                   "at": now(), "read": False})
+                                   "at": at, "key": paging.sort_key(at, item_id), "read": False})
         added = True
         await audit(db, "notifications.InboxItemAdded", recipient_id, {"item_id": item_id, "template": template})
     except DuplicateKeyError:
