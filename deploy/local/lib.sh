@@ -10,10 +10,21 @@ mkdir -p "$VAR_DIR/log" "$VAR_DIR/run" "$CACHE_DIR"
 
 log() { printf '%s %s\n' "[$(basename "$0" .sh)]" "$*" >&2; }
 
+# pid_alive PID -> 0 when PID is a live process. A process just killed (SIGKILL) stays a zombie until its parent
+# (often init, which may take a while) reaps it, and kill -0 still succeeds on a zombie; so its state in /proc
+# is checked too. Without this, `start` right after a kill saw the dead process "running" and started nothing.
+pid_alive() {
+  local pid=$1 state
+  [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 1
+  [[ -r "/proc/$pid/stat" ]] || return 0   # no procfs (macOS): kill -0 is all we know
+  state=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f1)
+  [[ -n "$state" && "$state" != Z && "$state" != X ]]
+}
+
 # is_running NAME -> 0 when the pid file names a live process
 is_running() {
   local pidfile="$VAR_DIR/run/$1.pid"
-  [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null
+  [[ -f "$pidfile" ]] && pid_alive "$(cat "$pidfile")"
 }
 
 # port_open PORT -> 0 when something accepts TCP connections on 127.0.0.1:PORT
@@ -46,9 +57,9 @@ stop_bg() {
   local name=$1 pidfile="$VAR_DIR/run/$1.pid" pid i
   [[ -f "$pidfile" ]] || return 0
   pid=$(cat "$pidfile")
-  if kill -0 "$pid" 2>/dev/null; then
+  if pid_alive "$pid"; then
     kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    for ((i = 0; i < 100; i++)); do pid_alive "$pid" || break; sleep 0.2; done
     kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
   fi
   rm -f "$pidfile"

@@ -26,17 +26,27 @@ up() {
   "$here/mongo.sh" start
   "$here/gateway.sh" keys
   mail start
+  # The trace and metrics viewer (Jaeger v2, built on first use): the services export to it over OTLP.
+  # VIEWER=0 skips it; OTEL_EXPORTER_OTLP_ENDPOINT set by you points the services at your own collector instead.
+  if [[ "${VIEWER:-1}" != 0 && -z "${OTEL_EXPORTER_OTLP_ENDPOINT:-}" ]]; then
+    "$here/jaeger.sh" start
+    export OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:${OTLP_HTTP_PORT:-4318}"
+  fi
   "$here/services.sh" start
   "$here/gateway.sh" start
   "$ROOT/.venv/bin/python" "$here/demo.py"
   echo "Platform up. Gateway: http://127.0.0.1:$GATEWAY_PORT  (health: /api/<service>/healthz, OIDC: /.well-known/openid-configuration)"
   echo "Logs: $VAR_DIR/log (e-mails: mail.log)   Stop: make down"
+  if "$here/jaeger.sh" status >/dev/null 2>&1; then
+    echo "Traces: http://127.0.0.1:${JAEGER_QUERY_PORT:-16686}/api/traces?service=dispatch   Metrics: http://127.0.0.1:${JAEGER_METRICS_PORT:-8889}/metrics"
+  fi
 }
 
 case "${1:-}" in
   up) up ;;
-  down) "$here/gateway.sh" stop; "$here/services.sh" stop; mail stop; "$here/mongo.sh" stop; "$here/kafka.sh" stop ;;
-  status) "$here/kafka.sh" status; "$here/mongo.sh" status; "$here/services.sh" status; "$here/gateway.sh" status ;;
+  down) "$here/gateway.sh" stop; "$here/services.sh" stop; mail stop; "$here/jaeger.sh" stop; "$here/mongo.sh" stop; "$here/kafka.sh" stop ;;
+  status) "$here/kafka.sh" status; "$here/mongo.sh" status; "$here/services.sh" status; "$here/gateway.sh" status
+          "$here/jaeger.sh" status || true ;;
   wipe) "$0" down; "$here/kafka.sh" wipe; "$here/mongo.sh" wipe ;;
   *) echo "usage: $0 up|down|status|wipe" >&2; exit 2 ;;
 esac

@@ -7,3 +7,4 @@ command -v uv >/dev/null || { log "installing uv from PyPI"; python3 -m pip inst
 "$here/kafka.sh" install
 "$here/mongo.sh" install
 "$here/gateway.sh" install
+"$here/toxiproxy.sh" install   # for the fault-injection suite (tests/integration/test_chaos.py, make chaos)

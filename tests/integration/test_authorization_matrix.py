@@ -144,6 +144,7 @@ def identity_rows(w: World) -> dict:
     own = SIGNED_IN
     return {
         ("GET", "/healthz"): Row(PUBLIC, "/healthz"),
+        ("GET", "/metrics"): Row(PUBLIC, "/metrics"),  # the scraper's, on the internal network; the gateway does not route it
         ("GET", "/readyz"): Row(PUBLIC, "/readyz"),
         ("GET", "/.well-known/openid-configuration"): Row(PUBLIC, "/.well-known/openid-configuration"),
         ("GET", "/jwks.json"): Row(PUBLIC, "/jwks.json"),
@@ -276,6 +277,7 @@ def experts_rows(w: World) -> dict:
     page = {"name": "山田 花子", "qualifications": ["中小企業診断士"], "fields": ["sales_channels"], "regions": ["熊本県"]}
     return {
         ("GET", "/healthz"): Row(PUBLIC, "/healthz"),
+        ("GET", "/metrics"): Row(PUBLIC, "/metrics"),  # the scraper's, on the internal network; the gateway does not route it
         ("GET", "/readyz"): Row(PUBLIC, "/readyz"),
         ("POST", "/experts/me"): Row(allow(EXPERT), "/experts/me", page),
         ("GET", "/experts/me"): Row(allow(EXPERT), "/experts/me"),
@@ -283,6 +285,7 @@ def experts_rows(w: World) -> dict:
         ("PUT", "/experts/me/profile"): Row(allow(EXPERT), "/experts/me/profile",
                                             {k: v for k, v in page.items() if k != "name"}),
         ("PUT", "/experts/me/availability"): Row(allow(EXPERT), "/experts/me/availability", {"windows": []}),
+        ("PUT", "/experts/me/capacity"): Row(allow(EXPERT), "/experts/me/capacity", {"paused": False}),
         ("POST", "/experts/me/consents"): Row(allow(EXPERT), "/experts/me/consents", {"org_id": x["rep"]}),
         ("POST", "/experts/me/application"): Row(allow(EXPERT), "/experts/me/application", {
             "evidence": [{"route": "public_qualification", "qualification": "中小企業診断士"}],
@@ -321,6 +324,7 @@ def dispatch_rows(w: World) -> dict:
     parties = allow(BIZ_PEOPLE, DLG, EXPERT, STAFF)  # of a route-A dispatch of BIZ requested by REP with expert E
     return {
         ("GET", "/healthz"): Row(PUBLIC, "/healthz"),
+        ("GET", "/metrics"): Row(PUBLIC, "/metrics"),  # the scraper's, on the internal network; the gateway does not route it
         ("GET", "/readyz"): Row(PUBLIC, "/readyz"),
         # R-OPS-01: each role its own list (a business its own, an institution its own organisation's)
         ("GET", "/worklists/business"): (
@@ -358,6 +362,27 @@ def dispatch_rows(w: World) -> dict:
         ("POST", "/requests/{dispatch_id}/shortfall"): Row(STAFF, f"/requests/{d2}/shortfall",
                                                            {"decision": "written_off", "note": "frame exhausted"},
                                                            hides=True),
+        # R-DSP-15: the agency's integrity queue; only the agency reviews (404 for a flag that does not exist)
+        ("GET", "/integrity/flags"): Row(STAFF, "/integrity/flags"),
+        ("POST", "/integrity/flags/{flag_id}/review"): Row(allow(AGENCY), "/integrity/flags/flag-none/review",
+                                                           {"decision": "dismissed", "note": "no concern"}),
+        # R-REC-08: the business answers its own surveys (409 while none is scheduled); the KPI for the agency,
+        # operators and bureaus (a bureau sees its own block's)
+        ("POST", "/requests/{dispatch_id}/outcomes/{months}"): Row(BIZ_PEOPLE, f"/requests/{d2}/outcomes/3",
+                                                                   {"results_achieved": True}, hides=True),
+        ("GET", "/outcomes/kpi"): Row(allow(STAFF, BUREAUS), "/outcomes/kpi"),
+        # R-EX-06: the dispatched expert acknowledges; only the agency reassigns (422 for an unknown expert)
+        ("POST", "/requests/{dispatch_id}/acknowledge"): Row(allow(EXPERT), f"/requests/{d2}/acknowledge", hides=True),
+        ("POST", "/requests/{dispatch_id}/reassign"): Row(allow(AGENCY), f"/requests/{d2}/reassign",
+                                                          {"expert_id": "ex-none", "reason": "no answer"}, hides=True),
+        ("GET", "/requests/{dispatch_id}/findings"): Row(STAFF, f"/requests/{d2}/findings", hides=True),
+        # R-DSP-13: only the agency settles a refund claim (409 on a dispatch without one)
+        ("POST", "/requests/{dispatch_id}/refund"): Row(allow(AGENCY), f"/requests/{d2}/refund",
+                                                        {"decision": "written_off", "note": "not recoverable"},
+                                                        hides=True),
+        # R-DSP-05: the requesting institution's staff follow the business up (409 before the report)
+        ("POST", "/requests/{dispatch_id}/follow-ups"): Row(allow(DLG), f"/requests/{d2}/follow-ups",
+                                                            {"note": "sales channel pilot running"}, hides=True),
         ("POST", "/requests/{dispatch_id}/refuse"): Row(allow(AGENCY), f"/requests/{d3}/refuse",
                                                         {"reason": "unsuitable request"}, hides=True),
         # fraud revokes the accounts involved (R-DSP-13): role-gated on a dispatch that does not exist
@@ -385,6 +410,7 @@ def budget_rows(w: World) -> dict:
     fid, dm = x["frame"], x["dm"]
     return {
         ("GET", "/healthz"): Row(PUBLIC, "/healthz"),
+        ("GET", "/metrics"): Row(PUBLIC, "/metrics"),  # the scraper's, on the internal network; the gateway does not route it
         ("GET", "/readyz"): Row(PUBLIC, "/readyz"),
         ("POST", "/frames"): Row(allow(BUREAU), "/frames", {"fiscal_year": FY, "platform_id": x["pid"],
                                                            "fee": 1_000_000, "travel": 100_000}),
@@ -408,6 +434,7 @@ def ratings_rows(w: World) -> dict:
     scores = {a: 4 for a in RATING_AXES}
     return {
         ("GET", "/healthz"): Row(PUBLIC, "/healthz"),
+        ("GET", "/metrics"): Row(PUBLIC, "/metrics"),  # the scraper's, on the internal network; the gateway does not route it
         ("GET", "/readyz"): Row(PUBLIC, "/readyz"),
         # the business rates (prime or member), and the requesting institution's staff as institution (R-RAT-01);
         # a delegate never rates for the business (R-ID-08): DLG's own rating is the institution's
@@ -432,6 +459,7 @@ def notifications_rows(w: World) -> dict:
     x = w.x
     return {
         ("GET", "/healthz"): Row(PUBLIC, "/healthz"),
+        ("GET", "/metrics"): Row(PUBLIC, "/metrics"),  # the scraper's, on the internal network; the gateway does not route it
         ("GET", "/readyz"): Row(PUBLIC, "/readyz"),
         ("GET", "/inbox"): Row(SIGNED_IN, "/inbox"),
         ("POST", "/inbox/{item_id}/read"): Row(allow(PRIME), f"/inbox/{x['inbox_item']}/read", hides=True),
@@ -468,6 +496,7 @@ def recommend_rows(w: World) -> dict:
     readers = allow(BIZ_PEOPLE, DLG, OPERATOR)  # BIZ, its delegate for profile:read, operators
     return {
         ("GET", "/healthz"): Row(PUBLIC, "/healthz"),
+        ("GET", "/metrics"): Row(PUBLIC, "/metrics"),  # the scraper's, on the internal network; the gateway does not route it
         ("GET", "/readyz"): Row(PUBLIC, "/readyz"),
         ("GET", "/programmes"): Row(SIGNED_IN, "/programmes"),
         ("POST", "/programmes"): Row(allow(OPERATOR), "/programmes", {
@@ -649,7 +678,8 @@ async def build_world(url: dict[str, str]) -> World:
         loc = {"location": {"lat": 32.80, "lon": 130.71, "place": "client office"}}
         for did in (x["d1"], x["d2"]):
             await _ok(await http.post(f"{ds}/requests/{did}/schedule", headers=h[DLG], json={}))
-            vid = (await _ok(await http.post(f"{ds}/requests/{did}/visits", headers=h[EXPERT], json=loc)))["visit_id"]
+            vid = (await _ok(await http.post(f"{ds}/requests/{did}/visits", headers=h[EXPERT],
+                                             json={**loc, "accompanied_by": [w.ids[DLG]]})))["visit_id"]  # R-DSP-05
             await _ok(await http.post(f"{ds}/requests/{did}/visits/{vid}/check-out", headers=h[EXPERT], json=loc))
             x["v1" if did == x["d1"] else "v2"] = vid
         # D1 completed: declared time, signed off, reported, confirmed

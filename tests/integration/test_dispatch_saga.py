@@ -14,9 +14,10 @@ from aiokafka import AIOKafkaProducer
 from pymongo import AsyncMongoClient
 
 from contracts import Envelope
-from contracts.events.budget import BudgetCommitted, BudgetRefused, BudgetReleased, BudgetReserved
+from contracts.events.budget import BudgetCommitted, BudgetRefunded, BudgetRefused, BudgetReleased, BudgetReserved
 from contracts.events.experts import ExpertChanged
-from contracts.events.identity import AccountRevoked, BindingChanged, DelegationRevoked, MembershipChanged
+from contracts.events.identity import (AccountRevoked, BindingChanged, BusinessRegistered, DelegationRevoked,
+                                       MembershipChanged)
 from contracts.events.ratings import RatingGiven, RatingOwed
 from contracts.vocab import fiscal_year
 from tests.support import Namespace, ServiceProcess, eventually, read_topic, token
@@ -128,7 +129,9 @@ class World:
 async def world(infra, tmp_path_factory):
     """One dispatch process for the module (starting one takes seconds); tests use distinct businesses."""
     ns = Namespace()
-    svc = ServiceProcess("dispatch", infra, ns, tmp_path_factory.mktemp("dispatch"))
+    svc = ServiceProcess("dispatch", infra, ns, tmp_path_factory.mktemp("dispatch"),
+                         OUTCOME_SURVEY_MONTHS="0,12", OUTCOME_SWEEP_SECONDS="0.5",  # the first survey due at payment
+                         INTEGRITY_SWEEP_SECONDS="0.5")
     w = World(infra, ns, svc.url)
     try:
         svc.start()
@@ -273,6 +276,23 @@ async def test_R_DSP_14_saga_survives_silence_and_duplicate_answers_without_doub
     fraud = [e["payload"] for e in await world.records("dispatch.events", "dispatch.FraudConfirmed", 1, {done})]
     assert fraud == [{"dispatch_id": done, "account_ids": ["acct-biz-s0", "acct-ex-1"], "refund_claim": 13_300,
                       "reason": "visit never took place"}]
+    # ... and the refund, once repaid, goes back to the frame through budget's ledger, exactly once.
+    r = await world.http.post(f"/requests/{done}/refund", json={"decision": "repaid", "note": "bank transfer received"},
+                              headers=auth(sub="agent-1", roles=["agency"]))
+    assert r.status_code == 200 and r.json()["fraud"]["refund_claim"]["status"] == "repaid", r.text
+    again = await world.http.post(f"/requests/{done}/refund", json={"decision": "written_off", "note": "twice"},
+                                  headers=auth(sub="agent-1", roles=["agency"]))
+    assert again.status_code == 409
+    credit = await world.command("budget.CreditRefund", done)
+    assert (credit["amount"], credit["command_id"]) == (13_300, f"refund-{done}")
+    answer = BudgetRefunded(frame_id=credit["frame_id"], dispatch_id=done, command_id=credit["command_id"], amount=13_300)
+    await world.publish(answer, producer="budget")
+    await world.publish(answer, producer="budget")
+    credited = await eventually(lambda: world.db.dispatches.find_one(
+        {"_id": done, "fraud.refund_claim.credit.credited_at": {"$exists": True}}))
+    assert credited["fraud"]["refund_claim"]["credit"]["amount"] == 13_300
+    settled = await world.records("dispatch.events", "dispatch.RefundSettled", 1, {done})
+    assert [e["payload"]["decision"] for e in settled] == ["repaid"]
 
 
 async def test_R_DSP_14_cancelled_while_reservation_pending_releases_it_when_it_arrives(world):
@@ -589,3 +609,125 @@ async def test_R_DSP_10_a_fee_above_the_reservation_is_a_visible_shortfall_the_a
     r = await world.http.post(f"/requests/{did}/shortfall", json=body, headers=agency)
     assert r.status_code == 200 and r.json()["shortfall"]["status"] == "written_off"
     assert (await world.http.post(f"/requests/{did}/shortfall", json=body, headers=agency)).status_code == 409
+
+
+async def test_R_DSP_15_integrity_flags_reach_the_agency_queue_with_their_evidence_and_are_reviewed(world):
+    """From dispatch's own events: a check-in in Tokyo for a business in Kumamoto, and a report copied from another
+    dispatch's report, each raise one flag (not two, whatever is redelivered); the agency dismisses one; flags never
+    change the dispatch."""
+    agency = auth(sub="agent-1", roles=["agency"])
+    reg = await world.publish(BusinessRegistered(business_id="biz-int-1", name="阿蘇みやげ店", prefecture="熊本県",
+                                                 industry="小売業", employees=4), producer="identity")
+    await eventually(lambda: world.db.businesses.find_one({"_id": "biz-int-1", "_seen": reg.event_id}))
+    report = {"summary": "卸売依存から直販への転換を提案。EC の試行、道の駅での販売、既存顧客への案内を三か月で実施する計画。",
+              "proposals": "月次で効果を確認する。"}
+    ids = []
+    for business in ("biz-int-1", "biz-int-2"):
+        d = await world.request(business)
+        cmd = await world.command("budget.ReserveBudget", d["dispatch_id"])
+        await world.reserved(cmd)
+        await eventually(lambda d=d: world.status(d["dispatch_id"], "approved"))
+        ids.append(d["dispatch_id"])
+    expert = auth(sub="acct-ex-1", roles=["expert"])
+    for did, place in zip(ids, ({"lat": 35.68, "lon": 139.76, "place": "Tokyo"}, {"lat": 32.80, "lon": 130.71})):
+        assert (await world.http.post(f"/requests/{did}/schedule", json={}, headers=auth(**STAFF))).status_code == 200
+        r = await world.http.post(f"/requests/{did}/visits", json={"location": place}, headers=expert)
+        vid = r.json()["visit_id"]
+        r = await world.http.post(f"/requests/{did}/visits/{vid}/check-out", json={"location": place}, headers=expert)
+        assert r.status_code == 200, r.text
+        r = await world.http.post(f"/requests/{did}/report", json=report, headers=expert)
+        assert r.status_code == 200, r.text
+
+    async def flags(n):
+        r = await world.http.get("/integrity/flags?expert_id=ex-1", headers=agency)
+        assert r.status_code == 200, r.text
+        mine = [f for f in r.json()["items"] if f["dispatch_id"] in ids]
+        return mine if len(mine) >= n else None
+    # the consumer reads every dispatch event of the module first: give it time on a loaded machine
+    found = {(f["code"], f["dispatch_id"]): f for f in await eventually(lambda: flags(2), timeout=120)}
+    copied = [f for (code, _), f in found.items() if code == "copied_report"]
+    assert ("far_check_in", ids[0]) in found and len(found) == 2 and len(copied) == 1
+    assert found[("far_check_in", ids[0])]["evidence"]["km_from_prefecture_seat"] > 800
+    # the two reports arrive on different partitions: whichever is compared second is flagged, naming the other
+    assert {copied[0]["dispatch_id"], copied[0]["evidence"]["similar_to"]} == set(ids)
+    assert (await world.get(ids[0]))["status"] == "reported"  # a flag never acts (R-DSP-13 stays human)
+
+    fid = found[("far_check_in", ids[0])]["flag_id"]
+    assert (await world.http.get("/integrity/flags", headers=auth(**STAFF))).status_code == 403
+    r = await world.http.post(f"/integrity/flags/{fid}/review", json={"decision": "dismissed", "note": "met in Tokyo"},
+                              headers=agency)
+    assert r.status_code == 200 and r.json()["status"] == "dismissed"
+    again = await world.http.post(f"/integrity/flags/{fid}/review", json={"decision": "escalated", "note": "x" * 3},
+                                  headers=agency)
+    assert again.status_code == 409
+
+
+async def test_R_REC_08_a_paid_dispatch_sends_its_outcome_survey_and_the_answer_counts_in_the_kpi(world):
+    agency = auth(sub="agent-1", roles=["agency"])
+    d = await world.request("biz-out-1")
+    did = d["dispatch_id"]
+    await world.reserved(await world.command("budget.ReserveBudget", did))
+    await eventually(lambda: world.status(did, "approved"))
+    await complete_visits(world, did, minutes=120)
+    r = await world.http.post(f"/requests/{did}/confirm", json={}, headers=agency)
+    assert r.status_code == 200, r.text
+    commit = await world.command("budget.CommitBudget", did)
+    await world.publish(BudgetCommitted(frame_id=commit["frame_id"], dispatch_id=did, command_id=commit["command_id"],
+                                        spent=commit["fee"] + commit["travel"], returned=0), producer="budget")
+    await eventually(lambda: world.status(did, "paid"))
+
+    async def survey():
+        envs = await world.records("notifications.commands", "notifications.Notify", 1)
+        mine = [e["payload"] for e in envs if e["payload"]["params"].get("dispatch_id") == did]
+        return mine or None
+    sent = await eventually(survey, timeout=30)
+    assert [(n["recipient_id"], n["template"], n["params"]["months"]) for n in sent] == [
+        ("acct-biz-out-1", "outcome_survey", "0")]  # the 12-month survey is not due yet
+    body = {"results_achieved": True, "actions_taken": ["new_sales_channel"], "sales_change_pct": 8.5}
+    assert (await world.http.post(f"/requests/{did}/outcomes/0", json=body, headers=owner("biz-other"))).status_code == 404
+    r = await world.http.post(f"/requests/{did}/outcomes/0", json=body, headers=owner("biz-out-1"))
+    assert r.status_code == 200, r.text
+    assert (await world.http.post(f"/requests/{did}/outcomes/0", json=body, headers=owner("biz-out-1"))).status_code == 409
+    assert (await world.http.post(f"/requests/{did}/outcomes/12", json=body,
+                                  headers=owner("biz-out-1"))).status_code == 200  # answered early: fine
+    kpi = await world.http.get(f"/outcomes/kpi?by=expert_id&fiscal_year={FY}", headers=agency)
+    assert kpi.status_code == 200 and kpi.json()["target"] == 0.65
+    assert kpi.json()["groups"] == [{"expert_id": "ex-1", "suppressed": True}]  # fewer than 5 businesses (R-REC-07)
+    assert (await world.http.get("/outcomes/kpi", headers=owner("biz-out-1"))).status_code == 403
+
+
+async def test_R_EX_06_capacity_pause_and_a_missed_response_deadline_with_reassignment(world):
+    """An expert at the cap of open dispatches, or paused, is refused at screening; an approved dispatch the expert
+    does not acknowledge by the deadline goes to the agency's queue, and the agency gives it to another expert."""
+    await world.expert("ex-cap", open_cap=1)
+    first = await world.request("biz-cap-1", expert="ex-cap")
+    assert first["status"] == "accepted", first
+    second = await world.request("biz-cap-2", expert="ex-cap")
+    assert (second["status"], second["reason_code"]) == ("refused", "expert_at_capacity")
+    await world.expert("ex-paused", paused=True)
+    third = await world.request("biz-cap-3", expert="ex-paused")
+    assert (third["status"], third["reason_code"]) == ("refused", "expert_paused")
+
+    await world.reserved(await world.command("budget.ReserveBudget", first["dispatch_id"]))
+    approved = await eventually(lambda: world.status(first["dispatch_id"], "approved"))
+    assert approved["respond_by"]
+    # two business days pass without an answer (the test moves the deadline instead of the clock)
+    await world.db.dispatches.update_one({"_id": first["dispatch_id"]},
+                                         {"$set": {"respond_by": datetime.now(UTC) - timedelta(minutes=1)}})
+    agency = auth(sub="agent-1", roles=["agency"])
+
+    async def alerted():
+        r = await world.http.get("/integrity/flags?expert_id=ex-cap", headers=agency)
+        return [f for f in r.json()["items"] if f["code"] == "response_overdue"] or None
+    flag = (await eventually(alerted, timeout=30))[0]
+    assert flag["rule"] == "R-EX-06" and flag["dispatch_id"] == first["dispatch_id"]
+    await world.expert("ex-free")
+    r = await world.http.post(f"/requests/{first['dispatch_id']}/reassign", headers=agency,
+                              json={"expert_id": "ex-paused", "reason": "no answer in two business days"})
+    assert r.status_code == 422 and r.json()["reasons"][0]["code"] == "expert_paused"
+    r = await world.http.post(f"/requests/{first['dispatch_id']}/reassign", headers=agency,
+                              json={"expert_id": "ex-free", "reason": "no answer in two business days"})
+    assert r.status_code == 200 and r.json()["expert_id"] == "ex-free", r.text
+    r = await world.http.post(f"/requests/{first['dispatch_id']}/acknowledge",
+                              headers=auth(sub="acct-ex-free", roles=["expert"]))
+    assert r.status_code == 200 and r.json()["expert_ack_at"], r.text

@@ -285,3 +285,54 @@ async def test_R_EX_04_R_EX_05_renewal_record_and_suspension_over_http(shared, i
         assert await search_ids(http, for_dispatch="true", region=R) == []
         changes = [c["change"] for c in of(await read_topic(infra.kafka, ns.topic("experts.events"), min_count=9), expert_id)]
         assert changes[-4:] == ["renewed", "suspended", "reinstated", "availability"]
+
+
+async def test_index_feed_skips_malformed_and_unknown_records_and_indexes_the_valid_one_behind_them(shared, infra):
+    """Issue 15: one malformed radar event used to raise in the feed and skip the rest of its batch (the valid radar
+    behind it never reached the index); unknown types were dropped silently. Now every reader validates: the valid
+    event is indexed, and the group consumers put each bad record on its topic's dead-letter topic once."""
+    ns, svc = shared
+    await platform(infra, ns)
+    R = "宮崎県"
+    async with httpx.AsyncClient(base_url=svc.url, timeout=10) as http:
+        expert_id = await register(http, "acc-feed", name="小林 検証", regions=[R])
+        now = datetime.now(UTC)
+
+        def raw(message, **override) -> bytes:
+            env = json.loads(Envelope.wrap(message, producer="ratings").model_dump_json())
+            return json.dumps({**env, **override}).encode()
+
+        good = ExpertRadarUpdated(expert_id=expert_id, averages={"expertise": 4.9}, count=7, window_days=365, as_of=now)
+        bad = raw(good, payload={**good.model_dump(mode="json"), "averages": 5})  # the old feed: TypeError
+        unknown = raw(good, event_type="ratings.NoSuchThing")
+        bad_revoked = raw(AccountRevoked(account_id="acc-feed", reason="x"), payload={"account_id": ["acc-feed"]})
+        bad_change = json.dumps({"event_id": str(uuid.uuid4()), "event_type": "experts.ExpertChanged",
+                                 "schema_version": 1, "key": expert_id, "producer": "experts",
+                                 "payload": {"expert_id": expert_id}}).encode()
+        p = AIOKafkaProducer(bootstrap_servers=infra.kafka, linger_ms=50)
+        await p.start()
+        try:
+            key = expert_id.encode()
+            sent = [await p.send(ns.topic("ratings.events"), v, key=key) for v in (bad, unknown, raw(good))]
+            sent.append(await p.send(ns.topic("identity.events"), bad_revoked, key=b"acc-feed"))
+            sent.append(await p.send(ns.topic("experts.events"), bad_change, key=key))
+            for f in sent:
+                await f
+        finally:
+            await p.stop()
+
+        async def indexed():
+            return await search_ids(http, min_expertise=4.5, for_dispatch="true", region=R) == [expert_id]
+        await eventually(indexed)
+        assert (await http.get("/experts/me", headers=auth("acc-feed", ["expert"]))).status_code == 200  # not revoked
+
+    def reasons(records):
+        return sorted(dict(r.headers)["x-dlq-reason"].decode().split(":")[0] for r in records
+                      if r.key == key or r.key == b"acc-feed")
+    dead = await read_topic(infra.kafka, ns.topic("ratings.events.dlq"), min_count=2)
+    assert reasons(dead) == ["payload is not a valid ratings.ExpertRadarUpdated", "unknown message type 'ratings.NoSuchThing'"]
+    assert {dict(r.headers)["x-dlq-consumer"] for r in dead} == {b"experts"}
+    assert reasons(await read_topic(infra.kafka, ns.topic("identity.events.dlq"), min_count=1)) == [
+        "payload is not a valid identity.AccountRevoked"]
+    assert reasons(await read_topic(infra.kafka, ns.topic("experts.events.dlq"), min_count=1)) == [
+        "payload is not a valid experts.ExpertChanged"]

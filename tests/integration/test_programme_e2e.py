@@ -205,6 +205,21 @@ async def test_R_DSP_14_R_BUD_04_R_RAT_03_R_DSP_12_R_DSP_03_whole_programme_thro
         free = await ok(await http.get(f"/api/dispatch/businesses/{business_id}/free-dispatches", headers=biz))
         assert (free["used"], free["remaining"]) == (3, 0)
 
+        # --- R-DSP-13: fraud found after payment; the refund, once repaid, returns to the frame's ledger (R-BUD-05)
+        await ok(await http.post(f"/api/dispatch/requests/{did}/fraud", headers=agency,
+                                 json={"reason": "the visit never took place"}))
+        settled = await ok(await http.post(f"/api/dispatch/requests/{did}/refund", headers=agency,
+                                           json={"decision": "repaid", "note": "bank transfer received"}))
+        assert settled["fraud"]["refund_claim"]["repaid"] == 14_000
+
+        async def refunded():
+            led = await ok(await http.get(f"/api/budget/frames/{fid}/ledger?limit=500", headers=bureau))
+            return [e for e in led["entries"] if e["kind"] == "refund"] or None
+        refunds = await eventually(refunded, timeout=30)
+        assert [(e["dispatch_id"], e["spent_fee"], e["spent_travel"]) for e in refunds] == [(did, -12_500, -1_500)]
+        assert (await ok(await http.get(f"/api/budget/frames/{fid}/check", headers=bureau)))["consistent"] is True
+        await eventually(lambda: _credited(http, did, agency), timeout=30)
+
     # --- R-ID-10: no token in any log, after the whole programme (services' logs and the gateway's)
     used = {h["authorization"][len("Bearer "):] for h in (bureau, agency, representative, staff, expert, biz)}
     logs = {name: p.log_file.read_text(errors="replace") for name, p in services.by_name.items()}
@@ -219,6 +234,11 @@ async def test_R_DSP_14_R_BUD_04_R_RAT_03_R_DSP_12_R_DSP_03_whole_programme_thro
                       and s.get("name") == "POST /requests"}
     budget_traces = {s["trace_id"] for s in spans["budget"]}
     assert request_traces & budget_traces, "the budget consumer did not join the request's trace"
+
+
+async def _credited(http, did: str, agency: dict) -> dict | None:
+    d = (await http.get(f"/api/dispatch/requests/{did}", headers=agency)).json()
+    return d if d["fraud"]["refund_claim"].get("credit", {}).get("credited_at") else None
 
 
 def services_spans(services, name: str) -> list[dict]:

@@ -260,3 +260,26 @@ def test_R_DSP_11_R_BUD_04_a_zero_fee_dispatch_reserves_saves_reloads_and_settle
     else:
         assert reloaded.release(command_id="r0", dispatch_id="d-c0", reason="", actor="x", at=AT).kind == "released"
     assert reloaded.violations() == []
+
+
+def test_R_DSP_13_R_BUD_05_a_refund_repaid_after_fraud_returns_to_the_member_that_spent_it_once():
+    f = frame()
+    reserve(f, "c1", member=REP, role="representative", fee=10_000, travel=2_000, dispatch="d1")
+    f.commit(command_id="k1", dispatch_id="d1", fee=9_000, travel=2_000, actor="dispatch", at=AT)
+    assert (f.balances.spent(REP), f.available(REP)) == (11_000, 109_000)
+    a = f.credit_refund(command_id="refund-d1", dispatch_id="d1", member_id=REP, amount=11_000, actor="dispatch", at=AT)
+    assert (a.kind, a.amount, f.balances.spent(REP), f.available(REP)) == ("refunded", 11_000, 0, 120_000)
+    assert f.new_entries[-1].kind == "refund" and (f.new_entries[-1].spent_fee, f.new_entries[-1].spent_travel) == (-9_000, -2_000)
+    again = f.credit_refund(command_id="refund-d1", dispatch_id="d1", member_id=REP, amount=11_000, actor="d", at=AT)
+    assert again is a and f.balances.spent(REP) == 0  # the same command id moves nothing twice
+    assert ledger_matches(f) and not f.violations()
+
+
+def test_R_DSP_13_a_refund_never_credits_more_than_was_spent_nor_for_a_dispatch_that_spent_nothing_here():
+    f = frame()
+    reserve(f, "c1", member=REP, role="representative", fee=5_000, dispatch="d1")
+    f.commit(command_id="k1", dispatch_id="d1", fee=5_000, travel=0, actor="dispatch", at=AT)
+    a = f.credit_refund(command_id="r1", dispatch_id="d1", member_id=REP, amount=50_000, actor="dispatch", at=AT)
+    assert a.amount == 5_000 and f.balances.spent(REP) == 0 and not f.violations()
+    b = f.credit_refund(command_id="r2", dispatch_id="d-unknown", member_id=REP, amount=1_000, actor="d", at=AT)
+    assert b.kind == "ignored" and f.balances.spent(REP) == 0

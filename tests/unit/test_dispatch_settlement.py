@@ -27,3 +27,12 @@ def test_R_DSP_07_caps_apply_to_the_work_done_not_only_to_the_plan():
     assert codes([VisitTime(D, 60)] * 6) == ["too_many_visits"]
     assert codes([VisitTime(D, 181)]) == ["visit_too_long"]
     assert codes([VisitTime(D, 15 * 60 + 1, "online")]) == ["online_hours_exceeded"]
+
+
+def test_R_DSP_07_what_is_paid_stays_within_the_caps_even_when_the_agency_approves_more_work():
+    from dispatch_service.domain.fees import compute_fee
+    six_on_site = [VisitTime(date(2026, 10, d), 120) for d in range(1, 7)]
+    assert compute_fee(six_on_site, P).paid_minutes == 5 * 120  # the sixth visit is not paid
+    seven_online = [VisitTime(date(2026, 10, d), 180, "online") for d in range(1, 8)]
+    assert compute_fee(seven_online, P).paid_minutes == 15 * 60  # 21 h done, 15 h paid
+    assert compute_fee([VisitTime(D, 240)], P).paid_minutes == 180  # 3 h per visit

@@ -51,8 +51,12 @@ class Envelope(BaseModel):
 
     @classmethod
     def wrap(cls, message: Message, *, producer: str, actor: str | None = None, client_id: str | None = None,
-             correlation_id: str | None = None, causation_id: str | None = None) -> "Envelope":
+             correlation_id: str | None = None, causation_id: str | None = None,
+             event_id: str | None = None) -> "Envelope":
+        """`event_id`: a deterministic id for a message that may be produced again (the same answer to the same
+        command), so consumers drop the repeat; default a fresh one."""
         return cls(
+            **({"event_id": event_id} if event_id else {}),
             event_type=message.message_type,
             schema_version=message.version,
             key=message.key(),

@@ -1,8 +1,13 @@
 """Kafka through FastStream: consumers that validate, dedupe-friendly, retry, and dead-letter.
 
-A message that can never be processed (not JSON, not an envelope, payload not matching its contract,
-a version this consumer does not know, or a handler that keeps failing) goes to `<topic>.dlq` with
-the reason in its headers, and the consumer goes on with the next message.
+A message that can never be processed (not JSON, not an envelope, a type no topic carries, no key, payload
+not matching its contract, a version this consumer does not know, or a handler that keeps failing for a
+reason of its own) goes to `<topic>.dlq` with the reason and its original headers, and the consumer goes
+on with the next message.
+
+A failure of a dependency (the database or the broker does not answer, see `servicekit.faults`) is no
+reason to give up on a message: the consumer pauses on it and retries with capped exponential backoff
+until the dependency is back, however long that takes, and readiness reports it meanwhile.
 """
 from __future__ import annotations
 
@@ -20,19 +25,22 @@ from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
 from pydantic import ValidationError
 
 from contracts import TOPICS, Envelope, Message
+from contracts.registry import message_types
+from servicekit.faults import Health, backoff, dependency_of
 from servicekit.settings import Settings
 
 log = logging.getLogger("servicekit.bus")
+KNOWN_TYPES = frozenset(message_types())  # every message type some topic of the registry carries
 Handler = Callable[[Envelope, Message], Awaitable[None]]
 
 
-def make_broker(settings: Settings, tracer_provider) -> KafkaBroker:
+def make_broker(settings: Settings, tracer_provider, meter_provider=None) -> KafkaBroker:
     return KafkaBroker(
         settings.kafka_bootstrap,
         client_id=settings.service_name,
         enable_idempotence=True,
         acks="all",
-        middlewares=[KafkaTelemetryMiddleware(tracer_provider=tracer_provider)],
+        middlewares=[KafkaTelemetryMiddleware(tracer_provider=tracer_provider, meter_provider=meter_provider)],
         logger=logging.getLogger(f"{settings.service_name}.kafka"),
     )
 
@@ -72,10 +80,14 @@ def _both(first: Handler, second: Handler) -> Handler:
 class Consumer:
     """One consumer group (the service) on one topic, dispatching by message type to handlers."""
 
-    def __init__(self, broker: KafkaBroker, settings: Settings, topic: str, handlers: dict[type[Message], Handler]):
+    def __init__(self, broker: KafkaBroker, settings: Settings, topic: str, handlers: dict[type[Message], Handler],
+                 health: Health | None = None):
         self.broker, self.settings, self.logical = broker, settings, topic
         self.topic, self.dlq = settings.topic(topic), settings.topic(TOPICS[topic].dlq)
         self.handlers = {m.message_type: (m, h) for m, h in handlers.items()}
+        self.health = health or Health()
+        self.dead_letters = 0  # written by this consumer since start (counters for servicekit.metrics)
+        self.retries = 0  # handler runs tried again: after a dependency failure, or a failure of their own
         broker.subscriber(
             self.topic, group_id=f"{settings.topic_prefix}{settings.service_name}", auto_offset_reset="earliest",
             ack_policy=AckPolicy.ACK, decoder=_raw, title=f"{settings.service_name}:{topic}",
@@ -92,29 +104,67 @@ class Consumer:
 
     async def handle(self, body: bytes, message: KafkaMessage) -> None:
         try:
+            if message.raw_message.key is None:
+                raise Undeliverable("no key: per-aggregate order cannot hold for a keyless message")
             decoded = decode(message.body, {t: model for t, (model, _) in self.handlers.items()})
         except Undeliverable as e:
             return await self.dead_letter(message, str(e))
         if decoded is None:
-            return  # a message type this service does not consume
+            return  # a registered message type this service does not consume
         env, payload = decoded
         _, handler = self.handlers[env.event_type]
+        failures = 0
         last: Exception | None = None
-        for attempt in range(self.settings.consumer_max_attempts):
+        while failures < self.settings.consumer_max_attempts:
             try:
-                await handler(env, payload)
+                await self.until_available(lambda: handler(env, payload), env.event_id)
                 return
-            except Exception as e:  # retried, then dead-lettered: never a silent drop
-                last = e
-                log.warning("handler failed", extra={"fields": {"event_id": env.event_id, "attempt": attempt + 1, "error": repr(e)}})
-                await asyncio.sleep(0.2 * 2**attempt)
-        await self.dead_letter(message, f"handler failed {self.settings.consumer_max_attempts} times: {last!r}")
+            except Exception as e:  # a permanent failure: retried a few times, then dead-lettered, never dropped
+                last, failures = e, failures + 1
+                log.warning("handler failed", extra={"fields": {"event_id": env.event_id, "attempt": failures,
+                                                                "error": repr(e)}})
+                if failures < self.settings.consumer_max_attempts:
+                    self.retries += 1
+                await asyncio.sleep(0.2 * 2 ** (failures - 1))
+        await self.dead_letter(message, f"handler failed {failures} times: {last!r}")
+
+    async def until_available(self, step: Callable[[], Awaitable[None]], what: str) -> None:
+        """Runs `step` until it succeeds or fails permanently (raised). While a dependency is down the consumer
+        waits on this message: nothing behind it on the partition overtakes it, nothing is dead-lettered."""
+        attempt = 0
+        try:
+            while True:
+                try:
+                    await step()
+                    if attempt:
+                        self.health.recovered(dependency)
+                        log.info("dependency back; consumer resumed", extra={"fields": {
+                            "topic": self.logical, "message": what, "retries": attempt}})
+                    return
+                except Exception as e:
+                    dependency = dependency_of(e)
+                    if dependency is None:
+                        raise
+                    self.health.failed(dependency)
+                    self.health.paused.add(self.logical)
+                    self.health.retries += 1
+                    self.retries += 1
+                    delay = backoff(attempt)
+                    log.warning("dependency unavailable; consumer paused", extra={"fields": {
+                        "topic": self.logical, "message": what, "dependency": dependency,
+                        "error_kind": type(e).__name__, "retry_in": delay}})
+                    attempt += 1
+                    await asyncio.sleep(delay)
+        finally:
+            self.health.paused.discard(self.logical)
 
     async def dead_letter(self, message, reason: str) -> None:
         rec = message.raw_message
         log.error("message dead-lettered", extra={"fields": {"topic": rec.topic, "offset": rec.offset, "reason": reason}})
-        await self.broker.publish(message.body, self.dlq, key=rec.key,
-                                  headers=dead_letter_headers(self.settings.service_name, rec, reason))
+        headers = dead_letter_headers(self.settings.service_name, rec, reason)
+        await self.until_available(lambda: self.broker.publish(message.body, self.dlq, key=rec.key, headers=headers),
+                                   f"{rec.topic}/{rec.partition}/{rec.offset}")
+        self.dead_letters += 1
 
 
 class Undeliverable(Exception):
@@ -131,6 +181,8 @@ def decode(raw: bytes, models: dict[str, type[Message]]) -> tuple[Envelope, Mess
         raise Undeliverable(f"not a valid envelope: {_short(e)}") from None
     model = models.get(env.event_type)
     if model is None:
+        if env.event_type not in KNOWN_TYPES:
+            raise Undeliverable(f"unknown message type {env.event_type!r}: no topic of the registry carries it")
         return None
     if env.schema_version > model.version:
         raise Undeliverable(f"{env.event_type} v{env.schema_version} is newer than v{model.version} known here")
@@ -141,8 +193,13 @@ def decode(raw: bytes, models: dict[str, type[Message]]) -> tuple[Envelope, Mess
 
 
 def dead_letter_headers(consumer: str, record, reason: str) -> dict[str, str]:
-    """What a dead letter carries besides the original bytes: why, who gave up, and where it came from."""
-    return {"x-dlq-reason": reason[:2000], "x-dlq-consumer": consumer,
+    """What a dead letter carries besides the original bytes: its original headers (trace context, ...), why,
+    who gave up, and where it came from (what `servicekit.deadletters replay` sends it back to)."""
+    original = {}
+    for k, v in record.headers or ():
+        if not k.startswith("x-dlq-"):
+            original[k] = v.decode(errors="replace") if isinstance(v, bytes) else v
+    return {**original, "x-dlq-reason": reason[:2000], "x-dlq-consumer": consumer,
             "x-dlq-source": f"{record.topic}/{record.partition}/{record.offset}"}
 
 

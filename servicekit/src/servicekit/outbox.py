@@ -8,6 +8,10 @@ lookup on `_id`; the scan of whole collections for leftover entries (after a cra
 replica that died) runs only every `scan_seconds`, because `_outbox.0 $exists` cannot use an index.
 Different documents are relayed concurrently: order matters only per aggregate (= per Kafka key), and
 one document's entries are always published in order.
+
+While the broker or the database is down a pass fails; the relay then waits with capped exponential
+backoff (logging one line per kind of failure now and then, see `servicekit.logs.RateLimit`) instead of
+retrying in a tight loop, and the entries simply stay in their documents until it can publish them.
 """
 from __future__ import annotations
 
@@ -21,13 +25,15 @@ from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError
 from pymongo.asynchronous.collection import AsyncCollection
 
+from servicekit.faults import Health, backoff, dependency_of
+
 log = logging.getLogger("servicekit.outbox")
 
 
 class OutboxRelay:
     def __init__(self, publish, collections: list[AsyncCollection], audit: AsyncCollection,
                  poll_seconds: float = 0.5, crash_before_publish: bool = False, scan_seconds: float = 5.0,
-                 parallel: int = 16):
+                 parallel: int = 16, health: Health | None = None):
         self._publish = publish  # async (topic, key, value, headers) -> None, confirmed by Kafka
         self.collections = collections
         self.audit = audit  # every published event is also the audit entry of the change that caused it
@@ -39,6 +45,10 @@ class OutboxRelay:
         self._hot: list[tuple[AsyncCollection, object]] = []
         self._scan_now = True  # the first pass after start-up picks up what a crash left behind
         self._task: asyncio.Task | None = None
+        self.depth: dict[str, int] = {}  # collection -> entries the last full scan found waiting (metrics)
+        self.published: dict[str, int] = {}  # topic -> events published since start (metrics)
+        self.health = health or Health()
+        self.failed_passes = 0  # consecutive failed passes (0 while publishing works)
 
     def kick(self, col: AsyncCollection | None = None, doc_id=None) -> None:
         """Called after a write so its events go out now; without a document, a full scan runs now."""
@@ -53,7 +63,10 @@ class OutboxRelay:
         sent = 0
         for col in self.collections:
             docs = [d async for d in col.find({"_outbox.0": {"$exists": True}}, {"_outbox": 1}).limit(200)]
-            sent += sum(await asyncio.gather(*(self._send(col, d) for d in docs)))
+            self.depth[col.name] = waiting = sum(len(d["_outbox"]) for d in docs)
+            done = sum(await asyncio.gather(*(self._send(col, d) for d in docs)))
+            self.depth[col.name] = waiting - done
+            sent += done
         return sent
 
     async def drain_hot(self) -> int:
@@ -81,6 +94,7 @@ class OutboxRelay:
                 await self._publish(e["topic"], e["key"], e["value"], {})
             finally:
                 context.detach(token)
+            self.published[e["topic"]] = self.published.get(e["topic"], 0) + 1
         await self._record_audit(entries)
         await col.update_one({"_id": doc["_id"]}, {"$pullAll": {"_outbox": entries}})
         return len(entries)
@@ -111,9 +125,21 @@ class OutboxRelay:
                     await self.drain_once()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("outbox relay pass failed; retrying")
+                if self.failed_passes:
+                    log.info("outbox relay publishing again", extra={"fields": {"failed_passes": self.failed_passes}})
+                    self.failed_passes = 0
+                    self.health.recovered("kafka")
+            except Exception as e:
+                dependency = dependency_of(e)
+                if dependency in ("mongodb", "kafka"):
+                    self.health.failed(dependency)
+                delay = backoff(self.failed_passes, first=0.5, cap=5.0)
+                self.failed_passes += 1
+                log.exception("outbox relay pass failed; retrying", extra={"fields": {
+                    "dependency": dependency, "error_kind": type(e).__name__, "retry_in": delay}})
                 self._scan_now = True
+                await asyncio.sleep(delay)
+                continue
             if self._hot or self._scan_now:
                 continue
             try:

@@ -1,7 +1,7 @@
 """`Service`: the wiring every portal service shares.
 
     svc = Service("identity", title="Identity", outbox=["businesses"])
-    app = svc.app                      # FastAPI: /healthz, /readyz, problem documents, tracing
+    app = svc.app                      # FastAPI: /healthz, /readyz, /metrics, problem documents, tracing
     svc.consume("identity.events", {BusinessRegistered: on_registered})
     await svc.write(col, filter, update, events=[svc.event(msg, actor=...)])   # change + events, one write
 """
@@ -11,18 +11,23 @@ import asyncio
 import logging
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
 from pymongo.asynchronous.collection import AsyncCollection
 
 from contracts import Envelope, Message
 from servicekit import problems, security_headers
 from servicekit.bus import Consumer, Handler, ensure_topics, make_broker
 from servicekit.auth import current_client
+from servicekit.faults import Health
 from servicekit.logs import setup_logging
+from servicekit.metrics import KitMetrics
 from servicekit.outbox import OutboxRelay
 from servicekit.settings import Settings
 from servicekit.store import connect, outbox_entry, with_outbox
-from servicekit.telemetry import setup_tracing
+from servicekit.telemetry import Metrics, setup_tracing
+
+# Not traced and not counted: probes and scrapes would drown the requests people make.
+UNOBSERVED_PATHS = ("/healthz", "/readyz", "/metrics")
 
 
 class Service:
@@ -32,35 +37,44 @@ class Service:
         self.settings = settings or Settings(service_name=name)
         setup_logging(name, self.settings.log_level)
         self.log = logging.getLogger(name)
-        self.tracer_provider = setup_tracing(name, self.settings.otel_spans_file)
-        self.broker = make_broker(self.settings, self.tracer_provider)
-        self.mongo = connect(self.settings.mongo_uri)
+        otlp = self.settings.otel_exporter_otlp_endpoint
+        self.tracer_provider = setup_tracing(name, self.settings.otel_spans_file, otlp)
+        self.metrics = Metrics(name, otlp)
+        self.meter = self.metrics.meter  # services add their own instruments (e.g. dispatch's saga states)
+        self.broker = make_broker(self.settings, self.tracer_provider, self.metrics.provider)
+        self.health = Health()  # which dependency is down now: readiness, fast 503s, paused consumers
+        self.mongo = connect(self.settings.mongo_uri, self.settings.mongo_timeout_ms)
         self.db = self.mongo[self.settings.database]
         self.topics: set[str] = set(produces)
         self._consumers: dict[str, Consumer] = {}
+        self.read_models: dict[str, tuple[str, tuple[type[Message], ...], tuple[str, ...]]] = {}
         self._startup: list = []
         self._background: dict[str, object] = {}  # name -> async function, run as a task while the app runs
         self._document_publishers(produces)
         self.relay = OutboxRelay(self._publish, [self.db[c] for c in outbox], self.db.audit,
-                                 self.settings.outbox_poll_seconds, self.settings.fault_crash_before_publish)
-        # FastAPI's native OpenTelemetry: one SERVER span per request, joining an incoming `traceparent`.
+                                 self.settings.outbox_poll_seconds, self.settings.fault_crash_before_publish,
+                                 health=self.health)
+        # FastAPI's native OpenTelemetry: one SERVER span per request, joining an incoming `traceparent`, and the
+        # request metrics (`http.server.request.duration` per route, method and status; `http.server.active_requests`).
         self.app = FastAPI(title=f"SME portal — {title}", lifespan=self._lifespan, telemetry={
-            "tracer_provider": self.tracer_provider, "metrics": False, "logs": False, "operation_spans": False,
-            "exclude": lambda scope: scope.get("path") in ("/healthz", "/readyz")})
+            "tracer_provider": self.tracer_provider, "meter_provider": self.metrics.provider, "metrics": True,
+            "logs": False, "operation_spans": False, "exclude": lambda scope: scope.get("path") in UNOBSERVED_PATHS})
         self.app.state.settings = self.settings
         self.app.state.service = self
-        problems.install(self.app)
+        problems.install(self.app, self.health)
         security_headers.install(self.app)
         self._health_routes()
+        self.kit_metrics = KitMetrics(self)
         if honour_revocations:
             self._honour_revocations()
 
     # --- events -----------------------------------------------------------------------------
-    def event(self, message: Message, *, actor: str | None = None, cause: Envelope | None = None) -> dict:
+    def event(self, message: Message, *, actor: str | None = None, cause: Envelope | None = None,
+              event_id: str | None = None) -> dict:
         """An outbox entry for `message`, to be written together with the state change it belongs to."""
         env = Envelope.wrap(message, producer=self.name, actor=actor, client_id=current_client.get(),
                             correlation_id=(cause.correlation_id or cause.event_id) if cause else None,
-                            causation_id=cause.event_id if cause else None)
+                            causation_id=cause.event_id if cause else None, event_id=event_id)
         return outbox_entry(env, self.settings.topic(message.topic))
 
     async def write(self, col: AsyncCollection, filter: dict, update: dict, *, events: list[dict] = (),
@@ -90,8 +104,18 @@ class Service:
         if topic in self._consumers:
             self._consumers[topic].add(handlers)
         else:
-            self._consumers[topic] = Consumer(self.broker, self.settings, topic, handlers)
+            self._consumers[topic] = Consumer(self.broker, self.settings, topic, handlers, self.health)
         return self._consumers[topic]
+
+    @property
+    def consumers(self) -> dict[str, Consumer]:
+        """The consumer of each consumed topic (logical name)."""
+        return self._consumers
+
+    def read_model(self, name: str, topic: str, types: list[type[Message]], collections: list[str]) -> None:
+        """Declares `collections` a read model kept only by this service's handlers of `types` on `topic`, so
+        `python -m servicekit.rebuild <service> <name>` can empty them and replay the topic into them (R-OPS-02)."""
+        self.read_models[name] = (topic, tuple(types), tuple(collections))
 
     def on_startup(self, hook):
         """Registers `async def hook()` to run at start-up (indexes, seed data), before consuming starts."""
@@ -119,6 +143,9 @@ class Service:
                                  {"$set": {"struck": struck_if(e), "type": env.event_type, "at": env.occurred_at}})
             return handler
 
+        self.read_model("deny-list", "identity.events", [
+            ev.AccountRevoked, ev.TokenRevoked, ev.ClientRevoked, ev.DelegationRevoked, ev.BindingChanged,
+            ev.ConsentWithdrawn, ev.ConsentGranted], ["revoked_subjects"])
         self.consume("identity.events", {
             ev.AccountRevoked: mark(lambda e: e.account_id),
             ev.TokenRevoked: mark(lambda e: f"jti:{e.jti}"),
@@ -158,6 +185,8 @@ class Service:
         await self.broker.start()
         self.relay.start()
         tasks = [asyncio.create_task(job(), name=name) for name, job in self._background.items()]
+        tasks.append(asyncio.create_task(self.kit_metrics.run(), name="consumer-lag"))
+        tasks.append(asyncio.create_task(self._probe_while_down(), name="dependency-probe"))
         self.log.info("started", extra={"fields": {"database": self.settings.database}})
         try:
             yield
@@ -168,6 +197,8 @@ class Service:
             await self.relay.stop()
             await self.broker.stop()
             await self.mongo.close()
+            self.tracer_provider.shutdown()  # flushes the spans still batched for OTLP
+            self.metrics.shutdown()
 
     async def _wait_for_kafka(self, seconds: float = 60) -> None:
         deadline = asyncio.get_running_loop().time() + seconds
@@ -180,6 +211,23 @@ class Service:
                     raise
                 await asyncio.sleep(1)
 
+    def dead_letters(self) -> int:
+        """Dead letters written by this process's consumers since start (for metrics)."""
+        return sum(c.dead_letters for c in self._consumers.values())
+
+    async def _probe_while_down(self, every: float = 1.0) -> None:
+        """While the database is marked down (requests then get 503 at once), pings it until it answers."""
+        while True:
+            await asyncio.sleep(every)
+            if not self.health.is_down("mongodb"):
+                continue
+            try:
+                await asyncio.wait_for(self.mongo.admin.command("ping"), 2)
+            except Exception:
+                continue
+            self.health.recovered("mongodb")
+            self.log.info("database answers again")
+
     def _health_routes(self) -> None:
         @self.app.get("/healthz", tags=["health"], summary="Liveness: the process answers")
         async def healthz():
@@ -191,12 +239,24 @@ class Service:
             try:
                 await asyncio.wait_for(self.mongo.admin.command("ping"), 3)
                 checks["mongodb"] = "ok"
+                self.health.recovered("mongodb")
             except Exception as e:
                 checks["mongodb"] = f"failed: {type(e).__name__}"
+                self.health.failed("mongodb")
             try:
                 checks["kafka"] = "ok" if await self.broker.ping(timeout=3) else "failed: no answer"
             except Exception as e:
                 checks["kafka"] = f"failed: {type(e).__name__}"
+            if self.health.paused:
+                checks["consumers"] = "paused on " + ", ".join(sorted(self.health.paused))
             if all(v == "ok" for v in checks.values()):
                 return {"status": "ready", "service": self.name, "checks": checks}
             return problems.problem_response(503, "Not ready", "A dependency does not answer.", checks=checks)
+
+        @self.app.get("/metrics", tags=["health"], summary="Metrics in the Prometheus text format",
+                      response_class=Response, responses={200: {"content": {"text/plain": {}}}},
+                      description="For the scraper on the internal network, like /healthz: no token. The gateway "
+                                  "does not route it (`/api/<service>/metrics` answers 404 there).")
+        async def metrics():
+            body, content_type = self.metrics.text()
+            return Response(body, media_type=content_type)

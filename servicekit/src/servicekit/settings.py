@@ -20,9 +20,12 @@ class Settings(BaseSettings):
     jwt_issuer: str = ""  # default: OIDC_ISSUER, else the local gateway's address (what identity issues by default)
     oidc_issuer: str = "http://127.0.0.1:8080"
     log_level: str = "INFO"
-    otel_spans_file: str = ""  # JSON lines of finished spans (tests read it); empty: spans are not exported
+    otel_spans_file: str = ""  # JSON lines of finished spans (tests read it); empty: no file
+    otel_exporter_otlp_endpoint: str = ""  # OTLP/HTTP base URL (traces + metrics), e.g. http://127.0.0.1:4318
+    metrics_refresh_seconds: float = 5.0  # how often consumer lag is asked of the broker
     outbox_poll_seconds: float = 0.5
-    consumer_max_attempts: int = 3
+    consumer_max_attempts: int = 3  # for a handler's own failures; a dependency that is down is waited for
+    mongo_timeout_ms: int = 2000  # server selection: how long a request waits for an unreachable database
     fault_crash_before_publish: bool = False  # test hook: exit hard between the DB write and the publish
 
     @property

@@ -27,8 +27,10 @@ from servicekit.auth import current_client
 SEEN_KEEP = 500  # event ids remembered per document; Kafka redelivers recent messages, not ancient ones
 
 
-def connect(uri: str) -> AsyncMongoClient:
-    return AsyncMongoClient(uri, tz_aware=True, serverSelectionTimeoutMS=5000, appname="smeportal")
+def connect(uri: str, timeout_ms: int = 2000) -> AsyncMongoClient:
+    """`timeout_ms`: how long an operation waits for an unreachable server before it fails (as a transient
+    failure: consumers retry, HTTP answers 503), short enough that no request hangs for long."""
+    return AsyncMongoClient(uri, tz_aware=True, serverSelectionTimeoutMS=timeout_ms, appname="smeportal")
 
 
 def outbox_entry(envelope: Envelope, topic: str) -> dict:

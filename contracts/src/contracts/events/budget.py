@@ -51,6 +51,14 @@ class ReleaseBudget(_Command):
     reason: str = ""
 
 
+class CreditRefund(_Command):
+    """A refund claimed after fraud was repaid (R-DSP-13): the amount returns to the frame as negative spending of the
+    member that spent it (R-BUD-05: a ledger line). One per dispatch; the id makes a re-send harmless."""
+
+    message_type: ClassVar[str] = "budget.CreditRefund"
+    amount: int = Field(ge=0, description="yen repaid")
+
+
 class _Event(Message):
     topic: ClassVar[str] = EVENTS
     key_field: ClassVar[str] = "frame_id"
@@ -112,6 +120,15 @@ class BudgetReleased(_Event):
     """A reservation was released (cancel / refusal); the amount is available again."""
 
     message_type: ClassVar[str] = "budget.BudgetReleased"
+    dispatch_id: str
+    command_id: str
+    amount: int = Field(ge=0)
+
+
+class BudgetRefunded(_Event):
+    """Answer to CreditRefund: `amount` went back to the frame (at most what the dispatch spent)."""
+
+    message_type: ClassVar[str] = "budget.BudgetRefunded"
     dispatch_id: str
     command_id: str
     amount: int = Field(ge=0)

@@ -1,16 +1,35 @@
 """Events of the dispatch service on `dispatch.events` (key: dispatch id)."""
 from datetime import datetime
-from typing import ClassVar, Literal
+from enum import StrEnum
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, WithJsonSchema
 
 from contracts.envelope import Message
 
 TOPIC = "dispatch.events"
 
-# R-DSP-14: the lifecycle, in order; `cancelled` and `refused` end it early.
-STATUSES = ("requested", "accepted", "refused", "reserved", "approved", "scheduled", "visited",
-            "reported", "confirmed", "paid", "cancelled")
+
+
+class DispatchStatus(StrEnum):
+    """R-DSP-14: the lifecycle, in order; `cancelled` and `refused` end it early; `budget_unanswered` is the visible
+    state of a dispatch whose budget command went unanswered (the agency retries). A str: stored and sent as its value."""
+
+    REQUESTED = "requested"
+    ACCEPTED = "accepted"
+    REFUSED = "refused"
+    RESERVED = "reserved"
+    APPROVED = "approved"
+    SCHEDULED = "scheduled"
+    VISITED = "visited"
+    REPORTED = "reported"
+    CONFIRMED = "confirmed"
+    PAID = "paid"
+    CANCELLED = "cancelled"
+    BUDGET_UNANSWERED = "budget_unanswered"
+
+
+STATUSES = tuple(s.value for s in DispatchStatus)
 
 
 class DispatchStatusChanged(Message):
@@ -21,8 +40,8 @@ class DispatchStatusChanged(Message):
     key_field: ClassVar[str] = "dispatch_id"
 
     dispatch_id: str
-    status: Literal["requested", "accepted", "refused", "reserved", "approved", "scheduled", "visited",
-                    "reported", "confirmed", "paid", "cancelled", "budget_unanswered"] = Field(
+    # the enum, with the wire schema of v1 (a string enum inline), so v1 consumers see no change
+    status: Annotated[DispatchStatus, WithJsonSchema({"enum": list(STATUSES), "title": "Status", "type": "string"})] = Field(
         description="R-DSP-14; budget_unanswered: the budget service did not answer a re-sent command, the agency acts")
     route: Literal["A", "B"]
     fiscal_year: int
@@ -65,3 +84,17 @@ class FraudConfirmed(Message):
     account_ids: list[str] = Field(description="accounts whose forced exit is requested")
     refund_claim: int = Field(ge=0, description="fees paid that are claimed back, yen")
     reason: str
+
+
+class RefundSettled(Message):
+    """A refund claimed after fraud (R-DSP-13) was settled: `repaid` (the money came back; budget credits `amount` to
+    the frame's ledger, answering with BudgetRefunded) or `written_off` (it will not come back; nothing moves)."""
+
+    message_type: ClassVar[str] = "dispatch.RefundSettled"
+    topic: ClassVar[str] = TOPIC
+    key_field: ClassVar[str] = "dispatch_id"
+
+    dispatch_id: str
+    decision: Literal["repaid", "written_off"]
+    amount: int = Field(ge=0, description="yen repaid (0 when written off)")
+    claimed: int = Field(ge=0, description="yen claimed back")

@@ -9,6 +9,7 @@ store = FrameStore(svc)
 commands, memberships = handlers(svc, store)
 svc.consume("budget.commands", commands)
 svc.consume("identity.events", memberships)
+svc.read_model("memberships", "identity.events", list(memberships), ["platforms", "members"])  # R-PF-04
 svc.on_startup(store.indexes)
 svc.app.state.frame_store = store
 svc.app.include_router(router)

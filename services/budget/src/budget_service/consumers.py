@@ -9,10 +9,11 @@ original answer and moves nothing, whether it comes from Kafka redelivery, a res
 from __future__ import annotations
 
 import logging
+import uuid
 
 from contracts import Envelope
-from contracts.events.budget import (BudgetCommitted, BudgetRefused, BudgetReleased, BudgetReserved, CommitBudget,
-                                     ReleaseBudget, ReserveBudget)
+from contracts.events.budget import (BudgetCommitted, BudgetRefunded, BudgetRefused, BudgetReleased, BudgetReserved,
+                                     CommitBudget, CreditRefund, ReleaseBudget, ReserveBudget)
 from contracts.events.identity import MembershipChanged, PlatformRegistered
 from servicekit.store import apply_once
 
@@ -35,7 +36,15 @@ def answer_event(frame_id: str, a: Answer):
                                spent=a.spent, returned=a.returned, uncovered=a.uncovered)
     if a.kind == "released":
         return BudgetReleased(frame_id=frame_id, dispatch_id=a.dispatch_id, command_id=a.command_id, amount=a.amount)
+    if a.kind == "refunded":
+        return BudgetRefunded(frame_id=frame_id, dispatch_id=a.dispatch_id, command_id=a.command_id, amount=a.amount)
     return None
+
+
+def answer_event_id(command_id: str) -> str:
+    """One event id per command's answer: a command retried after a database outage, redelivered or sent twice
+    is answered again with the same event, which every consumer drops as a repeat (answered once)."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"smeportal:budget-answer:{command_id}"))
 
 
 def handlers(svc, store: FrameStore):
@@ -47,7 +56,7 @@ def handlers(svc, store: FrameStore):
         if msg is None:
             log.warning("command moved nothing", extra={"fields": {"command_id": a.command_id, "why": a.reason}})
             return []
-        return [svc.event(msg, actor=env.actor, cause=env)]
+        return [svc.event(msg, actor=env.actor, cause=env, event_id=answer_event_id(a.command_id))]
 
     async def on_reserve(env: Envelope, cmd: ReserveBudget) -> None:
         async def decide(loaded: Loaded | None):
@@ -82,6 +91,12 @@ def handlers(svc, store: FrameStore):
         await settle(env, cmd, lambda f: f.release(command_id=cmd.command_id, dispatch_id=cmd.dispatch_id,
                                                    reason=cmd.reason, actor=actor(env), at=now()))
 
+    async def on_refund(env: Envelope, cmd: CreditRefund) -> None:
+        member = await store.spender(cmd.frame_id, cmd.dispatch_id)
+        await settle(env, cmd, lambda f: f.credit_refund(command_id=cmd.command_id, dispatch_id=cmd.dispatch_id,
+                                                         member_id=member or "", amount=cmd.amount, actor=actor(env),
+                                                         at=now()))
+
     # --- platform memberships (R-PF-04): a read model, idempotent by event id ----------------------------
     async def on_platform(env: Envelope, e: PlatformRegistered) -> None:
         await apply_once(store.platforms, e.platform_id, env.event_id, {"$set": {
@@ -95,5 +110,5 @@ def handlers(svc, store: FrameStore):
         await apply_once(store.members, member_key(e.platform_id, e.org_id), env.event_id, {"$set": {
             "platform_id": e.platform_id, "org_id": e.org_id, "member_role": e.member_role}})
 
-    return ({ReserveBudget: on_reserve, CommitBudget: on_commit, ReleaseBudget: on_release},
+    return ({ReserveBudget: on_reserve, CommitBudget: on_commit, ReleaseBudget: on_release, CreditRefund: on_refund},
             {PlatformRegistered: on_platform, MembershipChanged: on_membership})

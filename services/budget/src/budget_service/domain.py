@@ -69,7 +69,7 @@ class Entry:
     """One append-only ledger line (R-BUD-05): the signed change it made, who made it and why."""
 
     seq: int
-    kind: Literal["allocation", "share", "reservation", "commit", "release", "close"]
+    kind: Literal["allocation", "share", "reservation", "commit", "release", "refund", "close"]
     actor: str
     why: str
     at: str
@@ -182,7 +182,7 @@ class Reservation:
 class Answer:
     """The answer to one budget command; a duplicate command gets this same answer again."""
 
-    kind: Literal["reserved", "refused", "committed", "released", "ignored"]
+    kind: Literal["reserved", "refused", "committed", "released", "refunded", "ignored"]
     command_id: str
     dispatch_id: str
     member_id: str | None = None
@@ -407,6 +407,27 @@ class Frame:
         self._entry("release", actor, f"dispatch {dispatch_id} released: {reason or 'cancelled'}", at,
                     member_id=r.member_id, dispatch_id=dispatch_id, command_id=command_id, reserved=-r.amount)
         return self._answer(Answer("released", command_id, dispatch_id, r.member_id, r.amount))
+
+    def credit_refund(self, *, command_id: str, dispatch_id: str, member_id: str, amount: int, actor: str,
+                      at: str) -> Answer:
+        """R-DSP-13, R-BUD-05: a refund repaid after fraud returns to the frame as negative spending of the member that
+        spent it (fee first, then travel), never more than that member spent. Allowed on a closed frame too: the
+        money of that fiscal year comes back to that year's ledger."""
+        if command_id in self.answers:
+            return self.answers[command_id]
+        amount = _yen(amount, "The refund")
+        if self.settled.get(dispatch_id) != "committed":
+            return self._answer(Answer("ignored", command_id, dispatch_id, member_id,
+                                       reason=f"dispatch {dispatch_id} has no committed spending in this frame"))
+        b = self.balances
+        back_fee = min(amount, b.spent_fee.get(member_id, 0))
+        back_travel = min(amount - back_fee, b.spent_travel.get(member_id, 0))
+        _add(b.spent_fee, member_id, -back_fee)
+        _add(b.spent_travel, member_id, -back_travel)
+        self._entry("refund", actor, f"dispatch {dispatch_id}: refund of {back_fee + back_travel} yen repaid after "
+                    "fraud (R-DSP-13)", at, member_id=member_id, dispatch_id=dispatch_id, command_id=command_id,
+                    spent_fee=-back_fee, spent_travel=-back_travel)
+        return self._answer(Answer("refunded", command_id, dispatch_id, member_id, back_fee + back_travel))
 
     def close(self, *, actor: str, why: str, at: str) -> list[str]:
         """Fiscal-year close: no new reservations; open ones may still be committed or released."""

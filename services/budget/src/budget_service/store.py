@@ -33,6 +33,8 @@ from datetime import UTC, datetime
 from pymongo import ASCENDING
 from pymongo.errors import DuplicateKeyError
 
+from servicekit.faults import Transient
+
 from budget_service.domain import Answer, Entry, Frame
 
 CONFLICT_RETRIES = 50
@@ -42,8 +44,8 @@ def now() -> str:
     return datetime.now(UTC).isoformat()
 
 
-class Conflict(Exception):
-    """The frame kept changing under us; the caller may try again."""
+class Conflict(Transient):
+    """The frame kept changing under us; the caller may try again (a consumer retries it, never dead-letters)."""
 
 
 @dataclass
@@ -111,6 +113,11 @@ class FrameStore:
             reservations = []
         return Loaded(Frame.from_state(frame_id, doc, answers, reservations, settled if dispatch_id else None),
                       doc["version"])
+
+    async def spender(self, frame_id: str, dispatch_id: str) -> str | None:
+        """The member whose spending a committed dispatch was (a refund returns to it, R-DSP-13)."""
+        done = await self.reservations.find_one({"_id": reservation_id(frame_id, dispatch_id, "settled")})
+        return done["member_id"] if done and done.get("state") == "committed" else None
 
     async def answer(self, command_id: str) -> Answer | None:
         doc = await self.answers.find_one({"_id": command_id}) or await self.orphans.find_one({"_id": command_id})

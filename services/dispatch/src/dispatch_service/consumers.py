@@ -6,93 +6,43 @@ from __future__ import annotations
 import logging
 
 from contracts import Envelope
-from contracts.events.budget import (BudgetCommitted, BudgetRefused, BudgetReleased, BudgetReserved, ReleaseBudget)
+from contracts.events.budget import BudgetCommitted, BudgetRefunded, BudgetRefused, BudgetReleased, BudgetReserved
 from contracts.events.experts import ExpertChanged
 from contracts.events.identity import BindingChanged, MembershipChanged, PlatformRegistered
 from contracts.events.ratings import RatingGiven, RatingOwed
-from dispatch_service.domain.saga import waiting_for
-from dispatch_service.domain.slots import gives_back
-from dispatch_service.store import Store, new_id, now
-from servicekit.problems import Problem
+from dispatch_service.domain.dispatch import Dispatch
+from dispatch_service.store import Store, now
+from servicekit.refusals import Rejected
 from servicekit.store import apply_once
 
 log = logging.getLogger("dispatch.consumers")
 
 
 def budget_handlers(store: Store):
-    async def on_reserved(env: Envelope, e: BudgetReserved) -> None:
-        def decide(d: dict):
-            if (d.get("reserve") or {}).get("command_id") != e.command_id or d.get("reserved"):
-                return None  # not the answer we wait for, or a duplicate
-            held = {"amount": e.amount, "at": now(), "event_id": env.event_id}
-            if waiting_for(d) == "reserve":
-                # Saga step 3: reserved, then approved (the request was screened before reserving); also late.
-                upd = Store.step(d, "reserved", "approved", actor="budget")
-                upd["$set"]["reserved"] = held
-                return upd, [store.status_event(d, "reserved", cause=env), store.status_event(d, "approved", cause=env)]
-            if d["status"] in ("cancelled", "refused") and not d.get("release"):
-                # Cancelled (or refused by the desk) while the reservation was on its way: release it.
-                rel = ReleaseBudget(command_id=new_id("release"), frame_id=e.frame_id, dispatch_id=d["_id"],
-                                    reason="cancelled before the reservation was answered")
-                return ({"$set": {"reserved": held, "release": {"command_id": rel.command_id, "sent_at": now()}}},
-                        [store.svc.event(rel, cause=env)])
-            return None
+    """The saga's reaction table: each budget answer is a method of the aggregate (domain.dispatch)."""
 
-        await _apply(store, e.dispatch_id, decide, "dispatch.BudgetReservedIgnored")
+    def react(name: str, env: Envelope, e):
+        return lambda d: {
+            "reserved": lambda a: a.on_reserved(e, env.event_id),
+            "refused": lambda a: a.on_budget_refused(e),
+            "committed": lambda a: a.on_committed(e, env.event_id),
+            "released": lambda a: a.on_released(e),
+            "refunded": lambda a: a.on_refunded(e),
+        }[name](Dispatch(d, now()))
 
-    async def on_refused(env: Envelope, e: BudgetRefused) -> None:
-        def decide(d: dict):
-            if (d.get("reserve") or {}).get("command_id") != e.command_id or waiting_for(d) != "reserve":
-                return None
-            code = f"budget_{e.reason_code}"
-            upd = Store.step(d, "refused", actor="budget", reason_code=code)
-            upd["$set"].update(reason_code=code, reason=e.reason, **gives_back(),
-                               refusals=[{"code": code, "rule": "R-DSP-08", "message": e.reason}])
-            return upd, [store.status_event(d, "refused", cause=env, reason_code=code, reason=e.reason)]
+    def handler(name: str):
+        async def handle(env: Envelope, e) -> None:
+            try:
+                await store.change(e.dispatch_id, react(name, env, e), actor="budget", cause=env, reload=False)
+            except Rejected as r:
+                if r.kind != "not_found":
+                    raise
+                log.warning("budget answer for an unknown dispatch", extra={"fields": {"dispatch_id": e.dispatch_id}})
+        return handle
 
-        doc = await _apply(store, e.dispatch_id, decide, "dispatch.BudgetRefused")
-        if doc is not None and doc.get("_changed"):  # refused now: the free dispatch is given back (R-DSP-03)
-            await store.release_slot(doc["business_id"], doc["fiscal_year"], doc["_id"])
-
-    async def on_committed(env: Envelope, e: BudgetCommitted) -> None:
-        def decide(d: dict):
-            if (d.get("commit") or {}).get("command_id") != e.command_id or waiting_for(d) != "commit":
-                return None
-            upd = Store.step(d, "paid", actor="budget")
-            upd["$set"]["payment"] = {"spent": e.spent, "returned": e.returned, "uncovered": e.uncovered, "at": now(),
-                                      "command_id": e.command_id, "event_id": env.event_id}
-            code = reason = None
-            if e.uncovered:  # never a silent shortfall: the agency decides (R-BUD-03, R-DSP-10)
-                code, reason = "fee_above_reservation", (f"{e.uncovered} yen of the fee and travel were not covered "
-                                                         "by the frame; the agency decides how they are settled.")
-                upd["$set"]["shortfall"] = {"amount": e.uncovered, "status": "open", "at": now()}
-            return upd, [store.status_event(d, "paid", cause=env, fee=d.get("fee"), travel=d.get("travel"),
-                                            reason_code=code, reason=reason)]
-
-        await _apply(store, e.dispatch_id, decide, "dispatch.BudgetCommitted")
-
-    async def on_released(env: Envelope, e: BudgetReleased) -> None:
-        def decide(d: dict):
-            rel = d.get("release") or {}
-            if rel.get("command_id") != e.command_id or rel.get("confirmed_at"):
-                return None
-            return {"$set": {"release.confirmed_at": now(), "release.amount": e.amount}}, []
-
-        await _apply(store, e.dispatch_id, decide, "dispatch.BudgetReleased")
-
-    return {BudgetReserved: on_reserved, BudgetRefused: on_refused, BudgetCommitted: on_committed,
-            BudgetReleased: on_released}
-
-
-async def _apply(store: Store, dispatch_id: str, decide, action: str) -> dict | None:
-    """Applies a budget answer; returns the dispatch as it was before, with `_changed` if the answer changed it."""
-    try:
-        return await store.mutate(dispatch_id, decide, actor="budget", action=action, reload=False)
-    except Problem as p:
-        if p.status != 404:
-            raise
-        log.warning("budget answer for an unknown dispatch", extra={"fields": {"dispatch_id": dispatch_id}})
-        return None
+    return {BudgetReserved: handler("reserved"), BudgetRefused: handler("refused"),
+            BudgetCommitted: handler("committed"), BudgetReleased: handler("released"),
+            BudgetRefunded: handler("refunded")}
 
 
 def read_model_handlers(store: Store):
@@ -107,7 +57,7 @@ def read_model_handlers(store: Store):
             "related_business_ids": e.related_business_ids,
             "unavailable": [{"start": u.start.isoformat(), "end": u.end.isoformat(), "note": u.note}
                             for u in e.unavailable],
-            "updated_at": env.occurred_at}})
+            "paused": e.paused, "open_cap": e.open_cap, "updated_at": env.occurred_at}})
 
     async def on_owed(env: Envelope, e: RatingOwed) -> None:
         await apply_once(db.pending_ratings, e.owed_id, env.event_id, {
@@ -122,6 +72,8 @@ def read_model_handlers(store: Store):
                      "given_at": env.occurred_at}})
 
     async def on_platform(env: Envelope, e: PlatformRegistered) -> None:
+        await apply_once(db.platforms, e.platform_id, env.event_id, {"$set": {"bureau_id": e.bureau_id,
+                                                                             "fiscal_year": e.fiscal_year}})
         for m in e.members:
             await apply_once(db.memberships, f"{e.platform_id}:{m.org_id}", env.event_id, {"$set": {
                 "platform_id": e.platform_id, "org_id": m.org_id, "member_role": m.member_role,

@@ -7,13 +7,12 @@ import asyncio
 import logging
 import os
 
-from contracts.events.budget import CommitBudget, ReserveBudget
-from dispatch_service.domain.saga import UNANSWERED, SagaParams, overdue, waiting_for
+from dispatch_service.domain.dispatch import Dispatch
+from dispatch_service.domain.saga import SagaParams
 from dispatch_service.domain.slots import GRACE_SECONDS
 from dispatch_service.store import Store, now
 
 log = logging.getLogger("dispatch.saga")
-REASON = "The budget service has not answered; the agency can retry (R-DSP-08)."
 
 
 def params_from_env() -> SagaParams:
@@ -22,39 +21,11 @@ def params_from_env() -> SagaParams:
                       slot_grace_seconds=float(os.environ.get("DISPATCH_SLOT_GRACE_SECONDS", str(GRACE_SECONDS))))
 
 
-def command_of(d: dict, phase: str) -> ReserveBudget | CommitBudget:
-    """The very command sent before (same id: budget applies it once however often it arrives)."""
-    r = d["reserve"]
-    if phase == "reserve":
-        return ReserveBudget(command_id=r["command_id"], frame_id=r["frame_id"], dispatch_id=d["_id"],
-                             member_id=r["member_id"], fee=r["fee"], travel=r["travel"])
-    c = d["commit"]
-    return CommitBudget(command_id=c["command_id"], frame_id=r["frame_id"], dispatch_id=d["_id"], fee=c["fee"],
-                        travel=c["travel"])
-
-
-def resend(store: Store, d: dict, phase: str, attempts: int, actor: str) -> tuple[dict, list]:
-    return ({"$set": {f"{phase}.sent_at": now(), f"{phase}.attempts": attempts}},
-            [store.svc.event(command_of(d, phase), actor=actor)])
-
-
 async def sweep(store: Store, params: SagaParams) -> int:
     """One pass over the dispatches waiting for budget; returns how many it changed."""
     changed = 0
-
-    def decide(d: dict):
-        what = overdue(d, now(), params)
-        if what is None:
-            return None
-        phase = waiting_for(d)
-        if what == "resend":
-            return resend(store, d, phase, d[phase].get("attempts", 1) + 1, "dispatch-saga")
-        upd = Store.step(d, UNANSWERED, actor="dispatch-saga", reason_code=UNANSWERED)
-        upd["$set"].update(reason_code=UNANSWERED, reason=REASON)
-        return upd, [store.status_event(d, UNANSWERED, actor="dispatch-saga", reason_code=UNANSWERED, reason=REASON)]
-
     async for doc in store.dispatches.find({"status": {"$in": ["accepted", "confirmed"]}}, {"_id": 1}):
-        after = await store.mutate(doc["_id"], decide, actor="dispatch-saga", action="dispatch.BudgetCommandResent",
+        after = await store.change(doc["_id"], lambda d: Dispatch(d, now()).on_clock(params), actor="dispatch-saga",
                                    reload=False)
         changed += bool(after and after.get("_changed"))
     return changed

@@ -3,13 +3,14 @@ dispatch, with its events (the first half of the dispatch saga; rules live in `d
 from __future__ import annotations
 
 import os
-from datetime import date
+from datetime import date, datetime
 
 from contracts.events.budget import ReserveBudget, frame_id
 from dispatch_service.domain import (RECEIVED_STATUSES, Application, History, PlannedVisit, estimate_fee,
                                      fee_exemption, refusal, screen)
+from dispatch_service.domain.dispatch import JST, Change, Dispatch
 from dispatch_service.domain.fees import VisitTime
-from dispatch_service.store import Store, new_id, now
+from dispatch_service.store import Store, new_id
 
 
 def planned(doc: dict) -> tuple[PlannedVisit, ...]:
@@ -30,24 +31,24 @@ async def held_consultation(store: Store, business_id: str, expert_id: str) -> d
                                                  {"_id": 1})
 
 
-async def decide(store: Store, doc: dict, *, token_rights: frozenset[str] = frozenset(), actor: str | None,
-                 cause=None) -> tuple[dict, list[dict], list]:
-    """Screens `doc` (status `requested`) and returns `(changes, events, refusals)`: the accepted dispatch
-    holds one of the business's free dispatches and carries its ReserveBudget command (R-DSP-08), the
-    refused one its reasons. The caller writes changes and events in ONE write."""
+async def screen_request(store: Store, doc: dict, *, token_rights: frozenset[str] = frozenset(), actor: str,
+                         now: datetime) -> Change:
+    """Screens `doc` (status `requested`): the accepted dispatch holds one of the business's free dispatches (its slot
+    claimed here; the reconciler frees it if the write never comes) and carries its ReserveBudget command (R-DSP-08),
+    the refused one its reasons. The caller writes the Change in ONE write."""
     p = await store.programme(doc["fiscal_year"])
     expert_doc, expert = await store.expert(doc["expert_id"])
     used = await store.used_free(doc["business_id"], doc["fiscal_year"])
     used = [d for d in used if d != doc["_id"]]
     history = History(used_free=len(used), pending_ratings=await store.pending_ratings(doc["business_id"]))
-    changes: dict = {}
+    extra: dict = {}
     member = await store.membership(doc.get("platform_id"), doc.get("institution_id") or "")
     prior = consultation = None
     if doc["route"] == "B":
         prior = await prior_platform_dispatch(store, doc["business_id"])
         consultation = await held_consultation(store, doc["business_id"], doc["expert_id"])
         if prior:  # route B is paid from the frame of the platform that served the business before
-            changes.update(platform_id=prior.get("platform_id"), institution_id=prior.get("institution_id"))
+            extra.update(platform_id=prior.get("platform_id"), institution_id=prior.get("institution_id"))
     d = doc.get("declarations", {})
     a = Application(
         route=doc["route"], business_id=doc["business_id"], fiscal_year=doc["fiscal_year"], issue=doc["issue"],
@@ -58,22 +59,20 @@ async def decide(store: Store, doc: dict, *, token_rights: frozenset[str] = froz
         token_rights=token_rights, member_role=member.get("member_role") if member else None,
         member_left=bool(member and member.get("member_role") is None),
         prior_platform_dispatch=prior is not None, consultation_held=consultation is not None,
-        cosigned=bool(doc.get("cosigned_at")))
+        cosigned=bool(doc.get("cosigned_at")),
+        requested_on=doc["created_at"].astimezone(JST).date(), screened_on=now.astimezone(JST).date())
     refusals = screen(a, expert, history, p)
     if expert_doc is not None:
-        changes["expert_account_id"] = expert_doc["account_id"]
-    merged = {**doc, **changes}
+        extra["expert_account_id"] = expert_doc["account_id"]
+    merged = {**doc, **extra}
+    aggregate = Dispatch(merged, now)
     if not refusals and not await store.claim_slot(doc["business_id"], doc["fiscal_year"], doc["_id"],
                                                    p.free_cap(doc.get("issue_kind"))):
         refusals = [refusal("free_cap_reached")]  # a concurrent request took the last free dispatch
     if not refusals and os.environ.get("FAULT_CRASH_AFTER_SLOT_CLAIM") == "true":
         os._exit(137)  # test hook: die between the slot claim and the request's write (the reconciler's case)
     if refusals:
-        changes.update(status="refused", reason_code=refusals[0].code, reason=" ".join(r.message for r in refusals),
-                       refusals=[r.__dict__ for r in refusals])
-        ev = store.status_event(merged, "refused", actor=actor, cause=cause, reason_code=refusals[0].code,
-                                reason=changes["reason"])
-        return changes, [ev], refusals
+        return aggregate.refuse_screened(refusals, actor=actor, extra=extra)
     exemption = fee_exemption(expert_employer_id=expert_doc.get("employer_org_id"),
                               requesting_institution_id=merged.get("institution_id"),
                               personnel_cost_subsidised=bool(expert_doc.get("personnel_cost_subsidised")))
@@ -81,10 +80,4 @@ async def decide(store: Store, doc: dict, *, token_rights: frozenset[str] = froz
                        travel=doc.get("travel_estimate", 0), exemption=exemption)
     command = ReserveBudget(command_id=new_id("reserve"), frame_id=frame_id(doc["fiscal_year"], merged["platform_id"]),
                             dispatch_id=doc["_id"], member_id=merged["institution_id"], fee=est.fee, travel=est.travel)
-    changes.update(status="accepted", counts_free=True, fee_exemption=exemption,
-                   reserve={"command_id": command.command_id, "frame_id": command.frame_id,
-                            "member_id": command.member_id, "fee": est.fee, "travel": est.travel,
-                            "sent_at": now()})
-    events = [store.status_event(merged, "accepted", actor=actor, cause=cause),
-              store.svc.event(command, actor=actor, cause=cause)]
-    return changes, events, []
+    return aggregate.accept(reserve=command, exemption=exemption, actor=actor, extra=extra)

@@ -13,8 +13,10 @@ from pymongo.errors import DuplicateKeyError
 from contracts.events.dispatch import DispatchStatusChanged
 from contracts.events.ratings import owed_rating_id
 from dispatch_service.domain import ExpertState, Programme, default_programme, transition
+from dispatch_service.domain.dispatch import Change, Step
 from dispatch_service.domain.programmes import programme_from_doc, programme_to_doc
-from servicekit.problems import Problem
+from dispatch_service.domain.slots import gives_back
+from servicekit.refusals import Rejected
 
 
 def now() -> datetime:
@@ -52,6 +54,7 @@ class Store:
     async def setup(self, fiscal_years: list[int]) -> None:
         await self.dispatches.create_index([("business_id", 1), ("fiscal_year", 1)])
         await self.dispatches.create_index([("reserve.command_id", 1)])
+        await self.dispatches.create_index([("expert_id", 1), ("status", 1)])
         await self.slots.create_index([("business_id", 1), ("fiscal_year", 1)])
         await self.slots.create_index([("settled", 1), ("at", 1)])
         await self.slots.create_index("dispatch_id")
@@ -66,7 +69,7 @@ class Store:
     async def programme(self, fiscal_year: int) -> Programme:
         doc = await self.db.programmes.find_one({"_id": f"dispatch-{fiscal_year}"})
         if doc is None:
-            raise Problem(409, "No dispatch programme", f"There is no dispatch programme for fiscal year {fiscal_year}.")
+            raise Rejected("conflict", "No dispatch programme", f"There is no dispatch programme for fiscal year {fiscal_year}.")
         return programme_from_doc(doc)
 
     # --- audit of changes that publish no event ------------------------------------------------------
@@ -78,26 +81,67 @@ class Store:
     async def get(self, dispatch_id: str) -> dict | None:
         return await self.dispatches.find_one({"_id": dispatch_id}, {"_outbox": 0, "_seen": 0})
 
-    async def mutate(self, dispatch_id: str, decide: Callable[[dict], Awaitable[tuple[dict, list] | None] | tuple[dict, list] | None],
-                     *, actor: str | None = None, action: str = "dispatch.changed", reload: bool = True) -> dict | None:
+    def written(self, doc: dict, ch: Change, *, actor: str | None, cause=None) -> tuple[dict, list[dict]]:
+        """A Change of the aggregate as one MongoDB update and the envelopes of its events (same write: outbox)."""
+        update: dict = {"$set": dict(ch.set)}
+        if ch.gives_back_slot:
+            update["$set"].update(gives_back())
+        if ch.history:
+            update["$push"] = {"history": {"$each": ch.history}}
+        after = {**doc, **{k: v for k, v in ch.set.items() if "." not in k}}
+        events = [self.status_event(after, e.status, actor=actor, cause=cause, reason_code=e.reason_code,
+                                    reason=e.reason, fee=e.fee, travel=e.travel) if isinstance(e, Step)
+                  else self.svc.event(e, actor=actor, cause=cause) for e in ch.emits]
+        return update, events
+
+    async def create(self, doc: dict, ch: Change, *, actor: str) -> dict:
+        """Writes a new dispatch with the Change that made it (request, and for route A its screening) in one insert."""
+        update, events = self.written(doc, ch, actor=actor)
+        full = {**doc, **update["$set"]}
+        full["history"] = doc["history"] + ch.history
+        try:
+            await self.svc.insert(self.dispatches, full, events=events)
+        except Exception:
+            if full.get("counts_free"):  # the slot screening claimed: given back at once (else the reconciler does)
+                await self.release_slot(full["business_id"], full["fiscal_year"], full["_id"])
+            raise
+        return await self.get(full["_id"])
+
+    async def change(self, dispatch_id: str, decide: Callable[[dict], Awaitable[Change | None] | Change | None], *,
+                     actor: str | None, cause=None, reload: bool = True) -> dict | None:
+        """Read → `decide(doc)` (a method of the aggregate: a Change, or None for nothing to do) → one conditional
+        write with its events, retried on a concurrent change. A change that gives the free dispatch back finishes that
+        here (the reconciler finishes it after a crash). Returns the dispatch after (or as it was, with `_changed`,
+        when `reload` is false)."""
+        out = await self.mutate(dispatch_id, decide, actor=actor, cause=cause, reload=reload)
+        if out is not None and out.pop("_released", False):
+            await self.release_slot(out["business_id"], out["fiscal_year"], dispatch_id)
+        return out
+
+    async def mutate(self, dispatch_id: str, decide, *, actor: str | None = None, cause=None,
+                     action: str = "dispatch.changed", reload: bool = True) -> dict | None:
         """Read → decide → conditional write guarded by the version read, retried on a concurrent change.
 
-        `decide(doc)` returns `(update, events)` or None for "nothing to do" (e.g. a duplicate message);
-        it may raise. A change without events still leaves an audit record.
+        `decide(doc)` returns a Change (or `(update, events)`), or None for "nothing to do" (e.g. a duplicate
+        message); it may raise. A change without events still leaves an audit record.
         """
         async with self.lock(dispatch_id):
-            return await self._mutate(dispatch_id, decide, actor, action, reload)
+            return await self._mutate(dispatch_id, decide, actor, cause, action, reload)
 
-    async def _mutate(self, dispatch_id, decide, actor, action, reload):
+    async def _mutate(self, dispatch_id, decide, actor, cause, action, reload):
         for _ in range(8):
             doc = await self.get(dispatch_id)
             if doc is None:
-                raise Problem(404, "Not found", f"No dispatch request {dispatch_id}.")
+                raise Rejected("not_found", "Not found", f"No dispatch request {dispatch_id}.")
             out = decide(doc)
             if hasattr(out, "__await__"):
                 out = await out
             if out is None:
                 return doc
+            released = False
+            if isinstance(out, Change):
+                action, released = out.action or action, out.gives_back_slot
+                out = self.written(doc, out, actor=actor, cause=cause)
             update, events = out
             update = {k: dict(v) for k, v in update.items()}
             update.setdefault("$inc", {})["version"] = 1
@@ -109,8 +153,9 @@ class Store:
                     await self.audit(actor, action, dispatch_id, {k.replace(".", "/"): v for k, v in
                                                                   update.get("$set", {}).items()
                                                                   if isinstance(v, (str, int, float, bool))})
-                return await self.get(dispatch_id) if reload else {**doc, "_changed": True}
-        raise Problem(409, "Changed concurrently", "The dispatch changed while you acted on it; please try again.")
+                after = await self.get(dispatch_id) if reload else {**doc, "_changed": True}
+                return {**after, "_released": True} if released else after
+        raise Rejected("conflict", "Changed concurrently", "The dispatch changed while you acted on it; please try again.")
 
     def status_event(self, doc: dict, status: str, *, actor: str | None = None, cause=None,
                      reason_code: str | None = None, reason: str | None = None,
@@ -189,8 +234,17 @@ class Store:
             related_business_ids=frozenset(doc.get("related_business_ids", ())),
             unavailable=tuple((date.fromisoformat(u["start"]), date.fromisoformat(u["end"]))
                               for u in doc.get("unavailable", ())),
-            revoked=revoked)
+            revoked=revoked, paused=bool(doc.get("paused")), open_cap=doc.get("open_cap"),
+            open_now=await self.open_dispatches(expert_id))
         return doc, state
+
+    async def open_dispatches(self, expert_id: str, excluding: str | None = None) -> int:
+        """R-EX-06: the expert's dispatches accepted and not yet reported."""
+        from dispatch_service.domain.lifecycle import OPEN_FOR_EXPERT
+        q = {"expert_id": expert_id, "status": {"$in": sorted(OPEN_FOR_EXPERT)}}
+        if excluding:
+            q["_id"] = {"$ne": excluding}
+        return await self.dispatches.count_documents(q)
 
     async def rating_owed(self, doc: dict) -> None:
         """R-DSP-12: the business owes a rating from the moment the dispatch is confirmed (ratings records the same

@@ -1,5 +1,6 @@
 """Wiring of the experts service: store, per-replica search index, HTTP routes and Kafka handlers."""
-from experts_service.consumers import add_revocation_handler, dispatch_handlers, identity_handlers, ratings_handlers
+from experts_service.consumers import (add_revocation_handler, dispatch_handlers, identity_handlers,
+                                       own_event_handlers, ratings_handlers)
 from experts_service.http import router
 from experts_service.store import IndexFeed, Store
 from servicekit.service import Service
@@ -11,6 +12,7 @@ svc.app.state.store = store
 add_revocation_handler(svc, store, svc.consume("identity.events", identity_handlers(svc, store)))
 svc.consume("ratings.events", ratings_handlers(svc, store))
 svc.consume("dispatch.events", dispatch_handlers(svc, store))
+svc.consume("experts.events", own_event_handlers())
 svc.app.include_router(router)
 
 

@@ -3,7 +3,8 @@ record, and forced exits. Each is idempotent (event ids, or newest-wins by `as_o
 from __future__ import annotations
 
 from contracts import Envelope
-from contracts.events.dispatch import DispatchCompleted
+from contracts.events.dispatch import DispatchCompleted, DispatchStatusChanged
+from contracts.events.experts import ExpertChanged
 from contracts.events.identity import AccountRevoked, MembershipChanged, OrganisationRegistered, PlatformRegistered
 from contracts.events.ratings import ExpertRadarUpdated
 from experts_service import domain
@@ -53,10 +54,26 @@ def ratings_handlers(svc, st: Store) -> dict:
     return {ExpertRadarUpdated: on_radar}
 
 
+def own_event_handlers() -> dict:
+    """Every replica's index feed applies `experts.events` (store.IndexFeed); this group consumer only validates
+    them, so a record that breaks the contracts goes to the dead-letter topic once, not once per replica."""
+    async def validated(env: Envelope, e: ExpertChanged) -> None:
+        return None
+
+    return {ExpertChanged: validated}
+
+
 def dispatch_handlers(svc, st: Store) -> dict:
     async def on_completed(env: Envelope, e: DispatchCompleted) -> None:
         # R-EX-04: the record the renewal review sees
         await apply_once(st.experts, e.expert_id, env.event_id, {"$inc": {
             "record.dispatches": 1, f"record.by_fiscal_year.{e.fiscal_year}": 1, "_rev": 1}}, upsert=False)
 
-    return {DispatchCompleted: on_completed}
+    async def on_status(env: Envelope, e: DispatchStatusChanged) -> None:
+        # R-EX-06: the expert's open dispatches decide whether matching still offers the expert
+        if await st.experts.find_one({"_id": e.expert_id}, {"_id": 1}) is None:
+            return
+        await st.mutate(e.expert_id, lambda s: domain.track_dispatch(s, e.dispatch_id, e.status),
+                        actor=env.actor or "dispatch", cause=env, action="experts.OpenDispatchesTracked")
+
+    return {DispatchCompleted: on_completed, DispatchStatusChanged: on_status}

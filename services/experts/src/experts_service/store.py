@@ -19,14 +19,18 @@ from pymongo.errors import DuplicateKeyError
 
 from contracts import TOPICS, Envelope
 from contracts.events.experts import ExpertChanged, Unavailability
+from contracts.events.identity import AccountRevoked
+from contracts.events.ratings import ExpertRadarUpdated
 from experts_service import domain
 from experts_service.search import ExpertIndex
+from servicekit.bus import Undeliverable, decode
+from servicekit.faults import backoff, is_transient
 from servicekit.problems import Problem
 
 log = logging.getLogger("experts.store")
 STATE_KEYS = ("expert_id", "account_id", "name", "status", "profile", "availability", "version", "history",
               "application", "recommendations", "registered_fiscal_year", "registered_years", "renewal",
-              "suspension", "record", "exit")
+              "suspension", "record", "exit", "capacity")
 
 
 def now_iso() -> str:
@@ -48,7 +52,8 @@ def changed_event(state: dict, change: str) -> ExpertChanged:
         personnel_cost_subsidised=p.get("personnel_cost_subsidised", False),
         related_business_ids=p.get("related_business_ids", []),
         unavailable=[Unavailability(start=w["start"], end=w["end"], note=w.get("note", ""))
-                     for w in state["availability"]["windows"]])
+                     for w in state["availability"]["windows"]],
+        paused=bool((state.get("capacity") or {}).get("paused")), open_cap=(state.get("capacity") or {}).get("open_cap"))
 
 
 class Store:
@@ -166,6 +171,7 @@ class IndexFeed:
         self.svc, self.store = svc, store
         self._consumer: AIOKafkaConsumer | None = None
         self.ready = False
+        self.skipped = 0  # records that broke the contracts (their group consumer dead-letters them)
 
     async def open(self) -> None:
         s = self.svc.settings
@@ -202,39 +208,74 @@ class IndexFeed:
             await self._consumer.stop()
 
     async def _follow(self) -> None:
-        from contracts.events.identity import AccountRevoked
-        from contracts.events.ratings import ExpertRadarUpdated
-
         while True:
             try:
                 batch = await self._consumer.getmany(timeout_ms=1000, max_records=500)
-                changed: set[str] = set()
-                for records in batch.values():
-                    for rec in records:
-                        try:
-                            env = json.loads(rec.value)
-                        except ValueError:
-                            continue
-                        if env.get("event_type") == ExpertChanged.message_type:
-                            changed.add(env["key"])
-                        elif env.get("event_type") == AccountRevoked.message_type:
-                            self.store.revoked.add((env.get("payload") or {}).get("account_id"))
-                        elif env.get("event_type") == ExpertRadarUpdated.message_type:
-                            p = env.get("payload") or {}
-                            if p.get("expert_id") and p.get("as_of"):
-                                as_of = datetime.fromisoformat(p["as_of"]).isoformat()
-                                self.store.index.set_radar(p["expert_id"], {**p, "as_of": as_of})
-                for expert_id in changed:  # the stored state is the truth: reload, never replay payloads
-                    doc = await self.store.get(expert_id)
-                    if doc is None or doc["status"] == "exited":
-                        self.store.index.remove(expert_id)
-                    else:
-                        self.store.index.upsert(doc)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # the broker is down: aiokafka reconnects by itself
+                log.warning("search index feed cannot read", extra={"fields": {"error_kind": type(e).__name__}})
+                await asyncio.sleep(1)
+                continue
+            changed: set[str] = set()
+            for records in batch.values():
+                for rec in records:
+                    try:
+                        self.apply(rec, changed)
+                    except Exception:  # a bug here must not end the feed or skip the rest of the batch
+                        log.exception("search index feed could not apply a record", extra={"fields": {
+                            "source": f"{rec.topic}/{rec.partition}/{rec.offset}"}})
+            try:
+                await self._reload(changed)
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("search index feed pass failed; continuing")
-                await asyncio.sleep(1)
+                log.exception("search index feed could not reload changed experts; continuing")
+
+    def apply(self, rec, changed: set[str]) -> None:
+        """One record, read by the rules of every consumer (`servicekit.bus.decode`): a record that breaks them is
+        skipped here, never acted on, and the rest of the batch goes on. The service's group consumers read the
+        same topics and put such a record on the dead-letter topic once (not once per replica)."""
+        try:
+            if rec.key is None:
+                raise Undeliverable("no key")
+            decoded = decode(rec.value, FEED_MODELS)
+        except Undeliverable as e:
+            self.skipped += 1
+            log.warning("search index feed skipped a record", extra={"fields": {
+                "source": f"{rec.topic}/{rec.partition}/{rec.offset}", "reason": str(e)}})
+            return
+        if decoded is None:
+            return
+        env, msg = decoded
+        if isinstance(msg, ExpertChanged):
+            changed.add(env.key)
+        elif isinstance(msg, AccountRevoked):
+            self.store.revoked.add(msg.account_id)
+        elif isinstance(msg, ExpertRadarUpdated):
+            self.store.index.set_radar(msg.expert_id, {**msg.model_dump(mode="json"), "as_of": msg.as_of.isoformat()})
+
+    async def _reload(self, changed: set[str]) -> None:
+        """The stored state is the truth: reload each changed expert, never replay payloads. While the database is
+        down this waits (with backoff) rather than losing the change, since the offsets have moved on."""
+        for expert_id in changed:
+            attempt = 0
+            while True:
+                try:
+                    doc = await self.store.get(expert_id)
+                    break
+                except Exception as e:
+                    if not is_transient(e):
+                        raise
+                    await asyncio.sleep(backoff(attempt))
+                    attempt += 1
+            if doc is None or doc["status"] == "exited":
+                self.store.index.remove(expert_id)
+            else:
+                self.store.index.upsert(doc)
+
+
+FEED_MODELS = {m.message_type: m for m in (ExpertChanged, AccountRevoked, ExpertRadarUpdated)}
 
 
 def parse_day(v: str | date | None) -> date | None:

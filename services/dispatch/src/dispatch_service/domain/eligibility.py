@@ -60,6 +60,11 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "too_many_visits": ("R-DSP-07", "Too many on-site visits for one application."),
     "visit_too_long": ("R-DSP-07", "A visit is longer than a visit may last."),
     "online_hours_exceeded": ("R-DSP-07", "The online sessions exceed the online hours one application may use."),
+    "visit_outside_fiscal_year": ("R-DSP-07", "Every planned visit must lie within the dispatch's fiscal year "
+                                  "(April to March); plan the rest as a new request in the next fiscal year."),
+    "visit_in_the_past": ("R-DSP-07", "A planned visit lies before the day of the request."),
+    "fiscal_year_ended": ("R-DSP-03", "The fiscal year of this request has ended before it was screened; please "
+                          "request again in the current fiscal year."),
     "rating_pending": ("R-DSP-12", "Please rate the expert of your last dispatch first; then you can apply for the "
                        "next free dispatch."),
     "expert_unknown": ("R-EX-01", "This expert is not known to the dispatch service."),
@@ -67,6 +72,9 @@ MESSAGES: dict[str, tuple[str, str]] = {
                               "year."),
     "expert_suspended": ("R-EX-01", "This expert is suspended and cannot be dispatched."),
     "expert_unavailable": ("R-EX-03", "The expert is not available on a planned date."),
+    "expert_paused": ("R-EX-06", "The expert has paused new dispatches; please choose another expert."),
+    "expert_at_capacity": ("R-EX-06", "The expert has as many open dispatches as they take on at a time; please choose "
+                           "another expert or ask again later."),
     "account_revoked": ("R-ID-06", "An account involved in this request has been revoked."),
 }
 
@@ -94,6 +102,9 @@ class ExpertState:
     related_business_ids: frozenset[str] = frozenset()
     unavailable: tuple[tuple[date, date], ...] = ()
     revoked: bool = False
+    paused: bool = False             # R-EX-06: the expert takes no new dispatch
+    open_cap: int | None = None      # R-EX-06: most open dispatches at a time
+    open_now: int = 0                # the expert's open dispatches (dispatch's own count, this request excluded)
 
 
 @dataclass(frozen=True)
@@ -118,6 +129,9 @@ class Application:
     prior_platform_dispatch: bool = False
     consultation_held: bool = False
     cosigned: bool = False
+    # the fiscal-year rule (domain.fiscal): the day the request was made and the day it is screened
+    requested_on: date | None = None
+    screened_on: date | None = None
 
 
 @dataclass(frozen=True)
@@ -215,8 +229,8 @@ def check_rating_block(h: History) -> list[Refusal]:
 
 
 def check_expert(a: Application, e: ExpertState | None) -> list[Refusal]:
-    """R-EX-01, R-EX-03, R-ID-06: the expert is a registered national dispatch expert this fiscal year,
-    not suspended or revoked, and available on every planned date."""
+    """R-EX-01, R-EX-03, R-EX-06, R-ID-06: the expert is a registered national dispatch expert this fiscal year,
+    not suspended or revoked, not paused nor at the cap of open dispatches, and available on every planned date."""
     if e is None:
         return [refusal("expert_unknown")]
     if e.revoked or e.status == "exited":
@@ -225,14 +239,26 @@ def check_expert(a: Application, e: ExpertState | None) -> list[Refusal]:
         return [refusal("expert_suspended")]
     if e.status != "registered" or (e.registered_fiscal_year not in (None, a.fiscal_year)):
         return [refusal("expert_not_registered")]
+    if e.paused:
+        return [refusal("expert_paused")]
+    if e.open_cap is not None and e.open_now >= e.open_cap:
+        return [refusal("expert_at_capacity", f"({e.open_now} open of {e.open_cap}.)")]
     busy = sorted({v.day for v in a.planned for s, t in e.unavailable if s <= v.day <= t})
     if busy:
         return [refusal("expert_unavailable", "(" + ", ".join(d.isoformat() for d in busy) + ")")]
     return []
 
 
+def check_fiscal_year(a: Application) -> list[Refusal]:
+    """The fiscal-year rule (domain.fiscal): screened within the year, every planned visit within it."""
+    from dispatch_service.domain import fiscal
+
+    return (fiscal.screening_problems(a.fiscal_year, a.screened_on)
+            + fiscal.plan_problems([v.day for v in a.planned], a.fiscal_year, a.requested_on))
+
+
 def screen(a: Application, e: ExpertState | None, h: History, p: Programme) -> list[Refusal]:
     """Every reason to refuse the application; an empty list means accepted (R-DSP-14 screening)."""
     route = check_route_a(a) if a.route == "A" else check_route_b(a)
     return (route + check_expert(a, e) + check_issue(a, p) + check_grounds(a, e)
-            + check_visit_caps(a.planned, p) + check_rating_block(h) + check_free_cap(a, h, p))
+            + check_visit_caps(a.planned, p) + check_fiscal_year(a) + check_rating_block(h) + check_free_cap(a, h, p))

@@ -61,12 +61,21 @@ def counted_minutes(v: VisitTime, p: Programme) -> int:
 
 def compute_fee(visits: list[VisitTime], p: Programme, *, travel: int = 0, exemption: str | None = None) -> Fee:
     """R-DSP-10/11, R-ANC-01: fee over verified visits, grouped per day; travel costs are added
-    (charged to the budget even when no fee is due)."""
+    (charged to the budget even when no fee is due). R-DSP-07 caps what is paid whatever was done (and approved):
+    at most `max_visits` on-site visits (the earliest), each for at most `max_hours_per_visit`, and at most
+    `max_online_hours` online in all."""
     if exemption:
         return Fee(0, travel, 0, exemption)
     per_day: dict[date, int] = defaultdict(int)
-    for v in visits:
-        per_day[v.day] += counted_minutes(v, p)
+    on_site_left, online_left = p.max_visits, int(p.max_online_hours * 60)
+    for v in sorted(visits, key=lambda v: v.day):
+        minutes = counted_minutes(v, p)
+        if minutes and v.mode == ON_SITE:
+            minutes, on_site_left = (minutes, on_site_left - 1) if on_site_left > 0 else (0, 0)
+        elif minutes and v.mode == ONLINE:
+            minutes = min(minutes, online_left)
+            online_left -= minutes
+        per_day[v.day] += minutes
     fee = paid = 0
     for minutes in per_day.values():
         f, m = day_fee(minutes, p)

@@ -35,7 +35,8 @@ def findings(visits: list[VisitTime], open_visits: int, p: Programme) -> list[Fi
     on_site = [v for v in visits if v.mode == ON_SITE and v.verified]
     if len(on_site) > p.max_visits:
         out.append(Finding("too_many_visits", "R-DSP-07", f"{len(on_site)} on-site visits; at most {p.max_visits} "
-                                                           "are allowed per application."))
+                                                           "are allowed per application and only the first "
+                                                           f"{p.max_visits} are paid."))
     cap = int(p.max_hours_per_visit * 60)
     if long := [v for v in on_site if v.minutes > cap]:
         out.append(Finding("visit_too_long", "R-DSP-07", f"{len(long)} visit(s) last longer than "
@@ -44,5 +45,5 @@ def findings(visits: list[VisitTime], open_visits: int, p: Programme) -> list[Fi
     online = sum(v.minutes for v in visits if v.mode == ONLINE and v.verified)
     if online > p.max_online_hours * 60:
         out.append(Finding("online_hours_exceeded", "R-DSP-07", f"{online / 60:g} h online; at most "
-                                                                 f"{p.max_online_hours:g} h are allowed."))
+                                                                 f"{p.max_online_hours:g} h are allowed and paid."))
     return out

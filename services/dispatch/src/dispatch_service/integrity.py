@@ -1,0 +1,122 @@
+"""Integrity signals (R-DSP-15) kept from events: dispatch reads its own `dispatch.events` (and ratings' RatingGiven)
+and raises flags with their evidence into the agency's queue (`integrity_flags`). Rules in domain.integrity; a flag's
+id is deterministic, so a redelivered event raises nothing twice; flags never act (R-DSP-13 stays human)."""
+from __future__ import annotations
+
+import logging
+import os
+
+from contracts import Envelope
+from contracts.events.dispatch import DispatchStatusChanged, DispatchStatus as S
+from contracts.events.identity import BusinessProfileChanged, BusinessRegistered
+from contracts.events.ratings import RatingGiven
+from dispatch_service.domain import integrity as rules
+from dispatch_service.domain.dispatch import Dispatch
+from dispatch_service.domain.eligibility import COUNTING_STATUSES
+from dispatch_service.store import Store, now
+from servicekit.store import apply_once
+
+log = logging.getLogger("dispatch.integrity")
+
+
+def params_from_env() -> rules.IntegrityParams:
+    return rules.IntegrityParams(far_km=float(os.environ.get("INTEGRITY_FAR_KM", "150")),
+                                 pair_cap=int(os.environ.get("INTEGRITY_PAIR_CAP", "3")))
+
+
+class Integrity:
+    def __init__(self, store: Store, params: rules.IntegrityParams):
+        self.store, self.db, self.p = store, store.db, params
+
+    async def setup(self) -> None:
+        await self.db.integrity_flags.create_index([("status", 1), ("raised_at", 1)])
+        await self.db.integrity_flags.create_index("expert_id")
+        await self.db.report_bands.create_index("key")
+        await self.store.dispatches.create_index([("respond_by", 1), ("status", 1)])
+        await self.store.dispatches.create_index([("expert_id", 1), ("business_id", 1)])
+
+    async def raise_flag(self, flag: rules.Flag | None, cause: Envelope | None = None) -> None:
+        if flag is None:
+            return
+        await self.db.integrity_flags.update_one({"_id": flag.flag_id}, {"$setOnInsert": {
+            "code": flag.code, "rule": flag.rule, "dispatch_id": flag.dispatch_id, "expert_id": flag.expert_id,
+            "business_id": flag.business_id, "evidence": flag.evidence, "message": flag.message, "status": "open",
+            "raised_at": now(), "event_id": cause.event_id if cause else None}}, upsert=True)
+
+    async def pair(self, d: dict) -> list[dict]:
+        cur = self.store.dispatches.find({"expert_id": d["expert_id"], "business_id": d["business_id"],
+                                          "status": {"$in": sorted(COUNTING_STATUSES)}},
+                                         {"fiscal_year": 1, "route": 1})
+        return [x async for x in cur]
+
+    # --- reactions --------------------------------------------------------------------------------------
+    async def on_status(self, env: Envelope, e: DispatchStatusChanged) -> None:
+        if e.status not in (S.ACCEPTED, S.VISITED, S.REPORTED):
+            return
+        d = await self.store.get(e.dispatch_id)
+        if d is None:
+            return
+        if e.status == S.ACCEPTED:
+            await self.raise_flag(rules.repeated_pair(d, await self.pair(d), self.p), env)
+        elif e.status == S.VISITED:
+            business = await self.db.businesses.find_one({"_id": d["business_id"]}) or {}
+            for v in d.get("visits", []):
+                if v["mode"] == "onsite" and v.get("check_in"):
+                    await self.raise_flag(rules.far_check_in(d, v["check_in"]["location"], business.get("prefecture"),
+                                                             self.p), env)
+        elif e.status == S.REPORTED and d.get("report"):
+            await self.check_report(d, env)
+
+    async def check_report(self, d: dict, env: Envelope | None) -> None:
+        text = rules.report_text(d["report"])
+        keys = rules.band_keys(text, self.p)
+        shared: dict[str, int] = {}
+        async for b in self.db.report_bands.find({"key": {"$in": keys}}, {"dispatch_id": 1}):
+            if b["dispatch_id"] != d["_id"]:
+                shared[b["dispatch_id"]] = shared.get(b["dispatch_id"], 0) + 1
+        candidates = [{"_id": o["_id"], "expert_id": o["expert_id"], "business_id": o["business_id"],
+                       "text": rules.report_text(o["report"])}
+                      async for o in self.store.dispatches.find({"_id": {"$in": rules.most_shared(shared)}},
+                                                                {"report": 1, "expert_id": 1, "business_id": 1})]
+        await self.raise_flag(rules.copied_report(d, text, candidates, self.p), env)
+        for k in keys:  # indexed after the comparison: the report is a candidate for the ones that come later
+            await self.db.report_bands.update_one({"_id": f"{d['_id']}:{k.split(':')[0]}"},
+                                                  {"$set": {"key": k, "dispatch_id": d["_id"]}}, upsert=True)
+
+    async def on_rating(self, env: Envelope, e: RatingGiven) -> None:
+        if e.rater_kind != "business":
+            return
+        d = await self.store.get(e.dispatch_id)
+        if d is None:
+            return
+        expert = await self.db.experts.find_one({"_id": d["expert_id"]}, {"related_business_ids": 1}) or {}
+        await self.raise_flag(rules.network_rating(d, expert.get("related_business_ids", []), len(await self.pair(d)),
+                                                   self.p), env)
+
+    async def sweep_overdue(self) -> int:
+        """R-EX-06: dispatches whose expert did not answer by the deadline go to the agency's queue once."""
+        at, n = now(), 0
+        async for d in self.store.dispatches.find({"respond_by": {"$lt": at}, "status": {"$in": ["requested", "approved"]},
+                                                   "response_alerted": {"$ne": True}}).limit(500):
+            if Dispatch(d, at).response_overdue():
+                await self.raise_flag(rules.response_overdue(d, at))
+                n += 1
+            await self.store.dispatches.update_one({"_id": d["_id"]}, {"$set": {"response_alerted": True}})
+        return n
+
+    async def run(self, interval: float) -> None:
+        import asyncio
+        while True:
+            try:
+                if n := await self.sweep_overdue():
+                    log.info("expert responses overdue", extra={"fields": {"dispatches": n}})
+            except Exception:
+                log.exception("overdue sweep failed")
+            await asyncio.sleep(interval)
+
+    async def on_business(self, env: Envelope, e: BusinessRegistered | BusinessProfileChanged) -> None:
+        await apply_once(self.db.businesses, e.business_id, env.event_id, {"$set": {"prefecture": e.prefecture}})
+
+    def handlers(self):
+        return ({DispatchStatusChanged: self.on_status}, {RatingGiven: self.on_rating},
+                {BusinessRegistered: self.on_business, BusinessProfileChanged: self.on_business})

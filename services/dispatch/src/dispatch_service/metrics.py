@@ -1,0 +1,37 @@
+"""The saga's states as a metric: `smeportal.dispatch.requests` — dispatches per status (R-DSP-14's statuses),
+counted by the `status` index every `METRICS_REFRESH_SECONDS`, so a pile-up in `accepted` or `budget_unanswered`
+shows on a dashboard."""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from opentelemetry.metrics import Observation
+
+from contracts.events.dispatch import DispatchStatus
+from dispatch_service.store import Store
+
+log = logging.getLogger("dispatch.metrics")
+
+
+class SagaStates:
+    def __init__(self, store: Store):
+        self.store = store
+        self.counts: dict[str, int] = {}
+        store.svc.meter.create_observable_gauge(
+            "smeportal.dispatch.requests", [lambda _: [Observation(n, {"status": s}) for s, n in self.counts.items()]],
+            unit="{dispatch}", description="Dispatches per status (the saga's states)")
+
+    async def refresh(self) -> None:
+        self.counts = {s.value: await self.store.dispatches.count_documents({"status": s.value})
+                       for s in DispatchStatus}
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.refresh()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # the database is away: keep the last counts
+                log.debug("saga states not counted", extra={"fields": {"error": repr(e)}})
+            await asyncio.sleep(self.store.svc.settings.metrics_refresh_seconds)

@@ -1,0 +1,87 @@
+"""Integrity signals (R-DSP-15), pure: each pattern flags with its evidence, and only then."""
+from dispatch_service.domain import geo
+from dispatch_service.domain.integrity import (IntegrityParams, band_keys, copied_report, far_check_in, network_rating,
+                                               repeated_pair)
+
+P = IntegrityParams()
+D = {"_id": "dsp-9", "expert_id": "ex-1", "business_id": "biz-1", "fiscal_year": 2026, "route": "A"}
+REPORT = ("売上減少の要因を分析し、卸売依存から直販への転換を提案した。EC サイトの試行、地域の道の駅での販売、"
+          "既存顧客へのダイレクトメールを三か月で実施する計画を作成し、月次で効果を確認する。")
+
+
+def test_R_DSP_15_geo_knows_every_prefecture_by_its_usual_names():
+    assert len(geo.CENTRES) == 47
+    assert geo.centre("熊本県") == geo.centre("熊本") and geo.centre("東京都") and geo.centre("北海道")
+    assert 75 < geo.km(geo.centre("熊本県"), geo.centre("福岡県")) < 100
+
+
+def test_R_DSP_15_a_check_in_far_from_the_business_prefecture_is_flagged_with_the_distance():
+    near = far_check_in(D, {"lat": 32.80, "lon": 130.71}, "熊本県", P)
+    tokyo = far_check_in(D, {"lat": 35.68, "lon": 139.76, "place": "café"}, "熊本県", P)
+    assert near is None
+    assert tokyo.code == "far_check_in" and tokyo.evidence["km_from_prefecture_seat"] > 800
+    assert tokyo.flag_id == "flag:far_check_in:dsp-9"
+    assert far_check_in(D, {"lat": 35.68, "lon": 139.76}, None, P) is None  # unknown place: no guess
+
+
+def test_R_DSP_15_the_same_pair_beyond_the_cap_across_routes_and_years_is_flagged():
+    pair = [{"_id": f"d{i}", "fiscal_year": 2024 + i % 3, "route": "AB"[i % 2]} for i in range(3)]
+    assert repeated_pair(D, pair, P) is None
+    flag = repeated_pair(D, pair + [{"_id": "dsp-9", "fiscal_year": 2026, "route": "A"}], P)
+    assert flag.evidence["routes"] == ["A", "B"] and len(flag.evidence["dispatch_ids"]) == 4
+    old = [{"_id": f"o{i}", "fiscal_year": 2020, "route": "A"} for i in range(5)]
+    assert repeated_pair(D, old + pair, P) is None  # outside the window of three fiscal years
+
+
+def test_R_DSP_15_a_rating_from_the_experts_network_is_flagged():
+    assert network_rating(D, [], 2, P) is None
+    assert network_rating(D, ["biz-1"], 1, P).evidence["related_business"] is True
+    assert network_rating(D, [], 5, P).evidence["pair_dispatches"] == 5
+
+
+def test_R_DSP_15_a_copied_report_is_found_through_its_bands_and_a_different_one_is_not():
+    copied = REPORT.replace("三か月", "3か月")
+    other = ("人手不足への対応として、受発注業務のデジタル化と多能工化の研修計画を作成した。"
+             "補助金の活用可能性も整理し、次回までに見積もりを比較する。")
+    assert set(band_keys(REPORT, P)) & set(band_keys(copied, P))          # shares a band: compared
+    candidates = [{"_id": "dsp-1", "expert_id": "ex-2", "business_id": "biz-2", "text": REPORT},
+                  {"_id": "dsp-2", "expert_id": "ex-3", "business_id": "biz-3", "text": other}]
+    flag = copied_report(D, copied, candidates, P)
+    assert flag.evidence["similar_to"] == "dsp-1" and flag.evidence["similarity"] >= 0.8
+    assert copied_report(D, other + "追加の提案。", candidates[:1], P) is None
+    assert copied_report({**D, "_id": "dsp-1"}, REPORT, candidates[:1], P) is None  # not with itself
+
+
+# --- outcomes (R-REC-08) ------------------------------------------------------------------------------------------
+from datetime import UTC, datetime, timedelta  # noqa: E402
+
+from dispatch_service.domain.outcomes import OutcomeParams, kpi, next_send, reports_results, waves  # noqa: E402
+
+OP = OutcomeParams()
+PAID = datetime(2026, 6, 1, tzinfo=UTC)
+
+
+def test_R_REC_08_surveys_are_due_3_and_12_months_after_payment_with_one_reminder():
+    assert [(m, d.date().isoformat()) for m, d in waves(PAID, OP)] == [(3, "2026-08-30"), (12, "2027-05-27")]
+    s = {"due_at": PAID + timedelta(days=90), "answered_at": None}
+    assert next_send(s, PAID, OP) is None
+    assert next_send(s, PAID + timedelta(days=90), OP) == "survey"
+    s["sent_at"] = PAID + timedelta(days=90)
+    assert next_send(s, PAID + timedelta(days=95), OP) is None
+    assert next_send(s, PAID + timedelta(days=104), OP) == "reminder"
+    s["reminded_at"] = PAID + timedelta(days=104)
+    assert next_send(s, PAID + timedelta(days=200), OP) is None
+    assert next_send({**s, "answered_at": PAID}, PAID + timedelta(days=200), OP) is None
+
+
+def test_R_REC_08_R_REC_07_the_kpi_per_group_against_the_target_with_small_groups_suppressed():
+    rows = [{"business_id": f"b{i}", "fiscal_year": 2026, "block": "kyushu", "field": "sales_channels",
+             "expert_id": "ex-1", "answered": i < 6, "results": i < 5} for i in range(7)]
+    rows += [{"business_id": "b99", "fiscal_year": 2026, "block": "kanto", "field": "it_dx", "expert_id": "ex-2",
+              "answered": True, "results": True}]
+    by_block = {g["block"]: g for g in kpi(rows, "block", OP)}
+    assert by_block["kanto"] == {"block": "kanto", "suppressed": True}
+    k = by_block["kyushu"]
+    assert (k["supported"], k["answered"], k["reporting_results"], k["share"], k["meets_target"]) == (7, 6, 5, 0.714, True)
+    assert reports_results({"results_achieved": False, "actions_taken": ["financing"]})
+    assert not reports_results({"results_achieved": False, "actions_taken": []})
