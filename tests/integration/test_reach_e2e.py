@@ -83,11 +83,17 @@ async def test_R_NOT_03_R_PF_03_every_status_reaches_each_person_of_each_party_t
         chamber_claim = [claim(chamber, pid, MemberRole.DISPATCH_MEMBER)]
 
         # --- budget frame and the chamber's share
-        async def allocated():
+        last = {}
+
+        async def allocated():  # once budget has learnt the platform from identity's events
             r = await http.post("/api/budget/frames", headers=bureau, json={
                 "fiscal_year": FY, "platform_id": pid, "fee": 1_000_000, "travel": 100_000, "reason": "FY allocation"})
+            last["answer"] = (r.status_code, r.text[:300])
             return r.json() if r.status_code in (200, 201) else None
-        fid = (await eventually(allocated, timeout=30))["frame_id"]
+        try:
+            fid = (await eventually(allocated, timeout=60))["frame_id"]
+        except AssertionError:
+            raise AssertionError(f"no frame: {last}") from None
         await ok(await http.put(f"/api/budget/frames/{fid}/shares/{chamber}", headers=representative,
                                 json={"amount": 300_000, "reason": "chamber share"}))
 
