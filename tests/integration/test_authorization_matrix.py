@@ -248,6 +248,10 @@ def identity_rows(w: World) -> dict:
             allow(DLG), f"/disclosure-requests/{x['dr_approved']}/profile", hides=True),
         # organisations and platforms (R-PF-01..05)
         ("POST", "/organisations"): Row(allow(BUREAUS, OPERATOR), "/organisations", {"name": "x", "kind": "body"}),
+        # R-OPS-02: operators find accounts and businesses and read anything's audit trail across services
+        ("GET", "/operator/audit"): Row(allow(OPERATOR), f"/operator/audit?ref={bid}"),
+        ("GET", "/operator/accounts"): Row(allow(OPERATOR), "/operator/accounts?q=matrix"),
+        ("GET", "/operator/businesses"): Row(allow(OPERATOR), "/operator/businesses?q=matrix"),
         ("GET", "/organisations/{org_id}"): Row(allow(BUREAUS, AGENCY, OPERATOR, INSTITUTIONS),
                                                 f"/organisations/{x['rep']}"),
         # R-PF-05: linking staff hands over the organisation's platform rights: only the bureau of its block
@@ -322,6 +326,13 @@ def dispatch_rows(w: World) -> dict:
         ("GET", "/healthz"): Row(PUBLIC, "/healthz"),
         ("GET", "/metrics"): Row(PUBLIC, "/metrics"),  # the scraper's, on the internal network; the gateway does not route it
         ("GET", "/readyz"): Row(PUBLIC, "/readyz"),
+        # R-OPS-01: each role its own list (a business its own, an institution its own organisation's)
+        ("GET", "/worklists/business"): (
+            Row(BUSINESSES, "/worklists/business", case="the caller's own business"),
+            Row(BIZ_PEOPLE, f"/worklists/business?business_id={bid}", case="BIZ named: only its people")),
+        ("GET", "/worklists/institution"): Row(INSTITUTIONS, "/worklists/institution"),
+        ("GET", "/worklists/expert"): Row(allow(EXPERT), "/worklists/expert?queue=reports"),
+        ("GET", "/worklists/agency"): Row(STAFF, "/worklists/agency?queue=reports"),
         ("POST", "/requests"): (
             Row(allow(DLG), "/requests", route_a, case="route A for BIZ: only staff holding BIZ's delegation"),
             Row(BIZ_PEOPLE, "/requests", {**_request_body(bid, x["expert_id"])},
@@ -456,6 +467,26 @@ def notifications_rows(w: World) -> dict:
         ("GET", "/me/contact"): Row(SIGNED_IN, "/me/contact"),
         ("PUT", "/me/contact"): Row(SIGNED_IN, "/me/contact", {"email": "me@matrix.example.jp", "language": "ja"}),
         ("GET", "/deliveries"): Row(allow(PRIME, OPERATOR), f"/deliveries?recipient_id={w.ids[PRIME]}"),
+        # R-NOT-04: each person's own channels and preferences
+        ("GET", "/me/preferences"): Row(SIGNED_IN, "/me/preferences"),
+        ("PUT", "/me/preferences"): Row(SIGNED_IN, "/me/preferences", {"channels": ["email"]}),
+        ("GET", "/webpush/key"): Row(SIGNED_IN, "/webpush/key"),
+        ("POST", "/me/push-subscriptions"): Row(SIGNED_IN, "/me/push-subscriptions", {
+            "endpoint": "https://push.example.jp/matrix", "keys": {
+                "p256dh": "BJU1tl9G1YKm9hqmgp5AQkIhY0paOmhUN-B18GAmEcYPHrRztDyvTDWa1peEoz70FXrsp12XYHDKtHpU0pqBtYU",
+                "auth": "AAAAAAAAAAAAAAAAAAAAAA"}}),
+        ("DELETE", "/me/push-subscriptions/{subscription_id}"): Row(SIGNED_IN, "/me/push-subscriptions/none"),
+        ("PUT", "/me/line"): Row(SIGNED_IN, "/me/line", {"user_id": "U" + "0" * 32}),
+        ("DELETE", "/me/line"): Row(SIGNED_IN, "/me/line"),
+        # signed by the messaging app (X-Line-Signature), never by a token: no caller here has the signature
+        ("POST", "/line/webhook"): Row(NOBODY, "/line/webhook", {"events": []}),
+        # RFC 8058: the link is the credential (an HMAC); an unknown one is 404 for everyone
+        ("GET", "/unsubscribe/{token}"): Row(PUBLIC, "/unsubscribe/unknown"),
+        ("POST", "/unsubscribe/{token}"): Row(PUBLIC, "/unsubscribe/unknown", form={"List-Unsubscribe": "One-Click"}),
+        ("POST", "/bounces"): Row(allow(OPERATOR), "/bounces", {"not": "a DSN"}),
+        ("POST", "/me/saved-searches"): Row(SIGNED_IN, "/me/saved-searches", {"kind": "programme", "name": "matrix"}),
+        ("GET", "/me/saved-searches"): Row(SIGNED_IN, "/me/saved-searches"),
+        ("DELETE", "/me/saved-searches/{search_id}"): Row(SIGNED_IN, "/me/saved-searches/none"),
     }
 
 

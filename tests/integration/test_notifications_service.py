@@ -8,9 +8,12 @@ from datetime import UTC, datetime
 import httpx
 from aiokafka import AIOKafkaProducer
 from aiosmtpd.controller import Controller
+from pymongo import AsyncMongoClient
 
 from contracts import Envelope
 from contracts.events.dispatch import DispatchStatusChanged
+from contracts.events.experts import ExpertChanged
+from contracts.events.identity import AccountRegistered, BindingChanged, StaffLinked
 from contracts.events.notifications import Notify
 from contracts.events.ratings import RatingGiven, RatingOwed
 from tests.support import MailSink, eventually, free_port, token
@@ -87,27 +90,69 @@ async def _async(value):
     return value
 
 
-async def test_R_NOT_02_dispatch_status_to_each_party_and_notify_command(infra, ns, services, smtp):
+async def test_R_NOT_03_dispatch_status_reaches_every_person_of_every_party_and_notify_command(infra, ns, services, smtp):
     sink, port = smtp
-    svc = services("notifications", SMTP_HOST="127.0.0.1", SMTP_PORT=str(port))
-    biz, expert = "biz-" + uuid.uuid4().hex[:6], "exp-" + uuid.uuid4().hex[:6]
+    svc = services("notifications", SMTP_HOST="127.0.0.1", SMTP_PORT=str(port), PORTAL_URL="https://portal.example.jp")
+    u = uuid.uuid4().hex[:6]
+    biz, expert_id, org, bureau = f"biz-{u}", f"exp-{u}", f"org-{u}", f"bureau-{u}"
+    prime, member, gone, expert, staff, officer = (f"{n}-{u}" for n in ("prime", "member", "gone", "expacc", "staff", "officer"))
+    await publish(infra, ns, *[AccountRegistered(account_id=a, kind=k, real_name="x", email=f"{a}@example.jp",
+                                                 bureau_id=bureau if k == "bureau" else None)
+                               for a, k in ((prime, "business"), (member, "business"), (gone, "business"),
+                                            (expert, "expert"), (staff, "institution"), (officer, "bureau"))],
+                  BindingChanged(business_id=biz, account_id=prime, role="prime"),
+                  BindingChanged(business_id=biz, account_id=member, role="member"),
+                  BindingChanged(business_id=biz, account_id=gone, role="member"),
+                  BindingChanged(business_id=biz, account_id=gone, role=None),  # the binding ended: hears nothing
+                  StaffLinked(account_id=staff, org_id="org-old"), StaffLinked(account_id=staff, org_id=org,
+                                                                               previous_org_id="org-old"),
+                  producer="identity")
+    await publish(infra, ns, ExpertChanged(expert_id=expert_id, account_id=expert, change="approved", status="registered",
+                                           name="山田"), producer="experts")
     async with httpx.AsyncClient(base_url=svc.url) as http:
-        r = await http.put("/me/contact", json={"email": "expert@example.jp", "language": "en"}, headers=auth(expert, "expert"))
+        r = await http.put("/me/contact", json={"email": "expert-own@example.jp", "language": "en"},
+                           headers=auth(expert, "expert"))
         assert r.status_code == 200
-        await publish(infra, ns, DispatchStatusChanged(dispatch_id="d-9", status="scheduled", route="B", fiscal_year=2026,
-                                                       business_id=biz, expert_id=expert), producer="dispatch")
 
-        async def inbox_of(sub, role, **claims):
-            r = await http.get("/inbox", headers=auth(sub, role, **claims))
+        parties = AsyncMongoClient(infra.mongo)[ns.db("notifications")].parties
+
+        async def learnt():  # the party read model comes from other topics than the dispatch events
+            docs = {d["_id"]: d["account_ids"] async for d in parties.find({})}
+            return docs.get(f"business:{biz}") == [prime, member] and docs.get(f"organisation:{org}") == [staff] \
+                and docs.get(f"expert:{expert_id}") == [expert] and docs.get(f"bureau:{bureau}") == [officer]
+        await eventually(learnt, timeout=30)
+        await publish(infra, ns, DispatchStatusChanged(dispatch_id=f"d-{u}", status="visited", route="A",
+                                                       fiscal_year=2026, business_id=biz, expert_id=expert_id,
+                                                       institution_id=org), producer="dispatch")
+
+        async def inbox_of(sub, role):
+            r = await http.get("/inbox", headers=auth(sub, role))
             return r.json() or None
-        # The business receives it through its organisation membership, in Japanese.
-        items = await eventually(lambda: inbox_of("staff-1", "business", orgs=[{"org_id": biz, "rights": []}]), timeout=30)
-        assert "日程確定" in items[0]["subject"]
-        items = await eventually(lambda: inbox_of(expert, "expert"), timeout=30)
-        assert items[0]["language"] == "en" and "scheduled" in items[0]["subject"]
-        mails = await eventually(lambda: _async(sink.to("expert@example.jp")), timeout=30)
-        assert "Dispatch d-9: scheduled" in mails[0]["Subject"]
-        # A Notify command with its own address, for an unknown template: English generic fallback.
+        for who, role, words in ((prime, "business", "サインオフ"), (member, "business", "サインオフ"),
+                                 (staff, "institution", "次のお知らせ"), (expert, "expert", "file the dispatch report")):
+            items = await eventually(lambda: inbox_of(who, role), timeout=30)
+            assert len(items) == 1 and words in items[0]["body"], (who, items)
+            assert f"https://portal.example.jp/api/dispatch/requests/d-{u}" in items[0]["body"]
+        # the address identity knows, unless the person set their own (the expert, in English)
+        for address in (f"{prime}@example.jp", f"{member}@example.jp", f"{staff}@example.jp", "expert-own@example.jp"):
+            await eventually(lambda: _async(sink.to(address)), timeout=30)
+        assert "visit recorded" in sink.to("expert-own@example.jp")[0]["Subject"]
+        assert (await http.get("/inbox", headers=auth(gone, "business"))).json() == []
+        assert sink.to(f"{gone}@example.jp") == []
+
+        # R-PF-03: identity's notice to a bureau reaches its officers, with a body and a link that exists
+        params = {"platform_id": "pf-1", "platform_name": "熊本PF", "org_id": org, "org_name": "肥後信金",
+                  "institution_type": "8"}
+        await publish(infra, ns, *[Notify(notification_id=f"pf-member-{u}", recipient_id=bureau, recipient_kind="bureau",
+                                          template="platform_dispatch_member_added", params=params)] * 2,
+                      producer="identity")
+        items = await eventually(lambda: inbox_of(officer, "bureau"), timeout=30)
+        assert len(items) == 1 and "肥後信金" in items[0]["body"]
+        assert "https://portal.example.jp/api/identity/platforms/pf-1" in items[0]["body"]
+        mails = await eventually(lambda: _async(sink.to(f"{officer}@example.jp")), timeout=30)
+        assert "熊本PF" in mails[0]["Subject"]
+
+        # A Notify command with its own address, for an unknown template: English generic fallback, once.
         await publish(infra, ns, Notify(notification_id="n-1", recipient_id=biz, template="something_new",
                                         params={"email": "owner@example.jp", "subject": "Hello", "message": "World"}),
                       Notify(notification_id="n-1", recipient_id=biz, template="something_new",

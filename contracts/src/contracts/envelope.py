@@ -43,12 +43,14 @@ class Envelope(BaseModel):
     key: str = Field(min_length=1, description="aggregate id; also the Kafka message key")
     producer: str = Field(description="the service that emitted it")
     actor: str | None = Field(default=None, description="subject of the caller whose action caused it (audit)")
+    client_id: str | None = Field(default=None, description="the OAuth client the caller acted through (audit, "
+                                                            "R-OPS-02): the portal, or a third-party application")
     correlation_id: str | None = None
     causation_id: str | None = Field(default=None, description="event_id of the message that caused this one")
     payload: dict
 
     @classmethod
-    def wrap(cls, message: Message, *, producer: str, actor: str | None = None,
+    def wrap(cls, message: Message, *, producer: str, actor: str | None = None, client_id: str | None = None,
              correlation_id: str | None = None, causation_id: str | None = None,
              event_id: str | None = None) -> "Envelope":
         """`event_id`: a deterministic id for a message that may be produced again (the same answer to the same
@@ -60,6 +62,7 @@ class Envelope(BaseModel):
             key=message.key(),
             producer=producer,
             actor=actor,
+            client_id=client_id,
             correlation_id=correlation_id,
             causation_id=causation_id,
             payload=message.model_dump(mode="json"),

@@ -13,6 +13,7 @@ Who the caller acts for travels in the token (R-ID-07, R-ID-08):
 from __future__ import annotations
 
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -22,6 +23,11 @@ from fastapi import Request
 
 from contracts.vocab import PORTAL_SCOPE
 from servicekit.problems import Problem
+
+
+# The OAuth client the current request's caller acts through: events and audit entries written while handling the
+# request name it (R-OPS-02: who did what, when, through which client), without every handler passing it on.
+current_client: ContextVar[str | None] = ContextVar("current_client", default=None)
 
 
 @dataclass(frozen=True)
@@ -117,7 +123,9 @@ async def authenticate(request: Request) -> Principal:
     struck = await request.app.state.service.struck(claims)
     if struck & {"account", "token", "client"}:
         raise Problem(401, "Unauthorized", "This token, its account or its client has been revoked.")
-    return principal_from(claims, struck)
+    p = principal_from(claims, struck)
+    current_client.set(p.client_id)
+    return p
 
 
 def require(*roles: str, scope: str | None = None):

@@ -70,6 +70,13 @@ def _raw(msg):  # FastStream decoder: keep the bytes, we validate them ourselves
     return msg.body
 
 
+def _both(first: Handler, second: Handler) -> Handler:
+    async def both(env, payload) -> None:  # retried as one: handlers are idempotent
+        await first(env, payload)
+        await second(env, payload)
+    return both
+
+
 class Consumer:
     """One consumer group (the service) on one topic, dispatching by message type to handlers."""
 
@@ -88,7 +95,12 @@ class Consumer:
         )(self.handle)
 
     def add(self, handlers: dict[type[Message], Handler]) -> None:
-        self.handlers.update({m.message_type: (m, h) for m, h in handlers.items()})
+        """More handlers; a type that already has one gets both, in order (a service's own read model next to
+        servicekit's deny list: replacing it would silently stop honouring e.g. an ended binding)."""
+        for m, h in handlers.items():
+            if m.message_type in self.handlers:
+                h = _both(self.handlers[m.message_type][1], h)
+            self.handlers[m.message_type] = (m, h)
 
     async def handle(self, body: bytes, message: KafkaMessage) -> None:
         try:

@@ -105,7 +105,8 @@ class OutboxRelay:
         for e in entries:
             env = json.loads(e["value"])
             ops.append(UpdateOne({"_id": e["event_id"]}, {"$setOnInsert": {
-                "at": env["occurred_at"], "actor": env.get("actor"), "action": env["event_type"],
+                "at": env["occurred_at"], "actor": env.get("actor"), "client_id": env.get("client_id"),
+                "action": env["event_type"],
                 "key": env["key"], "topic": e["topic"], "payload": env["payload"]}}, upsert=True))
         try:
             await self.audit.bulk_write(ops, ordered=False)

@@ -17,6 +17,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from contracts import Envelope, Message
 from servicekit import problems, security_headers
 from servicekit.bus import Consumer, Handler, ensure_topics, make_broker
+from servicekit.auth import current_client
 from servicekit.faults import Health
 from servicekit.logs import setup_logging
 from servicekit.metrics import KitMetrics
@@ -71,7 +72,7 @@ class Service:
     def event(self, message: Message, *, actor: str | None = None, cause: Envelope | None = None,
               event_id: str | None = None) -> dict:
         """An outbox entry for `message`, to be written together with the state change it belongs to."""
-        env = Envelope.wrap(message, producer=self.name, actor=actor,
+        env = Envelope.wrap(message, producer=self.name, actor=actor, client_id=current_client.get(),
                             correlation_id=(cause.correlation_id or cause.event_id) if cause else None,
                             causation_id=cause.event_id if cause else None, event_id=event_id)
         return outbox_entry(env, self.settings.topic(message.topic))

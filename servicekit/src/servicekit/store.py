@@ -22,6 +22,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
 from contracts import Envelope
+from servicekit.auth import current_client
 
 SEEN_KEEP = 500  # event ids remembered per document; Kafka redelivers recent messages, not ancient ones
 
@@ -68,4 +69,5 @@ async def record_audit(db, *, actor: str | None, action: str, key: str, payload:
     relay. Same shape as the relay's entries in the `audit` collection, so one query lists both."""
     # a time-ordered id: entries of the same millisecond still sort in the order they happened
     await db.audit.insert_one({"_id": f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}", "at": datetime.now(UTC),
-                               "actor": actor, "action": action, "key": key, "topic": None, "payload": payload})
+                               "actor": actor, "client_id": current_client.get(), "action": action, "key": key,
+                               "topic": None, "payload": payload})

@@ -47,6 +47,22 @@ class AccountRegistered(Message):
     account_id: str
     kind: str = Field(description="business, founder, expert, institution, bureau, agency or operator")
     real_name: str
+    email: str | None = Field(default=None, description="the address identity mails; notifications' default for "
+                                                        "the account until its holder sets another (R-NOT-03)")
+    bureau_id: str | None = Field(default=None, description="the block a bureau account acts for (R-PF-05)")
+
+
+class StaffLinked(Message):
+    """An institution-staff account now acts for this organisation (and no longer for the one it had before)."""
+
+    message_type: ClassVar[str] = "identity.StaffLinked"
+    version: ClassVar[int] = 1
+    topic: ClassVar[str] = TOPIC
+    key_field: ClassVar[str] = "account_id"
+
+    account_id: str
+    org_id: str
+    previous_org_id: str | None = None
 
 
 class ClientRegistered(Message):

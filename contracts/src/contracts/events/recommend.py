@@ -1,4 +1,5 @@
 """Events published by the recommend service on `recommend.events` (key: programme id)."""
+from datetime import date
 from typing import ClassVar
 
 from pydantic import BaseModel, Field
@@ -34,6 +35,7 @@ class ProgrammeAdded(Message):
     subsidy_rate: str | None = None
     cap_yen: int | None = None
     tags: ProgrammeTags = Field(default_factory=ProgrammeTags)
+    application_deadline: date | None = Field(default=None, description="last day to apply (R-NOT-04 reminders)")
 
 
 class InteractionRecorded(Message):

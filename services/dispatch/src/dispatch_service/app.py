@@ -5,7 +5,7 @@ from datetime import datetime
 from contracts.events.dispatch import DispatchStatusChanged
 from contracts.events.ratings import RatingGiven
 from contracts.vocab import fiscal_year
-from dispatch_service import integrity, outcomes, saga
+from dispatch_service import integrity, outcomes, saga, worklists
 from dispatch_service.consumers import budget_handlers, read_model_handlers
 from dispatch_service.domain.dispatch import JST
 from dispatch_service.http import router
@@ -36,6 +36,8 @@ svc.consume("ratings.events", {**ratings, RatingGiven: in_turn(ratings[RatingGiv
 svc.consume("identity.events", {**identity, **businesses})
 svc.consume("dispatch.events", {DispatchStatusChanged: in_turn(own[DispatchStatusChanged], surveys.on_status)})
 svc.app.include_router(router)
+svc.app.include_router(worklists.router)
+svc.consume("dispatch.events", worklists.handlers(svc))
 svc.app.state.saga_params = saga.params_from_env()
 svc.background("budget-saga-clock")(lambda: saga.run(store, svc.app.state.saga_params))
 svc.app.state.outcomes = surveys
@@ -51,6 +53,7 @@ async def _setup() -> None:
     await signals.setup()
     await surveys.setup()
     await store.dispatches.create_index("status")
+    await worklists.ensure_indexes(svc.db)
 
 
 app = svc.app

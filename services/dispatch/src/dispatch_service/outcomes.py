@@ -53,8 +53,7 @@ class Outcomes:
             field = "sent_at" if what == "survey" else "reminded_at"
             msg = Notify(notification_id=f"outcome-{s['_id']}-{what}", recipient_id=s["business_account_id"],
                          template="outcome_survey", params={"dispatch_id": s["dispatch_id"], "months": str(s["months"]),
-                                                            "reminder": "yes" if what == "reminder" else "no",
-                                                            "link": f"/requests/{s['dispatch_id']}/outcomes/{s['months']}"})
+                                                            "reminder": "yes" if what == "reminder" else "no"})
             res = await self.store.svc.write(self.col, {"_id": s["_id"], field: s.get(field)}, {"$set": {field: at}},
                                              events=[self.store.svc.event(msg, actor="dispatch-outcomes")])
             sent += res.modified_count

@@ -34,10 +34,7 @@ def identity_handlers(svc, st: Store) -> dict:
 def add_revocation_handler(svc, st: Store, consumer) -> None:
     """R-ID-06 forced exit: besides refusing the account's tokens (servicekit's handler, kept), the
     expert whose account was revoked leaves the programme and is never offered for dispatch again."""
-    kit = consumer.handlers[AccountRevoked.message_type][1]
-
-    async def on_revoked(env: Envelope, e: AccountRevoked) -> None:
-        await kit(env, e)
+    async def on_revoked(env: Envelope, e: AccountRevoked) -> None:  # added after servicekit's handler (Consumer.add)
         st.revoked.add(e.account_id)
         doc = await st.experts.find_one({"account_id": e.account_id}, {"_id": 1})
         if doc is not None:  # force_exit is idempotent: a redelivery changes nothing

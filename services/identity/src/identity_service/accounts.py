@@ -57,7 +57,8 @@ async def _create(svc, body: AccountIn, actor: str) -> AccountOut:
            "email_verified": False, "failed": 0, "locked_until": None, "created_at": time.time()}
     if getattr(body, "bureau_id", None):
         doc["bureau_id"] = body.bureau_id
-    event = svc.event(AccountRegistered(account_id=account_id, kind=body.kind, real_name=body.real_name), actor=actor)
+    event = svc.event(AccountRegistered(account_id=account_id, kind=body.kind, real_name=body.real_name,
+                                        email=doc["email"], bureau_id=doc.get("bureau_id")), actor=actor)
     try:
         await svc.insert(svc.db.accounts, doc, events=[event])
     except DuplicateKeyError:

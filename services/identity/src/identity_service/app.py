@@ -1,6 +1,6 @@
 """Wiring of the identity service."""
 from identity_service import (account_life, accounts, bindings, consents, consumers, disclosures, federation, http, mfa,
-                              oidc, orgs)
+                              oidc, operator, orgs)
 from identity_service.mail import Mailer
 from identity_service.tokens import TokenIssuer
 from servicekit.service import Service
@@ -19,8 +19,11 @@ svc.app.include_router(orgs.router)
 svc.app.include_router(consents.router)
 svc.app.include_router(bindings.router)
 svc.app.include_router(disclosures.router)
+svc.app.include_router(operator.router)
 federation.install(svc.app)
 svc.consume("dispatch.events", consumers.handlers(svc))
+for _topic in operator.TRAIL_TOPICS:  # the operators' audit trail across services (R-OPS-02)
+    svc.consume(_topic, operator.trail_handlers(svc, _topic))
 
 
 # identity checks its own records instead of the deny list other services keep from its events
@@ -44,6 +47,7 @@ async def _indexes() -> None:
     await svc.db.refresh_tokens.create_index("family")
     await svc.db.letters.create_index("status")
     await svc.db.audit.create_index([("key", 1), ("at", -1)])
+    await operator.ensure_indexes(svc.db)
     for tokens in ("verification_tokens", "reset_tokens", "login_tickets"):  # R-ID-10
         await svc.db[tokens].create_index("account_id")
 

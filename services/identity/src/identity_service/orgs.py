@@ -17,7 +17,8 @@ from typing import Literal
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field, model_validator
 
-from contracts.events.identity import MembershipChanged, OrganisationRegistered, PlatformMember, PlatformRegistered
+from contracts.events.identity import (MembershipChanged, OrganisationRegistered, PlatformMember, PlatformRegistered,
+                                       StaffLinked)
 from contracts.events.notifications import Notify
 from contracts.vocab import fiscal_year
 from identity_service import domain
@@ -104,8 +105,11 @@ async def link_staff(org_id: str, body: StaffIn, request: Request, who: Principa
     account = await db.accounts.find_one({"_id": body.account_id}, {"org_id": 1}) or {}
     for touched in {org_id, account.get("org_id")} - {None}:
         in_place(who, *[p.get("bureau_id") async for p in db.platforms.find({"member_ids": touched}, {"bureau_id": 1})])
-    res = await db.accounts.update_one({"_id": body.account_id, "kind": "institution", "status": "active"},
-                                       {"$set": {"org_id": org_id}})
+    svc = request.app.state.service
+    event = svc.event(StaffLinked(account_id=body.account_id, org_id=org_id, previous_org_id=account.get("org_id")),
+                      actor=who.subject)
+    res = await svc.write(db.accounts, {"_id": body.account_id, "kind": "institution", "status": "active"},
+                          {"$set": {"org_id": org_id}}, events=[event])
     if res.matched_count != 1:
         raise Problem(422, "Not an institution account",
                       f"{body.account_id} is not an active account of kind 'institution'.")
@@ -239,7 +243,7 @@ async def add_member(platform_id: str, body: MemberIn, request: Request,
     if domain.dispatch_capable(org):
         events.append(svc.event(Notify(
             notification_id=f"pf-member-{platform_id}-{org.org_id}", recipient_id=doc["bureau_id"],
-            template="platform_dispatch_member_added",
+            recipient_kind="bureau", template="platform_dispatch_member_added",
             params={"platform_id": platform_id, "platform_name": doc["name"], "org_id": org.org_id,
                     "org_name": org.name, "institution_type": str(org.institution_type)}), actor=who.subject))
     # `member_ids` (flat) guards the push: FerretDB 1 mis-evaluates $ne on a field inside an array of documents

@@ -2,11 +2,13 @@
 notices to each party (R-NOT-02) and the Notify command; idempotent by event / notification id."""
 from __future__ import annotations
 
+import os
+
 from contracts import Envelope
 from contracts.events.dispatch import DispatchStatusChanged
 from contracts.events.notifications import Notify
 from contracts.events.ratings import RatingGiven, RatingOwed
-from notifications_service import domain
+from notifications_service import alerts, domain, people
 from notifications_service.store import audit, notify, now, today_jst
 
 
@@ -37,16 +39,37 @@ def ratings_handlers(svc):
 
 def dispatch_handlers(svc):
     async def on_status(env: Envelope, e: DispatchStatusChanged) -> None:
-        for r in domain.status_recipients(e):
-            await notify(svc, item_id=f"{env.event_id}:{r}", recipient_id=r, template="dispatch_status",
-                         params=domain.status_params(e))
+        """R-NOT-03: every person of every party, each told what happened and what their party does next."""
+        audience = domain.status_audience(e)
+        found = await people.people(svc.db, audience)
+        if not found:
+            await audit(svc.db, "notifications.NobodyToTell", e.dispatch_id, {"status": e.status,
+                                                                              "parties": [k for k, _ in audience]})
+        for account, role in found.items():
+            await notify(svc, item_id=f"{env.event_id}:{account}", recipient_id=account, template="dispatch_status",
+                         params=domain.status_params(e, role, portal_url(svc)))
 
     return {DispatchStatusChanged: on_status}
 
 
 def command_handlers(svc):
     async def on_notify(env: Envelope, c: Notify) -> None:
-        await notify(svc, item_id=f"notify:{c.notification_id}", recipient_id=c.recipient_id,
-                     template=c.template, params=c.params)
+        params = {**c.params, **domain.link_param(c.template, c.params, portal_url(svc))}
+        if c.recipient_kind == "account":
+            recipients = [c.recipient_id]
+        else:
+            recipients = list(await people.people(svc.db, [(domain.party(c.recipient_kind, c.recipient_id), "")]))
+            if not recipients:
+                await audit(svc.db, "notifications.NobodyToTell", c.recipient_id, {"notification": c.notification_id})
+        for account in recipients:
+            item = f"notify:{c.notification_id}" if c.recipient_kind == "account" else f"notify:{c.notification_id}:{account}"
+            await notify(svc, item_id=item, recipient_id=account, template=c.template, params=params)
+            if c.params.get("programme_id"):  # told of a programme: reminded of its deadline (R-NOT-04)
+                await alerts.follow(svc.db, c.params["programme_id"], account)
 
     return {Notify: on_notify}
+
+
+def portal_url(svc) -> str:
+    """Where links in notices point: the portal's public address (the gateway), PORTAL_URL or the token issuer."""
+    return (os.environ.get("PORTAL_URL") or svc.settings.oidc_issuer).rstrip("/")

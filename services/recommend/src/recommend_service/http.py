@@ -3,7 +3,7 @@ interactions (R-REC-02) and aggregated uptake for policy analysis (R-REC-05)."""
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import datetime, date
 from typing import Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -43,6 +43,8 @@ class Programme(BaseModel):
     subsidy_rate: str | None = Field(default=None, max_length=200)
     cap_yen: int | None = Field(default=None, ge=0, le=10**12)
     tags: ProgrammeTags = Field(default_factory=ProgrammeTags)
+    application_deadline: date | None = Field(default=None, description="last day to apply; followers are reminded "
+                                                                        "before it (R-NOT-04)")
     source: str | None = Field(default=None, description="seed document it comes from (001, 002) or None")
 
 
@@ -126,7 +128,7 @@ async def add_programme(body: Programme, request: Request, who: Principal = Depe
     svc = _svc(request)
     event = svc.event(ProgrammeAdded(**body.model_dump(exclude={"source"})), actor=who.subject)
     try:
-        await svc.insert(svc.db.programmes, {"_id": body.programme_id, **body.model_dump(exclude={"programme_id"}),
+        await svc.insert(svc.db.programmes, {"_id": body.programme_id, **body.model_dump(mode="json", exclude={"programme_id"}),
                                              "added_by": who.subject}, events=[event])
     except DuplicateKeyError:
         raise Problem(409, "Already in the catalogue", f"Programme {body.programme_id} already exists.") from None
