@@ -148,7 +148,7 @@ def public_key_file() -> str:
     return str(TEST_VAR / "keys" / "jwt-public.pem")
 
 
-def token(sub: str = "user-1", roles=("operator",), scope: str = "portal", ttl: int = 300, key: str | None = None,
+def token(sub: str = "user-1", roles=("operator",), scope: str = "portal", ttl: int = 7200, key: str | None = None,
           aud: str = "smeportal", alg: str = "RS256", **claims) -> str:
     now = int(time.time())
     body = {"sub": sub, "roles": list(roles), "scope": scope, "aud": aud, "iss": TEST_ISSUER,
