@@ -9,6 +9,7 @@ svc = Service("identity", title="Identity", outbox=["businesses", "accounts", "c
                                                "delegations", "families", "revoked_tokens"],
               produces=["identity.events", "notifications.commands"], honour_revocations=False)
 svc.app.state.issuer = TokenIssuer.from_env()
+svc.app.state.jwks = svc.app.state.issuer.keys  # identity verifies with its own key ring, not over HTTP (R-EXT-04)
 svc.app.state.mailer = Mailer.from_env()  # account mails (R-ID-10)
 svc.app.include_router(oidc.router)
 svc.app.include_router(accounts.router)
