@@ -82,3 +82,20 @@ def test_R_EXT_04_services_pick_the_key_by_kid_and_fetch_the_jwks_again_only_for
         assert slow.fetches == 1, "unknown kids cannot make a service hammer identity"
 
     asyncio.run(scenario())
+
+
+def test_R_EXT_04_the_gateway_keeps_one_key_file_per_published_kid_and_skips_what_it_cannot_use(tmp_path):
+    from servicekit.gateway_keys import public_pems, write_keys
+
+    keys.init(tmp_path / "ring")
+    doc = KeySet(key_dir=tmp_path / "ring").jwks
+    bad = [{"kty": "RSA", "kid": "../../etc/passwd", "n": "x", "e": "AQAB"}, {"kty": "EC", "kid": "ec1"},
+           {"kty": "RSA", "kid": "broken", "n": "!!", "e": "AQAB"}, "not a key"]
+    pems = public_pems({"keys": [*doc["keys"], *bad]})
+    assert sorted(pems) == sorted(k["kid"] for k in doc["keys"])
+    out = tmp_path / "jwks"
+    assert write_keys(out, pems) is True and write_keys(out, pems) is False, "no reload when nothing changed"
+    keys.rotate(tmp_path / "ring")
+    rotated = public_pems(KeySet(key_dir=tmp_path / "ring").jwks)
+    assert write_keys(out, rotated) is True
+    assert sorted(p.stem for p in out.glob("*.pem")) == sorted(rotated)
