@@ -170,6 +170,7 @@ def identity_rows(w: World) -> dict:
         ("POST", "/token"): Row(NOBODY, "/token", form={"grant_type": "client_credentials"}),
         ("POST", "/revoke"): Row(NOBODY, "/revoke", form={"token": "x"}),
         ("POST", "/introspect"): Row(NOBODY, "/introspect", form={"token": "x"}),
+        ("POST", "/par"): Row(NOBODY, "/par", form={"response_type": "code"}),  # client authentication of its own
         # OIDC userinfo answers any signed-in account's token, a third party's `openid` one included (that is what
         # `openid` is for), but no client token
         ("GET", "/userinfo"): Row(allow(SIGNED_IN, UNLINKED, THIRD), "/userinfo"),

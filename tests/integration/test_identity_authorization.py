@@ -71,6 +71,7 @@ def table(w: dict) -> dict[tuple[str, str], Row]:
         ("POST", "/token"): Row(CLIENT_AUTH, "/token", form={"grant_type": "client_credentials"}),
         ("POST", "/revoke"): Row(CLIENT_AUTH, "/revoke", form={"token": "x"}),
         ("POST", "/introspect"): Row(CLIENT_AUTH, "/introspect", form={"token": "x"}),
+        ("POST", "/par"): Row(CLIENT_AUTH, "/par", form={"response_type": "code"}),
         ("GET", "/userinfo"): Row(set(ACCOUNT_ROLES), "/userinfo"),
         ("GET", "/accounts/me"): Row(set(ACCOUNT_ROLES), "/accounts/me"),
         ("GET", "/accounts/me/federated-identities"): Row(set(ACCOUNT_ROLES), "/accounts/me/federated-identities"),

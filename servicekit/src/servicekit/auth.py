@@ -29,6 +29,7 @@ from jwt.algorithms import RSAAlgorithm
 from fastapi import Request
 
 from contracts.vocab import PORTAL_SCOPE
+from servicekit import dpop
 from servicekit.problems import Problem
 
 
@@ -168,9 +169,10 @@ def principal_from(claims: dict, struck: set[str] = frozenset(), now: float | No
 async def authenticate(request: Request) -> Principal:
     settings = request.app.state.settings
     header = request.headers.get("authorization", "")
-    if not header.lower().startswith("bearer "):
-        raise Problem(401, "Unauthorized", "An access token is required (Authorization: Bearer ...).")
-    token = header[7:].strip()
+    scheme, _, token = header.partition(" ")
+    scheme, token = scheme.lower(), token.strip()
+    if scheme not in ("bearer", "dpop") or not token:
+        raise Problem(401, "Unauthorized", "An access token is required (Authorization: Bearer ... or DPoP ...).")
     key = await verification_key(request, token)
     if key is None:
         raise Problem(401, "Unauthorized", "The access token's signing key is not one this service knows.")
@@ -182,10 +184,35 @@ async def authenticate(request: Request) -> Principal:
         raise Problem(401, "Unauthorized", "The access token has expired.") from None
     except jwt.InvalidTokenError as e:
         raise Problem(401, "Unauthorized", f"The access token is not valid: {e}.") from None
+    _check_sender(request, scheme, token, claims)
     struck = await request.app.state.service.struck(claims)
     if struck & {"account", "token", "client"}:
         raise Problem(401, "Unauthorized", "This token, its account or its client has been revoked.")
     return principal_from(claims, struck)
+
+
+_proofs_seen = dpop.ReplayCache()
+
+
+def _check_sender(request: Request, scheme: str, token: str, claims: dict) -> None:
+    """R-EXT-02: a token bound to a key (`cnf.jkt`) is taken only as `Authorization: DPoP` with a fresh proof of that
+    key for this very request (RFC 9449 §7); the same token without its proof, or with another key's, is refused."""
+    cnf = claims.get("cnf")
+    jkt = cnf.get("jkt") if isinstance(cnf, dict) else None
+    if jkt is None:
+        return
+    if scheme != "dpop":
+        raise Problem(401, "Unauthorized", "This access token is bound to a key: send it as 'Authorization: DPoP' with "
+                      "a DPoP proof.")
+    proof = request.headers.get("dpop", "")
+    try:
+        checked = dpop.check(proof, method=request.method, url=dpop.request_url(request), access_token=token)
+    except dpop.InvalidProof as e:
+        raise Problem(401, "Unauthorized", str(e) + ".") from None
+    if checked["jkt"] != jkt:
+        raise Problem(401, "Unauthorized", "The DPoP proof is signed by another key than the token is bound to.")
+    if not _proofs_seen.first_use(f"{jkt}:{checked['jti']}"):
+        raise Problem(401, "Unauthorized", "This DPoP proof was used before.")
 
 
 def require(*roles: str, scope: str | None = None):

@@ -1,6 +1,6 @@
 """Wiring of the identity service."""
-from identity_service import (account_life, accounts, bindings, consents, consumers, disclosures, federation, http, mfa,
-                              oidc, orgs)
+from identity_service import (account_life, accounts, bindings, consents, consumers, disclosures, fapi, federation, http,
+                              mfa, oidc, orgs)
 from identity_service.mail import Mailer
 from identity_service.tokens import TokenIssuer
 from servicekit.service import Service
@@ -12,6 +12,7 @@ svc.app.state.issuer = TokenIssuer.from_env()
 svc.app.state.jwks = svc.app.state.issuer.keys  # identity verifies with its own key ring, not over HTTP (R-EXT-04)
 svc.app.state.mailer = Mailer.from_env()  # account mails (R-ID-10)
 svc.app.include_router(oidc.router)
+svc.app.include_router(fapi.router)
 svc.app.include_router(accounts.router)
 svc.app.include_router(account_life.router)
 svc.app.include_router(mfa.router)
