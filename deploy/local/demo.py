@@ -1,9 +1,11 @@
 """Loads demo data through the gateway (idempotent) and prints a development token to try the API with.
 
-usage: .venv/bin/python deploy/local/demo.py [--token-only]      env: GATEWAY_PORT, VAR_DIR
+usage: .venv/bin/python deploy/local/demo.py [--token-only | --mail ADDRESS]      env: GATEWAY_PORT, VAR_DIR
+  --mail ADDRESS: the latest e-mail the local mail catcher (var/log/mail.log) got for ADDRESS, decoded
 """
 from __future__ import annotations
 
+import json
 import os
 from datetime import date
 import sys
@@ -94,8 +96,65 @@ def load_programme() -> None:
     print(f"demo programme: platform {pid}, frame {frame['frame_id']}, approved expert {expert_id}")
 
 
+def register_portal() -> str:
+    """The portal's web front end as a first-party public OAuth client (code + PKCE, no secret), registered once;
+    its id goes to $VAR_DIR/web/config.json, which the web server hands to the app as /config.json."""
+    marker = VAR / "mongo" / "portal-client.json"  # lives with the data, so `wipe` forgets the client too
+    if not marker.exists():
+        headers = {"authorization": f"Bearer {dev_token()}"}
+        client = _ok(httpx.post(f"{GATEWAY}/api/identity/clients", headers=headers, timeout=10, json=portal_client(GATEWAY)))
+        marker.write_text(json_dumps({"client_id": client["client_id"]}))
+    (VAR / "web").mkdir(parents=True, exist_ok=True)
+    (VAR / "web" / "config.json").write_text(marker.read_text())
+    return json.loads(marker.read_text())["client_id"]
+
+
+DEMO_OWNER = {"email": "owner@demo.example.jp", "password": "demo portal 2026!", "real_name": "デモ 事業者", "kind": "business"}
+
+
+def demo_owner() -> None:
+    """A business account to sign in to the portal with at once: registered, and confirmed with the link from the
+    mail the local catcher printed (as its owner would click it)."""
+    marker = VAR / "mongo" / "demo-owner.json"
+    if marker.exists():
+        return
+    r = httpx.post(f"{GATEWAY}/api/identity/accounts", json=DEMO_OWNER, timeout=10)
+    if r.status_code != 201:
+        return  # already there (a second run) or sign-up refused: the portal's own sign-up still works
+    for _ in range(50):
+        if body := last_mail(DEMO_OWNER["email"]):
+            token = body.split("#token=", 1)[1].split()[0]
+            httpx.post(f"{GATEWAY}/api/identity/accounts/verify-email", json={"token": token}, timeout=10)
+            marker.write_text(json_dumps({"email": DEMO_OWNER["email"]}))
+            return
+        time.sleep(0.2)
+
+
+def last_mail(address: str) -> str | None:
+    """The body of the latest mail to `address` in var/log/mail.log (aiosmtpd's Debugging handler prints each one)."""
+    import email
+    from email import policy
+
+    log = VAR / "log" / "mail.log"
+    if not log.exists():
+        return None
+    found = None
+    for chunk in log.read_text(errors="replace").split("---------- MESSAGE FOLLOWS ----------")[1:]:
+        raw = chunk.split("------------ END MESSAGE ------------")[0]
+        raw = raw.split("\n\n", 1)[1] if raw.lstrip().startswith("mail options") else raw
+        msg = email.message_from_string(raw.lstrip("\n"), policy=policy.default)
+        if msg["To"] == address:
+            found = msg.get_body(("plain",)).get_content() if msg.is_multipart() else msg.get_content()
+    return found
+
+
+def portal_client(origin: str) -> dict:
+    """What the portal registers as (also used by the tests): redirects back to the portal's own address."""
+    return {"name": "支援ポータル (web)", "confidential": False, "first_party": True, "scopes": ["openid"],
+            "grant_types": ["authorization_code", "refresh_token"], "redirect_uris": [f"{origin}/"]}
+
+
 def json_dumps(d: dict) -> str:
-    import json
     return json.dumps(d, ensure_ascii=False, indent=2)
 
 
@@ -103,6 +162,9 @@ def main() -> None:
     token = dev_token()
     if "--token-only" in sys.argv:
         print(token)
+        return
+    if "--mail" in sys.argv:
+        print(last_mail(sys.argv[sys.argv.index("--mail") + 1]) or "no mail for that address in var/log/mail.log")
         return
     headers = {"authorization": f"Bearer {token}"}
     loaded = 0
@@ -115,9 +177,12 @@ def main() -> None:
         elif r.status_code != 409:
             sys.exit(f"demo data: {r.status_code} {r.text}")
     load_programme()
+    register_portal()
+    demo_owner()
     print(f"demo data: {loaded} new businesses (of {len(DEMO_BUSINESSES)}); operator token for 1 h:\n"
           f"  export TOKEN=$(.venv/bin/python deploy/local/demo.py --token-only)\n"
-          f"  curl -H \"Authorization: Bearer $TOKEN\" {GATEWAY}/api/recommend/businesses/corp-7000012050002")
+          f"  curl -H \"Authorization: Bearer $TOKEN\" {GATEWAY}/api/recommend/businesses/corp-7000012050002\n"
+          f"portal (web front end): {GATEWAY}/  sign in as {DEMO_OWNER['email']} / {DEMO_OWNER['password']}")
 
 
 if __name__ == "__main__":

@@ -20,11 +20,11 @@ KEYS="$VAR_DIR/keys"
 DENY_MAP="$VAR_DIR/gateway/deny.map"
 ADMIN_SOCKET="$VAR_DIR/run/gateway.sock"
 JWKS_DIR="$VAR_DIR/gateway/jwks"
-# same numbering as services.sh: SERVICE_PORT_BASE + 1 … + 7 (8101 … 8107 by default)
+# same numbering as services.sh: SERVICE_PORT_BASE + 1 … + 7 (8101 … 8107 by default); the portal as web.sh (+ 10)
 SERVICE_PORT_BASE="${SERVICE_PORT_BASE:-8100}"
 declare -A PORTS=([identity]=$((SERVICE_PORT_BASE + 1)) [experts]=$((SERVICE_PORT_BASE + 2)) [dispatch]=$((SERVICE_PORT_BASE + 3))
   [budget]=$((SERVICE_PORT_BASE + 4)) [ratings]=$((SERVICE_PORT_BASE + 5)) [notifications]=$((SERVICE_PORT_BASE + 6))
-  [recommend]=$((SERVICE_PORT_BASE + 7)))
+  [recommend]=$((SERVICE_PORT_BASE + 7)) [web]=${WEB_PORT:-$((SERVICE_PORT_BASE + 10))})  # web: the portal (web.sh)
 JWT_JWKS_URL="${JWT_JWKS_URL:-http://127.0.0.1:${PORTS[identity]}/jwks.json}"
 
 install() {
@@ -88,7 +88,7 @@ sync_start() {
   KAFKA_BOOTSTRAP="${KAFKA_BOOTSTRAP:-127.0.0.1:${KAFKA_PORT:-9092}}" SERVICE_NAME=gateway-sync \
     GATEWAY_DENY_MAP="$DENY_MAP" GATEWAY_ADMIN_SOCKET="$ADMIN_SOCKET" \
     JWT_JWKS_URL="$JWT_JWKS_URL" GATEWAY_JWKS_DIR="$JWKS_DIR" GATEWAY_RELOAD_COMMAND="$(printf %q "$ROOT/deploy/local/gateway.sh") reload" \
-    VAR_DIR="$VAR_DIR" GATEWAY_PORT="$GATEWAY_PORT" SERVICE_PORT_BASE="$SERVICE_PORT_BASE" JWT_ISSUER="$JWT_ISSUER" \
+    VAR_DIR="$VAR_DIR" GATEWAY_PORT="$GATEWAY_PORT" SERVICE_PORT_BASE="$SERVICE_PORT_BASE" WEB_PORT="${WEB_PORT:-}" JWT_ISSUER="$JWT_ISSUER" \
     GATEWAY_RATE_LIMIT="$GATEWAY_RATE_LIMIT" GATEWAY_CLIENT_RATE_LIMIT="$GATEWAY_CLIENT_RATE_LIMIT" \
     start_bg gateway-sync "$ROOT/.venv/bin/python" -m servicekit.gateway_sync
   local i

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole platform on this machine: Kafka, the MongoDB-wire server, the seven services, the gateway.
+# The whole platform on this machine: Kafka, the MongoDB-wire server, the seven services, the gateway, the portal.
 # usage: platform.sh up|down|status|wipe     (make up / make down call this)
 source "$(dirname "$0")/lib.sh"
 here="$(dirname "$0")"
@@ -34,8 +34,9 @@ up() {
   fi
   "$here/services.sh" start
   "$here/gateway.sh" start
+  "$here/web.sh" start
   "$ROOT/.venv/bin/python" "$here/demo.py"
-  echo "Platform up. Gateway: http://127.0.0.1:$GATEWAY_PORT  (health: /api/<service>/healthz, OIDC: /.well-known/openid-configuration)"
+  echo "Platform up. Portal: http://127.0.0.1:$GATEWAY_PORT/  Gateway: http://127.0.0.1:$GATEWAY_PORT  (health: /api/<service>/healthz, OIDC: /.well-known/openid-configuration)"
   echo "Logs: $VAR_DIR/log (e-mails: mail.log)   Stop: make down"
   if "$here/jaeger.sh" status >/dev/null 2>&1; then
     echo "Traces: http://127.0.0.1:${JAEGER_QUERY_PORT:-16686}/api/traces?service=dispatch   Metrics: http://127.0.0.1:${JAEGER_METRICS_PORT:-8889}/metrics"
@@ -44,8 +45,8 @@ up() {
 
 case "${1:-}" in
   up) up ;;
-  down) "$here/gateway.sh" stop; "$here/services.sh" stop; mail stop; "$here/jaeger.sh" stop; "$here/mongo.sh" stop; "$here/kafka.sh" stop ;;
-  status) "$here/kafka.sh" status; "$here/mongo.sh" status; "$here/services.sh" status; "$here/gateway.sh" status
+  down) "$here/web.sh" stop; "$here/gateway.sh" stop; "$here/services.sh" stop; mail stop; "$here/jaeger.sh" stop; "$here/mongo.sh" stop; "$here/kafka.sh" stop ;;
+  status) "$here/kafka.sh" status; "$here/mongo.sh" status; "$here/services.sh" status; "$here/gateway.sh" status; "$here/web.sh" status
           "$here/jaeger.sh" status || true ;;
   wipe) "$0" down; "$here/kafka.sh" wipe; "$here/mongo.sh" wipe ;;
   *) echo "usage: $0 up|down|status|wipe" >&2; exit 2 ;;

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One-time (and idempotent) set-up of a fresh machine: uv, the Python workspace, Kafka jars, FerretDB, HAProxy.
+# One-time (and idempotent) set-up of a fresh machine: uv, the Python workspace, Kafka jars, FerretDB, HAProxy,
+# the portal's web bundle (npm ci + build) and Debian's Chromium for the browser tests (Playwright drives it).
 source "$(dirname "$0")/lib.sh"
 here="$(dirname "$0")"
 command -v uv >/dev/null || { log "installing uv from PyPI"; python3 -m pip install -q uv; }
@@ -7,4 +8,9 @@ command -v uv >/dev/null || { log "installing uv from PyPI"; python3 -m pip inst
 "$here/kafka.sh" install
 "$here/mongo.sh" install
 "$here/gateway.sh" install
+"$here/web.sh" build
+if ! command -v chromium >/dev/null; then
+  log "installing Chromium and Japanese fonts from Debian (browser tests)"
+  apt-get install -y chromium fonts-noto-cjk >/dev/null || { apt-get update >/dev/null && apt-get install -y chromium fonts-noto-cjk >/dev/null; }
+fi
 "$here/toxiproxy.sh" install   # for the fault-injection suite (tests/integration/test_chaos.py, make chaos)

@@ -282,6 +282,7 @@ def experts_rows(w: World) -> dict:
         ("PUT", "/experts/me/profile"): Row(allow(EXPERT), "/experts/me/profile",
                                             {k: v for k, v in page.items() if k != "name"}),
         ("PUT", "/experts/me/availability"): Row(allow(EXPERT), "/experts/me/availability", {"windows": []}),
+        ("PUT", "/experts/me/capacity"): Row(allow(EXPERT), "/experts/me/capacity", {"paused": False}),
         ("POST", "/experts/me/consents"): Row(allow(EXPERT), "/experts/me/consents", {"org_id": x["rep"]}),
         ("POST", "/experts/me/application"): Row(allow(EXPERT), "/experts/me/application", {
             "evidence": [{"route": "public_qualification", "qualification": "中小企業診断士"}],
@@ -360,6 +361,10 @@ def dispatch_rows(w: World) -> dict:
         ("POST", "/requests/{dispatch_id}/outcomes/{months}"): Row(BIZ_PEOPLE, f"/requests/{d2}/outcomes/3",
                                                                    {"results_achieved": True}, hides=True),
         ("GET", "/outcomes/kpi"): Row(allow(STAFF, BUREAUS), "/outcomes/kpi"),
+        # R-EX-06: the dispatched expert acknowledges; only the agency reassigns (422 for an unknown expert)
+        ("POST", "/requests/{dispatch_id}/acknowledge"): Row(allow(EXPERT), f"/requests/{d2}/acknowledge", hides=True),
+        ("POST", "/requests/{dispatch_id}/reassign"): Row(allow(AGENCY), f"/requests/{d2}/reassign",
+                                                          {"expert_id": "ex-none", "reason": "no answer"}, hides=True),
         ("GET", "/requests/{dispatch_id}/findings"): Row(STAFF, f"/requests/{d2}/findings", hides=True),
         # R-DSP-13: only the agency settles a refund claim (409 on a dispatch without one)
         ("POST", "/requests/{dispatch_id}/refund"): Row(allow(AGENCY), f"/requests/{d2}/refund",

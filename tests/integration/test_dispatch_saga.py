@@ -130,7 +130,8 @@ async def world(infra, tmp_path_factory):
     """One dispatch process for the module (starting one takes seconds); tests use distinct businesses."""
     ns = Namespace()
     svc = ServiceProcess("dispatch", infra, ns, tmp_path_factory.mktemp("dispatch"),
-                         OUTCOME_SURVEY_MONTHS="0,12", OUTCOME_SWEEP_SECONDS="0.5")  # the first survey due at payment
+                         OUTCOME_SURVEY_MONTHS="0,12", OUTCOME_SWEEP_SECONDS="0.5",  # the first survey due at payment
+                         INTEGRITY_SWEEP_SECONDS="0.5")
     w = World(infra, ns, svc.url)
     try:
         svc.start()
@@ -693,3 +694,40 @@ async def test_R_REC_08_a_paid_dispatch_sends_its_outcome_survey_and_the_answer_
     assert kpi.status_code == 200 and kpi.json()["target"] == 0.65
     assert kpi.json()["groups"] == [{"expert_id": "ex-1", "suppressed": True}]  # fewer than 5 businesses (R-REC-07)
     assert (await world.http.get("/outcomes/kpi", headers=owner("biz-out-1"))).status_code == 403
+
+
+async def test_R_EX_06_capacity_pause_and_a_missed_response_deadline_with_reassignment(world):
+    """An expert at the cap of open dispatches, or paused, is refused at screening; an approved dispatch the expert
+    does not acknowledge by the deadline goes to the agency's queue, and the agency gives it to another expert."""
+    await world.expert("ex-cap", open_cap=1)
+    first = await world.request("biz-cap-1", expert="ex-cap")
+    assert first["status"] == "accepted", first
+    second = await world.request("biz-cap-2", expert="ex-cap")
+    assert (second["status"], second["reason_code"]) == ("refused", "expert_at_capacity")
+    await world.expert("ex-paused", paused=True)
+    third = await world.request("biz-cap-3", expert="ex-paused")
+    assert (third["status"], third["reason_code"]) == ("refused", "expert_paused")
+
+    await world.reserved(await world.command("budget.ReserveBudget", first["dispatch_id"]))
+    approved = await eventually(lambda: world.status(first["dispatch_id"], "approved"))
+    assert approved["respond_by"]
+    # two business days pass without an answer (the test moves the deadline instead of the clock)
+    await world.db.dispatches.update_one({"_id": first["dispatch_id"]},
+                                         {"$set": {"respond_by": datetime.now(UTC) - timedelta(minutes=1)}})
+    agency = auth(sub="agent-1", roles=["agency"])
+
+    async def alerted():
+        r = await world.http.get("/integrity/flags?expert_id=ex-cap", headers=agency)
+        return [f for f in r.json()["items"] if f["code"] == "response_overdue"] or None
+    flag = (await eventually(alerted, timeout=30))[0]
+    assert flag["rule"] == "R-EX-06" and flag["dispatch_id"] == first["dispatch_id"]
+    await world.expert("ex-free")
+    r = await world.http.post(f"/requests/{first['dispatch_id']}/reassign", headers=agency,
+                              json={"expert_id": "ex-paused", "reason": "no answer in two business days"})
+    assert r.status_code == 422 and r.json()["reasons"][0]["code"] == "expert_paused"
+    r = await world.http.post(f"/requests/{first['dispatch_id']}/reassign", headers=agency,
+                              json={"expert_id": "ex-free", "reason": "no answer in two business days"})
+    assert r.status_code == 200 and r.json()["expert_id"] == "ex-free", r.text
+    r = await world.http.post(f"/requests/{first['dispatch_id']}/acknowledge",
+                              headers=auth(sub="acct-ex-free", roles=["expert"]))
+    assert r.status_code == 200 and r.json()["expert_ack_at"], r.text

@@ -36,6 +36,10 @@ def test_platform_up_is_healthy_idempotent_and_stops(infra):
         # the demo programme (platform, frame, approved expert) went in through the gateway
         demo = json.loads((TEST_VAR / "mongo" / "demo-programme.json").read_text())
         assert demo["frame_id"].startswith("frame-") and demo["expert_id"]
+        # the portal: its pages at / and the OAuth client demo.py registered for it
+        portal = httpx.get(f"http://127.0.0.1:{GATEWAY_PORT}/", timeout=10)
+        assert portal.status_code == 200 and portal.headers["content-type"].startswith("text/html")
+        assert httpx.get(f"http://127.0.0.1:{GATEWAY_PORT}/config.json", timeout=10).json()["client_id"].startswith("cl-")
 
         before = _pids()
         again = _platform("up")

@@ -11,7 +11,7 @@ from contracts.events.budget import (BudgetCommitted, BudgetRefunded, BudgetRefu
                                      CommitBudget, CreditRefund, ReleaseBudget, ReserveBudget)
 from contracts.events.dispatch import DispatchCompleted, DispatchStatus as S, FraudConfirmed, RefundSettled
 from dispatch_service.domain import default_programme, fiscal
-from dispatch_service.domain.dispatch import Change, Dispatch, Step
+from dispatch_service.domain.dispatch import JST, Change, Dispatch, Step
 from dispatch_service.domain.eligibility import PlannedVisit, refusal
 from dispatch_service.domain.lifecycle import InvalidTransition
 from dispatch_service.domain.saga import SagaParams
@@ -321,3 +321,46 @@ def test_R_DSP_14_a_late_release_answer_is_recorded_once():
     doc = apply(doc, Dispatch(doc, T0).on_released(e))
     assert doc["release"]["amount"] == 17000 and Dispatch(doc, T0).on_released(e) is None
     assert "slot_release" not in doc  # cancelled after approval: the free dispatch stays used (R-DSP-03)
+
+
+# --- the expert's capacity and response (R-EX-06) ----------------------------------------------------------------------
+def test_R_EX_06_screening_refuses_a_paused_expert_and_one_at_the_cap_of_open_dispatches():
+    from dataclasses import replace
+
+    from dispatch_service.domain.eligibility import Application, ExpertState, check_expert
+    app = Application(route="A", business_id="biz-1", fiscal_year=FY, issue="x" * 30,
+                      planned=(PlannedVisit(date(2026, 10, 5), 2.0),))
+    ok = ExpertState(status="registered", registered_fiscal_year=FY)
+    assert check_expert(app, ok) == []
+    assert [r.code for r in check_expert(app, replace(ok, paused=True))] == ["expert_paused"]
+    assert [r.code for r in check_expert(app, replace(ok, open_cap=2, open_now=2))] == ["expert_at_capacity"]
+    assert check_expert(app, replace(ok, open_cap=2, open_now=1)) == []
+
+
+def test_R_EX_06_the_response_deadline_is_two_business_days_and_then_the_desk_may_reassign():
+    from dispatch_service.domain.dispatch import business_days_after
+    friday = datetime(2026, 10, 2, 3, 0, tzinfo=UTC)  # Friday noon in Japan
+    assert business_days_after(friday, 2).astimezone(JST).date() == date(2026, 10, 6)  # Tuesday
+    doc = approved()
+    assert doc["respond_by"] == business_days_after(T0, 2)
+    assert not Dispatch(doc, T0 + timedelta(days=1)).response_overdue()
+    late = doc["respond_by"] + timedelta(minutes=1)
+    assert Dispatch(doc, late).response_overdue()
+    acked = apply(doc, Dispatch(doc, T0).acknowledge(actor="acct-ex"))
+    assert not Dispatch(acked, late).response_overdue()
+    with pytest.raises(Rejected):
+        Dispatch(acked, T0).acknowledge(actor="acct-ex")
+    moved = apply(doc, Dispatch(doc, late).reassign(expert_id="ex-2", expert_account_id="acct-ex2", reason="no answer",
+                                                    actor="agency-1"))
+    assert (moved["expert_id"], moved["expert_account_id"], moved["expert_ack_at"]) == ("ex-2", "acct-ex2", None)
+    assert moved["respond_by"] > late and moved["reassignments"][0]["from"] == "ex-1"
+    with pytest.raises(Rejected):
+        Dispatch(apply(moved, Dispatch(moved, T0).schedule(None, P, actor="s")), T0).reassign(
+            expert_id="ex-3", expert_account_id="a", reason="too late now", actor="agency-1")
+
+
+def test_R_EX_06_a_direct_request_waits_for_the_co_signature_within_the_deadline():
+    doc = requested(route="B")
+    late = doc["respond_by"] + timedelta(hours=1)
+    assert Dispatch(doc, late).response_overdue()
+    assert not Dispatch({**doc, "cosigned_at": T0}, late).response_overdue()

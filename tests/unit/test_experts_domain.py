@@ -317,3 +317,21 @@ def test_R_EX_05_forced_exit_is_final_and_idempotent():
     assert change is None and again is e
     with pytest.raises(Refused):
         d.suspend(e, "x", by="ag", at=AT)
+
+
+def test_R_EX_06_pause_and_a_cap_of_open_dispatches_put_the_expert_on_hold_and_events_go_out_only_when_it_flips():
+    e = registered()
+    e, change = d.set_capacity(e, paused=False, open_cap=2)
+    assert change == "availability" and not d.on_hold(e)
+    e, change = d.track_dispatch(e, "dsp-1", "accepted")
+    assert change == "" and not d.on_hold(e)
+    e, change = d.track_dispatch(e, "dsp-2", "approved")
+    assert change == "availability" and d.on_hold(e)
+    e, change = d.track_dispatch(e, "dsp-2", "approved")   # a redelivery changes nothing
+    assert change == "" and e["capacity"]["open_ids"] == ["dsp-1", "dsp-2"]
+    e, change = d.track_dispatch(e, "dsp-1", "reported")
+    assert change == "availability" and not d.on_hold(e)
+    e, _ = d.set_capacity(e, paused=True, open_cap=None)
+    assert d.on_hold(e)
+    with pytest.raises(d.Refused):
+        d.set_capacity(e, paused=False, open_cap=0)

@@ -100,3 +100,15 @@ def test_R_EX_05_pagination_and_total():
         ix.upsert(doc(f"e{i:02d}", f"専門家{i:02d}", fields=["it_dx"]))
     total, page3 = ix.search(fields=["it_dx"], sort="name", page=3, size=20, today=TODAY)
     assert total == 45 and [c["expert_id"] for c in page3] == [f"e{i}" for i in range(40, 45)]
+
+
+def test_R_EX_06_an_expert_on_hold_is_hidden_from_matching_but_still_found_in_the_directory():
+    ix = index()
+    held = doc("a", "山田 花子", ["中小企業診断士"], ["finance"], ["熊本県"])
+    held["capacity"] = {"paused": False, "open_cap": 1, "open_ids": ["dsp-1"]}
+    ix.upsert(held)
+    assert ids(ix.search(fields=["finance"], for_dispatch=True, today=date(2026, 6, 1))) == ["b"]
+    assert ids(ix.search(fields=["finance"], today=TODAY)) == ["a", "b"]
+    held["capacity"]["open_ids"] = []
+    ix.upsert(held)
+    assert ids(ix.search(fields=["finance"], for_dispatch=True, today=date(2026, 6, 1))) == ["a", "b"]

@@ -42,3 +42,7 @@ class ExpertChanged(Message):
     related_business_ids: list[str] = Field(default_factory=list,
                                             description="businesses the expert belongs to or advises (R-DSP-06)")
     unavailable: list[Unavailability] = Field(default_factory=list)
+    paused: bool = Field(default=False, description="the expert paused new dispatches (R-EX-06)")
+    open_cap: int | None = Field(default=None, ge=1, le=100, description=(
+        "most open dispatches (accepted, not yet reported) the expert takes on at a time, per week (R-EX-06); "
+        "None: no cap set"))

@@ -23,7 +23,7 @@ def in_turn(*handlers):
 
 
 svc = Service("dispatch", title="Expert dispatch", outbox=["dispatches", "outcome_surveys"],
-              produces=["dispatch.events", "budget.commands"])
+              produces=["dispatch.events", "budget.commands", "notifications.commands"])
 store = Store(svc)
 svc.app.state.store = store
 experts, ratings, identity = read_model_handlers(store)
@@ -41,6 +41,7 @@ svc.background("budget-saga-clock")(lambda: saga.run(store, svc.app.state.saga_p
 svc.app.state.outcomes = surveys
 svc.background("outcome-surveys")(lambda: outcomes.run(surveys, float(os.environ.get("OUTCOME_SWEEP_SECONDS", "60"))))
 svc.background("saga-state-counts")(SagaStates(store).run)
+svc.background("expert-response-clock")(lambda: signals.run(float(os.environ.get("INTEGRITY_SWEEP_SECONDS", "60"))))
 
 
 @svc.on_startup

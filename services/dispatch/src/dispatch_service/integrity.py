@@ -11,6 +11,7 @@ from contracts.events.dispatch import DispatchStatusChanged, DispatchStatus as S
 from contracts.events.identity import BusinessProfileChanged, BusinessRegistered
 from contracts.events.ratings import RatingGiven
 from dispatch_service.domain import integrity as rules
+from dispatch_service.domain.dispatch import Dispatch
 from dispatch_service.domain.eligibility import COUNTING_STATUSES
 from dispatch_service.store import Store, now
 from servicekit.store import apply_once
@@ -31,13 +32,14 @@ class Integrity:
         await self.db.integrity_flags.create_index([("status", 1), ("raised_at", 1)])
         await self.db.integrity_flags.create_index("expert_id")
         await self.db.report_bands.create_index("key")
+        await self.store.dispatches.create_index([("respond_by", 1), ("status", 1)])
         await self.store.dispatches.create_index([("expert_id", 1), ("business_id", 1)])
 
     async def raise_flag(self, flag: rules.Flag | None, cause: Envelope | None = None) -> None:
         if flag is None:
             return
         await self.db.integrity_flags.update_one({"_id": flag.flag_id}, {"$setOnInsert": {
-            "code": flag.code, "rule": rules.RULE, "dispatch_id": flag.dispatch_id, "expert_id": flag.expert_id,
+            "code": flag.code, "rule": flag.rule, "dispatch_id": flag.dispatch_id, "expert_id": flag.expert_id,
             "business_id": flag.business_id, "evidence": flag.evidence, "message": flag.message, "status": "open",
             "raised_at": now(), "event_id": cause.event_id if cause else None}}, upsert=True)
 
@@ -90,6 +92,27 @@ class Integrity:
         expert = await self.db.experts.find_one({"_id": d["expert_id"]}, {"related_business_ids": 1}) or {}
         await self.raise_flag(rules.network_rating(d, expert.get("related_business_ids", []), len(await self.pair(d)),
                                                    self.p), env)
+
+    async def sweep_overdue(self) -> int:
+        """R-EX-06: dispatches whose expert did not answer by the deadline go to the agency's queue once."""
+        at, n = now(), 0
+        async for d in self.store.dispatches.find({"respond_by": {"$lt": at}, "status": {"$in": ["requested", "approved"]},
+                                                   "response_alerted": {"$ne": True}}).limit(500):
+            if Dispatch(d, at).response_overdue():
+                await self.raise_flag(rules.response_overdue(d, at))
+                n += 1
+            await self.store.dispatches.update_one({"_id": d["_id"]}, {"$set": {"response_alerted": True}})
+        return n
+
+    async def run(self, interval: float) -> None:
+        import asyncio
+        while True:
+            try:
+                if n := await self.sweep_overdue():
+                    log.info("expert responses overdue", extra={"fields": {"dispatches": n}})
+            except Exception:
+                log.exception("overdue sweep failed")
+            await asyncio.sleep(interval)
 
     async def on_business(self, env: Envelope, e: BusinessRegistered | BusinessProfileChanged) -> None:
         await apply_once(self.db.businesses, e.business_id, env.event_id, {"$set": {"prefecture": e.prefecture}})

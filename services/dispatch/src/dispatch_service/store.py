@@ -54,6 +54,7 @@ class Store:
     async def setup(self, fiscal_years: list[int]) -> None:
         await self.dispatches.create_index([("business_id", 1), ("fiscal_year", 1)])
         await self.dispatches.create_index([("reserve.command_id", 1)])
+        await self.dispatches.create_index([("expert_id", 1), ("status", 1)])
         await self.slots.create_index([("business_id", 1), ("fiscal_year", 1)])
         await self.slots.create_index([("settled", 1), ("at", 1)])
         await self.slots.create_index("dispatch_id")
@@ -233,8 +234,17 @@ class Store:
             related_business_ids=frozenset(doc.get("related_business_ids", ())),
             unavailable=tuple((date.fromisoformat(u["start"]), date.fromisoformat(u["end"]))
                               for u in doc.get("unavailable", ())),
-            revoked=revoked)
+            revoked=revoked, paused=bool(doc.get("paused")), open_cap=doc.get("open_cap"),
+            open_now=await self.open_dispatches(expert_id))
         return doc, state
+
+    async def open_dispatches(self, expert_id: str, excluding: str | None = None) -> int:
+        """R-EX-06: the expert's dispatches accepted and not yet reported."""
+        from dispatch_service.domain.lifecycle import OPEN_FOR_EXPERT
+        q = {"expert_id": expert_id, "status": {"$in": sorted(OPEN_FOR_EXPERT)}}
+        if excluding:
+            q["_id"] = {"$ne": excluding}
+        return await self.dispatches.count_documents(q)
 
     async def rating_owed(self, doc: dict) -> None:
         """R-DSP-12: the business owes a rating from the moment the dispatch is confirmed (ratings records the same

@@ -3,7 +3,7 @@ record, and forced exits. Each is idempotent (event ids, or newest-wins by `as_o
 from __future__ import annotations
 
 from contracts import Envelope
-from contracts.events.dispatch import DispatchCompleted
+from contracts.events.dispatch import DispatchCompleted, DispatchStatusChanged
 from contracts.events.experts import ExpertChanged
 from contracts.events.identity import AccountRevoked, MembershipChanged, OrganisationRegistered, PlatformRegistered
 from contracts.events.ratings import ExpertRadarUpdated
@@ -72,4 +72,11 @@ def dispatch_handlers(svc, st: Store) -> dict:
         await apply_once(st.experts, e.expert_id, env.event_id, {"$inc": {
             "record.dispatches": 1, f"record.by_fiscal_year.{e.fiscal_year}": 1, "_rev": 1}}, upsert=False)
 
-    return {DispatchCompleted: on_completed}
+    async def on_status(env: Envelope, e: DispatchStatusChanged) -> None:
+        # R-EX-06: the expert's open dispatches decide whether matching still offers the expert
+        if await st.experts.find_one({"_id": e.expert_id}, {"_id": 1}) is None:
+            return
+        await st.mutate(e.expert_id, lambda s: domain.track_dispatch(s, e.dispatch_id, e.status),
+                        actor=env.actor or "dispatch", cause=env, action="experts.OpenDispatchesTracked")
+
+    return {DispatchCompleted: on_completed, DispatchStatusChanged: on_status}

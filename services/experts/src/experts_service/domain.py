@@ -121,6 +121,36 @@ def set_availability(expert: dict, windows: list[dict], note: str) -> tuple[dict
     return new, "availability"
 
 
+def set_capacity(expert: dict, paused: bool, open_cap: int | None) -> tuple[dict, str]:
+    """R-EX-06: a pause switch and a cap of open dispatches the expert takes on at a time."""
+    if open_cap is not None and not 1 <= open_cap <= 100:
+        raise Refused("Cap not possible", "The cap of open dispatches is between 1 and 100 (or none).", 422)
+    new = _live(expert)
+    new["capacity"] = {**(expert.get("capacity") or {}), "paused": paused, "open_cap": open_cap}
+    return new, "availability"
+
+
+def on_hold(expert: dict) -> bool:
+    """R-EX-06: hidden from matching while paused or while the open dispatches reach the expert's cap."""
+    cap = expert.get("capacity") or {}
+    return bool(cap.get("paused")) or (cap.get("open_cap") is not None
+                                       and len(cap.get("open_ids", [])) >= cap["open_cap"])
+
+
+OPEN_DISPATCH = frozenset({"accepted", "reserved", "approved", "scheduled", "visited"})
+
+
+def track_dispatch(expert: dict, dispatch_id: str, status: str) -> tuple[dict, str]:
+    """R-EX-06: the expert's open dispatches, from dispatch's events; an event goes out only when the hold flips."""
+    new = dict(expert)
+    cap = dict(expert.get("capacity") or {})
+    ids = set(cap.get("open_ids", []))
+    (ids.add if status in OPEN_DISPATCH else ids.discard)(dispatch_id)
+    cap["open_ids"] = sorted(ids)
+    new["capacity"] = cap
+    return new, ("availability" if on_hold(new) != on_hold(expert) else "")
+
+
 def available_on(expert: dict, d: date) -> bool:
     """R-EX-03/05: not inside any unavailability window the expert declared."""
     return not any(_d(w["start"]) <= d <= _d(w["end"]) for w in expert["availability"]["windows"])

@@ -164,6 +164,17 @@ async def set_availability(body: Availability, request: Request, who: Principal 
     return await _mine(request, who, lambda s: domain.set_availability(s, windows, body.note))
 
 
+class Capacity(BaseModel):
+    paused: bool = Field(default=False, description="no new dispatches while paused (R-EX-06)")
+    open_cap: int | None = Field(default=None, ge=1, le=100, description=(
+        "most open dispatches (accepted, not yet reported) taken on at a time; hidden from matching when reached"))
+
+
+@router.put("/experts/me/capacity", tags=["own page"], summary="Pause, or cap my open dispatches (R-EX-06)")
+async def set_capacity(body: Capacity, request: Request, who: Principal = Depends(require("expert"))):
+    return await _mine(request, who, lambda s: domain.set_capacity(s, body.paused, body.open_cap))
+
+
 @router.post("/experts/me/consents", tags=["own page"],
              summary="Ask for, or accept, a recommendation by an institution (R-EX-02 a)")
 async def give_consent(body: OrgRef, request: Request, who: Principal = Depends(require("expert"))):

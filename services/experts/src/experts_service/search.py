@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from contracts.vocab import RATING_AXES, fiscal_year
+from experts_service.domain import on_hold
 
 _CJK = r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u30fc\u3005"
 _RUNS = re.compile(rf"[{_CJK}]+|[a-z0-9]+")
@@ -85,6 +86,8 @@ class ExpertIndex:
         facets = {f"field:{f}" for f in p.get("fields", [])} | {f"qual:{normalise(q)}" for q in p.get("qualifications", [])}
         facets |= {f"region:{normalise(r)}" for r in p.get("regions", [])} | {f"status:{doc['status']}"}
         facets.add(f"fy:{doc.get('registered_fiscal_year') or 0}")
+        if on_hold(doc):  # R-EX-06: paused, or as many open dispatches as the expert takes on
+            facets.add("hold")
         self.years.add(doc.get("registered_fiscal_year") or 0)
         windows = [(date.fromisoformat(w["start"]), date.fromisoformat(w["end"]))
                    for w in (doc.get("availability") or {}).get("windows", [])]
@@ -212,6 +215,7 @@ class ExpertIndex:
         day = available_on or (today if for_dispatch else None)
         if for_dispatch and bits:
             bits &= self._registered_through(fiscal_year(day))
+            bits &= ~self.postings.get("hold", 0)
         for axis, v in (min_ratings or {}).items():
             if v is not None and bits:
                 bits &= self._at_least(axis, v)

@@ -30,7 +30,7 @@ from servicekit.problems import Problem
 log = logging.getLogger("experts.store")
 STATE_KEYS = ("expert_id", "account_id", "name", "status", "profile", "availability", "version", "history",
               "application", "recommendations", "registered_fiscal_year", "registered_years", "renewal",
-              "suspension", "record", "exit")
+              "suspension", "record", "exit", "capacity")
 
 
 def now_iso() -> str:
@@ -52,7 +52,8 @@ def changed_event(state: dict, change: str) -> ExpertChanged:
         personnel_cost_subsidised=p.get("personnel_cost_subsidised", False),
         related_business_ids=p.get("related_business_ids", []),
         unavailable=[Unavailability(start=w["start"], end=w["end"], note=w.get("note", ""))
-                     for w in state["availability"]["windows"]])
+                     for w in state["availability"]["windows"]],
+        paused=bool((state.get("capacity") or {}).get("paused")), open_cap=(state.get("capacity") or {}).get("open_cap"))
 
 
 class Store:

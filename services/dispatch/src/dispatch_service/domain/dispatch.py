@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -29,6 +29,19 @@ from servicekit.refusals import Rejected
 
 JST = ZoneInfo("Asia/Tokyo")
 UNANSWERED_REASON = "The budget service has not answered; the agency can retry (R-DSP-08)."
+
+
+RESPONSE_BUSINESS_DAYS = 2  # R-EX-06 (param): the expert answers within 2 business days
+
+
+def business_days_after(at: datetime, days: int) -> datetime:
+    """`days` business days (Monday–Friday, Japan time; public holidays not counted out) after `at`."""
+    t = at
+    while days > 0:
+        t += timedelta(days=1)
+        if t.astimezone(JST).weekday() < 5:
+            days -= 1
+    return t
 
 
 def new_id(prefix: str) -> str:
@@ -148,7 +161,7 @@ class Dispatch:
         """R-DSP-14: a new request; `doc` holds what was asked. The caller screens route A at once (same write)."""
         doc = {**doc, "version": 1, "created_at": now, "updated_at": now, "requested_by": actor,
                "fiscal_year": doc.get("fiscal_year") or fiscal.year_of(now.astimezone(JST)), "visits": [],
-               "status": S.REQUESTED.value,
+               "status": S.REQUESTED.value, "respond_by": business_days_after(now, RESPONSE_BUSINESS_DAYS),
                "history": [{"status": S.REQUESTED.value, "at": now, "actor": actor, "reason_code": None}]}
         return doc, Change(emits=[Step(S.REQUESTED)])
 
@@ -372,6 +385,41 @@ class Dispatch:
             ch.emits.append(credit)
         return ch
 
+    # --- the expert's response and reassignment (R-EX-06) ---------------------------------------------------
+    def responded(self) -> bool:
+        return bool(self.doc.get("cosigned_at") if self.doc.get("route") == "B" else self.doc.get("expert_ack_at"))
+
+    def response_overdue(self) -> bool:
+        """The expert has not answered by the deadline: co-signed (route B) or acknowledged (route A)."""
+        waiting = S.REQUESTED if self.doc.get("route") == "B" else S.APPROVED
+        due = self.doc.get("respond_by")
+        return self.status == waiting and due is not None and self.now > due and not self.responded()
+
+    def acknowledge(self, *, actor: str) -> Change:
+        """R-EX-06: the expert takes on an approved route-A dispatch."""
+        if self.doc.get("route") != "A" or self.status not in (S.APPROVED, S.SCHEDULED):
+            raise Rejected("conflict", "Nothing to acknowledge", "An approved dispatch requested by an institution is "
+                           "acknowledged by its expert.", current_status=self.status.value)
+        if self.doc.get("expert_ack_at"):
+            raise Rejected("conflict", "Already acknowledged", "You acknowledged this dispatch already.")
+        return Change(set={"expert_ack_at": self.now}, action="dispatch.ExpertAcknowledged")
+
+    def reassign(self, *, expert_id: str, expert_account_id: str, reason: str, actor: str) -> Change:
+        """R-EX-06: the desk gives an approved route-A dispatch whose expert did not answer to another expert, before
+        any visit is planned; the reservation stays (the fee is estimated on the plan, not on the expert)."""
+        d = self.doc
+        if d.get("route") != "A" or self.status != S.APPROVED:
+            raise Rejected("conflict", "Cannot reassign", "Only an approved dispatch requested by an institution, not yet "
+                           "scheduled, is given to another expert.", current_status=self.status.value)
+        if expert_id == d["expert_id"]:
+            raise Rejected("invalid", "Same expert", "Name another expert.")
+        entry = {"from": d["expert_id"], "to": expert_id, "by": actor, "at": self.now, "reason": reason}
+        return Change(set={"expert_id": expert_id, "expert_account_id": expert_account_id, "expert_ack_at": None,
+                           "respond_by": business_days_after(self.now, RESPONSE_BUSINESS_DAYS),
+                           "reassignments": [*d.get("reassignments", []), entry], "response_alerted": False,
+                           "updated_at": self.now},
+                      action="dispatch.ExpertReassigned")
+
     # --- follow-up after route A (R-DSP-05) -----------------------------------------------------------------
     def follow_up(self, *, note: str, kind: str, actor: str) -> Change:
         """R-DSP-05: the requesting institution follows the business up for about three fiscal years after the
@@ -437,6 +485,8 @@ class Dispatch:
         held = {"amount": e.amount, "at": self.now, "event_id": event_id}
         if waiting_for(d) == "reserve":
             ch = Change(set={"reserved": held})
+            if d.get("route") == "A":  # R-EX-06: the expert acknowledges the approved dispatch within the deadline
+                ch.set["respond_by"] = business_days_after(self.now, RESPONSE_BUSINESS_DAYS)
             return self._step(ch, S.RESERVED, S.APPROVED, actor="budget")
         if self.status in (S.CANCELLED, S.REFUSED) and not d.get("release"):
             rel = ReleaseBudget(command_id=new_id("release"), frame_id=e.frame_id, dispatch_id=d["_id"],

@@ -72,6 +72,9 @@ MESSAGES: dict[str, tuple[str, str]] = {
                               "year."),
     "expert_suspended": ("R-EX-01", "This expert is suspended and cannot be dispatched."),
     "expert_unavailable": ("R-EX-03", "The expert is not available on a planned date."),
+    "expert_paused": ("R-EX-06", "The expert has paused new dispatches; please choose another expert."),
+    "expert_at_capacity": ("R-EX-06", "The expert has as many open dispatches as they take on at a time; please choose "
+                           "another expert or ask again later."),
     "account_revoked": ("R-ID-06", "An account involved in this request has been revoked."),
 }
 
@@ -99,6 +102,9 @@ class ExpertState:
     related_business_ids: frozenset[str] = frozenset()
     unavailable: tuple[tuple[date, date], ...] = ()
     revoked: bool = False
+    paused: bool = False             # R-EX-06: the expert takes no new dispatch
+    open_cap: int | None = None      # R-EX-06: most open dispatches at a time
+    open_now: int = 0                # the expert's open dispatches (dispatch's own count, this request excluded)
 
 
 @dataclass(frozen=True)
@@ -223,8 +229,8 @@ def check_rating_block(h: History) -> list[Refusal]:
 
 
 def check_expert(a: Application, e: ExpertState | None) -> list[Refusal]:
-    """R-EX-01, R-EX-03, R-ID-06: the expert is a registered national dispatch expert this fiscal year,
-    not suspended or revoked, and available on every planned date."""
+    """R-EX-01, R-EX-03, R-EX-06, R-ID-06: the expert is a registered national dispatch expert this fiscal year,
+    not suspended or revoked, not paused nor at the cap of open dispatches, and available on every planned date."""
     if e is None:
         return [refusal("expert_unknown")]
     if e.revoked or e.status == "exited":
@@ -233,6 +239,10 @@ def check_expert(a: Application, e: ExpertState | None) -> list[Refusal]:
         return [refusal("expert_suspended")]
     if e.status != "registered" or (e.registered_fiscal_year not in (None, a.fiscal_year)):
         return [refusal("expert_not_registered")]
+    if e.paused:
+        return [refusal("expert_paused")]
+    if e.open_cap is not None and e.open_now >= e.open_cap:
+        return [refusal("expert_at_capacity", f"({e.open_now} open of {e.open_cap}.)")]
     busy = sorted({v.day for v in a.planned for s, t in e.unavailable if s <= v.day <= t})
     if busy:
         return [refusal("expert_unavailable", "(" + ", ".join(d.isoformat() for d in busy) + ")")]

@@ -43,6 +43,7 @@ class Flag:
     business_id: str
     evidence: dict = field(default_factory=dict)
     message: str = ""
+    rule: str = RULE
 
     @property
     def flag_id(self) -> str:
@@ -141,3 +142,13 @@ def copied_report(d: dict, text: str, candidates: list[dict], p: IntegrityParams
                 {"similar_to": other["_id"], "similarity": round(best[0], 3), "other_expert_id": other["expert_id"],
                  "other_business_id": other["business_id"]},
                 f"The report is {round(best[0] * 100)}% identical to the report of dispatch {other['_id']}.")
+
+
+def response_overdue(d: dict, now) -> Flag:
+    """R-EX-06: the expert has not answered by the deadline; the desk may reassign (an alert, not a suspicion)."""
+    late_h = round((now - d["respond_by"]).total_seconds() / 3600)
+    what = "co-signed the direct request" if d.get("route") == "B" else "acknowledged the approved dispatch"
+    return Flag("response_overdue", d["_id"], d["expert_id"], d["business_id"],
+                {"respond_by": d["respond_by"].isoformat(), "hours_late": late_h, "route": d.get("route")},
+                f"The expert has not {what} by the deadline ({late_h} h late); the desk may reassign it.",
+                rule="R-EX-06")

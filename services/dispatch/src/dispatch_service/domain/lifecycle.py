@@ -29,6 +29,8 @@ TRANSITIONS: dict[S, frozenset[S]] = {
 TERMINAL = frozenset(s for s, nxt in TRANSITIONS.items() if not nxt)
 # Statuses in which budget is held for the dispatch (a cancellation must release it).
 RESERVED_STATUSES = frozenset({S.RESERVED, S.APPROVED, S.SCHEDULED, S.VISITED, S.REPORTED})
+# Statuses in which the expert carries the dispatch (R-EX-06: counted against the expert's cap of open dispatches).
+OPEN_FOR_EXPERT = frozenset({S.ACCEPTED, S.RESERVED, S.APPROVED, S.SCHEDULED, S.VISITED})
 # Statuses before approval: a cancellation here gives the free dispatch back (R-DSP-03).
 BEFORE_APPROVAL = frozenset({S.REQUESTED, S.ACCEPTED, S.RESERVED, S.BUDGET_UNANSWERED})
 
