@@ -192,6 +192,10 @@ def identity_rows(w: World) -> dict:
         ("POST", "/clients"): Row(allow(OPERATOR), "/clients", {"name": "x", "confidential": True, "scopes": [],
                                                                 "grant_types": ["client_credentials"]}),
         ("POST", "/clients/{client_id}/revoke"): Row(allow(OPERATOR), f"/clients/{x['spare_client']}/revoke"),
+        ("GET", "/clients/{client_id}/webhook-deliveries"): Row(allow(OPERATOR),
+                                                                f"/clients/{x['spare_client']}/webhook-deliveries"),
+        # a client's own audit export needs its token's `audit:read`, which no persona here holds (R-EXT-04)
+        ("GET", "/clients/me/audit"): Row(NOBODY, "/clients/me/audit"),
         # businesses and the once-only profile (R-ID-03, R-ID-07, R-ID-08)
         ("GET", "/businesses"): Row(allow(BUSINESSES, OPERATOR), "/businesses"),
         ("POST", "/businesses"): Row(allow(BUSINESSES, OPERATOR), "/businesses", {

@@ -42,6 +42,7 @@ def table(w: dict) -> dict[tuple[str, str], Row]:
     return {
         ("GET", "/healthz"): Row(PUBLIC, "/healthz"),
         ("GET", "/readyz"): Row(PUBLIC, "/readyz"),
+        ("GET", "/metrics"): Row(PUBLIC, "/metrics"),  # the scraper's, on the internal network (not routed by the gateway)
         ("GET", "/.well-known/openid-configuration"): Row(PUBLIC, "/.well-known/openid-configuration"),
         ("GET", "/jwks.json"): Row(PUBLIC, "/jwks.json"),
         ("GET", "/authorize"): Row(PUBLIC, "/authorize?client_id=x&redirect_uri=y"),
@@ -83,6 +84,9 @@ def table(w: dict) -> dict[tuple[str, str], Row]:
         ("POST", "/clients"): Row({"operator"}, "/clients", {"name": "x", "confidential": True, "scopes": [],
                                                              "grant_types": ["client_credentials"]}),
         ("POST", "/clients/{client_id}/revoke"): Row({"operator"}, f"/clients/{w['spare_client']}/revoke"),
+        ("GET", "/clients/{client_id}/webhook-deliveries"): Row({"operator"},
+                                                                f"/clients/{w['spare_client']}/webhook-deliveries"),
+        ("GET", "/clients/me/audit"): Row(set(), "/clients/me/audit"),  # only a client token with audit:read
         # businesses, once-only profile (R-ID-03)
         ("GET", "/businesses"): Row(OWNERS, "/businesses"),
         ("POST", "/businesses"): Row(OWNERS, "/businesses", {k: v for k, v in PROFILE.items() if k != "corporate_number"}),

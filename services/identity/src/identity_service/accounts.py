@@ -120,7 +120,8 @@ class ClientIn(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     confidential: bool = Field(description="true: has a secret (server-side service); false: a browser/mobile portal front end")
     redirect_uris: list[str] = Field(default_factory=list, max_length=10)
-    scopes: list[Literal["openid", "profile", "email", "offline_access", "prefill:read", "prefill:financials"]] = Field(default_factory=list)
+    scopes: list[Literal["openid", "profile", "email", "offline_access", "prefill:read", "prefill:financials",
+                        "audit:read"]] = Field(default_factory=list)
     grant_types: list[Literal["authorization_code", "refresh_token", "client_credentials"]]
     first_party: bool = Field(default=False, description="the platform's own portal front end: its user tokens carry "
                               "the user's full rights (scope `portal`); a third party's carry only the granted scopes")
@@ -131,6 +132,8 @@ class ClientIn(BaseModel):
     jwks: dict | None = Field(default=None, description="the client's public keys (a JWKS document), for private_key_jwt")
     dpop_bound_access_tokens: bool = Field(default=False, description="tokens only with a DPoP proof, bound to its key")
     require_pushed_authorization_requests: bool = Field(default=False, description="logins only through /par")
+    webhook_url: str | None = Field(default=None, max_length=500, pattern=r"^https?://",
+                                    description="where signed webhooks go when a consent to this client changes")
 
 
 class ClientOut(BaseModel):
@@ -145,6 +148,7 @@ class ClientOut(BaseModel):
     token_endpoint_auth_method: str | None = None
     dpop_bound_access_tokens: bool = False
     require_pushed_authorization_requests: bool = False
+    webhook_url: str | None = None
     status: str
 
 

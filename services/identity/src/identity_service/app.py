@@ -1,6 +1,6 @@
 """Wiring of the identity service."""
 from identity_service import (account_life, accounts, bindings, consents, consumers, disclosures, fapi, federation, http,
-                              mfa, oidc, orgs)
+                              mfa, oidc, orgs, partner_audit, webhooks)
 from identity_service.mail import Mailer
 from identity_service.tokens import TokenIssuer
 from servicekit.service import Service
@@ -23,6 +23,9 @@ svc.app.include_router(bindings.router)
 svc.app.include_router(disclosures.router)
 federation.install(svc.app)
 svc.consume("dispatch.events", consumers.handlers(svc))
+svc.app.include_router(webhooks.router)
+svc.app.include_router(partner_audit.router)
+webhooks.install(svc, lambda: svc.app.state.issuer)  # R-EXT-03: signed webhooks on consent changes
 
 
 # identity checks its own records instead of the deny list other services keep from its events
@@ -46,6 +49,9 @@ async def _indexes() -> None:
     await svc.db.refresh_tokens.create_index("family")
     await svc.db.letters.create_index("status")
     await svc.db.audit.create_index([("key", 1), ("at", -1)])
+    await svc.db.audit.create_index([("actor", 1), ("at", -1)])  # a client's export of its own calls (R-EXT-04)
+    await svc.db.webhook_deliveries.create_index([("status", 1), ("next_at", 1)])
+    await svc.db.webhook_deliveries.create_index([("client_id", 1), ("created_at", -1)])
     for tokens in ("verification_tokens", "reset_tokens", "login_tickets"):  # R-ID-10
         await svc.db[tokens].create_index("account_id")
 

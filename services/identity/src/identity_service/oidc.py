@@ -58,7 +58,8 @@ async def discovery(request: Request) -> dict:
         "pushed_authorization_request_endpoint": f"{base}/par",
         "dpop_signing_alg_values_supported": list(dpop.ALGS),
         "authorization_response_iss_parameter_supported": True,
-        "scopes_supported": ["openid", "profile", "email", "offline_access", "prefill:read", "prefill:financials"],
+        "scopes_supported": ["openid", "profile", "email", "offline_access", "prefill:read", "prefill:financials",
+                             "audit:read"],
         "claims_supported": ["sub", "name", "email", "roles", "orgs"],
     }
 
