@@ -29,7 +29,7 @@ from servicekit.problems import Problem
 
 log = logging.getLogger("identity.webhooks")
 router = APIRouter(tags=["clients"])
-MAX_ATTEMPTS = 12
+MAX_ATTEMPTS = 16  # 2 s doubling to 10 min: the last attempt comes > 1 h after the first
 FIRST_DELAY, MAX_DELAY = 2.0, 600.0
 
 
