@@ -132,6 +132,9 @@ class ClientIn(BaseModel):
     jwks: dict | None = Field(default=None, description="the client's public keys (a JWKS document), for private_key_jwt")
     dpop_bound_access_tokens: bool = Field(default=False, description="tokens only with a DPoP proof, bound to its key")
     require_pushed_authorization_requests: bool = Field(default=False, description="logins only through /par")
+    tier: Literal["sandbox", "standard", "premium"] | None = Field(
+        default=None, description="a partner's rate tier (R-EXT-04): its tokens carry it and the gateway applies the "
+        "tier's requests per second and per 24 h; none: the gateway's general per-client ceiling")
     webhook_url: str | None = Field(default=None, max_length=500, pattern=r"^https?://",
                                     description="where signed webhooks go when a consent to this client changes")
 
@@ -148,6 +151,7 @@ class ClientOut(BaseModel):
     token_endpoint_auth_method: str | None = None
     dpop_bound_access_tokens: bool = False
     require_pushed_authorization_requests: bool = False
+    tier: str | None = None
     webhook_url: str | None = None
     status: str
 

@@ -99,10 +99,11 @@ def dpop_binding(request: Request, client: dict) -> str | None | JSONResponse:
     return checked["jkt"]
 
 
-def cnf(request: Request) -> dict:
-    """The confirmation claim for the access token being issued in this request, if it is DPoP-bound."""
+def cnf(request: Request, client: dict) -> dict:
+    """Claims of the partner's access token issued in this request: the key it is bound to (`cnf`, DPoP) and the
+    client's rate tier (`tier`, which the gateway applies, R-EXT-04)."""
     jkt = getattr(request.state, "jkt", None)
-    return {"cnf": {"jkt": jkt}} if jkt else {}
+    return {**({"cnf": {"jkt": jkt}} if jkt else {}), **({"tier": client["tier"]} if client.get("tier") else {})}
 
 
 # --- pushed authorization requests (RFC 9126) ---------------------------------------------------------------------

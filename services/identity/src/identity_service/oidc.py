@@ -257,7 +257,7 @@ async def token(request: Request):
         if scopes is None:
             return oauth_error("invalid_scope", "a requested scope is not granted to this client")
         access, _, _ = request.app.state.issuer.access_token(sub=client["_id"], client_id=client["_id"], scopes=scopes,
-                                                             roles=["client"], extra=fapi.cnf(request))
+                                                             roles=["client"], extra=fapi.cnf(request, client))
         return _token_response(request, access, scopes)
     return oauth_error("unsupported_grant_type", f"grant_type={grant} is not supported")
 
@@ -327,7 +327,8 @@ async def _user_tokens(request: Request, client: dict, account: dict, scopes: li
     roles = domain.effective_roles(account["kind"], account["roles"], account.get("org_id"))
     access, jti, exp = issuer.access_token(sub=account["_id"], client_id=client["_id"], scopes=token_scopes, roles=roles,
                                            orgs=await orgs.memberships(svc.db, account),
-                                           extra={**await bindings.token_claims(svc.db, account), **fapi.cnf(request)})
+                                           extra={**await bindings.token_claims(svc.db, account),
+                                                  **fapi.cnf(request, client)})
     await svc.db.families.update_one({"_id": family}, {
         "$setOnInsert": {"account_id": account["_id"], "client_id": client["_id"], "status": "active"},
         "$push": {"tokens": {"$each": [{"jti": jti, "exp": exp}], "$slice": -50}}}, upsert=True)

@@ -4,7 +4,7 @@ A client registered with a `webhook_url` is told when a business grants or withd
 own `identity.events` (ConsentGranted / ConsentWithdrawn), so a webhook follows every committed change and only
 those, and records one delivery per event (its id is the event id: a redelivered event adds nothing). The
 delivery loop POSTs each pending one; a non-2xx answer or no answer is retried with backoff (2 s doubling to
-10 min, 12 attempts), and every attempt is logged on the delivery.
+10 min, 16 attempts over more than an hour), and every attempt is logged on the delivery.
 
 The body is a JWT signed with identity's current signing key (`application/jwt`, header `typ: webhook+jwt`), so the
 receiver verifies it with the JWKS it already uses and no shared secret exists: `iss` identity, `aud` the client
