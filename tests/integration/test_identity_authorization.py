@@ -87,6 +87,14 @@ def table(w: dict) -> dict[tuple[str, str], Row]:
         ("GET", "/clients/{client_id}/webhook-deliveries"): Row({"operator"},
                                                                 f"/clients/{w['spare_client']}/webhook-deliveries"),
         ("GET", "/clients/me/audit"): Row(set(), "/clients/me/audit"),  # only a client token with audit:read
+        # developer onboarding (R-EXT-01): any person registers an organisation; its applications answer 404 to others
+        ("POST", "/developer/orgs"): Row(set(ACCOUNT_ROLES), "/developer/orgs", {"name": "x", "contact_email": "a@b.jp"}),
+        ("POST", "/developer/orgs/{org_id}/apps"): Row(set(ACCOUNT_ROLES), "/developer/orgs/dev-none/apps", {"name": "x"}),
+        ("GET", "/developer/apps/{app_id}"): Row(set(ACCOUNT_ROLES), "/developer/apps/app-none"),
+        ("POST", "/developer/apps/{app_id}/apply"): Row(set(ACCOUNT_ROLES), "/developer/apps/app-none/apply", {
+            "jwks": {"keys": []}, "redirect_uris": ["https://x.example/cb"], "answers": {}}),
+        ("POST", "/developer/apps/{app_id}/review"): Row({"agency", "operator"}, "/developer/apps/app-none/review",
+                                                         {"decision": "return"}),
         # businesses, once-only profile (R-ID-03)
         ("GET", "/businesses"): Row(OWNERS, "/businesses"),
         ("POST", "/businesses"): Row(OWNERS, "/businesses", {k: v for k, v in PROFILE.items() if k != "corporate_number"}),

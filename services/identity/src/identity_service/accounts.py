@@ -159,6 +159,11 @@ class ClientOut(BaseModel):
 @router.post("/clients", status_code=201, response_model=ClientOut, tags=["clients"],
              summary="Register an OAuth client (operators only)")
 async def register_client(body: ClientIn, request: Request, who: Principal = Depends(require("operator"))) -> ClientOut:
+    return await create_client(request.app.state.service, body, who.subject)
+
+
+async def create_client(svc, body: ClientIn, actor: str, **fields) -> ClientOut:
+    """A new client (its secret, if any, in the answer only); `fields`: more to keep on it (e.g. its application)."""
     if "client_credentials" in body.grant_types and not body.confidential:
         raise Problem(422, "Not allowed", "client_credentials needs a confidential client (one with a secret).")
     if "authorization_code" in body.grant_types and not body.redirect_uris:
@@ -167,13 +172,12 @@ async def register_client(body: ClientIn, request: Request, who: Principal = Dep
     if key_jwt and not (body.confidential and _usable_jwks(body.jwks)):
         raise Problem(422, "Missing keys", "private_key_jwt needs a confidential client and a JWKS with at least one "
                       "public RSA or EC key (no private parts).")
-    svc = request.app.state.service
     client_id = f"cl-{uuid.uuid4().hex[:16]}"
     secret = secrets.new_token() if body.confidential and not key_jwt else None
-    doc = {"_id": client_id, **body.model_dump(), "status": "active",
+    doc = {"_id": client_id, **body.model_dump(), **fields, "status": "active",
            "secret_hash": secrets.digest(secret) if secret else None}
     event = svc.event(ClientRegistered(client_id=client_id, name=body.name, scopes=list(body.scopes),
-                                       confidential=body.confidential), actor=who.subject)
+                                       confidential=body.confidential), actor=actor)
     await svc.insert(svc.db.clients, doc, events=[event])
     return ClientOut(client_id=client_id, client_secret=secret, status="active",
                      **body.model_dump(exclude={"jwks"}))

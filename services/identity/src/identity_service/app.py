@@ -1,6 +1,6 @@
 """Wiring of the identity service."""
-from identity_service import (account_life, accounts, bindings, consents, consumers, disclosures, fapi, federation, http,
-                              mfa, oidc, orgs, partner_audit, webhooks)
+from identity_service import (account_life, accounts, bindings, consents, consumers, developers, disclosures, fapi,
+                              federation, http, mfa, oidc, orgs, partner_audit, webhooks)
 from identity_service.mail import Mailer
 from identity_service.tokens import TokenIssuer
 from servicekit.service import Service
@@ -25,6 +25,7 @@ federation.install(svc.app)
 svc.consume("dispatch.events", consumers.handlers(svc))
 svc.app.include_router(webhooks.router)
 svc.app.include_router(partner_audit.router)
+svc.app.include_router(developers.router)
 webhooks.install(svc, lambda: svc.app.state.issuer)  # R-EXT-03: signed webhooks on consent changes
 
 

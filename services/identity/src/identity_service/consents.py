@@ -40,6 +40,8 @@ async def grant(business_id: str, body: ConsentIn, request: Request, who: Princi
     svc = request.app.state.service
     await owned_business(request, business_id, who, scope=None)
     client = await svc.db.clients.find_one({"_id": body.client_id, "status": "active"})
+    if client and client.get("environment") == "sandbox":  # R-EXT-01: a sandbox sees only its synthetic tenant
+        client = None
     fields = domain.prefill_fields(set(client["scopes"])) if client else []
     if not fields:
         raise Problem(422, "Not a prefill client", f"{body.client_id} is not an active client allowed to prefill.")
