@@ -214,8 +214,11 @@ class ServiceProcess:
 
     def start(self, timeout: float = 60) -> "ServiceProcess":
         uvicorn = str(Path(sys.executable).parent / "uvicorn")
+        # keep-alive well above a loaded machine's pauses: a client reusing a connection the server has just closed
+        # would read nothing (httpx.ReadError)
         self.proc = subprocess.Popen([uvicorn, f"{self.name}_service.app:app", "--host", "127.0.0.1",
-                                      "--port", str(self.port), "--no-access-log"],
+                                      "--port", str(self.port), "--no-access-log",
+                                      "--timeout-keep-alive", "30"],
                                      env=self.env, stdout=open(self.log_file, "ab"), stderr=subprocess.STDOUT)
         deadline = time.time() + timeout
         while time.time() < deadline:

@@ -31,6 +31,7 @@ class Integrity:
     async def setup(self) -> None:
         await self.db.integrity_flags.create_index([("status", 1), ("raised_at", 1)])
         await self.db.integrity_flags.create_index("expert_id")
+        await self.db.integrity_flags.create_index("dispatch_id")
         await self.db.report_bands.create_index("key")
         await self.store.dispatches.create_index([("respond_by", 1), ("status", 1)])
         await self.store.dispatches.create_index([("expert_id", 1), ("business_id", 1)])

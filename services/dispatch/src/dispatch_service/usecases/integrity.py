@@ -28,12 +28,16 @@ def out(doc: dict) -> dict:
 @router.get("/integrity/flags", summary="The agency's queue of integrity flags with their evidence (R-DSP-15)")
 async def list_flags(request: Request, status: Literal["open", "dismissed", "escalated"] = "open",
                      expert_id: str | None = Query(default=None, max_length=100),
+                     dispatch_id: str | None = Query(default=None, max_length=100),
+                     code: str | None = Query(default=None, max_length=50, description="far_check_in, repeated_pair, "
+                                              "network_rating, copied_report, response_overdue"),
                      after: str | None = Query(default=None, max_length=200, description="cursor: the last flag_id seen"),
                      limit: int = Query(default=50, ge=1, le=500),
                      _: Principal = Depends(require("agency", "operator"))) -> dict:
     q: dict = {"status": status}
-    if expert_id:
-        q["expert_id"] = expert_id
+    for field, value in (("expert_id", expert_id), ("dispatch_id", dispatch_id), ("code", code)):
+        if value:
+            q[field] = value
     if after:
         q["_id"] = {"$gt": after}
     items = [out(d) async for d in store_of(request).db.integrity_flags.find(q).sort("_id", 1).limit(limit)]
