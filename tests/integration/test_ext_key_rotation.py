@@ -75,7 +75,7 @@ async def test_R_EXT_04_the_gateway_follows_the_jwks_by_kid_with_zero_failures_w
     jwks_dir, sync_log = TEST_VAR / "gateway" / "jwks", TEST_VAR / "log" / "gateway-sync.log"
     shutil.rmtree(jwks_dir, ignore_errors=True)
     log_start = sync_log.stat().st_size if sync_log.exists() else 0
-    env = gateway_env(infra, ns, GATEWAY_JWKS_POLL_SECONDS="0.5")
+    env = gateway_env(infra, ns, GATEWAY_JWKS_POLL_SECONDS="0.5", GATEWAY_RATE_LIMIT="1000")  # rotation, not rates
     subprocess.run([LOCAL / "gateway.sh", "start"], env=env, check=True)
     try:
         gateway = f"http://127.0.0.1:{GATEWAY_PORT}"
