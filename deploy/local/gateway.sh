@@ -2,26 +2,35 @@
 # API gateway: Debian's HAProxy 2.6 on 127.0.0.1 (JWT check, deny list, /api/NAME routing, rate limits, request ids,
 # JSON access log), and next to it the deny-list sync (servicekit.gateway_sync: identity.events -> the map of revoked
 # tokens, clients and accounts HAProxy refuses; it starts first and HAProxy starts once the map is rebuilt).
-# usage: gateway.sh install|keys|start|stop|status|gen-cfg   (gen-cfg: rewrite deploy/compose/haproxy.cfg, deploy/k8s/haproxy.cfg)
+# usage: gateway.sh install|keys|start|reload|stop|status|gen-cfg   (gen-cfg: rewrite deploy/compose/haproxy.cfg, deploy/k8s/haproxy.cfg)
 # env: GATEWAY_PORT (8080), SERVICE_PORT_BASE (8100), GATEWAY_RATE_LIMIT (50 requests/s per user of a client),
-#      GATEWAY_CLIENT_RATE_LIMIT (1000 requests/s per client), JWT_ISSUER (the only accepted token `iss`;
+#      GATEWAY_CLIENT_RATE_LIMIT (1000 requests/s per client), GATEWAY_{SANDBOX,STANDARD,PREMIUM}_{RATE,QUOTA} (a partner
+#      client's requests/s and per 24 h by the `tier` in its tokens: 5/1,000, 50/100,000, 200/1,000,000), JWT_ISSUER (the only accepted token `iss`;
 #      default: OIDC_ISSUER, else http://127.0.0.1:GATEWAY_PORT, as the services and identity default to),
-#      KAFKA_BOOTSTRAP (127.0.0.1:KAFKA_PORT) and TOPIC_PREFIX for the deny-list sync
+#      KAFKA_BOOTSTRAP (127.0.0.1:KAFKA_PORT) and TOPIC_PREFIX for the deny-list sync,
+#      JWT_JWKS_URL (identity's JWKS; the sync keeps its keys in $VAR_DIR/gateway/jwks and runs `gateway.sh reload`
+#      when they change, R-EXT-04; default: identity's port) and GATEWAY_JWKS_POLL_SECONDS (2)
 source "$(dirname "$0")/lib.sh"
 GATEWAY_PORT="${GATEWAY_PORT:-8080}"
 GATEWAY_RATE_LIMIT="${GATEWAY_RATE_LIMIT:-50}"
 GATEWAY_CLIENT_RATE_LIMIT="${GATEWAY_CLIENT_RATE_LIMIT:-1000}"
+# rate tiers of partner clients (R-EXT-04): requests/s and requests per 24 h per client
+GATEWAY_SANDBOX_RATE="${GATEWAY_SANDBOX_RATE:-5}" GATEWAY_SANDBOX_QUOTA="${GATEWAY_SANDBOX_QUOTA:-1000}"
+GATEWAY_STANDARD_RATE="${GATEWAY_STANDARD_RATE:-50}" GATEWAY_STANDARD_QUOTA="${GATEWAY_STANDARD_QUOTA:-100000}"
+GATEWAY_PREMIUM_RATE="${GATEWAY_PREMIUM_RATE:-200}" GATEWAY_PREMIUM_QUOTA="${GATEWAY_PREMIUM_QUOTA:-1000000}"
 JWT_ISSUER="${JWT_ISSUER:-${OIDC_ISSUER:-http://127.0.0.1:$GATEWAY_PORT}}"
 TEMPLATE="$ROOT/deploy/local/haproxy.cfg.tmpl"
 CONF="$VAR_DIR/gateway/haproxy.cfg"
 KEYS="$VAR_DIR/keys"
 DENY_MAP="$VAR_DIR/gateway/deny.map"
 ADMIN_SOCKET="$VAR_DIR/run/gateway.sock"
+JWKS_DIR="$VAR_DIR/gateway/jwks"
 # same numbering as services.sh: SERVICE_PORT_BASE + 1 … + 7 (8101 … 8107 by default); the portal as web.sh (+ 10)
 SERVICE_PORT_BASE="${SERVICE_PORT_BASE:-8100}"
 declare -A PORTS=([identity]=$((SERVICE_PORT_BASE + 1)) [experts]=$((SERVICE_PORT_BASE + 2)) [dispatch]=$((SERVICE_PORT_BASE + 3))
   [budget]=$((SERVICE_PORT_BASE + 4)) [ratings]=$((SERVICE_PORT_BASE + 5)) [notifications]=$((SERVICE_PORT_BASE + 6))
   [recommend]=$((SERVICE_PORT_BASE + 7)) [web]=${WEB_PORT:-$((SERVICE_PORT_BASE + 10))})  # web: the portal (web.sh)
+JWT_JWKS_URL="${JWT_JWKS_URL:-http://127.0.0.1:${PORTS[identity]}/jwks.json}"
 
 install() {
   if ! command -v haproxy >/dev/null; then
@@ -47,13 +56,29 @@ keys() {
   openssl pkey -in "$KEYS/jwt-private.pem" -pubout -out "$KEYS/jwt-public.pem"
 }
 
-# render BIND KEYFILE UPSTREAM_FN RESOLVERS NAMESERVER DENY_MAP ADMIN_SOCKET -> config on stdout (comment lines keep
-# their placeholders)
+# kid_lines DIR -> one jwt_verify line per <kid>.pem in DIR (the keys of identity's JWKS), joined by a literal \n
+kid_lines() {
+  local f kid out=""
+  [[ -n "$1" ]] || return 0
+  for f in "$1"/*.pem; do
+    [[ -f "$f" ]] || continue
+    kid=$(basename "$f" .pem)
+    out+="http-request set-var(txn.jwt_sig) var(txn.bearer),jwt_verify(\"RS256\",\"$f\") if { var(txn.jwt_kid) -m str $kid }\n    "
+  done
+  printf '%s' "$out"
+}
+
+# render BIND KEYFILE UPSTREAM_FN RESOLVERS NAMESERVER DENY_MAP ADMIN_SOCKET [KID_KEYS_DIR] -> config on stdout
+# (comment lines keep their placeholders)
 render() {
-  local bind=$1 key=$2 upstream=$3 resolvers=$4 nameserver=$5 deny_map=$6 admin_socket=$7 name args=()
+  local bind=$1 key=$2 upstream=$3 resolvers=$4 nameserver=$5 deny_map=$6 admin_socket=$7 kid_dir=${8:-} name args=()
+  args+=(-e "/^#/!s|@JWT_KID_KEYS@|$(kid_lines "$kid_dir")|")
   args+=(-e "/^#/!s|@RESOLVERS@|$resolvers|" -e "/^#/!s|@NAMESERVER@|$nameserver|" -e "/^#/!s|@BIND@|$bind|" -e "/^#/!s|@JWT_KEY@|$key|" -e "/^#/!s|@RATE_LIMIT@|$GATEWAY_RATE_LIMIT|"
     -e "/^#/!s|@DENY_MAP@|$deny_map|" -e "/^#/!s|@ADMIN_SOCKET@|$admin_socket|"
-    -e "/^#/!s|@CLIENT_RATE_LIMIT@|$GATEWAY_CLIENT_RATE_LIMIT|" -e "/^#/!s|@JWT_ISSUER@|$JWT_ISSUER|")
+    -e "/^#/!s|@CLIENT_RATE_LIMIT@|$GATEWAY_CLIENT_RATE_LIMIT|" -e "/^#/!s|@JWT_ISSUER@|$JWT_ISSUER|"
+    -e "/^#/!s|@SANDBOX_RATE@|$GATEWAY_SANDBOX_RATE|" -e "/^#/!s|@SANDBOX_QUOTA@|$GATEWAY_SANDBOX_QUOTA|"
+    -e "/^#/!s|@STANDARD_RATE@|$GATEWAY_STANDARD_RATE|" -e "/^#/!s|@STANDARD_QUOTA@|$GATEWAY_STANDARD_QUOTA|"
+    -e "/^#/!s|@PREMIUM_RATE@|$GATEWAY_PREMIUM_RATE|" -e "/^#/!s|@PREMIUM_QUOTA@|$GATEWAY_PREMIUM_QUOTA|")
   for name in "${!PORTS[@]}"; do args+=(-e "/^#/!s|@$name@|$("$upstream" "$name")|"); done
   sed "${args[@]}" "$TEMPLATE"
 }
@@ -70,6 +95,12 @@ sync_start() {
   rm -f "$DENY_MAP"  # written again once the replay is complete: its presence says "rebuilt"
   KAFKA_BOOTSTRAP="${KAFKA_BOOTSTRAP:-127.0.0.1:${KAFKA_PORT:-9092}}" SERVICE_NAME=gateway-sync \
     GATEWAY_DENY_MAP="$DENY_MAP" GATEWAY_ADMIN_SOCKET="$ADMIN_SOCKET" \
+    JWT_JWKS_URL="$JWT_JWKS_URL" GATEWAY_JWKS_DIR="$JWKS_DIR" GATEWAY_RELOAD_COMMAND="$(printf %q "$ROOT/deploy/local/gateway.sh") reload" \
+    VAR_DIR="$VAR_DIR" GATEWAY_PORT="$GATEWAY_PORT" SERVICE_PORT_BASE="$SERVICE_PORT_BASE" WEB_PORT="${WEB_PORT:-}" JWT_ISSUER="$JWT_ISSUER" \
+    GATEWAY_RATE_LIMIT="$GATEWAY_RATE_LIMIT" GATEWAY_CLIENT_RATE_LIMIT="$GATEWAY_CLIENT_RATE_LIMIT" \
+    GATEWAY_SANDBOX_RATE="$GATEWAY_SANDBOX_RATE" GATEWAY_SANDBOX_QUOTA="$GATEWAY_SANDBOX_QUOTA" \
+    GATEWAY_STANDARD_RATE="$GATEWAY_STANDARD_RATE" GATEWAY_STANDARD_QUOTA="$GATEWAY_STANDARD_QUOTA" \
+    GATEWAY_PREMIUM_RATE="$GATEWAY_PREMIUM_RATE" GATEWAY_PREMIUM_QUOTA="$GATEWAY_PREMIUM_QUOTA" \
     start_bg gateway-sync "$ROOT/.venv/bin/python" -m servicekit.gateway_sync
   local i
   for ((i = 0; i < 300; i++)); do
@@ -80,17 +111,32 @@ sync_start() {
   log "the deny-list sync did not rebuild $DENY_MAP within 60 s"; tail -n 30 "$VAR_DIR/log/gateway-sync.log" >&2; return 1
 }
 
+# the local config rendered and checked, then moved into place
+render_checked() {
+  mkdir -p "$(dirname "$CONF")"
+  render "127.0.0.1:$GATEWAY_PORT" "$KEYS/jwt-public.pem" local_upstream "" "$DOCKER_DNS" "$DENY_MAP" "$ADMIN_SOCKET" "$JWKS_DIR" > "$CONF.new"
+  # HAProxy only warns about an unreadable JWT key (then rejects every token), so warnings count as errors
+  local out; out=$(haproxy -c -f "$CONF.new" 2>&1) && ! grep -q WARNING <<<"$out" || { log "invalid config $CONF.new:"; echo "$out" >&2; return 1; }
+  mv "$CONF.new" "$CONF"
+}
+
+# the config rendered again (e.g. with the keys of a rotation) and taken up by the running HAProxy without a refused
+# connection; nothing to do when HAProxy is not running (start renders the current keys)
+reload() {
+  is_running gateway || return 0
+  render_checked
+  kill -USR2 "$(cat "$VAR_DIR/run/gateway.pid")"
+  log "reloaded ($(ls "$JWKS_DIR" 2>/dev/null | wc -l) keys from the JWKS)"
+}
+
 start() {
   sync_start
   if is_running gateway; then log "already running on 127.0.0.1:$GATEWAY_PORT"; return 0; fi
   install
   if port_open "$GATEWAY_PORT"; then log "port $GATEWAY_PORT is taken by another process"; return 1; fi
-  mkdir -p "$(dirname "$CONF")"
-  render "127.0.0.1:$GATEWAY_PORT" "$KEYS/jwt-public.pem" local_upstream "" "$DOCKER_DNS" "$DENY_MAP" "$ADMIN_SOCKET" > "$CONF.new"
-  # HAProxy only warns about an unreadable JWT key (then rejects every token), so warnings count as errors
-  local out; out=$(haproxy -c -f "$CONF.new" 2>&1) && ! grep -q WARNING <<<"$out" || { log "invalid config $CONF.new:"; echo "$out" >&2; return 1; }
-  mv "$CONF.new" "$CONF"
-  start_bg gateway haproxy -db -f "$CONF"
+  render_checked
+  # master-worker (-W): `reload` (SIGUSR2) starts new workers with the new config; the old ones finish their requests
+  start_bg gateway haproxy -W -db -f "$CONF"
   wait_port gateway "$GATEWAY_PORT" 20
   log "ready on 127.0.0.1:$GATEWAY_PORT (access log: $VAR_DIR/log/gateway.log, deny list: $VAR_DIR/log/gateway-sync.log)"
 }
@@ -99,15 +145,18 @@ case "${1:-}" in
   install) install ;;
   keys) keys ;;
   start) start ;;
+  reload) reload ;;
   stop) stop_bg gateway; stop_bg gateway-sync; log "stopped" ;;
   status) if is_running gateway && port_open "$GATEWAY_PORT" && is_running gateway-sync; then echo "gateway up 127.0.0.1:$GATEWAY_PORT"
           else echo "gateway down$(is_running gateway-sync || echo " (deny-list sync not running)")"; exit 1; fi ;;
   # regenerates the checked-in gateway configs for compose and k8s (service DNS names, key mounted at /keys);
   # the issuer is the services' default there (they set no OIDC_ISSUER / JWT_ISSUER)
-  gen-cfg) GATEWAY_RATE_LIMIT=50 GATEWAY_CLIENT_RATE_LIMIT=1000 JWT_ISSUER=http://127.0.0.1:8080; mkdir -p "$ROOT/deploy/compose"
+  gen-cfg) GATEWAY_RATE_LIMIT=50 GATEWAY_CLIENT_RATE_LIMIT=1000 JWT_ISSUER=http://127.0.0.1:8080
+    GATEWAY_SANDBOX_RATE=5 GATEWAY_SANDBOX_QUOTA=1000 GATEWAY_STANDARD_RATE=50 GATEWAY_STANDARD_QUOTA=100000
+    GATEWAY_PREMIUM_RATE=200 GATEWAY_PREMIUM_QUOTA=1000000; mkdir -p "$ROOT/deploy/compose"
     { echo "# GENERATED by deploy/local/gateway.sh gen-cfg from deploy/local/haproxy.cfg.tmpl: gateway config for deploy/compose.yaml"
       render ":8080" /keys/jwt-public.pem compose_upstream "resolvers dns" "$DOCKER_DNS" /run/gateway/deny.map /run/gateway/admin.sock; } > "$ROOT/deploy/compose/haproxy.cfg"
     { echo "# GENERATED by deploy/local/gateway.sh gen-cfg from deploy/local/haproxy.cfg.tmpl: gateway config for deploy/k8s"
       render ":8080" /keys/jwt-public.pem k8s_upstream "resolvers dns" parse-resolv-conf /run/gateway/deny.map /run/gateway/admin.sock; } > "$ROOT/deploy/k8s/haproxy.cfg" ;;
-  *) echo "usage: $0 install|keys|start|stop|status|gen-cfg" >&2; exit 2 ;;
+  *) echo "usage: $0 install|keys|start|reload|stop|status|gen-cfg" >&2; exit 2 ;;
 esac

@@ -9,6 +9,7 @@ export KAFKA_BOOTSTRAP="${KAFKA_BOOTSTRAP:-127.0.0.1:${KAFKA_PORT:-9092}}"
 export MONGO_URI="${MONGO_URI:-mongodb://127.0.0.1:${MONGO_PORT:-27017}}"
 export JWT_PUBLIC_KEY_FILE="${JWT_PUBLIC_KEY_FILE:-$VAR_DIR/keys/jwt-public.pem}"
 export JWT_PRIVATE_KEY_FILE="${JWT_PRIVATE_KEY_FILE:-$VAR_DIR/keys/jwt-private.pem}"  # identity signs with it
+export JWT_JWKS_URL="${JWT_JWKS_URL:-http://127.0.0.1:$((SERVICE_PORT_BASE + 1))/jwks.json}"  # keys by kid (R-EXT-04)
 export OIDC_ISSUER="${OIDC_ISSUER:-http://127.0.0.1:${GATEWAY_PORT:-8080}}"
 export SMTP_HOST="${SMTP_HOST:-127.0.0.1}" SMTP_PORT="${SMTP_PORT:-${MAIL_PORT:-8025}}"  # notifications' mail server
 

@@ -170,6 +170,7 @@ def identity_rows(w: World) -> dict:
         ("POST", "/token"): Row(NOBODY, "/token", form={"grant_type": "client_credentials"}),
         ("POST", "/revoke"): Row(NOBODY, "/revoke", form={"token": "x"}),
         ("POST", "/introspect"): Row(NOBODY, "/introspect", form={"token": "x"}),
+        ("POST", "/par"): Row(NOBODY, "/par", form={"response_type": "code"}),  # client authentication of its own
         # OIDC userinfo answers any signed-in account's token, a third party's `openid` one included (that is what
         # `openid` is for), but no client token
         ("GET", "/userinfo"): Row(allow(SIGNED_IN, UNLINKED, THIRD), "/userinfo"),
@@ -191,6 +192,20 @@ def identity_rows(w: World) -> dict:
         ("POST", "/clients"): Row(allow(OPERATOR), "/clients", {"name": "x", "confidential": True, "scopes": [],
                                                                 "grant_types": ["client_credentials"]}),
         ("POST", "/clients/{client_id}/revoke"): Row(allow(OPERATOR), f"/clients/{x['spare_client']}/revoke"),
+        ("GET", "/clients/{client_id}/webhook-deliveries"): Row(allow(OPERATOR),
+                                                                f"/clients/{x['spare_client']}/webhook-deliveries"),
+        # a client's own audit export needs its token's `audit:read`, which no persona here holds (R-EXT-04)
+        ("GET", "/clients/me/audit"): Row(NOBODY, "/clients/me/audit"),
+        # developer onboarding (R-EXT-01): any signed-in person registers an organisation; applications are their
+        # owner's (and the agency's) only, "not found" to everyone else (tests/integration/test_ext_onboarding.py)
+        ("POST", "/developer/orgs"): Row(allow(SIGNED_IN, "unlinked_institution"), "/developer/orgs",
+                                         {"name": "x", "contact_email": "a@b.jp"}),  # any person with a portal token
+        ("POST", "/developer/orgs/{org_id}/apps"): Row(NOBODY, "/developer/orgs/dev-none/apps", {"name": "x"}, hides=True),
+        ("GET", "/developer/apps/{app_id}"): Row(NOBODY, "/developer/apps/app-none", hides=True),
+        ("POST", "/developer/apps/{app_id}/apply"): Row(NOBODY, "/developer/apps/app-none/apply", {
+            "jwks": {"keys": []}, "redirect_uris": ["https://x.example/cb"], "answers": {}}, hides=True),
+        ("POST", "/developer/apps/{app_id}/review"): Row(NOBODY, "/developer/apps/app-none/review",
+                                                         {"decision": "return"}, hides=True),
         # businesses and the once-only profile (R-ID-03, R-ID-07, R-ID-08)
         ("GET", "/businesses"): Row(allow(BUSINESSES, OPERATOR), "/businesses"),
         ("POST", "/businesses"): Row(allow(BUSINESSES, OPERATOR), "/businesses", {

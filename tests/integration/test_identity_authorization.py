@@ -42,6 +42,7 @@ def table(w: dict) -> dict[tuple[str, str], Row]:
     return {
         ("GET", "/healthz"): Row(PUBLIC, "/healthz"),
         ("GET", "/readyz"): Row(PUBLIC, "/readyz"),
+        ("GET", "/metrics"): Row(PUBLIC, "/metrics"),  # the scraper's, on the internal network (not routed by the gateway)
         ("GET", "/.well-known/openid-configuration"): Row(PUBLIC, "/.well-known/openid-configuration"),
         ("GET", "/jwks.json"): Row(PUBLIC, "/jwks.json"),
         ("GET", "/authorize"): Row(PUBLIC, "/authorize?client_id=x&redirect_uri=y"),
@@ -71,6 +72,7 @@ def table(w: dict) -> dict[tuple[str, str], Row]:
         ("POST", "/token"): Row(CLIENT_AUTH, "/token", form={"grant_type": "client_credentials"}),
         ("POST", "/revoke"): Row(CLIENT_AUTH, "/revoke", form={"token": "x"}),
         ("POST", "/introspect"): Row(CLIENT_AUTH, "/introspect", form={"token": "x"}),
+        ("POST", "/par"): Row(CLIENT_AUTH, "/par", form={"response_type": "code"}),
         ("GET", "/userinfo"): Row(set(ACCOUNT_ROLES), "/userinfo"),
         ("GET", "/accounts/me"): Row(set(ACCOUNT_ROLES), "/accounts/me"),
         ("GET", "/accounts/me/federated-identities"): Row(set(ACCOUNT_ROLES), "/accounts/me/federated-identities"),
@@ -82,6 +84,17 @@ def table(w: dict) -> dict[tuple[str, str], Row]:
         ("POST", "/clients"): Row({"operator"}, "/clients", {"name": "x", "confidential": True, "scopes": [],
                                                              "grant_types": ["client_credentials"]}),
         ("POST", "/clients/{client_id}/revoke"): Row({"operator"}, f"/clients/{w['spare_client']}/revoke"),
+        ("GET", "/clients/{client_id}/webhook-deliveries"): Row({"operator"},
+                                                                f"/clients/{w['spare_client']}/webhook-deliveries"),
+        ("GET", "/clients/me/audit"): Row(set(), "/clients/me/audit"),  # only a client token with audit:read
+        # developer onboarding (R-EXT-01): any person registers an organisation; its applications answer 404 to others
+        ("POST", "/developer/orgs"): Row(set(ACCOUNT_ROLES), "/developer/orgs", {"name": "x", "contact_email": "a@b.jp"}),
+        ("POST", "/developer/orgs/{org_id}/apps"): Row(set(ACCOUNT_ROLES), "/developer/orgs/dev-none/apps", {"name": "x"}),
+        ("GET", "/developer/apps/{app_id}"): Row(set(ACCOUNT_ROLES), "/developer/apps/app-none"),
+        ("POST", "/developer/apps/{app_id}/apply"): Row(set(ACCOUNT_ROLES), "/developer/apps/app-none/apply", {
+            "jwks": {"keys": []}, "redirect_uris": ["https://x.example/cb"], "answers": {}}),
+        ("POST", "/developer/apps/{app_id}/review"): Row({"agency", "operator"}, "/developer/apps/app-none/review",
+                                                         {"decision": "return"}),
         # businesses, once-only profile (R-ID-03)
         ("GET", "/businesses"): Row(OWNERS, "/businesses"),
         ("POST", "/businesses"): Row(OWNERS, "/businesses", {k: v for k, v in PROFILE.items() if k != "corporate_number"}),

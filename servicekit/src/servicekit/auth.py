@@ -1,6 +1,10 @@
 """Access-token checks in every service: RS256 JWTs verified locally (signature, exp, aud, iss), the deny list
 kept from identity's revocation events (R-ID-09), then role / scope checks.
 
+The verifying key is chosen by the token's `kid` from identity's JWKS (JWT_JWKS_URL), cached and fetched again when
+a token names a kid the cache does not hold (at most once a second), so a signing-key rotation needs no restart
+(R-EXT-04). JWT_PUBLIC_KEY_FILE is a fixed key trusted as well (tests, or a deployment without a JWKS URL).
+
 The gateway verifies tokens too; services check again (cheap, local) so no endpoint trusts the network.
 
 Who the caller acts for travels in the token (R-ID-07, R-ID-08):
@@ -12,16 +16,21 @@ Who the caller acts for travels in the token (R-ID-07, R-ID-08):
 """
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+import httpx
 import jwt
+from jwt.algorithms import RSAAlgorithm
 from fastapi import Request
 
 from contracts.vocab import PORTAL_SCOPE
+from servicekit import dpop
 from servicekit.problems import Problem
 
 
@@ -76,6 +85,64 @@ def _public_key(path: str) -> str:
     return Path(path).read_text()
 
 
+class Jwks:
+    """Public keys by kid from a JWKS document: kept for `max_age` seconds, fetched again at once (but at most every
+    `min_interval` seconds) when a token names a kid not held. `fetch` returns the JWKS document (tests pass one)."""
+
+    def __init__(self, url: str = "", *, fetch=None, max_age: float = 300.0, min_interval: float = 1.0):
+        self.url, self.max_age, self.min_interval = url, max_age, min_interval
+        self._fetch = fetch or self._get
+        self._keys: dict[str, object] = {}
+        self._fetched = -1e9
+        self._lock = asyncio.Lock()
+        self.fetches = 0
+
+    async def _get(self) -> dict:
+        async with httpx.AsyncClient(timeout=5) as http:
+            r = await http.get(self.url)
+            r.raise_for_status()
+            return r.json()
+
+    async def _refresh(self) -> None:
+        doc = await self._fetch()
+        self.fetches += 1
+        self._keys = {k["kid"]: RSAAlgorithm.from_jwk(json.dumps(k)) for k in doc.get("keys", ())
+                      if isinstance(k, dict) and k.get("kty") == "RSA" and k.get("kid")}
+        self._fetched = time.monotonic()
+
+    async def key(self, kid: str | None):
+        """The key of `kid`, or None when the JWKS does not hold it (or cannot be read right now)."""
+        if kid is None:
+            return None
+        age = time.monotonic() - self._fetched
+        if (kid not in self._keys and age >= self.min_interval) or age >= self.max_age:
+            async with self._lock:
+                age = time.monotonic() - self._fetched
+                if (kid not in self._keys and age >= self.min_interval) or age >= self.max_age:
+                    try:
+                        await self._refresh()
+                    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+                        self._fetched = time.monotonic()  # keep the keys held; try again after min_interval
+        return self._keys.get(kid)
+
+
+async def verification_key(request: Request, token: str):
+    """The key that verifies `token`: its kid's key from the JWKS, else the fixed key file; None if neither."""
+    settings, state = request.app.state.settings, request.app.state
+    jwks = getattr(state, "jwks", None)
+    if jwks is None and getattr(settings, "jwt_jwks_url", ""):
+        jwks = state.jwks = Jwks(settings.jwt_jwks_url)
+    if jwks is not None:
+        try:
+            kid = jwt.get_unverified_header(token).get("kid")
+        except jwt.InvalidTokenError:
+            kid = None
+        key = await jwks.key(kid if isinstance(kid, str) else None)
+        if key is not None:
+            return key
+    return _public_key(settings.jwt_public_key_file) if settings.jwt_public_key_file else None
+
+
 def deny_keys(claims: dict) -> dict[str, str]:
     """The deny-list keys a token can be struck by, each with what it strikes (R-ID-09)."""
     keys = {claims["sub"]: "account", f"jti:{claims.get('jti')}": "token",
@@ -108,24 +175,52 @@ def principal_from(claims: dict, struck: set[str] = frozenset(), now: float | No
 async def authenticate(request: Request) -> Principal:
     settings = request.app.state.settings
     header = request.headers.get("authorization", "")
-    if not header.lower().startswith("bearer "):
-        raise Problem(401, "Unauthorized", "An access token is required (Authorization: Bearer ...).")
-    if not settings.jwt_public_key_file:
-        raise Problem(401, "Unauthorized", "This service has no token key configured, so it accepts no token.")
+    scheme, _, token = header.partition(" ")
+    scheme, token = scheme.lower(), token.strip()
+    if scheme not in ("bearer", "dpop") or not token:
+        raise Problem(401, "Unauthorized", "An access token is required (Authorization: Bearer ... or DPoP ...).")
+    key = await verification_key(request, token)
+    if key is None:
+        raise Problem(401, "Unauthorized", "The access token's signing key is not one this service knows.")
     try:
-        claims = jwt.decode(header[7:].strip(), _public_key(settings.jwt_public_key_file), algorithms=["RS256"],
+        claims = jwt.decode(token, key, algorithms=["RS256"],
                             audience=settings.jwt_audience, issuer=settings.issuer,
                             options={"require": ["exp", "sub", "aud", "iss"]})
     except jwt.ExpiredSignatureError:
         raise Problem(401, "Unauthorized", "The access token has expired.") from None
     except jwt.InvalidTokenError as e:
         raise Problem(401, "Unauthorized", f"The access token is not valid: {e}.") from None
+    _check_sender(request, scheme, token, claims)
     struck = await request.app.state.service.struck(claims)
     if struck & {"account", "token", "client"}:
         raise Problem(401, "Unauthorized", "This token, its account or its client has been revoked.")
     p = principal_from(claims, struck)
     current_client.set(p.client_id)
     return p
+
+
+_proofs_seen = dpop.ReplayCache()
+
+
+def _check_sender(request: Request, scheme: str, token: str, claims: dict) -> None:
+    """R-EXT-02: a token bound to a key (`cnf.jkt`) is taken only as `Authorization: DPoP` with a fresh proof of that
+    key for this very request (RFC 9449 §7); the same token without its proof, or with another key's, is refused."""
+    cnf = claims.get("cnf")
+    jkt = cnf.get("jkt") if isinstance(cnf, dict) else None
+    if jkt is None:
+        return
+    if scheme != "dpop":
+        raise Problem(401, "Unauthorized", "This access token is bound to a key: send it as 'Authorization: DPoP' with "
+                      "a DPoP proof.")
+    proof = request.headers.get("dpop", "")
+    try:
+        checked = dpop.check(proof, method=request.method, url=dpop.request_url(request), access_token=token)
+    except dpop.InvalidProof as e:
+        raise Problem(401, "Unauthorized", str(e) + ".") from None
+    if checked["jkt"] != jkt:
+        raise Problem(401, "Unauthorized", "The DPoP proof is signed by another key than the token is bound to.")
+    if not _proofs_seen.first_use(f"{jkt}:{checked['jti']}"):
+        raise Problem(401, "Unauthorized", "This DPoP proof was used before.")
 
 
 def require(*roles: str, scope: str | None = None):

@@ -24,6 +24,8 @@ Records are read by the rules of every consumer (servicekit.bus.decode). One tha
 identity.events.dlq once: the consumer group `gateway-sync` records how far the gateway has read, and a replica
 replaying older records does not dead-letter them again (each replica assigns itself every partition; the group
 only keeps offsets). Logs name accounts and clients by id and tokens by a hash of their jti.
+
+With JWT_JWKS_URL set, the same process also follows identity's signing keys (servicekit.gateway_keys, R-EXT-04).
 """
 from __future__ import annotations
 
@@ -43,6 +45,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from contracts import TOPICS, Envelope, Message
 from contracts.events.identity import AccountRevoked, ClientRevoked, TokenRevoked
 from servicekit.bus import Undeliverable, dead_letter_headers, decode, ensure_topics
+from servicekit.gateway_keys import KeyFollower
 from servicekit.logs import setup_logging
 from servicekit.settings import Settings
 
@@ -58,6 +61,10 @@ class SyncSettings(Settings):
     gateway_deny_map: str = "var/gateway/deny.map"  # the map file, named exactly as in haproxy.cfg
     gateway_admin_socket: str = "var/run/gateway.sock"  # HAProxy's stats socket (level admin)
     gateway_sync_sweep_seconds: float = 60  # how often expired token entries are dropped
+    # R-EXT-04 (servicekit.gateway_keys): identity's JWKS followed into per-kid key files, HAProxy reloaded on change
+    gateway_jwks_dir: str = "var/gateway/jwks"
+    gateway_jwks_poll_seconds: float = 2.0
+    gateway_reload_command: str = ""
 
 
 # --- the deny list itself (pure) -----------------------------------------------------------------
@@ -324,8 +331,12 @@ async def main() -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, task.cancel)
     log.info("started", extra={"fields": {"topic": settings.topic(TOPIC), "map": settings.gateway_deny_map}})
+    tasks = [GatewaySync(settings).run()]
+    if settings.jwt_jwks_url:
+        tasks.append(KeyFollower(settings.jwt_jwks_url, settings.gateway_jwks_dir, settings.gateway_reload_command,
+                                 settings.gateway_jwks_poll_seconds).run())
     try:
-        await GatewaySync(settings).run()
+        await asyncio.gather(*tasks)
     except asyncio.CancelledError:
         log.info("stopped")
 

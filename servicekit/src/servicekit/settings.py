@@ -16,6 +16,7 @@ class Settings(BaseSettings):
     topic_partitions: int = 0  # 0: the registry's count per topic; tests use fewer to keep one broker light
     service_port: int = 8000
     jwt_public_key_file: str = ""
+    jwt_jwks_url: str = ""  # identity's JWKS: verifying keys chosen by kid, followed through rotations (R-EXT-04)
     jwt_audience: str = "smeportal"
     jwt_issuer: str = ""  # default: OIDC_ISSUER, else the local gateway's address (what identity issues by default)
     oidc_issuer: str = "http://127.0.0.1:8080"

@@ -121,10 +121,23 @@ class ClientIn(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     confidential: bool = Field(description="true: has a secret (server-side service); false: a browser/mobile portal front end")
     redirect_uris: list[str] = Field(default_factory=list, max_length=10)
-    scopes: list[Literal["openid", "profile", "email", "offline_access", "prefill:read", "prefill:financials"]] = Field(default_factory=list)
+    scopes: list[Literal["openid", "profile", "email", "offline_access", "prefill:read", "prefill:financials",
+                        "audit:read"]] = Field(default_factory=list)
     grant_types: list[Literal["authorization_code", "refresh_token", "client_credentials"]]
     first_party: bool = Field(default=False, description="the platform's own portal front end: its user tokens carry "
                               "the user's full rights (scope `portal`); a third party's carry only the granted scopes")
+    # R-EXT-02 (identity_service.fapi)
+    token_endpoint_auth_method: Literal["client_secret_basic", "private_key_jwt", "none"] | None = Field(
+        default=None, description="private_key_jwt: the client signs a client_assertion with a key of `jwks` and "
+        "gets no secret; default: client_secret_basic for confidential clients, none for public ones")
+    jwks: dict | None = Field(default=None, description="the client's public keys (a JWKS document), for private_key_jwt")
+    dpop_bound_access_tokens: bool = Field(default=False, description="tokens only with a DPoP proof, bound to its key")
+    require_pushed_authorization_requests: bool = Field(default=False, description="logins only through /par")
+    tier: Literal["sandbox", "standard", "premium"] | None = Field(
+        default=None, description="a partner's rate tier (R-EXT-04): its tokens carry it and the gateway applies the "
+        "tier's requests per second and per 24 h; none: the gateway's general per-client ceiling")
+    webhook_url: str | None = Field(default=None, max_length=500, pattern=r"^https?://",
+                                    description="where signed webhooks go when a consent to this client changes")
 
 
 class ClientOut(BaseModel):
@@ -136,25 +149,49 @@ class ClientOut(BaseModel):
     scopes: list[str]
     grant_types: list[str]
     first_party: bool = False
+    token_endpoint_auth_method: str | None = None
+    dpop_bound_access_tokens: bool = False
+    require_pushed_authorization_requests: bool = False
+    tier: str | None = None
+    webhook_url: str | None = None
     status: str
 
 
 @router.post("/clients", status_code=201, response_model=ClientOut, tags=["clients"],
              summary="Register an OAuth client (operators only)")
 async def register_client(body: ClientIn, request: Request, who: Principal = Depends(require("operator"))) -> ClientOut:
+    return await create_client(request.app.state.service, body, who.subject)
+
+
+async def create_client(svc, body: ClientIn, actor: str, **fields) -> ClientOut:
+    """A new client (its secret, if any, in the answer only); `fields`: more to keep on it (e.g. its application)."""
     if "client_credentials" in body.grant_types and not body.confidential:
         raise Problem(422, "Not allowed", "client_credentials needs a confidential client (one with a secret).")
     if "authorization_code" in body.grant_types and not body.redirect_uris:
         raise Problem(422, "Missing redirect_uris", "authorization_code needs at least one redirect URI.")
-    svc = request.app.state.service
+    key_jwt = body.token_endpoint_auth_method == "private_key_jwt"
+    if key_jwt and not (body.confidential and _usable_jwks(body.jwks)):
+        raise Problem(422, "Missing keys", "private_key_jwt needs a confidential client and a JWKS with at least one "
+                      "public RSA or EC key (no private parts).")
     client_id = f"cl-{uuid.uuid4().hex[:16]}"
-    secret = secrets.new_token() if body.confidential else None
-    doc = {"_id": client_id, **body.model_dump(), "status": "active",
+    secret = secrets.new_token() if body.confidential and not key_jwt else None
+    doc = {"_id": client_id, **body.model_dump(), **fields, "status": "active",
            "secret_hash": secrets.digest(secret) if secret else None}
     event = svc.event(ClientRegistered(client_id=client_id, name=body.name, scopes=list(body.scopes),
-                                       confidential=body.confidential), actor=who.subject)
+                                       confidential=body.confidential), actor=actor)
     await svc.insert(svc.db.clients, doc, events=[event])
-    return ClientOut(client_id=client_id, client_secret=secret, status="active", **body.model_dump())
+    return ClientOut(client_id=client_id, client_secret=secret, status="active",
+                     **body.model_dump(exclude={"jwks"}))
+
+
+def _usable_jwks(jwks: dict | None) -> bool:
+    import jwt
+
+    try:
+        keys = jwt.PyJWKSet.from_dict(jwks or {}).keys
+    except (jwt.PyJWKSetError, jwt.PyJWKError, ValueError, TypeError, KeyError):
+        return False
+    return bool(keys) and not any("d" in k for k in (jwks or {}).get("keys", ()))
 
 
 @router.post("/clients/{client_id}/revoke", status_code=204, tags=["clients"],

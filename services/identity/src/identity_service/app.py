@@ -1,6 +1,6 @@
 """Wiring of the identity service."""
-from identity_service import (account_life, accounts, bindings, consents, consumers, disclosures, federation, http, mfa,
-                              oidc, operator, orgs)
+from identity_service import (account_life, accounts, bindings, consents, consumers, developers, disclosures, fapi,
+                              federation, http, mfa, oidc, operator, orgs, partner_audit, webhooks)
 from identity_service.mail import Mailer
 from identity_service.tokens import TokenIssuer
 from servicekit.service import Service
@@ -9,8 +9,10 @@ svc = Service("identity", title="Identity", outbox=["businesses", "accounts", "c
                                                "delegations", "families", "revoked_tokens"],
               produces=["identity.events", "notifications.commands"], honour_revocations=False)
 svc.app.state.issuer = TokenIssuer.from_env()
+svc.app.state.jwks = svc.app.state.issuer.keys  # identity verifies with its own key ring, not over HTTP (R-EXT-04)
 svc.app.state.mailer = Mailer.from_env()  # account mails (R-ID-10)
 svc.app.include_router(oidc.router)
+svc.app.include_router(fapi.router)
 svc.app.include_router(accounts.router)
 svc.app.include_router(account_life.router)
 svc.app.include_router(mfa.router)
@@ -24,6 +26,10 @@ federation.install(svc.app)
 svc.consume("dispatch.events", consumers.handlers(svc))
 for _topic in operator.TRAIL_TOPICS:  # the operators' audit trail across services (R-OPS-02)
     svc.consume(_topic, operator.trail_handlers(svc, _topic))
+svc.app.include_router(webhooks.router)
+svc.app.include_router(partner_audit.router)
+svc.app.include_router(developers.router)
+webhooks.install(svc, lambda: svc.app.state.issuer)  # R-EXT-03: signed webhooks on consent changes
 
 
 # identity checks its own records instead of the deny list other services keep from its events
@@ -48,6 +54,9 @@ async def _indexes() -> None:
     await svc.db.letters.create_index("status")
     await svc.db.audit.create_index([("key", 1), ("at", -1)])
     await operator.ensure_indexes(svc.db)
+    await svc.db.audit.create_index([("actor", 1), ("at", -1)])  # a client's export of its own calls (R-EXT-04)
+    await svc.db.webhook_deliveries.create_index([("status", 1), ("next_at", 1)])
+    await svc.db.webhook_deliveries.create_index([("client_id", 1), ("created_at", -1)])
     for tokens in ("verification_tokens", "reset_tokens", "login_tickets"):  # R-ID-10
         await svc.db[tokens].create_index("account_id")
 

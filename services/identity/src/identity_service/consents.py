@@ -40,6 +40,8 @@ async def grant(business_id: str, body: ConsentIn, request: Request, who: Princi
     svc = request.app.state.service
     await owned_business(request, business_id, who, scope=None)
     client = await svc.db.clients.find_one({"_id": body.client_id, "status": "active"})
+    if client and client.get("environment") == "sandbox":  # R-EXT-01: a sandbox sees only its synthetic tenant
+        client = None
     fields = domain.prefill_fields(set(client["scopes"])) if client else []
     if not fields:
         raise Problem(422, "Not a prefill client", f"{body.client_id} is not an active client allowed to prefill.")
@@ -81,9 +83,9 @@ async def consents(business_id: str, request: Request, who: Principal = Depends(
 
 
 @router.get("/prefill/{corporate_number}", tags=["prefill"],
-            summary="Prefill data of a corporation that consented to you: exactly the fields your scopes allow (clients)")
+            summary="Prefill data of a corporation that consented to you: exactly the fields your scopes allow (clients; or a person of the business through a client)")
 async def prefill(corporate_number: str, request: Request,
-                  who: Principal = Depends(require("client", scope="prefill:read"))) -> dict:
+                  who: Principal = Depends(require(scope="prefill:read"))) -> dict:
     if problem := domain.corporate_number_problem(corporate_number):
         raise Problem(422, "Invalid corporate number", problem)
     return await _prefill(request, who, domain.business_id_for(corporate_number, ""))
@@ -92,7 +94,7 @@ async def prefill(corporate_number: str, request: Request,
 @router.get("/prefill/businesses/{business_id}", tags=["prefill"],
             summary="Prefill data of any business (sole proprietors and founders too) by its business id (clients)")
 async def prefill_by_id(business_id: str, request: Request,
-                        who: Principal = Depends(require("client", scope="prefill:read"))) -> dict:
+                        who: Principal = Depends(require(scope="prefill:read"))) -> dict:
     return await _prefill(request, who, business_id[:100])
 
 
@@ -102,6 +104,10 @@ async def _prefill(request: Request, who: Principal, business_id: str) -> dict:
     business = await db.businesses.find_one({"_id": business_id, "status": {"$ne": "awaiting_proof"}},
                                             {"history": 0, "_outbox": 0, "prime_claim": 0})
     fields = domain.prefill_fields(who.scopes)
+    # a client's own token needs the business's consent; a token a person granted the client (authorization code,
+    # R-EXT-02) needs that person to act for the business too (R-ID-07)
+    if "client" not in who.roles and not who.acts_for(business_id):
+        consent = None
     if business is None or consent is None:
         if business is not None:  # the business sees refused attempts too
             await record(db, actor=who.client_id, action=REFUSED, key=business_id, payload={"fields": []})

@@ -1,25 +1,36 @@
-"""The identity service's signing keys: one active RS256 key, older public keys kept in the JWKS for rotation.
+"""The identity service's signing keys (R-EXT-04): one active RS256 key, the next key published in the JWKS before it
+signs anything, and the retired public keys that still verify tokens signed before a rotation.
 
-Keys come from files (a Kubernetes Secret in production, var/keys locally): JWT_PRIVATE_KEY_FILE signs;
-JWT_RETIRED_PUBLIC_KEY_FILES (comma-separated) still verify tokens signed before a rotation.
+Two sources:
+- a key ring directory (JWT_KEY_DIR, what production and `make up` use): `<kid>.pem` private keys and `keyring.json`
+  {"active": kid, "next": kid, "retired": [kid, ...]}. `python -m identity_service.keys rotate DIR` promotes the
+  published next key to active, retires the old active one and publishes a new next key, replacing the manifest in
+  one rename. Identity re-reads the manifest when it changes (checked at most once a second), so a rotation needs no
+  restart, and every key signs only after a whole rotation period in the JWKS: verifiers that cache the JWKS already
+  hold it, and the others fetch it on the unknown `kid`.
+- fixed files (JWT_PRIVATE_KEY_FILE signs, JWT_NEXT_KEY_FILE published only, JWT_RETIRED_PUBLIC_KEY_FILES verify).
 """
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
-from dataclasses import dataclass
-from functools import cached_property
+import sys
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from jwt.algorithms import RSAAlgorithm
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
+
+MANIFEST = "keyring.json"
+KEEP_RETIRED = 2  # retired keys outlive every token they signed (access tokens live minutes, rotations are days apart)
 
 
 def _thumbprint(jwk: dict) -> str:
     """RFC 7638 key id."""
-    import base64
-    import hashlib
-
     canonical = json.dumps({k: jwk[k] for k in ("e", "kty", "n")}, separators=(",", ":"), sort_keys=True)
     return base64.urlsafe_b64encode(hashlib.sha256(canonical.encode()).digest()).rstrip(b"=").decode()
 
@@ -30,33 +41,141 @@ def _jwk(public_key) -> dict:
     return jwk
 
 
+def _load(pem: str):
+    if "PRIVATE KEY" in pem:
+        return serialization.load_pem_private_key(pem.encode(), password=None)
+    return serialization.load_pem_public_key(pem.encode())
+
+
+@dataclass
+class Ring:
+    """One immutable state of the keys: the signer, and every public key the JWKS publishes (signer first)."""
+
+    private_key: object
+    published: list[dict]
+
+    @classmethod
+    def of(cls, active_pem: str, next_pems: list[str] = (), retired_pems: list[str] = ()) -> "Ring":
+        private = _load(active_pem)
+        others = [_jwk(_load(p).public_key() if "PRIVATE" in p else _load(p)) for p in [*next_pems, *retired_pems]]
+        return cls(private, [_jwk(private.public_key()), *others])
+
+    @property
+    def active_kid(self) -> str:
+        return self.published[0]["kid"]
+
+
 @dataclass
 class KeySet:
-    private_pem: str
-    retired_public_pems: list[str]
+    private_pem: str = ""
+    retired_public_pems: list[str] = field(default_factory=list)
+    next_pems: list[str] = field(default_factory=list)
+    key_dir: Path | None = None
+    _ring: Ring | None = None
+    _stamp: float = -1.0
+    _checked: float = 0.0
 
     @classmethod
     def from_env(cls) -> "KeySet":
+        if os.environ.get("JWT_KEY_DIR"):
+            return cls(key_dir=Path(os.environ["JWT_KEY_DIR"]))
         private = Path(os.environ.get("JWT_PRIVATE_KEY_FILE", "var/keys/jwt-private.pem")).read_text()
         retired = [Path(p).read_text() for p in os.environ.get("JWT_RETIRED_PUBLIC_KEY_FILES", "").split(",") if p]
-        return cls(private, retired)
+        nxt = [Path(p).read_text() for p in os.environ.get("JWT_NEXT_KEY_FILE", "").split(",") if p]
+        return cls(private, retired, nxt)
 
-    @cached_property
+    @property
+    def ring(self) -> Ring:
+        if self.key_dir is None:
+            if self._ring is None:
+                self._ring = Ring.of(self.private_pem, self.next_pems, self.retired_public_pems)
+            return self._ring
+        now = time.monotonic()
+        if self._ring is None or now - self._checked >= 1.0:
+            self._checked = now
+            manifest = self.key_dir / MANIFEST
+            stamp = manifest.stat().st_mtime_ns
+            if stamp != self._stamp:
+                m = json.loads(manifest.read_text())
+                pem = lambda kid: (self.key_dir / f"{kid}.pem").read_text()  # noqa: E731
+                self._ring = Ring.of(pem(m["active"]), [pem(m["next"])] if m.get("next") else [],
+                                     [pem(k) for k in m.get("retired", [])])
+                self._stamp = stamp
+        return self._ring
+
+    @property
     def private_key(self):
-        return serialization.load_pem_private_key(self.private_pem.encode(), password=None)
+        return self.ring.private_key
 
-    @cached_property
+    @property
     def active_kid(self) -> str:
-        return _jwk(self.private_key.public_key())["kid"]
+        return self.ring.active_kid
 
-    @cached_property
+    @property
     def jwks(self) -> dict:
-        keys = [_jwk(self.private_key.public_key())]
-        keys += [_jwk(serialization.load_pem_public_key(p.encode())) for p in self.retired_public_pems]
-        return {"keys": keys}
+        return {"keys": list(self.ring.published)}
+
+    async def key(self, kid: str | None):
+        """servicekit.auth's key lookup, answered from the ring itself."""
+        return self.public_key_for(kid)
 
     def public_key_for(self, kid: str | None):
-        for jwk in self.jwks["keys"]:
+        for jwk in self.ring.published:
             if jwk["kid"] == kid:
                 return RSAAlgorithm.from_jwk(json.dumps(jwk))
         return None
+
+
+def _new_key(key_dir: Path) -> str:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    kid = _jwk(key.public_key())["kid"]
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    path = key_dir / f"{kid}.pem"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
+    return kid
+
+
+def _write_manifest(key_dir: Path, manifest: dict) -> None:
+    tmp = key_dir / f"{MANIFEST}.tmp"
+    tmp.write_text(json.dumps(manifest))
+    os.replace(tmp, key_dir / MANIFEST)
+
+
+def init(key_dir: Path, active_pem: Path | None = None) -> dict:
+    """A key ring with an active key (`active_pem` if given, e.g. the existing dev key) and a published next key;
+    an existing ring is left as it is."""
+    key_dir.mkdir(parents=True, exist_ok=True)
+    if (key_dir / MANIFEST).exists():
+        return json.loads((key_dir / MANIFEST).read_text())
+    if active_pem is not None:
+        kid = _jwk(_load(active_pem.read_text()).public_key())["kid"]
+        (key_dir / f"{kid}.pem").write_text(active_pem.read_text())
+        os.chmod(key_dir / f"{kid}.pem", 0o600)
+    else:
+        kid = _new_key(key_dir)
+    manifest = {"active": kid, "next": _new_key(key_dir), "retired": []}
+    _write_manifest(key_dir, manifest)
+    return manifest
+
+
+def rotate(key_dir: Path) -> dict:
+    """The published next key signs from now on; the old active one only verifies; a new next key is published."""
+    m = json.loads((key_dir / MANIFEST).read_text())
+    retired = [m["active"], *m.get("retired", [])]
+    for old in retired[KEEP_RETIRED:]:
+        (key_dir / f"{old}.pem").unlink(missing_ok=True)
+    manifest = {"active": m["next"], "next": _new_key(key_dir), "retired": retired[:KEEP_RETIRED]}
+    _write_manifest(key_dir, manifest)
+    return manifest
+
+
+if __name__ == "__main__":  # python -m identity_service.keys init DIR [ACTIVE_PEM] | rotate DIR
+    verb, directory = sys.argv[1], Path(sys.argv[2])
+    if verb == "init":
+        print(json.dumps(init(directory, Path(sys.argv[3]) if len(sys.argv) > 3 else None)))
+    elif verb == "rotate":
+        print(json.dumps(rotate(directory)))
+    else:
+        sys.exit("usage: python -m identity_service.keys init DIR [ACTIVE_PEM] | rotate DIR")

@@ -16,7 +16,8 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
 from contracts.events.identity import TokenRevoked
-from identity_service import bindings, domain, mfa, orgs, secrets
+from identity_service import bindings, domain, fapi, mfa, orgs, secrets
+from servicekit import dpop
 
 router = APIRouter(tags=["openid-connect"])
 CODE_TTL = 60
@@ -51,8 +52,14 @@ async def discovery(request: Request) -> dict:
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256"],
         "code_challenge_methods_supported": ["S256"],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
-        "scopes_supported": ["openid", "profile", "email", "offline_access", "prefill:read", "prefill:financials"],
+        "token_endpoint_auth_methods_supported": ["private_key_jwt", "client_secret_basic", "client_secret_post",
+                                                  "none"],
+        "token_endpoint_auth_signing_alg_values_supported": ["RS256", "PS256", "ES256"],
+        "pushed_authorization_request_endpoint": f"{base}/par",
+        "dpop_signing_alg_values_supported": list(dpop.ALGS),
+        "authorization_response_iss_parameter_supported": True,
+        "scopes_supported": ["openid", "profile", "email", "offline_access", "prefill:read", "prefill:financials",
+                             "audit:read"],
         "claims_supported": ["sub", "name", "email", "roles", "orgs"],
     }
 
@@ -79,7 +86,8 @@ _FORM = """<!doctype html><html lang="ja"><meta charset="utf-8"><title>支援ポ
 <p><a id="reset" href="pages/reset-password">パスワードをお忘れの方 / Forgot your password?</a>
  · <a id="verify" href="pages/verify-email">確認メールの再送 / Confirmation mail</a></p>{federation}</html>"""
 
-_AUTH_PARAMS = ("client_id", "redirect_uri", "scope", "state", "code_challenge", "code_challenge_method", "nonce")
+_AUTH_PARAMS = ("client_id", "redirect_uri", "scope", "state", "code_challenge", "code_challenge_method", "nonce",
+                "request_uri")
 
 
 def consent_notice(client: dict | None, scope: str) -> str:
@@ -108,16 +116,29 @@ def _login_page(params: dict, error: str = "", status: int = 200, notice: str = 
 @router.get("/authorize", response_class=HTMLResponse, summary="Start login (authorization code + PKCE)")
 async def authorize_form(request: Request, client_id: str = "", redirect_uri: str = "", response_type: str = "",
                          scope: str = "openid", state: str = "", code_challenge: str = "",
-                         code_challenge_method: str = "", nonce: str = ""):
+                         code_challenge_method: str = "", nonce: str = "", request_uri: str = ""):
     db = request.app.state.service.db
-    client = await _client_and_redirect(db, client_id, redirect_uri)
+    params = {k: v for k, v in locals().items() if k in _AUTH_PARAMS}
+    if request_uri:  # RFC 9126: the request was pushed (and its client authenticated) beforehand
+        params = await fapi.pushed_params(db, client_id, request_uri)
+        if params is None:
+            return oauth_error("invalid_request_uri", "the request_uri is unknown, expired, used or another client's")
+    elif await _requires_par(db, client_id):
+        return oauth_error("invalid_request", "this client must push its authorization request (PAR, /par) first")
+    client = await _client_and_redirect(db, client_id, params["redirect_uri"])
     if client is None:
         return oauth_error("invalid_request", "unknown client_id or a redirect_uri not registered for it")
-    if response_type != "code" or not code_challenge or code_challenge_method != "S256":
-        return _redirect(redirect_uri, state, error="invalid_request",
+    if params.get("response_type", response_type) != "code" or not params["code_challenge"] \
+            or params["code_challenge_method"] != "S256":
+        return _redirect(params["redirect_uri"], params["state"], error="invalid_request",
                          error_description="response_type=code with a S256 code_challenge is required")
-    params = {k: v for k, v in locals().items() if k in _AUTH_PARAMS}
-    return _login_page(params, notice=consent_notice(client, scope))
+    params = {k: v for k, v in params.items() if k in _AUTH_PARAMS}
+    return _login_page(params, notice=consent_notice(client, params["scope"]))
+
+
+async def _requires_par(db, client_id: str) -> bool:
+    client = await db.clients.find_one({"_id": client_id}, {"require_pushed_authorization_requests": 1})
+    return bool(client and client.get("require_pushed_authorization_requests"))
 
 
 def _redirect(redirect_uri: str, state: str, **params) -> RedirectResponse:
@@ -131,10 +152,17 @@ def _redirect(redirect_uri: str, state: str, **params) -> RedirectResponse:
 async def authorize_submit(request: Request, email: str = Form(), password: str = Form(), client_id: str = Form(),
                            redirect_uri: str = Form(), scope: str = Form("openid"), state: str = Form(""),
                            code_challenge: str = Form(), code_challenge_method: str = Form("S256"),
-                           nonce: str = Form("")):
+                           nonce: str = Form(""), request_uri: str = Form("")):
     svc = request.app.state.service
     params = {k: v for k, v in locals().items() if k in _AUTH_PARAMS}
-    client = await _client_and_redirect(svc.db, client_id, redirect_uri)
+    if request_uri:  # what was pushed counts, not what the form says
+        params = await fapi.pushed_params(svc.db, client_id, request_uri)
+        if params is None:
+            return oauth_error("invalid_request_uri", "the request_uri is unknown, expired, used or another client's")
+        params = {k: v for k, v in params.items() if k in _AUTH_PARAMS}
+    elif await _requires_par(svc.db, client_id):
+        return oauth_error("invalid_request", "this client must push its authorization request (PAR, /par) first")
+    client = await _client_and_redirect(svc.db, client_id, params["redirect_uri"])
     if client is None:
         return oauth_error("invalid_request", "unknown client_id or a redirect_uri not registered for it")
     account = await login(svc.db, email, password)
@@ -149,6 +177,8 @@ async def issue_code(request: Request, client: dict, params: dict, account: dict
     scopes = domain.granted_scopes(params.get("scope") or "openid", client["scopes"])
     if scopes is None:
         return _redirect(redirect_uri, state, error="invalid_scope", error_description="scope not allowed for this client")
+    if params.get("request_uri") and not await fapi.spend(request.app.state.service.db, params["request_uri"]):
+        return _redirect(redirect_uri, state, error="invalid_request", error_description="this request_uri was used")
     code = secrets.new_token()
     await request.app.state.service.db.auth_codes.insert_one({
         "_id": secrets.digest(code), "client_id": client["_id"], "redirect_uri": redirect_uri,
@@ -178,7 +208,10 @@ async def login(db, email: str, password: str) -> dict | str:
 
 # --- token endpoint ------------------------------------------------------------------------------
 async def authenticate_client(request: Request, form) -> dict | JSONResponse:
-    """client_secret_basic, client_secret_post, or none (public clients, which must use PKCE)."""
+    """private_key_jwt (R-EXT-02), client_secret_basic, client_secret_post, or none (public clients, which must use
+    PKCE). A client registered for private_key_jwt authenticates only that way: it has no secret."""
+    if form.get("client_assertion_type") or form.get("client_assertion"):
+        return await fapi.assertion_client(request, form)
     client_id, secret = form.get("client_id"), form.get("client_secret")
     header = request.headers.get("authorization", "")
     if header.lower().startswith("basic "):
@@ -194,6 +227,9 @@ async def authenticate_client(request: Request, form) -> dict | JSONResponse:
     client = await request.app.state.service.db.clients.find_one({"_id": client_id, "status": "active"})
     if client is None:
         return oauth_error("invalid_client", "unknown or revoked client", 401)
+    if client.get("token_endpoint_auth_method") == "private_key_jwt":
+        return oauth_error("invalid_client", "this client authenticates with private_key_jwt (a signed client_assertion)",
+                           401)
     if client["confidential"] and (not secret or secrets.digest(secret) != client["secret_hash"]):
         return oauth_error("invalid_client", "wrong client secret", 401)
     return client
@@ -208,6 +244,10 @@ async def token(request: Request):
     grant = form.get("grant_type")
     if grant not in client["grant_types"]:
         return oauth_error("unauthorized_client", f"this client may not use grant_type={grant}")
+    bound = fapi.dpop_binding(request, client)  # R-EXT-02: the key the access token will be bound to, if any
+    if isinstance(bound, JSONResponse):
+        return bound
+    request.state.jkt = bound
     if grant == "authorization_code":
         return await _code_grant(request, client, form)
     if grant == "refresh_token":
@@ -217,7 +257,7 @@ async def token(request: Request):
         if scopes is None:
             return oauth_error("invalid_scope", "a requested scope is not granted to this client")
         access, _, _ = request.app.state.issuer.access_token(sub=client["_id"], client_id=client["_id"], scopes=scopes,
-                                                             roles=["client"])
+                                                             roles=["client"], extra=fapi.cnf(request, client))
         return _token_response(request, access, scopes)
     return oauth_error("unsupported_grant_type", f"grant_type={grant} is not supported")
 
@@ -287,7 +327,8 @@ async def _user_tokens(request: Request, client: dict, account: dict, scopes: li
     roles = domain.effective_roles(account["kind"], account["roles"], account.get("org_id"))
     access, jti, exp = issuer.access_token(sub=account["_id"], client_id=client["_id"], scopes=token_scopes, roles=roles,
                                            orgs=await orgs.memberships(svc.db, account),
-                                           extra=await bindings.token_claims(svc.db, account))
+                                           extra={**await bindings.token_claims(svc.db, account),
+                                                  **fapi.cnf(request, client)})
     await svc.db.families.update_one({"_id": family}, {
         "$setOnInsert": {"account_id": account["_id"], "client_id": client["_id"], "status": "active"},
         "$push": {"tokens": {"$each": [{"jti": jti, "exp": exp}], "$slice": -50}}}, upsert=True)
@@ -304,7 +345,8 @@ async def _user_tokens(request: Request, client: dict, account: dict, scopes: li
 
 def _token_response(request: Request, access: str, scopes: list[str], refresh: str | None = None,
                     id_token: str | None = None) -> JSONResponse:
-    body = {"access_token": access, "token_type": "Bearer", "expires_in": request.app.state.issuer.access_ttl,
+    body = {"access_token": access, "token_type": "DPoP" if getattr(request.state, "jkt", None) else "Bearer",
+            "expires_in": request.app.state.issuer.access_ttl,
             "scope": " ".join(scopes)}
     if refresh:
         body["refresh_token"] = refresh
