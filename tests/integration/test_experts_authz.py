@@ -17,12 +17,14 @@ PUBLIC_HEALTH = None  # no authentication at all
 # (method, path) -> roles that pass authorisation (anonymous always gets 401 unless PUBLIC_HEALTH)
 TABLE = {
     ("GET", "/healthz"): PUBLIC_HEALTH,
+    ("GET", "/metrics"): PUBLIC_HEALTH,
     ("GET", "/readyz"): PUBLIC_HEALTH,
     ("POST", "/experts/me"): EXPERT,
     ("GET", "/experts/me"): EXPERT,
     ("GET", "/experts/me/history"): EXPERT,
     ("PUT", "/experts/me/profile"): EXPERT,
     ("PUT", "/experts/me/availability"): EXPERT,
+    ("PUT", "/experts/me/capacity"): EXPERT,
     ("POST", "/experts/me/consents"): EXPERT,
     ("POST", "/experts/me/application"): EXPERT,
     ("POST", "/experts/me/renewal"): EXPERT,
