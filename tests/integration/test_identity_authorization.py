@@ -87,6 +87,10 @@ def table(w: dict) -> dict[tuple[str, str], Row]:
         ("GET", "/clients/{client_id}/webhook-deliveries"): Row({"operator"},
                                                                 f"/clients/{w['spare_client']}/webhook-deliveries"),
         ("GET", "/clients/me/audit"): Row(set(), "/clients/me/audit"),  # only a client token with audit:read
+        # R-OPS-02: operators' search and the cross-service audit trail
+        ("GET", "/operator/accounts"): Row({"operator"}, "/operator/accounts?q=staff"),
+        ("GET", "/operator/businesses"): Row({"operator"}, "/operator/businesses?q=biz"),
+        ("GET", "/operator/audit"): Row({"operator"}, f"/operator/audit?ref={w['victim']}"),
         # developer onboarding (R-EXT-01): any person registers an organisation; its applications answer 404 to others
         ("POST", "/developer/orgs"): Row(set(ACCOUNT_ROLES), "/developer/orgs", {"name": "x", "contact_email": "a@b.jp"}),
         ("POST", "/developer/orgs/{org_id}/apps"): Row(set(ACCOUNT_ROLES), "/developer/orgs/dev-none/apps", {"name": "x"}),
