@@ -3,7 +3,6 @@ their events in one update), free-dispatch slots, read models and audit records.
 from __future__ import annotations
 
 import asyncio
-import uuid
 import zlib
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
@@ -12,8 +11,8 @@ from pymongo.errors import DuplicateKeyError
 
 from contracts.events.dispatch import DispatchStatusChanged
 from contracts.events.ratings import owed_rating_id
-from dispatch_service.domain import ExpertState, Programme, default_programme, transition
-from dispatch_service.domain.dispatch import Change, Step
+from dispatch_service.domain import ExpertState, Programme, default_programme
+from dispatch_service.domain.dispatch import Change, Step, new_id  # noqa: F401  (new_id: the one id scheme)
 from dispatch_service.domain.programmes import programme_from_doc, programme_to_doc
 from dispatch_service.domain.slots import gives_back
 from servicekit.refusals import Rejected
@@ -21,10 +20,6 @@ from servicekit.refusals import Rejected
 
 def now() -> datetime:
     return datetime.now(UTC)
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:16]}"
 
 
 class AggregateLocks:
@@ -122,8 +117,8 @@ class Store:
                      action: str = "dispatch.changed", reload: bool = True) -> dict | None:
         """Read → decide → conditional write guarded by the version read, retried on a concurrent change.
 
-        `decide(doc)` returns a Change (or `(update, events)`), or None for "nothing to do" (e.g. a duplicate
-        message); it may raise. A change without events still leaves an audit record.
+        `decide(doc)` returns a Change of the aggregate, or None for "nothing to do" (e.g. a duplicate message); it
+        may raise. A change without events still leaves an audit record.
         """
         async with self.lock(dispatch_id):
             return await self._mutate(dispatch_id, decide, actor, cause, action, reload)
@@ -138,11 +133,8 @@ class Store:
                 out = await out
             if out is None:
                 return doc
-            released = False
-            if isinstance(out, Change):
-                action, released = out.action or action, out.gives_back_slot
-                out = self.written(doc, out, actor=actor, cause=cause)
-            update, events = out
+            action, released = out.action or action, out.gives_back_slot
+            update, events = self.written(doc, out, actor=actor, cause=cause)
             update = {k: dict(v) for k, v in update.items()}
             update.setdefault("$inc", {})["version"] = 1
             res = await self.svc.write(self.dispatches, {"_id": dispatch_id, "version": doc["version"]}, update,
@@ -165,15 +157,6 @@ class Store:
             business_id=doc["business_id"], expert_id=doc["expert_id"], institution_id=doc.get("institution_id"),
             platform_id=doc.get("platform_id"), reason_code=reason_code, reason=reason, fee=fee, travel=travel)
         return self.svc.event(msg, actor=actor, cause=cause)
-
-    @staticmethod
-    def step(doc: dict, *statuses: str, actor: str | None = None, reason_code: str | None = None) -> dict:
-        """The `$set`/`$push` part of one or more lifecycle steps from the doc's status (R-DSP-14)."""
-        cur, hist = doc["status"], []
-        for s in statuses:
-            cur = transition(cur, s)
-            hist.append({"status": s, "at": now(), "actor": actor, "reason_code": reason_code})
-        return {"$set": {"status": cur, "updated_at": now()}, "$push": {"history": {"$each": hist}}}
 
     # --- free dispatches (R-DSP-03) -------------------------------------------------------------------
     # One document per slot, `_id` = business:year:n. A duplicate-key insert is atomic on every server
