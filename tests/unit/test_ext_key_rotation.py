@@ -99,3 +99,28 @@ def test_R_EXT_04_the_gateway_keeps_one_key_file_per_published_kid_and_skips_wha
     rotated = public_pems(KeySet(key_dir=tmp_path / "ring").jwks)
     assert write_keys(out, rotated) is True
     assert sorted(p.stem for p in out.glob("*.pem")) == sorted(rotated)
+
+
+def test_R_EXT_04_the_gateway_takes_any_kid_the_jwks_may_publish(tmp_path):
+    """A kid is a base64url thumbprint and may begin with '-', which HAProxy 2.6 reads as an option of the ACL
+    (the config was refused and the gateway stayed down: CI of 2026-11-30). The rendered config must pass
+    `haproxy -c` with such kids next to plain ones."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    if shutil.which("haproxy") is None:
+        pytest.fail("HAProxy is not installed: deploy/local/setup.sh installs it")
+    root = Path(__file__).resolve().parents[2]
+    env = {"PATH": "/usr/sbin:/usr/bin:/bin", "VAR_DIR": str(tmp_path), "HOME": str(tmp_path)}
+    gateway = root / "deploy/local/gateway.sh"
+    subprocess.run([gateway, "keys"], env=env, check=True, capture_output=True)
+    jwks = tmp_path / "gateway/jwks"
+    jwks.mkdir(parents=True)
+    (tmp_path / "gateway/deny.map").write_text("")  # the sync writes it once the deny list is rebuilt
+    for kid in ("-qDCSJebRdL9DfnneBbi2s9JnT-MSKilrLIPFduMVcc", "plainKid_0", "--double"):
+        shutil.copy(tmp_path / "keys/jwt-public.pem", jwks / f"{kid}.pem")
+    run = subprocess.run([gateway, "check"], env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    config = (tmp_path / "gateway/haproxy.cfg").read_text()
+    assert "-m str -- -qDCSJebRdL9DfnneBbi2s9JnT-MSKilrLIPFduMVcc }" in config
