@@ -8,7 +8,7 @@ status:
 	@bash deploy/local/platform.sh status
 test:
 	@bash deploy/local/setup.sh
-	@uv run --frozen pytest -q
+	@uv run --frozen pytest -q --durations=20
 chaos:  # the long fault-injection run (database stopped 30 s, ten times the suite's load); ~10 min
 	@bash deploy/local/setup.sh
 	@CHAOS_PROFILE=long uv run --frozen pytest -q -s tests/integration/test_chaos.py
