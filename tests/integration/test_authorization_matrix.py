@@ -282,6 +282,12 @@ def identity_rows(w: World) -> dict:
                                                           {"org_id": x["extra_org"]}),
         ("DELETE", "/platforms/{platform_id}/members/{org_id}"): Row(
             allow(BUREAU, OPERATOR), f"/platforms/{pid}/members/{x['extra_org']}", prepare=extra_member),
+        ("PUT", "/platforms/{platform_id}/area"): Row(allow(BUREAU, OPERATOR), f"/platforms/{pid}/area",
+                                                      {"prefectures": ["熊本県"], "municipalities": ["熊本県熊本市"]}),
+        # the public directory and finder (R-POR-07): published, no token needed
+        ("GET", "/directory/platforms"): Row(PUBLIC, "/directory/platforms?prefecture=熊本県"),
+        ("GET", "/directory/platforms/{platform_id}"): Row(PUBLIC, f"/directory/platforms/{pid}"),
+        ("GET", "/directory/institutions"): Row(PUBLIC, "/directory/institutions?certified=true"),
     }
 
 
@@ -524,6 +530,10 @@ def recommend_rows(w: World) -> dict:
                                                                 f"/businesses/{bid}/interactions",
                                                                 {"programme_id": x["programme"], "kind": "favourite"}),
         ("GET", "/analytics/programme-uptake"): Row(STAFF, "/analytics/programme-uptake"),
+        # case studies (R-POR-08): the catalogue for every signed-in user, a business's matches as its programmes'
+        ("GET", "/cases"): Row(SIGNED_IN, "/cases?q=事業承継"),
+        ("GET", "/cases/{case_id}"): Row(SIGNED_IN, "/cases/case-01-shokei-seimitsu"),
+        ("GET", "/businesses/{business_id}/case-recommendations"): Row(readers, f"/businesses/{bid}/case-recommendations"),
     }
 
 

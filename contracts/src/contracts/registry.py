@@ -30,7 +30,7 @@ TOPICS: dict[str, TopicSpec] = {
         TopicSpec("identity.events", "account / business / organisation id", 6, "identity",
                   (identity.BusinessRegistered, identity.AccountRegistered, identity.AccountRevoked,
                    identity.ClientRegistered, identity.OrganisationRegistered, identity.PlatformRegistered,
-                   identity.MembershipChanged, identity.BusinessProfileChanged, identity.ConsentGranted,
+                   identity.PlatformAreaChanged, identity.MembershipChanged, identity.BusinessProfileChanged, identity.ConsentGranted,
                    identity.ConsentWithdrawn, identity.BindingChanged, identity.DelegationGranted,
                    identity.DelegationRevoked, identity.TokenRevoked, identity.ClientRevoked,
                    identity.StaffLinked)),
