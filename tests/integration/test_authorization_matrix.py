@@ -429,6 +429,7 @@ def dispatch_rows(w: World) -> dict:
         ("POST", "/support-history/grants/{org_id}/withdraw"): Row(
             BIZ_PEOPLE, f"/support-history/grants/{x['shinkin']}/withdraw", {"business_id": bid}),
         ("GET", "/support-history/grants"): Row(allow(BIZ_PEOPLE, STAFF), f"/support-history/grants?business_id={bid}"),
+        ("GET", "/support-history/shared"): Row(INSTITUTIONS, "/support-history/shared"),
         ("GET", "/support-history/reads"): Row(allow(BIZ_PEOPLE, STAFF), f"/support-history/reads?business_id={bid}"),
     }
 

@@ -112,6 +112,11 @@ async def test_R_POR_06_history_invisible_without_consent_visible_with_it_invisi
         g = (await eventually(granted, timeout=30, interval=0.5)).json()
         assert g["business_id"] == biz and g["in_force"] and g["granted_by"] == f"acc-member-{u}"
 
+        r = await http.get("/support-history/shared", headers=bank_staff)
+        assert r.status_code == 200, r.text
+        assert [b["business_id"] for b in r.json()["businesses"]] == [biz], r.text
+        r = await http.get("/support-history/shared", headers=shoko_staff)
+        assert r.json()["businesses"] == [], r.text
         shared = await seen_by(bank_staff)
         assert shared["shared_with_you"] is True
         assert kinds(shared) == {("consultation", bank), ("consultation", shoko), ("follow_up", bank)}
@@ -133,6 +138,7 @@ async def test_R_POR_06_history_invisible_without_consent_visible_with_it_invisi
         assert after["shared_with_you"] is False and kinds(after) == {("consultation", bank), ("follow_up", bank)}
         r = await http.post(f"/support-history/grants/{bank}/withdraw", headers=prime)
         assert r.status_code == 409, r.text
+        assert (await http.get("/support-history/shared", headers=bank_staff)).json()["businesses"] == []
         listed = (await http.get("/support-history/grants", headers=member)).json()["grants"]
         assert [(a["act"], a["by"]) for a in listed[0]["acts"]] == [("granted", f"acc-member-{u}"),
                                                                     ("withdrawn", f"acc-prime-{u}")]

@@ -97,6 +97,14 @@ class SupportHistory:
                         "acts": g.get("acts", [])})
         return sorted(out, key=lambda g: g["org_id"])
 
+    async def shared_with_orgs(self, org_ids: set[str], limit: int = 1000) -> list[dict]:
+        """The businesses that share their history with one of these institutions now."""
+        cur = self.db.history_grants.find({"org_id": {"$in": sorted(org_ids)}, "withdrawn_at": None},
+                                          {"_outbox": 0, "acts": 0}).limit(limit)
+        found = [{"business_id": g["business_id"], "org_id": g["org_id"], "granted_at": g["granted_at"]}
+                 async for g in cur if rules.in_force(g)]
+        return sorted(found, key=lambda g: (g["business_id"], g["org_id"]))
+
     # --- reading ------------------------------------------------------------------------------------------------
     async def view(self, business_id: str, viewer: rules.Viewer, reader: str, limit: int = 500) -> list[dict]:
         """The history `viewer` may see; a read showing another institution's entries is recorded (R-POR-06)."""

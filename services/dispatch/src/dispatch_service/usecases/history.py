@@ -124,6 +124,15 @@ async def list_grants(request: Request, business_id: str | None = BUSINESS_ID,
     return {"business_id": bid, "grants": await history_of(request).grants(bid)}
 
 
+@router.get("/support-history/shared",
+            summary="Institution staff: the businesses that share their support history with your institution now")
+async def shared_with_me(request: Request, p: Principal = Depends(require("institution"))) -> dict:
+    orgs = {o for o in org_ids(p) if o}
+    if not orgs:
+        raise Rejected("forbidden", "No institution", "Your account is not linked to an institution.")
+    return {"org_ids": sorted(orgs), "businesses": await history_of(request).shared_with_orgs(orgs)}
+
+
 @router.get("/support-history/reads",
             summary="Who read the business's support history beyond the institutions that wrote it (R-POR-06)")
 async def list_reads(request: Request, business_id: str | None = BUSINESS_ID,
