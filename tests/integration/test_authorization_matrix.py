@@ -423,6 +423,20 @@ def dispatch_rows(w: World) -> dict:
             allow(BIZ_PEOPLE, EXPERT), f"/consultations/{x['consultation']}/messages", {"text": "追記"}, hides=True),
         ("POST", "/consultations/{consultation_id}/held"): Row(allow(EXPERT), f"/consultations/{x['consultation']}/held",
                                                                hides=True),
+        # R-POR-06 support history: institutions' staff log for their own institution; the business, institutions (their
+        # own entries, the others' only while shared) and the agency for oversight read; the business alone shares
+        # and withdraws, in its own name only (another business is refused for BIZ)
+        ("POST", "/support-history/entries"): Row(INSTITUTIONS, "/support-history/entries", {
+            "business_id": bid, "consulted_on": (date.today() - timedelta(days=1)).isoformat(), "topic": "資金繰り",
+            "summary": "運転資金の相談"}),
+        ("GET", "/support-history"): Row(allow(BIZ_PEOPLE, INSTITUTIONS, STAFF), f"/support-history?business_id={bid}"),
+        ("POST", "/support-history/grants"): Row(BIZ_PEOPLE, "/support-history/grants",
+                                                 {"org_id": x["shinkin"], "business_id": bid}),
+        ("POST", "/support-history/grants/{org_id}/withdraw"): Row(
+            BIZ_PEOPLE, f"/support-history/grants/{x['shinkin']}/withdraw", {"business_id": bid}),
+        ("GET", "/support-history/grants"): Row(allow(BIZ_PEOPLE, STAFF), f"/support-history/grants?business_id={bid}"),
+        ("GET", "/support-history/shared"): Row(INSTITUTIONS, "/support-history/shared"),
+        ("GET", "/support-history/reads"): Row(allow(BIZ_PEOPLE, STAFF), f"/support-history/reads?business_id={bid}"),
     }
 
 

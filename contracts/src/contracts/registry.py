@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from contracts.envelope import Message
-from contracts.events import budget, dispatch, experts, identity, notifications, ratings, recommend
+from contracts.events import budget, dispatch, experts, history, identity, notifications, ratings, recommend
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,9 @@ TOPICS: dict[str, TopicSpec] = {
         TopicSpec("dispatch.events", "dispatch id", 6, "dispatch",
                   (dispatch.DispatchStatusChanged, dispatch.DispatchCompleted, dispatch.FraudConfirmed,
                    dispatch.RefundSettled)),
+        TopicSpec("dispatch.history", "business id", 6, "dispatch",
+                  (history.ConsultationLogged, history.HistorySharingGranted, history.HistorySharingWithdrawn,
+                   history.FollowUpDue)),
         TopicSpec("budget.commands", "frame id (single writer per frame)", 6, "budget",
                   (budget.ReserveBudget, budget.CommitBudget, budget.ReleaseBudget, budget.CreditRefund)),
         TopicSpec("budget.events", "frame id", 6, "budget",
