@@ -70,6 +70,8 @@ def validate_profile(profile: dict) -> dict:
         "fields": _clean_list(profile.get("fields", [])),
         "regions": _clean_list(profile.get("regions", [])),
         "introduction": str(profile.get("introduction", "")).strip(),
+        # R-EX-07: the expert also works online, so a business outside their regions may be suggested them
+        "remote_ok": bool(profile.get("remote_ok", False)),
         "photo_ref": profile.get("photo_ref"),
         # declared affiliations: not public, but carried to dispatch for its refusals (R-DSP-06/11)
         "employer_org_id": profile.get("employer_org_id"),
@@ -140,13 +142,20 @@ def on_hold(expert: dict) -> bool:
 OPEN_DISPATCH = frozenset({"accepted", "reserved", "approved", "scheduled", "visited"})
 
 
-def track_dispatch(expert: dict, dispatch_id: str, status: str) -> tuple[dict, str]:
-    """R-EX-06: the expert's open dispatches, from dispatch's events; an event goes out only when the hold flips."""
+RECENT_KEEP = 50  # R-EX-07: the newest dispatches received, kept for the fairness term (which reads a window of days)
+
+
+def track_dispatch(expert: dict, dispatch_id: str, status: str, at: str | None = None) -> tuple[dict, str]:
+    """R-EX-06: the expert's open dispatches, from dispatch's events; an event goes out only when the hold flips.
+    R-EX-07: a dispatch seen open for the first time is also noted with its time (`at`) as recent load."""
     new = dict(expert)
     cap = dict(expert.get("capacity") or {})
     ids = set(cap.get("open_ids", []))
     (ids.add if status in OPEN_DISPATCH else ids.discard)(dispatch_id)
     cap["open_ids"] = sorted(ids)
+    recent = list(cap.get("recent", []))
+    if at and status in OPEN_DISPATCH and all(r["id"] != dispatch_id for r in recent):
+        cap["recent"] = (recent + [{"id": dispatch_id, "at": at}])[-RECENT_KEEP:]
     new["capacity"] = cap
     return new, ("availability" if on_hold(new) != on_hold(expert) else "")
 

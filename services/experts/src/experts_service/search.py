@@ -52,6 +52,7 @@ class Entry:
     facets: set[str]
     windows: list[tuple[date, date]]
     payload: dict = field(default_factory=dict)  # the card the search result shows
+    match: dict = field(default_factory=dict)  # what suggestions score (R-EX-07), see matching.py
 
 
 class ExpertIndex:
@@ -96,7 +97,8 @@ class ExpertIndex:
                           "expert_id": doc["_id"], "name": doc.get("name", ""), "status": doc["status"],
                           "fields": p.get("fields", []), "qualifications": p.get("qualifications", []),
                           "regions": p.get("regions", []), "recommended_by": recommenders,
-                          "availability_note": (doc.get("availability") or {}).get("note", "")})
+                          "availability_note": (doc.get("availability") or {}).get("note", "")},
+                      match_view(doc))
         i = self.free.pop() if self.free else len(self.entries)
         if i == len(self.entries):
             self.entries.append(None)
@@ -252,9 +254,40 @@ class ExpertIndex:
             page_slots = page_slots[start:]
         return total, [self._card(self.entries[i]) for i in page_slots]
 
+    def candidates(self, *, fields: list[str] = (), on: date | None = None, today: date | None = None) -> list[dict]:
+        """R-EX-07: what suggestions score — registered national experts of that day's fiscal year, not on hold
+        (R-EX-06), not inside an unavailability window that day, sharing at least one of `fields` (any, if none)."""
+        day = on or today or date.today()
+        bits = self.postings.get("status:registered", 0) & self._registered_through(fiscal_year(day))
+        bits &= ~self.postings.get("hold", 0)
+        if fields:
+            any_field = 0
+            for f in fields:
+                any_field |= self.postings.get(f"field:{f}", 0)
+            bits &= any_field
+        out = []
+        for i in _ones(bits):
+            e = self.entries[i]
+            if any(s <= day <= t for s, t in e.windows):
+                continue
+            r = self.radar.get(e.expert_id)
+            out.append({**e.match, "windows": e.windows,
+                        "radar": {"averages": r["averages"], "count": r["count"]} if r else None})
+        return out
+
     def _card(self, e: Entry) -> dict:
         r = self.radar.get(e.expert_id)
         return {**e.payload, "radar": {"averages": r["averages"], "count": r["count"]} if r else None}
+
+
+def match_view(doc: dict) -> dict:
+    """The part of a stored expert that suggestions score (R-EX-07): profile, record, capacity and recent load."""
+    p, cap = doc.get("profile") or {}, doc.get("capacity") or {}
+    return {"expert_id": doc["_id"], "name": doc.get("name", ""), "fields": p.get("fields", []),
+            "regions": p.get("regions", []), "remote_ok": bool(p.get("remote_ok")),
+            "record": (doc.get("record") or {}).get("dispatches", 0), "open": len(cap.get("open_ids", [])),
+            "open_cap": cap.get("open_cap"), "paused": bool(cap.get("paused")),
+            "recent": [r["at"] for r in cap.get("recent", [])]}
 
 
 def _bitset(positions, n: int) -> int:
