@@ -18,6 +18,7 @@ Every suggestion carries its reasons as data and as short sentences.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import math
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -156,43 +157,65 @@ def _scale(avg: float) -> float:
     return min(max((avg - 1) / 4, 0.0), 1.0)
 
 
+def score(c: dict, need: Need, today: date, p: MatchParams = DEFAULT) -> tuple[bool, float, float]:
+    """(qualified, quality, fairness penalty) of one (not excluded) expert: the numbers only, for every candidate."""
+    fields = c.get("fields", ())
+    n_matched = sum(1 for f in need.fields if f in fields)
+    region = region_match(c, need)
+    quality = (p.w_fields * (n_matched / len(need.fields) if need.fields else 1.0) + _region_weight(region, p)
+               + _record_part(int(c.get("record", 0)), p))
+    radar = c.get("radar") or {}
+    avgs = radar.get("averages") or {}
+    rated = int(radar.get("count") or 0) >= p.min_ratings and bool(avgs)
+    quality += _rating_parts(avgs, rated, need, p)
+    return (n_matched == len(need.fields) and region != "none", quality,
+            fairness_penalty(recent_load(c, today, p)[2], p))
+
+
+def _region_weight(region: str, p: MatchParams) -> float:
+    return {"same_prefecture": p.w_same_prefecture, "same_block": p.w_same_block, "remote": p.w_remote,
+            "any": p.w_same_prefecture, "none": 0.0}[region]
+
+
+def _record_part(record: int, p: MatchParams) -> float:
+    return p.w_record * min(math.log1p(record) / math.log1p(p.record_saturation), 1.0)
+
+
+def _rating_parts(avgs: dict, rated: bool, need: Need, p: MatchParams) -> float:
+    overall = sum(avgs.values()) / len(avgs) if avgs else None
+    part = p.w_rating * (_scale(overall) if rated else p.unrated_prior)
+    axes = [a for a in need.needs if a in RATING_AXES]
+    if axes and rated:
+        part += p.w_needs * sum(_scale(avgs.get(a, 1.0)) for a in axes) / len(axes)
+    elif axes:
+        part += p.w_needs * p.unrated_prior
+    return part
+
+
 def assess(c: dict, need: Need, today: date, p: MatchParams = DEFAULT) -> Suggestion:
     """The score of one (not excluded) expert for a need, with every reason behind it."""
+    qualified, quality, penalty = score(c, need, today, p)
     fields = list(c.get("fields", ()))
     matched = [f for f in need.fields if f in fields]
     missing = [f for f in need.fields if f not in fields]
-    coverage = len(matched) / len(need.fields) if need.fields else 1.0
     region = region_match(c, need)
-    w_region = {"same_prefecture": p.w_same_prefecture, "same_block": p.w_same_block, "remote": p.w_remote,
-                "any": p.w_same_prefecture, "none": 0.0}[region]
-    record = int(c.get("record", 0))
-    w_rec = p.w_record * min(math.log1p(record) / math.log1p(p.record_saturation), 1.0)
     radar = c.get("radar") or {}
     avgs, count = radar.get("averages") or {}, int(radar.get("count") or 0)
     rated = count >= p.min_ratings and bool(avgs)
     overall = sum(avgs.values()) / len(avgs) if avgs else None
-    rating_part = p.w_rating * (_scale(overall) if rated else p.unrated_prior)
     axes = [a for a in need.needs if a in RATING_AXES]
-    if axes and rated:
-        needs_part = p.w_needs * sum(_scale(avgs.get(a, 1.0)) for a in axes) / len(axes)
-    else:
-        needs_part = p.w_needs * p.unrated_prior if axes else 0.0
     strengths = [{"axis": a, "average": round(avgs[a], 2)} for a in (axes or RATING_AXES)
                  if rated and avgs.get(a, 0) >= p.strength_threshold]
-    quality = p.w_fields * coverage + w_region + w_rec + rating_part + needs_part
-    recent, firsts, load = recent_load(c, today, p)
-    penalty = fairness_penalty(load, p)
-    left = capacity_left(c)
-    qualified = not missing and region != "none"
+    recent, firsts, _ = recent_load(c, today, p)
     reasons = {
         "fields": {"matched": matched, "missing": missing, "all_of_expert": fields},
         "region": {"match": region, "asked": need.region, "block": block_of(need.region),
                    "expert_regions": list(c.get("regions", ())), "remote_ok": bool(c.get("remote_ok"))},
-        "record": {"completed_dispatches": record},
+        "record": {"completed_dispatches": int(c.get("record", 0))},
         "rating": {"average": round(overall, 2) if overall is not None else None, "count": count, "counted": rated},
         "strengths": strengths,
         "availability": {"on_hold": False, "open_dispatches": int(c.get("open", 0)), "open_cap": c.get("open_cap"),
-                         "capacity_left": left, "available_on": need.on.isoformat() if need.on else None},
+                         "capacity_left": capacity_left(c), "available_on": need.on.isoformat() if need.on else None},
         "fairness": {"recent_dispatches": recent, "recent_first_places": firsts, "penalty": round(penalty, 4)},
     }
     return Suggestion(c["expert_id"], c.get("name", ""), qualified, quality, penalty, quality - penalty, reasons,
@@ -231,23 +254,29 @@ def tiebreak(seed: str, expert_id: str) -> str:
     return hashlib.sha256(f"{seed}\x00{expert_id}".encode()).hexdigest()[:16]
 
 
-def rank(suggestions: list[Suggestion], seed: str, p: MatchParams = DEFAULT) -> list[Suggestion]:
-    """Qualified first; then the fair score in steps of `score_step`; then the rotating tie-break."""
-    for s in suggestions:
-        s.tiebreak = tiebreak(seed, s.expert_id) if p.rotate else s.expert_id
-    return sorted(suggestions, key=lambda s: (not s.qualified, -math.floor(s.score / p.score_step + 1e-9),
-                                              s.tiebreak))
+def order_key(qualified: bool, fair_score: float, tie: str, p: MatchParams) -> tuple:
+    """Qualified first; then the fair score in steps of `score_step`; then the tie-break."""
+    return (not qualified, -math.floor(fair_score / p.score_step + 1e-9), tie)
 
 
 def suggest(candidates: list[dict], need: Need, *, today: date, seed: str, limit: int = 10,
             p: MatchParams = DEFAULT) -> tuple[list[Suggestion], dict[str, int]]:
-    """R-EX-07: the top `limit` suggestions, and how many candidates were left out for each reason."""
+    """R-EX-07: the top `limit` suggestions with their reasons, and how many candidates were left out for each
+    reason. Every candidate is scored; only the ones shown are explained."""
     left_out: dict[str, int] = {}
-    scored = []
+    keyed = []
     for c in candidates:
         why = exclusion(c, need)
         if why:
             left_out[why] = left_out.get(why, 0) + 1
-        else:
-            scored.append(assess(c, need, today, p))
-    return rank(scored, seed, p)[:limit], left_out
+            continue
+        qualified, quality, penalty = score(c, need, today, p)
+        tie = tiebreak(seed, c["expert_id"]) if p.rotate else c["expert_id"]
+        keyed.append((order_key(qualified, quality - penalty, tie, p), c))
+    top = heapq.nsmallest(limit, keyed, key=lambda kc: kc[0])
+    out = []
+    for _, c in top:
+        s = assess(c, need, today, p)
+        s.tiebreak = tiebreak(seed, c["expert_id"]) if p.rotate else c["expert_id"]
+        out.append(s)
+    return out, left_out
