@@ -100,7 +100,9 @@ def run(docs: list[dict], plan, p: matching.MatchParams, seed: int) -> dict:
         if not top:
             none_found += 1
             continue
-        first_places.setdefault(top[0].expert_id, []).append(today.isoformat())
+        fp = first_places.setdefault(top[0].expert_id, [])
+        fp.append(today.isoformat())
+        del fp[:-100]  # as the service keeps them (Store.note_first_place)
         r = rng.random()
         pick = top[0] if r < 0.55 or len(top) == 1 else top[1] if r < 0.75 else \
             top[2] if r < 0.85 and len(top) > 2 else rng.choice(top[min(3, len(top) - 1):])

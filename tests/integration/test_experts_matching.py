@@ -1,9 +1,10 @@
 """Explainable suggestions (R-EX-07) from the experts service on real Kafka + MongoDB: experts registered through the
 service's own APIs, their record, ratings and open dispatches learnt from the dispatch and ratings events; an
-expert at their cap of open dispatches is not suggested until a dispatch closes (R-EX-06)."""
+expert at their cap of open dispatches is not suggested until a dispatch closes, nor on a weekday they do not work
+(R-EX-06)."""
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import httpx
 import pytest
@@ -76,7 +77,7 @@ async def test_R_EX_07_suggestions_say_why_and_leave_out_an_expert_at_cap(svc, i
         assert ra["region"]["match"] == "same_prefecture"
         assert ra["rating"]["count"] == 6 and ra["strengths"] == [{"axis": "expertise", "average": 4.7}]
         assert ra["availability"] == {"on_hold": False, "open_dispatches": 0, "open_cap": None, "capacity_left": None,
-                                      "available_on": None}
+                                      "available_on": None, "weekdays": []}
         assert ra["fairness"]["recent_dispatches"] == 1 and ra["fairness"]["penalty"] > 0
         assert any("1 completed dispatches" in line for line in first["summary"])
         rb = second["reasons"]
@@ -92,6 +93,18 @@ async def test_R_EX_07_suggestions_say_why_and_leave_out_an_expert_at_cap(svc, i
             return mine[0] if mine else None
         back_c = await eventually(back)
         assert back_c["qualified"] and back_c["reasons"]["availability"]["capacity_left"] == 1
+
+        # R-EX-06 calendar: B takes visits on Mondays only; a Tuesday's suggestions leave B out, a Monday's do not
+        r = await http.put("/experts/me/availability", json={"weekdays": [0]}, headers=auth("acc-m-b", ["expert"]))
+        assert r.status_code == 200 and r.json()["availability"]["weekdays"] == [0], r.text
+        days = [date.today() + timedelta(days=k) for k in range(1, 8)]
+        monday, tuesday = (next(d for d in days if d.weekday() == w) for w in (0, 1))
+        got = await suggestions(http, **params, on=tuesday.isoformat())
+        assert b not in [s["expert_id"] for s in got["items"]] and a in [s["expert_id"] for s in got["items"]]
+        got = await suggestions(http, **params, on=monday.isoformat())
+        mine = [s for s in got["items"] if s["expert_id"] == b]
+        assert mine and mine[0]["reasons"]["availability"]["weekdays"] == [0]
+        assert mine[0]["reasons"]["availability"]["available_on"] == monday.isoformat()
 
         # an unknown prefecture or field is refused in words
         r = await http.get("/experts/suggestions", params={"region": "Kumamoto"}, headers=INSTITUTION)

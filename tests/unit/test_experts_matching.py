@@ -147,3 +147,31 @@ def test_R_EX_07_index_candidates_are_registered_this_year_not_on_hold_and_share
     got = ix.candidates(fields=["it_dx", "sales_channels"], today=TODAY)
     assert sorted(c["expert_id"] for c in got) == ["a", "b"]
     assert got[0]["record"] == 3
+
+
+def test_R_EX_06_calendar_weekdays_worked_decide_availability_on_a_day():
+    e, _ = domain.new_expert("ex-1", "acc-1", "山田", {"fields": ["it_dx"], "regions": ["熊本県"]})
+    e, _ = domain.set_availability(e, [{"start": "2026-06-20", "end": "2026-06-30"}], "", weekdays=[0, 2, 4, 2])
+    assert e["availability"]["weekdays"] == [0, 2, 4]
+    assert domain.available_on(e, date(2026, 6, 3))        # a Wednesday
+    assert not domain.available_on(e, date(2026, 6, 2))    # a Tuesday
+    assert not domain.available_on(e, date(2026, 6, 22))   # a Monday, but inside the window
+    e2, _ = domain.set_availability(e, [], "", weekdays=list(range(7)))  # every day is the same as none
+    assert "weekdays" not in e2["availability"] and domain.available_on(e2, date(2026, 6, 2))
+    try:
+        domain.set_availability(e, [], "", weekdays=[7])
+        raise AssertionError("weekday 7 accepted")
+    except domain.Refused as r:
+        assert r.status == 422
+    # the index and the suggestions follow the calendar for the day asked for, not today's weekday otherwise
+    ix = ExpertIndex()
+    ix.upsert({**e, "_id": "ex-1", "status": "registered", "registered_fiscal_year": 2026})
+    assert [c["expert_id"] for c in ix.candidates(fields=["it_dx"], on=date(2026, 6, 3))] == ["ex-1"]
+    assert ix.candidates(fields=["it_dx"], on=date(2026, 6, 2)) == []
+    assert [c["expert_id"] for c in ix.candidates(fields=["it_dx"], today=date(2026, 6, 2))] == ["ex-1"]
+    need = m.Need(fields=("it_dx",), on=date(2026, 6, 2))
+    assert m.suggest([cand("x", fields=("it_dx",), weekdays=[0, 2, 4])], need, today=TODAY, seed="s") == \
+        ([], {"unavailable": 1})
+    [s], _ = m.suggest([cand("x", fields=("it_dx",), weekdays=[0, 2, 4])], m.Need(fields=("it_dx",)), today=TODAY,
+                       seed="s")
+    assert s.reasons["availability"]["weekdays"] == [0, 2, 4] and "Takes visits on Mon, Wed, Fri" in s.summary

@@ -110,8 +110,13 @@ def edit_profile(expert: dict, profile: dict, *, expected_version: int | None, a
     return new, "profile"
 
 
-def set_availability(expert: dict, windows: list[dict], note: str) -> tuple[dict, str]:
-    """R-EX-03: unavailability windows and a note ("on a long trip until …: no dispatches")."""
+def set_availability(expert: dict, windows: list[dict], note: str,
+                     weekdays: list[int] | None = None) -> tuple[dict, str]:
+    """R-EX-03: unavailability windows and a note ("on a long trip until …: no dispatches").
+    R-EX-06 calendar: the weekdays the expert takes visits on (0 = Monday; none given: any day)."""
+    days = sorted(set(weekdays or []))
+    if any(not 0 <= w <= 6 for w in days):
+        raise Refused("No such weekday", "Weekdays are 0 (Monday) to 6 (Sunday).", 422)
     new = _live(expert)
     clean = []
     for w in windows:
@@ -120,6 +125,8 @@ def set_availability(expert: dict, windows: list[dict], note: str) -> tuple[dict
             raise Refused("Window ends before it starts", f"The window {start}–{end} ends before it starts.", 422)
         clean.append({"start": start.isoformat(), "end": end.isoformat(), "note": str(w.get("note", ""))})
     new["availability"] = {"windows": sorted(clean, key=lambda w: w["start"]), "note": note.strip()}
+    if days and len(days) < 7:
+        new["availability"]["weekdays"] = days
     return new, "availability"
 
 
@@ -161,8 +168,10 @@ def track_dispatch(expert: dict, dispatch_id: str, status: str, at: str | None =
 
 
 def available_on(expert: dict, d: date) -> bool:
-    """R-EX-03/05: not inside any unavailability window the expert declared."""
-    return not any(_d(w["start"]) <= d <= _d(w["end"]) for w in expert["availability"]["windows"])
+    """R-EX-03/05: not inside any unavailability window the expert declared; R-EX-06: on a weekday they work."""
+    days = expert["availability"].get("weekdays")
+    return not any(_d(w["start"]) <= d <= _d(w["end"]) for w in expert["availability"]["windows"]) \
+        and (not days or d.weekday() in days)
 
 
 def dispatchable(expert: dict, d: date) -> bool:

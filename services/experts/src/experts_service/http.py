@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
@@ -56,6 +56,8 @@ class Window(BaseModel):
 class Availability(BaseModel):
     windows: list[Window] = Field(default_factory=list, max_length=50)
     note: str = Field(default="", max_length=1000, examples=["長期出張のため8月末まで派遣不可"])
+    weekdays: list[Annotated[int, Field(ge=0, le=6)]] = Field(default_factory=list, max_length=7, description=(
+        "the days of the week you take visits on, 0 = Monday (R-EX-06 calendar); none: any day"), examples=[[0, 2, 4]])
 
 
 class OrgRef(BaseModel):
@@ -163,7 +165,7 @@ async def edit_profile(body: EditProfile, request: Request, who: Principal = Dep
 @router.put("/experts/me/availability", tags=["own page"], summary="Set when I cannot be dispatched (R-EX-03)")
 async def set_availability(body: Availability, request: Request, who: Principal = Depends(require("expert"))):
     windows = [w.model_dump() for w in body.windows]
-    return await _mine(request, who, lambda s: domain.set_availability(s, windows, body.note))
+    return await _mine(request, who, lambda s: domain.set_availability(s, windows, body.note, body.weekdays))
 
 
 class Capacity(BaseModel):
@@ -343,7 +345,8 @@ async def search(request: Request, who: Principal | None = Depends(directory_rea
                  q: str = Query("", max_length=200, description="free text, Japanese or English"),
                  field: list[str] = Query(default=[], description="fields from the controlled vocabulary; all must match"),
                  qualification: str | None = None, region: str | None = None,
-                 available_on: date | None = Query(None, description="not inside any unavailability window that day"),
+                 available_on: date | None = Query(None, description="not inside any unavailability window that day, "
+                                                                            "and on a weekday the expert works"),
                  for_dispatch: bool = Query(False, description="only registered experts of this fiscal year, not "
                                                                "suspended, available (on available_on, else today)"),
                  status: list[str] = Query(default=[], description="agency/operator only: statuses to list"),

@@ -12,7 +12,8 @@ A suggestion is ranked by three keys, in this order:
    same question the same day sees the same order), different for another seed, so equals take turns at the top.
 
 Experts who cannot take work are never suggested (R-EX-06): paused, at their cap of open dispatches, inside a
-declared unavailability window on the day asked for, or matching none of the fields asked for.
+declared unavailability window or off their working weekdays on the day asked for, or matching none of the fields
+asked for.
 Every suggestion carries its reasons as data and as short sentences.
 """
 from __future__ import annotations
@@ -38,6 +39,9 @@ BLOCKS: dict[str, str] = {
     **{p: "九州" for p in ("福岡県", "佐賀県", "長崎県", "熊本県", "大分県", "宮崎県", "鹿児島県")},
     "沖縄県": "沖縄",
 }
+
+
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 
 @dataclass(frozen=True)
@@ -113,7 +117,8 @@ def exclusion(c: dict, need: Need) -> str | None:
         return "paused"
     if capacity_left(c) == 0:
         return "at_cap"
-    if need.on and any(s <= need.on <= e for s, e in c.get("windows", ())):
+    if need.on and (any(s <= need.on <= e for s, e in c.get("windows", ()))
+                    or (c.get("weekdays") and need.on.weekday() not in c["weekdays"])):
         return "unavailable"
     if need.fields and not set(need.fields) & set(c.get("fields", ())):
         return "no_field"
@@ -158,38 +163,51 @@ def _scale(avg: float) -> float:
 
 
 def score(c: dict, need: Need, today: date, p: MatchParams = DEFAULT) -> tuple[bool, float, float]:
-    """(qualified, quality, fairness penalty) of one (not excluded) expert: the numbers only, for every candidate."""
-    fields = c.get("fields", ())
-    n_matched = sum(1 for f in need.fields if f in fields)
-    region = region_match(c, need)
-    quality = (p.w_fields * (n_matched / len(need.fields) if need.fields else 1.0) + _region_weight(region, p)
-               + _record_part(int(c.get("record", 0)), p))
-    radar = c.get("radar") or {}
-    avgs = radar.get("averages") or {}
-    rated = int(radar.get("count") or 0) >= p.min_ratings and bool(avgs)
-    quality += _rating_parts(avgs, rated, need, p)
-    return (n_matched == len(need.fields) and region != "none", quality,
-            fairness_penalty(recent_load(c, today, p)[2], p))
+    """(qualified, quality, fairness penalty) of one (not excluded) expert: the numbers only."""
+    return scorer(need, today, p)(c)
 
 
-def _region_weight(region: str, p: MatchParams) -> float:
-    return {"same_prefecture": p.w_same_prefecture, "same_block": p.w_same_block, "remote": p.w_remote,
-            "any": p.w_same_prefecture, "none": 0.0}[region]
-
-
-def _record_part(record: int, p: MatchParams) -> float:
-    return p.w_record * min(math.log1p(record) / math.log1p(p.record_saturation), 1.0)
-
-
-def _rating_parts(avgs: dict, rated: bool, need: Need, p: MatchParams) -> float:
-    overall = sum(avgs.values()) / len(avgs) if avgs else None
-    part = p.w_rating * (_scale(overall) if rated else p.unrated_prior)
+def scorer(need: Need, today: date, p: MatchParams = DEFAULT):
+    """`score` for one need, with what depends only on the need worked out once: it runs for every candidate."""
+    wanted, n_wanted = need.fields, len(need.fields)
+    block = block_of(need.region)
     axes = [a for a in need.needs if a in RATING_AXES]
-    if axes and rated:
-        part += p.w_needs * sum(_scale(avgs.get(a, 1.0)) for a in axes) / len(axes)
-    elif axes:
-        part += p.w_needs * p.unrated_prior
-    return part
+    since = (today - timedelta(days=p.recent_days)).isoformat()
+    first_since = (today - timedelta(days=p.exposure_days)).isoformat()
+    record_full = math.log1p(p.record_saturation)
+    unrated = p.w_rating * p.unrated_prior + (p.w_needs * p.unrated_prior if axes else 0.0)
+
+    def one(c: dict) -> tuple[bool, float, float]:
+        fields = c.get("fields", ())
+        n_matched = sum(1 for f in wanted if f in fields)
+        if not need.region:
+            region_w, served = p.w_same_prefecture, True
+        else:
+            regions = c.get("regions", ())
+            served = True
+            if need.region in regions:
+                region_w = p.w_same_prefecture
+            elif block and any(BLOCKS.get(r) == block for r in regions):
+                region_w = p.w_same_block
+            elif need.remote_ok and c.get("remote_ok"):
+                region_w = p.w_remote
+            else:
+                region_w, served = 0.0, False
+        quality = (p.w_fields * (n_matched / n_wanted if n_wanted else 1.0) + region_w
+                   + p.w_record * min(math.log1p(c.get("record", 0)) / record_full, 1.0))
+        radar = c.get("radar")
+        avgs = radar.get("averages") if radar else None
+        if avgs and (radar.get("count") or 0) >= p.min_ratings:
+            quality += p.w_rating * _scale(sum(avgs.values()) / len(avgs))
+            if axes:
+                quality += p.w_needs * sum(_scale(avgs.get(x, 1.0)) for x in axes) / len(axes)
+        else:
+            quality += unrated
+        load = sum(1 for at in c.get("recent", ()) if at >= since)
+        fp = c.get("first_places", 0)
+        load += p.exposure_weight * (fp if isinstance(fp, int) else sum(1 for d in fp if d >= first_since))
+        return n_matched == n_wanted and served, quality, fairness_penalty(load, p)
+    return one
 
 
 def assess(c: dict, need: Need, today: date, p: MatchParams = DEFAULT) -> Suggestion:
@@ -215,7 +233,8 @@ def assess(c: dict, need: Need, today: date, p: MatchParams = DEFAULT) -> Sugges
         "rating": {"average": round(overall, 2) if overall is not None else None, "count": count, "counted": rated},
         "strengths": strengths,
         "availability": {"on_hold": False, "open_dispatches": int(c.get("open", 0)), "open_cap": c.get("open_cap"),
-                         "capacity_left": capacity_left(c), "available_on": need.on.isoformat() if need.on else None},
+                         "capacity_left": capacity_left(c), "available_on": need.on.isoformat() if need.on else None,
+                         "weekdays": list(c.get("weekdays") or [])},
         "fairness": {"recent_dispatches": recent, "recent_first_places": firsts, "penalty": round(penalty, 4)},
     }
     return Suggestion(c["expert_id"], c.get("name", ""), qualified, quality, penalty, quality - penalty, reasons,
@@ -243,6 +262,8 @@ def _summary(r: dict, need: Need, p: MatchParams) -> list[str]:
                else f"Can take {a['capacity_left']} more open dispatches")
     if need.on:
         out.append(f"Available on {a['available_on']}")
+    if a["weekdays"]:
+        out.append("Takes visits on " + ", ".join(WEEKDAYS[d] for d in a["weekdays"]))
     fr = r["fairness"]
     if fr["penalty"] > 0:
         out.append(f"Recent load ({fr['recent_dispatches']} dispatches, {fr['recent_first_places']} first places) "
@@ -264,13 +285,13 @@ def suggest(candidates: list[dict], need: Need, *, today: date, seed: str, limit
     """R-EX-07: the top `limit` suggestions with their reasons, and how many candidates were left out for each
     reason. Every candidate is scored; only the ones shown are explained."""
     left_out: dict[str, int] = {}
-    keyed = []
+    keyed, one = [], scorer(need, today, p)
     for c in candidates:
         why = exclusion(c, need)
         if why:
             left_out[why] = left_out.get(why, 0) + 1
             continue
-        qualified, quality, penalty = score(c, need, today, p)
+        qualified, quality, penalty = one(c)
         tie = tiebreak(seed, c["expert_id"]) if p.rotate else c["expert_id"]
         keyed.append((order_key(qualified, quality - penalty, tie, p), c))
     top = heapq.nsmallest(limit, keyed, key=lambda kc: kc[0])
