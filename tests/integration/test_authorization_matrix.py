@@ -331,6 +331,7 @@ def experts_rows(w: World) -> dict:
         ("GET", "/settings/directory"): Row(STAFF, "/settings/directory"),
         ("PUT", "/settings/directory"): Row(allow(OPERATOR), "/settings/directory", {"visibility": "institutions"}),
         ("GET", "/experts"): Row(searchers, "/experts?q=販路"),
+        ("GET", "/experts/suggestions"): Row(searchers, "/experts/suggestions?field=sales_channels&region=熊本県"),
         ("GET", "/experts/{expert_id}"): Row(searchers, f"/experts/{e}"),
     }
 
