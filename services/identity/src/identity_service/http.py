@@ -29,6 +29,16 @@ class FinancialPeriodIn(BaseModel):
     ordinary_profit: int | None = Field(default=None, ge=-YEN, le=YEN)
     net_income: int | None = Field(default=None, ge=-YEN, le=YEN)
     total_assets: int | None = Field(default=None, ge=-YEN, le=YEN)
+    # R-REC-06: what the local benchmark's six indicators need besides the above
+    depreciation: int | None = Field(default=None, ge=-YEN, le=YEN, description="減価償却費")
+    cash: int | None = Field(default=None, ge=-YEN, le=YEN, description="現預金")
+    borrowings: int | None = Field(default=None, ge=-YEN, le=YEN, description="有利子負債")
+    receivables: int | None = Field(default=None, ge=-YEN, le=YEN, description="売上債権")
+    inventory: int | None = Field(default=None, ge=-YEN, le=YEN, description="棚卸資産")
+    payables: int | None = Field(default=None, ge=-YEN, le=YEN, description="買入債務")
+    equity: int | None = Field(default=None, ge=-YEN, le=YEN, description="純資産")
+    employees: int | None = Field(default=None, ge=0, le=10_000_000, description="従業員数 at the period's end")
+    source: str | None = Field(default=None, max_length=200, description="provenance, e.g. 'imported from CSV at …'")
 
 
 class ProfileChange(BaseModel):
