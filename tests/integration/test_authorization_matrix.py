@@ -526,6 +526,8 @@ def recommend_rows(w: World) -> dict:
         ("GET", "/businesses/{business_id}"): Row(readers, f"/businesses/{bid}"),
         ("GET", "/businesses/{business_id}/recommendations"): Row(readers, f"/businesses/{bid}/recommendations"),
         ("GET", "/businesses/{business_id}/diagnosis"): Row(readers, f"/businesses/{bid}/diagnosis"),
+        ("GET", "/businesses/{business_id}/benchmark"): Row(readers, f"/businesses/{bid}/benchmark"),
+        ("GET", "/businesses/{business_id}/benchmark.pdf"): Row(readers, f"/businesses/{bid}/benchmark.pdf"),
         ("POST", "/businesses/{business_id}/interactions"): Row(allow(BIZ_PEOPLE, OPERATOR),
                                                                 f"/businesses/{bid}/interactions",
                                                                 {"programme_id": x["programme"], "kind": "favourite"}),
