@@ -215,6 +215,9 @@ def identity_rows(w: World) -> dict:
                                                     {"employees": 49}, hides=True),
         ("GET", "/businesses/{business_id}/history"): Row(allow(BIZ_PEOPLE, DLG, OPERATOR), f"/businesses/{bid}/history",
                                                           hides=True),
+        # R-REC-06 CSV import: as the profile change (no body here: 415 once past authorization, nothing applied)
+        ("POST", "/businesses/{business_id}/financials/import"): Row(allow(BIZ_PEOPLE, DLG, OPERATOR),
+                                                                    f"/businesses/{bid}/financials/import", hides=True),
         ("POST", "/businesses/{business_id}/prime-proof"): Row(BUSINESSES, f"/businesses/{bid}/prime-proof",
                                                                {"code": "1"}),
         ("GET", "/letters"): Row(allow(OPERATOR), "/letters"),
