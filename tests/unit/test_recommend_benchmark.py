@@ -135,3 +135,15 @@ def test_R_REC_06_display_units():
     assert b.display("labour_productivity", 600_000) == "600千円"
     assert b.display("ebitda_debt_multiple", 2.5) == "2.5倍"
     assert b.display("working_capital_months", None) == "—"
+
+
+def test_R_REC_06_R_OPS_03_industry_sketch_moves_by_deltas():
+    from recommend_service.store import _sketch_moves
+    old = {k: None for k in b.KEYS} | {"operating_margin": 0.05}
+    new = {k: None for k in b.KEYS} | {"operating_margin": 0.05, "equity_ratio": 0.4}
+    same = _sketch_moves("製造業", old, "製造業", new, b.KEYS)
+    assert same == {"製造業": {f"sketch.equity_ratio.{d.bucket(0.4)}": 1}}  # unchanged figure and count cancel out
+    moved = _sketch_moves("製造業", old, "小売業", new, b.KEYS)
+    assert moved["製造業"] == {f"sketch.operating_margin.{d.bucket(0.05)}": -1, "n": -1}
+    assert moved["小売業"]["n"] == 1 and len(moved["小売業"]) == 3
+    assert _sketch_moves(None, None, "製造業", new, b.KEYS)["製造業"]["n"] == 1
