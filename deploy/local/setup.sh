@@ -13,4 +13,8 @@ if ! command -v chromium >/dev/null; then
   log "installing Chromium and Japanese fonts from Debian (browser tests)"
   apt-get install -y chromium fonts-noto-cjk >/dev/null || { apt-get update >/dev/null && apt-get install -y chromium fonts-noto-cjk >/dev/null; }
 fi
+if [ ! -f /usr/share/fonts/opentype/ipafont-gothic/ipag.ttf ]; then
+  log "installing IPAGothic from Debian (TrueType, embedded in the local benchmark PDF, R-REC-06)"
+  apt-get install -y fonts-ipafont-gothic >/dev/null || { apt-get update >/dev/null && apt-get install -y fonts-ipafont-gothic >/dev/null; }
+fi
 "$here/toxiproxy.sh" install   # for the fault-injection suite (tests/integration/test_chaos.py, make chaos)

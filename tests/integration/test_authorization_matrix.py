@@ -215,6 +215,9 @@ def identity_rows(w: World) -> dict:
                                                     {"employees": 49}, hides=True),
         ("GET", "/businesses/{business_id}/history"): Row(allow(BIZ_PEOPLE, DLG, OPERATOR), f"/businesses/{bid}/history",
                                                           hides=True),
+        # R-REC-06 CSV import: as the profile change (no body here: 415 once past authorization, nothing applied)
+        ("POST", "/businesses/{business_id}/financials/import"): Row(allow(BIZ_PEOPLE, DLG, OPERATOR),
+                                                                    f"/businesses/{bid}/financials/import", hides=True),
         ("POST", "/businesses/{business_id}/prime-proof"): Row(BUSINESSES, f"/businesses/{bid}/prime-proof",
                                                                {"code": "1"}),
         ("GET", "/letters"): Row(allow(OPERATOR), "/letters"),
@@ -541,6 +544,8 @@ def recommend_rows(w: World) -> dict:
         ("GET", "/businesses/{business_id}"): Row(readers, f"/businesses/{bid}"),
         ("GET", "/businesses/{business_id}/recommendations"): Row(readers, f"/businesses/{bid}/recommendations"),
         ("GET", "/businesses/{business_id}/diagnosis"): Row(readers, f"/businesses/{bid}/diagnosis"),
+        ("GET", "/businesses/{business_id}/benchmark"): Row(readers, f"/businesses/{bid}/benchmark"),
+        ("GET", "/businesses/{business_id}/benchmark.pdf"): Row(readers, f"/businesses/{bid}/benchmark.pdf"),
         ("POST", "/businesses/{business_id}/interactions"): Row(allow(BIZ_PEOPLE, OPERATOR),
                                                                 f"/businesses/{bid}/interactions",
                                                                 {"programme_id": x["programme"], "kind": "favourite"}),

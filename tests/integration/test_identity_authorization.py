@@ -105,6 +105,8 @@ def table(w: dict) -> dict[tuple[str, str], Row]:
         ("GET", "/businesses/{business_id}"): Row(OWNERS | {"institution"}, f"/businesses/{w['bid']}"),
         ("PATCH", "/businesses/{business_id}"): Row(OWNERS | {"institution"}, f"/businesses/{w['bid']}", {"employees": 49}),
         ("GET", "/businesses/{business_id}/history"): Row(OWNERS | {"institution"}, f"/businesses/{w['bid']}/history"),
+        ("POST", "/businesses/{business_id}/financials/import"): Row(OWNERS | {"institution"},
+                                                                    f"/businesses/{w['bid']}/financials/import"),
         # bindings and delegations (R-ID-07, R-ID-08)
         ("POST", "/businesses/{business_id}/prime-proof"): Row(PEOPLE, f"/businesses/{w['bid']}/prime-proof", {"code": "1"}),
         ("GET", "/letters"): Row({"operator"}, "/letters"),

@@ -131,6 +131,7 @@ async def test_R_OPS_03_recommend_routes_never_scan_a_collection_at_100k_documen
               ("GET", f"/businesses/{me}/case-recommendations?keywords=事業承継", h, None),
               ("GET", "/cases?q=販路開拓&region=鳥取県", h, None),
               ("GET", f"/businesses/{me}/diagnosis?programme_id=fy2020-monozukuri-renkei&investment_yen=1000000", h, None),
+              ("GET", f"/businesses/{me}/benchmark", h, None), ("GET", f"/businesses/{me}/benchmark.pdf", h, None),
               ("GET", "/analytics/programme-uptake", op, None), ("GET", "/analytics/programme-uptake?after=fy2009&limit=3", op, None)]
     problems, explained = [], 0
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=svc.app), base_url="http://recommend") as http:
@@ -142,6 +143,8 @@ async def test_R_OPS_03_recommend_routes_never_scan_a_collection_at_100k_documen
             assert r.status_code in (200, 201), (path, r.status_code, r.text)
             if "/diagnosis" in path:  # R-REC-03 from the sketch: six peers learnt, the business itself left out
                 assert r.json()["peers"] == 6 and r.json()["peer_medians"]["sales_growth"] is not None, r.text
+            if path.endswith("/benchmark"):  # R-REC-06 from the industry's sketch, the business itself left out
+                assert r.json()["indicators"][0]["peers"] == 6 and r.json()["indicators"][0]["score"], r.text
             assert rec.commands or path.startswith("/cases"), f"{path} sent no database command?"  # cases: in memory
             for c in rec.commands:
                 if c["name"] == "find":

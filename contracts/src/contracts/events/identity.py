@@ -159,6 +159,17 @@ class FinancialPeriod(BaseModel):
     ordinary_profit: int | None = None
     net_income: int | None = None
     total_assets: int | None = None
+    # R-REC-06: the balance-sheet figures the local benchmark's six indicators need (all optional; producers
+    # before the benchmark send none of them)
+    depreciation: int | None = Field(default=None, description="減価償却費 (for EBITDA = operating profit + depreciation)")
+    cash: int | None = Field(default=None, description="現預金")
+    borrowings: int | None = Field(default=None, description="有利子負債 (borrowings and bonds)")
+    receivables: int | None = Field(default=None, description="売上債権 (trade receivables and notes)")
+    inventory: int | None = Field(default=None, description="棚卸資産")
+    payables: int | None = Field(default=None, description="買入債務 (trade payables and notes)")
+    equity: int | None = Field(default=None, description="純資産 (net assets)")
+    employees: int | None = Field(default=None, description="従業員数 at the period's end; the profile's count if None")
+    source: str | None = Field(default=None, description="provenance of the figures, e.g. 'imported from CSV at …'")
 
 
 class BusinessProfileChanged(Message):

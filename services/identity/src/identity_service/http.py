@@ -11,7 +11,7 @@ from pymongo.errors import DuplicateKeyError
 
 from contracts.events.identity import BindingChanged, BusinessProfileChanged, BusinessRegistered
 from contracts.vocab import fiscal_year
-from identity_service import bindings, domain
+from identity_service import bindings, domain, financials_csv
 from servicekit.auth import Principal, require
 from servicekit.problems import Problem
 
@@ -29,6 +29,16 @@ class FinancialPeriodIn(BaseModel):
     ordinary_profit: int | None = Field(default=None, ge=-YEN, le=YEN)
     net_income: int | None = Field(default=None, ge=-YEN, le=YEN)
     total_assets: int | None = Field(default=None, ge=-YEN, le=YEN)
+    # R-REC-06: what the local benchmark's six indicators need besides the above
+    depreciation: int | None = Field(default=None, ge=-YEN, le=YEN, description="減価償却費")
+    cash: int | None = Field(default=None, ge=-YEN, le=YEN, description="現預金")
+    borrowings: int | None = Field(default=None, ge=-YEN, le=YEN, description="有利子負債")
+    receivables: int | None = Field(default=None, ge=-YEN, le=YEN, description="売上債権")
+    inventory: int | None = Field(default=None, ge=-YEN, le=YEN, description="棚卸資産")
+    payables: int | None = Field(default=None, ge=-YEN, le=YEN, description="買入債務")
+    equity: int | None = Field(default=None, ge=-YEN, le=YEN, description="純資産")
+    employees: int | None = Field(default=None, ge=0, le=10_000_000, description="従業員数 at the period's end")
+    source: str | None = Field(default=None, max_length=200, description="provenance, e.g. 'imported from CSV at …'")
 
 
 class ProfileChange(BaseModel):
@@ -94,6 +104,7 @@ class VersionOut(BaseModel):
     by: str
     changed: list[str]
     profile: dict
+    source: str | None = Field(default=None, description="where the change came from, e.g. 'imported from CSV at …'")
 
 
 def _profile(doc: dict) -> dict:
@@ -228,6 +239,13 @@ async def change_business(business_id: str, body: ProfileChangeIn, request: Requ
     given = body.model_dump(exclude_unset=True, exclude={"expected_version"})
     if none := [k for k, v in given.items() if v is None and k in ("name", "prefecture", "industry", "employees")]:
         raise Problem(422, "A required field cannot be emptied", f"{', '.join(none)} must keep a value.")
+    return await _save_change(svc, doc, given, who)
+
+
+async def _save_change(svc, doc: dict, given: dict, who: Principal, source: str | None = None) -> BusinessOut:
+    """R-ID-03: a new version of the profile with the `given` fields (financials merged by fiscal year), the old
+    one kept in the history (with the change's `source` when it came from an import), and BusinessProfileChanged."""
+    business_id = doc["_id"]
     old = _profile(doc)
     new = {**old, **given}
     if "financials" in given:
@@ -241,13 +259,49 @@ async def change_business(business_id: str, body: ProfileChangeIn, request: Requ
                                              corporate_number=doc.get("corporate_number"),
                                              **{k: new[k] for k in ("name", "prefecture", "industry", "employees",
                                                                     "capital", "financials")}), actor=who.subject)
-    entry = {"version": version, "at": datetime.now(UTC), "by": who.subject, "changed": changed, "profile": new}
+    entry = {"version": version, "at": datetime.now(UTC), "by": who.subject, "changed": changed, "profile": new,
+             **({"source": source} if source else {})}
     res = await svc.write(svc.db.businesses, {"_id": business_id, "version": doc["version"]},
                       {"$set": {**{k: new[k] for k in changed}, "version": version}, "$push": {"history": entry}},
                       events=[event])
     if res.matched_count != 1:
         raise Problem(409, "The profile changed meanwhile", "Another change was saved first; reload and try again.")
     return business_out({**doc, **new, "version": version}, who)
+
+
+class CsvRowError(BaseModel):
+    row: int = Field(description="1 is the header row; 0 the file as a whole")
+    column: str | None = Field(description="the column as written in the header; None for the whole row or file")
+    problem: str
+
+
+@router.post("/businesses/{business_id}/financials/import", response_model=BusinessOut,
+             summary="Import the financial figures of up to three fiscal years from a CSV file (R-ANC-04, R-REC-06; "
+                     "layout in docs/financials-csv.md): all rows or nothing, each bad row reported",
+             openapi_extra={"requestBody": {"required": True, "content": {"text/csv": {"schema": {
+                 "type": "string", "example": "fiscal_year,sales,operating_profit\n2024,120000000,6000000\n"}}}}},
+             responses={422: {"description": "problem document with `errors`: [{row, column, problem}]; nothing "
+                                             "was applied"}})
+async def import_financials(business_id: str, request: Request,
+                            who: Principal = Depends(require(*OWNERS, "institution"))) -> BusinessOut:
+    svc = request.app.state.service
+    doc = await owned_business(request, business_id, who, scope="profile:write")
+    if doc.get("status") == "awaiting_proof":
+        raise Problem(409, "Not proven yet", "Enter the code from the letter first; the profile can change after that.")
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype not in ("text/csv", "application/csv", "text/plain"):
+        raise Problem(415, "Send a CSV file", f"The body must be text/csv, not {ctype or 'nothing'}.")
+    data = await request.body()
+    periods, errors = financials_csv.parse(data, fiscal_year(date.today()))
+    if errors:
+        raise Problem(422, "The CSV file has errors; nothing was imported",
+                      f"{len(errors)} problem(s), first: row {errors[0]['row']}"
+                      f"{', column ' + errors[0]['column'] if errors[0]['column'] else ''}: {errors[0]['problem']}",
+                      errors=[CsvRowError(**e).model_dump() for e in errors])
+    now = datetime.now(UTC)
+    source = f"imported from CSV at {now:%Y-%m-%dT%H:%M:%SZ} by {who.subject}"
+    periods = [FinancialPeriodIn(**p, source=source).model_dump() for p in periods]
+    return await _save_change(svc, doc, {"financials": periods}, who, source=source)
 
 
 @router.get("/businesses/{business_id}/history", response_model=list[VersionOut],

@@ -91,12 +91,12 @@ def bucket_value(b: str) -> float:
     return v if b[0] == "p" else -v
 
 
-def sketch_delta(old: dict | None, new: dict | None) -> dict[str, int]:
+def sketch_delta(old: dict | None, new: dict | None, keys: tuple[str, ...] = INDICATORS) -> dict[str, int]:
     """The `$inc` that moves one business's indicators from `old` to `new` (either None: it joins / leaves):
     {"<indicator>.<bucket>": ±1}; an unchanged figure cancels out."""
     inc: dict[str, int] = {}
     for sign, ind in ((-1, old), (1, new)):
-        for k in INDICATORS:
+        for k in keys:
             v = (ind or {}).get(k)
             if v is not None:
                 key = f"{k}.{bucket(v)}"

@@ -3,15 +3,16 @@ interactions (R-REC-02) and aggregated uptake for policy analysis (R-REC-05)."""
 from __future__ import annotations
 
 import re
-from datetime import datetime, date
+from datetime import UTC, datetime, date
 from typing import Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 from pymongo.errors import DuplicateKeyError
 
 from contracts.events.recommend import InteractionRecorded, ProgrammeAdded, ProgrammeTags
-from recommend_service import diagnosis, domain, store
+from recommend_service import benchmark, diagnosis, domain, report, store
 from servicekit.auth import Principal, require
 from servicekit.problems import Problem
 from servicekit.store import record_audit
@@ -302,3 +303,68 @@ async def diagnose(business_id: str, request: Request,
         out.subsidy_simulation = diagnosis.simulate_subsidy(investment_yen, diagnosis.subsidy_rate(prog.get("subsidy_rate")),
                                                             prog.get("cap_yen"))
     return out
+
+
+# --- local benchmark in full (R-REC-06) -------------------------------------------------------------------------------
+class BenchmarkIndicator(BaseModel):
+    key: str
+    name: str = Field(description="the indicator's name in the official local benchmark tool")
+    unit: str
+    higher_is_better: bool
+    value: float | None = Field(description="None when not computable (see reason)")
+    score: int | None = Field(description="1–5 against the quintiles of the same industry's peers; None: see reason")
+    reason: str | None = Field(description="why there is no value or no score")
+    peers: int = Field(description="peers of the same industry with this figure (the business itself excluded)")
+    peer_quintiles: list[float] | None = Field(description="the peers' 20/40/60/80% points; None with too few peers")
+
+
+class BenchmarkPeriod(BaseModel):
+    fiscal_year: int
+    indicators: dict[str, dict] = Field(description="{key: {value, reason}} of that period")
+
+
+class Benchmark(BaseModel):
+    business_id: str
+    fiscal_year: int | None = Field(description="the latest period with figures")
+    indicators: list[BenchmarkIndicator]
+    total: int = Field(description="sum of the scores")
+    max_total: int
+    rank: Literal["A", "B", "C", "D"] | None = Field(description="None unless all six are scored (see rank_reason)")
+    rank_reason: str | None
+    trend: list[BenchmarkPeriod] = Field(description="the six indicators over the last three periods, oldest first")
+
+
+async def _benchmark(request: Request, business_id: str, who: Principal) -> tuple[dict, dict]:
+    """R-REC-06: the business's profile (same access rule as the diagnosis) and its benchmark; the peers come from
+    the industry's sketch kept by events (R-OPS-03), the business itself taken out of it."""
+    db = _svc(request).db
+    doc = await _business(request, business_id, who)
+    group = await store.industry_peers_for_request(db, doc.get("industry")) or {}
+    cuts = benchmark.peer_cuts(group.get("sketch") or {}, doc.get("bench_values"))
+    return doc, benchmark.benchmark(doc.get("financials") or [], doc.get("employees"), cuts)
+
+
+@router.get("/businesses/{business_id}/benchmark", response_model=Benchmark, tags=["recommendations"],
+            summary="Local benchmark in full: six indicators scored 1–5 against the industry, total, rank A–D, "
+                    "three-period trend (R-REC-06)")
+async def get_benchmark(business_id: str, request: Request,
+                        who: Principal = Depends(require(*SIGNED_IN))) -> Benchmark:
+    _, result = await _benchmark(request, business_id, who)
+    return Benchmark(business_id=business_id, **result)
+
+
+@router.get("/businesses/{business_id}/benchmark.pdf", tags=["recommendations"], response_class=Response,
+            responses={200: {"content": {"application/pdf": {}}, "description": "the report, one A4 page"}},
+            summary="The local benchmark report as a PDF with Japanese text and a chart of the scores (R-REC-06, "
+                    "R-ANC-04)")
+async def get_benchmark_pdf(business_id: str, request: Request,
+                            who: Principal = Depends(require(*SIGNED_IN))) -> Response:
+    doc, result = await _benchmark(request, business_id, who)
+    now = datetime.now(UTC)
+    pdf = await run_in_threadpool(report.benchmark_pdf, business_name=doc.get("name") or business_id,
+                                  industry=doc.get("industry") or "", result=result, generated_at=now)
+    await record_audit(_svc(request).db, actor=who.subject, action="recommend.BenchmarkReportRead", key=business_id,
+                       payload={"fiscal_year": result["fiscal_year"], "rank": result["rank"]})
+    return Response(pdf, media_type="application/pdf",
+                    headers={"content-disposition": f'attachment; filename="benchmark-{business_id}.pdf"',
+                             "cache-control": "no-store"})

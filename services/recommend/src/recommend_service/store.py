@@ -9,6 +9,8 @@ Collections (every request-path read is a lookup by `_id`, the one index every M
 - `segment_members` {_id: "<segment>#<chunk>"}: the segment index, `m: {business: owner}` in MEMBER_CHUNKS
   chunks per segment, so a new programme reaches its businesses by reading a few documents, not every profile.
 - `peer_groups` {_id: "<industry>|<size>"}: per-indicator quantile sketches (diagnosis.py) and the member count.
+- `industry_peers` {_id: industry}: the six local-benchmark indicators' sketches of the industry's businesses
+  (R-REC-06: scored against peers of the same industry) and the member count.
 - `programme_stats` {_id: programme}: item-item counts (`users`, `co`) and uptake counters (`uptake`).
 """
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pymongo.errors import DuplicateKeyError
 
 from contracts import Envelope
 from contracts.events.notifications import Notify
-from recommend_service import diagnosis, domain
+from recommend_service import benchmark, diagnosis, domain
 from servicekit.store import apply_once, with_outbox
 
 CACHE_SECONDS = 5.0  # how long a replica serves a segment, a peer group or a programme's counts from memory
@@ -96,6 +98,25 @@ async def peer_group_for_request(db, group: str | None) -> dict:
     return await cached(db, "peers", str(group), lambda: db.peer_groups.find_one({"_id": group}, {"sketch": 1, "n": 1}))
 
 
+async def industry_peers_for_request(db, industry: str | None) -> dict:
+    return await cached(db, "industry", str(industry),
+                        lambda: db.industry_peers.find_one({"_id": industry}, {"sketch": 1, "n": 1}))
+
+
+def _sketch_moves(old_group: str | None, old_values: dict | None, group: str, values: dict,
+                  keys: tuple[str, ...]) -> dict[str, dict]:
+    """The `$inc` per group document that moves one business's figures out of its old group's sketch and into the
+    new one's (one document when the group is the same; unchanged figures cancel out)."""
+    moves: dict[str, dict] = {}
+    if old_group:
+        moves[old_group] = {**{f"sketch.{k}": n for k, n in diagnosis.sketch_delta(old_values, None, keys).items()},
+                            "n": -1}
+    inc = moves.setdefault(group, {})
+    for k, n in {**{f"sketch.{k}": n for k, n in diagnosis.sketch_delta(None, values, keys).items()}, "n": 1}.items():
+        inc[k] = inc.get(k, 0) + n
+    return {g: {k: n for k, n in inc.items() if n} for g, inc in moves.items()}
+
+
 # --- segments ------------------------------------------------------------------------------------------------
 def member_chunk(seg: str, business_id: str) -> str:
     return f"{seg}#{zlib.crc32(business_id.encode()) % MEMBER_CHUNKS:02d}"
@@ -145,7 +166,7 @@ async def learn_profile(svc, business_id: str, profile: dict, owner: str | None,
     db = svc.db
     old = await db.business_profiles.find_one({"_id": business_id}, {
         "notified": 1, "owner": 1, "_seen": 1, "segment": 1, "peer_group": 1, "indicators": 1, "employees": 1,
-        "financials": 1})
+        "financials": 1, "industry_group": 1, "bench_values": 1})
     if old and env.event_id in (old.get("_seen") or []):
         return False
     old = old or {}
@@ -155,6 +176,7 @@ async def learn_profile(svc, business_id: str, profile: dict, owner: str | None,
     group = domain.peer_group(profile["industry"], size)
     financials = profile["financials"] if "financials" in profile else (old.get("financials") or [])
     indicators = diagnosis.indicators(financials, profile["employees"])
+    bench_values = benchmark.values(financials, profile["employees"])
 
     # the segment index: the business is found through its segment when a programme is added
     if old.get("segment") and old["segment"] != seg:
@@ -180,11 +202,17 @@ async def learn_profile(svc, business_id: str, profile: dict, owner: str | None,
         if update["$inc"]:
             await apply_once(db.peer_groups, g, env.event_id, update)
 
+    # R-REC-06: the industry's sketch of the six local-benchmark indicators, kept the same way
+    for g, inc in _sketch_moves(old.get("industry_group"), old.get("bench_values"), profile["industry"], bench_values,
+                                benchmark.KEYS).items():
+        if inc:
+            await apply_once(db.industry_peers, g, env.event_id, {"$inc": inc})
+
     cands = (await segment(db, seg))["candidates"]
     ids = set(domain.to_push(cands, {**profile, "size": size}, set(old.get("notified") or [])))
     picked = [p for p in cands if p["programme_id"] in ids] if owner else []
     update = {"$set": {**profile, "owner": owner, "size": size, "segment": seg, "peer_group": group,
-                       "indicators": indicators},
+                       "indicators": indicators, "industry_group": profile["industry"], "bench_values": bench_values},
               "$push": {"_seen": {"$each": [env.event_id], "$slice": -50}}}
     if picked:
         update["$addToSet"] = {"notified": {"$each": [p["programme_id"] for p in picked]}}
