@@ -116,13 +116,13 @@ def may_mark(thread: dict, post: dict, caller_is_asker: bool, mark: str) -> None
 def shown(doc: dict, *, author: bool, moderator: bool) -> dict:
     """What a viewer sees of a thread or post: in view, everything; held or hidden, its author and the moderators see
     it with the moderation's reason, everyone else only that it was removed."""
-    out = {k: v for k, v in doc.items() if k not in ("_id", "_outbox", "key", "_seen")}
+    out = {k: v for k, v in doc.items() if k not in ("_id", "_outbox", "key", "_seen", "list_key", "moderation_history")}
     if author or moderator:
         return out
     if doc["status"] == VISIBLE:
         out.pop("moderation", None)
         return out
-    return {**{k: out[k] for k in ("thread_id", "post_id", "status", "created_at") if k in out},
+    return {**{k: out[k] for k in ("thread_id", "post_id", "category", "status", "created_at", "replies") if k in out},
             "title": None, "body": None, "author_kind": None, "author_account_id": None, "party": None,
             "moderation": None}
 
@@ -232,6 +232,7 @@ def thread_facets(thread: dict) -> list[str]:
     return ["*", f"category={thread['category']}"]
 
 
-def index_ids(facets: list[str], at: datetime, item_id: str) -> list[str]:
-    key = newest_first(at)
-    return [f"{f}|{key}|{item_id}" for f in facets]
+def index_ids(facets: list[str], list_key: str, item_id: str) -> list[str]:
+    """The index entries of an item; `list_key` (from `newest_first`) is kept on the item, so the entries can be
+    found again exactly (the database keeps times to the millisecond only)."""
+    return [f"{f}|{list_key}|{item_id}" for f in facets]

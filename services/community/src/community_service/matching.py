@@ -144,11 +144,11 @@ async def publish(body: PostingIn, request: Request, p: Principal = Depends(requ
     doc = {"_id": pid, "direction": body.direction, "kind": body.kind, "title": body.title.strip(),
            "body": body.body.strip(), "region": region, "industry": industry, "owner": party.doc(),
            "owner_kind": owner_kind, "owner_account_id": p.subject, "contact": body.contact.model_dump(),
-           "status": domain.OPEN, "created_at": at}
+           "status": domain.OPEN, "created_at": at, "list_key": domain.newest_first(at)}
     event = svc.event(PostingPublished(posting_id=pid, direction=body.direction, kind=body.kind, region=region,
                                        industry=industry, owner_kind=owner_kind, owner_id=party.id), actor=p.subject)
     await svc.insert(svc.db.postings, doc, events=[event])
-    await store.put_index(svc.db.posting_index, domain.index_ids(domain.posting_facets(doc), at, pid), pid)
+    await store.put_index(svc.db.posting_index, domain.index_ids(domain.posting_facets(doc), doc["list_key"], pid), pid)
     return _posting_out(doc, p)
 
 
@@ -183,7 +183,7 @@ async def close(posting_id: str, request: Request, p: Principal = Depends(requir
         await svc.write(svc.db.postings, {"_id": posting_id, "status": domain.OPEN}, {"$set": {"status": domain.CLOSED}},
                         events=[svc.event(PostingClosed(posting_id=posting_id), actor=p.subject)])
         await store.drop_index(svc.db.posting_index,
-                               domain.index_ids(domain.posting_facets(doc), doc["created_at"], posting_id))
+                               domain.index_ids(domain.posting_facets(doc), doc["list_key"], posting_id))
     return _posting_out({**doc, "status": domain.CLOSED}, p)
 
 

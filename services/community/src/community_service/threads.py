@@ -174,11 +174,11 @@ async def open_thread(body: ThreadIn, request: Request, p: Principal = Depends(r
     kind = domain.author_kind(p.roles, await _is_mentor(svc, p))
     at, tid = store.now(), store.new_id("th")
     doc = {"_id": tid, **fields, "author_kind": kind, "author_account_id": p.subject, "party": party.doc(),
-           "created_at": at, "accepted_post_id": None, "replies": 0, "moderation": None}
+           "created_at": at, "list_key": domain.newest_first(at), "accepted_post_id": None, "replies": 0, "moderation": None}
     event = svc.event(ThreadOpened(thread_id=tid, category=fields["category"], author_account_id=p.subject,
                                    author_kind=kind, party_kind=party.kind, party_id=party.id), actor=p.subject)
     await svc.insert(svc.db.threads, doc, events=[event])
-    await store.put_index(svc.db.thread_index, domain.index_ids(domain.thread_facets(doc), at, tid), tid)
+    await store.put_index(svc.db.thread_index, domain.index_ids(domain.thread_facets(doc), doc["list_key"], tid), tid)
     return _thread_out(doc, p)
 
 
@@ -288,7 +288,7 @@ async def _moderate(svc, p: Principal, doc: dict, col, kind: str, thread_id: str
     if res.modified_count != 1:
         raise Rejected("conflict", "Changed meanwhile", "This content was just moderated by someone else; reload it.")
     if kind == "thread":
-        ids = domain.index_ids(domain.thread_facets(doc), doc["created_at"], doc["_id"])
+        ids = domain.index_ids(domain.thread_facets(doc), doc["list_key"], doc["_id"])
         if status == domain.VISIBLE:
             await store.put_index(svc.db.thread_index, ids, doc["_id"])
         else:
