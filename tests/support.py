@@ -19,7 +19,7 @@ import jwt
 ROOT = Path(__file__).resolve().parents[1]
 TEST_VAR = ROOT / "var" / "test"
 LOCAL = ROOT / "deploy" / "local"
-SERVICES = ["identity", "experts", "dispatch", "budget", "ratings", "notifications", "recommend"]
+SERVICES = ["identity", "experts", "dispatch", "budget", "ratings", "notifications", "recommend", "community"]
 GATEWAY_PORT = int(os.environ.get("TEST_GATEWAY_PORT", "18080"))
 SERVICE_PORT_BASE = int(os.environ.get("TEST_SERVICE_PORT_BASE", "18100"))
 # The issuer of every token in the tests: identity issues as the gateway's address, services accept only it

@@ -193,3 +193,20 @@ def test_R_POR_03_R_OPS_03_every_search_is_one_range_of_the_facet_its_filters_na
         assert domain.facet(filters) in facets
     assert domain.facet({"region": "大阪府"}) not in facets
     assert domain.facet({"industry": "製造業", "kind": None}) == "industry=製造業"
+
+
+def test_R_POR_02_R_POR_03_notices_render_in_japanese_and_english_with_a_link():
+    from notifications_service import domain as notif
+
+    for template, params in (("community_reply", {"thread_id": "th-1", "title": "販路"}),
+                             ("community_moderated", {"thread_id": "th-1", "target_kind": "post", "action": "hold",
+                                                      "reason": "確認中です"}),
+                             ("match_interest", {"posting_id": "pg-1", "title": "承継"}),
+                             ("match_connected", {"posting_id": "pg-1", "match_id": "pg-1.ab"})):
+        link = notif.link_param(template, params, "https://portal.example.jp")
+        assert link["link"].startswith("https://portal.example.jp/api/community/"), template
+        for lang in ("ja", "en"):
+            subject, body, used = notif.render(template, {**params, **link}, lang)
+            assert used == lang and link["link"] in body and "{" not in subject + body, (template, lang)
+        assert notif.category_of(template) == "community"
+    assert "確認中です" in notif.render("community_moderated", {"reason": "確認中です"}, "ja")[1]
