@@ -124,6 +124,9 @@ async def test_R_POR_02_moderation_hold_hide_restore_with_reasons_and_the_report
         assert (await http.get(f"/threads/{tid}", headers=STAFF)).json()["title"] is None
         assert (await http.get(f"/threads/{tid}", headers=ASKER_MEMBER)).json()["moderation"]["reason"] == "話題の確認中です"
         assert (await http.post(f"/threads/{tid}/posts", headers=EXPERT, json={"body": "..."})).status_code == 409
+        assert (await http.get(f"/threads/{tid}/posts", headers=STAFF)).json()["items"] == []
+        assert [x["post_id"] for x in (await http.get(f"/threads/{tid}/posts", headers=PEER)).json()["items"]] == [pid]
+        assert len((await http.get(f"/threads/{tid}/posts", headers=ASKER)).json()["items"]) == 1
         assert (await http.get("/moderation/reports", headers=AGENCY)).json()["items"] == []
         await http.post(f"/threads/{tid}/moderation", headers=AGENCY, json={"action": "restore", "reason": "問題なしと判断"})
         assert [x["thread_id"] for x in (await http.get("/threads", headers=STAFF)).json()["items"]] == [tid]
@@ -140,6 +143,19 @@ async def test_R_POR_02_moderation_hold_hide_restore_with_reasons_and_the_report
     notices = await messages(infra, ns, "notifications.commands", "notifications.Notify", 6)
     told = [e["payload"] for e in notices if e["payload"]["template"] == "community_moderated"]
     assert {n["recipient_id"] for n in told} == {"acc-peer", "acc-asker"}
+    # ... and each is in the service's audit trail, with who did it
+    from pymongo import AsyncMongoClient
+    client = AsyncMongoClient(infra.mongo)
+    try:
+        async def audited():
+            docs = [d async for d in client[ns.db("community")].audit.find({"action": "community.ContentModerated"})]
+            return docs if len(docs) >= 5 else None
+        entries = await eventually(audited, timeout=20)
+        assert {d["actor"] for d in entries} == {"acc-agency"}
+        reports = [d async for d in client[ns.db("community")].audit.find({"action": "community.AbuseReported"})]
+        assert len(reports) == 4
+    finally:
+        await client.close()
 
 
 async def test_R_POR_03_contact_details_hidden_until_mutual_consent(infra, ns, community):

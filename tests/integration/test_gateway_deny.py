@@ -23,7 +23,7 @@ from tests.support import LOCAL, SERVICES, TEST_VAR, eventually, gateway_env, re
 # one authenticated GET per service (as in test_trust.py); only identity runs here, so for the six others there is
 # no backend at all: a 401 on their routes can only come from the gateway
 PROBES = {"identity": "/accounts/me", "experts": "/experts", "dispatch": "/programmes/2026", "budget": "/frames/frame-none",
-          "ratings": "/pending", "notifications": "/inbox", "recommend": "/programmes"}
+          "ratings": "/pending", "notifications": "/inbox", "recommend": "/programmes", "community": "/threads"}
 GATEWAY_SAYS = "this {} has been revoked"  # the services say "This token, its account or its client has been revoked."
 
 

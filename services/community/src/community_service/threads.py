@@ -206,8 +206,10 @@ async def list_posts(thread_id: str, request: Request, after: str | None = Query
                      limit: int = Query(default=50, ge=1, le=200),
                      p: Principal = Depends(require(*ANYONE))) -> PostPage:
     svc = svc_of(request)
-    await _thread(svc, thread_id)
+    thread = await _thread(svc, thread_id)
     docs, nxt = await store.page(svc.db.posts, thread_id + ".", after=after, limit=limit, projection=NO_OUTBOX)
+    if thread["status"] != domain.VISIBLE and not (acts_as(p, thread["party"]) or is_moderator(p)):
+        docs = [d for d in docs if acts_as(p, d["party"])]  # a thread out of view: only one's own posts
     return PostPage(items=[_post_out(d, p) for d in docs], next_after=nxt)
 
 
