@@ -570,6 +570,8 @@ def community_rows(w: World) -> dict:
         ("POST", "/postings/{posting_id}/interests"): Row(members, f"/postings/{pg}/interests",
                                                           {"message": "関心があります", "contact": contact}),
         ("GET", "/postings/{posting_id}/interests"): Row(BIZ_PEOPLE, f"/postings/{pg}/interests"),
+        ("GET", "/me/postings"): Row(members, "/me/postings"),
+        ("GET", "/me/matches"): Row(members, "/me/matches"),
         # a match exists for its two sides only: BIZ's posting, OTHER's interest
         ("GET", "/matches/{match_id}"): Row(allow(BIZ_PEOPLE, OTHER), f"/matches/{mid}", hides=True),
         ("POST", "/matches/{match_id}/consent"): Row(allow(BIZ_PEOPLE, OTHER), f"/matches/{mid}/consent", hides=True),

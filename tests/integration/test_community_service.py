@@ -192,6 +192,9 @@ async def test_R_POR_03_contact_details_hidden_until_mutual_consent(infra, ns, c
         assert match["owner_contact"] is None and match["interested_contact"] is None
         assert (await http.post(f"/postings/{pg}/interests", headers=PEER, json={
             "message": "again", "contact": seeker_contact})).status_code == 409
+        assert [m["match_id"] for m in (await http.get("/me/matches", headers=PEER)).json()["items"]] == [mid]
+        assert [x["posting_id"] for x in (await http.get("/me/postings", headers=ASKER_MEMBER)).json()["items"]] == [pg]
+        assert (await http.get("/me/postings", headers=PEER)).json()["items"] == []
         # before both consent: absent for both sides
         listed = (await http.get(f"/postings/{pg}/interests", headers=ASKER)).json()["items"]
         assert [m["match_id"] for m in listed] == [mid] and listed[0]["interested_contact"] is None
@@ -215,6 +218,8 @@ async def test_R_POR_03_contact_details_hidden_until_mutual_consent(infra, ns, c
             assert m["interested_contact"] == {**seeker_contact, "phone": None}
         listed = (await http.get(f"/postings/{pg}/interests", headers=ASKER)).json()["items"]
         assert listed[0]["interested_contact"]["email"] == "sato@seeker.example.jp"
+        mine = (await http.get("/me/matches", headers=PEER)).json()["items"]
+        assert mine[0]["owner_contact"] == owner_contact
         # still absent for a third party, also in the posting
         assert (await http.get(f"/matches/{mid}", headers=third)).status_code == 404
         assert (await http.get(f"/postings/{pg}", headers=third)).json()["contact"] is None

@@ -116,6 +116,11 @@ def _notify(svc, nid: str, party: dict, template: str, params: dict[str, str], a
                             params=params), actor=actor)
 
 
+def _mine(party: domain.Party, what: str) -> str:
+    """The facet of a party's own postings or the matches it is interested in."""
+    return f"{party.kind}={party.id};{what}"
+
+
 async def _posting(svc, posting_id: str) -> dict:
     doc = await svc.db.postings.find_one({"_id": posting_id}, NO_OUTBOX)
     if doc is None:
@@ -149,6 +154,7 @@ async def publish(body: PostingIn, request: Request, p: Principal = Depends(requ
                                        industry=industry, owner_kind=owner_kind, owner_id=party.id), actor=p.subject)
     await svc.insert(svc.db.postings, doc, events=[event])
     await store.put_index(svc.db.posting_index, domain.index_ids(domain.posting_facets(doc), doc["list_key"], pid), pid)
+    await store.put_index(svc.db.party_index, domain.index_ids([_mine(party, "postings")], doc["list_key"], pid), pid)
     return _posting_out(doc, p)
 
 
@@ -208,9 +214,11 @@ async def interest(posting_id: str, body: InterestIn, request: Request,
                       {"posting_id": posting_id, "title": posting["title"], "match_id": mid}, p.subject)]
     doc = {"_id": mid, "posting_id": posting_id, **fields, "owner": posting["owner"], "interested": party.doc(),
            "interested_kind": _owner_kind(party), "interested_account_id": p.subject, "message": body.message.strip(),
-           "owner_contact": posting["contact"], "interested_contact": body.contact.model_dump(), "created_at": at}
+           "owner_contact": posting["contact"], "interested_contact": body.contact.model_dump(), "created_at": at,
+           "list_key": existing["list_key"] if existing else domain.newest_first(at)}
     if existing is None:
         await svc.insert(svc.db.matches, doc, events=events)
+        await store.put_index(svc.db.party_index, domain.index_ids([_mine(party, "matches")], doc["list_key"], mid), mid)
     else:  # interest again after a withdrawal: a fresh start, nobody has consented
         res = await svc.write(svc.db.matches, {"_id": mid, "status": domain.WITHDRAWN},
                               {"$set": {k: v for k, v in doc.items() if k != "_id"} | domain.again(existing)},
@@ -278,3 +286,26 @@ async def withdraw(match_id: str, request: Request, p: Principal = Depends(requi
     if res.modified_count != 1:
         raise Rejected("conflict", "Changed meanwhile", "This match just changed; reload it.")
     return _match_out({**doc, **fields}, side)
+
+
+@router.get("/me/postings", response_model=PostingPage, summary="Your own needs and offers, newest first (paged)")
+async def my_postings(request: Request, business_id: str | None = Query(default=None, max_length=100),
+                      after: str | None = Query(default=None), limit: int = Query(default=20, ge=1, le=100),
+                      p: Principal = Depends(require(*POSTERS))) -> PostingPage:
+    svc = svc_of(request)
+    prefix = _mine(party_of(p, business_id), "postings") + "|"
+    entries, nxt = await store.page(svc.db.party_index, prefix, after=after, limit=limit)
+    docs = await store.by_ids(svc.db.postings, [e["item"] for e in entries], NO_OUTBOX)
+    return PostingPage(items=[_posting_out(d, p) for d in docs], next_after=nxt)
+
+
+@router.get("/me/matches", response_model=MatchPage,
+            summary="The postings you expressed interest in, as matches, newest first (paged)")
+async def my_matches(request: Request, business_id: str | None = Query(default=None, max_length=100),
+                     after: str | None = Query(default=None), limit: int = Query(default=20, ge=1, le=100),
+                     p: Principal = Depends(require(*POSTERS))) -> MatchPage:
+    svc = svc_of(request)
+    prefix = _mine(party_of(p, business_id), "matches") + "|"
+    entries, nxt = await store.page(svc.db.party_index, prefix, after=after, limit=limit)
+    docs = await store.by_ids(svc.db.matches, [e["item"] for e in entries], NO_OUTBOX)
+    return MatchPage(items=[_match_out(d, "interested") for d in docs], next_after=nxt)
