@@ -201,6 +201,8 @@ async def test_R_POR_03_contact_details_hidden_until_mutual_consent(infra, ns, c
         assert (await http.get(f"/postings/{pg}/interests", headers=PEER)).status_code == 403
         r = await http.post(f"/matches/{mid}/consent", headers=ASKER)
         assert r.status_code == 200 and r.json()["consent"] == {"owner": True, "interested": False}
+        r = await http.post(f"/matches/{mid}/consent", headers=ASKER_MEMBER)  # the same side again: unchanged
+        assert r.status_code == 200 and r.json()["status"] == "interested"
         for h in (ASKER, PEER):
             m = (await http.get(f"/matches/{mid}", headers=h)).json()
             assert m["status"] == "interested" and m["owner_contact"] is None and m["interested_contact"] is None

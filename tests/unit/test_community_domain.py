@@ -155,6 +155,7 @@ def test_R_POR_03_contact_details_show_only_after_both_consent_and_only_to_the_t
     fields, connected = domain.consent(m, "interested")
     assert fields == {"consent.interested": True} and not connected
     m = {**m, "consent": {"owner": False, "interested": True}}
+    assert domain.consent(m, "interested") == ({}, False)  # consenting twice changes nothing
     assert not any(domain.contacts_shown(m, side) for side in ("owner", "interested", None))
     fields, connected = domain.consent(m, "owner")
     assert connected and fields["status"] == "connected"

@@ -172,8 +172,8 @@ def consent(match: dict, side: str) -> tuple[dict, bool]:
         raise Rejected("forbidden", "Not a side of this match", "Only the posting's owner or the interested party consents.")
     if match["status"] == WITHDRAWN:
         raise Rejected("conflict", "Withdrawn", "This match was withdrawn; express interest again to start over.")
-    if match["status"] == CONNECTED:
-        return {}, False
+    if match["status"] == CONNECTED or match["consent"].get(side):
+        return {}, False  # already given: nothing changes
     given = {**match["consent"], side: True}
     fields = {f"consent.{side}": True}
     if all(given.values()):
