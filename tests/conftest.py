@@ -6,18 +6,41 @@ import pytest
 from tests.support import Infra, Namespace, start_infra
 
 
+# Modules that stop or restart the shared Kafka and database, or bring up the whole platform on its fixed ports:
+# `make test` runs them on their own, after the rest (which it spreads over several pytest-xdist workers).
+SERIAL = ("test_platform.py", "test_reliability.py", "test_chaos.py")
+_STARTED: list = []  # local infrastructure the xdist controller started for its workers (stopped at the end)
+
+
 def pytest_configure(config):
+    config.addinivalue_line("markers", "serial: stops shared infrastructure; run without other tests (make test)")
+    if hasattr(config, "workerinput"):
+        return  # an xdist worker: the controller has done the set-up below and exported the endpoints
     # Test modules mint tokens at import time, so the test signing keys must exist before collection.
+    import os
     import subprocess
 
-    from tests.support import LOCAL, local_env
+    from tests.support import LOCAL, local_env, start_infra
     subprocess.run([LOCAL / "gateway.sh", "keys"], env=local_env(), check=True, capture_output=True)
+    if getattr(config.option, "numprocesses", None) and not (os.environ.get("KAFKA_BOOTSTRAP")
+                                                              and os.environ.get("MONGO_URI")):
+        # several workers: one infrastructure for all, started here once, and passed on through the environment
+        inf = start_infra()
+        os.environ["KAFKA_BOOTSTRAP"], os.environ["MONGO_URI"] = inf.kafka, inf.mongo
+        _STARTED.extend(inf.stop)
+
+
+def pytest_unconfigure(config):
+    for stop in _STARTED:
+        stop()
 
 
 def pytest_collection_modifyitems(items):
     for item in items:
         if "/integration/" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
+        if item.fspath.basename in SERIAL:
+            item.add_marker(pytest.mark.serial)
 
 
 @pytest.fixture(scope="session")

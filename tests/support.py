@@ -20,8 +20,14 @@ ROOT = Path(__file__).resolve().parents[1]
 TEST_VAR = ROOT / "var" / "test"
 LOCAL = ROOT / "deploy" / "local"
 SERVICES = ["identity", "experts", "dispatch", "budget", "ratings", "notifications", "recommend", "community"]
-GATEWAY_PORT = int(os.environ.get("TEST_GATEWAY_PORT", "18080"))
-SERVICE_PORT_BASE = int(os.environ.get("TEST_SERVICE_PORT_BASE", "18100"))
+# Under pytest-xdist (`make test` runs the suite on several workers) each worker has its own gateway, service ports
+# and gateway state directory: worker gwN shifts the ports by 300 * N and keeps the gateway's config, pids, logs and
+# deny list under var/test/workers/gwN (the signing keys stay shared).
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+_SHIFT = 300 * int(WORKER[2:]) if WORKER.startswith("gw") and WORKER[2:].isdigit() else 0
+GATEWAY_PORT = int(os.environ.get("TEST_GATEWAY_PORT", "18080")) + _SHIFT
+SERVICE_PORT_BASE = int(os.environ.get("TEST_SERVICE_PORT_BASE", "18100")) + _SHIFT
+GATEWAY_VAR = TEST_VAR / "workers" / WORKER if WORKER else TEST_VAR
 # The issuer of every token in the tests: identity issues as the gateway's address, services accept only it
 TEST_ISSUER = f"http://127.0.0.1:{GATEWAY_PORT}"
 
@@ -40,10 +46,21 @@ def local_env() -> dict:
             "GATEWAY_PORT": str(GATEWAY_PORT), "SERVICE_PORT_BASE": str(SERVICE_PORT_BASE)}
 
 
+def worker_env() -> dict:
+    """local_env for what runs once per test worker (the gateway, the portal's web server): the worker's ports and
+    its own state directory, which shares the test signing keys."""
+    if WORKER:
+        GATEWAY_VAR.mkdir(parents=True, exist_ok=True)
+        keys = GATEWAY_VAR / "keys"
+        if not keys.exists():
+            keys.symlink_to(TEST_VAR / "keys")
+    return {**local_env(), "VAR_DIR": str(GATEWAY_VAR)}
+
+
 def gateway_env(infra: "Infra", ns: "Namespace | None" = None, **extra) -> dict:
     """What deploy/local/gateway.sh needs in a test: its ports, and for the deny-list sync next to HAProxy the test's
     Kafka and topic prefix (the sync reads `<prefix>identity.events`)."""
-    return {**local_env(), "KAFKA_BOOTSTRAP": infra.kafka, "TOPIC_PREFIX": ns.prefix if ns else "",
+    return {**worker_env(), "KAFKA_BOOTSTRAP": infra.kafka, "TOPIC_PREFIX": ns.prefix if ns else "",
             "TOPIC_PARTITIONS": os.environ.get("TEST_TOPIC_PARTITIONS", "3"), **extra}
 
 

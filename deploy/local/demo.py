@@ -64,13 +64,16 @@ def load_programme() -> None:
     http = httpx.Client(base_url=GATEWAY, timeout=15)
     bureau = {"authorization": f"Bearer {dev_token('demo-bureau', ['bureau'], bureau_id='bureau-kyushu')}"}  # R-PF-05
     orgs = {}
-    for name, t in (("熊本市商工会", 1), ("熊本商工会議所", 2), ("肥後信用金庫", 8), ("熊本県よろず支援拠点", None)):
-        orgs[name] = _ok(http.post("/api/identity/organisations", headers=bureau, json={
-            "name": name, "kind": "institution", "institution_type": t, "prefecture": "熊本県"}))["org_id"]
+    for name, t, fields in (("熊本市商工会", 1, ["management", "sales_channels"]), ("熊本商工会議所", 2, ["business_succession"]),
+                            ("肥後信用金庫", 8, ["finance"]), ("熊本県よろず支援拠点", None, ["it_dx", "sales_channels"])):
+        orgs[name] = _ok(http.post("/api/identity/organisations", headers=bureau, json={  # finder (R-POR-07)
+            "name": name, "kind": "institution", "institution_type": t, "prefecture": "熊本県",
+            "specialities": fields}))["org_id"]
     rep, chamber = orgs["熊本市商工会"], orgs["熊本商工会議所"]
     pid = _ok(http.post("/api/identity/platforms", headers=bureau, json={
         "name": "熊本県地域プラットフォーム", "bureau_id": "bureau-kyushu", "fiscal_year": fy,
-        "representative_id": rep, "member_ids": list(orgs.values())}))["platform_id"]
+        "representative_id": rep, "member_ids": list(orgs.values()),
+        "area": {"prefectures": ["熊本県"]}}))["platform_id"]  # published in the directory (R-POR-07)
 
     def claim(org, role):
         return {"org_id": org, "platform_id": pid, "member_role": role.value, "rights": sorted(r.value for r in RIGHTS[role])}

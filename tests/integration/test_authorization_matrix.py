@@ -282,6 +282,12 @@ def identity_rows(w: World) -> dict:
                                                           {"org_id": x["extra_org"]}),
         ("DELETE", "/platforms/{platform_id}/members/{org_id}"): Row(
             allow(BUREAU, OPERATOR), f"/platforms/{pid}/members/{x['extra_org']}", prepare=extra_member),
+        ("PUT", "/platforms/{platform_id}/area"): Row(allow(BUREAU, OPERATOR), f"/platforms/{pid}/area",
+                                                      {"prefectures": ["熊本県"], "municipalities": ["熊本県熊本市"]}),
+        # the public directory and finder (R-POR-07): published, no token needed
+        ("GET", "/directory/platforms"): Row(PUBLIC, "/directory/platforms?prefecture=熊本県"),
+        ("GET", "/directory/platforms/{platform_id}"): Row(PUBLIC, f"/directory/platforms/{pid}"),
+        ("GET", "/directory/institutions"): Row(PUBLIC, "/directory/institutions?certified=true"),
     }
 
 
@@ -325,6 +331,7 @@ def experts_rows(w: World) -> dict:
         ("GET", "/settings/directory"): Row(STAFF, "/settings/directory"),
         ("PUT", "/settings/directory"): Row(allow(OPERATOR), "/settings/directory", {"visibility": "institutions"}),
         ("GET", "/experts"): Row(searchers, "/experts?q=販路"),
+        ("GET", "/experts/suggestions"): Row(searchers, "/experts/suggestions?field=sales_channels&region=熊本県"),
         ("GET", "/experts/{expert_id}"): Row(searchers, f"/experts/{e}"),
     }
 
@@ -417,6 +424,20 @@ def dispatch_rows(w: World) -> dict:
             allow(BIZ_PEOPLE, EXPERT), f"/consultations/{x['consultation']}/messages", {"text": "追記"}, hides=True),
         ("POST", "/consultations/{consultation_id}/held"): Row(allow(EXPERT), f"/consultations/{x['consultation']}/held",
                                                                hides=True),
+        # R-POR-06 support history: institutions' staff log for their own institution; the business, institutions (their
+        # own entries, the others' only while shared) and the agency for oversight read; the business alone shares
+        # and withdraws, in its own name only (another business is refused for BIZ)
+        ("POST", "/support-history/entries"): Row(INSTITUTIONS, "/support-history/entries", {
+            "business_id": bid, "consulted_on": (date.today() - timedelta(days=1)).isoformat(), "topic": "資金繰り",
+            "summary": "運転資金の相談"}),
+        ("GET", "/support-history"): Row(allow(BIZ_PEOPLE, INSTITUTIONS, STAFF), f"/support-history?business_id={bid}"),
+        ("POST", "/support-history/grants"): Row(BIZ_PEOPLE, "/support-history/grants",
+                                                 {"org_id": x["shinkin"], "business_id": bid}),
+        ("POST", "/support-history/grants/{org_id}/withdraw"): Row(
+            BIZ_PEOPLE, f"/support-history/grants/{x['shinkin']}/withdraw", {"business_id": bid}),
+        ("GET", "/support-history/grants"): Row(allow(BIZ_PEOPLE, STAFF), f"/support-history/grants?business_id={bid}"),
+        ("GET", "/support-history/shared"): Row(INSTITUTIONS, "/support-history/shared"),
+        ("GET", "/support-history/reads"): Row(allow(BIZ_PEOPLE, STAFF), f"/support-history/reads?business_id={bid}"),
     }
 
 
@@ -524,6 +545,10 @@ def recommend_rows(w: World) -> dict:
                                                                 f"/businesses/{bid}/interactions",
                                                                 {"programme_id": x["programme"], "kind": "favourite"}),
         ("GET", "/analytics/programme-uptake"): Row(STAFF, "/analytics/programme-uptake"),
+        # case studies (R-POR-08): the catalogue for every signed-in user, a business's matches as its programmes'
+        ("GET", "/cases"): Row(SIGNED_IN, "/cases?q=事業承継"),
+        ("GET", "/cases/{case_id}"): Row(SIGNED_IN, "/cases/case-01-shokei-seimitsu"),
+        ("GET", "/businesses/{business_id}/case-recommendations"): Row(readers, f"/businesses/{bid}/case-recommendations"),
     }
 
 

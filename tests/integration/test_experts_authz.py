@@ -1,6 +1,6 @@
 """Who may call what on the experts service, table-driven over the app's own routes: a route added
 without a row fails this test. Rules: R-EX-03 (own page only), R-EX-02 a / R-PF-04 (institutions),
-R-EX-01 (agency reviews), R-ANC-02 (directory restricted by default)."""
+R-EX-01 (agency reviews), R-ANC-02 (directory restricted by default), R-EX-07 (suggestions)."""
 from __future__ import annotations
 
 import httpx
@@ -42,6 +42,7 @@ TABLE = {
     ("GET", "/settings/directory"): STAFF,
     ("PUT", "/settings/directory"): OPERATOR,
     ("GET", "/experts"): SEARCHERS,
+    ("GET", "/experts/suggestions"): SEARCHERS,  # R-EX-07, as restricted as the directory (R-ANC-02)
     ("GET", "/experts/{expert_id}"): SEARCHERS,
 }
 ROLES = ["expert", "institution", "agency", "operator", "bureau", "business", "founder"]

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from identity_service import keys
 from tests.integration.identity_support import client_token, partner_client, start_identity
-from tests.support import GATEWAY_PORT, LOCAL, TEST_ISSUER, TEST_VAR, eventually, gateway_env, service_port
+from tests.support import GATEWAY_PORT, GATEWAY_VAR, LOCAL, TEST_ISSUER, eventually, gateway_env, service_port
 
 
 async def test_R_EXT_04_requests_keep_succeeding_while_the_signing_key_rotates(services, tmp_path):
@@ -72,7 +72,7 @@ async def test_R_EXT_04_the_gateway_follows_the_jwks_by_kid_with_zero_failures_w
     ring = tmp_path / "ring"
     keys.init(ring)
     start_identity(services, port=service_port("identity"), JWT_KEY_DIR=str(ring))
-    jwks_dir, sync_log = TEST_VAR / "gateway" / "jwks", TEST_VAR / "log" / "gateway-sync.log"
+    jwks_dir, sync_log = GATEWAY_VAR / "gateway" / "jwks", GATEWAY_VAR / "log" / "gateway-sync.log"
     shutil.rmtree(jwks_dir, ignore_errors=True)
     log_start = sync_log.stat().st_size if sync_log.exists() else 0
     env = gateway_env(infra, ns, GATEWAY_JWKS_POLL_SECONDS="0.5", GATEWAY_RATE_LIMIT="1000")  # rotation, not rates

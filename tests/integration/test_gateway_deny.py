@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaProducer
 from contracts import Envelope
 from contracts.events.identity import ClientRevoked
 from tests.integration.identity_support import OPERATOR, mail_env, password_login, portal_client, signup
-from tests.support import LOCAL, SERVICES, TEST_VAR, eventually, gateway_env, read_topic, service_port, token
+from tests.support import GATEWAY_VAR, LOCAL, SERVICES, eventually, gateway_env, read_topic, service_port, token
 
 # one authenticated GET per service (as in test_trust.py); only identity runs here, so for the six others there is
 # no backend at all: a 401 on their routes can only come from the gateway
@@ -40,7 +40,7 @@ async def _refused_by_the_gateway(http: httpx.AsyncClient, url: str, access: str
 
 
 async def _access_log(request_id: str) -> dict | None:
-    for line in (TEST_VAR / "log" / "gateway.log").read_text(errors="replace").splitlines():
+    for line in (GATEWAY_VAR / "log" / "gateway.log").read_text(errors="replace").splitlines():
         if f'"rid":"{request_id}"' in line:
             return json.loads(line)
     return None
@@ -106,7 +106,7 @@ async def test_R_ID_09_the_gateway_itself_refuses_revoked_tokens_clients_and_acc
 
         # HAProxy restarted alone: it loads the map file the sync keeps
         env = gateway_env(infra, ns)
-        pid = int((TEST_VAR / "run" / "gateway.pid").read_text())
+        pid = int((GATEWAY_VAR / "run" / "gateway.pid").read_text())
         os.kill(pid, signal.SIGTERM)
         await eventually(lambda: _gone(pid), timeout=10)
         subprocess.run([LOCAL / "gateway.sh", "start"], env=env, check=True)
@@ -114,7 +114,7 @@ async def test_R_ID_09_the_gateway_itself_refuses_revoked_tokens_clients_and_acc
 
         # a new gateway (HAProxy and sync both started afresh, the map file gone): rebuilt from identity.events
         subprocess.run([LOCAL / "gateway.sh", "stop"], env=env, check=True)
-        (TEST_VAR / "gateway" / "deny.map").unlink(missing_ok=True)
+        (GATEWAY_VAR / "gateway" / "deny.map").unlink(missing_ok=True)
         subprocess.run([LOCAL / "gateway.sh", "start"], env=env, check=True)
         await all_refused_by_the_gateway()
         # an unrevoked token of the same client still passes

@@ -18,7 +18,7 @@ from pymongo import AsyncMongoClient
 from tests.integration.identity_support import (AUTHENTICATOR, PASSWORD, REDIRECT, bearer, mail_env, mailed_token,
                                                 mails, next_mail, otpauth_secret, password_login, portal_client,
                                                 second_factor, signup, start_identity, totp_now, verify_email)
-from tests.support import TEST_ISSUER, TEST_VAR, service_port
+from tests.support import GATEWAY_VAR, TEST_ISSUER, service_port
 
 NEW_PASSWORD = "a new horse, staple 42"
 
@@ -256,7 +256,7 @@ async def test_R_ID_10_no_password_code_secret_or_token_in_any_log(services, gat
     refresh, all through the gateway; then neither the identity log, nor its trace spans, nor the gateway's access
     log holds any of the passwords, codes, secrets or tokens used."""
     identity = services("identity", port=service_port("identity"), OIDC_ISSUER=TEST_ISSUER, **mail_env())
-    gateway_log = TEST_VAR / "log" / "gateway.log"
+    gateway_log = GATEWAY_VAR / "log" / "gateway.log"
     gateway_from = gateway_log.stat().st_size if gateway_log.exists() else 0
     api = "/api/identity"
     used: list[str] = [PASSWORD, NEW_PASSWORD]

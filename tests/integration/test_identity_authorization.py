@@ -152,6 +152,12 @@ def table(w: dict) -> dict[tuple[str, str], Row]:
                                                           in_block=True),
         ("DELETE", "/platforms/{platform_id}/members/{org_id}"): Row(MANAGERS, f"/platforms/{w['pid']}/members/{w['extra_org']}",
                                                                      in_block=True),
+        ("PUT", "/platforms/{platform_id}/area"): Row(MANAGERS, f"/platforms/{w['pid']}/area", {"prefectures": ["鳥取県"]},
+                                                      in_block=True),
+        # the public directory and finder (R-POR-07)
+        ("GET", "/directory/platforms"): Row(PUBLIC, "/directory/platforms"),
+        ("GET", "/directory/platforms/{platform_id}"): Row(PUBLIC, f"/directory/platforms/{w['pid']}"),
+        ("GET", "/directory/institutions"): Row(PUBLIC, "/directory/institutions?prefecture=鳥取県"),
     }
 
 

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from contracts.vocab import RATING_AXES, RIGHTS, MemberRole, fiscal_year
-from tests.support import TEST_VAR, eventually, service_port, token
+from tests.support import GATEWAY_VAR, eventually, service_port, token
 
 FY = fiscal_year(datetime.now(UTC) + timedelta(hours=9))
 DAY = date(FY + 1, 2, 1)  # inside the fiscal year, after today
@@ -49,7 +49,7 @@ def programme(services, smtp, gateway):
 
 async def test_R_DSP_14_R_BUD_04_R_RAT_03_R_DSP_12_R_DSP_03_whole_programme_through_the_gateway(programme, services):
     url, sink = programme
-    gateway_log = TEST_VAR / "log" / "gateway.log"
+    gateway_log = GATEWAY_VAR / "log" / "gateway.log"
     gateway_from = gateway_log.stat().st_size if gateway_log.exists() else 0
     bureau, agency = bearer("officer-kyushu", "bureau", bureau_id="bureau-kyushu"), bearer("agency-1", "agency")
     business_account, expert_account = f"acct-biz-{uuid.uuid4().hex[:6]}", f"acct-exp-{uuid.uuid4().hex[:6]}"

@@ -24,7 +24,7 @@ import pytest
 import requests
 
 from tests.integration.stack import start_all, stop_all
-from tests.support import GATEWAY_PORT, LOCAL, SERVICES, Namespace, local_env, token
+from tests.support import GATEWAY_PORT, LOCAL, SERVICES, Namespace, token, worker_env
 
 # passes over every operation: (generation mode, examples per operation); then stop at the budget
 # (FUZZ_EXAMPLES and FUZZ_BUDGET_SECONDS scale a longer run by hand)
@@ -62,7 +62,7 @@ def gateway_stack(infra, tmp_path_factory):
     run measures the services, not the limiter (its limits have their own test)."""
     ns = Namespace()
     procs = start_all(infra, ns, tmp_path_factory.mktemp("fuzz"), gateway_ports=True)
-    env = {**local_env(), "GATEWAY_RATE_LIMIT": "100000", "GATEWAY_CLIENT_RATE_LIMIT": "100000"}
+    env = {**worker_env(), "GATEWAY_RATE_LIMIT": "100000", "GATEWAY_CLIENT_RATE_LIMIT": "100000"}
     try:
         subprocess.run([LOCAL / "gateway.sh", "stop"], env=env, check=True)  # a running one keeps its own limits
         subprocess.run([LOCAL / "gateway.sh", "start"], env=env, check=True)

@@ -22,7 +22,7 @@ import pytest
 
 from contracts.vocab import RATING_AXES, RIGHTS, MemberRole, fiscal_year
 from tests.integration.stack import start_all, stop_all
-from tests.support import (GATEWAY_PORT, LOCAL, ROOT, TEST_VAR, Namespace, gateway_env, local_env, shared_mailbox,
+from tests.support import (GATEWAY_PORT, LOCAL, ROOT, Namespace, gateway_env, shared_mailbox, worker_env,
                            token)
 
 CHROMIUM = "/usr/bin/chromium"
@@ -46,7 +46,7 @@ def portal(infra, tmp_path_factory):
     url = f"http://127.0.0.1:{GATEWAY_PORT}"
     procs = start_all(infra, ns, tmp, gateway_ports=True, identity_env={"IDENTITY_PUBLIC_URL": f"{url}/api/identity"})
     config = tmp / "config.json"
-    web_env = {**local_env(), "WEB_CONFIG_FILE": str(config)}
+    web_env = {**worker_env(), "WEB_CONFIG_FILE": str(config)}
     gw_env = gateway_env(infra, ns)
     try:
         subprocess.run([LOCAL / "gateway.sh", "start"], env=gw_env, check=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from contracts.envelope import Message
-from contracts.events import budget, community, dispatch, experts, identity, notifications, ratings, recommend
+from contracts.events import budget, community, dispatch, experts, history, identity, notifications, ratings, recommend
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ TOPICS: dict[str, TopicSpec] = {
         TopicSpec("identity.events", "account / business / organisation id", 6, "identity",
                   (identity.BusinessRegistered, identity.AccountRegistered, identity.AccountRevoked,
                    identity.ClientRegistered, identity.OrganisationRegistered, identity.PlatformRegistered,
-                   identity.MembershipChanged, identity.BusinessProfileChanged, identity.ConsentGranted,
+                   identity.PlatformAreaChanged, identity.MembershipChanged, identity.BusinessProfileChanged, identity.ConsentGranted,
                    identity.ConsentWithdrawn, identity.BindingChanged, identity.DelegationGranted,
                    identity.DelegationRevoked, identity.TokenRevoked, identity.ClientRevoked,
                    identity.StaffLinked)),
@@ -38,6 +38,9 @@ TOPICS: dict[str, TopicSpec] = {
         TopicSpec("dispatch.events", "dispatch id", 6, "dispatch",
                   (dispatch.DispatchStatusChanged, dispatch.DispatchCompleted, dispatch.FraudConfirmed,
                    dispatch.RefundSettled)),
+        TopicSpec("dispatch.history", "business id", 6, "dispatch",
+                  (history.ConsultationLogged, history.HistorySharingGranted, history.HistorySharingWithdrawn,
+                   history.FollowUpDue)),
         TopicSpec("budget.commands", "frame id (single writer per frame)", 6, "budget",
                   (budget.ReserveBudget, budget.CommitBudget, budget.ReleaseBudget, budget.CreditRefund)),
         TopicSpec("budget.events", "frame id", 6, "budget",

@@ -93,6 +93,9 @@ class OrganisationRegistered(Message):
     institution_type: int | None = Field(default=None, ge=1, le=12,
                                          description="①–⑫ when dispatch-capable (R-PF-01), else None")
     prefecture: str | None = None
+    certified: bool | None = Field(default=None, description="a certified support institution (認定経営革新等支援機関, "
+                                                             "R-POR-07); None from producers before the finder")
+    specialities: list[str] = Field(default_factory=list, description="fields it supports (contracts.vocab.EXPERT_FIELDS)")
 
 
 class PlatformMember(BaseModel):
@@ -114,6 +117,24 @@ class PlatformRegistered(Message):
     bureau_id: str = Field(description="the regional bureau the platform belongs to")
     representative_id: str
     members: list[PlatformMember]
+    area_prefectures: list[str] = Field(default_factory=list, description="the support area's prefectures (R-POR-07)")
+    area_municipalities: list[str] = Field(default_factory=list,
+                                           description="municipalities within them, if the area is narrower, "
+                                                       "each written with its prefecture (e.g. 鳥取県米子市)")
+
+
+class PlatformAreaChanged(Message):
+    """A platform's support area was set or changed (R-POR-07: published in the directory; joint orders are open to
+    the businesses of this area, R-POR-04)."""
+
+    message_type: ClassVar[str] = "identity.PlatformAreaChanged"
+    version: ClassVar[int] = 1
+    topic: ClassVar[str] = TOPIC
+    key_field: ClassVar[str] = "platform_id"
+
+    platform_id: str
+    prefectures: list[str]
+    municipalities: list[str] = Field(default_factory=list)
 
 
 class MembershipChanged(Message):

@@ -5,7 +5,7 @@ from datetime import datetime
 from contracts.events.dispatch import DispatchStatusChanged
 from contracts.events.ratings import RatingGiven
 from contracts.vocab import fiscal_year
-from dispatch_service import integrity, outcomes, saga, worklists
+from dispatch_service import history, integrity, outcomes, saga, worklists
 from dispatch_service.consumers import budget_handlers, read_model_handlers
 from dispatch_service.domain.dispatch import JST
 from dispatch_service.http import router
@@ -22,8 +22,8 @@ def in_turn(*handlers):
     return handle
 
 
-svc = Service("dispatch", title="Expert dispatch", outbox=["dispatches", "outcome_surveys"],
-              produces=["dispatch.events", "budget.commands", "notifications.commands"])
+svc = Service("dispatch", title="Expert dispatch", outbox=["dispatches", "outcome_surveys", *history.OUTBOX],
+              produces=["dispatch.events", "dispatch.history", "budget.commands", "notifications.commands"])
 store = Store(svc)
 svc.app.state.store = store
 experts, ratings, identity = read_model_handlers(store)
@@ -41,6 +41,9 @@ svc.consume("dispatch.events", worklists.handlers(svc))
 svc.app.state.saga_params = saga.params_from_env()
 svc.background("budget-saga-clock")(lambda: saga.run(store, svc.app.state.saga_params))
 svc.app.state.outcomes = surveys
+support = history.SupportHistory(store, history.params_from_env())  # R-POR-06, R-DSP-05
+svc.app.state.history = support
+svc.background("follow-up-reminders")(lambda: history.run(support, float(os.environ.get("FOLLOW_UP_SWEEP_SECONDS", "3600"))))
 svc.background("outcome-surveys")(lambda: outcomes.run(surveys, float(os.environ.get("OUTCOME_SWEEP_SECONDS", "60"))))
 svc.background("saga-state-counts")(SagaStates(store).run)
 svc.background("expert-response-clock")(lambda: signals.run(float(os.environ.get("INTEGRITY_SWEEP_SECONDS", "60"))))
@@ -52,6 +55,7 @@ async def _setup() -> None:
     await store.setup([fy - 1, fy, fy + 1])
     await signals.setup()
     await surveys.setup()
+    await support.setup()
     await store.dispatches.create_index("status")
     await worklists.ensure_indexes(svc.db)
 

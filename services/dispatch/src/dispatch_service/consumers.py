@@ -8,7 +8,7 @@ import logging
 from contracts import Envelope
 from contracts.events.budget import BudgetCommitted, BudgetRefunded, BudgetRefused, BudgetReleased, BudgetReserved
 from contracts.events.experts import ExpertChanged
-from contracts.events.identity import BindingChanged, MembershipChanged, PlatformRegistered
+from contracts.events.identity import BindingChanged, MembershipChanged, OrganisationRegistered, PlatformRegistered
 from contracts.events.ratings import RatingGiven, RatingOwed
 from dispatch_service.domain.dispatch import Dispatch
 from dispatch_service.store import Store, now
@@ -93,5 +93,11 @@ def read_model_handlers(store: Store):
             update = {"$pullAll": {"members": [e.account_id]}}
         await apply_once(db.business_people, e.business_id, env.event_id, update)
 
+    async def on_organisation(env: Envelope, e: OrganisationRegistered) -> None:
+        """R-POR-06: the institutions a business may share its support history with, by name."""
+        await apply_once(db.organisations, e.org_id, env.event_id, {"$set": {
+            "name": e.name, "kind": e.kind, "institution_type": e.institution_type, "prefecture": e.prefecture}})
+
     return ({ExpertChanged: on_expert}, {RatingOwed: on_owed, RatingGiven: on_given},
-            {PlatformRegistered: on_platform, MembershipChanged: on_membership, BindingChanged: on_binding})
+            {PlatformRegistered: on_platform, MembershipChanged: on_membership, BindingChanged: on_binding,
+             OrganisationRegistered: on_organisation})

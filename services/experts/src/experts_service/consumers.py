@@ -73,7 +73,8 @@ def dispatch_handlers(svc, st: Store) -> dict:
         # R-EX-06: the expert's open dispatches decide whether matching still offers the expert
         if await st.experts.find_one({"_id": e.expert_id}, {"_id": 1}) is None:
             return
-        await st.mutate(e.expert_id, lambda s: domain.track_dispatch(s, e.dispatch_id, e.status),
+        await st.mutate(e.expert_id, lambda s: domain.track_dispatch(s, e.dispatch_id, e.status,
+                                                                     env.occurred_at.isoformat()),
                         actor=env.actor or "dispatch", cause=env, action="experts.OpenDispatchesTracked")
 
     return {DispatchCompleted: on_completed, DispatchStatusChanged: on_status}

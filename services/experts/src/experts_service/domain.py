@@ -70,6 +70,8 @@ def validate_profile(profile: dict) -> dict:
         "fields": _clean_list(profile.get("fields", [])),
         "regions": _clean_list(profile.get("regions", [])),
         "introduction": str(profile.get("introduction", "")).strip(),
+        # R-EX-07: the expert also works online, so a business outside their regions may be suggested them
+        "remote_ok": bool(profile.get("remote_ok", False)),
         "photo_ref": profile.get("photo_ref"),
         # declared affiliations: not public, but carried to dispatch for its refusals (R-DSP-06/11)
         "employer_org_id": profile.get("employer_org_id"),
@@ -108,8 +110,13 @@ def edit_profile(expert: dict, profile: dict, *, expected_version: int | None, a
     return new, "profile"
 
 
-def set_availability(expert: dict, windows: list[dict], note: str) -> tuple[dict, str]:
-    """R-EX-03: unavailability windows and a note ("on a long trip until …: no dispatches")."""
+def set_availability(expert: dict, windows: list[dict], note: str,
+                     weekdays: list[int] | None = None) -> tuple[dict, str]:
+    """R-EX-03: unavailability windows and a note ("on a long trip until …: no dispatches").
+    R-EX-06 calendar: the weekdays the expert takes visits on (0 = Monday; none given: any day)."""
+    days = sorted(set(weekdays or []))
+    if any(not 0 <= w <= 6 for w in days):
+        raise Refused("No such weekday", "Weekdays are 0 (Monday) to 6 (Sunday).", 422)
     new = _live(expert)
     clean = []
     for w in windows:
@@ -118,6 +125,8 @@ def set_availability(expert: dict, windows: list[dict], note: str) -> tuple[dict
             raise Refused("Window ends before it starts", f"The window {start}–{end} ends before it starts.", 422)
         clean.append({"start": start.isoformat(), "end": end.isoformat(), "note": str(w.get("note", ""))})
     new["availability"] = {"windows": sorted(clean, key=lambda w: w["start"]), "note": note.strip()}
+    if days and len(days) < 7:
+        new["availability"]["weekdays"] = days
     return new, "availability"
 
 
@@ -140,20 +149,29 @@ def on_hold(expert: dict) -> bool:
 OPEN_DISPATCH = frozenset({"accepted", "reserved", "approved", "scheduled", "visited"})
 
 
-def track_dispatch(expert: dict, dispatch_id: str, status: str) -> tuple[dict, str]:
-    """R-EX-06: the expert's open dispatches, from dispatch's events; an event goes out only when the hold flips."""
+RECENT_KEEP = 50  # R-EX-07: the newest dispatches received, kept for the fairness term (which reads a window of days)
+
+
+def track_dispatch(expert: dict, dispatch_id: str, status: str, at: str | None = None) -> tuple[dict, str]:
+    """R-EX-06: the expert's open dispatches, from dispatch's events; an event goes out only when the hold flips.
+    R-EX-07: a dispatch seen open for the first time is also noted with its time (`at`) as recent load."""
     new = dict(expert)
     cap = dict(expert.get("capacity") or {})
     ids = set(cap.get("open_ids", []))
     (ids.add if status in OPEN_DISPATCH else ids.discard)(dispatch_id)
     cap["open_ids"] = sorted(ids)
+    recent = list(cap.get("recent", []))
+    if at and status in OPEN_DISPATCH and all(r["id"] != dispatch_id for r in recent):
+        cap["recent"] = (recent + [{"id": dispatch_id, "at": at}])[-RECENT_KEEP:]
     new["capacity"] = cap
     return new, ("availability" if on_hold(new) != on_hold(expert) else "")
 
 
 def available_on(expert: dict, d: date) -> bool:
-    """R-EX-03/05: not inside any unavailability window the expert declared."""
-    return not any(_d(w["start"]) <= d <= _d(w["end"]) for w in expert["availability"]["windows"])
+    """R-EX-03/05: not inside any unavailability window the expert declared; R-EX-06: on a weekday they work."""
+    days = expert["availability"].get("weekdays")
+    return not any(_d(w["start"]) <= d <= _d(w["end"]) for w in expert["availability"]["windows"]) \
+        and (not days or d.weekday() in days)
 
 
 def dispatchable(expert: dict, d: date) -> bool:

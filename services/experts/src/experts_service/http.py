@@ -3,15 +3,15 @@ from __future__ import annotations
 
 import uuid
 from datetime import date
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from contracts.vocab import EXPERT_FIELDS, RATING_AXES, Right
-from experts_service import domain
-from experts_service.search import VISIBLE
+from experts_service import domain, matching
+from experts_service.search import VISIBLE, match_view
 from experts_service.store import Store, now_iso, state_of
 from servicekit.auth import Principal, authenticate, require
 from servicekit.problems import Problem
@@ -32,6 +32,7 @@ class Profile(BaseModel):
     fields: list[str] = Field(default_factory=list, max_length=14, description="from contracts.vocab.EXPERT_FIELDS")
     regions: list[str] = Field(default_factory=list, max_length=47, examples=[["熊本県"]])
     introduction: str = Field(default="", max_length=4000)
+    remote_ok: bool = Field(default=False, description="I also work online, outside my regions (R-EX-07)")
     photo_ref: str | None = Field(default=None, max_length=500, description="reference of an uploaded photo")
     employer_org_id: str | None = Field(default=None, description="institution employing you (not public)")
     personnel_cost_subsidised: bool = False
@@ -55,6 +56,8 @@ class Window(BaseModel):
 class Availability(BaseModel):
     windows: list[Window] = Field(default_factory=list, max_length=50)
     note: str = Field(default="", max_length=1000, examples=["長期出張のため8月末まで派遣不可"])
+    weekdays: list[Annotated[int, Field(ge=0, le=6)]] = Field(default_factory=list, max_length=7, description=(
+        "the days of the week you take visits on, 0 = Monday (R-EX-06 calendar); none: any day"), examples=[[0, 2, 4]])
 
 
 class OrgRef(BaseModel):
@@ -109,6 +112,7 @@ async def public_view(st: Store, doc: dict) -> dict:
         "registered_fiscal_year": doc.get("registered_fiscal_year"),
         "qualifications": p["qualifications"], "fields": p["fields"], "regions": p["regions"],
         "introduction": p["introduction"], "photo_ref": p.get("photo_ref"),
+        "remote_ok": bool(p.get("remote_ok")),
         "recommended_by": [{"org_id": o, "name": (orgs.get(o) or {}).get("name")}
                            for o in domain.effective_recommenders(state_of(doc), orgs)],
         "radar": await st.radar(doc["_id"]),
@@ -161,7 +165,7 @@ async def edit_profile(body: EditProfile, request: Request, who: Principal = Dep
 @router.put("/experts/me/availability", tags=["own page"], summary="Set when I cannot be dispatched (R-EX-03)")
 async def set_availability(body: Availability, request: Request, who: Principal = Depends(require("expert"))):
     windows = [w.model_dump() for w in body.windows]
-    return await _mine(request, who, lambda s: domain.set_availability(s, windows, body.note))
+    return await _mine(request, who, lambda s: domain.set_availability(s, windows, body.note, body.weekdays))
 
 
 class Capacity(BaseModel):
@@ -341,7 +345,8 @@ async def search(request: Request, who: Principal | None = Depends(directory_rea
                  q: str = Query("", max_length=200, description="free text, Japanese or English"),
                  field: list[str] = Query(default=[], description="fields from the controlled vocabulary; all must match"),
                  qualification: str | None = None, region: str | None = None,
-                 available_on: date | None = Query(None, description="not inside any unavailability window that day"),
+                 available_on: date | None = Query(None, description="not inside any unavailability window that day, "
+                                                                            "and on a weekday the expert works"),
                  for_dispatch: bool = Query(False, description="only registered experts of this fiscal year, not "
                                                                "suspended, available (on available_on, else today)"),
                  status: list[str] = Query(default=[], description="agency/operator only: statuses to list"),
@@ -369,6 +374,48 @@ async def search(request: Request, who: Principal | None = Depends(directory_rea
         min_ratings=mins, for_dispatch=for_dispatch, statuses=statuses, sort=sort, page=page, size=size)
     # plain JSON: the cards are already JSON-ready, and FastAPI's generic encoder would cost more than the search
     return JSONResponse({"total": total, "page": page, "size": size, "items": items})
+
+
+@router.get("/experts/suggestions", tags=["directory"],
+            summary="Suggested experts for a need, each with the reasons; work spread among equals (R-EX-07)")
+async def suggestions(request: Request, who: Principal | None = Depends(directory_reader),
+                      field: list[str] = Query(default=[], description="fields needed (controlled vocabulary); "
+                                                                          "experts sharing none are not suggested"),
+                      region: str | None = Query(None, max_length=10, description="the business's prefecture, e.g. 熊本県"),
+                      remote_ok: bool = Query(False, description="the business accepts online work"),
+                      need: list[Literal[*RATING_AXES]] = Query(default=[], description="rating axes that matter most"),
+                      on: date | None = Query(None, description="the day the work should start (availability)"),
+                      limit: int = Query(10, ge=1, le=50)):
+    unknown = [f for f in field if f not in EXPERT_FIELDS]
+    if unknown:
+        raise Problem(422, "Unknown field", f"Fields come from the list {', '.join(EXPERT_FIELDS)}; "
+                      f"not known: {', '.join(unknown)}.")
+    if region and matching.block_of(region) is None:
+        raise Problem(422, "Unknown prefecture", f"'{region}' is not a prefecture; write it as in 熊本県 or 東京都.")
+    st, today = store(request), date.today()
+    wanted = matching.Need(tuple(dict.fromkeys(field)), region, remote_ok, tuple(dict.fromkeys(need)), on)
+    # the same caller asking on the same day sees the same order; other callers and other days rotate equals
+    seed = f"{today.isoformat()}|{who.subject if who else 'public'}"
+    candidates = st.index.candidates(fields=list(wanted.fields), on=on, today=today)
+    for c in candidates:
+        c["first_places"] = st.first_places.get(c["expert_id"], [])
+    top, left_out = matching.suggest(candidates, wanted, today=today, seed=seed, limit=2 * limit)
+    # The few shown are re-read: a cap reached or a dispatch completed since this replica's index learnt of it
+    # must show (and an expert at the cap must not be suggested, R-EX-06).
+    by_id = {c["expert_id"]: c for c in candidates}
+    fresh = [{**by_id[d["_id"]], **match_view(d)}
+             async for d in st.experts.find({"_id": {"$in": [s.expert_id for s in top]}, "status": "registered"},
+                                            {"history": 0, "_outbox": 0})]
+    shown, late = matching.suggest(fresh, wanted, today=today, seed=seed, limit=limit)
+    for why, n in late.items():
+        left_out[why] = left_out.get(why, 0) + n
+    if shown:
+        st.note_first_place(shown[0].expert_id, today)
+    return JSONResponse({"need": {"fields": list(wanted.fields), "region": region, "block": matching.block_of(region),
+                                  "remote_ok": remote_ok, "needs": list(wanted.needs),
+                                  "on": on.isoformat() if on else None},
+                         "candidates": len(candidates), "left_out": left_out,
+                         "items": [s.card() for s in shown]})
 
 
 @router.get("/experts/{expert_id}", tags=["directory"], summary="An expert's public page (R-EX-03)")

@@ -51,7 +51,13 @@ class Entry:
     terms: set[str]
     facets: set[str]
     windows: list[tuple[date, date]]
+    weekdays: frozenset[int]  # R-EX-06 calendar: the weekdays worked (empty: any)
     payload: dict = field(default_factory=dict)  # the card the search result shows
+    match: dict = field(default_factory=dict)  # what suggestions score (R-EX-07), see matching.py
+
+    def free_on(self, day: date) -> bool:
+        """Outside every unavailability window, on a weekday the expert works."""
+        return not any(s <= day <= t for s, t in self.windows) and (not self.weekdays or day.weekday() in self.weekdays)
 
 
 class ExpertIndex:
@@ -91,12 +97,14 @@ class ExpertIndex:
         self.years.add(doc.get("registered_fiscal_year") or 0)
         windows = [(date.fromisoformat(w["start"]), date.fromisoformat(w["end"]))
                    for w in (doc.get("availability") or {}).get("windows", [])]
+        weekdays = frozenset((doc.get("availability") or {}).get("weekdays") or ())
         entry = Entry(doc["_id"], doc["status"], doc.get("registered_fiscal_year") or 0, doc.get("name", ""), text,
-                      tokens(text), facets, windows, {
+                      tokens(text), facets, windows, weekdays, {
                           "expert_id": doc["_id"], "name": doc.get("name", ""), "status": doc["status"],
                           "fields": p.get("fields", []), "qualifications": p.get("qualifications", []),
                           "regions": p.get("regions", []), "recommended_by": recommenders,
-                          "availability_note": (doc.get("availability") or {}).get("note", "")})
+                          "availability_note": (doc.get("availability") or {}).get("note", "")},
+                      match_view(doc))
         i = self.free.pop() if self.free else len(self.entries)
         if i == len(self.entries):
             self.entries.append(None)
@@ -110,7 +118,7 @@ class ExpertIndex:
             if t not in self.postings and t.startswith("w:"):
                 bisect.insort(self.words, t)
             self.postings[t] = self.postings.get(t, 0) | bit
-        if windows:
+        if windows or weekdays:
             self.with_windows |= bit
         self._rescore(i)
         self._changed()
@@ -235,7 +243,7 @@ class ExpertIndex:
         for i in _ones(check):
             e = self.entries[i]
             if (verify and not all(v in e.text for v in verify)) or \
-                    (day is not None and any(s <= day <= t for s, t in e.windows)):
+                    (day is not None and not e.free_on(day)):
                 bits &= ~(1 << i)
         total = bits.bit_count()
         start, top = (page - 1) * size, page * size
@@ -252,9 +260,41 @@ class ExpertIndex:
             page_slots = page_slots[start:]
         return total, [self._card(self.entries[i]) for i in page_slots]
 
+    def candidates(self, *, fields: list[str] = (), on: date | None = None, today: date | None = None) -> list[dict]:
+        """R-EX-07: what suggestions score — registered national experts of that day's fiscal year, not on hold
+        (R-EX-06), not inside an unavailability window that day (today if none), working that weekday (if a day is
+        asked for), sharing at least one of `fields` (any, if none)."""
+        day = on or today or date.today()
+        bits = self.postings.get("status:registered", 0) & self._registered_through(fiscal_year(day))
+        bits &= ~self.postings.get("hold", 0)
+        if fields:
+            any_field = 0
+            for f in fields:
+                any_field |= self.postings.get(f"field:{f}", 0)
+            bits &= any_field
+        out = []
+        for i in _ones(bits):
+            e = self.entries[i]
+            if not e.free_on(day) if on else any(s <= day <= t for s, t in e.windows):
+                continue  # with no day asked for, an expert away today is left out, whatever the weekday
+            r = self.radar.get(e.expert_id)
+            out.append({**e.match, "windows": e.windows, "weekdays": sorted(e.weekdays),
+                        "radar": {"averages": r["averages"], "count": r["count"]} if r else None})
+        return out
+
     def _card(self, e: Entry) -> dict:
         r = self.radar.get(e.expert_id)
         return {**e.payload, "radar": {"averages": r["averages"], "count": r["count"]} if r else None}
+
+
+def match_view(doc: dict) -> dict:
+    """The part of a stored expert that suggestions score (R-EX-07): profile, record, capacity and recent load."""
+    p, cap = doc.get("profile") or {}, doc.get("capacity") or {}
+    return {"expert_id": doc["_id"], "name": doc.get("name", ""), "fields": p.get("fields", []),
+            "regions": p.get("regions", []), "remote_ok": bool(p.get("remote_ok")),
+            "record": (doc.get("record") or {}).get("dispatches", 0), "open": len(cap.get("open_ids", [])),
+            "open_cap": cap.get("open_cap"), "paused": bool(cap.get("paused")),
+            "recent": [r["at"] for r in cap.get("recent", [])]}
 
 
 def _bitset(positions, n: int) -> int:

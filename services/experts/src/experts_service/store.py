@@ -64,6 +64,9 @@ class Store:
         self.index = ExpertIndex()
         self.revoked: set[str] = set()  # R-ID-06: revoked subjects, held in memory like the index
         self._visibility: tuple[float, str] | None = None
+        # R-EX-07: the days each expert was suggested first, per replica (a fairness nudge, not a rule: each replica
+        # spreads its own suggestions; a restart forgets them, dispatches received are kept in the expert document)
+        self.first_places: dict[str, list[str]] = {}
 
     async def ensure_indexes(self) -> None:
         await self.experts.create_index("account_id", unique=True)
@@ -117,6 +120,9 @@ class Store:
         """An audit entry for a change that publishes no event (events are audited by the outbox relay)."""
         await self.db.audit.insert_one({"_id": str(uuid.uuid4()), "at": now_iso(), "actor": actor, "action": action,
                                         "key": key, "topic": None, "payload": json.loads(json.dumps(payload, default=str))})
+
+    def note_first_place(self, expert_id: str, day: date, keep: int = 100) -> None:
+        self.first_places[expert_id] = (self.first_places.get(expert_id, []) + [day.isoformat()])[-keep:]
 
     # --- reads ------------------------------------------------------------------------------
     async def by_account(self, account_id: str) -> dict:

@@ -1,6 +1,6 @@
 """Wiring of the identity service."""
-from identity_service import (account_life, accounts, bindings, consents, consumers, developers, disclosures, fapi,
-                              federation, http, mfa, oidc, operator, orgs, partner_audit, webhooks)
+from identity_service import (account_life, accounts, bindings, consents, consumers, developers, directory, disclosures,
+                              fapi, federation, http, mfa, oidc, operator, orgs, partner_audit, webhooks)
 from identity_service.mail import Mailer
 from identity_service.tokens import TokenIssuer
 from servicekit.service import Service
@@ -18,6 +18,7 @@ svc.app.include_router(account_life.router)
 svc.app.include_router(mfa.router)
 svc.app.include_router(http.router)
 svc.app.include_router(orgs.router)
+svc.app.include_router(directory.router)  # public (R-POR-07)
 svc.app.include_router(consents.router)
 svc.app.include_router(bindings.router)
 svc.app.include_router(disclosures.router)
@@ -41,6 +42,7 @@ async def _indexes() -> None:
     await svc.db.accounts.create_index("email", unique=True)
     await svc.db.clients.create_index("status")
     await svc.db.platforms.create_index("member_ids")
+    await directory.backfill(svc.db)  # R-POR-07: entries of what was recorded before the directory
     await svc.db.consents.create_index("business_id")
     await svc.db.disclosures.create_index("business_id")
     await svc.db.disclosures.create_index("org_id")

@@ -4,7 +4,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from contracts.vocab import DISPATCH_CAPABLE_TYPES, RIGHTS, MemberRole, bureau_may, place_problem  # noqa: F401 (R-PF-05)
+from contracts.vocab import (DISPATCH_CAPABLE_TYPES, EXPERT_FIELDS, PREFECTURES, RIGHTS, MemberRole,  # noqa: F401
+                             bureau_may, place_problem)  # (R-PF-05)
 
 _DIGITS13 = re.compile(r"^[0-9]{13}$")
 
@@ -277,6 +278,154 @@ def memberships_claim(org_id: str, platforms: list[dict], fiscal_year: int) -> l
                 out.append({"org_id": org_id, "platform_id": p["platform_id"], "member_role": m["member_role"],
                             "rights": rights_of(m["member_role"])})
     return out
+
+
+# --- finder and directory (R-POR-07) ------------------------------------------------------------
+# What the public sees: registered platforms with their support areas and members, and the support institutions
+# found by region, type, certification and speciality. Only organisations' public facts are published: never staff
+# accounts, never an individual member's name or id (a person), never contact persons.
+INSTITUTION_TYPE_LABELS = {
+    1: "商工会・都道府県商工会連合会", 2: "商工会議所", 3: "都道府県中小企業団体中央会", 4: "都道府県商店街振興組合連合会",
+    5: "都道府県等中小企業支援センター", 6: "信用保証協会", 7: "認定支援機関（一般・公益社団法人、財団法人）",
+    8: "認定支援機関（地方銀行・第二地方銀行・信用金庫・信用組合）", 9: "認定支援機関（大学）", 10: "認定支援機関（NPO法人）",
+    11: "認定支援機関（その他の法人）", 12: "弁護士会（ひまわりほっとダイヤル）等、派遣実績のある機関",
+}
+CERTIFIED_TYPES = frozenset({7, 8, 9, 10, 11})  # ⑦–⑪ are certified support institutions (認定支援機関) by definition
+MUNICIPALITY_SUFFIXES = ("市", "区", "町", "村")
+ANY = "*"
+
+
+def certified(institution_type: int | None, declared: bool | None) -> bool:
+    """R-POR-07: ⑦–⑪ are certified by what they are; any other institution is certified if it says so."""
+    return institution_type in CERTIFIED_TYPES or bool(declared)
+
+
+def certification_problem(kind: str, institution_type: int | None, declared: bool | None) -> str | None:
+    """R-POR-07: only a support institution can be certified, and ⑦–⑪ cannot be declared uncertified."""
+    if declared is not None and kind != "institution":
+        return "only a support institution can be certified (認定支援機関); leave certified out for a body or individual"
+    if declared is False and institution_type in CERTIFIED_TYPES:
+        return f"an institution of type {institution_type} (⑦–⑪) is a certified support institution by definition"
+    return None
+
+
+def speciality_problems(specialities: list[str]) -> list[str]:
+    """R-POR-07: specialities are words of the shared field list (contracts.vocab.EXPERT_FIELDS), each once."""
+    problems = [f"unknown speciality '{s}': use one of {', '.join(EXPERT_FIELDS)}"
+                for s in dict.fromkeys(specialities) if s not in EXPERT_FIELDS]
+    if len(set(specialities)) != len(specialities):
+        problems.append("a speciality is listed twice")
+    return problems
+
+
+def prefecture_problem(prefecture: str | None) -> str | None:
+    """R-POR-07: a region is one of the 47 prefectures, written as in Japanese (e.g. 鳥取県, 東京都)."""
+    if prefecture is not None and prefecture not in PREFECTURES:
+        return f"unknown prefecture '{prefecture}': write it as in Japanese, e.g. 鳥取県, 東京都, 北海道"
+    return None
+
+
+def area_problems(prefectures: list[str], municipalities: list[str]) -> list[str]:
+    """R-POR-07: a platform's support area is one or more prefectures, optionally narrowed to municipalities
+    within them, each written with its prefecture (鳥取県米子市, 東京都千代田区); empty list: nothing wrong."""
+    problems = []
+    if not prefectures:
+        problems.append("a support area names at least one prefecture")
+    problems += [p for p in map(prefecture_problem, dict.fromkeys(prefectures)) if p]
+    if len(set(prefectures)) != len(prefectures):
+        problems.append("a prefecture is listed twice in the support area")
+    for m in dict.fromkeys(municipalities):
+        pref = next((p for p in prefectures if m.startswith(p)), None)
+        rest = m[len(pref):] if pref else ""
+        if pref is None:
+            problems.append(f"municipality '{m}' is not written with one of the area's prefectures (e.g. 鳥取県米子市)")
+        elif not rest or not rest.endswith(MUNICIPALITY_SUFFIXES) or len(rest) < 2:
+            problems.append(f"'{m}' is not a municipality: after the prefecture comes a 市, 区, 町 or 村")
+    if len(set(municipalities)) != len(municipalities):
+        problems.append("a municipality is listed twice in the support area")
+    return problems
+
+
+def listed(kind: str) -> bool:
+    """R-POR-07: the finder lists support institutions only; bodies appear as platform members, individuals never by
+    name (they are people)."""
+    return kind == "institution"
+
+
+def public_institution(doc: dict) -> dict:
+    """R-POR-07: what the public sees of a support institution: its public facts only (whitelist)."""
+    t = doc.get("institution_type")
+    return {"org_id": doc["_id"], "name": doc.get("name", ""), "institution_type": t,
+            "institution_type_label": INSTITUTION_TYPE_LABELS.get(t), "dispatch_capable": t in DISPATCH_CAPABLE_TYPES,
+            "certified": certified(t, doc.get("certified")), "prefecture": doc.get("prefecture"),
+            "specialities": sorted(doc.get("specialities") or [], key=EXPERT_FIELDS.index)}
+
+
+def public_member(org: dict | None, member: dict) -> dict:
+    """R-POR-07: a platform member as published: an organisation by name and type; an individual member only as
+    such (no name, no id); an organisation no longer on record only by its role."""
+    if org is None or org.get("kind") == "individual":
+        return {"org_id": None, "name": None, "kind": (org or {}).get("kind", "individual"),
+                "institution_type": None, "member_role": member["member_role"]}
+    return {"org_id": org["_id"], "name": org.get("name", ""), "kind": org["kind"],
+            "institution_type": org.get("institution_type"), "member_role": member["member_role"]}
+
+
+def public_platform(doc: dict, orgs: dict[str, dict]) -> dict:
+    """R-POR-07 (seed 000: 登録、公表): a registered platform as published, with its support area and members."""
+    area = doc.get("area") or {}
+    return {"platform_id": doc["_id"], "name": doc["name"], "bureau_id": doc["bureau_id"],
+            "fiscal_years": sorted(doc.get("fiscal_years") or []),
+            "area": {"prefectures": area.get("prefectures") or [], "municipalities": area.get("municipalities") or []},
+            "members": [public_member(orgs.get(m["org_id"]), m) for m in doc.get("members") or []]}
+
+
+def _type_key(t: int | None) -> str:
+    return f"{t:02d}" if t else "--"
+
+
+def finder_prefix(prefecture: str | None = None, institution_type: int | None = None, certified_: bool | None = None,
+                  speciality: str | None = None) -> str:
+    """R-POR-07: the index range of one finder query (None: any). Every query is one `_id` range read."""
+    return (f"in|{prefecture or ANY}|{_type_key(institution_type) if institution_type else ANY}|"
+            f"{ANY if certified_ is None else int(certified_)}|{speciality or ANY}")
+
+
+def finder_keys(inst: dict) -> list[str]:
+    """R-POR-07: the index entries of a published institution: one per combination of its facts and "any", so every
+    filter combination is a prefix; within a prefix, entries sort by name (then id: names may repeat)."""
+    keys = []
+    for p in dict.fromkeys([ANY, inst.get("prefecture") or ANY]):
+        for t in dict.fromkeys([ANY, _type_key(inst.get("institution_type"))]):
+            for c in (ANY, str(int(inst["certified"]))):
+                for s in [ANY, *inst.get("specialities", [])]:
+                    keys.append(f"in|{p}|{t}|{c}|{s}#{inst['name']}#{inst['org_id']}")
+    return keys
+
+
+def platform_prefix(prefecture: str | None = None) -> str:
+    return f"pf|{prefecture or ANY}"
+
+
+def platform_keys(platform: dict) -> list[str]:
+    """R-POR-07: the directory entries of a platform: all platforms, and by each prefecture of its support area."""
+    return [f"{platform_prefix(p)}#{platform['platform_id']}"
+            for p in [ANY, *platform["area"]["prefectures"]]]
+
+
+def page_range(prefix: str, after: str | None) -> dict | str:
+    """R-POR-07 paging: the `_id` range of the page after `after` within `prefix` (an index range, no skip);
+    a string (the problem) if `after` is not a cursor of this query."""
+    if after is None:
+        return {"$gt": prefix + "#", "$lt": prefix + "$"}  # "$" sorts right after "#": exactly the prefix's entries
+    if not after.startswith(prefix + "#"):
+        return "the cursor belongs to another query; start again without it"
+    return {"$gt": after, "$lt": prefix + "$"}
+
+
+def current_registration(fiscal_years: list[int], fiscal_year: int) -> bool:
+    """R-PF-03 as published: a platform is registered this fiscal year if its registration covers it."""
+    return fiscal_year in fiscal_years
 
 
 # --- least privilege by place (R-PF-05): bureau_may, place_problem and NATIONAL_ROLES live in contracts.vocab ------

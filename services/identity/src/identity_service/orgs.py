@@ -17,11 +17,11 @@ from typing import Literal
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field, model_validator
 
-from contracts.events.identity import (MembershipChanged, OrganisationRegistered, PlatformMember, PlatformRegistered,
-                                       StaffLinked)
+from contracts.events.identity import (MembershipChanged, OrganisationRegistered, PlatformAreaChanged, PlatformMember,
+                                       PlatformRegistered, StaffLinked)
 from contracts.events.notifications import Notify
 from contracts.vocab import fiscal_year
-from identity_service import domain
+from identity_service import directory, domain
 from identity_service.audit import record
 from servicekit.auth import Principal, require
 from servicekit.problems import Problem
@@ -43,7 +43,12 @@ class OrganisationIn(BaseModel):
     kind: Literal["institution", "body", "individual"]
     institution_type: int | None = Field(default=None, ge=1, le=12,
                                          description="①–⑫ for a dispatch-capable institution, else omitted")
-    prefecture: str | None = Field(default=None, max_length=20)
+    prefecture: str | None = Field(default=None, max_length=20, description="e.g. 鳥取県 (one of the 47 prefectures)")
+    certified: bool | None = Field(default=None, description="a certified support institution (認定支援機関); ⑦–⑪ are "
+                                                             "by definition (R-POR-07). Institutions only")
+    specialities: list[str] = Field(default_factory=list, max_length=20,
+                                    description="fields it supports, published in the finder (R-POR-07): words of "
+                                                "contracts.vocab.EXPERT_FIELDS")
 
     @model_validator(mode="after")
     def _type_only_for_institutions(self):
@@ -59,7 +64,14 @@ class OrganisationOut(OrganisationIn):
 
 def _org_out(doc: dict) -> OrganisationOut:
     return OrganisationOut(org_id=doc["_id"], dispatch_capable=domain.dispatch_capable(_org(doc)),
-                           **{k: doc.get(k) for k in OrganisationIn.model_fields})
+                           **{k: doc[k] for k in OrganisationIn.model_fields if k in doc})
+
+
+def _org_problems(body: OrganisationIn) -> list[str]:
+    """R-POR-07: what the finder publishes must be right: region, certification, specialities."""
+    problems = [p for p in (domain.prefecture_problem(body.prefecture),
+                            domain.certification_problem(body.kind, body.institution_type, body.certified)) if p]
+    return problems + domain.speciality_problems(body.specialities)
 
 
 def _org(doc: dict) -> domain.Org:
@@ -71,11 +83,17 @@ def _org(doc: dict) -> domain.Org:
 async def register_organisation(body: OrganisationIn, request: Request,
                                 who: Principal = Depends(require(*MANAGERS))) -> OrganisationOut:
     in_place(who)  # organisations belong to no block, but a bureau without one acts on nothing (R-PF-05)
+    if problems := _org_problems(body):
+        raise Problem(422, "The organisation cannot be registered", "; ".join(problems), problems=problems)
     svc = request.app.state.service
     org_id = f"org-{uuid.uuid4().hex[:16]}"
-    doc = {"_id": org_id, **body.model_dump(), "created_at": time.time()}
-    await svc.insert(svc.db.orgs, doc, events=[svc.event(OrganisationRegistered(org_id=org_id, **body.model_dump()),
+    facts = body.model_dump()
+    if body.kind == "institution":  # R-POR-07: ⑦–⑪ are certified by definition
+        facts["certified"] = domain.certified(body.institution_type, body.certified)
+    doc = {"_id": org_id, **facts, "created_at": time.time()}
+    await svc.insert(svc.db.orgs, doc, events=[svc.event(OrganisationRegistered(org_id=org_id, **facts),
                                                          actor=who.subject)])
+    await directory.index_org(svc.db, doc)  # R-POR-07: published in the finder
     return _org_out(doc)
 
 
@@ -123,6 +141,17 @@ class MemberOut(BaseModel):
     rights: list[str]
 
 
+class AreaIn(BaseModel):
+    prefectures: list[str] = Field(max_length=47, description="the prefectures the platform supports, e.g. 鳥取県")
+    municipalities: list[str] = Field(default_factory=list, max_length=2000,
+                                      description="narrower, if so: municipalities within them, each written with its "
+                                                  "prefecture (鳥取県米子市)")
+
+
+def _area_problems(area: AreaIn) -> list[str]:
+    return domain.area_problems(area.prefectures, area.municipalities)
+
+
 class PlatformIn(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     bureau_id: str | None = Field(default=None, min_length=1, max_length=100,
@@ -132,6 +161,8 @@ class PlatformIn(BaseModel):
     fiscal_year: int = Field(ge=2000, le=2100)
     representative_id: str = Field(min_length=1, max_length=100)
     member_ids: list[str] = Field(min_length=1, max_length=500, description="every member, the representative included")
+    area: AreaIn | None = Field(default=None, description="the support area, published in the directory (R-POR-07); "
+                                                          "may be set later (PUT …/area)")
 
 
 class PlatformOut(BaseModel):
@@ -142,13 +173,14 @@ class PlatformOut(BaseModel):
     fiscal_years: list[int]
     last_review_year: int | None
     members: list[MemberOut]
+    area: AreaIn | None = None
 
 
 def _platform_out(doc: dict) -> PlatformOut:
     return PlatformOut(platform_id=doc["_id"], members=[MemberOut(**m, rights=domain.rights_of(m["member_role"]))
                                                         for m in doc["members"]],
                        **{k: doc.get(k) for k in ("name", "bureau_id", "representative_id", "fiscal_years",
-                                                  "last_review_year")})
+                                                  "last_review_year", "area")})
 
 
 async def _orgs(db, ids: list[str]) -> list[domain.Org]:
@@ -159,10 +191,12 @@ async def _orgs(db, ids: list[str]) -> list[domain.Org]:
 
 
 def _registered(doc: dict, fy: int, actor: str, svc) -> dict:
+    area = doc.get("area") or {}
     return svc.event(PlatformRegistered(
         platform_id=doc["_id"], name=doc["name"], fiscal_year=fy, bureau_id=doc["bureau_id"],
-        representative_id=doc["representative_id"],
-        members=[PlatformMember(**m) for m in doc["members"]]), actor=actor)
+        representative_id=doc["representative_id"], members=[PlatformMember(**m) for m in doc["members"]],
+        area_prefectures=area.get("prefectures") or [], area_municipalities=area.get("municipalities") or []),
+        actor=actor)
 
 
 @router.post("/platforms", status_code=201, response_model=PlatformOut, tags=["platforms"],
@@ -174,13 +208,16 @@ async def register_platform(body: PlatformIn, request: Request, who: Principal =
         raise Problem(422, "Which block?", "Give bureau_id: the regional bureau (block) the platform belongs to.")
     svc = request.app.state.service
     members = await _orgs(svc.db, body.member_ids)
-    if problems := domain.platform_problems(members, body.representative_id):
+    problems = domain.platform_problems(members, body.representative_id) + (_area_problems(body.area) if body.area else [])
+    if problems:
         raise Problem(422, "The platform cannot be registered", "; ".join(problems), problems=problems)
     doc = {"_id": f"pf-{uuid.uuid4().hex[:16]}", "name": body.name, "bureau_id": block,
            "representative_id": body.representative_id, "fiscal_years": [body.fiscal_year], "last_review_year": None,
            "members": [{"org_id": m.org_id, "member_role": domain.member_role_for(m, body.representative_id).value}
-                       for m in members], "member_ids": [m.org_id for m in members], "created_at": time.time()}
+                       for m in members], "member_ids": [m.org_id for m in members], "created_at": time.time(),
+           "area": body.area.model_dump() if body.area else None}
     await svc.insert(svc.db.platforms, doc, events=[_registered(doc, body.fiscal_year, who.subject, svc)])
+    await directory.index_platform(svc.db, doc["_id"])  # R-POR-07: published in the directory
     return _platform_out(doc)
 
 
@@ -224,6 +261,23 @@ async def renew_platform(platform_id: str, body: RenewalIn, request: Request,
                     events=[_registered(doc, body.fiscal_year, who.subject, svc)])
     if res.matched_count != 1:
         raise Problem(409, "Already renewed", f"The platform is already registered for FY{body.fiscal_year}.")
+    await directory.index_platform(svc.db, platform_id)
+    return _platform_out(await _platform(svc.db, platform_id, who))
+
+
+@router.put("/platforms/{platform_id}/area", response_model=PlatformOut, tags=["platforms"],
+            summary="Set the platform's support area, published in the directory (R-POR-07)")
+async def set_area(platform_id: str, body: AreaIn, request: Request,
+                   who: Principal = Depends(require(*MANAGERS))) -> PlatformOut:
+    svc = request.app.state.service
+    await _platform(svc.db, platform_id, who)
+    if problems := _area_problems(body):
+        raise Problem(422, "The support area cannot be set", "; ".join(problems), problems=problems)
+    event = svc.event(PlatformAreaChanged(platform_id=platform_id, **body.model_dump()), actor=who.subject)
+    await svc.write(svc.db.platforms, {"_id": platform_id}, {"$set": {"area": body.model_dump()}}, events=[event])
+    await record(svc.db, actor=who.subject, action="identity.PlatformAreaChanged", key=platform_id,
+                 payload=body.model_dump())
+    await directory.index_platform(svc.db, platform_id)
     return _platform_out(await _platform(svc.db, platform_id, who))
 
 
@@ -252,6 +306,7 @@ async def add_member(platform_id: str, body: MemberIn, request: Request,
                     events=events)
     if res.matched_count != 1:
         raise Problem(409, "Already a member", f"{org.org_id} is already a member of {platform_id}.")
+    await directory.index_platform(svc.db, platform_id)
     return _platform_out(await _platform(svc.db, platform_id, who))
 
 
@@ -269,6 +324,7 @@ async def remove_member(platform_id: str, org_id: str, request: Request,
         raise Problem(409, "The member cannot leave", problem)
     event = svc.event(MembershipChanged(platform_id=platform_id, org_id=org_id, member_role=None), actor=who.subject)
     await svc.write(svc.db.platforms, {"_id": platform_id}, {"$pullAll": {"members": [entry], "member_ids": [org_id]}}, events=[event])
+    await directory.index_platform(svc.db, platform_id)
     return _platform_out(await _platform(svc.db, platform_id, who))
 
 

@@ -9,6 +9,7 @@ svc = Service("recommend", title="Recommendations", outbox=["business_profiles",
 svc.consume("identity.events", identity_handlers(svc))
 svc.consume("recommend.events", own_handlers(svc))
 svc.app.include_router(router)
+svc.app.state.cases = domain.load_cases()  # R-POR-08: the case catalogue ships with the service
 
 
 @svc.on_startup

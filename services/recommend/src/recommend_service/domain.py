@@ -1,10 +1,14 @@
-"""Pure recommendation rules (R-REC-01, R-REC-02, R-REC-04, R-REC-05, R-NOT-01): no I/O, data in, answers out."""
+"""Pure recommendation rules (R-REC-01, R-REC-02, R-REC-04, R-REC-05, R-NOT-01) and case studies (R-POR-08): no I/O,
+data in, answers out."""
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from contracts.vocab import PREFECTURES
 
 SEED_FILE = Path(__file__).with_name("programmes.json")
 
@@ -55,31 +59,97 @@ def content_score(programme: dict, profile: dict, w: Weights = WEIGHTS) -> Score
     An empty tag list means "any" (e.g. no prefectures = nationwide) and earns no points; a size class
     or a region the programme excludes disqualifies it (score 0): a prefecture's own programme is of no
     use to a business elsewhere."""
-    tags = programme.get("tags", {})
     out = Scored(programme["programme_id"], 0.0)
     size = profile.get("size") or size_class(profile["industry"], profile["employees"])
     if not eligible(programme, size, profile["prefecture"]):
         return out
+    return _tag_matches(out, programme.get("tags", {}), profile, size, w, case=False)
+
+
+def _tag_matches(out: Scored, tags: dict, profile: dict, size: str, w: Weights, *, case: bool) -> Scored:
+    """R-REC-01 / R-POR-08: the points and readable reasons of an item's tags against a business, the same for
+    programmes and cases; only the words of the reasons differ where a case is an example, not an offer."""
     sizes = tags.get("sizes") or []
     prefectures = tags.get("prefectures") or []
     industries = tags.get("industries") or []
     if profile["industry"] in industries:
         out.score += w.industry
-        out.reasons.append(f"業種が一致: {profile['industry']} (matches your industry)")
+        out.reasons.append(f"業種が一致: {profile['industry']} (matches your industry)" if not case else
+                           f"同じ業種の事例: {profile['industry']} (a case of your industry)")
     if profile["prefecture"] in prefectures:
         out.score += w.region
-        out.reasons.append(f"地域が一致: {profile['prefecture']} (matches your region)")
-    elif not prefectures:
+        out.reasons.append(f"地域が一致: {profile['prefecture']} (matches your region)" if not case else
+                           f"同じ地域の事例: {profile['prefecture']} (a case from your region)")
+    elif not prefectures and not case:
         out.reasons.append("全国対象 (nationwide)")
-    if sizes:
+    if sizes and size in sizes:
         out.score += w.size
         staff = f"（従業員{profile['employees']}人）" if profile.get("employees") is not None else ""
-        out.reasons.append(f"規模が対象: {SIZE_LABELS[size]}{staff} (your size is eligible)")
+        out.reasons.append(f"規模が対象: {SIZE_LABELS[size]}{staff} (your size is eligible)" if not case else
+                           f"同じ規模の事例: {SIZE_LABELS[size]}{staff} (a business of your size)")
     wanted = {k.strip() for k in profile.get("keywords") or [] if k.strip()}
     for kw in sorted(wanted & set(tags.get("keywords") or [])):
         out.score += w.keyword
         out.reasons.append(f"ご回答に一致: {kw} (matches your answer)")
     return out
+
+
+# --- case studies (R-POR-08) ---------------------------------------------------------------------------------------
+CASES_FILE = Path(__file__).with_name("cases.json")
+
+
+def load_cases(path: Path = CASES_FILE) -> list[dict]:
+    """R-POR-08: the catalogue of support cases (事例), written for the project, in case-id order."""
+    return sorted(json.loads(path.read_text(encoding="utf-8")), key=lambda c: c["case_id"])
+
+
+def case_score(case: dict, profile: dict, w: Weights = WEIGHTS) -> Scored:
+    """R-POR-08 with R-REC-01's matching: a case's tags (industry, region, size, challenge keywords) against the
+    business, with the same weights and readable reasons as programmes. A case excludes nobody: one from another
+    region or size is still worth reading, it only earns no points for that."""
+    size = profile.get("size") or size_class(profile["industry"], profile["employees"])
+    return _tag_matches(Scored(case["case_id"], 0.0), case.get("tags", {}), profile, size, w, case=True)
+
+
+def rank_cases(cases: list[dict], profile: dict, w: Weights = WEIGHTS, limit: int = 5) -> list[Scored]:
+    """R-POR-08: the cases closest to the business, best first; a case matching nothing is not recommended; ties
+    break on case id so the order is stable."""
+    ranked = [s for s in (case_score(c, profile, w) for c in cases) if s.score > 0]
+    ranked.sort(key=lambda s: (-s.score, s.programme_id))
+    return ranked[:limit]
+
+
+def _text(case: dict) -> str:
+    tags = case.get("tags", {})
+    words = [case.get(k) or "" for k in ("title", "title_en", "summary", "summary_en", "support", "outcome")]
+    words += [*tags.get("keywords", []), *tags.get("industries", []), *tags.get("prefectures", [])]
+    return "\n".join(words).casefold()
+
+
+def case_matches(case: dict, q: str = "", industry: str | None = None, region: str | None = None) -> bool:
+    """R-POR-08 search: every word of `q` (spaces or 、 between words) appears in the case's text or tags (Japanese or
+    English, case-insensitive), and the case is of `industry` and from `region` when they are given."""
+    tags = case.get("tags", {})
+    if industry and industry not in (tags.get("industries") or []):
+        return False
+    if region and region not in (tags.get("prefectures") or []):
+        return False
+    text = _text(case)
+    return all(word in text for word in re.split(r"[\s、,，]+", q.casefold()) if word)
+
+
+def region_problem(region: str | None) -> str | None:
+    """R-POR-08 search: a region is one of the 47 prefectures, written as in Japanese."""
+    if region and region not in PREFECTURES:
+        return f"unknown region '{region}': give a prefecture as written in Japanese, e.g. 鳥取県, 東京都"
+    return None
+
+
+def cases_page(cases: list[dict], after: str, limit: int, **filters) -> tuple[list[dict], str | None]:
+    """R-POR-08: a page of the matching cases in case-id order after the cursor `after`; the next cursor, or None."""
+    hits = [c for c in cases if c["case_id"] > after and case_matches(c, **filters)]
+    page = hits[:limit]
+    return page, page[-1]["case_id"] if len(hits) > limit else None
 
 
 def co_counts(used: dict[str, set[str]]) -> dict[str, dict]:

@@ -77,6 +77,12 @@ class Uptake(BaseModel):
     next_after: str | None = Field(default=None, description="cursor of the next page of programmes; None on the last")
 
 
+def _profile(doc: dict, keywords: str) -> dict:
+    """What recommendations match on (R-REC-01): the business's attributes and its questionnaire answers."""
+    return {"industry": doc["industry"], "prefecture": doc["prefecture"], "employees": doc["employees"],
+            "keywords": [k for k in re.split(r"[,、，\s]+", keywords) if k]}
+
+
 async def _business(request: Request, business_id: str, who: Principal) -> dict:
     """The profile if the caller acts for that business (R-ID-07: bound in its token), holds its delegation to read
     its data (R-ID-08), or is an operator; 403 for anyone else."""
@@ -144,8 +150,7 @@ async def recommendations(business_id: str, request: Request,
                           who: Principal = Depends(require(*SIGNED_IN))) -> list[Recommendation]:
     db = _svc(request).db
     doc = await _business(request, business_id, who)
-    profile = {"industry": doc["industry"], "prefecture": doc["prefecture"], "employees": doc["employees"],
-               "keywords": [k for k in re.split(r"[,、，\s]+", keywords) if k]}
+    profile = _profile(doc, keywords)
     # R-OPS-03: the segment's candidates and the counts of this business's own programmes; nothing else is read
     candidates = (await store.segment_for_request(db, store.segment_of(doc)))["candidates"]
     mine = set(doc.get("items") or [])
@@ -198,6 +203,72 @@ async def programme_uptake(request: Request,
                        payload={"k": k, "after": after})
     return Uptake(k=k, cells=[UptakeCell(**c) for c in cells], suppressed_cells=suppressed,
                   next_after=stats[-1]["programme_id"] if len(stats) == limit else None)
+
+
+# --- case studies (R-POR-08) ------------------------------------------------------------------------------------------
+class CaseStudy(BaseModel):
+    case_id: str
+    title: str
+    title_en: str
+    summary: str
+    summary_en: str
+    support: str = Field(description="the support the business received")
+    outcome: str = Field(description="what came of it")
+    fiscal_year: int
+    programme_ids: list[str] = Field(description="programmes of the catalogue the case used")
+    tags: ProgrammeTags = Field(description="industry, size, region and challenge keywords, as programmes are tagged")
+
+
+class CasePage(BaseModel):
+    items: list[CaseStudy]
+    next_after: str | None = Field(description="pass as `after` for the next page; None on the last page")
+
+
+class CaseRecommendation(BaseModel):
+    case: CaseStudy
+    score: float
+    reasons: list[str] = Field(description="why this case is recommended, in words the user understands")
+
+
+def _cases(request: Request) -> list[dict]:
+    return request.app.state.cases  # the catalogue, loaded with the service (domain.load_cases)
+
+
+@router.get("/cases", response_model=CasePage, tags=["cases"],
+            summary="Search the support cases (事例) by words, industry and region, a page at a time (R-POR-08)")
+async def search_cases(request: Request,
+                       q: str = Query("", max_length=200, description="words to find (Japanese or English), all of them"),
+                       industry: str | None = Query(None, max_length=40, description="e.g. 製造業"),
+                       region: str | None = Query(None, max_length=10, description="a prefecture, e.g. 鳥取県"),
+                       after: str = AFTER, limit: int = Query(20, ge=1, le=100),
+                       _: Principal = Depends(require(*SIGNED_IN))) -> CasePage:
+    if problem := domain.region_problem(region):
+        raise Problem(422, "Unknown region", problem)
+    items, nxt = domain.cases_page(_cases(request), after, limit, q=q, industry=industry, region=region)
+    return CasePage(items=[CaseStudy(**c) for c in items], next_after=nxt)
+
+
+@router.get("/cases/{case_id}", response_model=CaseStudy, tags=["cases"], summary="One support case (R-POR-08)")
+async def get_case(case_id: str, request: Request, _: Principal = Depends(require(*SIGNED_IN))) -> CaseStudy:
+    case = next((c for c in _cases(request) if c["case_id"] == case_id), None)
+    if case is None:
+        raise Problem(404, "Not found", f"No case {case_id}.")
+    return CaseStudy(**case)
+
+
+@router.get("/businesses/{business_id}/case-recommendations", response_model=list[CaseRecommendation],
+            tags=["recommendations"],
+            summary="Support cases close to this business, each with its reasons, matched like programmes (R-POR-08)")
+async def recommend_cases(business_id: str, request: Request,
+                          keywords: str = Query("", max_length=500,
+                                                description="questionnaire answers, comma-separated (e.g. 事業承継,輸出)"),
+                          limit: int = Query(5, ge=1, le=20),
+                          who: Principal = Depends(require(*SIGNED_IN))) -> list[CaseRecommendation]:
+    doc = await _business(request, business_id, who)
+    profile = _profile(doc, keywords)
+    cases = {c["case_id"]: c for c in _cases(request)}
+    return [CaseRecommendation(case=CaseStudy(**cases[s.programme_id]), score=round(s.score, 3), reasons=s.reasons)
+            for s in domain.rank_cases(list(cases.values()), profile, limit=limit)]
 
 
 class Diagnosis(BaseModel):

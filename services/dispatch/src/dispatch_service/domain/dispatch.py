@@ -439,6 +439,22 @@ class Dispatch:
         return Change(set={"follow_ups": [*d.get("follow_ups", []), entry], "updated_at": self.now},
                       action="dispatch.FollowUpRecorded")
 
+    def follow_up_reminder(self, params) -> Change | None:
+        """R-DSP-05 on the clock: a follow-up period ended without a follow-up recorded → FollowUpDue, once per period
+        (rule in domain.history; `params` a history.FollowUpParams)."""
+        from contracts.events.history import FollowUpDue
+        from dispatch_service.domain.history import follow_up_due, last_follow_up
+
+        due = follow_up_due(self.doc, self.now, params)
+        if due is None:
+            return None
+        period, due_at, until = due
+        d = self.doc
+        return Change(set={"follow_up_reminded": sorted({*d.get("follow_up_reminded", []), period})},
+                      emits=[FollowUpDue(dispatch_id=d["_id"], business_id=d["business_id"],
+                                         institution_id=d["institution_id"], period=period, due_at=due_at,
+                                         follow_up_until=until, last_follow_up_at=last_follow_up(d))])
+
     # --- the saga: budget answers (R-DSP-08) and the clock --------------------------------------------------
     def budget_retry(self, *, actor: str) -> Change:
         """The agency retries a dispatch whose budget command went unanswered: the same command again."""
