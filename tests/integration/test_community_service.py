@@ -249,3 +249,23 @@ async def test_R_POR_03_contact_details_hidden_until_mutual_consent(infra, ns, c
                  if n["payload"]["template"] == "match_connected"}
     assert connected == {("business", "corp-asker"), ("business", "corp-peer")}
     assert any(n["payload"]["template"] == "match_interest" for n in notices)
+
+
+async def test_R_POR_02_a_reply_reaches_the_askers_inbox_through_notifications(infra, ns, services):
+    community = services("community")
+    notifications = services("notifications")
+    asker = auth("acc-asking-expert", "expert")
+    async with httpx.AsyncClient(timeout=15) as http:
+        r = await http.post(f"{community.url}/threads", headers=asker, json={
+            "category": "it", "title": "クラウド会計の選び方", "body": "小規模事業者に向くものは?"})
+        tid = r.json()["thread_id"]
+        await http.post(f"{community.url}/threads/{tid}/posts", headers=asker, json={"body": "補足です。"})  # own: no notice
+        r = await http.post(f"{community.url}/threads/{tid}/posts", headers=PEER, json={"body": "当社は○○を使っています。"})
+        assert r.status_code == 201, r.text
+
+        async def inbox():
+            items = (await http.get(f"{notifications.url}/inbox", headers=asker)).json()
+            return items if items else None
+        items = await eventually(inbox, timeout=40)
+        assert [i["template"] for i in items] == ["community_reply"]
+        assert "クラウド会計の選び方" in items[0]["subject"] and f"/api/community/threads/{tid}" in items[0]["body"]
