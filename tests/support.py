@@ -19,7 +19,7 @@ import jwt
 ROOT = Path(__file__).resolve().parents[1]
 TEST_VAR = ROOT / "var" / "test"
 LOCAL = ROOT / "deploy" / "local"
-SERVICES = ["identity", "experts", "dispatch", "budget", "ratings", "notifications", "recommend"]
+SERVICES = ["identity", "experts", "dispatch", "budget", "ratings", "notifications", "recommend", "community"]
 # Under pytest-xdist (`make test` runs the suite on several workers) each worker has its own gateway, service ports
 # and gateway state directory: worker gwN shifts the ports by 300 * N and keeps the gateway's config, pids, logs and
 # deny list under var/test/workers/gwN (the signing keys stay shared).

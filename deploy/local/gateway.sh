@@ -25,11 +25,12 @@ KEYS="$VAR_DIR/keys"
 DENY_MAP="$VAR_DIR/gateway/deny.map"
 ADMIN_SOCKET="$VAR_DIR/run/gateway.sock"
 JWKS_DIR="$VAR_DIR/gateway/jwks"
-# same numbering as services.sh: SERVICE_PORT_BASE + 1 … + 7 (8101 … 8107 by default); the portal as web.sh (+ 10)
+# same numbering as services.sh: SERVICE_PORT_BASE + 1 … + 8 (8101 … 8108 by default); the portal as web.sh (+ 10)
 SERVICE_PORT_BASE="${SERVICE_PORT_BASE:-8100}"
 declare -A PORTS=([identity]=$((SERVICE_PORT_BASE + 1)) [experts]=$((SERVICE_PORT_BASE + 2)) [dispatch]=$((SERVICE_PORT_BASE + 3))
   [budget]=$((SERVICE_PORT_BASE + 4)) [ratings]=$((SERVICE_PORT_BASE + 5)) [notifications]=$((SERVICE_PORT_BASE + 6))
-  [recommend]=$((SERVICE_PORT_BASE + 7)) [web]=${WEB_PORT:-$((SERVICE_PORT_BASE + 10))})  # web: the portal (web.sh)
+  [recommend]=$((SERVICE_PORT_BASE + 7)) [community]=$((SERVICE_PORT_BASE + 8))
+  [web]=${WEB_PORT:-$((SERVICE_PORT_BASE + 10))})  # web: the portal (web.sh)
 JWT_JWKS_URL="${JWT_JWKS_URL:-http://127.0.0.1:${PORTS[identity]}/jwks.json}"
 
 install() {

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# The seven services as local processes (uvicorn from the uv workspace's .venv), one port each.
+# The eight services as local processes (uvicorn from the uv workspace's .venv), one port each.
 # usage: services.sh start|stop|status [NAME...]
-#   env: SERVICE_PORT_BASE (8100: identity 8101 … recommend 8107), KAFKA_BOOTSTRAP, MONGO_URI
+#   env: SERVICE_PORT_BASE (8100: identity 8101 … recommend 8107, community 8108), KAFKA_BOOTSTRAP, MONGO_URI
 source "$(dirname "$0")/lib.sh"
-SERVICES=(identity experts dispatch budget ratings notifications recommend)
+SERVICES=(identity experts dispatch budget ratings notifications recommend community)
 SERVICE_PORT_BASE="${SERVICE_PORT_BASE:-8100}"
 export KAFKA_BOOTSTRAP="${KAFKA_BOOTSTRAP:-127.0.0.1:${KAFKA_PORT:-9092}}"
 export MONGO_URI="${MONGO_URI:-mongodb://127.0.0.1:${MONGO_PORT:-27017}}"

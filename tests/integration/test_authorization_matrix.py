@@ -557,8 +557,61 @@ def recommend_rows(w: World) -> dict:
     }
 
 
+def community_rows(w: World) -> dict:
+    x = w.x
+    tid, pid, mtid, mpid = x["thread"], x["post"], x["mod_thread"], x["mod_post"]
+    pg, mid = x["posting"], x["match"]
+    members = allow(BUSINESSES, EXPERT)  # who asks, answers and posts (founders too; none among these principals)
+    contact = {"name": "行列 太郎", "email": "matrix@example.jp"}
+    return {
+        ("GET", "/healthz"): Row(PUBLIC, "/healthz"),
+        ("GET", "/metrics"): Row(PUBLIC, "/metrics"),  # the scraper's, on the internal network; the gateway does not route it
+        ("GET", "/readyz"): Row(PUBLIC, "/readyz"),
+        # R-POR-02: businesses, senior owners and experts ask and answer; everyone signed in reads and reports
+        ("POST", "/threads"): Row(members, "/threads", {"category": "sales", "title": "行列の質問", "body": "販路の相談です。"}),
+        ("GET", "/threads"): Row(SIGNED_IN, "/threads?category=sales"),
+        ("GET", "/threads/{thread_id}"): Row(SIGNED_IN, f"/threads/{tid}"),
+        ("GET", "/threads/{thread_id}/posts"): Row(SIGNED_IN, f"/threads/{tid}/posts"),
+        ("POST", "/threads/{thread_id}/posts"): Row(members, f"/threads/{tid}/posts", {"body": "回答です。"}),
+        # only the asker (everyone acting for BIZ, whose prime asked) marks an answer
+        ("POST", "/threads/{thread_id}/posts/{post_id}/mark"): Row(BIZ_PEOPLE, f"/threads/{tid}/posts/{pid}/mark",
+                                                                   {"mark": "helpful"}),
+        ("POST", "/threads/{thread_id}/reports"): Row(SIGNED_IN, f"/threads/{tid}/reports",
+                                                      {"post_id": pid, "reason": "matrix report"}),
+        # moderation is the agency's (and operators'); a repeated hold answers 409, past authorization
+        ("POST", "/threads/{thread_id}/moderation"): Row(STAFF, f"/threads/{mtid}/moderation",
+                                                         {"action": "hold", "reason": "matrix moderation"}),
+        ("POST", "/threads/{thread_id}/posts/{post_id}/moderation"): Row(
+            STAFF, f"/threads/{mtid}/posts/{mpid}/moderation", {"action": "hold", "reason": "matrix moderation"}),
+        ("GET", "/moderation/reports"): Row(STAFF, "/moderation/reports"),
+        ("POST", "/moderation/reports/{report_id}/dismiss"): Row(STAFF, f"/moderation/reports/{x['report']}/dismiss",
+                                                                 {"reason": "matrix dismissal"}),
+        # a senior owner is a business account that opted in
+        ("GET", "/mentors/me"): Row(BUSINESSES, "/mentors/me"),
+        ("PUT", "/mentors/me"): Row(BUSINESSES, "/mentors/me", {"mentor": False}),
+        # R-POR-03: businesses post needs and offers, experts offer help beyond dispatch; everyone signed in searches
+        ("POST", "/postings"): Row(members, "/postings", {
+            "direction": "offer", "kind": "expert_help", "title": "行列の掲載", "body": "b", "region": "熊本県",
+            "industry": "製造業", "contact": contact}),
+        ("GET", "/postings"): Row(SIGNED_IN, "/postings?kind=successor&region=熊本県"),
+        ("GET", "/postings/{posting_id}"): Row(SIGNED_IN, f"/postings/{pg}"),
+        ("POST", "/postings/{posting_id}/close"): Row(BIZ_PEOPLE, f"/postings/{x['posting_to_close']}/close"),
+        # BIZ may not be interested in its own posting (409, past authorization); OTHER's second call is 409 too
+        ("POST", "/postings/{posting_id}/interests"): Row(members, f"/postings/{pg}/interests",
+                                                          {"message": "関心があります", "contact": contact}),
+        ("GET", "/postings/{posting_id}/interests"): Row(BIZ_PEOPLE, f"/postings/{pg}/interests"),
+        ("GET", "/me/postings"): Row(members, "/me/postings"),
+        ("GET", "/me/matches"): Row(members, "/me/matches"),
+        # a match exists for its two sides only: BIZ's posting, OTHER's interest
+        ("GET", "/matches/{match_id}"): Row(allow(BIZ_PEOPLE, OTHER), f"/matches/{mid}", hides=True),
+        ("POST", "/matches/{match_id}/consent"): Row(allow(BIZ_PEOPLE, OTHER), f"/matches/{mid}/consent", hides=True),
+        ("POST", "/matches/{match_id}/withdraw"): Row(allow(BIZ_PEOPLE, OTHER), f"/matches/{mid}/withdraw", hides=True),
+    }
+
+
 TABLES = {"identity": identity_rows, "experts": experts_rows, "dispatch": dispatch_rows, "budget": budget_rows,
-          "ratings": ratings_rows, "notifications": notifications_rows, "recommend": recommend_rows}
+          "ratings": ratings_rows, "notifications": notifications_rows, "recommend": recommend_rows,
+          "community": community_rows}
 
 
 def _request_body(business_id: str, expert_id: str) -> dict:
@@ -765,6 +818,24 @@ async def build_world(url: dict[str, str]) -> World:
             return (await http.get(f"{rc}/businesses/{bid}", headers=h[OPERATOR])).status_code == 200
         await eventually(profile_known, timeout=60)
         x["programme"] = (await _ok(await http.get(f"{rc}/programmes", headers=h[OPERATOR])))["items"][0]["programme_id"]
+
+        # community: BIZ's question with E's answer; a thread to moderate; a report; BIZ's postings, OTHER's interest
+        cm = url["community"]
+        thread = {"category": "sales", "title": "販路の相談", "body": "県外の販路を探しています。"}
+        x["thread"] = (await _ok(await http.post(f"{cm}/threads", headers=h[PRIME], json=thread)))["thread_id"]
+        x["post"] = (await _ok(await http.post(f"{cm}/threads/{x['thread']}/posts", headers=h[EXPERT],
+                                               json={"body": "展示会をおすすめします。"})))["post_id"]
+        x["mod_thread"] = (await _ok(await http.post(f"{cm}/threads", headers=h[OTHER], json=thread)))["thread_id"]
+        x["mod_post"] = (await _ok(await http.post(f"{cm}/threads/{x['mod_thread']}/posts", headers=h[EXPERT],
+                                                   json={"body": "宣伝です。"})))["post_id"]
+        x["report"] = (await _ok(await http.post(f"{cm}/threads/{x['mod_thread']}/reports", headers=h[DLG],
+                                                 json={"reason": "advertising"})))["report_id"]
+        posting = {"direction": "offer", "kind": "successor", "title": "事業を譲ります", "body": "後継者募集",
+                   "region": "熊本県", "industry": "製造業", "contact": {"name": "主 太郎", "email": "prime@example.jp"}}
+        x["posting"] = (await _ok(await http.post(f"{cm}/postings", headers=h[PRIME], json=posting)))["posting_id"]
+        x["posting_to_close"] = (await _ok(await http.post(f"{cm}/postings", headers=h[PRIME], json=posting)))["posting_id"]
+        x["match"] = (await _ok(await http.post(f"{cm}/postings/{x['posting']}/interests", headers=h[OTHER], json={
+            "message": "関心があります", "contact": {"name": "他 花子", "email": "other@example.jp"}})))["match_id"]
     return w
 
 

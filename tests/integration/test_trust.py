@@ -217,10 +217,10 @@ async def _status_is(http: httpx.AsyncClient, url: str, headers: dict, status: i
 
 # one authenticated GET per service, answered for a business account (200, or 403/404: not 401 while valid)
 PROBES = {"identity": "/accounts/me", "experts": "/experts", "dispatch": "/programmes/2026", "budget": "/frames/frame-none",
-          "ratings": "/pending", "notifications": "/inbox", "recommend": "/programmes"}
+          "ratings": "/pending", "notifications": "/inbox", "recommend": "/programmes", "community": "/threads"}
 
 
-async def test_R_ID_09_revoked_token_client_and_account_are_refused_by_all_seven_services_within_2s(services, gateway):
+async def test_R_ID_09_revoked_token_client_and_account_are_refused_by_all_eight_services_within_2s(services, gateway):
     for name in SERVICES:
         services(name, port=service_port(name), **(mail_env() if name == "identity" else {}))
     async with httpx.AsyncClient(base_url=f"{gateway}/api/identity", timeout=15) as http:

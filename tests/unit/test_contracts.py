@@ -21,7 +21,8 @@ def test_every_message_is_registered_on_its_own_topic_with_a_key():
         assert spec.name == model.topic and model.key_field in model.model_fields, mt
         assert spec.partitions >= 1 and spec.dlq == f"{spec.name}.dlq"
     assert set(TOPICS) >= {"identity.events", "experts.events", "dispatch.events", "budget.commands",
-                           "budget.events", "ratings.events", "notifications.commands", "recommend.events"}
+                           "budget.events", "ratings.events", "notifications.commands", "recommend.events",
+                           "community.events"}
 
 
 def _variant(**fields):

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from contracts.envelope import Message
-from contracts.events import budget, dispatch, experts, history, identity, notifications, ratings, recommend
+from contracts.events import budget, community, dispatch, experts, history, identity, notifications, ratings, recommend
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,11 @@ TOPICS: dict[str, TopicSpec] = {
                   (ratings.RatingOwed, ratings.RatingGiven, ratings.ExpertRadarUpdated, ratings.ExpertClassified)),
         TopicSpec("notifications.commands", "recipient id", 6, "notifications", (notifications.Notify,)),
         TopicSpec("recommend.events", "programme id", 6, "recommend", (recommend.ProgrammeAdded, recommend.InteractionRecorded)),
+        TopicSpec("community.events", "thread id (community) / posting id (matching)", 6, "community",
+                  (community.ThreadOpened, community.CommunityReplyPosted, community.AnswerAccepted,
+                   community.ContentModerated, community.AbuseReported, community.ReportClosed,
+                   community.PostingPublished, community.PostingClosed, community.InterestExpressed,
+                   community.MatchConsented, community.MatchConnected, community.MatchWithdrawn)),
     )
 }
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from faststream.specification import AsyncAPI
 
-SERVICES = ["identity", "experts", "dispatch", "budget", "ratings", "notifications", "recommend"]
+SERVICES = ["identity", "experts", "dispatch", "budget", "ratings", "notifications", "recommend", "community"]
 ROOT = Path(__file__).resolve().parents[3]
 
 

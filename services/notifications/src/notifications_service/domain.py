@@ -150,6 +150,30 @@ TEMPLATES: dict[str, dict[str, tuple[str, str]]] = {
                "It is {months} months since dispatch {dispatch_id}. Please tell us at the portal what came of the "
                "support (actions taken, change in sales); it takes a minute.\nAnswer at: {link}/outcomes/{months}"),
     },
+    "community_reply": {  # R-POR-02: the asker hears of answers
+        "ja": ("【支援ポータル】ご質問に回答がありました: {title}",
+               "コミュニティのご質問「{title}」に新しい回答がありました。\n回答を確認し、役に立った回答には印を付けてください。\n{link}"),
+        "en": ("[SME portal] Your question has a new answer: {title}",
+               "Your community question \"{title}\" has a new answer.\nRead it, and mark the answer that helped.\n{link}"),
+    },
+    "community_moderated": {  # R-POR-02: moderation, always with its reason, reaches the author
+        "ja": ("【支援ポータル】投稿の表示が変更されました",
+               "コミュニティへのあなたの投稿（{target_kind}）について、運営が「{action}」を行いました。\n理由: {reason}\n{link}"),
+        "en": ("[SME portal] The moderators changed your post",
+               "The moderators did \"{action}\" on your community {target_kind}.\nReason: {reason}\n{link}"),
+    },
+    "match_interest": {  # R-POR-03: someone is interested in a posting
+        "ja": ("【支援ポータル】掲載に関心が寄せられました: {title}",
+               "マッチングの掲載「{title}」に関心が寄せられました。連絡先は双方が同意した後に表示されます。\n{link}"),
+        "en": ("[SME portal] Someone is interested in your posting: {title}",
+               "Someone is interested in your posting \"{title}\". Contact details show once both sides consent.\n{link}"),
+    },
+    "match_connected": {  # R-POR-03: both consented
+        "ja": ("【支援ポータル】マッチングが成立しました",
+               "双方が同意しました。相手の連絡先をポータルで確認できます。\n{link}"),
+        "en": ("[SME portal] You are connected",
+               "Both sides consented. The other side's contact details are on the portal.\n{link}"),
+    },
     "generic": {
         "en": ("[SME portal] {subject}", "{message}"),
     },
@@ -226,7 +250,11 @@ def people_of(parties: list[tuple[str, str]], members: dict[str, list[str]], str
 # Pages notices link to, behind the portal's address; each is a route the recipient may read.
 LINKS = {"platform_dispatch_member_added": "/api/identity/platforms/{platform_id}",
          "outcome_survey": "/api/dispatch/requests/{dispatch_id}",
-         "programme_recommended": "/api/recommend/businesses/{business_id}/recommendations"}
+         "programme_recommended": "/api/recommend/businesses/{business_id}/recommendations",
+         "community_reply": "/api/community/threads/{thread_id}",
+         "community_moderated": "/api/community/threads/{thread_id}",
+         "match_interest": "/api/community/postings/{posting_id}/interests",
+         "match_connected": "/api/community/matches/{match_id}"}
 
 
 def link_param(template: str, params: dict[str, str], portal_url: str) -> dict[str, str]:
@@ -240,10 +268,12 @@ def link_param(template: str, params: dict[str, str], portal_url: str) -> dict[s
 
 # --- channels and preferences (R-NOT-04) ------------------------------------------------------------
 CHANNELS = ("email", "webpush", "line")
-CATEGORIES = ("dispatch", "rating", "programme", "platform", "saved_search", "reminder", "other")
+CATEGORIES = ("dispatch", "rating", "programme", "platform", "saved_search", "reminder", "community", "other")
 CATEGORY_OF = {"dispatch_status": "dispatch", "rating_owed": "rating", "programme_recommended": "programme",
                "platform_dispatch_member_added": "platform", "saved_search_match": "saved_search",
-               "deadline_reminder": "reminder", "renewal_reminder": "reminder", "outcome_survey": "dispatch"}
+               "deadline_reminder": "reminder", "renewal_reminder": "reminder", "outcome_survey": "dispatch",
+               "community_reply": "community", "community_moderated": "community", "match_interest": "community",
+               "match_connected": "community"}
 
 
 def category_of(template: str) -> str:

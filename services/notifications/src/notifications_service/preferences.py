@@ -23,7 +23,7 @@ from servicekit.problems import Problem
 router = APIRouter()
 ANYONE = ("business", "founder", "expert", "institution", "bureau", "agency", "operator")
 Channel = Literal["email", "webpush", "line"]
-Category = Literal["dispatch", "rating", "programme", "platform", "saved_search", "reminder", "other"]
+Category = Literal["dispatch", "rating", "programme", "platform", "saved_search", "reminder", "community", "other"]
 HHMM = r"^([01]\d|2[0-3]):[0-5]\d$"
 
 
