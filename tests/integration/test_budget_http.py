@@ -46,6 +46,13 @@ async def test_R_BUD_01_R_BUD_02_bureau_allocates_and_representative_shares(budg
     led = (await budget.get(f"/frames/{FID}/ledger", headers=bureau())).json()
     assert [(e["kind"], e["actor"]) for e in led["entries"]] == [
         ("allocation", "bureau-user"), ("share", "rep-staff"), ("allocation", "bureau-user")]
+    assert led["total"] == 3 and led["next_offset"] is None
+    # R-OPS-03: pages by offset are range reads on the ledger's gapless seq, each saying where the next begins
+    p1 = (await budget.get(f"/frames/{FID}/ledger", params={"limit": 2}, headers=bureau())).json()
+    p2 = (await budget.get(f"/frames/{FID}/ledger", params={"limit": 2, "offset": p1["next_offset"]},
+                           headers=bureau())).json()
+    assert (p1["next_offset"], p2["next_offset"], p2["total"]) == (2, None, 3)
+    assert [e["seq"] for e in p1["entries"] + p2["entries"]] == [1, 2, 3]
     chk = (await budget.get(f"/frames/{FID}/check", headers=bureau())).json()
     assert chk["consistent"] is True and chk["violations"] == [] and chk["ledger_entries"] == 3
 

@@ -129,6 +129,8 @@ async def test_R_EX_01_R_EX_02_R_PF_04_registration_end_to_end_publishes_approve
         r = await http.post("/experts/me/application", headers=me, json={
             "evidence": [{"route": "public_qualification", "qualification": "中小企業診断士"}], "no_disqualification": True})
         assert r.status_code == 200 and r.json()["status"] == "applied"
+        page = (await http.get("/reviews/applications", headers=AGENCY, params={"limit": 1})).json()
+        assert len(page["applications"]) == 1 and page["next_cursor"] is None  # the only one waiting (R-OPS-03)
         queue = (await http.get("/reviews/applications", headers=AGENCY)).json()["applications"]
         mine = [a for a in queue if a["expert_id"] == expert_id]
         assert len(mine) == 1 and mine[0]["application"]["recommenders"] == [ORG]

@@ -55,6 +55,14 @@ async def test_R_ANC_05_institution_sees_the_profile_only_while_the_business_app
         assert (await http.post(f"/disclosure-requests/{r2['request_id']}/reject", headers=OWNER)).json()["status"] == "rejected"
         assert (await http.get(f"/disclosure-requests/{r2['request_id']}/profile", headers=staff)).status_code == 403
         assert sorted(d["status"] for d in (await http.get("/disclosure-requests", headers=staff)).json()) == ["rejected", "revoked"]
+        # R-OPS-03: the lists page on, newest first, instead of stopping at a fixed count
+        first = await http.get("/disclosure-requests", headers=staff, params={"limit": 1})
+        assert [d["request_id"] for d in first.json()] == [r2["request_id"]] and first.headers["x-next-cursor"]
+        second = await http.get("/disclosure-requests", headers=staff,
+                                params={"limit": 1, "cursor": first.headers["x-next-cursor"]})
+        assert [d["request_id"] for d in second.json()] == [rid] and "x-next-cursor" not in second.headers
+        first = await http.get(f"/businesses/{bid}/disclosure-requests", headers=OWNER, params={"limit": 1})
+        assert [d["request_id"] for d in first.json()] == [r2["request_id"]] and first.headers["x-next-cursor"]
 
         # staff of no organisation cannot ask
         loner = await signup(http, "loner@example.jp", kind="institution")

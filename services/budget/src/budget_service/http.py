@@ -111,6 +111,7 @@ class LedgerPage(BaseModel):
     frame_id: str
     total: int
     entries: list[LedgerLine]
+    next_offset: int | None = Field(None, description="the offset of the next page; none after the last entry")
 
 
 class CheckResult(BaseModel):
@@ -311,8 +312,11 @@ async def get_ledger(frame_id: str, request: Request, offset: int = Query(0, ge=
                      p: Principal = Depends(require(*STAFF, "institution"))) -> LedgerPage:
     loaded = await load_or_404(request, frame_id)
     await may_view(request, p, loaded.frame, members_too=False)
-    total, entries = await store_of(request).ledger(frame_id, offset, limit)
-    return LedgerPage(frame_id=frame_id, total=total, entries=[LedgerLine(**e.to_dict()) for e in entries])
+    entries = await store_of(request).ledger(frame_id, offset, limit)
+    total = loaded.frame.entry_count
+    nxt = offset + len(entries) if entries and offset + len(entries) < total else None
+    return LedgerPage(frame_id=frame_id, total=total, entries=[LedgerLine(**e.to_dict()) for e in entries],
+                      next_offset=nxt)
 
 
 @router.get("/frames/{frame_id}/check", response_model=CheckResult,
@@ -321,7 +325,7 @@ async def check(frame_id: str, request: Request,
                 p: Principal = Depends(require(*STAFF, "institution"))) -> CheckResult:
     frame = (await load_or_404(request, frame_id, all_open=True)).frame
     await may_view(request, p, frame, members_too=False)
-    _, entries = await store_of(request).ledger(frame_id)
+    entries = await store_of(request).ledger(frame_id)
     stored, again = frame.balances.normalised(), recompute(entries)
     return CheckResult(frame_id=frame_id, consistent=stored == again and len(entries) == frame.entry_count,
                        stored=stored.to_dict(), recomputed=again.to_dict(), ledger_entries=len(entries),

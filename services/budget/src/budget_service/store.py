@@ -199,12 +199,13 @@ class FrameStore:
             return await self.answer(answer.command_id)
 
     # --- reading for HTTP ---------------------------------------------------------------------------------
-    async def ledger(self, frame_id: str, offset: int = 0, limit: int = 0) -> tuple[int, list[Entry]]:
-        total = await self.ledger_col.count_documents({"frame_id": frame_id})
-        cursor = self.ledger_col.find({"frame_id": frame_id}).sort("seq", 1).skip(offset)
+    async def ledger(self, frame_id: str, offset: int = 0, limit: int = 0) -> list[Entry]:
+        """Entries after the first `offset`: the ledger's seq runs 1, 2, 3… with no gap (each is written with its
+        frame), so this is one indexed range read however deep it starts, never a skip (R-OPS-03)."""
+        cursor = self.ledger_col.find({"frame_id": frame_id, "seq": {"$gt": offset}}).sort("seq", 1)
         if limit:
             cursor = cursor.limit(limit)
-        return total, [Entry.from_dict(d) async for d in cursor]
+        return [Entry.from_dict(d) async for d in cursor]
 
     async def member_role(self, platform_id: str, org_id: str) -> str | None:
         doc = await self.members.find_one({"_id": member_key(platform_id, org_id)})

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from contracts import Envelope
 from experts_service import domain
 from experts_service.http import CreatePage
-from experts_service.store import changed_event, now_iso
+from experts_service.store import changed_event, stamp
 from servicekit import bulk
 from servicekit.settings import Settings
 
@@ -50,7 +50,7 @@ def converter(operator: str):
             return f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}"
         except domain.Refused as r:
             return f"{r.title}: {r.detail}"
-        doc = {"_id": state["expert_id"], **state, "_rev": 1, "recommender_ids": [], "updated_at": now_iso(),
+        doc = {"_id": state["expert_id"], **state, "_rev": 1, "recommender_ids": [], **stamp(state["expert_id"]),
                "imported": True}
         env = Envelope.wrap(changed_event(state, change), producer="experts", actor=operator)
         return doc, [env.model_copy(update={"event_id": str(uuid.uuid5(IMPORT_NS, f"{doc['_id']}:{change}"))})]

@@ -13,6 +13,7 @@ from contracts.vocab import EXPERT_FIELDS, RATING_AXES, Right
 from experts_service import domain, matching
 from experts_service.search import VISIBLE, match_view
 from experts_service.store import Store, now_iso, state_of
+from servicekit import paging
 from servicekit.auth import Principal, authenticate, require
 from servicekit.problems import Problem
 
@@ -238,19 +239,33 @@ async def recommendees(org_id: str, request: Request, who: Principal = Depends(r
 
 # --- the processing agency ------------------------------------------------------------------------
 
-@router.get("/reviews/applications", tags=["agency"], summary="Stage-2 applications waiting for the formal review")
-async def application_queue(request: Request, _: Principal = Depends(require(*STAFF))):
+QueueLimit = Query(100, ge=1, le=paging.MAX_PAGE)
+QueueCursor = Query(None, max_length=300, description="next_cursor of the previous page")
+
+
+async def _queue(request: Request, filt: dict, limit: int, cursor: str | None) -> tuple[list[dict], str | None]:
+    """Oldest change first, paged by the `key` each change stamps (R-OPS-03: no queue stops at a fixed count)."""
     st = store(request)
-    return {"applications": [dossier_view(d, await st.radar(d["_id"]))
-                             async for d in st.experts.find({"status": "applied"}).sort("updated_at", 1).limit(200)]}
+    docs, nxt = await paging.page(st.experts, filt, limit=limit, cursor=cursor, newest_first=False,
+                                  projection={"_outbox": 0})
+    return [dossier_view(d, await st.radar(d["_id"])) for d in docs], nxt
+
+
+@router.get("/reviews/applications", tags=["agency"],
+            summary="Stage-2 applications waiting for the formal review, oldest first, paged by next_cursor")
+async def application_queue(request: Request, limit: int = QueueLimit, cursor: str | None = QueueCursor,
+                            _: Principal = Depends(require(*STAFF))):
+    items, nxt = await _queue(request, {"status": "applied"}, limit, cursor)
+    return {"applications": items, "next_cursor": nxt}
 
 
 @router.get("/reviews/renewals", tags=["agency"],
-            summary="Renewals after three years, with dispatch record and ratings (R-EX-04)")
-async def renewal_queue(request: Request, _: Principal = Depends(require(*STAFF))):
-    st = store(request)
-    return {"renewals": [dossier_view(d, await st.radar(d["_id"]))
-                         async for d in st.experts.find({"renewal.state": "review"}).sort("updated_at", 1).limit(200)]}
+            summary="Renewals after three years, with dispatch record and ratings (R-EX-04), oldest first, paged by "
+                    "next_cursor")
+async def renewal_queue(request: Request, limit: int = QueueLimit, cursor: str | None = QueueCursor,
+                        _: Principal = Depends(require(*STAFF))):
+    items, nxt = await _queue(request, {"renewal.state": "review"}, limit, cursor)
+    return {"renewals": items, "next_cursor": nxt}
 
 
 @router.get("/experts/{expert_id}/dossier", tags=["agency"], summary="Everything the agency reviews about an expert")

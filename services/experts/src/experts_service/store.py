@@ -23,6 +23,7 @@ from contracts.events.identity import AccountRevoked
 from contracts.events.ratings import ExpertRadarUpdated
 from experts_service import domain
 from experts_service.search import ExpertIndex
+from servicekit import paging
 from servicekit.bus import Undeliverable, decode
 from servicekit.faults import backoff, is_transient
 from servicekit.problems import Problem
@@ -35,6 +36,12 @@ STATE_KEYS = ("expert_id", "account_id", "name", "status", "profile", "availabil
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat()
+
+
+def stamp(expert_id: str) -> dict:
+    """`updated_at` and the `key` the agency's queues are ordered and paged by (oldest change first, R-OPS-03)."""
+    at = datetime.now(UTC)
+    return {"updated_at": at.isoformat(), "key": paging.sort_key(at, expert_id)}
 
 
 def state_of(doc: dict) -> dict:
@@ -72,10 +79,13 @@ class Store:
         await self.experts.create_index("account_id", unique=True)
         await self.experts.create_index("status")
         await self.experts.create_index("recommender_ids")
+        await self.experts.create_index([("status", 1), ("key", 1)])  # the agency's queues, paged
+        await self.experts.create_index([("renewal.state", 1), ("key", 1)])
+        await paging.add_keys(self.db, "experts", "updated_at")
 
     # --- writes -----------------------------------------------------------------------------
     async def create(self, state: dict, change: str, *, actor: str) -> dict:
-        doc = {"_id": state["expert_id"], **state, "_rev": 1, "recommender_ids": [], "updated_at": now_iso()}
+        doc = {"_id": state["expert_id"], **state, "_rev": 1, "recommender_ids": [], **stamp(state["expert_id"])}
         try:
             await self.svc.insert(self.experts, doc, events=[self.svc.event(changed_event(state, change), actor=actor)])
         except DuplicateKeyError:
@@ -104,7 +114,7 @@ class Store:
                 return doc
             sets = {k: v for k, v in new.items() if state.get(k) != v}
             sets["recommender_ids"] = [r["org_id"] for r in new["recommendations"] if r["recommended"]]
-            sets["updated_at"] = now_iso()
+            sets.update(stamp(expert_id))
             events = [self.svc.event(changed_event(new, change), actor=actor, cause=cause)] if change else []
             res = await self.svc.write(self.experts, {"_id": expert_id, "_rev": doc["_rev"]},
                                        {"$set": sets, "$inc": {"_rev": 1}}, events=events)

@@ -3,6 +3,7 @@ from identity_service import (account_life, accounts, bindings, consents, consum
                               fapi, federation, http, mfa, oidc, operator, orgs, partner_audit, webhooks)
 from identity_service.mail import Mailer
 from identity_service.tokens import TokenIssuer
+from servicekit import paging
 from servicekit.service import Service
 
 svc = Service("identity", title="Identity", outbox=["businesses", "accounts", "clients", "orgs", "platforms", "consents",
@@ -46,6 +47,9 @@ async def _indexes() -> None:
     await svc.db.consents.create_index("business_id")
     await svc.db.disclosures.create_index("business_id")
     await svc.db.disclosures.create_index("org_id")
+    await svc.db.disclosures.create_index([("org_id", 1), ("key", -1)])  # the lists, paged (R-OPS-03)
+    await svc.db.disclosures.create_index([("business_id", 1), ("key", -1)])
+    await paging.add_keys(svc.db, "disclosures", "created_at")
     await svc.db.federated_links.create_index("account_id")
     await svc.db.businesses.create_index("prime_id")
     await svc.db.businesses.create_index("member_ids")
@@ -54,6 +58,8 @@ async def _indexes() -> None:
     await svc.db.delegations.create_index("org_id")
     await svc.db.refresh_tokens.create_index("family")
     await svc.db.letters.create_index("status")
+    await svc.db.letters.create_index([("status", 1), ("key", 1)])
+    await paging.add_keys(svc.db, "letters", "created_at")
     await svc.db.audit.create_index([("key", 1), ("at", -1)])
     await operator.ensure_indexes(svc.db)
     await svc.db.audit.create_index([("actor", 1), ("at", -1)])  # a client's export of its own calls (R-EXT-04)

@@ -9,7 +9,7 @@ import uuid
 from datetime import UTC, datetime
 
 from bson import Binary
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
@@ -18,6 +18,7 @@ from contracts.vocab import DELEGATION_SCOPES
 from identity_service import domain, secrets
 from identity_service.audit import record
 from identity_service.letters import proof_letter_pdf
+from servicekit import paging
 from servicekit.auth import Principal, require
 from servicekit.problems import Problem
 
@@ -49,6 +50,7 @@ async def start_prime_claim(svc, doc: dict, account_id: str) -> dict:
                            representative=doc.get("representative") or "", code=code, expires_at=claim["expires_at"])
     await svc.db.letters.insert_one({"_id": claim["letter_id"], "business_id": doc["_id"], "account_id": account_id,
                                      "kind": "prime_proof", "status": "to_post", "created_at": now,
+                                     "key": paging.sort_key(datetime.fromtimestamp(now, UTC), claim["letter_id"]),
                                      "postal_code": doc.get("postal_code"), "address": doc.get("address"),
                                      "pdf": Binary(pdf)})
     return claim
@@ -112,11 +114,17 @@ class LetterOut(BaseModel):
 
 
 @router.get("/letters", response_model=list[LetterOut], tags=["bindings"],
-            summary="Letters waiting to be printed and posted (the platform's mailroom; operators only)")
-async def letters(request: Request, status: str = "to_post", _: Principal = Depends(require("operator"))) -> list[LetterOut]:
-    cur = request.app.state.service.db.letters.find({"status": status[:20]}, {"pdf": 0}).sort("created_at", 1).limit(500)
+            summary="Letters waiting to be printed and posted, oldest first; the header X-Next-Cursor pages on "
+                    "(the platform's mailroom; operators only)")
+async def letters(request: Request, response: Response, status: str = "to_post",
+                  limit: int = Query(100, ge=1, le=paging.MAX_PAGE), cursor: str | None = Query(None, max_length=300),
+                  _: Principal = Depends(require("operator"))) -> list[LetterOut]:
+    docs, nxt = await paging.page(request.app.state.service.db.letters, {"status": status[:20]}, limit=limit,
+                                  cursor=cursor, newest_first=False, projection={"pdf": 0})
+    if nxt:
+        response.headers["X-Next-Cursor"] = nxt
     return [LetterOut(letter_id=d["_id"], **{k: d.get(k) for k in LetterOut.model_fields if k != "letter_id"})
-            async for d in cur]
+            for d in docs]
 
 
 @router.get("/letters/{letter_id}.pdf", tags=["bindings"], response_class=Response,

@@ -6,12 +6,13 @@ import uuid
 from datetime import UTC, datetime
 from typing import Literal
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from identity_service import domain
 from identity_service.audit import record
 from identity_service.http import OWNERS, BusinessOut, business_out, owned_business
+from servicekit import paging
 from servicekit.auth import Principal, require
 from servicekit.problems import Problem
 
@@ -55,29 +56,43 @@ async def ask(body: DisclosureIn, request: Request, who: Principal = Depends(req
     org = await _staff_org(request, who)
     if await db.businesses.find_one({"_id": body.business_id}, {"_id": 1}) is None:
         raise Problem(404, "Not found", f"No business {body.business_id}.")
-    doc = {"_id": f"dr-{uuid.uuid4().hex[:16]}", "business_id": body.business_id, "org_id": org["_id"],
+    rid, at = f"dr-{uuid.uuid4().hex[:16]}", datetime.now(UTC)
+    doc = {"_id": rid, "business_id": body.business_id, "org_id": org["_id"], "key": paging.sort_key(at, rid),
            "org_name": org["name"], "requested_by": who.subject, "purpose": body.purpose, "status": "pending",
-           "created_at": datetime.now(UTC), "decided_at": None}
+           "created_at": at, "decided_at": None}
     await db.disclosures.insert_one(doc)
     await record(db, actor=who.subject, action="identity.DisclosureRequested", key=body.business_id,
                  payload={"request_id": doc["_id"], "org_id": org["_id"]})
     return _out(doc)
 
 
+Limit = Query(100, ge=1, le=paging.MAX_PAGE)
+Cursor = Query(None, max_length=300, description="the X-Next-Cursor header of the previous page")
+
+
+async def _page(request: Request, response: Response, filt: dict, limit: int, cursor: str | None) -> list[DisclosureOut]:
+    docs, nxt = await paging.page(request.app.state.service.db.disclosures, filt, limit=limit, cursor=cursor)
+    if nxt:
+        response.headers["X-Next-Cursor"] = nxt
+    return [_out(d) for d in docs]
+
+
 @router.get("/disclosure-requests", response_model=list[DisclosureOut],
-            summary="Your institution's disclosure requests (institution staff)")
-async def ours(request: Request, who: Principal = Depends(require("institution"))) -> list[DisclosureOut]:
+            summary="Your institution's disclosure requests, newest first; the header X-Next-Cursor pages on "
+                    "(institution staff)")
+async def ours(request: Request, response: Response, limit: int = Limit, cursor: str | None = Cursor,
+               who: Principal = Depends(require("institution"))) -> list[DisclosureOut]:
     org = await _staff_org(request, who)
-    cursor = request.app.state.service.db.disclosures.find({"org_id": org["_id"]}).sort("created_at", -1).limit(200)
-    return [_out(d) async for d in cursor]
+    return await _page(request, response, {"org_id": org["_id"]}, limit, cursor)
 
 
 @router.get("/businesses/{business_id}/disclosure-requests", response_model=list[DisclosureOut],
-            summary="Institutions asking to see your data, and your decisions (R-ANC-05)")
-async def theirs(business_id: str, request: Request, who: Principal = Depends(require(*OWNERS))) -> list[DisclosureOut]:
+            summary="Institutions asking to see your data, and your decisions, newest first; the header "
+                    "X-Next-Cursor pages on (R-ANC-05)")
+async def theirs(business_id: str, request: Request, response: Response, limit: int = Limit,
+                 cursor: str | None = Cursor, who: Principal = Depends(require(*OWNERS))) -> list[DisclosureOut]:
     await owned_business(request, business_id, who, scope=None)
-    cursor = request.app.state.service.db.disclosures.find({"business_id": business_id}).sort("created_at", -1).limit(200)
-    return [_out(d) async for d in cursor]
+    return await _page(request, response, {"business_id": business_id}, limit, cursor)
 
 
 async def _decide(request: Request, request_id: str, action: str, who: Principal) -> DisclosureOut:

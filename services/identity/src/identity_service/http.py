@@ -5,13 +5,14 @@ import time
 import uuid
 from datetime import UTC, date, datetime
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field, field_validator
 from pymongo.errors import DuplicateKeyError
 
 from contracts.events.identity import BindingChanged, BusinessProfileChanged, BusinessRegistered
 from contracts.vocab import fiscal_year
 from identity_service import bindings, domain, financials_csv
+from servicekit import paging
 from servicekit.auth import Principal, require
 from servicekit.problems import Problem
 
@@ -212,12 +213,18 @@ async def owned_business(request: Request, business_id: str, who: Principal, pro
     return doc
 
 
-@router.get("/businesses", response_model=list[BusinessOut], summary="The businesses you registered")
-async def my_businesses(request: Request, who: Principal = Depends(require(*OWNERS))) -> list[BusinessOut]:
+@router.get("/businesses", response_model=list[BusinessOut],
+            summary="The businesses you registered, by id; the header X-Next-Cursor pages on")
+async def my_businesses(request: Request, response: Response, limit: int = Query(100, ge=1, le=paging.MAX_PAGE),
+                        cursor: str | None = Query(None, max_length=300),
+                        who: Principal = Depends(require(*OWNERS))) -> list[BusinessOut]:
     db = request.app.state.service.db
     mine = {"$or": [bindings.bound_filter(who.subject), {"owner": who.subject, "status": "awaiting_proof"}]}
-    cursor = db.businesses.find(mine, {"history": 0}).sort("_id").limit(100)
-    return [business_out(d, who) async for d in cursor]
+    docs, nxt = await paging.page(db.businesses, mine, limit=limit, cursor=cursor, newest_first=False,
+                                  projection={"history": 0}, field="_id")
+    if nxt:
+        response.headers["X-Next-Cursor"] = nxt
+    return [business_out(d, who) for d in docs]
 
 
 @router.get("/businesses/{business_id}", response_model=BusinessOut, summary="Read a business's once-only profile")
