@@ -16,7 +16,7 @@ chaos:  # the long fault-injection run (database stopped 30 s, ten times the sui
 	@bash deploy/local/setup.sh
 	@CHAOS_PROFILE=long uv run --frozen pytest -q -s tests/integration/test_chaos.py
 unit:
-	@uv run --frozen pytest -q -m "not integration"
+	@uv run --frozen pytest -q -n 2 -m "not integration"
 schemas:
 	@uv run --frozen python -m contracts.schema write
 apidocs:

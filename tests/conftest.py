@@ -22,8 +22,9 @@ def pytest_configure(config):
 
     from tests.support import LOCAL, local_env, start_infra
     subprocess.run([LOCAL / "gateway.sh", "keys"], env=local_env(), check=True, capture_output=True)
-    if getattr(config.option, "numprocesses", None) and not (os.environ.get("KAFKA_BOOTSTRAP")
-                                                              and os.environ.get("MONGO_URI")):
+    unit_only = "not integration" in (config.option.markexpr or "")
+    if getattr(config.option, "numprocesses", None) and not unit_only and not (os.environ.get("KAFKA_BOOTSTRAP")
+                                                                               and os.environ.get("MONGO_URI")):
         # several workers: one infrastructure for all, started here once, and passed on through the environment
         inf = start_infra()
         os.environ["KAFKA_BOOTSTRAP"], os.environ["MONGO_URI"] = inf.kafka, inf.mongo
