@@ -1,5 +1,7 @@
 # The README's two commands: `make up` (whole platform, background) and `make test` (whole suite).
 .PHONY: up down status test unit chaos bench schemas apidocs
+# pytest-xdist workers for `make test` (the services wait on I/O more than they compute)
+TEST_WORKERS ?= 3
 up:
 	@bash deploy/local/platform.sh up
 down:
@@ -8,9 +10,9 @@ status:
 	@bash deploy/local/platform.sh status
 test:
 	@bash deploy/local/setup.sh
-	@# most of the suite on 4 pytest-xdist workers (a file stays on one worker), then the modules that stop the shared
+	@# most of the suite on TEST_WORKERS pytest-xdist workers (a file stays on one worker), then the modules that stop the shared
 	@# Kafka or database on their own; both always run, and the target fails if either failed
-	@uv run --frozen pytest -q -n 4 --dist loadfile -m "not serial" --durations=20; a=$$?; \
+	@uv run --frozen pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not serial" --durations=20; a=$$?; \
 	  uv run --frozen pytest -q -m serial --durations=5; b=$$?; exit $$((a || b))
 chaos:  # the long fault-injection run (database stopped 30 s, ten times the suite's load); ~10 min
 	@bash deploy/local/setup.sh
