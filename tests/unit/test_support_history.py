@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from contracts.events.history import FollowUpDue
+from contracts.events.notifications import Notify
 from dispatch_service.domain import history as h
 from dispatch_service.domain.dispatch import Dispatch
 from servicekit.refusals import Rejected
@@ -135,7 +136,11 @@ def test_R_DSP_05_each_period_reminded_once_and_none_after_about_three_years():
 def test_R_DSP_05_the_clock_emits_FollowUpDue_once_per_period():
     d = reported(fiscal_year=2026, status="reported")
     ch = Dispatch(d, T0 + timedelta(days=185)).follow_up_reminder(P)
-    [e] = ch.emits
+    [e, notice] = ch.emits
     assert isinstance(e, FollowUpDue) and (e.period, e.institution_id, e.business_id) == (1, OTHER, "biz-1")
     assert e.key() == "biz-1" and ch.set == {"follow_up_reminded": [1]}
+    # the reminder reaches the institution's people, once per period (the id is the idempotency key)
+    assert isinstance(notice, Notify) and notice.template == "follow_up_due"
+    assert (notice.recipient_id, notice.recipient_kind) == (OTHER, "organisation")
+    assert notice.notification_id == f"follow-up-{d['_id']}-1" and notice.params["period"] == "1"
     assert Dispatch({**d, **ch.set}, T0 + timedelta(days=186)).follow_up_reminder(P) is None

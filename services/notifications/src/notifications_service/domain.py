@@ -150,6 +150,14 @@ TEMPLATES: dict[str, dict[str, tuple[str, str]]] = {
                "It is {months} months since dispatch {dispatch_id}. Please tell us at the portal what came of the "
                "support (actions taken, change in sales); it takes a minute.\nAnswer at: {link}/outcomes/{months}"),
     },
+    "follow_up_due": {  # R-DSP-05: the requesting institution's follow-up of a route-A dispatch is due
+        "ja": ("【支援ポータル】派遣後のフォローアップ時期です（{business_id}）",
+               "ルートAの派遣（{dispatch_id}）の事業者 {business_id} について、{due_at}までの期間（第{period}期）の"
+               "フォローアップが記録されていません。フォローアップは{until}まで続きます。\n記録先: {link}"),
+        "en": ("[SME portal] A follow-up is due ({business_id})",
+               "No follow-up of business {business_id} after route-A dispatch {dispatch_id} was recorded for period "
+               "{period}, which ended on {due_at}. The follow-up runs until {until}.\nRecord it at: {link}"),
+    },
     "community_reply": {  # R-POR-02: the asker hears of answers
         "ja": ("【支援ポータル】ご質問に回答がありました: {title}",
                "コミュニティのご質問「{title}」に新しい回答がありました。\n回答を確認し、役に立った回答には印を付けてください。\n{link}"),
@@ -250,6 +258,7 @@ def people_of(parties: list[tuple[str, str]], members: dict[str, list[str]], str
 # Pages notices link to, behind the portal's address; each is a route the recipient may read.
 LINKS = {"platform_dispatch_member_added": "/api/identity/platforms/{platform_id}",
          "outcome_survey": "/api/dispatch/requests/{dispatch_id}",
+         "follow_up_due": "/api/dispatch/requests/{dispatch_id}/follow-ups",
          "programme_recommended": "/api/recommend/businesses/{business_id}/recommendations",
          "community_reply": "/api/community/threads/{thread_id}",
          "community_moderated": "/api/community/threads/{thread_id}",
@@ -272,6 +281,7 @@ CATEGORIES = ("dispatch", "rating", "programme", "platform", "saved_search", "re
 CATEGORY_OF = {"dispatch_status": "dispatch", "rating_owed": "rating", "programme_recommended": "programme",
                "platform_dispatch_member_added": "platform", "saved_search_match": "saved_search",
                "deadline_reminder": "reminder", "renewal_reminder": "reminder", "outcome_survey": "dispatch",
+               "follow_up_due": "reminder",
                "community_reply": "community", "community_moderated": "community", "match_interest": "community",
                "match_connected": "community"}
 

@@ -18,6 +18,7 @@ from contracts.envelope import Message
 from contracts.events.budget import (BudgetCommitted, BudgetRefunded, BudgetRefused, BudgetReleased, BudgetReserved,
                                      CommitBudget, CreditRefund, ReleaseBudget, ReserveBudget)
 from contracts.events.dispatch import DispatchCompleted, DispatchStatus as S, FraudConfirmed, RefundSettled
+from contracts.events.notifications import Notify
 from dispatch_service.domain import fiscal
 from dispatch_service.domain.eligibility import PlannedVisit, Refusal, check_visit_caps, refusal
 from dispatch_service.domain.fees import ON_SITE, VisitTime, compute_fee
@@ -450,10 +451,15 @@ class Dispatch:
             return None
         period, due_at, until = due
         d = self.doc
+        # the reminder itself reaches the requesting institution's people (R-NOT-03) in the same write
+        notice = Notify(notification_id=f"follow-up-{d['_id']}-{period}", recipient_id=d["institution_id"],
+                        recipient_kind="organisation", template="follow_up_due",
+                        params={"dispatch_id": d["_id"], "business_id": d["business_id"], "period": str(period),
+                                "due_at": due_at.date().isoformat(), "until": until.date().isoformat()})
         return Change(set={"follow_up_reminded": sorted({*d.get("follow_up_reminded", []), period})},
                       emits=[FollowUpDue(dispatch_id=d["_id"], business_id=d["business_id"],
                                          institution_id=d["institution_id"], period=period, due_at=due_at,
-                                         follow_up_until=until, last_follow_up_at=last_follow_up(d))])
+                                         follow_up_until=until, last_follow_up_at=last_follow_up(d)), notice])
 
     # --- the saga: budget answers (R-DSP-08) and the clock --------------------------------------------------
     def budget_retry(self, *, actor: str) -> Change:
