@@ -606,6 +606,17 @@ def community_rows(w: World) -> dict:
         ("GET", "/matches/{match_id}"): Row(allow(BIZ_PEOPLE, OTHER), f"/matches/{mid}", hides=True),
         ("POST", "/matches/{match_id}/consent"): Row(allow(BIZ_PEOPLE, OTHER), f"/matches/{mid}/consent", hides=True),
         ("POST", "/matches/{match_id}/withdraw"): Row(allow(BIZ_PEOPLE, OTHER), f"/matches/{mid}/withdraw", hides=True),
+        # R-POR-04: member institutions of the platform post joint orders (REP and DM both hold the joint-activities
+        # right); businesses apply (a repeated application is 409, as is one after the award); only the posting
+        # institution (REP's staff) sees the applications and awards (a second award is 409)
+        ("POST", "/joint-orders"): Row(INSTITUTIONS, "/joint-orders", x["joint"]),
+        ("GET", "/joint-orders"): Row(SIGNED_IN, "/joint-orders?prefecture=熊本県"),
+        ("GET", "/joint-orders/{order_id}"): Row(SIGNED_IN, f"/joint-orders/{x['order']}"),
+        ("POST", "/joint-orders/{order_id}/applications"): Row(BUSINESSES, f"/joint-orders/{x['order']}/applications",
+                                                               {"lot_id": "lot-1"}),
+        ("GET", "/joint-orders/{order_id}/applications"): Row(allow(DLG), f"/joint-orders/{x['order']}/applications"),
+        ("POST", "/joint-orders/{order_id}/award"): Row(allow(DLG), f"/joint-orders/{x['order']}/award", {"awards": {}}),
+        ("GET", "/me/joint-applications"): Row(BUSINESSES, "/me/joint-applications"),
     }
 
 
@@ -676,7 +687,8 @@ async def build_world(url: dict[str, str]) -> World:
             w.org_of[p] = org
         x["pid"] = (await _ok(await idh.post("/platforms", headers=boot, json={
             "name": "熊本県地域プラットフォーム", "bureau_id": BLOCK, "fiscal_year": FY, "representative_id": x["rep"],
-            "member_ids": [x["rep"], x["dm"], x["shinkin"], x["yorozu"]]})))["platform_id"]
+            "member_ids": [x["rep"], x["dm"], x["shinkin"], x["yorozu"]],
+            "area": {"prefectures": ["熊本県"]}})))["platform_id"]
 
         # BIZ: a corporation proven by the letter's code, a member, delegations; another business
         as_ = {p: bearer(w.ids[p], ["business"]) for p in BUSINESSES}
@@ -836,6 +848,15 @@ async def build_world(url: dict[str, str]) -> World:
         x["posting_to_close"] = (await _ok(await http.post(f"{cm}/postings", headers=h[PRIME], json=posting)))["posting_id"]
         x["match"] = (await _ok(await http.post(f"{cm}/postings/{x['posting']}/interests", headers=h[OTHER], json={
             "message": "関心があります", "contact": {"name": "他 花子", "email": "other@example.jp"}})))["match_id"]
+        # a joint order of REP (DLG's organisation) in the platform's area, once community knows the area (R-POR-04)
+        joint = {"platform_id": x["pid"], "title": "共同受注", "description": "d", "lots": [{"title": "ロット"}],
+                 "deadline": (date.today() + timedelta(days=30)).isoformat()}
+
+        async def order_posted():
+            r = await http.post(f"{cm}/joint-orders", headers=h[DLG], json=joint)
+            return r.json()["order_id"] if r.status_code == 201 else None
+        x["joint"] = joint
+        x["order"] = await eventually(order_posted, timeout=60)
     return w
 
 

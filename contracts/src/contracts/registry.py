@@ -50,11 +50,12 @@ TOPICS: dict[str, TopicSpec] = {
                   (ratings.RatingOwed, ratings.RatingGiven, ratings.ExpertRadarUpdated, ratings.ExpertClassified)),
         TopicSpec("notifications.commands", "recipient id", 6, "notifications", (notifications.Notify,)),
         TopicSpec("recommend.events", "programme id", 6, "recommend", (recommend.ProgrammeAdded, recommend.InteractionRecorded)),
-        TopicSpec("community.events", "thread id (community) / posting id (matching)", 6, "community",
+        TopicSpec("community.events", "thread id (community) / posting id (matching) / order id (joint orders)", 6, "community",
                   (community.ThreadOpened, community.CommunityReplyPosted, community.AnswerAccepted,
                    community.ContentModerated, community.AbuseReported, community.ReportClosed,
                    community.PostingPublished, community.PostingClosed, community.InterestExpressed,
-                   community.MatchConsented, community.MatchConnected, community.MatchWithdrawn)),
+                   community.MatchConsented, community.MatchConnected, community.MatchWithdrawn,
+                   community.JointOrderPosted, community.JointOrderApplied, community.JointOrderAwarded)),
     )
 }
 

@@ -138,3 +138,37 @@ class MatchWithdrawn(_PostingEvent):
     message_type: ClassVar[str] = "community.MatchWithdrawn"
     match_id: str
     side: Literal["owner", "interested"]
+
+
+# --- regional joint ordering (R-POR-04, 共同受発注): key the order id --------------------------------------------
+class _OrderEvent(Message):
+    topic: ClassVar[str] = TOPIC
+    key_field: ClassVar[str] = "order_id"
+    order_id: str
+
+
+class JointOrderPosted(_OrderEvent):
+    """A platform's member institution posted a joint order split into lots, open to businesses of its area."""
+
+    message_type: ClassVar[str] = "community.JointOrderPosted"
+    platform_id: str
+    org_id: str = Field(description="the posting institution")
+    area_prefectures: list[str] = Field(description="only businesses located here may apply")
+    lot_ids: list[str]
+    deadline: str = Field(description="ISO date: the last day to apply")
+
+
+class JointOrderApplied(_OrderEvent):
+    """A business of the area applied for a lot."""
+
+    message_type: ClassVar[str] = "community.JointOrderApplied"
+    lot_id: str
+    business_id: str
+
+
+class JointOrderAwarded(_OrderEvent):
+    """The poster awarded the lots (a lot may stay unawarded) and closed the order; every applicant hears of it."""
+
+    message_type: ClassVar[str] = "community.JointOrderAwarded"
+    awards: dict[str, str] = Field(description="lot id -> the business awarded it")
+    applicants: list[str] = Field(description="every business that applied")

@@ -236,3 +236,69 @@ def index_ids(facets: list[str], list_key: str, item_id: str) -> list[str]:
     """The index entries of an item; `list_key` (from `newest_first`) is kept on the item, so the entries can be
     found again exactly (the database keeps times to the millisecond only)."""
     return [f"{f}|{list_key}|{item_id}" for f in facets]
+
+
+# --- regional joint ordering (R-POR-04, 共同受発注) ------------------------------------------------------------------
+LOTS_MAX, ORDER_OPEN, ORDER_AWARDED = 50, "open", "awarded"
+
+
+def order_area(asked: list[str] | None, platform_area: list[str] | None) -> list[str]:
+    """The prefectures an order is open to: the platform's support area, or part of it. A platform whose area was
+    never registered cannot post, since nobody could tell who is in it."""
+    if not platform_area:
+        raise Rejected("conflict", "No support area", "The platform has no support area registered yet: its bureau "
+                       "sets it (PUT /api/identity/platforms/{id}/area) before the platform posts joint orders.")
+    if not asked:
+        return sorted(set(platform_area))
+    outside = sorted(set(asked) - set(platform_area))
+    if outside:
+        raise Rejected("invalid", "Outside the support area", f"{', '.join(outside)} is not in the platform's "
+                       f"support area ({', '.join(sorted(platform_area))}).", outside=outside)
+    return sorted(set(asked))
+
+
+def check_lots(titles: list[str]) -> list[str]:
+    """Lots are numbered in the order given: lot-1, lot-2 …; at least one, at most LOTS_MAX, no two alike."""
+    names = [t.strip() for t in titles]
+    if not 1 <= len(names) <= LOTS_MAX:
+        raise Rejected("invalid", "Lots", f"A joint order has 1 to {LOTS_MAX} lots.")
+    if len(set(names)) != len(names):
+        raise Rejected("invalid", "Lots", "Two lots have the same title; tell them apart.")
+    return [f"lot-{i}" for i in range(1, len(names) + 1)]
+
+
+def may_apply(order: dict, lot_id: str, business_prefecture: str | None, today: str) -> None:
+    """R-POR-04: an open order, a lot it has, before its deadline, and a business located in its area (refused with
+    the reason otherwise)."""
+    if order["status"] != ORDER_OPEN:
+        raise Rejected("conflict", "Closed", "This joint order is awarded and takes no more applications.")
+    if lot_id not in {lot["lot_id"] for lot in order["lots"]}:
+        raise Rejected("not_found", "No such lot", f"The joint order has no lot {lot_id}.")
+    if today > order["deadline"]:
+        raise Rejected("conflict", "Past the deadline", f"Applications closed on {order['deadline']}.")
+    if business_prefecture is None:
+        raise Rejected("conflict", "Where is the business?", "The portal does not know your business's prefecture yet "
+                       "(its profile has not reached this service); try again in a moment.")
+    if business_prefecture not in order["area_prefectures"]:
+        raise Rejected("forbidden", "Outside the area", f"Your business is in {business_prefecture}; this joint order "
+                       f"is open to businesses in {', '.join(order['area_prefectures'])} only (R-POR-04).",
+                       prefecture=business_prefecture)
+
+
+def award(order: dict, awards: dict[str, str], applied: dict[str, set[str]]) -> dict[str, str]:
+    """The poster gives each lot to a business that applied for it (a lot may stay unawarded); returns the awards.
+    `applied`: lot id -> businesses that applied for it."""
+    if order["status"] != ORDER_OPEN:
+        raise Rejected("conflict", "Already awarded", "The lots of this joint order were awarded already.")
+    lots = {lot["lot_id"] for lot in order["lots"]}
+    for lot_id, business_id in awards.items():
+        if lot_id not in lots:
+            raise Rejected("invalid", "No such lot", f"The joint order has no lot {lot_id}.")
+        if business_id not in applied.get(lot_id, set()):
+            raise Rejected("invalid", "Not an applicant", f"Business {business_id} did not apply for {lot_id}.")
+    return dict(sorted(awards.items()))
+
+
+def result_for(business_id: str, awards: dict[str, str]) -> list[str]:
+    """The lots a business won (empty: not awarded), for the notice every applicant gets."""
+    return sorted(lot for lot, b in awards.items() if b == business_id)

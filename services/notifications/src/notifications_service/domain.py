@@ -158,6 +158,12 @@ TEMPLATES: dict[str, dict[str, tuple[str, str]]] = {
                "No follow-up of business {business_id} after route-A dispatch {dispatch_id} was recorded for period "
                "{period}, which ended on {due_at}. The follow-up runs until {until}.\nRecord it at: {link}"),
     },
+    "joint_order_result": {  # R-POR-04: every applicant hears whether it won a lot
+        "ja": ("【支援ポータル】共同受発注の結果: {title}",
+               "共同受発注「{title}」（{order_id}）の結果です: {result}（ロット: {lots}）。\n詳細: {link}"),
+        "en": ("[SME portal] Joint order result: {title}",
+               "The result of joint order \"{title}\" ({order_id}): {result} (lots: {lots}).\nDetails: {link}"),
+    },
     "community_reply": {  # R-POR-02: the asker hears of answers
         "ja": ("【支援ポータル】ご質問に回答がありました: {title}",
                "コミュニティのご質問「{title}」に新しい回答がありました。\n回答を確認し、役に立った回答には印を付けてください。\n{link}"),
@@ -261,6 +267,7 @@ LINKS = {"platform_dispatch_member_added": "/api/identity/platforms/{platform_id
          "follow_up_due": "/api/dispatch/requests/{dispatch_id}/follow-ups",
          "programme_recommended": "/api/recommend/businesses/{business_id}/recommendations",
          "community_reply": "/api/community/threads/{thread_id}",
+         "joint_order_result": "/api/community/joint-orders/{order_id}",
          "community_moderated": "/api/community/threads/{thread_id}",
          "match_interest": "/api/community/postings/{posting_id}/interests",
          "match_connected": "/api/community/matches/{match_id}"}
@@ -281,9 +288,8 @@ CATEGORIES = ("dispatch", "rating", "programme", "platform", "saved_search", "re
 CATEGORY_OF = {"dispatch_status": "dispatch", "rating_owed": "rating", "programme_recommended": "programme",
                "platform_dispatch_member_added": "platform", "saved_search_match": "saved_search",
                "deadline_reminder": "reminder", "renewal_reminder": "reminder", "outcome_survey": "dispatch",
-               "follow_up_due": "reminder",
-               "community_reply": "community", "community_moderated": "community", "match_interest": "community",
-               "match_connected": "community"}
+               "follow_up_due": "reminder", "community_reply": "community", "community_moderated": "community",
+               "match_interest": "community", "match_connected": "community", "joint_order_result": "community"}
 
 
 def category_of(template: str) -> str:
