@@ -192,6 +192,9 @@ def identity_rows(w: World) -> dict:
         ("POST", "/clients"): Row(allow(OPERATOR), "/clients", {"name": "x", "confidential": True, "scopes": [],
                                                                 "grant_types": ["client_credentials"]}),
         ("POST", "/clients/{client_id}/revoke"): Row(allow(OPERATOR), f"/clients/{x['spare_client']}/revoke"),
+        # R-EXT-04: the agency (or an operator) changes a partner's tier, with a reason
+        ("PUT", "/clients/{client_id}/tier"): Row(allow(AGENCY, OPERATOR), f"/clients/{x['partner2']}/tier",
+                                                  {"tier": "standard", "reason": "matrix tier change"}),
         ("GET", "/clients/{client_id}/webhook-deliveries"): Row(allow(OPERATOR),
                                                                 f"/clients/{x['spare_client']}/webhook-deliveries"),
         # a client's own audit export needs its token's `audit:read`, which no persona here holds (R-EXT-04)

@@ -84,6 +84,8 @@ def table(w: dict) -> dict[tuple[str, str], Row]:
         ("POST", "/clients"): Row({"operator"}, "/clients", {"name": "x", "confidential": True, "scopes": [],
                                                              "grant_types": ["client_credentials"]}),
         ("POST", "/clients/{client_id}/revoke"): Row({"operator"}, f"/clients/{w['spare_client']}/revoke"),
+        ("PUT", "/clients/{client_id}/tier"): Row({"agency", "operator"}, f"/clients/{w['partner']}/tier",
+                                                  {"tier": "standard", "reason": "table tier change"}),
         ("GET", "/clients/{client_id}/webhook-deliveries"): Row({"operator"},
                                                                 f"/clients/{w['spare_client']}/webhook-deliveries"),
         ("GET", "/clients/me/audit"): Row(set(), "/clients/me/audit"),  # only a client token with audit:read

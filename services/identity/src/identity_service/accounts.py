@@ -194,6 +194,39 @@ def _usable_jwks(jwks: dict | None) -> bool:
     return bool(keys) and not any("d" in k for k in (jwks or {}).get("keys", ()))
 
 
+class TierIn(BaseModel):
+    tier: Literal["sandbox", "standard", "premium"] | None = Field(
+        description="the partner's new rate tier (R-EXT-04); none: the gateway's general per-client ceiling")
+    reason: str = Field(min_length=5, max_length=500, description="why, kept in the audit trail")
+
+
+@router.put("/clients/{client_id}/tier", response_model=ClientOut, tags=["clients"],
+            summary="Change a partner client's rate tier (the agency or operators; R-EXT-04). Tokens issued from now on "
+                    "carry it; tokens already issued keep theirs until they expire")
+async def change_tier(client_id: str, body: TierIn, request: Request,
+                      who: Principal = Depends(require("agency", "operator"))) -> ClientOut:
+    from identity_service.audit import record
+
+    svc = request.app.state.service
+    doc = await svc.db.clients.find_one({"_id": client_id}, {"secret_hash": 0, "_outbox": 0})
+    if doc is None:
+        raise Problem(404, "Not found", f"No client {client_id}.")
+    if doc.get("status") != "active":
+        raise Problem(409, "Not active", f"Client {client_id} is {doc.get('status')}; only an active client's tier changes.")
+    if doc.get("environment") == "sandbox" and body.tier != "sandbox":
+        raise Problem(409, "Sandbox client", "A sandbox client stays in the sandbox tier; production access follows the "
+                      "agency's review of the application (R-EXT-01).")
+    if doc.get("tier") != body.tier:
+        res = await svc.db.clients.update_one({"_id": client_id, "tier": doc.get("tier")}, {"$set": {"tier": body.tier}})
+        if res.modified_count != 1:
+            raise Problem(409, "Changed meanwhile", "The client's tier just changed; read it again.")
+        await record(svc.db, actor=who.subject, action="identity.ClientTierChanged", key=client_id,
+                     payload={"from": doc.get("tier"), "to": body.tier, "reason": body.reason})
+    doc["tier"] = body.tier
+    return ClientOut(client_id=client_id, **{k: v for k, v in doc.items() if k in ClientOut.model_fields
+                                             and k not in ("client_id", "client_secret")})
+
+
 @router.post("/clients/{client_id}/revoke", status_code=204, tags=["clients"],
              summary="Revoke a client at once: its tokens stop working (operators only)")
 async def revoke_client(client_id: str, request: Request, who: Principal = Depends(require("operator"))) -> None:
