@@ -557,6 +557,8 @@ def recommend_rows(w: World) -> dict:
         ("GET", "/cases"): Row(SIGNED_IN, "/cases?q=事業承継"),
         ("GET", "/cases/{case_id}"): Row(SIGNED_IN, "/cases/case-01-shokei-seimitsu"),
         ("GET", "/businesses/{business_id}/case-recommendations"): Row(readers, f"/businesses/{bid}/case-recommendations"),
+        ("GET", "/businesses/{business_id}/posting-recommendations"): Row(readers,
+                                                                        f"/businesses/{bid}/posting-recommendations"),
     }
 
 

@@ -129,6 +129,7 @@ async def test_R_OPS_03_recommend_routes_never_scan_a_collection_at_100k_documen
               ("POST", f"/businesses/{me}/interactions", h, {"programme_id": "fy2009-kaigai-tenkai", "kind": "used"}),
               ("GET", f"/businesses/{me}/recommendations?keywords=事業承継", h, None),
               ("GET", f"/businesses/{me}/case-recommendations?keywords=事業承継", h, None),
+              ("GET", f"/businesses/{me}/posting-recommendations?keywords=事業承継", h, None),
               ("GET", "/cases?q=販路開拓&region=鳥取県", h, None),
               ("GET", f"/businesses/{me}/diagnosis?programme_id=fy2020-monozukuri-renkei&investment_yen=1000000", h, None),
               ("GET", f"/businesses/{me}/benchmark", h, None), ("GET", f"/businesses/{me}/benchmark.pdf", h, None),

@@ -67,3 +67,40 @@ async def test_R_POR_08_a_business_gets_cases_matched_to_its_profile_and_searche
         r = await http.get("/cases", params={"region": "Tottori"}, headers=h)
         assert r.status_code == 422 and "unknown region" in r.json()["detail"]
         assert (await http.get("/cases")).status_code == 401
+
+
+async def test_R_POR_03_the_community_s_needs_and_offers_are_recommended_like_programmes(infra, ns, services):
+    from contracts.events.community import PostingClosed, PostingPublished
+
+    svc = services("recommend")
+    biz, owner = f"biz-{uuid.uuid4().hex[:8]}", f"acc-{uuid.uuid4().hex[:8]}"
+    await send(infra, ns, Envelope.wrap(BusinessRegistered(business_id=biz, name="熊本あおば製作所", prefecture="熊本県",
+                                                           industry="製造業", employees=8), producer="identity", actor=owner))
+
+    def posting(pid: str, region: str, industry: str, kind: str = "partner", owner_id: str = "biz-someone"):
+        return Envelope.wrap(PostingPublished(posting_id=pid, direction="offer", kind=kind, region=region,
+                                              industry=industry, owner_kind="business", owner_id=owner_id,
+                                              title=f"{pid} の掲載"), producer="community", actor="acc-x")
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=infra.kafka)
+    await producer.start()
+    try:
+        for env in (posting("pg-both", "熊本県", "製造業"), posting("pg-region", "熊本県", "小売業", "successor"),
+                    posting("pg-far", "北海道", "小売業"), posting("pg-own", "熊本県", "製造業", owner_id=biz),
+                    posting("pg-closed", "熊本県", "製造業"),
+                    Envelope.wrap(PostingClosed(posting_id="pg-closed"), producer="community", actor="acc-x")):
+            await producer.send_and_wait(ns.topic("community.events"), env.model_dump_json().encode(),
+                                         key=env.key.encode())
+    finally:
+        await producer.stop()
+    async with httpx.AsyncClient(base_url=svc.url) as http:
+        async def recommended(**params):
+            r = await http.get(f"/businesses/{biz}/posting-recommendations", params=params, headers=prime(owner, biz))
+            got = r.json() if r.status_code == 200 else []
+            return got if [g["posting_id"] for g in got] == ["pg-both", "pg-region"] else None
+        got = await eventually(recommended, timeout=40)
+        assert got[0]["reasons"] == ["same prefecture (熊本県)", "same industry (製造業)"]
+        assert got[0]["title"] == "pg-both の掲載" and got[0]["link"] == "/api/community/postings/pg-both"
+        r = await http.get(f"/businesses/{biz}/posting-recommendations", headers=auth("acc-other", "business"))
+        assert r.status_code == 403

@@ -75,3 +75,24 @@ def test_R_POR_08_recommended_cases_are_the_closest_best_first_and_a_case_matchi
     assert [s.programme_id for s in rank_cases(CASES, TOTTORI_SHOP, limit=1)] == ["case-02-shotengai-cafe"]
     scores = [s.score for s in ranked]
     assert scores == sorted(scores, reverse=True)
+
+
+def test_R_POR_03_needs_and_offers_are_recommended_with_reasons_never_the_business_own_nor_closed():
+    from recommend_service.domain import rank_postings
+
+    profile = {"prefecture": "熊本県", "industry": "製造業"}
+    postings = [
+        {"_id": "pg-both", "region": "熊本県", "industry": "製造業", "kind": "partner", "status": "open", "key": "2"},
+        {"_id": "pg-region", "region": "熊本県", "industry": "小売業", "kind": "successor", "status": "open", "key": "1"},
+        {"_id": "pg-none", "region": "東京都", "industry": "小売業", "kind": "partner", "status": "open", "key": "0"},
+        {"_id": "pg-own", "region": "熊本県", "industry": "製造業", "kind": "partner", "status": "open", "key": "3",
+         "owner_id": "biz-me"},
+        {"_id": "pg-closed", "region": "熊本県", "industry": "製造業", "kind": "partner", "status": "closed", "key": "4"},
+    ]
+    ranked = rank_postings(postings, profile, "biz-me")
+    assert [s.programme_id for s in ranked] == ["pg-both", "pg-region"]
+    assert ranked[0].reasons == ["same prefecture (熊本県)", "same industry (製造業)"]
+    # a questionnaire answer naming succession lifts the successor offer above an equal one
+    asked = rank_postings(postings, profile, "biz-me", ["事業承継"])
+    assert asked[1].programme_id == "pg-region" and "you asked about successor" in asked[1].reasons
+    assert rank_postings(postings, profile, "biz-me", limit=1)[0].programme_id == "pg-both"

@@ -96,6 +96,7 @@ class PostingPublished(_PostingEvent):
     industry: str
     owner_kind: Literal["business", "expert"]
     owner_id: str = Field(description="the business id, or the expert's account id")
+    title: str | None = Field(default=None, description="shown where the posting is recommended (never its contact)")
 
 
 class PostingClosed(_PostingEvent):

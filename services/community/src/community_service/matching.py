@@ -151,7 +151,8 @@ async def publish(body: PostingIn, request: Request, p: Principal = Depends(requ
            "owner_kind": owner_kind, "owner_account_id": p.subject, "contact": body.contact.model_dump(),
            "status": domain.OPEN, "created_at": at, "list_key": domain.newest_first(at)}
     event = svc.event(PostingPublished(posting_id=pid, direction=body.direction, kind=body.kind, region=region,
-                                       industry=industry, owner_kind=owner_kind, owner_id=party.id), actor=p.subject)
+                                       industry=industry, owner_kind=owner_kind, owner_id=party.id,
+                                       title=doc["title"]), actor=p.subject)
     await svc.insert(svc.db.postings, doc, events=[event])
     await store.put_index(svc.db.posting_index, domain.index_ids(domain.posting_facets(doc), doc["list_key"], pid), pid)
     await store.put_index(svc.db.party_index, domain.index_ids([_mine(party, "postings")], doc["list_key"], pid), pid)

@@ -1,6 +1,6 @@
 """Wiring of the recommend service."""
 from recommend_service import domain, store
-from recommend_service.consumers import identity_handlers, own_handlers
+from recommend_service.consumers import community_handlers, identity_handlers, own_handlers
 from recommend_service.http import router
 from servicekit.service import Service
 
@@ -8,6 +8,7 @@ svc = Service("recommend", title="Recommendations", outbox=["business_profiles",
               produces=["recommend.events", "notifications.commands"])
 svc.consume("identity.events", identity_handlers(svc))
 svc.consume("recommend.events", own_handlers(svc))
+svc.consume("community.events", community_handlers(svc))  # needs and offers, recommended like programmes
 svc.app.include_router(router)
 svc.app.state.cases = domain.load_cases()  # R-POR-08: the case catalogue ships with the service
 

@@ -3,6 +3,7 @@ the read models of interactions (R-REC-02, R-REC-05, R-OPS-03)."""
 from __future__ import annotations
 
 from contracts import Envelope
+from contracts.events.community import PostingClosed, PostingPublished
 from contracts.events.identity import BusinessProfileChanged, BusinessRegistered
 from contracts.events.recommend import InteractionRecorded, ProgrammeAdded
 from recommend_service import domain, store
@@ -36,3 +37,18 @@ def own_handlers(svc):
                                       e.new_programme, domain.cell_key(e.prefecture, e.industry))
 
     return {ProgrammeAdded: on_programme_added, InteractionRecorded: on_interaction}
+
+
+def community_handlers(svc):
+    """R-POR-03 with R-REC-01: the community's open needs and offers, to recommend them like programmes."""
+    async def on_posting(env: Envelope, e: PostingPublished) -> None:
+        key = f"{10**17 - int(env.occurred_at.timestamp() * 1_000_000):017d}"  # newest first
+        await store.learn_posting(svc.db, {"_id": e.posting_id, "title": e.title, "direction": e.direction,
+                                           "kind": e.kind, "region": e.region, "industry": e.industry,
+                                           "owner_kind": e.owner_kind, "owner_id": e.owner_id, "status": "open",
+                                           "key": key, "at": env.occurred_at})
+
+    async def on_closed(env: Envelope, e: PostingClosed) -> None:
+        await store.close_posting(svc.db, e.posting_id)
+
+    return {PostingPublished: on_posting, PostingClosed: on_closed}

@@ -283,3 +283,30 @@ def uptake_from_counters(stats: list[dict], k: int = 5) -> tuple[list[dict], int
             prefecture, industry = cell.split("|", 1)
             kept.append({"programme_id": s["programme_id"], "prefecture": prefecture, "industry": industry, "businesses": n})
     return kept, suppressed
+
+
+# --- needs and offers of the community recommended like programmes (R-POR-03 with R-REC-01) --------------------------
+POSTING_KIND_WORDS = {"successor": ("事業承継", "後継者", "succession"), "sales_channel": ("販路", "sales"),
+                      "partner": ("提携", "協業", "partner"), "expert_help": ("専門家", "expert")}
+
+
+def rank_postings(postings: list[dict], profile: dict, business_id: str, keywords: list[str] = (),
+                  limit: int = 5) -> list[Scored]:
+    """Open needs and offers for a business, each with its reasons: same prefecture, same industry, and a kind its
+    questionnaire answers name; never its own, nothing that matches none of these. Newest first among equals."""
+    out = []
+    for p in postings:
+        if p.get("status") != "open" or p.get("owner_id") == business_id:
+            continue
+        score, reasons = 0.0, []
+        if p.get("region") == profile.get("prefecture"):
+            score, reasons = score + 1.0, reasons + [f"same prefecture ({p['region']})"]
+        if p.get("industry") == profile.get("industry"):
+            score, reasons = score + 1.0, reasons + [f"same industry ({p['industry']})"]
+        words = POSTING_KIND_WORDS.get(p.get("kind"), ())
+        if any(w in k for k in keywords for w in words):
+            score, reasons = score + 0.5, reasons + [f"you asked about {p['kind'].replace('_', ' ')}"]
+        if score > 0:
+            out.append((score, p.get("key", ""), Scored(p["_id"], score, reasons)))
+    out.sort(key=lambda t: (-t[0], t[1]))
+    return [s for _, _, s in out[:limit]]

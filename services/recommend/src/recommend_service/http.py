@@ -272,6 +272,38 @@ async def recommend_cases(business_id: str, request: Request,
             for s in domain.rank_cases(list(cases.values()), profile, limit=limit)]
 
 
+class PostingRecommendation(BaseModel):
+    posting_id: str
+    title: str | None
+    direction: str
+    kind: str
+    region: str
+    industry: str
+    score: float
+    reasons: list[str] = Field(description="why this need or offer is recommended")
+    link: str = Field(description="where the portal shows it (the community service); contacts only after both consent")
+
+
+@router.get("/businesses/{business_id}/posting-recommendations", response_model=list[PostingRecommendation],
+            tags=["recommendations"],
+            summary="Needs and offers of the community (sales channels, partners, successors, expert help) close to "
+                    "this business, each with its reasons, matched like programmes (R-POR-03, R-REC-01)")
+async def recommend_postings(business_id: str, request: Request,
+                             keywords: str = Query("", max_length=500,
+                                                   description="questionnaire answers, comma-separated (e.g. 事業承継)"),
+                             limit: int = Query(5, ge=1, le=20),
+                             who: Principal = Depends(require(*SIGNED_IN))) -> list[PostingRecommendation]:
+    doc = await _business(request, business_id, who)
+    profile = _profile(doc, keywords)
+    candidates = {p["_id"]: p for p in await store.posting_candidates(request.app.state.service.db, profile)}
+    return [PostingRecommendation(**{k: candidates[s.programme_id][k] for k in ("title", "direction", "kind", "region",
+                                                                                "industry")},
+                                  posting_id=s.programme_id, score=s.score, reasons=s.reasons,
+                                  link=f"/api/community/postings/{s.programme_id}")
+            for s in domain.rank_postings(list(candidates.values()), profile, business_id, profile["keywords"],
+                                          limit=limit)]
+
+
 class Diagnosis(BaseModel):
     indicators: dict[str, float | None] = Field(description="sales_growth, operating_margin, labour_productivity")
     peer_medians: dict[str, float | None] = Field(description="same industry and size; None with too few peers")

@@ -273,3 +273,49 @@ async def stats_page(db, after: str, limit: int) -> list[dict]:
     """Uptake counters of a page of programmes, in programme-id order."""
     return [{"programme_id": d["_id"], "uptake": d.get("uptake") or {}}
             async for d in db.programme_stats.find({"_id": {"$gt": after}}, {"uptake": 1}).sort("_id").limit(limit)]
+
+
+# --- the community's needs and offers, as a read model kept by community.events (R-POR-03 with R-REC-01) ------------
+POSTING_FACETS = ("region", "industry")
+
+
+def posting_index_ids(posting: dict) -> list[str]:
+    """`<facet>=<value>|<newest first key>|<id>`: a business's candidates are one `_id` range per facet."""
+    return [f"{f}={posting[f]}|{posting['key']}|{posting['_id']}" for f in POSTING_FACETS if posting.get(f)]
+
+
+async def learn_posting(db, posting: dict) -> None:
+    """Idempotent: a redelivered PostingPublished finds its document and index entries there already."""
+    try:
+        await db.postings.insert_one(posting)
+    except DuplicateKeyError:
+        posting = await db.postings.find_one({"_id": posting["_id"]}) or posting
+        if posting.get("status") != "open":
+            return  # closed meanwhile: not listed again
+    for i in posting_index_ids(posting):
+        try:
+            await db.posting_index.insert_one({"_id": i, "posting_id": posting["_id"]})
+        except DuplicateKeyError:
+            pass
+
+
+async def close_posting(db, posting_id: str) -> None:
+    doc = await db.postings.find_one_and_update({"_id": posting_id}, {"$set": {"status": "closed"}})
+    if doc is not None:
+        await db.posting_index.delete_many({"_id": {"$in": posting_index_ids(doc)}})
+
+
+async def posting_candidates(db, profile: dict, per_facet: int = 50) -> list[dict]:
+    """The newest open postings of the business's prefecture and of its industry: two `_id` ranges and one read by
+    `_id`s, never a scan."""
+    ids: list[str] = []
+    for facet, value in (("region", profile.get("prefecture")), ("industry", profile.get("industry"))):
+        if not value:
+            continue
+        prefix = f"{facet}={value}|"
+        async for e in db.posting_index.find({"_id": {"$gt": prefix, "$lt": prefix + "~"}}).sort("_id", 1).limit(
+                per_facet):
+            ids.append(e["posting_id"])
+    if not ids:
+        return []
+    return [d async for d in db.postings.find({"_id": {"$in": sorted(set(ids))}})]
