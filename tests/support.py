@@ -229,7 +229,7 @@ class ServiceProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 60) -> "ServiceProcess":
+    def start(self, timeout: float = 120) -> "ServiceProcess":
         uvicorn = str(Path(sys.executable).parent / "uvicorn")
         # keep-alive well above a loaded machine's pauses: a client reusing a connection the server has just closed
         # would read nothing (httpx.ReadError)
