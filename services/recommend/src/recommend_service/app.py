@@ -1,15 +1,28 @@
 """Wiring of the recommend service."""
-from recommend_service import domain, store
+from datetime import UTC, datetime
+
+from recommend_service import blobs, domain, store
 from recommend_service.consumers import identity_handlers, own_handlers
 from recommend_service.http import router
+from recommend_service.intake_http import router as intake_router
 from servicekit.service import Service
 
-svc = Service("recommend", title="Recommendations", outbox=["business_profiles", "programmes"],
+svc = Service("recommend", title="Recommendations", outbox=["business_profiles", "programmes", "applications"],
               produces=["recommend.events", "notifications.commands"])
 svc.consume("identity.events", identity_handlers(svc))
 svc.consume("recommend.events", own_handlers(svc))
 svc.app.include_router(router)
+svc.app.include_router(intake_router)
 svc.app.state.cases = domain.load_cases()  # R-POR-08: the case catalogue ships with the service
+svc.app.state.blobs = blobs.from_env()  # R-POR-05: application attachments (local disk by default)
+
+
+@svc.app.middleware("http")
+async def _arrival(request, call_next):
+    """R-POR-05: the time a request arrived at the API, before anything else runs: a submission is judged in time by
+    it, however long processing takes afterwards."""
+    request.state.arrived_at = datetime.now(UTC)
+    return await call_next(request)
 
 
 @svc.on_startup
