@@ -90,16 +90,18 @@ def test_R_POR_05_chunk_bookkeeping_resend_is_idempotent_and_missing_chunks_are_
     d0, new = intake.check_chunk(size, 0, chunks[0], hashlib.sha256(chunks[0]).hexdigest(), present, cs)
     assert new
     present["0"] = d0
-    assert intake.check_chunk(size, 0, chunks[0], None, present, cs) == (d0, False)  # re-sent: not new
+    assert intake.check_chunk(size, 0, chunks[0], d0, present, cs) == (d0, False)  # re-sent: not new
+    with pytest.raises(Rejected):
+        intake.check_chunk(size, 1, chunks[1], None, present, cs)  # every chunk carries its checksum
     assert intake.missing_chunks(size, present, cs) == [1, 2]
     with pytest.raises(Rejected) as e:
         intake.check_chunk(size, 1, chunks[1], "0" * 64, present, cs)
     assert e.value.extra["code"] == "chunk_checksum"
     with pytest.raises(Rejected) as e:
-        intake.check_chunk(size, 2, chunks[2][:-1], None, present, cs)
+        intake.check_chunk(size, 2, chunks[2][:-1], "0" * 64, present, cs)
     assert e.value.extra["code"] == "chunk_length"
     with pytest.raises(Rejected):
-        intake.check_chunk(size, 3, b"", None, present, cs)
+        intake.check_chunk(size, 3, b"", "0" * 64, present, cs)
     with pytest.raises(Rejected) as e:
         intake.check_complete(size, present, hashlib.sha256(data).hexdigest(), "", cs)
     assert e.value.extra["missing"] == [1, 2]

@@ -168,12 +168,15 @@ def check_chunk(size: int, n: int, data: bytes, declared_sha256: str | None, pre
                 chunk_size: int = CHUNK_SIZE) -> tuple[str, bool]:
     """A chunk's sha256 and whether it is new. The length must be the chunk's; a declared checksum must match; the
     same chunk sent again is idempotent (not new); different bytes for a chunk already stored are a conflict."""
+    if not declared_sha256:
+        raise Rejected("invalid", "Chunk checksum missing", "Send each chunk with its sha256 in X-Chunk-SHA256.",
+                       code="chunk_checksum")
     want = expected_chunk_length(size, n, chunk_size)
     if len(data) != want:
         raise Rejected("invalid", "Wrong chunk length", f"Chunk {n} holds {want} bytes; {len(data)} came.",
                        code="chunk_length")
     digest = hashlib.sha256(data).hexdigest()
-    if declared_sha256 and declared_sha256.lower() != digest:
+    if declared_sha256.lower() != digest:
         raise Rejected("invalid", "Chunk checksum mismatch", f"Chunk {n} arrived with sha256 {digest}, not "
                        f"{declared_sha256}; send it again.", code="chunk_checksum")
     have = present.get(str(n))
