@@ -1,0 +1,208 @@
+"""Deadline-surge benchmark of application intake (R-POR-05, issue 19): N businesses (2,000 by default) each upload a
+small attachment and submit in the last minute before a programme's deadline, against a running recommend service.
+Every one must be accepted with its receipt (accepted_at = arrival time, at or before the deadline), none lost: the
+counts are asserted in the database and on Kafka (ApplicationSubmitted events and Notify commands), figures printed.
+
+    uv run --frozen python bench/intake_surge.py               # 2,000 submissions in a 60 s window
+    uv run --frozen python bench/intake_surge.py --n 200 --window 20
+
+Starts the recommend service itself (as tests do) against KAFKA_BOOTSTRAP and MONGO_URI, in its own topic prefix and
+database. The businesses' profiles are written straight into recommend's read model (as identity's events would
+leave them) and drafts are prepared before the window opens: what is measured is the surge itself — upload (start,
+one chunk, complete) and submit, 4 requests per business. Clients retry a failed request (every step is idempotent).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+from pymongo import InsertOne, MongoClient  # noqa: E402
+
+PROGRAMME = "bench-surge"
+FORM = {"deadline": "2099-01-01T00:00:00+00:00",
+        "fields": [{"name": "business_name", "label": {"ja": "事業者名", "en": "Business name"}, "type": "text",
+                    "required": True, "prefill": "name"},
+                   {"name": "latest_sales", "label": {"ja": "直近期の売上高", "en": "Latest sales"}, "type": "integer",
+                    "required": True, "prefill": "financials[-1].sales"},
+                   {"name": "plan", "label": {"ja": "事業計画", "en": "Plan"}, "type": "textarea", "required": True}],
+        "documents": [{"doc_id": "business_plan", "label": {"ja": "事業計画書", "en": "Business plan"}, "required": True}]}
+
+
+def pct(values: list[float], p: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))] if s else float("nan")
+
+
+def ms(values: list[float]) -> str:
+    return f"p50 {pct(values, 50) * 1000:.0f} ms, p95 {pct(values, 95) * 1000:.0f} ms, p99 {pct(values, 99) * 1000:.0f} ms"
+
+
+async def call(http: httpx.AsyncClient, stats: dict, method: str, url: str, ok: tuple[int, ...] = (200, 201), **kw):
+    """One request, retried on a connection error or a 5xx/429 (each intake step is idempotent)."""
+    for attempt in range(20):
+        try:
+            r = await http.request(method, url, **kw)
+            if r.status_code in ok:
+                return r
+            if r.status_code < 500 and r.status_code != 429:
+                raise AssertionError(f"{method} {url}: {r.status_code} {r.text[:300]}")
+        except httpx.TransportError:
+            pass
+        stats["retries"] += 1
+        await asyncio.sleep(min(0.1 * 2 ** attempt, 2.0))
+    raise AssertionError(f"{method} {url}: gave up")
+
+
+async def run(base: str, heads: dict[str, dict], mongo: str, db: str, window: float, conc: int) -> dict:
+    stats = {"retries": 0}
+    limits = httpx.Limits(max_connections=conc, max_keepalive_connections=conc)
+    async with httpx.AsyncClient(base_url=base, timeout=120, limits=limits) as http:
+        # before the window: every business opens its draft (pre-filled) and types its plan
+        sem = asyncio.Semaphore(conc)
+        apps: dict[str, str] = {}
+
+        async def prepare(b: str):
+            async with sem:
+                r = await call(http, stats, "POST", f"/programmes/{PROGRAMME}/applications", headers=heads[b], json={})
+                app = r.json()
+                await call(http, stats, "PATCH", f"/applications/{app['application_id']}", headers=heads[b],
+                           json={"version": app["version"], "values": {"plan": f"{b} の事業計画"}})
+                apps[b] = app["application_id"]
+        t = time.monotonic()
+        await asyncio.gather(*(prepare(b) for b in heads))
+        print(f"prepared {len(apps)} drafts in {time.monotonic() - t:.1f}s")
+
+        # the window: the deadline is `window` seconds away; the businesses arrive spread over it
+        deadline = datetime.now(UTC) + timedelta(seconds=window)
+        MongoClient(mongo)[db].programmes.update_one({"_id": PROGRAMME}, {"$set": {"form.deadline": deadline.isoformat()}})
+        start = time.monotonic()
+        spread = window * 0.9
+        lat: dict[str, list[float]] = {"upload": [], "submit": [], "whole": []}
+        receipts: dict[str, dict] = {}
+
+        refused: list[str] = []
+
+        async def surge(i: int, b: str):
+            await asyncio.sleep(start + spread * i / len(heads) - time.monotonic())
+            try:
+                await flow(b)
+            except AssertionError as e:
+                refused.append(str(e))
+
+        async def flow(b: str):
+            t0 = time.monotonic()
+            data = f"{b} 事業計画書 ".encode() * 64  # a small attachment (~2 KB)
+            digest = hashlib.sha256(data).hexdigest()
+            r = await call(http, stats, "POST", f"/applications/{apps[b]}/uploads", headers=heads[b], json={
+                "document": "business_plan", "name": "plan.pdf", "size": len(data), "sha256": digest,
+                "content_type": "application/pdf", "chunk_size": 1024 * 1024})
+            up = r.json()["upload_id"]
+            await call(http, stats, "PUT", f"/uploads/{up}/chunks/0", content=data,
+                       headers={**heads[b], "x-chunk-sha256": digest, "content-type": "application/octet-stream"})
+            await call(http, stats, "POST", f"/uploads/{up}/complete", headers=heads[b])
+            t1 = time.monotonic()
+            r = await call(http, stats, "POST", f"/applications/{apps[b]}/submit", headers=heads[b])
+            t2 = time.monotonic()
+            lat["upload"].append(t1 - t0)
+            lat["submit"].append(t2 - t1)
+            lat["whole"].append(t2 - t0)
+            receipts[b] = {**r.json(), "done_at": datetime.now(UTC)}
+        await asyncio.gather(*(surge(i, b) for i, b in enumerate(heads)))
+        elapsed = time.monotonic() - start
+    if refused:
+        print(f"{len(refused)} refused, e.g. {refused[0]}")
+    return {"stats": stats, "lat": lat, "receipts": receipts, "deadline": deadline, "elapsed": elapsed, "apps": apps}
+
+
+async def count_topic(kafka: str, topic: str, want: str, ids: set[str], timeout: float) -> int:
+    from aiokafka import AIOKafkaConsumer
+    c = AIOKafkaConsumer(topic, bootstrap_servers=kafka, auto_offset_reset="earliest", enable_auto_commit=False,
+                         group_id=None)
+    await c.start()
+    seen: set[str] = set()
+    try:
+        end = time.monotonic() + timeout
+        while len(seen) < len(ids) and time.monotonic() < end:
+            for recs in (await c.getmany(timeout_ms=500)).values():
+                for rec in recs:
+                    env = json.loads(rec.value)
+                    if env["event_type"] == want:
+                        aid = env["payload"].get("application_id") or env["payload"].get("params", {}).get("application_id")
+                        if aid in ids:
+                            seen.add(aid)
+    finally:
+        await c.stop()
+    return len(seen)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--window", type=float, default=60.0, help="seconds between the window opening and the deadline")
+    ap.add_argument("--concurrency", type=int, default=64, help="client connections")
+    a = ap.parse_args()
+    from tests.support import Infra, Namespace, ServiceProcess, service_port, token
+
+    infra = Infra(os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:19092"),
+                  os.environ.get("MONGO_URI", "mongodb://127.0.0.1:37017"), "bench")
+    ns = Namespace()
+    db = ns.db("recommend")
+    tmp = Path(tempfile.mkdtemp(prefix="intake-surge-"))
+    proc = ServiceProcess("recommend", infra, ns, tmp, port=service_port("recommend"), OTEL_SPANS_FILE="",
+                          OUTBOX_POLL_SECONDS="0.5", LOG_LEVEL="WARNING", INTAKE_BLOB_DIR=str(tmp / "blobs"))
+    proc.start(timeout=300)
+    mongo = MongoClient(infra.mongo)
+    try:
+        businesses = [f"surge-{i:05d}" for i in range(a.n)]
+        mongo[db].business_profiles.bulk_write([InsertOne({
+            "_id": b, "name": f"サージ株式会社{i}", "prefecture": "熊本県", "industry": "製造業", "employees": 10,
+            "profile_version": 1, "financials": [{"fiscal_year": 2024, "sales": 100_000_000 + i}]})
+            for i, b in enumerate(businesses)])
+        mongo[db].programmes.insert_one({"_id": PROGRAMME, "name": "締切集中ベンチマーク補助金", "fiscal_year": 2026,
+                                         "tags": {}, "form": FORM})
+        heads = {b: {"authorization": f"Bearer {token(sub=f'acc-{b}', roles=['business'], biz=[{'id': b, 'role': 'prime'}])}"}
+                 for b in businesses}
+        out = asyncio.run(run(proc.url, heads, infra.mongo, db, a.window, a.concurrency))
+        deadline, receipts = out["deadline"], out["receipts"]
+        arrivals = [datetime.fromisoformat(r["accepted_at"]) for r in receipts.values()]
+        late_done = sum(1 for r in receipts.values() if r["done_at"] > deadline)
+        submitted = mongo[db].applications.count_documents({"programme_id": PROGRAMME, "status": "submitted"})
+        ids = set(out["apps"].values())
+        events = asyncio.run(count_topic(infra.kafka, ns.topic("recommend.events"), "recommend.ApplicationSubmitted",
+                                         ids, 120))
+        notices = asyncio.run(count_topic(infra.kafka, ns.topic("notifications.commands"), "notifications.Notify",
+                                          ids, 120))
+        lat = out["lat"]
+        print(f"surge: {a.n} businesses, window {a.window:.0f}s before the deadline, {a.concurrency} connections")
+        print(f"  finished in {out['elapsed']:.1f}s; {4 * a.n / out['elapsed']:.0f} requests/s; "
+              f"{out['stats']['retries']} retries")
+        print(f"  upload (start, chunk, complete): {ms(lat['upload'])}")
+        print(f"  submit: {ms(lat['submit'])}; whole flow: {ms(lat['whole'])}")
+        print(f"  last arrival {(deadline - max(arrivals)).total_seconds():.1f}s before the deadline; "
+              f"{late_done} submissions finished processing after it (accepted: they arrived in time)")
+        print(f"  receipts {len(receipts)}, submitted in the database {submitted}, ApplicationSubmitted events "
+              f"{events}, Notify commands {notices}")
+        assert len(receipts) == a.n and all(r["receipt_number"] and r["status"] == "submitted" for r in receipts.values())
+        assert all(t <= deadline for t in arrivals), "a submission was accepted with an arrival after the deadline"
+        assert submitted == a.n and events == a.n and notices == a.n, "something was lost"
+        print("  OK: every submission accepted with its receipt, none lost")
+    finally:
+        proc.stop()
+        mongo.drop_database(db)
+
+
+if __name__ == "__main__":
+    main()
