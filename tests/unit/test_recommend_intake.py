@@ -135,3 +135,18 @@ def test_R_POR_05_catalogue_forms_prefill_from_profile_paths_that_exist():
         for f in form["fields"]:
             if f.get("prefill"):
                 assert intake._PATH.match(f["prefill"]), f
+
+
+def test_R_POR_05_submission_in_time_with_an_attachment_still_uploading_is_accepted_and_review_waits_for_it():
+    fields = {**intake.prefill(FORM, PROFILE), "plan": {"value": "計画", "source": "typed"}}
+    # the upload of the business plan was started (size and sha256 declared); its bytes are still arriving
+    intake.check_submission(FORM, "draft", fields, {}, DEADLINE, None, pending={"business_plan": "upl-1"})
+    with pytest.raises(Rejected) as e:
+        intake.check_review("submitted", {"business_plan": "upl-1"})
+    assert e.value.extra["code"] == "attachments_pending"
+    intake.check_review("submitted", {})
+    # once submitted, only the upload the submission was made with may still be attached
+    assert intake.may_attach("submitted", {"business_plan": "upl-1"}, "business_plan", "upl-1")
+    assert not intake.may_attach("submitted", {"business_plan": "upl-1"}, "business_plan", "upl-2")
+    assert not intake.may_attach("accepted", {}, "business_plan", "upl-1")
+    assert intake.may_attach("draft", {}, "business_plan", "upl-2")

@@ -74,6 +74,8 @@ class ApplicationSubmitted(Message):
     submission: int = Field(description="1 for the first submission, 2 after one return, ...")
     accepted_at: datetime = Field(description="arrival time of the submission at the API")
     attachments: dict[str, str] = Field(default_factory=dict, description="required document id -> upload id")
+    pending_uploads: dict[str, str] = Field(default_factory=dict, description="document id -> upload whose bytes were "
+                                                                             "still arriving at the submission")
 
 
 class ApplicationReturned(Message):

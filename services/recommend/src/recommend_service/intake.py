@@ -93,12 +93,15 @@ def apply_patch(form: dict, fields: dict[str, dict], version: int, base_version:
 
 
 # --- submission ---------------------------------------------------------------------------------------------------
-def missing(form: dict, fields: dict[str, dict], attachments: dict[str, str]) -> list[str]:
-    """Required fields without a value and required documents without a completed upload, in form order."""
+def missing(form: dict, fields: dict[str, dict], attachments: dict[str, str],
+            pending: dict[str, str] | None = None) -> list[str]:
+    """Required fields without a value and required documents with neither a completed upload nor one under way
+    (declared with its size and sha256: its bytes may finish arriving after the submission), in form order."""
+    pending = pending or {}
     out = [f["name"] for f in form.get("fields", []) if f.get("required")
            and fields.get(f["name"], {}).get("value") in (None, "")]
     out += [f"document:{d['doc_id']}" for d in form.get("documents", []) if d.get("required", True)
-            and not attachments.get(d["doc_id"])]
+            and not attachments.get(d["doc_id"]) and not pending.get(d["doc_id"])]
     return out
 
 
@@ -116,15 +119,18 @@ def in_time(arrived_at: datetime, deadline: datetime | None) -> bool:
 
 
 def check_submission(form: dict, status: str, fields: dict, attachments: dict, arrived_at: datetime,
-                     first_submitted_at: datetime | None) -> None:
-    """Refusals of a submission, in the order the applicant can act on them."""
+                     first_submitted_at: datetime | None, pending: dict | None = None) -> None:
+    """Refusals of a submission, in the order the applicant can act on them. An attachment whose upload was started
+    (declared size and sha256) but whose bytes are still arriving does not hold the submission up: in a deadline
+    surge the receipt is given on arrival and the transfer finishes afterwards (it is verified against the declared
+    sha256 then; the reviewer waits for it)."""
     check_editable(status)
     deadline = deadline_of(form)
     # a returned application was in time when first submitted: its resubmission is never late
     if first_submitted_at is None and not in_time(arrived_at, deadline):
         raise Rejected("conflict", "Deadline passed", f"Applications closed at {deadline.isoformat()}; this one "
                        f"arrived at {arrived_at.isoformat()}.", code="deadline_passed", deadline=deadline.isoformat())
-    gaps = missing(form, fields, attachments)
+    gaps = missing(form, fields, attachments, pending)
     if gaps:
         raise Rejected("invalid", "Application incomplete", "Fill in or attach: " + ", ".join(gaps) + ".",
                        code="incomplete", missing=gaps)
@@ -136,10 +142,20 @@ def receipt_number(application_id: str, submission: int) -> str:
     return f"R{digest}-{submission}"
 
 
-def check_review(status: str) -> None:
+def check_review(status: str, pending: dict | None = None) -> None:
     if status != "submitted":
         raise Rejected("conflict", "Nothing to review", f"Only a submitted application is reviewed; this one is "
                        f"{status}.", code="not_submitted")
+    if pending:
+        raise Rejected("conflict", "Attachments still uploading", "The business submitted in time; its attachments "
+                       f"{', '.join(sorted(pending))} are still arriving. Review once they are complete.",
+                       code="attachments_pending", pending=sorted(pending))
+
+
+def may_attach(status: str, pending: dict, document: str, upload_id: str) -> bool:
+    """A completed upload becomes the document's attachment while the application is editable, or after the
+    submission when it is the upload the submission was made with (its bytes arrived after the receipt)."""
+    return status in EDITABLE or pending.get(document) == upload_id
 
 
 # --- resumable uploads --------------------------------------------------------------------------------------------

@@ -51,6 +51,8 @@ class Application(BaseModel):
     fields: dict[str, FieldValue]
     form: dict = Field(default_factory=dict, description="the programme's form: fields, documents, deadline")
     attachments: dict[str, str] = Field(description="required document id -> completed upload id")
+    pending_uploads: dict[str, str] = Field(default_factory=dict, description="document id -> upload started, "
+                                                                               "bytes still arriving")
     receipt_number: str | None = None
     accepted_at: datetime | None = Field(default=None, description="arrival time of the last submission at the API")
     return_reason: str | None = None
@@ -59,7 +61,7 @@ class Application(BaseModel):
 def _view(app: dict, form: dict | None = None) -> Application:
     return Application(application_id=app["_id"], form=form or {}, **{k: app.get(k) for k in (
         "programme_id", "programme_name", "business_id", "status", "version", "fields", "attachments",
-        "receipt_number", "accepted_at", "return_reason")})
+        "receipt_number", "accepted_at", "return_reason")}, pending_uploads=app.get("pending") or {})
 
 
 async def _form(db, programme_id: str) -> dict:
@@ -152,6 +154,8 @@ class Receipt(BaseModel):
                                               "judged by (R-POR-05)")
     submission: int
     status: str
+    pending_uploads: dict[str, str] = Field(default_factory=dict, description="document id -> upload still arriving: "
+                                                                               "finish it (resumable) after the receipt")
 
 
 @router.post("/applications/{application_id}/submit", response_model=Receipt,
@@ -166,7 +170,7 @@ async def submit_application(application_id: str, request: Request,
             break
         form = (await _form(svc.db, app["programme_id"]))["form"]
         intake.check_submission(form, app["status"], app["fields"], app.get("attachments") or {}, arrived,
-                                app.get("first_submitted_at"))
+                                app.get("first_submitted_at"), app.get("pending") or {})
         if await intake_store.submit(svc, app, arrived, who.subject):
             app = await intake_store.application(svc.db, application_id)
             break
@@ -175,7 +179,7 @@ async def submit_application(application_id: str, request: Request,
         raise Problem(409, "Busy", "The application changed concurrently; try again.")
     return Receipt(application_id=application_id, receipt_number=app["receipt_number"],
                    accepted_at=app["accepted_at"].replace(tzinfo=app["accepted_at"].tzinfo or UTC),
-                   submission=app["submissions"], status=app["status"])
+                   submission=app["submissions"], status=app["status"], pending_uploads=app.get("pending") or {})
 
 
 class ApplicationPage(BaseModel):
@@ -204,7 +208,7 @@ async def review_application(application_id: str, body: ReviewIn, request: Reque
                              who: Principal = Depends(require(*REVIEWERS))) -> Application:
     svc = _svc(request)
     app = await _mine(request, application_id, who, edit=False)
-    intake.check_review(app["status"])
+    intake.check_review(app["status"], app.get("pending") or {})
     if body.decision == "return" and not body.reason.strip():
         raise Rejected("invalid", "Reason needed", "Say what the business must fix when returning an application.",
                        code="reason_required")

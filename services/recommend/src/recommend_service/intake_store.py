@@ -75,7 +75,8 @@ async def submit(svc, app: dict, arrived_at: datetime, actor: str) -> bool:
     after = {**app, "submissions": n, "receipt_number": receipt}
     events = [svc.event(ApplicationSubmitted(application_id=app["_id"], programme_id=app["programme_id"],
                                              business_id=app["business_id"], receipt_number=receipt, submission=n,
-                                             accepted_at=arrived_at, attachments=app.get("attachments") or {}),
+                                             accepted_at=arrived_at, attachments=app.get("attachments") or {},
+                                             pending_uploads=app.get("pending") or {}),
                         actor=actor),
               _notify(svc, after, "submitted", actor=actor)]
     res = await svc.write(svc.db.applications, {"_id": app["_id"], "version": app["version"], "status": app["status"]},
@@ -108,9 +109,14 @@ async def submitted_page(db, status: str, programme_id: str | None, after: str, 
 
 # --- uploads --------------------------------------------------------------------------------------------------------
 async def new_upload(db, app: dict, body: dict, chunk_size: int, actor: str, now: datetime) -> dict:
+    """A new upload, and the application's `pending` upload of its document (the latest started wins)."""
     doc = {"_id": f"upl-{uuid.uuid4().hex}", "application_id": app["_id"], "business_id": app["business_id"],
            **body, "chunk_size": chunk_size, "chunks": {}, "status": "open", "created_by": actor, "created_at": now}
     await db.uploads.insert_one(doc)
+    res = await db.applications.update_one({"_id": app["_id"], "status": {"$in": list(intake.EDITABLE)}},
+                                           {"$set": {f"pending.{body['document']}": doc["_id"]}})
+    if res.matched_count == 0:
+        raise Rejected("conflict", "Not editable", "The application is no longer editable.", code="not_editable")
     return doc
 
 
@@ -123,10 +129,17 @@ async def record_chunk(db, upload_id: str, n: int, digest: str) -> None:
 
 
 async def complete(db, up: dict) -> None:
-    """The upload is whole; it becomes the application's attachment for its document (while still editable)."""
+    """The upload is whole; it becomes the application's attachment for its document (while still editable, or after
+    the submission it was pending in), and is no longer pending."""
+    app = await db.applications.find_one({"_id": up["application_id"]}, {"status": 1, "pending": 1})
+    if app is None or not intake.may_attach(app["status"], app.get("pending") or {}, up["document"], up["_id"]):
+        raise Rejected("conflict", "Not editable", "The application is no longer editable; the file was kept but not "
+                       "attached.", code="not_editable")
     await db.uploads.update_one({"_id": up["_id"]}, {"$set": {"status": "complete"}})
-    res = await db.applications.update_one({"_id": up["application_id"], "status": {"$in": list(intake.EDITABLE)}},
-                                           {"$set": {f"attachments.{up['document']}": up["_id"]}})
+    doc = up["document"]
+    res = await db.applications.update_one(
+        {"_id": up["application_id"], "$or": [{"status": {"$in": list(intake.EDITABLE)}}, {f"pending.{doc}": up["_id"]}]},
+        {"$set": {f"attachments.{doc}": up["_id"]}, "$unset": {f"pending.{doc}": ""}})
     if res.matched_count == 0:
         raise Rejected("conflict", "Not editable", "The application is no longer editable; the file was kept but not "
                        "attached.", code="not_editable")
