@@ -16,7 +16,7 @@ from contracts.events.identity import BusinessProfileChanged, FinancialPeriod
 from tests.integration.test_recommend_service import auth, notifies, prime, send
 from tests.support import eventually, read_topic
 
-PROGRAMME, CLOSED = "fy2020-jigyo-shokei", "fy2009-shinjigyo"
+PROGRAMME, SECOND, CLOSED = "fy2020-jigyo-shokei", "fy2020-monozukuri-renkei", "fy2009-shinjigyo"
 CHUNK = 1024
 
 
@@ -125,6 +125,28 @@ async def test_R_POR_05_prefill_autosave_resumable_upload_submit_review_and_noti
         r = await http.post(f"/applications/{aid}/review", headers=agency, json={"decision": "accept"})
         assert r.status_code == 200 and r.json()["status"] == "accepted"
         assert (await http.patch(f"/applications/{aid}", headers=me, json={"version": 9, "values": {}})).status_code == 409
+
+        # in time with the attachment's bytes still arriving: the receipt comes on arrival; the reviewer waits for the
+        # transfer, which finishes (and is verified) after the submission
+        other = (await http.post(f"/programmes/{SECOND}/applications", headers=me, json={})).json()
+        oid = other["application_id"]
+        await http.patch(f"/applications/{oid}", headers=me, json={"version": other["version"], "values": {
+            "plan": "新製品の試作", "investment_yen": 5_000_000}})
+        doc = b"%PDF-1.4 plan" * 100
+        r = await http.post(f"/applications/{oid}/uploads", headers=me, json={
+            "document": "business_plan", "name": "plan.pdf", "size": len(doc), "sha256": hashlib.sha256(doc).hexdigest(),
+            "content_type": "application/pdf"})
+        late_up = r.json()["upload_id"]
+        r = await http.post(f"/applications/{oid}/submit", headers=me)
+        assert r.status_code == 200 and r.json()["pending_uploads"] == {"business_plan": late_up}, r.text
+        r = await http.post(f"/applications/{oid}/review", headers=agency, json={"decision": "accept"})
+        assert r.status_code == 409 and r.json()["code"] == "attachments_pending"
+        await http.put(f"/uploads/{late_up}/chunks/0", headers={**me, "x-chunk-sha256": hashlib.sha256(doc).hexdigest()},
+                       content=doc)
+        assert (await http.post(f"/uploads/{late_up}/complete", headers=me)).json()["status"] == "complete"
+        got = (await http.get(f"/applications/{oid}", headers=me)).json()
+        assert got["attachments"] == {"business_plan": late_up} and got["pending_uploads"] == {}
+        assert (await http.post(f"/applications/{oid}/review", headers=agency, json={"decision": "accept"})).status_code == 200
 
         # a closed programme: a submission arriving after its deadline is refused with a problem document
         closed = (await http.post(f"/programmes/{CLOSED}/applications", headers=me, json={})).json()
