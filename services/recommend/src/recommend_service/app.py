@@ -17,12 +17,20 @@ svc.app.state.cases = domain.load_cases()  # R-POR-08: the case catalogue ships 
 svc.app.state.blobs = blobs.from_env()  # R-POR-05: application attachments (local disk by default)
 
 
-@svc.app.middleware("http")
-async def _arrival(request, call_next):
-    """R-POR-05: the time a request arrived at the API, before anything else runs: a submission is judged in time by
-    it, however long processing takes afterwards."""
-    request.state.arrived_at = datetime.now(UTC)
-    return await call_next(request)
+class _Arrival:
+    """R-POR-05: the time a request arrived at the API, stamped before anything else runs (a plain ASGI middleware,
+    outermost): a submission is judged in time by it, however long processing takes afterwards."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            scope.setdefault("state", {})["arrived_at"] = datetime.now(UTC)
+        await self.app(scope, receive, send)
+
+
+svc.app.add_middleware(_Arrival)
 
 
 @svc.on_startup

@@ -190,11 +190,11 @@ class ApplicationPage(BaseModel):
 @router.get("/applications", response_model=ApplicationPage,
             summary="Applications to review, a page at a time (the administering agency's staff)")
 async def list_applications(request: Request, status: Literal["submitted", "returned", "accepted"] = "submitted",
-                            programme_id: str | None = Query(None, max_length=80),
-                            after: str = Query("", max_length=200), limit: int = Query(50, ge=1, le=200),
+                            after: str = Query("", max_length=200, description="cursor: `next_after` of the last page"),
+                            limit: int = Query(50, ge=1, le=200),
                             who: Principal = Depends(require(*REVIEWERS))) -> ApplicationPage:
-    page = await intake_store.submitted_page(_svc(request).db, status, programme_id, after, limit)
-    return ApplicationPage(items=[_view(a) for a in page], next_after=page[-1]["_id"] if len(page) == limit else None)
+    page, nxt = await intake_store.queue_page(_svc(request).db, status, after, limit)
+    return ApplicationPage(items=[_view(a) for a in page], next_after=nxt)
 
 
 class ReviewIn(BaseModel):

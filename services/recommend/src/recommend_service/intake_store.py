@@ -5,6 +5,9 @@ Collections (every request-path read is a lookup by `_id`; the reviewers' list r
   ({name: {value, source}}), `version` (autosave), `attachments` ({doc_id: upload id}), `submissions`,
   `receipt_number`, `accepted_at`, `first_submitted_at`, `history`; status changes carry their events and the
   business's Notify through the outbox in the same write.
+- `review_queue` {_id: "<status>|<application id>"}: the reviewers' lists as `_id` ranges (R-OPS-03: no request
+  reads a whole collection). The entry of the new status is written BEFORE the status change and the old one removed
+  after it: a crash in between leaves a stale entry (the list drops it on reading), never a missing one.
 - `uploads` {_id: "upl-<hex>"}: a resumable upload: `size`, `sha256`, `chunk_size`, `chunks` ({n: sha256}), `status`.
 """
 from __future__ import annotations
@@ -68,7 +71,23 @@ async def save(db, app: dict, fields: dict, version: int) -> bool:
     return res.modified_count == 1
 
 
+async def _enqueue(db, aid: str, status: str) -> None:
+    await db.review_queue.update_one({"_id": f"{status}|{aid}"}, {"$set": {"application_id": aid}}, upsert=True)
+
+
+async def _dequeue(db, aid: str, status: str) -> None:
+    await db.review_queue.delete_one({"_id": f"{status}|{aid}"})
+
+
 async def submit(svc, app: dict, arrived_at: datetime, actor: str) -> bool:
+    await _enqueue(svc.db, app["_id"], "submitted")
+    ok = await _submit(svc, app, arrived_at, actor)
+    if ok and app["status"] != "draft":
+        await _dequeue(svc.db, app["_id"], app["status"])
+    return ok
+
+
+async def _submit(svc, app: dict, arrived_at: datetime, actor: str) -> bool:
     n = app.get("submissions", 0) + 1
     receipt = intake.receipt_number(app["_id"], n)
     first = app.get("first_submitted_at") or arrived_at
@@ -88,6 +107,7 @@ async def submit(svc, app: dict, arrived_at: datetime, actor: str) -> bool:
 
 async def review(svc, app: dict, decision: str, reason: str, actor: str, now: datetime) -> bool:
     status = "returned" if decision == "return" else "accepted"
+    await _enqueue(svc.db, app["_id"], status)
     common = {"application_id": app["_id"], "programme_id": app["programme_id"], "business_id": app["business_id"],
               "reviewer": actor}
     event = (ApplicationReturned(**common, reason=reason) if status == "returned"
@@ -97,14 +117,19 @@ async def review(svc, app: dict, decision: str, reason: str, actor: str, now: da
                                     "version": app["version"] + 1},
                            "$push": {"history": {"status": status, "at": now, "by": actor, "reason": reason}}},
                           events=[svc.event(event, actor=actor), _notify(svc, app, status, reason, actor)])
+    if res.modified_count == 1:
+        await _dequeue(svc.db, app["_id"], "submitted")
     return res.modified_count == 1
 
 
-async def submitted_page(db, status: str, programme_id: str | None, after: str, limit: int) -> list[dict]:
-    q: dict = {"_id": {"$gt": after}, "status": status}
-    if programme_id:
-        q["programme_id"] = programme_id
-    return [d async for d in db.applications.find(q, {"_outbox": 0, "history": 0}).sort("_id").limit(limit)]
+async def queue_page(db, status: str, after: str, limit: int) -> tuple[list[dict], str | None]:
+    """A page of the applications in `status`, in application-id order: an `_id` range of the queue, then the
+    applications by `_id`; entries left stale by a crash (the application moved on) are skipped."""
+    entries = [e["application_id"] async for e in db.review_queue.find(
+        {"_id": {"$gt": f"{status}|{after}", "$lt": f"{status}|~"}}).sort("_id").limit(limit)]
+    apps = {d["_id"]: d async for d in db.applications.find({"_id": {"$in": entries}}, {"_outbox": 0, "history": 0})}
+    page = [apps[a] for a in entries if a in apps and apps[a]["status"] == status]
+    return page, entries[-1] if len(entries) == limit else None
 
 
 # --- uploads --------------------------------------------------------------------------------------------------------
