@@ -11,7 +11,7 @@ import os
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from fastapi import APIRouter, Body, Depends, Header, Query, Request
+from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
@@ -117,7 +117,7 @@ async def get_application(application_id: str, request: Request,
 
 
 class PatchIn(BaseModel):
-    version: int = Field(ge=1, description="the version your edits were made on")
+    version: int = Field(ge=1, le=2**31, description="the version your edits were made on")
     values: dict[str, Any] = Field(description="field name -> value")
 
 
@@ -221,7 +221,7 @@ async def review_application(application_id: str, body: ReviewIn, request: Reque
 class UploadIn(BaseModel):
     document: str = Field(min_length=1, max_length=80, description="the form's document id this file is for")
     name: str = Field(min_length=1, max_length=200)
-    size: int = Field(ge=1)
+    size: int = Field(ge=1, le=10**12, description="bytes; the service's limit is checked too (INTAKE_MAX_UPLOAD_BYTES)")
     sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
     content_type: str = Field(max_length=100)
     chunk_size: int = Field(default=intake.CHUNK_SIZE, ge=1024, le=8 * 1024 * 1024)
@@ -284,7 +284,7 @@ async def get_upload(upload_id: str, request: Request, who: Principal = Depends(
                                            "content": {"application/octet-stream": {"schema": {"type": "string",
                                                                                                 "format": "binary"}}}}},
             summary="Send chunk n (raw bytes, X-Chunk-SHA256 its checksum); sending it again is idempotent")
-async def put_chunk(upload_id: str, n: int, request: Request,
+async def put_chunk(upload_id: str, request: Request, n: int = Path(ge=0, le=1_000_000),
                     x_chunk_sha256: str | None = Header(None, max_length=64, description="sha256 of the chunk (required)"),
                     who: Principal = Depends(require(*APPLICANTS))) -> Upload:
     svc = _svc(request)
