@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -116,9 +116,14 @@ async def get_application(application_id: str, request: Request,
     return _view(app, (await store.programme(_svc(request).db, app["programme_id"]) or {}).get("form"))
 
 
+Value = Annotated[str, Field(max_length=10_000)] | Annotated[int, Field(ge=-10**15, le=10**15)] | bool | None
+
+
 class PatchIn(BaseModel):
     version: int = Field(ge=1, le=2**31, description="the version your edits were made on")
-    values: dict[str, Any] = Field(description="field name -> value")
+    values: dict[Annotated[str, Field(max_length=80)], Value] = Field(max_length=100,
+                                                                      description="field name -> value (text, integer, "
+                                                                                  "yes/no, or null to clear)")
 
 
 @router.patch("/applications/{application_id}", response_model=Application,
