@@ -534,7 +534,7 @@ def notifications_rows(w: World) -> dict:
 
 def recommend_rows(w: World) -> dict:
     x = w.x
-    bid = x["bid"]
+    bid, app, upl = x["bid"], x["application"], x["upload"]
     readers = allow(BIZ_PEOPLE, DLG, OPERATOR)  # BIZ, its delegate for profile:read, operators
     return {
         ("GET", "/healthz"): Row(PUBLIC, "/healthz"),
@@ -559,6 +559,22 @@ def recommend_rows(w: World) -> dict:
         ("GET", "/businesses/{business_id}/case-recommendations"): Row(readers, f"/businesses/{bid}/case-recommendations"),
         ("GET", "/businesses/{business_id}/posting-recommendations"): Row(readers,
                                                                         f"/businesses/{bid}/posting-recommendations"),
+        # application intake (R-POR-05): a business applies for itself (OTHER opens its own application); BIZ's
+        # application is BIZ's people's, read by the agency (and operators), who review; anyone else gets 404
+        ("POST", "/programmes/{programme_id}/applications"): Row(BUSINESSES, f"/programmes/{x['intake_programme']}/applications"),
+        ("GET", "/applications/{application_id}"): Row(allow(BIZ_PEOPLE, STAFF), f"/applications/{app}", hides=True),
+        ("PATCH", "/applications/{application_id}"): Row(BIZ_PEOPLE, f"/applications/{app}",
+                                                         {"version": 1, "values": {}}, hides=True),
+        ("POST", "/applications/{application_id}/submit"): Row(BIZ_PEOPLE, f"/applications/{app}/submit", hides=True),
+        ("GET", "/applications"): Row(STAFF, "/applications?status=submitted"),
+        ("POST", "/applications/{application_id}/review"): Row(STAFF, f"/applications/{app}/review",
+                                                                {"decision": "accept"}, hides=True),
+        ("POST", "/applications/{application_id}/uploads"): Row(BIZ_PEOPLE, f"/applications/{app}/uploads", {
+            "document": "business_plan", "name": "plan.pdf", "size": 10, "sha256": "0" * 64,
+            "content_type": "application/pdf"}, hides=True),
+        ("GET", "/uploads/{upload_id}"): Row(BIZ_PEOPLE, f"/uploads/{upl}", hides=True),
+        ("PUT", "/uploads/{upload_id}/chunks/{n}"): Row(BIZ_PEOPLE, f"/uploads/{upl}/chunks/0", hides=True),
+        ("POST", "/uploads/{upload_id}/complete"): Row(BIZ_PEOPLE, f"/uploads/{upl}/complete", hides=True),
     }
 
 
@@ -835,6 +851,13 @@ async def build_world(url: dict[str, str]) -> World:
             return (await http.get(f"{rc}/businesses/{bid}", headers=h[OPERATOR])).status_code == 200
         await eventually(profile_known, timeout=60)
         x["programme"] = (await _ok(await http.get(f"{rc}/programmes", headers=h[OPERATOR])))["items"][0]["programme_id"]
+        # R-POR-05: BIZ's draft application to a programme with a form, and an upload of its business plan
+        x["intake_programme"] = "fy2020-jigyo-shokei"
+        x["application"] = (await _ok(await http.post(f"{rc}/programmes/{x['intake_programme']}/applications",
+                                                      headers=h[PRIME], json={})))["application_id"]
+        x["upload"] = (await _ok(await http.post(f"{rc}/applications/{x['application']}/uploads", headers=h[PRIME], json={
+            "document": "business_plan", "name": "plan.pdf", "size": 10, "sha256": "0" * 64,
+            "content_type": "application/pdf"})))["upload_id"]
 
         # community: BIZ's question with E's answer; a thread to moderate; a report; BIZ's postings, OTHER's interest
         cm = url["community"]

@@ -1,5 +1,5 @@
 """Events published by the recommend service on `recommend.events` (key: programme id)."""
-from datetime import date
+from datetime import date, datetime
 from typing import ClassVar
 
 from pydantic import BaseModel, Field
@@ -56,3 +56,53 @@ class InteractionRecorded(Message):
     new_programme: bool = Field(description="the business had neither kind of interaction with this programme before")
     prefecture: str
     industry: str
+
+
+class ApplicationSubmitted(Message):
+    """A business submitted (or resubmitted) an application to a programme (R-POR-05); `accepted_at` is the time its
+    request arrived at the API, the time the deadline is judged by."""
+
+    message_type: ClassVar[str] = "recommend.ApplicationSubmitted"
+    version: ClassVar[int] = 1
+    topic: ClassVar[str] = TOPIC
+    key_field: ClassVar[str] = "programme_id"
+
+    application_id: str
+    programme_id: str
+    business_id: str
+    receipt_number: str
+    submission: int = Field(description="1 for the first submission, 2 after one return, ...")
+    accepted_at: datetime = Field(description="arrival time of the submission at the API")
+    attachments: dict[str, str] = Field(default_factory=dict, description="required document id -> upload id")
+    pending_uploads: dict[str, str] = Field(default_factory=dict, description="document id -> upload whose bytes were "
+                                                                             "still arriving at the submission")
+
+
+class ApplicationReturned(Message):
+    """The programme's reviewer returned a submitted application to the business, with the reason (R-POR-05)."""
+
+    message_type: ClassVar[str] = "recommend.ApplicationReturned"
+    version: ClassVar[int] = 1
+    topic: ClassVar[str] = TOPIC
+    key_field: ClassVar[str] = "programme_id"
+
+    application_id: str
+    programme_id: str
+    business_id: str
+    reason: str
+    reviewer: str
+
+
+class ApplicationAccepted(Message):
+    """The programme's reviewer accepted a submitted application (R-POR-05)."""
+
+    message_type: ClassVar[str] = "recommend.ApplicationAccepted"
+    version: ClassVar[int] = 1
+    topic: ClassVar[str] = TOPIC
+    key_field: ClassVar[str] = "programme_id"
+
+    application_id: str
+    programme_id: str
+    business_id: str
+    receipt_number: str
+    reviewer: str

@@ -188,6 +188,14 @@ TEMPLATES: dict[str, dict[str, tuple[str, str]]] = {
         "en": ("[SME portal] You are connected",
                "Both sides consented. The other side's contact details are on the portal.\n{link}"),
     },
+    "application_status": {  # R-POR-05: every status change of an application reaches the business
+        "ja": ("【支援ポータル】申請の状況: {title}（{status_ja}）",
+               "支援施策「{title}」への申請（{application_id}、受付番号 {receipt_number}）は「{status_ja}」になりました。\n"
+               "{reason_ja}\n詳細: {link}"),
+        "en": ("[SME portal] Your application: {title} ({status})",
+               "Your application ({application_id}, receipt {receipt_number}) to '{title}' is now {status}.\n"
+               "{reason_en}\nDetails: {link}"),
+    },
     "generic": {
         "en": ("[SME portal] {subject}", "{message}"),
     },
@@ -270,7 +278,8 @@ LINKS = {"platform_dispatch_member_added": "/api/identity/platforms/{platform_id
          "joint_order_result": "/api/community/joint-orders/{order_id}",
          "community_moderated": "/api/community/threads/{thread_id}",
          "match_interest": "/api/community/postings/{posting_id}/interests",
-         "match_connected": "/api/community/matches/{match_id}"}
+         "match_connected": "/api/community/matches/{match_id}",
+         "application_status": "/api/recommend/applications/{application_id}"}
 
 
 def link_param(template: str, params: dict[str, str], portal_url: str) -> dict[str, str]:
@@ -289,7 +298,8 @@ CATEGORY_OF = {"dispatch_status": "dispatch", "rating_owed": "rating", "programm
                "platform_dispatch_member_added": "platform", "saved_search_match": "saved_search",
                "deadline_reminder": "reminder", "renewal_reminder": "reminder", "outcome_survey": "dispatch",
                "follow_up_due": "reminder", "community_reply": "community", "community_moderated": "community",
-               "match_interest": "community", "match_connected": "community", "joint_order_result": "community"}
+               "match_interest": "community", "match_connected": "community", "joint_order_result": "community",
+               "application_status": "programme"}
 
 
 def category_of(template: str) -> str:

@@ -1,16 +1,37 @@
 """Wiring of the recommend service."""
-from recommend_service import domain, store
+from datetime import UTC, datetime
+
+from recommend_service import blobs, domain, store
 from recommend_service.consumers import community_handlers, identity_handlers, own_handlers
 from recommend_service.http import router
+from recommend_service.intake_http import router as intake_router
 from servicekit.service import Service
 
-svc = Service("recommend", title="Recommendations", outbox=["business_profiles", "programmes"],
+svc = Service("recommend", title="Recommendations", outbox=["business_profiles", "programmes", "applications"],
               produces=["recommend.events", "notifications.commands"])
 svc.consume("identity.events", identity_handlers(svc))
 svc.consume("recommend.events", own_handlers(svc))
 svc.consume("community.events", community_handlers(svc))  # needs and offers, recommended like programmes
 svc.app.include_router(router)
+svc.app.include_router(intake_router)
 svc.app.state.cases = domain.load_cases()  # R-POR-08: the case catalogue ships with the service
+svc.app.state.blobs = blobs.from_env()  # R-POR-05: application attachments (local disk by default)
+
+
+class _Arrival:
+    """R-POR-05: the time a request arrived at the API, stamped before anything else runs (a plain ASGI middleware,
+    outermost): a submission is judged in time by it, however long processing takes afterwards."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            scope.setdefault("state", {})["arrived_at"] = datetime.now(UTC)
+        await self.app(scope, receive, send)
+
+
+svc.app.add_middleware(_Arrival)
 
 
 @svc.on_startup

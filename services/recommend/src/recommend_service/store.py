@@ -37,6 +37,9 @@ async def seed_catalogue(db, catalogue: list[dict]) -> None:
     for p in catalogue:
         await db.programmes.update_one({"_id": p["programme_id"]},
                                        {"$setOnInsert": {k: v for k, v in p.items() if k != "programme_id"}}, upsert=True)
+        if p.get("form"):  # R-POR-05: a programme seeded before forms existed gets its form (an operator's is kept)
+            await db.programmes.update_one({"_id": p["programme_id"], "form": {"$exists": False}},
+                                           {"$set": {"form": p["form"]}})
     for p in catalogue:
         await add_to_segments(db, p)
 
