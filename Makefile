@@ -1,7 +1,7 @@
 # The README's two commands: `make up` (whole platform, background) and `make test` (whole suite).
 .PHONY: up down status test unit chaos bench schemas apidocs
 # pytest-xdist workers for `make test` (the services wait on I/O more than they compute)
-TEST_WORKERS ?= 4
+TEST_WORKERS ?= 3
 up:
 	@bash deploy/local/platform.sh up
 down:
