@@ -7,13 +7,13 @@ entry), `history_reads` (every read of a business's history that showed another 
 business to list). Rules in domain.history."""
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 
 from contracts.events.history import ConsultationLogged, HistorySharingGranted, HistorySharingWithdrawn
 from dispatch_service.domain import history as rules
 from dispatch_service.domain.dispatch import Dispatch, new_id
+from dispatch_service import sweeps
 from dispatch_service.store import Store, now
 
 log = logging.getLogger("dispatch.history")
@@ -144,14 +144,5 @@ class SupportHistory:
 
 
 async def run(history: SupportHistory, interval: float) -> None:
-    failures = 0
-    while True:
-        try:
-            if n := await history.sweep():
-                log.info("follow-up reminders emitted", extra={"fields": {"dispatches": n}})
-            failures = 0
-        except Exception:
-            failures += 1
-            if failures in (1, 10, 100):
-                log.exception("follow-up sweep failed", extra={"fields": {"failures_in_a_row": failures}})
-        await asyncio.sleep(interval * min(2 ** failures, 60) if failures else interval)
+    await sweeps.every(interval, history.sweep, log=log, did="follow-up reminders emitted", unit="dispatches",
+                       failed="follow-up sweep failed")

@@ -9,6 +9,7 @@ from contracts import Envelope
 from contracts.events.dispatch import DispatchStatusChanged, DispatchStatus as S
 from contracts.events.notifications import Notify
 from dispatch_service.domain.outcomes import OutcomeParams, next_send, waves
+from dispatch_service import sweeps
 from dispatch_service.store import Store, now
 
 log = logging.getLogger("dispatch.outcomes")
@@ -74,15 +75,5 @@ class Outcomes:
 
 
 async def run(outcomes: Outcomes, interval: float) -> None:
-    import asyncio
-    failures = 0
-    while True:
-        try:
-            if n := await outcomes.sweep():
-                log.info("outcome surveys sent", extra={"fields": {"surveys": n}})
-            failures = 0
-        except Exception:
-            failures += 1
-            if failures in (1, 10, 100):
-                log.exception("outcome sweep failed", extra={"fields": {"failures_in_a_row": failures}})
-        await asyncio.sleep(interval * min(2 ** failures, 60) if failures else interval)
+    await sweeps.every(interval, outcomes.sweep, log=log, did="outcome surveys sent", unit="surveys",
+                       failed="outcome sweep failed")
