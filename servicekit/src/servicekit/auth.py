@@ -32,6 +32,7 @@ from fastapi import Request
 from contracts.vocab import PORTAL_SCOPE
 from servicekit import dpop
 from servicekit.problems import Problem
+from servicekit.refusals import Rejected
 
 
 # The OAuth client the current request's caller acts through: events and audit entries written while handling the
@@ -65,6 +66,23 @@ class Principal:
     def acts_for(self, business_id: str | None) -> bool:
         """R-ID-07: the caller is the business itself (its prime or a member account)."""
         return business_id is not None and business_id in self.businesses
+
+    def own_business(self, asked: str | None = None) -> str:
+        """R-ID-07: the business a business account acts for comes from its token, never from what it types.
+
+        `asked` (a business_id the caller named) must be one the token binds; with none named, the token's only
+        business. Refuses with a problem the caller can act on: not bound yet, not theirs, or which one of several."""
+        if asked is not None:
+            if not self.acts_for(asked):
+                raise Rejected("forbidden", "Forbidden", f"You do not act for business {asked}.")
+            return asked
+        if len(self.businesses) == 1:
+            return next(iter(self.businesses))
+        if not self.businesses:
+            raise Rejected("forbidden", "No business", "Your account is not bound to a business yet: register it at "
+                           "the portal (a corporation first enters the code from the letter sent to its head office).")
+        raise Rejected("invalid", "Which business?", f"You act for several businesses "
+                       f"({', '.join(sorted(self.businesses))}): name business_id.")
 
     def delegation(self, business_id: str | None, scope: str) -> dict | None:
         """R-ID-08: the caller's institution holds a live delegation from `business_id` covering `scope`."""

@@ -17,25 +17,10 @@ def svc_of(request: Request):
     return request.app.state.service
 
 
-def own_business(p: Principal, asked: str | None) -> str:
-    """R-ID-07: the business a business account acts for comes from its token, never from what it types."""
-    if asked is not None:
-        if not p.acts_for(asked):
-            raise Rejected("forbidden", "Forbidden", f"You do not act for business {asked}.")
-        return asked
-    if len(p.businesses) == 1:
-        return next(iter(p.businesses))
-    if not p.businesses:
-        raise Rejected("forbidden", "No business", "Your account is not bound to a business yet: register it at the "
-                       "portal first.")
-    raise Rejected("invalid", "Which business?", f"You act for several businesses ({', '.join(sorted(p.businesses))}): "
-                   "name business_id.")
-
-
 def party_of(p: Principal, business_id: str | None = None) -> Party:
     """A business account takes part as its business; an expert or a founder as its own account."""
     if "business" in p.roles:
-        return Party("business", own_business(p, business_id))
+        return Party("business", p.own_business(business_id))
     if p.roles & {"expert", "founder"}:
         return Party("account", p.subject)
     raise Rejected("forbidden", "Not a community member", "Businesses, founders and experts take part.")

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 
 from community_service import domain, store
-from community_service.access import ANYONE, own_business, svc_of
+from community_service.access import ANYONE, svc_of
 from contracts.events.community import JointOrderApplied, JointOrderAwarded, JointOrderPosted
 from contracts.events.notifications import Notify
 from contracts.vocab import Right
@@ -210,7 +210,7 @@ async def get_order(order_id: str, request: Request, p: Principal = Depends(requ
 async def apply(order_id: str, body: ApplicationIn, request: Request,
                 p: Principal = Depends(require("business"))) -> ApplicationOut:
     svc = svc_of(request)
-    business_id = own_business(p, body.business_id)
+    business_id = p.own_business(body.business_id)
     order = await _order(svc, order_id)
     place = await svc.db.places.find_one({"_id": business_id})
     domain.may_apply(order, body.lot_id, (place or {}).get("prefecture"), _today())
@@ -275,7 +275,7 @@ async def my_applications(request: Request, business_id: str | None = Query(defa
                           after: str | None = Query(default=None), limit: int = Query(default=20, ge=1, le=100),
                           p: Principal = Depends(require("business"))) -> ApplicationPage:
     svc = svc_of(request)
-    prefix = f"business={own_business(p, business_id)};joint|"
+    prefix = f"business={p.own_business(business_id)};joint|"
     entries, nxt = await store.page(svc.db.party_index, prefix, after=after, limit=limit)
     docs = await store.by_ids(svc.db.applications, [e["item"] for e in entries], NO_OUTBOX)
     orders = {o["_id"]: o for o in await store.by_ids(svc.db.orders, sorted({d["order_id"] for d in docs}), NO_OUTBOX)}

@@ -33,20 +33,6 @@ def must(ok: bool, detail: str) -> None:
         raise Rejected("forbidden", "Forbidden", detail)
 
 
-def own_business(p: Principal, asked: str | None) -> str:
-    """R-ID-07: the business a business account acts for comes from its token, never from what it types."""
-    if asked is not None:
-        must(p.acts_for(asked), f"You do not act for business {asked}.")
-        return asked
-    if len(p.businesses) == 1:
-        return next(iter(p.businesses))
-    if not p.businesses:
-        raise Rejected("forbidden", "No business", "Your account is not bound to a business yet: register it at the "
-                       "portal (a corporation first enters the code from the letter sent to its head office).")
-    raise Rejected("invalid", "Which business?", f"You act for several businesses ({', '.join(sorted(p.businesses))}): "
-                   "name business_id.")
-
-
 def party(p: Principal, doc: dict) -> set[str]:
     """Which parties of the dispatch the caller is."""
     out = set()

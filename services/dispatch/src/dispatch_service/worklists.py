@@ -98,14 +98,7 @@ async def business_worklist(request: Request, business_id: str | None = Query(No
                             status: list[Status] | None = Statuses, fiscal_year: int | None = FiscalYear,
                             limit: int = Limit, cursor: str | None = Cursor,
                             p: Principal = Depends(require("business", "founder"))) -> Page:
-    if business_id is None:
-        if len(p.businesses) != 1:
-            raise Problem(422, "Which business?", "Name business_id: you act for " +
-                          (f"{len(p.businesses)} businesses." if p.businesses else "no business yet."))
-        business_id = next(iter(p.businesses))
-    if not p.acts_for(business_id):
-        raise Problem(403, "Forbidden", f"You do not act for business {business_id}.")
-    return await _page(request, {"business_id": business_id}, status, fiscal_year, limit, cursor)
+    return await _page(request, {"business_id": p.own_business(business_id)}, status, fiscal_year, limit, cursor)
 
 
 @router.get("/worklists/institution", response_model=Page,

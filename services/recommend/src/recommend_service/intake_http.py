@@ -93,10 +93,7 @@ class OpenIn(BaseModel):
 async def open_application(programme_id: str, request: Request, body: OpenIn = Body(default_factory=OpenIn),
                            who: Principal = Depends(require(*APPLICANTS))) -> Application:
     svc = _svc(request)
-    bid = body.business_id or (next(iter(who.businesses)) if len(who.businesses) == 1 else None)
-    if not who.acts_for(bid):
-        raise Problem(403, "Forbidden", "Apply for a business you act for." if bid else
-                      "Your account acts for no business (or several: name one in business_id).")
+    bid = who.own_business(body.business_id)  # R-ID-07: from the token, never typed in
     programme = await _form(svc.db, programme_id)
     profile = await svc.db.business_profiles.find_one({"_id": bid}, {"_outbox": 0, "_seen": 0})
     if profile is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
-from dispatch_service.access import ANY_PARTY, is_agency, must, own_business, store_of
+from dispatch_service.access import ANY_PARTY, is_agency, must, store_of
 from dispatch_service.store import new_id, now
 from servicekit.auth import Principal, require
 from servicekit.refusals import Rejected
@@ -42,7 +42,7 @@ async def open_consultation(body: ConsultationIn, request: Request, p: Principal
     expert_doc, _ = await store.expert(body.expert_id)
     if expert_doc is None:
         raise Rejected("invalid", "Unknown expert", f"Expert {body.expert_id} is not known to the dispatch service.")
-    business_id = own_business(p, body.business_id)
+    business_id = p.own_business(body.business_id)
     doc = {"_id": new_id("cons"), "business_id": business_id, "business_account_id": p.subject,
            "expert_id": body.expert_id, "expert_account_id": expert_doc["account_id"], "subject": body.subject,
            "messages": [{"from": p.subject, "at": now(), "text": body.message}], "held": False, "created_at": now()}

@@ -11,7 +11,7 @@ from datetime import date
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 
-from dispatch_service.access import is_agency, org_ids, own_business
+from dispatch_service.access import is_agency, org_ids
 from dispatch_service.domain import history as rules
 from servicekit.auth import Principal, require
 from servicekit.refusals import Rejected
@@ -54,7 +54,7 @@ def business_of(p: Principal, business_id: str | None) -> str:
         if business_id is None:
             raise Rejected("invalid", "Which business?", "Name business_id.")
         return business_id
-    return own_business(p, business_id)
+    return p.own_business(business_id)
 
 
 def grant_out(g: dict) -> dict:
@@ -78,7 +78,7 @@ async def read_history(request: Request, business_id: str | None = BUSINESS_ID,
                        p: Principal = Depends(require("business", "founder", "institution", "agency", "operator"))) -> dict:
     h = history_of(request)
     if p.roles & {"business", "founder"} and (business_id is None or p.acts_for(business_id)):
-        bid, viewer = own_business(p, business_id), rules.Viewer("business")
+        bid, viewer = p.own_business(business_id), rules.Viewer("business")
     elif is_agency(p):
         if business_id is None:
             raise Rejected("invalid", "Which business?", "Name business_id.")
@@ -92,7 +92,7 @@ async def read_history(request: Request, business_id: str | None = BUSINESS_ID,
         bid = business_id
         viewer = rules.Viewer("institution", orgs, shared=await h.shared_with(bid, set(orgs)))
     else:
-        bid = own_business(p, business_id)  # refuses: not the business's account
+        bid = p.own_business(business_id)  # refuses: not the business's account
         viewer = rules.Viewer("business")
     items = await h.view(bid, viewer, p.subject)
     return {"business_id": bid, "viewer": viewer.kind, "shared_with_you": viewer.shared, "items": items}
@@ -101,7 +101,7 @@ async def read_history(request: Request, business_id: str | None = BUSINESS_ID,
 @router.post("/support-history/grants", status_code=201,
              summary="The business shares its support history with a named institution (支援情報の共有, R-POR-06)")
 async def grant_sharing(body: GrantIn, request: Request, p: Principal = Depends(require("business", "founder"))) -> dict:
-    bid = own_business(p, body.business_id)
+    bid = p.own_business(body.business_id)
     h = history_of(request)
     if await h.db.organisations.find_one({"_id": body.org_id}, {"_id": 1}) is None:
         raise Rejected("invalid", "Unknown institution", f"No organisation {body.org_id} is registered at the portal.")
@@ -112,7 +112,7 @@ async def grant_sharing(body: GrantIn, request: Request, p: Principal = Depends(
              summary="The business withdraws the sharing of its support history with an institution (R-POR-06)")
 async def withdraw_sharing(org_id: str, request: Request, body: WithdrawIn | None = None,
                            p: Principal = Depends(require("business", "founder"))) -> dict:
-    bid = own_business(p, body.business_id if body else None)
+    bid = p.own_business(body.business_id if body else None)
     return grant_out(await history_of(request).withdraw(bid, org_id, p.subject))
 
 

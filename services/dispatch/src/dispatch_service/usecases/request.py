@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from contracts.vocab import EXPERT_FIELDS, fiscal_year
 from dispatch_service import screening
-from dispatch_service.access import ANY_PARTY, clock, load, must, own_business, public, store_of
+from dispatch_service.access import ANY_PARTY, clock, load, must, public, store_of
 from dispatch_service.domain.dispatch import JST, Dispatch, plan_doc
 from dispatch_service.domain.eligibility import SUPPORT_KINDS
 from dispatch_service.domain.programmes import programme_to_doc
@@ -96,7 +96,7 @@ async def create_request(body: DispatchIn, request: Request,
         return public(await store.create(doc, made, actor=p.subject))
     # route B (R-DSP-02): stored as requested; screened once the expert co-signs.
     must(bool(p.roles & {"business", "founder"}), "A direct request is made by the business itself.")
-    doc["business_id"] = own_business(p, body.business_id)
+    doc["business_id"] = p.own_business(body.business_id)
     doc.update(route="B", institution_id=None, platform_id=None, business_account_id=p.subject)
     expert_doc, _ = await store.expert(body.expert_id)
     if expert_doc is None:
