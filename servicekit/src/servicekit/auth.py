@@ -208,7 +208,7 @@ async def authenticate(request: Request) -> Principal:
         raise Problem(401, "Unauthorized", "The access token has expired.") from None
     except jwt.InvalidTokenError as e:
         raise Problem(401, "Unauthorized", f"The access token is not valid: {e}.") from None
-    _check_sender(request, scheme, token, claims)
+    await _check_sender(request, scheme, token, claims)
     struck = await request.app.state.service.struck(claims)
     if struck & {"account", "token", "client"}:
         raise Problem(401, "Unauthorized", "This token, its account or its client has been revoked.")
@@ -217,10 +217,7 @@ async def authenticate(request: Request) -> Principal:
     return p
 
 
-_proofs_seen = dpop.ReplayCache()
-
-
-def _check_sender(request: Request, scheme: str, token: str, claims: dict) -> None:
+async def _check_sender(request: Request, scheme: str, token: str, claims: dict) -> None:
     """R-EXT-02: a token bound to a key (`cnf.jkt`) is taken only as `Authorization: DPoP` with a fresh proof of that
     key for this very request (RFC 9449 §7); the same token without its proof, or with another key's, is refused."""
     cnf = claims.get("cnf")
@@ -237,8 +234,16 @@ def _check_sender(request: Request, scheme: str, token: str, claims: dict) -> No
         raise Problem(401, "Unauthorized", str(e) + ".") from None
     if checked["jkt"] != jkt:
         raise Problem(401, "Unauthorized", "The DPoP proof is signed by another key than the token is bound to.")
-    if not _proofs_seen.first_use(f"{jkt}:{checked['jti']}"):
+    if not await proofs_seen(request).first_use(f"{jkt}:{checked['jti']}"):
         raise Problem(401, "Unauthorized", "This DPoP proof was used before.")
+
+
+def proofs_seen(request: Request) -> dpop.ReplayCache:
+    """The DPoP replay cache in this service's database, shared by every replica of the service."""
+    state = request.app.state
+    if getattr(state, "dpop_replay", None) is None:
+        state.dpop_replay = dpop.ReplayCache(state.service.db.dpop_proofs)
+    return state.dpop_replay
 
 
 def require(*roles: str, scope: str | None = None):

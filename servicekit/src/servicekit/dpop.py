@@ -14,9 +14,11 @@ import base64
 import hashlib
 import json
 import time
+from datetime import UTC, datetime
 from urllib.parse import urlsplit, urlunsplit
 
 import jwt
+from pymongo.errors import DuplicateKeyError
 
 ALGS = ("ES256", "RS256", "PS256")
 MAX_AGE = 60  # seconds a proof's iat may be off (either way)
@@ -84,21 +86,27 @@ def check(proof: str, *, method: str, url: str, access_token: str | None = None,
 
 
 class ReplayCache:
-    """jtis of proofs seen in the last 2 × MAX_AGE seconds (a proof older than that is refused by its iat anyway).
-    Per process: behind a load balancer with several replicas, a proof could be replayed once to each replica
-    within that window; a shared store would close that."""
+    """jtis of proofs seen in the last 2 × MAX_AGE seconds (a proof older than that is refused by its iat anyway),
+    kept in the service's database, so that behind a load balancer every replica sees a proof once: the first
+    insert of `<jkt>:<jti>` wins, a second (here or on another replica) collides with it. Expired entries are
+    pruned every `prune_every` proofs (by an index on `exp`)."""
 
-    def __init__(self, limit: int = 200_000):
-        self.seen: dict[str, float] = {}
-        self.limit = limit
+    def __init__(self, collection, prune_every: int = 1000):
+        self.col, self.prune_every, self._count, self._indexed = collection, prune_every, 0, False
 
-    def first_use(self, key: str, now: float | None = None) -> bool:
+    async def first_use(self, key: str, now: float | None = None) -> bool:
         now = time.time() if now is None else now
-        if len(self.seen) >= self.limit:
-            self.seen = {k: t for k, t in self.seen.items() if t > now}
-        if self.seen.get(key, 0) > now:
+        if not self._indexed:
+            await self.col.create_index("exp")
+            self._indexed = True
+        try:
+            await self.col.insert_one({"_id": key, "exp": datetime.fromtimestamp(now + 2 * MAX_AGE, UTC)})
+        except DuplicateKeyError:
+            # seen before; an entry past its time (not pruned yet) is only a jti the iat check refuses anyway
             return False
-        self.seen[key] = now + 2 * MAX_AGE
+        self._count += 1
+        if self._count % self.prune_every == 0:
+            await self.col.delete_many({"exp": {"$lt": datetime.fromtimestamp(now, UTC)}})
         return True
 
 

@@ -21,6 +21,7 @@ from pymongo.errors import DuplicateKeyError
 
 from identity_service import domain, secrets
 from servicekit import dpop
+from servicekit.auth import proofs_seen
 
 router = APIRouter(tags=["openid-connect"])
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -28,7 +29,6 @@ REQUEST_URI_PREFIX = "urn:ietf:params:oauth:request_uri:"
 PAR_TTL = 60
 ASSERTION_MAX_LIFETIME = 3600  # longer-lived assertions are refused (their jti is kept until they expire); 3600 s is
 # what client libraries sign by default (Authlib), so a partner need not tune it
-_proofs_seen = dpop.ReplayCache()
 
 
 def _error(error: str, description: str, status: int = 400) -> JSONResponse:
@@ -83,7 +83,7 @@ async def assertion_client(request: Request, form) -> dict | JSONResponse:
 
 
 # --- DPoP at the token endpoint ----------------------------------------------------------------------------------
-def dpop_binding(request: Request, client: dict) -> str | None | JSONResponse:
+async def dpop_binding(request: Request, client: dict) -> str | None | JSONResponse:
     """The thumbprint the new access token is bound to (None: a plain bearer token), or the error to answer."""
     proof = request.headers.get("dpop")
     if not proof:
@@ -94,7 +94,7 @@ def dpop_binding(request: Request, client: dict) -> str | None | JSONResponse:
         checked = dpop.check(proof, method=request.method, url=dpop.request_url(request))
     except dpop.InvalidProof as e:
         return _error("invalid_dpop_proof", str(e))
-    if not _proofs_seen.first_use(f"{checked['jkt']}:{checked['jti']}"):
+    if not await proofs_seen(request).first_use(f"{checked['jkt']}:{checked['jti']}"):
         return _error("invalid_dpop_proof", "this DPoP proof was used before")
     return checked["jkt"]
 

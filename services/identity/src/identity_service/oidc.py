@@ -244,7 +244,7 @@ async def token(request: Request):
     grant = form.get("grant_type")
     if grant not in client["grant_types"]:
         return oauth_error("unauthorized_client", f"this client may not use grant_type={grant}")
-    bound = fapi.dpop_binding(request, client)  # R-EXT-02: the key the access token will be bound to, if any
+    bound = await fapi.dpop_binding(request, client)  # R-EXT-02: the key the access token will be bound to, if any
     if isinstance(bound, JSONResponse):
         return bound
     request.state.jkt = bound
