@@ -136,3 +136,28 @@ async def test_R_EXT_02_authlib_partner_par_private_key_jwt_pkce_dpop_reads_pref
         assert first.json()["error"] != "invalid_client" and second.json()["error"] == "invalid_client"
         r = raw.post(token_url, auth=(client_id, "guess"), data={"grant_type": "authorization_code", "code": "x"})
         assert r.status_code == 401
+
+
+async def test_R_EXT_02_a_third_partys_token_is_for_the_one_service_of_its_scopes(services, gateway):
+    """Audience per service: a partner's token names `urn:smeportal:identity` (the service of its scopes); the gateway
+    refuses it on any other service's path and a service refuses a token for another service, while the portal's
+    tokens (`smeportal`) go everywhere."""
+    from tests.support import token
+
+    services("identity", port=service_port("identity"))
+    partner = {"sub": "acc-p", "roles": ["business"], "scope": "openid prefill:read", "client_id": "partner-x"}
+    for_identity = token(aud="urn:smeportal:identity", **partner)
+    for_ratings = token(aud="urn:smeportal:ratings", **partner)
+    direct = f"http://127.0.0.1:{service_port('identity')}/prefill/1234567890123"
+    async with httpx.AsyncClient(timeout=15) as http:
+        # at the gateway: the path's service must be the token's
+        r = await http.get(f"{gateway}/api/ratings/pending", headers={"Authorization": f"Bearer {for_identity}"})
+        assert r.status_code == 401 and "audience" in r.json()["detail"], r.text
+        r = await http.get(f"{gateway}/api/identity/prefill/1234567890123",
+                           headers={"Authorization": f"Bearer {for_identity}"})
+        assert r.status_code != 401, r.text
+        # at the service: a token for another service is not valid here
+        r = await http.get(direct, headers={"Authorization": f"Bearer {for_ratings}"})
+        assert r.status_code == 401 and "audience" in r.json()["detail"].lower(), r.text
+        r = await http.get(direct, headers={"Authorization": f"Bearer {for_identity}"})
+        assert r.status_code != 401, r.text

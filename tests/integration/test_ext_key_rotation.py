@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from identity_service import keys
-from tests.integration.identity_support import client_token, partner_client, start_identity
+from tests.integration.identity_support import OPERATOR, client_token, partner_client, start_identity
 from tests.support import GATEWAY_PORT, GATEWAY_VAR, LOCAL, TEST_ISSUER, eventually, gateway_env, service_port
 
 
@@ -27,15 +27,23 @@ async def test_R_EXT_04_requests_keep_succeeding_while_the_signing_key_rotates(s
     recommend = services("recommend", JWT_PUBLIC_KEY_FILE="", JWT_JWKS_URL=f"{identity.url}/jwks.json")
     async with httpx.AsyncClient(base_url=identity.url, timeout=15) as http:
         partner = await partner_client(http)
+        # a partner's token is for identity only (audience per service, R-EXT-02): recommend is called with a token
+        # of a first-party client, issued by the same rotating ring
+        r = await http.post("/clients", headers=OPERATOR, json={"name": "portal batch", "confidential": True,
+                                                                 "first_party": True, "grant_types": ["client_credentials"]})
+        assert r.status_code == 201, r.text
+        portal = r.json()
 
-        async def call(access: str) -> tuple[int, int]:
-            auth = {"authorization": f"Bearer {access}"}
-            a = await http.get("/prefill/7000012050002", headers=auth)
-            b = await http.get(f"{recommend.url}/programmes", headers=auth)
+        async def tokens() -> tuple[str, str]:
+            return await client_token(http, partner), await client_token(http, portal)
+
+        async def call(access: tuple[str, str]) -> tuple[int, int]:
+            a = await http.get("/prefill/7000012050002", headers={"authorization": f"Bearer {access[0]}"})
+            b = await http.get(f"{recommend.url}/programmes", headers={"authorization": f"Bearer {access[1]}"})
             return a.status_code, b.status_code
 
-        # what a valid partner token gets: past the signature check, refused for its scope or missing consent
-        baseline = await call(await client_token(http, partner))
+        # what valid tokens get: past the signature check, refused for their scope or missing consent
+        baseline = await call(await tokens())
         assert 401 not in baseline and all(s < 500 for s in baseline), baseline
 
         # five rotations 1.5 s apart, and 1.5 s of calls after the last: counted, not timed (a slow machine only
@@ -47,8 +55,8 @@ async def test_R_EXT_04_requests_keep_succeeding_while_the_signing_key_rotates(s
                 keys.rotate(ring)
                 rotations += 1
                 next_rotation = time.monotonic() + 1.5
-            access = await client_token(http, partner)
-            kids.add(jwt.get_unverified_header(access)["kid"])
+            access = await tokens()
+            kids.update(jwt.get_unverified_header(a)["kid"] for a in access)
             outcomes.append(await call(access))
             await asyncio.sleep(0.02)
 
@@ -65,7 +73,7 @@ async def test_R_EXT_04_requests_keep_succeeding_while_the_signing_key_rotates(s
         forged = jwt.encode({"sub": partner["client_id"], "client_id": partner["client_id"], "aud": "smeportal",
                              "iss": TEST_ISSUER, "iat": now, "exp": now + 60, "jti": "x", "scope": "prefill:read"},
                             stranger, algorithm="RS256", headers={"kid": "not-published"})
-        assert await call(forged) == (401, 401)
+        assert await call((forged, forged)) == (401, 401)
 
 
 async def test_R_EXT_04_the_gateway_follows_the_jwks_by_kid_with_zero_failures_while_the_key_rotates(services, infra,

@@ -35,3 +35,16 @@ def test_R_ID_03_business_id_is_the_corporate_number_or_new_for_sole_proprietors
 def test_R_ID_02_the_mod_9_blind_spot_is_real_and_documented():
     # 7000012050002 with its 2nd digit 0 -> 9 keeps the same check digit: the NTA rule itself allows it.
     assert corporate_number_problem("7900012050002") is None
+
+
+def test_R_EXT_02_audience_per_service():
+    """The portal's tokens are for every service; a third party's for the one service its scopes open (RFC 8707)."""
+    from identity_service.domain import audience
+
+    assert audience(["openid", "portal"], True) == "smeportal"
+    assert audience(["openid", "prefill:read"], False) == "urn:smeportal:identity"
+    assert audience(["audit:read"], False, "urn:smeportal:identity") == "urn:smeportal:identity"
+    with pytest.raises(ValueError, match="resource must be one of"):
+        audience(["prefill:read"], False, "urn:smeportal:dispatch")  # a resource its scopes do not open
+    with pytest.raises(ValueError):
+        audience(["portal"], True, "urn:smeportal:dispatch")  # the portal's tokens are not narrowed

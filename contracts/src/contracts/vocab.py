@@ -81,6 +81,17 @@ DELEGATION_SCOPES = ("profile:read", "profile:write", "dispatch:request", "dispa
 # third-party client's user token never carries it and reaches only the routes its consented scopes open.
 PORTAL_SCOPE = "portal"
 
+# R-EXT-02 audience per service (RFC 8707 resource indicators). A first-party portal token is for every service
+# (`ALL_SERVICES`); a third-party client's token is for the one service that serves its scopes, named
+# `urn:smeportal:<service>`, and every other service (and the gateway in front of it) refuses it.
+ALL_SERVICES = "smeportal"
+SCOPE_SERVICE = {"openid": "identity", "profile": "identity", "email": "identity", "prefill:read": "identity",
+                 "prefill:financials": "identity", "audit:read": "identity"}
+
+
+def service_audience(service: str) -> str:
+    return f"urn:smeportal:{service}"
+
 
 # R-PF-05 least privilege by place: the one rule every service applies to bureau accounts (the token's `bureau_id`).
 NATIONAL_ROLES = frozenset({"operator", "agency"})  # act on every block (the agency only where its role lets it at all)

@@ -29,7 +29,7 @@ import jwt
 from jwt.algorithms import RSAAlgorithm
 from fastapi import Request
 
-from contracts.vocab import PORTAL_SCOPE
+from contracts.vocab import PORTAL_SCOPE, service_audience
 from servicekit import dpop
 from servicekit.problems import Problem
 from servicekit.refusals import Rejected
@@ -202,7 +202,8 @@ async def authenticate(request: Request) -> Principal:
         raise Problem(401, "Unauthorized", "The access token's signing key is not one this service knows.")
     try:
         claims = jwt.decode(token, key, algorithms=["RS256"],
-                            audience=settings.jwt_audience, issuer=settings.issuer,
+                            audience=[settings.jwt_audience, service_audience(settings.service_name)],
+                            issuer=settings.issuer,
                             options={"require": ["exp", "sub", "aud", "iss"]})
     except jwt.ExpiredSignatureError:
         raise Problem(401, "Unauthorized", "The access token has expired.") from None

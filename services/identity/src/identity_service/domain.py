@@ -571,6 +571,27 @@ def business_claim(business_docs: list[dict], account_id: str) -> list[dict]:
     return sorted(out, key=lambda b: b["id"])
 
 
+def audience(scopes: list[str], first_party: bool, resource: str | None = None) -> str:
+    """R-EXT-02 audience per service: a first-party portal token is for every service; a third-party client's token
+    for the one service that serves its scopes (RFC 8707: `resource` may name it; a token for scopes of several
+    services needs one token per service, each asked for with its `resource`). Raises ValueError (invalid_target)."""
+    from contracts.vocab import ALL_SERVICES, SCOPE_SERVICE, service_audience
+
+    if first_party:
+        if resource not in (None, ALL_SERVICES):
+            raise ValueError("the portal's tokens are for every service; name no resource")
+        return ALL_SERVICES
+    served = sorted({service_audience(SCOPE_SERVICE.get(s, "identity")) for s in scopes} or
+                    {service_audience("identity")})
+    if resource is None:
+        if len(served) > 1:
+            raise ValueError(f"these scopes are served by several APIs: ask one token per resource ({', '.join(served)})")
+        return served[0]
+    if resource not in served:
+        raise ValueError(f"resource must be one of the APIs your scopes open: {', '.join(served)}")
+    return resource
+
+
 def token_scopes(granted: list[str], first_party: bool) -> list[str]:
     """A first-party portal front end's user token also carries `portal` (the user's full rights); a third-party
     client's token carries exactly the scopes the user granted it, never `portal`."""

@@ -256,8 +256,12 @@ async def token(request: Request):
         scopes = domain.granted_scopes(form.get("scope"), client["scopes"])
         if scopes is None:
             return oauth_error("invalid_scope", "a requested scope is not granted to this client")
+        try:
+            aud = domain.audience(scopes, client.get("first_party", False), form.get("resource"))
+        except ValueError as e:
+            return oauth_error("invalid_target", str(e))
         access, _, _ = request.app.state.issuer.access_token(sub=client["_id"], client_id=client["_id"], scopes=scopes,
-                                                             roles=["client"], extra=fapi.cnf(request, client))
+                                                             roles=["client"], extra=fapi.cnf(request, client), aud=aud)
         return _token_response(request, access, scopes)
     return oauth_error("unsupported_grant_type", f"grant_type={grant} is not supported")
 
@@ -324,8 +328,13 @@ async def _user_tokens(request: Request, client: dict, account: dict, scopes: li
     if fam is not None and fam.get("status") == "revoked":
         return oauth_error("invalid_grant", "this grant has been revoked")
     token_scopes = domain.token_scopes(scopes, client.get("first_party", False))
+    try:
+        aud = domain.audience(token_scopes, client.get("first_party", False), (await request.form()).get("resource"))
+    except ValueError as e:
+        return oauth_error("invalid_target", str(e))
     roles = domain.effective_roles(account["kind"], account["roles"], account.get("org_id"))
     access, jti, exp = issuer.access_token(sub=account["_id"], client_id=client["_id"], scopes=token_scopes, roles=roles,
+                                           aud=aud,
                                            orgs=await orgs.memberships(svc.db, account),
                                            extra={**await bindings.token_claims(svc.db, account),
                                                   **fapi.cnf(request, client)})

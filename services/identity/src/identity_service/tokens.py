@@ -7,9 +7,10 @@ import uuid
 
 import jwt
 
+from contracts.vocab import ALL_SERVICES, service_audience
 from identity_service.keys import KeySet
 
-AUDIENCE = "smeportal"
+AUDIENCE = ALL_SERVICES
 
 
 class TokenIssuer:
@@ -25,11 +26,12 @@ class TokenIssuer:
         return jwt.encode(claims, self.keys.private_key, algorithm="RS256", headers={"kid": self.keys.active_kid})
 
     def access_token(self, *, sub: str, client_id: str, scopes: list[str], roles: list[str], orgs: list[dict] = (),
-                     extra: dict | None = None) -> tuple[str, str, int]:
-        """(token, jti, exp). `extra`: who the account acts for (`biz`, `dlg`, `bureau_id`, R-ID-07/08, R-PF-05)."""
+                     extra: dict | None = None, aud: str = AUDIENCE) -> tuple[str, str, int]:
+        """(token, jti, exp). `extra`: who the account acts for (`biz`, `dlg`, `bureau_id`, R-ID-07/08, R-PF-05);
+        `aud`: every service (the portal's tokens) or one (`urn:smeportal:<service>`, a third party's, R-EXT-02)."""
         now = int(time.time())
         jti, exp = uuid.uuid4().hex, now + self.access_ttl
-        return self._sign({**(extra or {}), "iss": self.issuer, "sub": sub, "aud": AUDIENCE, "iat": now, "exp": exp,
+        return self._sign({**(extra or {}), "iss": self.issuer, "sub": sub, "aud": aud, "iat": now, "exp": exp,
                            "jti": jti, "client_id": client_id, "scope": " ".join(scopes), "roles": roles,
                            "orgs": list(orgs)}), jti, exp
 
@@ -47,5 +49,6 @@ class TokenIssuer:
         key = self.keys.public_key_for(kid)
         if key is None:
             raise jwt.InvalidTokenError("unknown signing key")
-        return jwt.decode(token, key, algorithms=["RS256"], audience=AUDIENCE, issuer=self.issuer,
+        return jwt.decode(token, key, algorithms=["RS256"], audience=[AUDIENCE, service_audience("identity")],
+                          issuer=self.issuer,
                           options={"require": ["exp", "sub", "aud", "jti"]})
