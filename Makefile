@@ -1,5 +1,5 @@
 # The README's two commands: `make up` (whole platform, background) and `make test` (whole suite).
-.PHONY: up down status test unit chaos bench schemas apidocs
+.PHONY: up down status test unit chaos bench schemas apidocs render
 # pytest-xdist workers for `make test` (the services wait on I/O more than they compute)
 TEST_WORKERS ?= 3
 up:
@@ -23,3 +23,5 @@ schemas:
 	@uv run --frozen python -m contracts.schema write
 apidocs:
 	@uv run --frozen python -m servicekit.apidocs
+render:  # the deployment files generated from services/registry.toml (README: Adding a service)
+	@uv run --frozen python -m servicekit.registry render

@@ -16,10 +16,12 @@ from pathlib import Path
 import httpx
 import jwt
 
+from servicekit import registry
+
 ROOT = Path(__file__).resolve().parents[1]
 TEST_VAR = ROOT / "var" / "test"
 LOCAL = ROOT / "deploy" / "local"
-SERVICES = ["identity", "experts", "dispatch", "budget", "ratings", "notifications", "recommend", "community"]
+SERVICES = registry.names()  # services/registry.toml, in port order
 # Under pytest-xdist (`make test` runs the suite on several workers) each worker has its own gateway, service ports
 # and gateway state directory: worker gwN shifts the ports by 300 * N and keeps the gateway's config, pids, logs and
 # deny list under var/test/workers/gwN (the signing keys stay shared).
@@ -106,7 +108,7 @@ def apidocs_env(mp) -> None:
 
 def service_port(name: str) -> int:
     """The port the gateway expects `name` on in tests (its routes are rendered from these)."""
-    return SERVICE_PORT_BASE + SERVICES.index(name) + 1
+    return registry.get(name).local_port(SERVICE_PORT_BASE)
 
 
 class MailSink:
@@ -233,7 +235,7 @@ class ServiceProcess:
         uvicorn = str(Path(sys.executable).parent / "uvicorn")
         # keep-alive well above a loaded machine's pauses: a client reusing a connection the server has just closed
         # would read nothing (httpx.ReadError)
-        self.proc = subprocess.Popen([uvicorn, f"{self.name}_service.app:app", "--host", "127.0.0.1",
+        self.proc = subprocess.Popen([uvicorn, *registry.get(self.name).uvicorn_args, "--host", "127.0.0.1",
                                       "--port", str(self.port), "--no-access-log",
                                       "--timeout-keep-alive", "30"],
                                      env=self.env, stdout=open(self.log_file, "ab"), stderr=subprocess.STDOUT)

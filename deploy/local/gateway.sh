@@ -2,7 +2,8 @@
 # API gateway: Debian's HAProxy 2.6 on 127.0.0.1 (JWT check, deny list, /api/NAME routing, rate limits, request ids,
 # JSON access log), and next to it the deny-list sync (servicekit.gateway_sync: identity.events -> the map of revoked
 # tokens, clients and accounts HAProxy refuses; it starts first and HAProxy starts once the map is rebuilt).
-# usage: gateway.sh install|keys|start|reload|check|stop|status|gen-cfg   (gen-cfg: rewrite deploy/compose/haproxy.cfg, deploy/k8s/haproxy.cfg)
+# usage: gateway.sh install|keys|start|reload|check|stop|status|gen-cfg   (gen-cfg: rewrite deploy/compose/haproxy.cfg,
+#   deploy/k8s/haproxy.cfg and the other files generated from services/registry.toml: servicekit.registry render)
 # env: GATEWAY_PORT (8080), SERVICE_PORT_BASE (8100), GATEWAY_RATE_LIMIT (50 requests/s per user of a client),
 #      GATEWAY_CLIENT_RATE_LIMIT (1000 requests/s per client), GATEWAY_{SANDBOX,STANDARD,PREMIUM}_{RATE,QUOTA} (a partner
 #      client's requests/s and per 24 h by the `tier` in its tokens: 5/1,000, 50/100,000, 200/1,000,000), JWT_ISSUER (the only accepted token `iss`;
@@ -19,18 +20,17 @@ GATEWAY_SANDBOX_RATE="${GATEWAY_SANDBOX_RATE:-5}" GATEWAY_SANDBOX_QUOTA="${GATEW
 GATEWAY_STANDARD_RATE="${GATEWAY_STANDARD_RATE:-50}" GATEWAY_STANDARD_QUOTA="${GATEWAY_STANDARD_QUOTA:-100000}"
 GATEWAY_PREMIUM_RATE="${GATEWAY_PREMIUM_RATE:-200}" GATEWAY_PREMIUM_QUOTA="${GATEWAY_PREMIUM_QUOTA:-1000000}"
 JWT_ISSUER="${JWT_ISSUER:-${OIDC_ISSUER:-http://127.0.0.1:$GATEWAY_PORT}}"
-TEMPLATE="$ROOT/deploy/local/haproxy.cfg.tmpl"
 CONF="$VAR_DIR/gateway/haproxy.cfg"
 KEYS="$VAR_DIR/keys"
 DENY_MAP="$VAR_DIR/gateway/deny.map"
 ADMIN_SOCKET="$VAR_DIR/run/gateway.sock"
 JWKS_DIR="$VAR_DIR/gateway/jwks"
-# same numbering as services.sh: SERVICE_PORT_BASE + 1 … + 8 (8101 … 8108 by default); the portal as web.sh (+ 10)
+# same numbering as services.sh: SERVICE_PORT_BASE + each service's port in services/registry.toml (8101 … by default);
+# the portal as web.sh (+ 10)
 SERVICE_PORT_BASE="${SERVICE_PORT_BASE:-8100}"
-declare -A PORTS=([identity]=$((SERVICE_PORT_BASE + 1)) [experts]=$((SERVICE_PORT_BASE + 2)) [dispatch]=$((SERVICE_PORT_BASE + 3))
-  [budget]=$((SERVICE_PORT_BASE + 4)) [ratings]=$((SERVICE_PORT_BASE + 5)) [notifications]=$((SERVICE_PORT_BASE + 6))
-  [recommend]=$((SERVICE_PORT_BASE + 7)) [community]=$((SERVICE_PORT_BASE + 8))
-  [web]=${WEB_PORT:-$((SERVICE_PORT_BASE + 10))})  # web: the portal (web.sh)
+load_registry
+declare -A PORTS=([web]=${WEB_PORT:-$((SERVICE_PORT_BASE + 10))})  # web: the portal (web.sh)
+for _name in "${SERVICES[@]}"; do PORTS[$_name]=$((SERVICE_PORT_BASE + SERVICE_PORT_OFFSET[$_name])); done
 JWT_JWKS_URL="${JWT_JWKS_URL:-http://127.0.0.1:${PORTS[identity]}/jwks.json}"
 
 install() {
@@ -57,35 +57,17 @@ keys() {
   openssl pkey -in "$KEYS/jwt-private.pem" -pubout -out "$KEYS/jwt-public.pem"
 }
 
-# kid_lines DIR -> one jwt_verify line per <kid>.pem in DIR (the keys of identity's JWKS), joined by a literal \n
-kid_lines() {
-  local f kid out=""
-  [[ -n "$1" ]] || return 0
-  for f in "$1"/*.pem; do
-    [[ -f "$f" ]] || continue
-    kid=$(basename "$f" .pem)
-    out+="http-request set-var(txn.jwt_sig) var(txn.bearer),jwt_verify(\"RS256\",\"$f\") if { var(txn.jwt_kid) -m str -- $kid }\n    "
-  done
-  printf '%s' "$out"
+# render_local -> the local config on stdout: deploy/local/haproxy.cfg.tmpl filled by servicekit.registry (the
+# services' routes and backends from services/registry.toml; a jwt_verify line per kid key in $JWKS_DIR)
+render_local() {
+  registry haproxy local "BIND=127.0.0.1:$GATEWAY_PORT" "JWT_KEY=$KEYS/jwt-public.pem" RESOLVERS= "NAMESERVER=$DOCKER_DNS" \
+    "DENY_MAP=$DENY_MAP" "ADMIN_SOCKET=$ADMIN_SOCKET" "KID_KEYS_DIR=$JWKS_DIR" "JWT_ISSUER=$JWT_ISSUER" \
+    "SERVICE_PORT_BASE=$SERVICE_PORT_BASE" "WEB_PORT=${PORTS[web]}" \
+    "RATE_LIMIT=$GATEWAY_RATE_LIMIT" "CLIENT_RATE_LIMIT=$GATEWAY_CLIENT_RATE_LIMIT" \
+    "SANDBOX_RATE=$GATEWAY_SANDBOX_RATE" "SANDBOX_QUOTA=$GATEWAY_SANDBOX_QUOTA" \
+    "STANDARD_RATE=$GATEWAY_STANDARD_RATE" "STANDARD_QUOTA=$GATEWAY_STANDARD_QUOTA" \
+    "PREMIUM_RATE=$GATEWAY_PREMIUM_RATE" "PREMIUM_QUOTA=$GATEWAY_PREMIUM_QUOTA"
 }
-
-# render BIND KEYFILE UPSTREAM_FN RESOLVERS NAMESERVER DENY_MAP ADMIN_SOCKET [KID_KEYS_DIR] -> config on stdout
-# (comment lines keep their placeholders)
-render() {
-  local bind=$1 key=$2 upstream=$3 resolvers=$4 nameserver=$5 deny_map=$6 admin_socket=$7 kid_dir=${8:-} name args=()
-  args+=(-e "/^#/!s|@JWT_KID_KEYS@|$(kid_lines "$kid_dir")|")
-  args+=(-e "/^#/!s|@RESOLVERS@|$resolvers|" -e "/^#/!s|@NAMESERVER@|$nameserver|" -e "/^#/!s|@BIND@|$bind|" -e "/^#/!s|@JWT_KEY@|$key|" -e "/^#/!s|@RATE_LIMIT@|$GATEWAY_RATE_LIMIT|"
-    -e "/^#/!s|@DENY_MAP@|$deny_map|" -e "/^#/!s|@ADMIN_SOCKET@|$admin_socket|"
-    -e "/^#/!s|@CLIENT_RATE_LIMIT@|$GATEWAY_CLIENT_RATE_LIMIT|" -e "/^#/!s|@JWT_ISSUER@|$JWT_ISSUER|"
-    -e "/^#/!s|@SANDBOX_RATE@|$GATEWAY_SANDBOX_RATE|" -e "/^#/!s|@SANDBOX_QUOTA@|$GATEWAY_SANDBOX_QUOTA|"
-    -e "/^#/!s|@STANDARD_RATE@|$GATEWAY_STANDARD_RATE|" -e "/^#/!s|@STANDARD_QUOTA@|$GATEWAY_STANDARD_QUOTA|"
-    -e "/^#/!s|@PREMIUM_RATE@|$GATEWAY_PREMIUM_RATE|" -e "/^#/!s|@PREMIUM_QUOTA@|$GATEWAY_PREMIUM_QUOTA|")
-  for name in "${!PORTS[@]}"; do args+=(-e "/^#/!s|@$name@|$("$upstream" "$name")|"); done
-  sed "${args[@]}" "$TEMPLATE"
-}
-local_upstream() { echo "127.0.0.1:${PORTS[$1]}"; }
-compose_upstream() { echo "$1:8080"; }
-k8s_upstream() { echo "$1.smeportal.svc.cluster.local:8080"; }   # HAProxy's resolvers ignore DNS search domains
 DOCKER_DNS="nameserver docker 127.0.0.11:53"
 
 # the deny-list sync: replays identity.events into $DENY_MAP (HAProxy loads it when it starts), then adds each new
@@ -115,7 +97,7 @@ sync_start() {
 # the local config rendered and checked, then moved into place
 render_checked() {
   mkdir -p "$(dirname "$CONF")"
-  render "127.0.0.1:$GATEWAY_PORT" "$KEYS/jwt-public.pem" local_upstream "" "$DOCKER_DNS" "$DENY_MAP" "$ADMIN_SOCKET" "$JWKS_DIR" > "$CONF.new"
+  render_local > "$CONF.new"
   # HAProxy only warns about an unreadable JWT key (then rejects every token), so warnings count as errors
   local out; out=$(haproxy -c -f "$CONF.new" 2>&1) && ! grep -q WARNING <<<"$out" || { log "invalid config $CONF.new:"; echo "$out" >&2; return 1; }
   mv "$CONF.new" "$CONF"
@@ -151,14 +133,8 @@ case "${1:-}" in
   stop) stop_bg gateway; stop_bg gateway-sync; log "stopped" ;;
   status) if is_running gateway && port_open "$GATEWAY_PORT" && is_running gateway-sync; then echo "gateway up 127.0.0.1:$GATEWAY_PORT"
           else echo "gateway down$(is_running gateway-sync || echo " (deny-list sync not running)")"; exit 1; fi ;;
-  # regenerates the checked-in gateway configs for compose and k8s (service DNS names, key mounted at /keys);
-  # the issuer is the services' default there (they set no OIDC_ISSUER / JWT_ISSUER)
-  gen-cfg) GATEWAY_RATE_LIMIT=50 GATEWAY_CLIENT_RATE_LIMIT=1000 JWT_ISSUER=http://127.0.0.1:8080
-    GATEWAY_SANDBOX_RATE=5 GATEWAY_SANDBOX_QUOTA=1000 GATEWAY_STANDARD_RATE=50 GATEWAY_STANDARD_QUOTA=100000
-    GATEWAY_PREMIUM_RATE=200 GATEWAY_PREMIUM_QUOTA=1000000; mkdir -p "$ROOT/deploy/compose"
-    { echo "# GENERATED by deploy/local/gateway.sh gen-cfg from deploy/local/haproxy.cfg.tmpl: gateway config for deploy/compose.yaml"
-      render ":8080" /keys/jwt-public.pem compose_upstream "resolvers dns" "$DOCKER_DNS" /run/gateway/deny.map /run/gateway/admin.sock; } > "$ROOT/deploy/compose/haproxy.cfg"
-    { echo "# GENERATED by deploy/local/gateway.sh gen-cfg from deploy/local/haproxy.cfg.tmpl: gateway config for deploy/k8s"
-      render ":8080" /keys/jwt-public.pem k8s_upstream "resolvers dns" parse-resolv-conf /run/gateway/deny.map /run/gateway/admin.sock; } > "$ROOT/deploy/k8s/haproxy.cfg" ;;
+  # regenerates the checked-in gateway configs for compose and k8s (and the other files generated from
+  # services/registry.toml): the same as `python -m servicekit.registry render`
+  gen-cfg) registry render ;;
   *) echo "usage: $0 install|keys|start|reload|check|stop|status|gen-cfg" >&2; exit 2 ;;
 esac

@@ -10,6 +10,17 @@ mkdir -p "$VAR_DIR/log" "$VAR_DIR/run" "$CACHE_DIR"
 
 log() { printf '%s %s\n' "[$(basename "$0" .sh)]" "$*" >&2; }
 
+# the service registry (services/registry.toml) through servicekit/src/servicekit/registry.py, which needs only the
+# standard library: the workspace's Python when it is installed, else python3 (>= 3.11)
+REGISTRY_PYTHON="$ROOT/.venv/bin/python"; [[ -x "$REGISTRY_PYTHON" ]] || REGISTRY_PYTHON=python3
+registry() { "$REGISTRY_PYTHON" "$ROOT/servicekit/src/servicekit/registry.py" "$@"; }
+# load_registry -> SERVICES (port order), GATEWAY_SERVICES, SERVICE_PORT_OFFSET[name], SERVICE_UVICORN_ARGS[name];
+# one Python start per script run
+load_registry() {
+  local decl; decl=$(registry bash) || { log "cannot read services/registry.toml"; exit 1; }
+  eval "$decl"
+}
+
 # pid_alive PID -> 0 when PID is a live process. A process just killed (SIGKILL) stays a zombie until its parent
 # (often init, which may take a while) reaps it, and kill -0 still succeeds on a zombie; so its state in /proc
 # is checked too. Without this, `start` right after a kill saw the dead process "running" and started nothing.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole platform on this machine: Kafka, the MongoDB-wire server, the eight services, the gateway, the portal.
+# The whole platform on this machine: Kafka, the MongoDB-wire server, the services of services/registry.toml, the gateway, the portal.
 # usage: platform.sh up|down|status|wipe     (make up / make down call this)
 source "$(dirname "$0")/lib.sh"
 here="$(dirname "$0")"

@@ -1,4 +1,4 @@
-"""All eight services as processes on one namespace, started side by side (each start waits on its /readyz)."""
+"""All the services (services/registry.toml) as processes on one namespace, started side by side (each start waits on its /readyz)."""
 from __future__ import annotations
 
 import asyncio
@@ -15,7 +15,7 @@ def mail_settings() -> dict:
 
 def start_all(infra: Infra, ns: Namespace, tmp: Path, *, gateway_ports: bool,
               identity_env: dict | None = None) -> dict[str, ServiceProcess]:
-    """Starts the eight services; `gateway_ports`: on the ports the test gateway routes to, else on free ports."""
+    """Starts every service; `gateway_ports`: on the ports the test gateway routes to, else on free ports."""
     procs = {}
     for name in SERVICES:
         extra = {**(mail_settings() if name in ("identity", "notifications") else {}),

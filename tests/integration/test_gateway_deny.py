@@ -17,13 +17,13 @@ from aiokafka import AIOKafkaProducer
 
 from contracts import Envelope
 from contracts.events.identity import ClientRevoked
+from servicekit import registry
 from tests.integration.identity_support import OPERATOR, mail_env, password_login, portal_client, signup
 from tests.support import GATEWAY_VAR, LOCAL, SERVICES, eventually, gateway_env, read_topic, service_port, token
 
-# one authenticated GET per service (as in test_trust.py); only identity runs here, so for the six others there is
-# no backend at all: a 401 on their routes can only come from the gateway
-PROBES = {"identity": "/accounts/me", "experts": "/experts", "dispatch": "/programmes/2026", "budget": "/frames/frame-none",
-          "ratings": "/pending", "notifications": "/inbox", "recommend": "/programmes", "community": "/threads"}
+# one authenticated GET per service (its `probe` in services/registry.toml); only identity runs here, so for the
+# others there is no backend at all: a 401 on their routes can only come from the gateway
+PROBES = {s.name: s.probe for s in registry.services() if s.gateway}
 GATEWAY_SAYS = "this {} has been revoked"  # the services say "This token, its account or its client has been revoked."
 
 

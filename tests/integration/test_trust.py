@@ -17,6 +17,7 @@ from pymongo import AsyncMongoClient
 from pypdf import PdfReader
 
 from contracts import Envelope
+from servicekit import registry
 from tests.integration.identity_support import (OPERATOR, PASSWORD, PROFILE, REDIRECT, bearer, letter_code,
                                                 mail_env, password_login, portal_client, signup, start_identity)
 from tests.support import SERVICES, eventually, read_topic, service_port, token
@@ -215,9 +216,9 @@ async def _status_is(http: httpx.AsyncClient, url: str, headers: dict, status: i
     return (await http.get(url, headers=headers)).status_code == status
 
 
-# one authenticated GET per service, answered for a business account (200, or 403/404: not 401 while valid)
-PROBES = {"identity": "/accounts/me", "experts": "/experts", "dispatch": "/programmes/2026", "budget": "/frames/frame-none",
-          "ratings": "/pending", "notifications": "/inbox", "recommend": "/programmes", "community": "/threads"}
+# one authenticated GET per service (its `probe` in services/registry.toml), answered for a business account (200, or
+# 403/404: not 401 while valid)
+PROBES = {s.name: s.probe for s in registry.services()}
 
 
 async def test_R_ID_09_revoked_token_client_and_account_are_refused_by_all_eight_services_within_2s(services, gateway):

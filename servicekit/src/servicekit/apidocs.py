@@ -14,7 +14,9 @@ from pathlib import Path
 
 from faststream.specification import AsyncAPI
 
-SERVICES = ["identity", "experts", "dispatch", "budget", "ratings", "notifications", "recommend", "community"]
+from servicekit import registry
+
+SERVICES = registry.names()  # services/registry.toml
 ROOT = Path(__file__).resolve().parents[3]
 
 
