@@ -112,3 +112,17 @@ def test_identity_keeps_its_other_paths_without_the_api_prefix_header():
             " { path_beg /api/identity }\n") in cfg
     assert "backend experts\n    http-request replace-path ^/api/experts/?(.*)$ /\\1\n" \
            "    http-request set-header X-Forwarded-Prefix /api/experts\n" in cfg
+
+
+def test_R_EXT_04_each_k8s_gateway_replica_enforces_its_share_of_the_tier_quotas():
+    """HAProxy's stick tables are per replica: with N replicas behind the Service, each holds 1/N of every rate and
+    quota, so a partner's tier holds in total; the replica count is the one deploy/k8s/gateway.yaml runs."""
+    import re
+
+    manifest = (registry.ROOT / "deploy" / "k8s" / "gateway.yaml").read_text()
+    assert int(re.search(r"^\s+replicas:\s*(\d+)", manifest, re.M).group(1)) == registry.K8S_GATEWAY_REPLICAS
+    k8s, compose = registry.TARGETS["k8s"], registry.TARGETS["compose"]
+    for limit in registry.LIMITS:
+        assert int(k8s[limit]) * registry.K8S_GATEWAY_REPLICAS >= int(compose[limit]) > int(k8s[limit]) * (
+            registry.K8S_GATEWAY_REPLICAS - 1)
+    assert registry.per_replica({**compose, "SANDBOX_QUOTA": "1001"}, 2)["SANDBOX_QUOTA"] == "501"

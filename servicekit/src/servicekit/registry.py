@@ -157,9 +157,23 @@ DEPLOYED = {"BIND": ":8080", "JWT_KEY": "/keys/jwt-public.pem", "RESOLVERS": "re
             "RATE_LIMIT": "50", "CLIENT_RATE_LIMIT": "1000", "JWT_ISSUER": "http://127.0.0.1:8080",
             "SANDBOX_RATE": "5", "SANDBOX_QUOTA": "1000", "STANDARD_RATE": "50", "STANDARD_QUOTA": "100000",
             "PREMIUM_RATE": "200", "PREMIUM_QUOTA": "1000000", "JWT_KID_KEYS": ""}
+# Each gateway replica counts in its own stick tables (HAProxy's peers copy entries, they do not add them up), so
+# behind a load balancer that spreads requests evenly a replica enforces its share of every rate and quota: a
+# partner's tier holds across the replicas within the balancer's imbalance. deploy/k8s/gateway.yaml runs this many
+# (a unit test keeps the two equal); compose runs one.
+K8S_GATEWAY_REPLICAS = 2
+LIMITS = ("RATE_LIMIT", "CLIENT_RATE_LIMIT", "SANDBOX_RATE", "SANDBOX_QUOTA", "STANDARD_RATE", "STANDARD_QUOTA",
+          "PREMIUM_RATE", "PREMIUM_QUOTA")
+
+
+def per_replica(values: dict, replicas: int) -> dict:
+    """The limits one of `replicas` gateway replicas enforces: its share, rounded up."""
+    return {**values, **{k: str(-(-int(values[k]) // replicas)) for k in LIMITS}}
+
+
 TARGETS = {
     "compose": {**DEPLOYED, "NAMESERVER": DOCKER_DNS},
-    "k8s": {**DEPLOYED, "NAMESERVER": "parse-resolv-conf"},
+    "k8s": per_replica({**DEPLOYED, "NAMESERVER": "parse-resolv-conf"}, K8S_GATEWAY_REPLICAS),
 }
 
 
