@@ -16,6 +16,7 @@ from ratings_service.domain import PARAMS, Radar, RuleViolation
 from ratings_service.store import apply_rating, now, today, update_radar
 from servicekit.auth import Principal, require
 from servicekit.problems import Problem
+from servicekit.store import record_audit
 
 router = APIRouter()
 ANYONE = ("business", "founder", "expert", "institution", "bureau", "agency", "operator")
@@ -105,8 +106,8 @@ async def give_rating(body: RatingIn, request: Request, response: Response,
             "$inc": {"rev": 1}})
         if res.modified_count != 1:
             raise Problem(409, "Correction conflict", "This rating was just corrected from another session.")
-        await svc.db.audit.insert_one({"at": at, "actor": p.subject, "action": "ratings.RatingCorrected",
-                                       "key": owed["expert_id"], "payload": {"owed_id": owed["_id"], "scores": scores}})
+        await record_audit(svc.db, actor=p.subject, action="ratings.RatingCorrected", key=owed["expert_id"],
+                           payload={"owed_id": owed["_id"], "scores": scores})
         response.status_code = 200
     owed = await svc.db.owed.find_one({"_id": owed["_id"]}, {"_outbox": 0})
     await apply_rating(svc, owed, actor=p.subject)
@@ -186,8 +187,8 @@ async def moderate(owed_id: str, body: Moderation, request: Request,
     res = await svc.db.owed.update_one({"_id": owed_id, "moderation": "pending"}, {"$set": {"moderation": body.decision}})
     if res.matched_count != 1:
         raise Problem(404, "No comment waiting", f"Rating {owed_id} has no comment waiting for moderation.")
-    await svc.db.audit.insert_one({"at": now(), "actor": p.subject, "action": "ratings.CommentModerated",
-                                   "key": owed_id, "payload": {"decision": body.decision}})
+    await record_audit(svc.db, actor=p.subject, action="ratings.CommentModerated", key=owed_id,
+                       payload={"decision": body.decision})
     return Response(status_code=204)
 
 
@@ -233,8 +234,8 @@ async def evaluate(body: EvaluationIn, request: Request, p: Principal = Depends(
     doc = {"dispatch_id": body.dispatch_id, "expert_id": owed["expert_id"], "fiscal_year": fy,
            "institution_account_id": p.subject, "items": items, "at": at}
     await svc.db.evaluations.update_one({"_id": owed["_id"]}, {"$set": doc}, upsert=True)
-    await svc.db.audit.insert_one({"at": at, "actor": p.subject, "action": "ratings.EvaluationRecorded",
-                                   "key": owed["expert_id"], "payload": {"dispatch_id": body.dispatch_id, "fiscal_year": fy}})
+    await record_audit(svc.db, actor=p.subject, action="ratings.EvaluationRecorded", key=owed["expert_id"],
+                       payload={"dispatch_id": body.dispatch_id, "fiscal_year": fy})
     return Evaluation(**doc)
 
 
