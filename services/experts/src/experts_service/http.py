@@ -131,11 +131,8 @@ def dossier_view(doc: dict, radar: dict | None) -> dict:
 
 @router.post("/experts/me", status_code=201, tags=["own page"], summary="Open my expert page (stage 1, R-EX-01)")
 async def create_page(body: CreatePage, request: Request, who: Principal = Depends(require("expert"))):
-    try:
-        state, change = domain.new_expert(f"ex-{uuid.uuid4().hex[:12]}", who.subject, body.name,
-                                          body.model_dump(exclude={"name"}))
-    except domain.Refused as r:
-        raise Problem(r.status, r.title, r.detail) from None
+    state, change = domain.new_expert(f"ex-{uuid.uuid4().hex[:12]}", who.subject, body.name,
+                                      body.model_dump(exclude={"name"}))
     return own_view(await store(request).create(state, change, actor=who.subject))
 
 
