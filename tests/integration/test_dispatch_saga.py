@@ -734,3 +734,25 @@ async def test_R_EX_06_capacity_pause_and_a_missed_response_deadline_with_reassi
     r = await world.http.post(f"/requests/{first['dispatch_id']}/acknowledge",
                               headers=auth(sub="acct-ex-free", roles=["expert"]))
     assert r.status_code == 200 and r.json()["expert_ack_at"], r.text
+
+
+async def test_R_EX_06_a_request_on_a_weekday_the_expert_does_not_work_is_refused_in_words(world):
+    """Dispatch learns the expert's weekday calendar from `ExpertChanged` and screens the planned days against it;
+    an expert whose event carries no calendar (as before the field existed) works any day."""
+    off = DAY.weekday()
+    await world.expert("ex-weekdays", weekdays=[w for w in range(7) if w != off])
+    refused = await world.request("biz-wd-1", expert="ex-weekdays")
+    assert (refused["status"], refused["reason_code"]) == ("refused", "expert_off_weekday"), refused
+    assert f"{DAY.isoformat()} is a " in refused["reason"] and "does not take visits" in refused["reason"]
+    moved = [{"day": (DAY + timedelta(days=1)).isoformat(), "hours": 3}]
+    ok = await world.request("biz-wd-2", expert="ex-weekdays", planned_visits=moved)
+    assert ok["status"] == "accepted", ok
+    await world.expert("ex-anyday")  # no weekdays in the event: any day
+    assert (await world.request("biz-wd-3", expert="ex-anyday"))["status"] == "accepted"
+    # reassignment checks the calendar too: a problem document naming the rule
+    agency = auth(sub="agent-1", roles=["agency"])
+    d = await world.request("biz-wd-4", expert="ex-anyday")
+    r = await world.http.post(f"/requests/{d['dispatch_id']}/reassign", headers=agency,
+                              json={"expert_id": "ex-weekdays", "reason": "the first expert fell ill"})
+    assert r.status_code == 422, r.text
+    assert r.json()["reasons"][0]["code"] == "expert_off_weekday" and r.json()["reasons"][0]["rule"] == "R-EX-06"

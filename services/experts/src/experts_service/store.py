@@ -61,7 +61,8 @@ def changed_event(state: dict, change: str) -> ExpertChanged:
         related_business_ids=p.get("related_business_ids", []),
         unavailable=[Unavailability(start=w["start"], end=w["end"], note=w.get("note", ""))
                      for w in state["availability"]["windows"]],
-        paused=bool((state.get("capacity") or {}).get("paused")), open_cap=(state.get("capacity") or {}).get("open_cap"))
+        paused=bool((state.get("capacity") or {}).get("paused")), open_cap=(state.get("capacity") or {}).get("open_cap"),
+        weekdays=sorted(set(state["availability"].get("weekdays") or ())))
 
 
 class Store:
