@@ -425,7 +425,7 @@ async def suggestions(request: Request, who: Principal | None = Depends(director
                 async for d in st.experts.find({"_id": {"$in": top_ids}, "status": "registered"},
                                                {"history": 0, "_outbox": 0})]
     fresh, firsts = await asyncio.gather(
-        reread(), st.first_places.since(top_ids, today - timedelta(days=matching.DEFAULT.exposure_days)))
+        reread(), st.first_places.since(top_ids, today - timedelta(days=matching.DEFAULT.exposure_days), today))
     for c in fresh:
         c["first_places"] = firsts.get(c["expert_id"], 0)
     shown, late = matching.suggest(fresh, wanted, today=today, seed=seed, limit=limit)

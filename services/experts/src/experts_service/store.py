@@ -185,8 +185,7 @@ class FirstPlaces:
         self._pruned: date | None = None
 
     async def ensure_indexes(self) -> None:
-        await self.col.create_index([("expert_id", 1), ("day", 1)])
-        await self.col.create_index("day")
+        await self.col.create_index("day")  # pruning
 
     async def note(self, expert_id: str, day: date) -> None:
         """One more first place for the expert on `day` (one upsert, safe from any number of replicas)."""
@@ -201,13 +200,15 @@ class FirstPlaces:
         res = await self.col.delete_many({"day": {"$lt": (today - timedelta(days=self.keep_days)).isoformat()}})
         return res.deleted_count
 
-    async def since(self, expert_ids, first_day: date) -> dict[str, int]:
-        """First places of each of `expert_ids` from `first_day` on: one query, whatever the number of experts."""
+    async def since(self, expert_ids, first_day: date, today: date) -> dict[str, int]:
+        """First places of each of `expert_ids` from `first_day` to `today`: one `_id: {$in}` query (each expert's
+        days named), whatever the number of experts."""
         ids = list(dict.fromkeys(expert_ids))
         out: dict[str, int] = dict.fromkeys(ids, 0)
-        if not ids:
+        days = [(first_day + timedelta(days=k)).isoformat() for k in range((today - first_day).days + 1)]
+        if not ids or not days:
             return out
-        async for d in self.col.find({"expert_id": {"$in": ids}, "day": {"$gte": first_day.isoformat()}},
+        async for d in self.col.find({"_id": {"$in": [f"{e}|{day}" for e in ids for day in days]}},
                                      {"expert_id": 1, "n": 1}):
             out[d["expert_id"]] += int(d.get("n", 0))
         return out
