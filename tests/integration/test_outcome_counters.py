@@ -82,12 +82,13 @@ async def test_R_REC_08_counters_equal_a_recount_from_the_surveys_after_many_ans
         old = datetime.now(UTC) - timedelta(hours=1)
         members = [m async for m in o.members.find({"answered": True}).limit(40)]
         for i, m in enumerate(members):
-            cid, op = m["_id"].rsplit("|", 1)[0], f"{m['_id']}:answered"
+            scope, group, _business = m["_id"].rsplit("|", 2)
+            op = f"{m['_id']}:answered"
             await o.members.update_one({"_id": m["_id"]}, {"$set": {"counted_answered": old}})
             if i % 2:  # (a): the counter still holds the op id
-                await o.counters.update_one({"_id": cid}, {"$push": {"_seen": op}})
+                await o.counters.update_one({"_id": scope}, {"$push": {"_seen": op}})
             else:  # (b): the counter was never raised
-                await o.counters.update_one({"_id": cid}, {"$inc": {"answered": -1}})
+                await o.counters.update_one({"_id": scope}, {"$inc": {f"groups.{group}.answered": -1}})
         await o.col.update_many({}, {"$set": {"tally": "pending"}, "$inc": {"tally_rev": 1}})
         while await o.tally_pending():
             pass

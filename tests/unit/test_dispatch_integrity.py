@@ -105,6 +105,14 @@ def _counted(surveys: list[dict]) -> dict[str, dict]:
     return counters
 
 
+def test_R_REC_08_group_keys_survive_as_field_names():
+    from dispatch_service.domain.outcomes import group_field, group_key
+    for by, key in [("fiscal_year", 2026), ("block", "kyushu"), ("field", None), ("expert_id", "ex.1$%2E-"),
+                    ("expert_id", "-")]:
+        f = group_field(key)
+        assert "." not in f and not f.startswith("$") and group_key(by, f) == key
+
+
 def test_R_REC_08_the_kpi_from_counters_equals_the_kpi_recounted_from_rows_in_every_scope():
     import random
 
@@ -125,7 +133,7 @@ def test_R_REC_08_the_kpi_from_counters_equals_the_kpi_recounted_from_rows_in_ev
             for block in (None, "kyushu", "kanto"):
                 rows = [{**s, "answered": bool(s["answered_at"])} for s in surveys
                         if (fy is None or s["fiscal_year"] == fy) and (block is None or s["block"] == block)]
-                prefix, only = read_scope(by, fy, block)
-                got = [c for cid, c in counters.items() if cid.startswith(prefix)
-                       and (only is None or cid == prefix + only)]
+                scope, only = read_scope(by, fy, block)
+                got = [c for cid, c in counters.items() if cid.rsplit("|", 1)[0] == scope
+                       and (only is None or cid == f"{scope}|{only}")]
                 assert kpi_of_counts(got, by, p) == kpi(rows, by, p), (by, fy, block)

@@ -2,14 +2,14 @@
 clock sends each when due (and one reminder) as a Notify command through the survey's outbox; the business answers
 at `/requests/{id}/outcomes/{months}`. Rules in domain.outcomes.
 
-The KPI is read from counters, not from the surveys: `outcome_counters` holds, per grouping, scope and group (see
-`domain.outcomes.cells`), the distinct businesses supported, answering and reporting results; `outcome_members`
-remembers which business each counter has counted for what, so a business counts once per group however many
-surveys or redeliveries it has. Without multi-document transactions the counters follow the survey's own write:
-that write marks the survey `tally: "pending"` (same document, same update), the counters are then brought up to
-date idempotently (each step repeatable: a membership flag is set, the counter is raised once per membership and
-flag — `apply_once` on the counter with that id —, then the membership is marked counted), and the sweep finishes
-whatever a crash left pending. A KPI read is one `_id` range of counters: O(groups)."""
+The KPI is read from counters, not from the surveys: `outcome_counters` holds one document per grouping and scope
+(fiscal year or all, block or all; see `domain.outcomes.cells`) with, per group inside it, the distinct businesses
+supported, answering and reporting results; `outcome_members` remembers, per counter and business, what has been
+counted, so a business counts once per group however many surveys or redeliveries it has. Without multi-document
+transactions the counters follow the survey's own write: that write marks the survey `tally: "pending"` (same
+document, same update); `tally` then brings the counters up to date, each step repeatable and each raise done once
+(claimed on the membership, guarded by its op id on the counter); the sweep finishes whatever a crash left pending.
+A KPI read is one document read by `_id`: O(groups), whatever the number of surveys."""
 from __future__ import annotations
 
 import asyncio
@@ -23,8 +23,8 @@ from pymongo.errors import DuplicateKeyError
 from contracts import Envelope
 from contracts.events.dispatch import DispatchStatusChanged, DispatchStatus as S
 from contracts.events.notifications import Notify
-from dispatch_service.domain.outcomes import (FLAGS, OutcomeParams, cell_id, cells, flags_of, next_send, read_scope,
-                                              waves)
+from dispatch_service.domain.outcomes import (FLAGS, OutcomeParams, cell_id, cells, flags_of, group_field, group_key,
+                                              next_send, read_scope, scope_id, waves)
 from dispatch_service import sweeps
 from dispatch_service.store import Store, now
 
@@ -119,15 +119,16 @@ class Outcomes:
 
         async def raise_(m: str, f: str) -> None:
             c, op = ids[members[m]], f"{m}:{f}"
+            scope, inc = scope_id(c["by"], c["fy"], c["block"]), {f"groups.{group_field(c['key'])}.{f}": 1}
             try:
-                await self.counters.update_one({"_id": members[m], "_seen": {"$ne": op}}, {
-                    "$inc": {f: 1}, "$push": {"_seen": op},
-                    "$setOnInsert": {"by": c["by"], "fy": c["fy"], "block": c["block"], "key": c["key"]}}, upsert=True)
+                await self.counters.update_one({"_id": scope, "_seen": {"$ne": op}}, {
+                    "$inc": inc, "$push": {"_seen": op},
+                    "$setOnInsert": {"by": c["by"], "fy": c["fy"], "block": c["block"]}}, upsert=True)
             except DuplicateKeyError:  # the counter exists: inserted meanwhile, or it has seen the op
-                await self.counters.update_one({"_id": members[m], "_seen": {"$ne": op}},
-                                               {"$inc": {f: 1}, "$push": {"_seen": op}})
+                await self.counters.update_one({"_id": scope, "_seen": {"$ne": op}},
+                                               {"$inc": inc, "$push": {"_seen": op}})
             await self.members.update_one({"_id": m}, {"$set": {f"counted_{f}": True}})
-            await self.counters.update_one({"_id": members[m]}, {"$pull": {"_seen": op}})
+            await self.counters.update_one({"_id": scope}, {"$pull": {"_seen": op}})
         await asyncio.gather(*(raise_(m, f) for m, f in mine))
         if "busy" in claims:
             return False  # left pending: the sweep looks again once the other tally is done (or its claim stale)
@@ -142,13 +143,12 @@ class Outcomes:
         return n
 
     async def counts(self, by: str, fiscal_year: int | None, block: str | None) -> list[dict]:
-        """The KPI's counts per group of `by` (one fiscal year or all, one block or all): one `_id` range of
-        counters, O(groups)."""
-        prefix, only = read_scope(by, fiscal_year, block)
-        # one group by `_id`, or the range of the prefix ("}" is the character after "|")
-        q = {"_id": prefix + only} if only is not None else {"_id": {"$gte": prefix, "$lt": prefix[:-1] + "}"}}
-        return [{"key": c.get("key"), **{f: int(c.get(f, 0)) for f in FLAGS}}
-                async for c in self.counters.find(q, {"_seen": 0}).sort("_id", 1).limit(100_000)]
+        """The KPI's counts per group of `by` (one fiscal year or all, one block or all): one document read by `_id`,
+        its size proportional to the groups, whatever the number of surveys."""
+        scope, only = read_scope(by, fiscal_year, block)
+        doc = await self.counters.find_one({"_id": scope}, {"_seen": 0}) or {}
+        return [{"key": group_key(by, k), **{f: int(g.get(f, 0)) for f in FLAGS}}
+                for k, g in (doc.get("groups") or {}).items() if only is None or k == only]
 
     async def sweep(self) -> int:
         """Sends the surveys (and reminders) that are due, and counts what a crash left uncounted; returns how many

@@ -60,24 +60,41 @@ def _part(v) -> str:
     return "-" if v is None else str(v)
 
 
-def cell_prefix(by: str, fy, block) -> str:
-    """Counters of one grouping and scope share this `_id` prefix, so a KPI read is one `_id` range."""
-    return f"{by}|{_part(fy)}|{_part(block)}|"
+def scope_id(by: str, fy, block) -> str:
+    """The counter document of one grouping and scope: all its groups in one document, so a KPI read is one `_id`
+    lookup (the only query FerretDB answers without a scan) of a size proportional to the groups."""
+    return f"{by}|{_part(fy)}|{_part(block)}"
 
 
-def cell_id(cell: dict) -> str:
-    return cell_prefix(cell["by"], cell["fy"], cell["block"]) + _part(cell["key"])
+def group_field(key) -> str:
+    """A group's key as a field name (no ".", no leading "$"; None as "-")."""
+    if key is None:
+        return "-"
+    k = str(key).replace("%", "%25").replace(".", "%2E").replace("$", "%24")
+    return "%2D" if k == "-" else k
+
+
+def group_key(by: str, field: str):
+    if field == "-":
+        return None
+    k = field.replace("%2D", "-").replace("%24", "$").replace("%2E", ".").replace("%25", "%")
+    return int(k) if by == "fiscal_year" else k
 
 
 def read_scope(by: str, fiscal_year: int | None, block: str | None) -> tuple[str, str | None]:
-    """Which counters answer the KPI grouped `by`, for one fiscal year (or all) and one block (or all): the `_id`
-    prefix of the range, and the one key wanted when the grouping is itself the filter."""
+    """Which counters answer the KPI grouped `by`, for one fiscal year (or all) and one block (or all): the scope's
+    document, and the one group wanted when the grouping is itself the filter."""
     if by not in GROUPINGS:
         raise ValueError(by)
     fy = ALL if by == "fiscal_year" or fiscal_year is None else fiscal_year
     b = ALL if by == "block" or block is None else block
     only = fiscal_year if by == "fiscal_year" else block if by == "block" else None
-    return cell_prefix(by, fy, b), (None if only is None else _part(only))
+    return scope_id(by, fy, b), (None if only is None else group_field(only))
+
+
+def cell_id(cell: dict) -> str:
+    """One counter: a group in a scope (the memberships of businesses are kept per counter)."""
+    return scope_id(cell["by"], cell["fy"], cell["block"]) + "|" + group_field(cell["key"])
 
 
 def flags_of(survey: dict) -> list[str]:
