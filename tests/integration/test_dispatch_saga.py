@@ -696,6 +696,16 @@ async def test_R_REC_08_a_paid_dispatch_sends_its_outcome_survey_and_the_answer_
     kpi = await world.http.get(f"/outcomes/kpi?by=expert_id&fiscal_year={FY}", headers=agency)
     assert kpi.status_code == 200 and kpi.json()["target"] == 0.65
     assert kpi.json()["groups"] == [{"expert_id": "ex-1", "suppressed": True}]  # fewer than 5 businesses (R-REC-07)
+    # the answers reached the counters the KPI reads (counted once for the business, though two surveys answered)
+    key = f"expert_id|{FY}|*"
+
+    async def counted():
+        doc = await world.db.outcome_counters.find_one({"_id": key})
+        g = ((doc or {}).get("groups") or {}).get("ex-1") or {}
+        return g if g.get("answered") and not await world.db.outcome_surveys.count_documents(
+            {"dispatch_id": did, "tally": "pending"}) else None
+    g = await eventually(counted)
+    assert g["answered"] == g["results"] == 1 and g["supported"] >= 1
     assert (await world.http.get("/outcomes/kpi", headers=owner("biz-out-1"))).status_code == 403
 
 

@@ -41,6 +41,7 @@ class Outcomes:
         self.store, self.col, self.p = store, store.db.outcome_surveys, params
         self.counters, self.members = store.db.outcome_counters, store.db.outcome_members
         self.stale_claim = timedelta(minutes=5)  # a claim to raise a counter older than this was left by a crash
+        self._tasks: set[asyncio.Task] = set()   # counting after answers (held so they are not collected)
 
     async def setup(self) -> None:
         await self.col.create_index([("answered_at", 1), ("due_at", 1)])
@@ -67,20 +68,30 @@ class Outcomes:
                 "answered_at": None, "created_at": now(), "tally": "pending", "tally_rev": 1}}, upsert=True)
             await self.tally(f"{d['_id']}:{months}")
 
-    async def answer(self, survey_id: str, *, by: str, answer: dict, results: bool) -> bool:
+    async def answer(self, survey_id: str, *, by: str, answer: dict, results: bool, wait: bool = True) -> bool:
         """Records the business's answer (False: no unanswered survey of that id); the same write marks the survey
-        for the counters, which are then brought up to date (or by the sweep, should this stop half-way)."""
+        for the counters, which are then brought up to date — before returning, or (`wait=False`, the HTTP path: a
+        dozen counters cost the business's request nothing) in a task of this process; the sweep finishes whatever
+        either leaves."""
         res = await self.col.update_one({"_id": survey_id, "answered_at": None}, {
             "$set": {"answered_at": now(), "answered_by": by, "answer": answer, "results": results,
                      "tally": "pending"}, "$inc": {"tally_rev": 1}})
         if res.matched_count == 0:
             return False
+        if wait:
+            await self._tally_logged(survey_id)
+        else:
+            task = asyncio.create_task(self._tally_logged(survey_id))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return True
+
+    async def _tally_logged(self, survey_id: str) -> None:
         try:
             await self.tally(survey_id)
         except Exception:  # the answer is kept; the sweep counts it
             log.warning("outcome counters not updated yet; the sweep will", extra={"fields": {"survey": survey_id}},
                         exc_info=True)
-        return True
 
     async def tally(self, survey_id: str) -> bool:
         """Brings the KPI counters up to date with one survey: idempotent, safe to repeat at any point and to run

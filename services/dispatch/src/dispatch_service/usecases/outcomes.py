@@ -33,7 +33,7 @@ async def answer(dispatch_id: str, body: OutcomeIn, request: Request, months: in
     store = store_of(request)
     answer_doc = body.model_dump()
     if not await request.app.state.outcomes.answer(f"{dispatch_id}:{months}", by=p.subject, answer=answer_doc,
-                                                   results=reports_results(answer_doc)):
+                                                   results=reports_results(answer_doc), wait=False):
         s = await store.db.outcome_surveys.find_one({"_id": f"{dispatch_id}:{months}"}, {"_id": 1})
         if s is None:
             raise Rejected("conflict", "No such survey", f"Dispatch {dispatch_id} has no {months}-month survey (surveys "
