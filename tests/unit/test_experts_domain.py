@@ -335,3 +335,11 @@ def test_R_EX_06_pause_and_a_cap_of_open_dispatches_put_the_expert_on_hold_and_e
     assert d.on_hold(e)
     with pytest.raises(Rejected):
         d.set_capacity(e, paused=False, open_cap=0)
+
+
+def test_R_EX_06_the_expert_changed_event_carries_the_weekday_calendar():
+    from experts_service.store import changed_event
+    e, change = d.set_availability(portal(), [], "", [4, 0, 0])
+    assert changed_event(e, change).weekdays == [0, 4]
+    e, change = d.set_availability(e, [], "", [])
+    assert changed_event(e, change).weekdays == []  # none set: any day

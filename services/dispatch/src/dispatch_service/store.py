@@ -212,7 +212,7 @@ class Store:
             unavailable=tuple((date.fromisoformat(u["start"]), date.fromisoformat(u["end"]))
                               for u in doc.get("unavailable", ())),
             revoked=revoked, paused=bool(doc.get("paused")), open_cap=doc.get("open_cap"),
-            open_now=await self.open_dispatches(expert_id))
+            weekdays=frozenset(doc.get("weekdays") or ()), open_now=await self.open_dispatches(expert_id))
         return doc, state
 
     async def open_dispatches(self, expert_id: str, excluding: str | None = None) -> int:

@@ -1,7 +1,8 @@
 """MongoDB access of the experts service, and the feed that keeps each replica's search index current.
 
 Collections: `experts` (the aggregate, with its outbox), `orgs` (platform members learnt from identity),
-`radars` (newest ratings summary per expert), `settings` (programme settings), `audit`.
+`radars` (newest ratings summary per expert), `settings` (programme settings), `audit`, `first_places` (R-EX-07: how
+often each expert was suggested first, one counter document per expert and day, shared by every replica).
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import json
 import logging
 import os
 import time
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pymongo.errors import DuplicateKeyError
@@ -64,7 +65,8 @@ def changed_event(state: dict, change: str) -> ExpertChanged:
         related_business_ids=p.get("related_business_ids", []),
         unavailable=[Unavailability(start=w["start"], end=w["end"], note=w.get("note", ""))
                      for w in state["availability"]["windows"]],
-        paused=bool((state.get("capacity") or {}).get("paused")), open_cap=(state.get("capacity") or {}).get("open_cap"))
+        paused=bool((state.get("capacity") or {}).get("paused")), open_cap=(state.get("capacity") or {}).get("open_cap"),
+        weekdays=sorted(set(state["availability"].get("weekdays") or ())))
 
 
 class Store:
@@ -75,9 +77,7 @@ class Store:
         self.index = ExpertIndex()
         self.revoked: set[str] = set()  # R-ID-06: revoked subjects, held in memory like the index
         self._visibility: tuple[float, str] | None = None
-        # R-EX-07: the days each expert was suggested first, per replica (a fairness nudge, not a rule: each replica
-        # spreads its own suggestions; a restart forgets them, dispatches received are kept in the expert document)
-        self.first_places: dict[str, list[str]] = {}
+        self.first_places = FirstPlaces(svc.db.first_places)
 
     async def ensure_indexes(self) -> None:
         await self.experts.create_index("account_id", unique=True)
@@ -86,6 +86,7 @@ class Store:
         await self.experts.create_index([("status", 1), ("key", 1)])  # the agency's queues, paged
         await self.experts.create_index([("renewal.state", 1), ("key", 1)])
         await paging.add_keys(self.db, "experts", "updated_at")
+        await self.first_places.ensure_indexes()
 
     # --- writes -----------------------------------------------------------------------------
     async def create(self, state: dict, change: str, *, actor: str) -> dict:
@@ -131,9 +132,6 @@ class Store:
         await record_audit(self.db, actor=actor, action=action, key=key,
                            payload=json.loads(json.dumps(payload, default=str)))
 
-    def note_first_place(self, expert_id: str, day: date, keep: int = 100) -> None:
-        self.first_places[expert_id] = (self.first_places.get(expert_id, []) + [day.isoformat()])[-keep:]
-
     # --- reads ------------------------------------------------------------------------------
     async def by_account(self, account_id: str) -> dict:
         doc = await self.experts.find_one({"account_id": account_id})
@@ -176,6 +174,45 @@ class Store:
                                                                             "at": now()}}, upsert=True)
         await self.audit(actor, "experts.DirectoryVisibilitySet", "directory", {"visibility": value})
         self._visibility = None
+
+
+class FirstPlaces:
+    """R-EX-07: the times each expert was suggested first, counted in MongoDB so that every replica spreads work
+    with the same figures (a fairness nudge, not a rule). One document per expert and day (`{expert_id}|{day}`, `n`
+    raised by `$inc`); days older than `keep_days` are pruned (at most once a day per replica)."""
+
+    def __init__(self, col, keep_days: int = 60):
+        self.col, self.keep_days = col, keep_days
+        self._pruned: date | None = None
+
+    async def ensure_indexes(self) -> None:
+        await self.col.create_index("day")  # pruning
+
+    async def note(self, expert_id: str, day: date) -> None:
+        """One more first place for the expert on `day` (one upsert, safe from any number of replicas)."""
+        await self.col.update_one({"_id": f"{expert_id}|{day.isoformat()}"},
+                                  {"$inc": {"n": 1}, "$setOnInsert": {"expert_id": expert_id, "day": day.isoformat()}},
+                                  upsert=True)
+        if self._pruned != day:
+            self._pruned = day
+            await self.prune(day)
+
+    async def prune(self, today: date) -> int:
+        res = await self.col.delete_many({"day": {"$lt": (today - timedelta(days=self.keep_days)).isoformat()}})
+        return res.deleted_count
+
+    async def since(self, expert_ids, first_day: date, today: date) -> dict[str, int]:
+        """First places of each of `expert_ids` from `first_day` to `today`: one `_id: {$in}` query (each expert's
+        days named), whatever the number of experts."""
+        ids = list(dict.fromkeys(expert_ids))
+        out: dict[str, int] = dict.fromkeys(ids, 0)
+        days = [(first_day + timedelta(days=k)).isoformat() for k in range((today - first_day).days + 1)]
+        if not ids or not days:
+            return out
+        async for d in self.col.find({"_id": {"$in": [f"{e}|{day}" for e in ids for day in days]}},
+                                     {"expert_id": 1, "n": 1}):
+            out[d["expert_id"]] += int(d.get("n", 0))
+        return out
 
 
 class IndexFeed:
