@@ -433,6 +433,7 @@ def test_R_RAT_03_R_RAT_01_R_DSP_02_business_journey_from_sign_up_to_rating_in_t
     page.locator("main").get_by_text("取り消しました").wait_for()
     page.locator("main li", has_text="販路開拓の支援のため").get_by_role("button", name="承認する").click()
     page.locator("main").get_by_text("承認する: OK").wait_for()
+    page.get_by_role("heading", level=2, name="外部サービスによる読み取りの記録").wait_for()  # the read log (R-ID-04)
     shot(page, "15-sharing")
     assert [d["status"] for d in ok(http.get(f"/api/identity/businesses/{business_id}/disclosure-requests",
                                              headers=biz))] == ["approved"]

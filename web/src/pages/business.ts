@@ -358,6 +358,17 @@ async function accessPage(main: HTMLElement): Promise<string> {
       revoke(lang === "ja" ? "承諾を取り消す" : "Withdraw",
         () => api(`identity/businesses/${encodeURIComponent(bid)}/consents/${encodeURIComponent(c.client_id)}`, { method: "DELETE" })))))
       : h("p", {}, "—"));
+  // every read of the business's data by a client, served or refused (R-ID-04): what each client actually did
+  const reads = await api<any[]>(`identity/businesses/${encodeURIComponent(bid)}/prefill-reads`).catch(() => []);
+  main.append(h("h2", {}, lang === "ja" ? "外部サービスによる読み取りの記録" : "Who read your data"),
+    reads.length ? h("div", { class: "table-scroll" }, h("table", {},
+      h("thead", {}, h("tr", {}, ...(lang === "ja" ? ["日時", "サービス", "結果", "項目"] : ["When", "Service", "Outcome", "Fields"])
+        .map((c) => h("th", { scope: "col" }, c)))),
+      h("tbody", {}, ...reads.map((r) => h("tr", {},
+        h("td", {}, new Date(r.at).toLocaleString(lang)), h("td", {}, r.client_name ?? r.client_id),
+        h("td", {}, r.outcome === "served" ? (lang === "ja" ? "提供" : "served") : (lang === "ja" ? "拒否" : "refused")),
+        h("td", {}, (r.fields ?? []).join(", ")))))))
+      : h("p", {}, lang === "ja" ? "読み取りはまだありません。" : "No reads yet."));
   const asks = await api<any[]>(`identity/businesses/${encodeURIComponent(bid)}/disclosure-requests`);
   const act = (id: string, verb: string, label: string) => revoke(label,
     () => api(`identity/disclosure-requests/${id}/${verb}`, { method: "POST", json: {} }), `${label}: OK`);
