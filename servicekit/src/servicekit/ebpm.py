@@ -185,3 +185,13 @@ def to_svg(table: Table, report: dict, measure: str, title: str) -> str:
     parts.append(f'<text x="10" y="{height - 10}" font-size="10" fill="#444">{escape(FOOTNOTES[0])}</text>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+def render(table: Table, report: dict, fmt: str, *, chart: str = "businesses", title: str = "",
+           notes: tuple[str, ...] = ()) -> tuple[object, str]:
+    """(body, media type) of a report in `fmt`: json (a dict with the notes), csv (bytes) or svg (text)."""
+    if fmt == "csv":
+        return to_csv(table, report), "text/csv; charset=utf-8"
+    if fmt == "svg":
+        return to_svg(table, report, chart, title), "image/svg+xml"
+    return {**report, "notes": list(notes)}, "application/json"

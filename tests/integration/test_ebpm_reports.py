@@ -1,0 +1,108 @@
+"""EBPM reports (R-REC-07) on the running dispatch service, from read models kept by events: a bureau sees its own
+block only, a block with fewer than 5 businesses is suppressed, the CSV downloads with its BOM and bilingual header;
+the budget service's execution report answers a bureau for its block."""
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import uuid
+import xml.etree.ElementTree as ET
+
+import httpx
+from aiokafka import AIOKafkaProducer
+from pymongo import AsyncMongoClient
+
+from contracts import Envelope
+from contracts.events.dispatch import DispatchStatusChanged
+from contracts.events.identity import BusinessRegistered, PlatformMember, PlatformRegistered
+from tests.support import eventually, token
+
+
+def auth(sub: str, *roles: str, **claims) -> dict:
+    return {"authorization": f"Bearer {token(sub=sub, roles=list(roles), ttl=1800, **claims)}"}
+
+
+async def produce(infra, ns, messages, producer: str) -> None:
+    p = AIOKafkaProducer(bootstrap_servers=infra.kafka)
+    await p.start()
+    try:
+        for m in messages:
+            env = Envelope.wrap(m, producer=producer)
+            await p.send_and_wait(ns.topic(m.topic), env.model_dump_json().encode(), key=m.key().encode())
+    finally:
+        await p.stop()
+
+
+async def test_R_REC_07_bureau_sees_its_block_small_blocks_suppressed_csv_downloads(infra, ns, services):
+    svc = services("dispatch")
+    u = uuid.uuid4().hex[:6]
+    block_a, block_b = f"kanto-{u}", f"tohoku-{u}"
+    plat_a, plat_b = f"pf-a-{u}", f"pf-b-{u}"
+    platforms = [PlatformRegistered(platform_id=pid, name=pid, fiscal_year=2026, bureau_id=b, representative_id=f"org-{pid}",
+                                    members=[PlatformMember(org_id=f"org-{pid}", member_role="representative")])
+                 for pid, b in ((plat_a, block_a), (plat_b, block_b))]
+    biz_a = [f"biz-a-{u}-{i}" for i in range(9)]
+    biz_b = [f"biz-b-{u}-{i}" for i in range(3)]
+    businesses = [BusinessRegistered(business_id=b, name=b, prefecture="東京都", industry="製造業", employees=10)
+                  for b in biz_a + biz_b]
+    await produce(infra, ns, [*platforms, *businesses], "identity")
+    db = AsyncMongoClient(infra.mongo)[ns.db("dispatch")]
+
+    async def identity_learnt():
+        return (await db.platforms.count_documents({"_id": {"$in": [plat_a, plat_b]}}) == 2
+                and await db.businesses.count_documents({"industry": "製造業"}) == 12)
+    await eventually(identity_learnt, timeout=60)
+    events = [DispatchStatusChanged(dispatch_id=f"dsp-{b}", status="paid", route="B", fiscal_year=2026, business_id=b,
+                                    expert_id=f"exp-{u}", platform_id=plat_a if b in biz_a else plat_b)
+              for b in biz_a + biz_b]
+    await produce(infra, ns, events, "dispatch")
+
+    async def dispatches_learnt():
+        return await db.worklist.count_documents({"_id": {"$in": [e.dispatch_id for e in events]}}) == 12
+    await eventually(dispatches_learnt, timeout=60)
+
+    params = {"by": ["fiscal_year", "block", "industry"], "fiscal_year": 2026}
+    async with httpx.AsyncClient(base_url=svc.url, timeout=30) as http:
+        r = await http.get("/reports/ebpm/uptake", params=params, headers=auth(f"bur-{u}", "bureau", bureau_id=block_a))
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert [row["block"] for row in body["rows"]] == [block_a]           # R-PF-05: its own block only
+        row = body["rows"][0]
+        assert row["industry"] == "製造業" and not row["suppressed"] and abs(row["businesses"] - 9) <= 2
+        assert abs(row["paid"] - 9) <= 2
+
+        national = (await http.get("/reports/ebpm/uptake", params=params, headers=auth(f"ag-{u}", "agency"))).json()
+        rows = {row["block"]: row for row in national["rows"]}
+        assert rows[block_b]["suppressed"] and rows[block_b]["businesses"] is None   # 3 businesses: no figures
+        again = (await http.get("/reports/ebpm/uptake", params=params, headers=auth(f"ag-{u}", "agency"))).json()
+        assert again["rows"] == national["rows"]                               # the same data, the same figures
+
+        r = await http.get("/reports/ebpm/uptake", params={**params, "format": "csv"},
+                           headers=auth(f"ag-{u}", "agency"))
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+        assert r.content.startswith(b"\xef\xbb\xbf")
+        lines = list(csv.reader(io.StringIO(r.content.decode("utf-8-sig"))))
+        assert lines[0][:3] == ["年度 / fiscal year", "ブロック / block", "業種 / industry"]
+        b_line = next(line for line in lines if len(line) > 1 and line[1] == block_b)
+        assert b_line[3:] == ["x"] * (len(lines[0]) - 3)
+
+        r = await http.get("/reports/ebpm/uptake", params={**params, "format": "svg"},
+                           headers=auth(f"bur-{u}", "bureau", bureau_id=block_a))
+        assert r.status_code == 200 and ET.fromstring(r.text).tag.endswith("svg")
+
+        r = await http.get("/reports/ebpm/uptake", headers=auth(f"bur-{u}", "bureau"))       # a bureau with no block
+        assert r.status_code == 403
+
+
+async def test_R_REC_07_budget_execution_report_for_a_bureau(infra, ns, services):
+    svc = services("budget")
+    async with httpx.AsyncClient(base_url=svc.url, timeout=30) as http:
+        r = await http.get("/reports/ebpm/execution", headers=auth("bur-e", "bureau", bureau_id="kanto-e"))
+        assert r.status_code == 200, r.text
+        assert r.json()["scope"] == {"block": "kanto-e"} and r.json()["rows"] == []
+        r = await http.get("/reports/ebpm/execution", params={"format": "csv"}, headers=auth("ag-e", "agency"))
+        assert r.status_code == 200 and r.content.startswith(b"\xef\xbb\xbf")
+        assert r.content.decode("utf-8-sig").splitlines()[0].startswith("年度 / fiscal year,ブロック / block,")
+        r = await http.get("/reports/ebpm/execution", headers=auth("inst-e", "institution"))
+        assert r.status_code == 403
