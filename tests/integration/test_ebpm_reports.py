@@ -16,6 +16,9 @@ from pymongo import AsyncMongoClient
 from contracts import Envelope
 from contracts.events.dispatch import DispatchStatusChanged
 from contracts.events.identity import BusinessRegistered, PlatformMember, PlatformRegistered
+from contracts.events.budget import CommitBudget, ReserveBudget, frame_id
+from tests.integration.budget_helpers import (BUREAU, OTHER_BUREAU, PLATFORM, REP, bureau, dispatch_member, publish,
+                                              register_platform, representative)
 from tests.support import eventually, token
 
 
@@ -23,7 +26,7 @@ def auth(sub: str, *roles: str, **claims) -> dict:
     return {"authorization": f"Bearer {token(sub=sub, roles=list(roles), ttl=1800, **claims)}"}
 
 
-async def produce(infra, ns, messages, producer: str) -> None:
+async def produce_as(infra, ns, messages, producer: str) -> None:
     p = AIOKafkaProducer(bootstrap_servers=infra.kafka)
     await p.start()
     try:
@@ -39,14 +42,15 @@ async def test_R_REC_07_bureau_sees_its_block_small_blocks_suppressed_csv_downlo
     u = uuid.uuid4().hex[:6]
     block_a, block_b = f"kanto-{u}", f"tohoku-{u}"
     plat_a, plat_b = f"pf-a-{u}", f"pf-b-{u}"
-    platforms = [PlatformRegistered(platform_id=pid, name=pid, fiscal_year=2026, bureau_id=b, representative_id=f"org-{pid}",
+    platforms = [PlatformRegistered(platform_id=pid, name=pid, fiscal_year=2026, bureau_id=b,
+                                    representative_id=f"org-{pid}",
                                     members=[PlatformMember(org_id=f"org-{pid}", member_role="representative")])
                  for pid, b in ((plat_a, block_a), (plat_b, block_b))]
     biz_a = [f"biz-a-{u}-{i}" for i in range(9)]
     biz_b = [f"biz-b-{u}-{i}" for i in range(3)]
     businesses = [BusinessRegistered(business_id=b, name=b, prefecture="東京都", industry="製造業", employees=10)
                   for b in biz_a + biz_b]
-    await produce(infra, ns, [*platforms, *businesses], "identity")
+    await produce_as(infra, ns, [*platforms, *businesses], "identity")
     db = AsyncMongoClient(infra.mongo)[ns.db("dispatch")]
 
     async def identity_learnt():
@@ -56,7 +60,7 @@ async def test_R_REC_07_bureau_sees_its_block_small_blocks_suppressed_csv_downlo
     events = [DispatchStatusChanged(dispatch_id=f"dsp-{b}", status="paid", route="B", fiscal_year=2026, business_id=b,
                                     expert_id=f"exp-{u}", platform_id=plat_a if b in biz_a else plat_b)
               for b in biz_a + biz_b]
-    await produce(infra, ns, events, "dispatch")
+    await produce_as(infra, ns, events, "dispatch")
 
     async def dispatches_learnt():
         return await db.worklist.count_documents({"_id": {"$in": [e.dispatch_id for e in events]}}) == 12
@@ -95,14 +99,45 @@ async def test_R_REC_07_bureau_sees_its_block_small_blocks_suppressed_csv_downlo
         assert r.status_code == 403
 
 
-async def test_R_REC_07_budget_execution_report_for_a_bureau(infra, ns, services):
+async def test_R_REC_07_budget_execution_per_block_near_real_time_small_blocks_suppressed(infra, ns, services):
     svc = services("budget")
+    await register_platform(infra, ns, PLATFORM, BUREAU)
+    await register_platform(infra, ns, "pf-2", OTHER_BUREAU)
     async with httpx.AsyncClient(base_url=svc.url, timeout=30) as http:
-        r = await http.get("/reports/ebpm/execution", headers=auth("bur-e", "bureau", bureau_id="kanto-e"))
+        for pid, block in ((PLATFORM, BUREAU), ("pf-2", OTHER_BUREAU)):
+            r = await http.post("/frames", json={"fiscal_year": 2026, "platform_id": pid, "fee": 1_000_000,
+                                                 "travel": 0, "reason": "FY2026"}, headers=bureau(block))
+            assert r.status_code == 201, r.text
+        cmds = [ReserveBudget(command_id=f"c{i}", frame_id=frame_id(2026, PLATFORM), dispatch_id=f"d{i}",
+                              member_id=REP, fee=50_000 + 1_000 * i, travel=0) for i in range(7)]
+        cmds += [CommitBudget(command_id=f"k{i}", frame_id=frame_id(2026, PLATFORM), dispatch_id=f"d{i}",
+                              fee=40_000, travel=2_000) for i in range(4)]
+        cmds += [ReserveBudget(command_id=f"x{i}", frame_id=frame_id(2026, "pf-2"), dispatch_id=f"x{i}",
+                               member_id=REP, fee=70_000, travel=0) for i in range(2)]
+        await publish(infra.kafka, ns.topic("budget.commands"), cmds)
+        true_reserved = sum(50_000 + 1_000 * i for i in range(4, 7))
+
+        async def booked():
+            r = await http.get(f"/frames/{frame_id(2026, PLATFORM)}", headers=bureau())
+            return r.json()["spent"] == 4 * 42_000 and r.json()["reserved"] == true_reserved
+        await eventually(booked, timeout=30)
+
+        r = await http.get("/reports/ebpm/execution", headers=bureau())        # a bureau: its own block only
         assert r.status_code == 200, r.text
-        assert r.json()["scope"] == {"block": "kanto-e"} and r.json()["rows"] == []
-        r = await http.get("/reports/ebpm/execution", params={"format": "csv"}, headers=auth("ag-e", "agency"))
+        body = r.json()
+        assert body["scope"] == {"block": BUREAU} and [row["block"] for row in body["rows"]] == [BUREAU]
+        row = body["rows"][0]
+        assert not row["suppressed"] and abs(row["businesses"] - 7) <= 2 and row["allocated"] == 1_000_000
+        top_reserved = 56_000   # the largest single dispatch's figure bounds the perturbation
+        assert 0.5 * top_reserved <= abs(row["reserved"] - true_reserved) < top_reserved
+        assert 0.5 * 42_000 <= abs(row["committed"] - 4 * 42_000) < 42_000
+        national = (await http.get("/reports/ebpm/execution", headers=auth("ag", "agency"))).json()
+        rows = {row["block"]: row for row in national["rows"]}
+        assert rows[OTHER_BUREAU]["suppressed"] and rows[OTHER_BUREAU]["reserved"] is None   # 2 dispatches
+        r = await http.get("/reports/ebpm/execution", params={"format": "csv"}, headers=auth("ag", "agency"))
         assert r.status_code == 200 and r.content.startswith(b"\xef\xbb\xbf")
         assert r.content.decode("utf-8-sig").splitlines()[0].startswith("年度 / fiscal year,ブロック / block,")
-        r = await http.get("/reports/ebpm/execution", headers=auth("inst-e", "institution"))
-        assert r.status_code == 403
+        r = await http.get("/reports/ebpm/execution", params={"format": "svg"}, headers=bureau())
+        assert ET.fromstring(r.text).tag.endswith("svg")
+        assert (await http.get("/reports/ebpm/execution", headers=dispatch_member())).status_code == 403
+        assert (await http.get("/reports/ebpm/execution", headers=representative())).status_code == 200

@@ -4,6 +4,7 @@ import io
 import random
 import xml.etree.ElementTree as ET
 
+from servicekit import ebpm
 from servicekit.ebpm import Measure, Params, Table, to_csv, to_svg
 
 P = Params(secret=b"test-secret", min_cell=5)
@@ -51,14 +52,13 @@ def test_R_REC_07_the_same_data_always_publishes_the_same_report():
     assert c.publish() == a.publish()
 
 
-def test_R_REC_07_differencing_two_reports_that_differ_by_one_business_does_not_reveal_it():
+def differencing_attack(trials: int = 1000) -> tuple[float, float, float]:
     """An attacker holds the report before and after ONE business joined (or left) a cell and subtracts them.
-    Over 1,000 populations: the difference of counts equals the true +1/-1 in a small fraction only, the sign of
-    the difference tells 'joined' from 'left' barely better than a coin, and the difference of amounts comes within
-    10% of the business's true amount rarely."""
+    Returns the shares of trials where the count difference equals the true +1/-1, where the amount difference comes
+    within 10% of the business's true amount, and where the sign of the count difference tells 'joined' from
+    'left' right."""
     rnd = random.Random(7)
     exact_count = exact_amount = right_sign = 0
-    trials = 1000
     for trial in range(trials):
         n = rnd.randint(5, 40)
         base = [(f"t{trial}-b{i}", rnd.randint(50_000, 600_000)) for i in range(n)]
@@ -79,11 +79,26 @@ def test_R_REC_07_differencing_two_reports_that_differ_by_one_business_does_not_
         exact_amount += abs(d_amount - true_delta * target[1]) <= 0.1 * target[1]
         guess_joined = d_count > 0 if d_count != 0 else rnd.random() < 0.5
         right_sign += guess_joined == joined
-    print(f"\ncount difference exact: {exact_count / trials:.3f}; amount within 10%: {exact_amount / trials:.3f}; "
-          f"sign guess right: {right_sign / trials:.3f}")
-    assert exact_count / trials <= 0.26          # without the cell key method: 1.0
-    assert exact_amount / trials <= 0.15         # without it: 1.0
-    assert right_sign / trials <= 0.70           # without it: 1.0; a coin: 0.5
+    return exact_count / trials, exact_amount / trials, right_sign / trials
+
+
+def test_R_REC_07_differencing_two_reports_that_differ_by_one_business_does_not_reveal_it():
+    """Over 1,000 populations: the difference of counts equals the true +1/-1 in a small fraction only, the amount
+    difference rarely comes near the business's amount, and the sign guesses 'joined' / 'left' not much better than
+    a coin (0.5)."""
+    count, amount, sign = differencing_attack()
+    print(f"\ncount difference exact: {count:.3f}; amount within 10%: {amount:.3f}; sign guess right: {sign:.3f}")
+    assert count <= 0.26
+    assert amount <= 0.15
+    assert sign <= 0.70
+
+
+def test_R_REC_07_without_perturbation_the_same_attack_reveals_every_business(monkeypatch):
+    """The attack of the differencing test is a real one: with the perturbation switched off it wins every time."""
+    monkeypatch.setattr(ebpm, "COUNT_PTABLE", (0,))
+    monkeypatch.setattr(ebpm, "AMOUNT_MIN_FRACTION", 0.0)
+    monkeypatch.setattr(ebpm, "AMOUNT_MAX_FRACTION", 0.0)
+    assert differencing_attack(200) == (1.0, 1.0, 1.0)
 
 
 def test_R_REC_07_rows_do_not_add_up_to_an_exact_total_that_would_give_a_suppressed_cell_back():

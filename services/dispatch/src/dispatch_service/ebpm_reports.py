@@ -12,6 +12,7 @@ before the table is built, so its total is its block's); an institution the disp
 (R-PF-05) — its outcome report likewise."""
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -56,8 +57,12 @@ def _table(by: list[str], measures) -> ebpm.Table:
 
 
 async def _places(db, business_ids: set[str]) -> dict[str, str]:
-    return {d["_id"]: d.get("industry") or UNKNOWN
-            async for d in db.businesses.find({"_id": {"$in": sorted(business_ids)}}, {"industry": 1})}
+    """The industry of each business, as dispatch learnt it from identity's events (looked up 1,000 at a time)."""
+    ids, out = sorted(business_ids), {}
+    for i in range(0, len(ids), 1000):
+        async for d in db.businesses.find({"_id": {"$in": ids[i:i + 1000]}}, {"industry": 1}):
+            out[d["_id"]] = d.get("industry") or UNKNOWN
+    return out
 
 
 async def _blocks(db) -> dict[str, str]:
@@ -99,7 +104,8 @@ async def uptake(request: Request, by: list[Dim] | None = Query(None, descriptio
         recs.append((d["business_id"], d["fiscal_year"], block, {"requests": True, "paid": d.get("status") == "paid"}))
     if not scope:  # consultations: no platform, so no block: national reports only
         async for c in db.consultations.find({}, {"business_id": 1, "created_at": 1}):
-            fy = fy_of(c["created_at"].astimezone(JST).date()) if c["created_at"].tzinfo else fy_of(c["created_at"])
+            at = c["created_at"] if c["created_at"].tzinfo else c["created_at"].replace(tzinfo=UTC)
+            fy = fy_of(at.astimezone(JST).date())
             if fiscal_year is None or fy == fiscal_year:
                 recs.append((c["business_id"], fy, UNKNOWN, {"consultations": True}))
     industry = await _places(db, {r[0] for r in recs})
