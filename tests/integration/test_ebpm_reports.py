@@ -8,6 +8,7 @@ import csv
 import io
 import uuid
 import xml.etree.ElementTree as ET
+from datetime import UTC, datetime
 
 import httpx
 from aiokafka import AIOKafkaProducer
@@ -97,6 +98,25 @@ async def test_R_REC_07_bureau_sees_its_block_small_blocks_suppressed_csv_downlo
 
         r = await http.get("/reports/ebpm/uptake", headers=auth(f"bur-{u}", "bureau"))       # a bureau with no block
         assert r.status_code == 403
+
+        # outcomes (R-REC-08 surveys, as dispatch schedules them when a dispatch is paid): 7 in block A, 3 in block B
+        now = datetime.now(UTC)
+        await db.outcome_surveys.insert_many([
+            {"_id": f"dsp-{b}:3", "dispatch_id": f"dsp-{b}", "months": 3, "business_id": b, "fiscal_year": 2026,
+             "block": block_a if b in biz_a else block_b, "field": "sales_channels", "due_at": now,
+             "answered_at": now if i % 3 else None, "results": i % 3 == 1}
+            for i, b in enumerate(biz_a[:7] + biz_b)])
+        out = (await http.get("/reports/ebpm/outcomes", params={"by": ["fiscal_year", "block"], "fiscal_year": 2026},
+                              headers=auth(f"bur-{u}", "bureau", bureau_id=block_a))).json()
+        assert [row["block"] for row in out["rows"]] == [block_a]
+        assert not out["rows"][0]["suppressed"] and abs(out["rows"][0]["businesses"] - 7) <= 2
+        out = (await http.get("/reports/ebpm/outcomes", params={"by": ["block"], "fiscal_year": 2026},
+                              headers=auth(f"ag-{u}", "agency"))).json()
+        assert {row["block"]: row["suppressed"] for row in out["rows"]} == {block_a: False, block_b: True}
+        # an institution sees its own requests only: these were route B, requested by no institution
+        org = auth(f"inst-{u}", "institution", orgs=[{"org_id": f"org-{u}"}])
+        assert (await http.get("/reports/ebpm/outcomes", headers=org)).json()["rows"] == []
+        assert (await http.get("/reports/ebpm/uptake", headers=org)).json()["rows"] == []
 
 
 async def test_R_REC_07_budget_execution_per_block_near_real_time_small_blocks_suppressed(infra, ns, services):
