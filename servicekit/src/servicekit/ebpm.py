@@ -8,7 +8,8 @@ Primary suppression: a cell (or the total) with fewer than `min_cell` (5) distin
 (`suppressed`, "x" in CSV).
 
 Differencing protection, the cell key method (ABS TableBuilder, ONS census 2021):
-- record key: each business gets a fixed pseudo-random key, HMAC-SHA256(`EBPM_KEY_SECRET`, business id), its first
+- record key: each business gets a fixed pseudo-random key, HMAC-SHA256(secret, business id) (the secret from
+  `servicekit.ebpm_keys`: `EBPM_KEY_SECRET`, else made once per service and kept in its database), its first
   8 bytes read as an integer of [0, 2^64) — i.e. uniform in [0, 1) scaled by 2^64 (integers keep the sum exact);
 - cell key: the sum of the cell's distinct businesses' record keys mod 2^64 (mod 1 in the [0, 1) reading). Two
   cells differing by one business have unrelated cell keys; the same cell always has the same one;
@@ -31,7 +32,6 @@ import csv
 import hashlib
 import hmac
 import io
-import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from xml.sax.saxutils import escape
@@ -40,7 +40,6 @@ MOD = 2 ** 64
 COUNT_PTABLE = (-2, -1, 0, 1, 2)
 AMOUNT_MIN_FRACTION, AMOUNT_MAX_FRACTION = 0.5, 1.0
 TOTAL = "合計 total"
-DEV_SECRET = "dev-ebpm-record-keys-change-me"
 FOOTNOTES = ("x: 5事業者未満のため秘匿 / suppressed: fewer than 5 businesses (R-REC-07)",
              "数値はセルキー法により攪乱しており、行の和は合計と一致しません / figures are perturbed by the cell key "
              "method; rows do not add up exactly to the total")
@@ -48,13 +47,9 @@ FOOTNOTES = ("x: 5事業者未満のため秘匿 / suppressed: fewer than 5 busi
 
 @dataclass(frozen=True)
 class Params:
-    secret: bytes = DEV_SECRET.encode()
+    secret: bytes                 # see servicekit.ebpm_keys: shared by the replicas, kept secret
     min_cell: int = 5
 
-    @classmethod
-    def from_env(cls) -> "Params":
-        return cls(secret=os.environ.get("EBPM_KEY_SECRET", DEV_SECRET).encode(),
-                   min_cell=int(os.environ.get("EBPM_MIN_CELL", "5")))
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from fastapi.responses import Response
 
 from contracts.vocab import fiscal_year as fy_of, place_problem
 from dispatch_service.domain.dispatch import JST
-from servicekit import ebpm
+from servicekit import ebpm, ebpm_keys
 from servicekit.auth import Principal, require
 from servicekit.refusals import Rejected
 
@@ -52,8 +52,8 @@ def _scope(p: Principal) -> dict:
     return {"orgs": orgs}
 
 
-def _table(by: list[str], measures) -> ebpm.Table:
-    return ebpm.Table(tuple(by), measures, ebpm.Params.from_env(), labels=dict(LABELS))
+async def _table(db, by: list[str], measures) -> ebpm.Table:
+    return ebpm.Table(tuple(by), measures, await ebpm_keys.params(db), labels=dict(LABELS))
 
 
 async def _places(db, business_ids: set[str]) -> dict[str, str]:
@@ -109,7 +109,7 @@ async def uptake(request: Request, by: list[Dim] | None = Query(None, descriptio
             if fiscal_year is None or fy == fiscal_year:
                 recs.append((c["business_id"], fy, UNKNOWN, {"consultations": True}))
     industry = await _places(db, {r[0] for r in recs})
-    table = _table(dims, UPTAKE)
+    table = await _table(db, dims, UPTAKE)
     for bid, fy, block, values in recs:
         row = {"fiscal_year": fy, "block": block, "industry": industry.get(bid, UNKNOWN)}
         table.add(tuple(row[d] for d in dims), bid, **values)
@@ -146,7 +146,7 @@ async def outcomes(request: Request, by: list[Dim] | None = Query(None, descript
         f["answered"] |= r["answered"]
         f["results"] |= r["results"]
     industry = await _places(db, {k[0] for k in flags})
-    table = _table(dims, OUTCOMES)
+    table = await _table(db, dims, OUTCOMES)
     for (bid, fy, block), f in flags.items():
         row = {"fiscal_year": fy, "block": block, "industry": industry.get(bid, UNKNOWN)}
         table.add(tuple(row[d] for d in dims), bid, answered=1 if f["answered"] else 0,
