@@ -294,6 +294,10 @@ def identity_rows(w: World) -> dict:
         ("GET", "/directory/platforms"): Row(PUBLIC, "/directory/platforms?prefecture=熊本県"),
         ("GET", "/directory/platforms/{platform_id}"): Row(PUBLIC, f"/directory/platforms/{pid}"),
         ("GET", "/directory/institutions"): Row(PUBLIC, "/directory/institutions?certified=true"),
+        # the developer portal's page of the APIs and the merged documents (R-EXT-04): published
+        ("GET", "/developers/apis"): Row(PUBLIC, "/developers/apis"),
+        ("GET", "/developers/openapi.json"): Row(PUBLIC, "/developers/openapi.json"),
+        ("GET", "/developers/asyncapi.json"): Row(PUBLIC, "/developers/asyncapi.json"),
     }
 
 

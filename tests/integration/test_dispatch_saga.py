@@ -696,6 +696,16 @@ async def test_R_REC_08_a_paid_dispatch_sends_its_outcome_survey_and_the_answer_
     kpi = await world.http.get(f"/outcomes/kpi?by=expert_id&fiscal_year={FY}", headers=agency)
     assert kpi.status_code == 200 and kpi.json()["target"] == 0.65
     assert kpi.json()["groups"] == [{"expert_id": "ex-1", "suppressed": True}]  # fewer than 5 businesses (R-REC-07)
+    # the answers reached the counters the KPI reads (counted once for the business, though two surveys answered)
+    key = f"expert_id|{FY}|*"
+
+    async def counted():
+        doc = await world.db.outcome_counters.find_one({"_id": key})
+        g = ((doc or {}).get("groups") or {}).get("ex-1") or {}
+        return g if g.get("answered") and not await world.db.outcome_surveys.count_documents(
+            {"dispatch_id": did, "tally": "pending"}) else None
+    g = await eventually(counted)
+    assert g["answered"] == g["results"] == 1 and g["supported"] >= 1
     assert (await world.http.get("/outcomes/kpi", headers=owner("biz-out-1"))).status_code == 403
 
 
@@ -734,3 +744,25 @@ async def test_R_EX_06_capacity_pause_and_a_missed_response_deadline_with_reassi
     r = await world.http.post(f"/requests/{first['dispatch_id']}/acknowledge",
                               headers=auth(sub="acct-ex-free", roles=["expert"]))
     assert r.status_code == 200 and r.json()["expert_ack_at"], r.text
+
+
+async def test_R_EX_06_a_request_on_a_weekday_the_expert_does_not_work_is_refused_in_words(world):
+    """Dispatch learns the expert's weekday calendar from `ExpertChanged` and screens the planned days against it;
+    an expert whose event carries no calendar (as before the field existed) works any day."""
+    off = DAY.weekday()
+    await world.expert("ex-weekdays", weekdays=[w for w in range(7) if w != off])
+    refused = await world.request("biz-wd-1", expert="ex-weekdays")
+    assert (refused["status"], refused["reason_code"]) == ("refused", "expert_off_weekday"), refused
+    assert f"{DAY.isoformat()} is a " in refused["reason"] and "does not take visits" in refused["reason"]
+    moved = [{"day": (DAY + timedelta(days=1)).isoformat(), "hours": 3}]
+    ok = await world.request("biz-wd-2", expert="ex-weekdays", planned_visits=moved)
+    assert ok["status"] == "accepted", ok
+    await world.expert("ex-anyday")  # no weekdays in the event: any day
+    assert (await world.request("biz-wd-3", expert="ex-anyday"))["status"] == "accepted"
+    # reassignment checks the calendar too: a problem document naming the rule
+    agency = auth(sub="agent-1", roles=["agency"])
+    d = await world.request("biz-wd-4", expert="ex-anyday")
+    r = await world.http.post(f"/requests/{d['dispatch_id']}/reassign", headers=agency,
+                              json={"expert_id": "ex-weekdays", "reason": "the first expert fell ill"})
+    assert r.status_code == 422, r.text
+    assert r.json()["reasons"][0]["code"] == "expert_off_weekday" and r.json()["reasons"][0]["rule"] == "R-EX-06"

@@ -115,3 +115,34 @@ async def test_R_EX_07_suggestions_say_why_and_leave_out_an_expert_at_cap(svc, i
         r = await http.get("/experts/suggestions", headers=auth("biz-1", ["business"]))
         assert r.status_code == 403
         assert (await http.get("/experts/suggestions", headers=AGENCY)).status_code == 200
+
+
+async def test_R_EX_07_first_places_are_shared_by_every_replica(svc, infra, tmp_path_factory):
+    """The fairness term counts first places in MongoDB: an expert suggested first by one replica carries that
+    first place on another replica's suggestions (per-replica memory would show 0 there)."""
+    ns, proc = svc
+    await platform(infra, ns)
+    other = ServiceProcess("experts", infra, ns, tmp_path_factory.mktemp("experts-replica-2")).start()
+    try:
+        async with (httpx.AsyncClient(base_url=proc.url, timeout=10) as one,
+                    httpx.AsyncClient(base_url=other.url, timeout=10) as two):
+            e = await register(one, "acc-fp-e", name="長崎 五郎", regions=["長崎県"], fields=["overseas"])
+            f = await register(one, "acc-fp-f", name="長崎 六郎", regions=["長崎県"], fields=["overseas"])
+            params = {"field": ["overseas"], "region": "長崎県"}
+
+            async def both_known(http):
+                got = await suggestions(http, **params)
+                return got if {s["expert_id"] for s in got["items"]} == {e, f} else None
+            await eventually(lambda: both_known(two))
+            first = (await eventually(lambda: both_known(one)))["items"][0]  # replica one counts a first place
+            got = await suggestions(two, **params)
+            seen = {s["expert_id"]: s["reasons"]["fairness"]["recent_first_places"] for s in got["items"]}
+            assert seen[first["expert_id"]] >= 1, seen
+            # and replica two's own first place is seen by replica one
+            second_first = got["items"][0]["expert_id"]
+            before = seen[second_first]
+            got = await suggestions(one, **params)
+            seen_one = {s["expert_id"]: s["reasons"]["fairness"]["recent_first_places"] for s in got["items"]}
+            assert seen_one[second_first] == before + 1, (seen, seen_one)
+    finally:
+        other.stop()

@@ -161,3 +161,16 @@ async def test_R_EXT_02_a_third_partys_token_is_for_the_one_service_of_its_scope
         assert r.status_code == 401 and "audience" in r.json()["detail"].lower(), r.text
         r = await http.get(direct, headers={"Authorization": f"Bearer {for_identity}"})
         assert r.status_code != 401, r.text
+
+
+async def test_R_EXT_04_the_developer_portal_page_is_public_through_the_gateway(services, gateway):
+    services("identity", port=service_port("identity"))
+    async with httpx.AsyncClient(base_url=f"{gateway}/api/identity", timeout=15) as http:
+        page = await http.get("/developers/apis")  # no token: anyone deciding to build a client reads it
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html"), page.text
+        assert "/api/identity/prefill/{corporate_number}" in page.text and "prefill:read" in page.text
+        assert "default-src 'none'" in page.headers["content-security-policy"]
+        doc = (await http.get("/developers/openapi.json")).json()
+        assert doc["paths"]["/api/identity/prefill/{corporate_number}"]["get"]["security"] == [
+            {"smeportal": ["prefill:read"]}]
+        assert (await http.get("/developers/asyncapi.json")).json()["asyncapi"].startswith("3.")

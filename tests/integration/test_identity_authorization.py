@@ -162,6 +162,10 @@ def table(w: dict) -> dict[tuple[str, str], Row]:
         ("GET", "/directory/platforms"): Row(PUBLIC, "/directory/platforms"),
         ("GET", "/directory/platforms/{platform_id}"): Row(PUBLIC, f"/directory/platforms/{w['pid']}"),
         ("GET", "/directory/institutions"): Row(PUBLIC, "/directory/institutions?prefecture=鳥取県"),
+        # the developer portal's page of the APIs and the merged documents (R-EXT-04): published
+        ("GET", "/developers/apis"): Row(PUBLIC, "/developers/apis"),
+        ("GET", "/developers/openapi.json"): Row(PUBLIC, "/developers/openapi.json"),
+        ("GET", "/developers/asyncapi.json"): Row(PUBLIC, "/developers/asyncapi.json"),
     }
 
 

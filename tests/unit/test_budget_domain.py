@@ -3,7 +3,8 @@ from dataclasses import asdict
 
 import pytest
 
-from budget_service.domain import DomainError, Frame, bureau_may, place_problem, recompute, report_blocks
+from budget_service.domain import Frame, bureau_may, place_problem, recompute, report_blocks
+from servicekit.refusals import Rejected
 
 AT = "2026-05-01T00:00:00Z"
 REP, MEM, OTHER = "org-rep", "org-mem", "org-other"
@@ -34,16 +35,16 @@ def test_R_BUD_01_allocation_cannot_shrink_below_what_is_shared_or_used():
     f = frame()
     f.set_share(MEM, "dispatch_member", 50_000, actor="rep", why="", at=AT)
     reserve(f, "c1", member=REP, role="representative", fee=30_000)
-    with pytest.raises(DomainError) as e:
+    with pytest.raises(Rejected) as e:
         f.change_allocation(fee=70_000, travel=0, actor="b", why="", at=AT)
-    assert e.value.code == "below_commitments"
+    assert e.value.extra["code"] == "below_commitments"
     f.change_allocation(fee=80_000, travel=0, actor="b", why="cut", at=AT)
     assert f.balances.allocated == 80_000 and ledger_matches(f)
 
 
 @pytest.mark.parametrize("bad", [1.5, -1, "100", True])
 def test_R_BUD_01_amounts_are_integer_yen_only(bad):
-    with pytest.raises(DomainError):
+    with pytest.raises(Rejected):
         frame(fee=bad)
 
 
@@ -61,18 +62,18 @@ def test_R_BUD_02_representative_only_within_what_it_has_not_given_away():
     f.set_share(MEM, "dispatch_member", 100_000, actor="rep", why="", at=AT)
     assert reserve(f, "c1", member=REP, role="representative", fee=20_000).kind == "reserved"
     assert reserve(f, "c2", member=REP, role="representative", fee=1).reason_code == "insufficient_balance"
-    with pytest.raises(DomainError) as e:  # shares come only out of the unshared, unused remainder
+    with pytest.raises(Rejected) as e:  # shares come only out of the unshared, unused remainder
         f.set_share(OTHER, "dispatch_member", 1, actor="rep", why="", at=AT)
-    assert e.value.code == "insufficient_balance"
+    assert e.value.extra["code"] == "insufficient_balance"
 
 
 def test_R_BUD_02_representative_has_no_share_to_return():
     """Found by the property test: 'returning' the representative's own use once counted it as shared too."""
     f = frame(fee=0, travel=2)
     assert reserve(f, "c1", member=REP, role="representative", fee=0, travel=2).kind == "reserved"
-    with pytest.raises(DomainError) as e:
+    with pytest.raises(Rejected) as e:
         f.return_share(REP, actor="rep", why="", at=AT)
-    assert e.value.code == "not_allowed" and f.violations() == [] and ledger_matches(f)
+    assert e.value.extra["code"] == "not_allowed" and f.violations() == [] and ledger_matches(f)
 
 
 def test_R_BUD_02_share_lowered_never_below_reserved_plus_spent_and_returned():
@@ -81,9 +82,9 @@ def test_R_BUD_02_share_lowered_never_below_reserved_plus_spent_and_returned():
     reserve(f, "c1", fee=10_000)
     f.commit(command_id="k1", dispatch_id="d-c1", fee=8_000, travel=0, actor="agency", at=AT)
     reserve(f, "c2", fee=5_000)
-    with pytest.raises(DomainError) as e:
+    with pytest.raises(Rejected) as e:
         f.set_share(MEM, "dispatch_member", 12_999, actor="rep", why="", at=AT)
-    assert e.value.code == "below_commitments"
+    assert e.value.extra["code"] == "below_commitments"
     assert f.return_share(MEM, actor="rep", why="year end", at=AT) == 37_000
     assert f.balances.shares[MEM] == 13_000 and f.available(MEM) == 0
     assert ledger_matches(f)
@@ -92,9 +93,9 @@ def test_R_BUD_02_share_lowered_never_below_reserved_plus_spent_and_returned():
 @pytest.mark.parametrize("role", ["institution", "body", "individual", None])
 def test_R_PF_04_only_representative_and_dispatch_members_hold_budget(role):
     f = frame()
-    with pytest.raises(DomainError) as e:
+    with pytest.raises(Rejected) as e:
         f.set_share(OTHER, role, 1_000, actor="rep", why="", at=AT)
-    assert e.value.code == "not_allowed"
+    assert e.value.extra["code"] == "not_allowed"
     assert reserve(f, "c1", member=OTHER, role=role).reason_code == "not_allowed"
 
 
@@ -165,7 +166,7 @@ def test_R_BUD_03_closed_frame_refuses_new_reservations_but_settles_open_ones():
     assert f.close(actor="bureau", why="FY end", at=AT) == ["d-c1"]
     assert reserve(f, "c2", member=REP, role="representative").reason_code == "frame_closed"
     assert f.commit(command_id="k1", dispatch_id="d-c1", fee=1_000, travel=0, actor="a", at=AT).kind == "committed"
-    with pytest.raises(DomainError):
+    with pytest.raises(Rejected):
         f.change_allocation(fee=1, travel=0, actor="b", why="", at=AT)
 
 

@@ -211,6 +211,27 @@ def test_R_EX_03_expert_must_be_available_on_the_planned_dates():
     assert codes(app(planned=(PlannedVisit(D2, 2.0),)), e=away) == set()
 
 
+def test_R_EX_06_a_planned_visit_on_a_weekday_the_expert_does_not_work_is_refused():
+    assert D1.weekday() == 0 and D2.weekday() == 1  # Monday, Tuesday
+    tuesdays = replace(EXPERT, weekdays=frozenset({1, 3}))
+    refusals = screen(app(planned=(PlannedVisit(D1, 2.0), PlannedVisit(D2, 2.0))), tuesdays, History(), P)
+    assert [r.code for r in refusals] == ["expert_off_weekday"] and refusals[0].rule == "R-EX-06"
+    assert "2026-06-01 is a Monday" in refusals[0].message and "Tuesday, Thursday" in refusals[0].message
+    assert "2026-06-02" not in refusals[0].message
+    assert codes(app(planned=(PlannedVisit(D2, 2.0),)), e=tuesdays) == set()
+    # no calendar (an event from before the field existed, or none set): any day
+    assert codes(app(planned=(PlannedVisit(D1, 2.0),)), e=replace(EXPERT, weekdays=frozenset())) == set()
+
+
+def test_R_EX_06_an_expert_changed_event_without_weekdays_means_any_day():
+    from contracts.events.experts import ExpertChanged
+    old = {"expert_id": "e1", "account_id": "a1", "change": "approved", "status": "registered", "name": "n"}
+    assert ExpertChanged.model_validate(old).weekdays == []
+    assert ExpertChanged.model_validate({**old, "weekdays": [0, 4]}).weekdays == [0, 4]
+    with pytest.raises(ValueError):
+        ExpertChanged.model_validate({**old, "weekdays": [7]})
+
+
 def test_R_ID_06_revoked_expert_account_is_refused():
     assert codes(e=replace(EXPERT, revoked=True)) == {"account_revoked"}
     assert codes(e=replace(EXPERT, status="exited")) == {"account_revoked"}

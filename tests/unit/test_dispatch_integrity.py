@@ -85,3 +85,55 @@ def test_R_REC_08_R_REC_07_the_kpi_per_group_against_the_target_with_small_group
     assert (k["supported"], k["answered"], k["reporting_results"], k["share"], k["meets_target"]) == (7, 6, 5, 0.714, True)
     assert reports_results({"results_achieved": False, "actions_taken": ["financing"]})
     assert not reports_results({"results_achieved": False, "actions_taken": []})
+
+
+def _counted(surveys: list[dict]) -> dict[str, dict]:
+    """What the counters hold after these surveys, counted as the store does: per counter, each business once per
+    flag, whatever the number of its surveys (`domain.outcomes.cells`, `flags_of`)."""
+    from dispatch_service.domain.outcomes import cell_id, cells, flags_of
+    members: dict[tuple, set] = {}
+    counters: dict[str, dict] = {}
+    for s in surveys:
+        for c in cells(s):
+            cid = cell_id(c)
+            have = members.setdefault((cid, s["business_id"]), set())
+            counters.setdefault(cid, {"key": c["key"], "supported": 0, "answered": 0, "results": 0})
+            for f in flags_of(s):
+                if f not in have:
+                    have.add(f)
+                    counters[cid][f] += 1
+    return counters
+
+
+def test_R_REC_08_group_keys_survive_as_field_names():
+    from dispatch_service.domain.outcomes import group_field, group_key
+    for by, key in [("fiscal_year", 2026), ("block", "kyushu"), ("field", None), ("expert_id", "ex.1$%2E-"),
+                    ("expert_id", "-")]:
+        f = group_field(key)
+        assert "." not in f and not f.startswith("$") and group_key(by, f) == key
+
+
+def test_R_REC_08_the_kpi_from_counters_equals_the_kpi_recounted_from_rows_in_every_scope():
+    import random
+
+    from dispatch_service.domain.outcomes import GROUPINGS, kpi_of_counts, read_scope
+    rnd = random.Random(8)
+    surveys = []
+    for i in range(400):
+        biz = f"b{rnd.randrange(60)}"  # businesses with several dispatches, in several groups
+        answered = rnd.random() < 0.7
+        surveys.append({"business_id": biz, "dispatch_id": f"d{i}", "fiscal_year": rnd.choice([2025, 2026]),
+                        "block": rnd.choice(["kyushu", "kanto", None]), "field": rnd.choice(["it_dx", "tax", None]),
+                        "expert_id": f"ex-{rnd.randrange(4)}", "answered_at": PAID if answered else None,
+                        "results": answered and rnd.random() < 0.6})
+    counters = _counted(surveys + surveys[:50])  # a redelivered or recounted survey changes nothing
+    p = OutcomeParams(min_cell=3)
+    for by in GROUPINGS:
+        for fy in (None, 2025, 2026):
+            for block in (None, "kyushu", "kanto"):
+                rows = [{**s, "answered": bool(s["answered_at"])} for s in surveys
+                        if (fy is None or s["fiscal_year"] == fy) and (block is None or s["block"] == block)]
+                scope, only = read_scope(by, fy, block)
+                got = [c for cid, c in counters.items() if cid.rsplit("|", 1)[0] == scope
+                       and (only is None or cid == f"{scope}|{only}")]
+                assert kpi_of_counts(got, by, p) == kpi(rows, by, p), (by, fy, block)

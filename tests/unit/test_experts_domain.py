@@ -4,7 +4,7 @@ from datetime import date
 import pytest
 
 from experts_service import domain as d
-from experts_service.domain import Refused
+from servicekit.refusals import Rejected
 
 AT = "2026-05-01T09:00:00+00:00"
 TODAY = date(2026, 5, 1)  # fiscal year 2026
@@ -63,9 +63,9 @@ def test_R_EX_01_return_with_reasons_goes_back_to_portal_and_allows_reapplying()
 
 @pytest.mark.parametrize("decision", ["return", "reject"])
 def test_R_EX_01_return_or_reject_needs_reasons(decision):
-    with pytest.raises(Refused) as r:
+    with pytest.raises(Rejected) as r:
         d.review_application(applied(), decision, ["  "], reviewer="ag", at=AT, today=TODAY)
-    assert r.value.status == 422 and "reasons" in r.value.detail
+    assert r.value.kind == "invalid" and "reasons" in r.value.detail
 
 
 def test_R_EX_01_reject_ends_the_application():
@@ -74,14 +74,14 @@ def test_R_EX_01_reject_ends_the_application():
 
 
 def test_R_EX_01_review_needs_a_pending_application():
-    with pytest.raises(Refused):
+    with pytest.raises(Rejected):
         d.review_application(portal(), "approve", [], reviewer="ag", at=AT, today=TODAY)
-    with pytest.raises(Refused):
+    with pytest.raises(Rejected):
         d.review_application(registered(), "approve", [], reviewer="ag", at=AT, today=TODAY)
 
 
 def test_R_EX_01_cannot_apply_twice():
-    with pytest.raises(Refused):
+    with pytest.raises(Rejected):
         d.apply_stage2(applied(), QUALIFIED, True, ORGS, at=AT)
 
 
@@ -107,13 +107,13 @@ def test_R_EX_02_b_each_qualification_route_suffices(evidence, route):
     [{"route": "sme_support", "years": 2}], [{"route": "teaching_research", "years": 4.5}], [{"route": "other", "years": 40}],
 ])
 def test_R_EX_02_b_without_a_qualifying_route_the_application_is_refused(evidence):
-    with pytest.raises(Refused) as r:
+    with pytest.raises(Rejected) as r:
         d.apply_stage2(recommended(), evidence, True, ORGS, at=AT)
     assert "(b)" in r.value.detail and "(a)" not in r.value.detail
 
 
 def test_R_EX_02_a_needs_a_recommendation():
-    with pytest.raises(Refused) as r:
+    with pytest.raises(Rejected) as r:
         d.apply_stage2(portal(), QUALIFIED, True, ORGS, at=AT)
     assert "(a)" in r.value.detail
 
@@ -121,7 +121,7 @@ def test_R_EX_02_a_needs_a_recommendation():
 def test_R_EX_02_a_institution_initiative_needs_the_experts_consent():
     e, change = d.recommend(portal(), "org-a", MEMBER, at=AT)
     assert change is None and d.effective_recommenders(e, ORGS) == []
-    with pytest.raises(Refused):
+    with pytest.raises(Rejected):
         d.apply_stage2(e, QUALIFIED, True, ORGS, at=AT)
     e, change = d.consent(e, "org-a", at=AT)
     assert change == "profile" and d.effective_recommenders(e, ORGS) == ["org-a"]
@@ -140,7 +140,7 @@ def test_R_EX_02_a_recommendation_lapses_when_the_institution_leaves_the_platfor
 
 
 def test_R_EX_02_c_needs_the_no_disqualification_declaration():
-    with pytest.raises(Refused) as r:
+    with pytest.raises(Rejected) as r:
         d.apply_stage2(recommended(), QUALIFIED, False, ORGS, at=AT)
     assert "(c)" in r.value.detail
 
@@ -168,9 +168,9 @@ def test_R_PF_04_who_may_recommend(role, kind, allowed):
         e, _ = d.recommend(portal(), "o", org, at=AT)
         assert e["recommendations"][0]["recommended"]
     else:
-        with pytest.raises(Refused) as r:
+        with pytest.raises(Rejected) as r:
             d.recommend(portal(), "o", org, at=AT)
-        assert r.value.status == 403 and "R-PF-04" in r.value.detail
+        assert r.value.kind == "forbidden" and "R-PF-04" in r.value.detail
 
 
 def test_R_PF_04_non_members_and_unknown_orgs_may_not_recommend():
@@ -190,15 +190,15 @@ def test_R_EX_03_profile_edits_are_versioned():
 
 def test_R_EX_03_stale_edit_is_refused():
     e, _ = d.edit_profile(portal(), {"fields": ["tax"]}, expected_version=None, at=AT)
-    with pytest.raises(Refused) as r:
+    with pytest.raises(Rejected) as r:
         d.edit_profile(e, {"fields": ["hr"]}, expected_version=1, at=AT)
-    assert r.value.status == 409
+    assert r.value.kind == "conflict"
 
 
 def test_R_EX_03_fields_only_from_the_vocabulary():
-    with pytest.raises(Refused) as r:
+    with pytest.raises(Rejected) as r:
         d.edit_profile(portal(), {"fields": ["astrology"]}, expected_version=None, at=AT)
-    assert r.value.status == 422 and "astrology" in r.value.detail
+    assert r.value.kind == "invalid" and "astrology" in r.value.detail
 
 
 def test_R_EX_03_history_is_bounded():
@@ -216,13 +216,13 @@ def test_R_EX_03_availability_window_blocks_dispatch_that_day_only():
 
 
 def test_R_EX_03_window_must_not_end_before_it_starts():
-    with pytest.raises(Refused):
+    with pytest.raises(Rejected):
         d.set_availability(portal(), [{"start": "2026-06-30", "end": "2026-06-01"}], "")
 
 
 def test_R_EX_03_exited_expert_cannot_edit():
     e, _ = d.force_exit(portal(), "revoked", by="identity", at=AT)
-    with pytest.raises(Refused):
+    with pytest.raises(Rejected):
         d.edit_profile(e, {}, expected_version=None, at=AT)
 
 
@@ -247,9 +247,9 @@ def test_R_EX_04_intent_confirmation_renews_for_next_year():
 
 
 def test_R_EX_04_renewal_only_from_a_current_registration():
-    with pytest.raises(Refused):
+    with pytest.raises(Rejected):
         d.confirm_renewal(portal(), TODAY, at=AT)
-    with pytest.raises(Refused):
+    with pytest.raises(Rejected):
         d.confirm_renewal(registered(), date(2027, 5, 1), at=AT)
 
 
@@ -277,7 +277,7 @@ def test_R_EX_04_after_three_years_renewal_goes_to_agency_review():
 
 def test_R_EX_04_declined_renewal_runs_out_at_year_end():
     e, _ = d.confirm_renewal(_three_years(), date(2028, 5, 1), at=AT)
-    with pytest.raises(Refused):
+    with pytest.raises(Rejected):
         d.review_renewal(e, "decline", [], reviewer="ag", at=AT)
     e, change = d.review_renewal(e, "decline", ["評価が低い"], reviewer="ag", at=AT)
     assert change is None and e["registered_fiscal_year"] == 2028 and d.dispatchable(e, date(2029, 3, 31))
@@ -286,7 +286,7 @@ def test_R_EX_04_declined_renewal_runs_out_at_year_end():
 
 
 def test_R_EX_04_renewal_review_needs_a_pending_renewal():
-    with pytest.raises(Refused):
+    with pytest.raises(Rejected):
         d.review_renewal(registered(), "renew", [], reviewer="ag", at=AT)
 
 
@@ -315,7 +315,7 @@ def test_R_EX_05_forced_exit_is_final_and_idempotent():
     assert change == "exited" and not d.dispatchable(e, TODAY)
     again, change = d.force_exit(e, "revoked", by="identity", at=AT)
     assert change is None and again is e
-    with pytest.raises(Refused):
+    with pytest.raises(Rejected):
         d.suspend(e, "x", by="ag", at=AT)
 
 
@@ -333,5 +333,13 @@ def test_R_EX_06_pause_and_a_cap_of_open_dispatches_put_the_expert_on_hold_and_e
     assert change == "availability" and not d.on_hold(e)
     e, _ = d.set_capacity(e, paused=True, open_cap=None)
     assert d.on_hold(e)
-    with pytest.raises(d.Refused):
+    with pytest.raises(Rejected):
         d.set_capacity(e, paused=False, open_cap=0)
+
+
+def test_R_EX_06_the_expert_changed_event_carries_the_weekday_calendar():
+    from experts_service.store import changed_event
+    e, change = d.set_availability(portal(), [], "", [4, 0, 0])
+    assert changed_event(e, change).weekdays == [0, 4]
+    e, change = d.set_availability(e, [], "", [])
+    assert changed_event(e, change).weekdays == []  # none set: any day

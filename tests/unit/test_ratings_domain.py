@@ -7,10 +7,11 @@ import pytest
 
 from contracts.vocab import RATING_AXES
 from ratings_service.domain import (
-    Params, Radar, RuleViolation, blocks_free_dispatch, classify, comment_moderation, day_key,
+    Params, Radar, blocks_free_dispatch, classify, comment_moderation, day_key,
     evaluations_visible, fiscal_year_ended, may_correct, owed_id, raters_owed, validate_comment,
     validate_evaluation, validate_scores,
 )
+from servicekit.refusals import Rejected
 
 ALL = {a: 3 for a in RATING_AXES}
 TODAY = date(2026, 11, 23)
@@ -27,24 +28,24 @@ def test_R_RAT_01_six_axes_each_integer_1_to_5():
 
 @pytest.mark.parametrize("bad", [0, 6, 4.5, "3", True, None, -1])
 def test_R_RAT_01_out_of_range_or_non_integer_refused(bad):
-    with pytest.raises(RuleViolation) as e:
+    with pytest.raises(Rejected) as e:
         validate_scores({**ALL, "expertise": bad})
-    assert [x["field"] for x in e.value.errors] == ["scores.expertise"]
+    assert [x["field"] for x in e.value.extra["errors"]] == ["scores.expertise"]
 
 
 def test_R_RAT_01_missing_and_unknown_axes_refused():
     s = dict(ALL)
     del s["manners"]
     s["charm"] = 5
-    with pytest.raises(RuleViolation) as e:
+    with pytest.raises(Rejected) as e:
         validate_scores(s)
-    assert {x["field"] for x in e.value.errors} == {"scores.manners", "scores.charm"}
+    assert {x["field"] for x in e.value.extra["errors"]} == {"scores.manners", "scores.charm"}
 
 
 def test_R_RAT_01_comment_optional_and_pending_moderation():
     assert validate_comment("   ") is None and comment_moderation(None) is None
     assert validate_comment(" good ") == "good" and comment_moderation("good") == "pending"
-    with pytest.raises(RuleViolation):
+    with pytest.raises(Rejected):
         validate_comment("x" * 3000)
 
 
@@ -125,7 +126,7 @@ def items(i, s, k, e):
 
 def test_R_RAT_04_four_items_validated():
     assert validate_evaluation(items(1, 2, 3, 4)) == items(1, 2, 3, 4)
-    with pytest.raises(RuleViolation):
+    with pytest.raises(Rejected):
         validate_evaluation({"issue_handling": 3})
 
 

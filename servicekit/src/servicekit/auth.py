@@ -27,7 +27,8 @@ from pathlib import Path
 import httpx
 import jwt
 from jwt.algorithms import RSAAlgorithm
-from fastapi import Request
+from fastapi import Request, Security
+from fastapi.security import OAuth2AuthorizationCodeBearer
 
 from contracts.vocab import PORTAL_SCOPE, service_audience
 from servicekit import dpop
@@ -247,11 +248,26 @@ def proofs_seen(request: Request) -> dpop.ReplayCache:
     return state.dpop_replay
 
 
+# How the API documents say who may call a route (FastAPI puts it in each operation's `security`): the scope a
+# third-party client's token needs, or `portal` (the platform's own front ends only). It checks nothing itself
+# (auto_error=False); `authenticate` does.
+OAUTH2 = OAuth2AuthorizationCodeBearer(
+    authorizationUrl="/api/identity/authorize", tokenUrl="/api/identity/token", scheme_name="smeportal",
+    auto_error=False, scopes={
+        PORTAL_SCOPE: "the platform's own portal front ends (the user's full rights); third parties never get it",
+        "prefill:read": "read the profile a business consented to share with the client (R-ID-04, R-EXT-02)",
+        "prefill:financials": "also the financial periods of that profile",
+        "audit:read": "the client's own calls, as audited (R-EXT-04)"},
+    description="OpenID Connect: authorization code with PKCE (S256) and PAR; private_key_jwt client authentication; "
+                "DPoP-bound tokens (send `Authorization: DPoP <token>` with a `DPoP` proof). Roles in the token "
+                "(business, expert, institution, bureau, agency, operator, client) are checked per route too.")
+
+
 def require(*roles: str, scope: str | None = None):
     """FastAPI dependency: the caller must hold one of `roles` (if given) and `scope` (if given). A token that is not
     the portal's own (a third-party client's) passes only where the route names a scope, and only with that scope."""
 
-    async def dependency(request: Request) -> Principal:
+    async def dependency(request: Request, _: str | None = Security(OAUTH2, scopes=[scope or PORTAL_SCOPE])) -> Principal:
         p = await authenticate(request)
         if roles and not p.roles & set(roles):
             raise Problem(403, "Forbidden", f"This action needs one of the roles: {', '.join(sorted(roles))}.")

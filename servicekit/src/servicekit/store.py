@@ -27,6 +27,11 @@ from servicekit.auth import current_client
 SEEN_KEEP = 500  # event ids remembered per document; Kafka redelivers recent messages, not ancient ones
 
 
+def now() -> datetime:
+    """The one clock of stored times: an aware UTC `datetime` (stored as a BSON date; API models render it ISO)."""
+    return datetime.now(UTC)
+
+
 def connect(uri: str, timeout_ms: int = 2000) -> AsyncMongoClient:
     """`timeout_ms`: how long an operation waits for an unreachable server before it fails (as a transient
     failure: consumers retry, HTTP answers 503), short enough that no request hangs for long."""
@@ -68,6 +73,6 @@ async def record_audit(db, *, actor: str | None, action: str, key: str, payload:
     """An audit entry for a change (or a read) that publishes no event; events are audited by the outbox
     relay. Same shape as the relay's entries in the `audit` collection, so one query lists both."""
     # a time-ordered id: entries of the same millisecond still sort in the order they happened
-    await db.audit.insert_one({"_id": f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}", "at": datetime.now(UTC),
+    await db.audit.insert_one({"_id": f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}", "at": now(),
                                "actor": actor, "client_id": current_client.get(), "action": action, "key": key,
                                "topic": None, "payload": payload})

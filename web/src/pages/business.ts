@@ -99,12 +99,6 @@ async function programmePage(main: HTMLElement, id: string): Promise<string> {
 // --- route-B request and web consultation (R-DSP-02) ------------------------------------------------
 const KINDS = ["management", "finance", "sales_channels", "product_development", "it_dx", "business_succession", "hr", "tax", "legal"];
 
-export function remember(dispatchId: string): void {
-  const key = `smeportal.dispatches.${session()?.claims.sub}`;
-  const ids: string[] = JSON.parse(localStorage.getItem(key) || "[]");
-  if (!ids.includes(dispatchId)) localStorage.setItem(key, JSON.stringify([dispatchId, ...ids].slice(0, 200)));
-}
-
 export function requestForm(routeA: boolean, onDone: (d: any) => void): HTMLFormElement {
   const out = h("div", {});
   const form = h("form", {},
@@ -127,7 +121,6 @@ export function requestForm(routeA: boolean, onDone: (d: any) => void): HTMLForm
     else body.business_id = businessId();
     try {
       const d = await api("dispatch/requests", { method: "POST", json: body });
-      remember(d.dispatch_id);
       out.replaceChildren(notice(d.status === "refused" ? "error" : "ok", `${t("requested")}: ${d.dispatch_id} — ${statusText(d.status)}${d.reason ? ` (${d.reason})` : ""}`));
       onDone(d);
     } catch (e) {
@@ -163,31 +156,37 @@ async function requestPage(main: HTMLElement): Promise<string> {
   return t("request");
 }
 
-// --- my dispatches (R-DSP-14 status), visit sign-off (R-ANC-01) --------------------------------------
-/** The dispatches the caller knows of: requested from this browser, owed ratings, and those its inbox names.
- * (The API has no list of a business's dispatches yet; the worklists of R-OPS-01 will replace this.) */
-async function knownDispatches(): Promise<string[]> {
-  const ids = new Set<string>(JSON.parse(localStorage.getItem(`smeportal.dispatches.${session()?.claims.sub}`) || "[]"));
-  for (const p of await api<any[]>("ratings/pending").catch(() => [])) ids.add(p.dispatch_id);
-  for (const m of await api<any[]>("notifications/inbox").catch(() => [])) {
-    for (const id of `${m.subject} ${m.body}`.match(/dsp-[0-9a-f]{16}/g) ?? []) ids.add(id);
-  }
-  return [...ids];
-}
-
+// --- my dispatches (R-DSP-14 status, R-OPS-01 worklist), visit sign-off (R-ANC-01) -------------------------
+/** Every dispatch of each business the account acts for, newest first, from dispatch's worklist (a read model kept by
+ * its events), a page at a time; the rating each one owes links to the form. */
 async function dispatches(main: HTMLElement): Promise<string> {
   if (needSignIn(main)) return t("dispatches");
   main.append(h("h1", {}, t("dispatches")));
-  const docs = (await Promise.all((await knownDispatches()).map((id) => api(`dispatch/requests/${id}`).catch(() => null)))).filter(Boolean);
-  if (!docs.length) { main.append(h("p", {}, t("no_dispatches"))); return t("dispatches"); }
   const owed = new Set((await api<any[]>("ratings/pending").catch(() => [])).map((p) => p.dispatch_id));
+  const lists = ((session()?.claims.biz ?? []) as any[]).map((b) => ({ business: b.id as string, cursor: "", done: false }));
+  const tbody = h("tbody", {});
+  const more = h("button", { type: "button" }, t("more"));
+  const row = (d: any) => h("tr", {},
+    h("td", {}, h("a", { href: `#/dispatches/${d.dispatch_id}` }, d.dispatch_id)),
+    h("td", {}, h("a", { href: `#/experts/${d.expert_id}` }, d.expert_id)),
+    h("td", { class: `status-${d.status}` }, statusText(d.status)),
+    h("td", {}, owed.has(d.dispatch_id) ? h("a", { href: `#/rate/${d.dispatch_id}`, class: "button" }, t("rate")) : ""));
+  async function nextPages() {
+    for (const l of lists.filter((x) => !x.done)) {
+      const q = new URLSearchParams({ business_id: l.business, limit: "50", ...(l.cursor ? { cursor: l.cursor } : {}) });
+      const page = await api<{ items: any[]; next_cursor: string | null }>(`dispatch/worklists/business?${q}`);
+      tbody.append(...page.items.map(row));
+      l.cursor = page.next_cursor ?? "";
+      l.done = !page.next_cursor;
+    }
+    more.hidden = lists.every((l) => l.done);
+  }
+  more.addEventListener("click", () => { nextPages().catch((e) => main.append(notice("error", (e as Error).message))); });
+  await nextPages();
+  if (!tbody.childElementCount) { main.append(h("p", {}, t("no_dispatches"))); return t("dispatches"); }
   main.append(h("div", { class: "table-scroll" }, h("table", {},
     h("thead", {}, h("tr", {}, ...[t("dispatch"), t("expert"), t("status"), ""].map((c) => h("th", { scope: "col" }, c)))),
-    h("tbody", {}, ...docs.map((d: any) => h("tr", {},
-      h("td", {}, h("a", { href: `#/dispatches/${d.dispatch_id}` }, d.dispatch_id)),
-      h("td", {}, h("a", { href: `#/experts/${d.expert_id}` }, d.expert_id)),
-      h("td", { class: `status-${d.status}` }, statusText(d.status)),
-      h("td", {}, owed.has(d.dispatch_id) ? h("a", { href: `#/rate/${d.dispatch_id}`, class: "button" }, t("rate")) : "")))))));
+    tbody)), more);
   return t("dispatches");
 }
 

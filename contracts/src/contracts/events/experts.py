@@ -4,7 +4,7 @@ Event-carried state: each event holds the expert's whole dispatch-relevant state
 (dispatch, recommend, ratings) keeps its read model by upserting the latest one.
 """
 from datetime import date
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, Field
 
@@ -46,3 +46,6 @@ class ExpertChanged(Message):
     open_cap: int | None = Field(default=None, ge=1, le=100, description=(
         "most open dispatches (accepted, not yet reported) the expert takes on at a time, per week (R-EX-06); "
         "None: no cap set"))
+    weekdays: list[Annotated[int, Field(ge=0, le=6)]] = Field(default_factory=list, max_length=7, description=(
+        "R-EX-06 calendar: the weekdays the expert takes visits on, 0 = Monday … 6 = Sunday; empty (or absent, as in "
+        "events before this field existed): any day"))

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 from contracts.vocab import NATIONAL_ROLES, RIGHTS, MemberRole, Right, bureau_may, place_problem  # noqa: F401 (R-PF-05)
+from servicekit.refusals import Rejected
 
 
 @dataclass(frozen=True)
@@ -34,20 +35,21 @@ class Params:
 DEFAULT_PARAMS = Params()
 
 
-class DomainError(Exception):
-    """A refused change, with a code for programs and a message for people."""
+REFUSAL_KINDS = {"invalid_amount": "invalid", "not_allowed": "invalid", "below_commitments": "conflict",
+                 "insufficient_balance": "conflict", "frame_closed": "conflict"}
 
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code, self.message = code, message
+
+def refused(code: str, message: str) -> Rejected:
+    """A refused change: `Rejected` with a `code` for programs and a message for people."""
+    return Rejected(REFUSAL_KINDS.get(code, "conflict"), "The budget change was refused", message, code=code)
 
 
 def _yen(value, what: str) -> int:
     """Integer yen only, never floats or negatives."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise DomainError("invalid_amount", f"{what} must be a whole number of yen, got {value!r}.")
+        raise refused("invalid_amount", f"{what} must be a whole number of yen, got {value!r}.")
     if value < 0:
-        raise DomainError("invalid_amount", f"{what} cannot be negative (got {value}).")
+        raise refused("invalid_amount", f"{what} cannot be negative (got {value}).")
     return value
 
 
@@ -266,7 +268,7 @@ class Frame:
 
     def _open(self) -> None:
         if self.closed:
-            raise DomainError("frame_closed", f"The frame {self.frame_id} is closed for fiscal year {self.fiscal_year}.")
+            raise refused("frame_closed", f"The frame {self.frame_id} is closed for fiscal year {self.fiscal_year}.")
 
     # --- R-BUD-01: allocation by the bureau ---------------------------------------------------------
     @classmethod
@@ -285,7 +287,7 @@ class Frame:
         b = self.balances
         floor = b.shared + b.used(self.representative_id)
         if fee + travel < floor:
-            raise DomainError("below_commitments",
+            raise refused("below_commitments",
                               f"The frame cannot be lowered to {fee + travel} yen: {b.shared} yen are shared with "
                               f"members and the representative uses {b.used(self.representative_id)} yen.")
         d_fee, d_travel = fee - b.allocated_fee, travel - b.allocated_travel
@@ -302,17 +304,17 @@ class Frame:
         amount = _yen(amount, "The share")
         self._open()
         if member_id == self.representative_id:
-            raise DomainError("not_allowed", "The representative uses the unshared remainder; it takes no share.")
+            raise refused("not_allowed", "The representative uses the unshared remainder; it takes no share.")
         if member_role not in params.budget_roles:
-            raise DomainError("not_allowed", f"Member {member_id} may not manage a dispatch budget (R-PF-04: only "
+            raise refused("not_allowed", f"Member {member_id} may not manage a dispatch budget (R-PF-04: only "
                               "the representative and dispatch-capable members may).")
         b = self.balances
         old = b.shares.get(member_id, 0)
         if amount < b.used(member_id):
-            raise DomainError("below_commitments", f"Member {member_id} has already reserved or spent "
+            raise refused("below_commitments", f"Member {member_id} has already reserved or spent "
                               f"{b.used(member_id)} yen; its share cannot go below that.")
         if amount - old > self.available(self.representative_id):
-            raise DomainError("insufficient_balance", f"Only {self.available(self.representative_id)} yen are "
+            raise refused("insufficient_balance", f"Only {self.available(self.representative_id)} yen are "
                               f"unshared and unused; the share can rise by at most that.")
         if amount != old:
             b.shares[member_id] = amount
@@ -323,7 +325,7 @@ class Frame:
         """R-BUD-02: the unused part of a member's share goes back to the representative."""
         self._open()
         if member_id == self.representative_id:
-            raise DomainError("not_allowed", "The representative holds the unshared remainder; it has no share to return.")
+            raise refused("not_allowed", "The representative holds the unshared remainder; it has no share to return.")
         b = self.balances
         old, keep = b.shares.get(member_id, 0), b.used(member_id)
         if old != keep:

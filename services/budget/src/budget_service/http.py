@@ -19,15 +19,11 @@ from contracts.vocab import MemberRole, Right
 from servicekit.auth import Principal, require
 from servicekit.problems import Problem
 
-from budget_service.domain import Balances, DomainError, Frame, place_problem, recompute, report_blocks
+from budget_service.domain import Balances, Frame, place_problem, recompute, report_blocks
 from budget_service.store import Conflict, FrameStore, Loaded, now
 
 router = APIRouter(tags=["budget"])
 STAFF = ("bureau", "agency", "operator")
-STATUS = {"invalid_amount": 422, "not_allowed": 422, "below_commitments": 409, "insufficient_balance": 409,
-          "frame_closed": 409}
-
-
 # --- request / response models ------------------------------------------------------------------------
 class AllocateRequest(BaseModel):
     fiscal_year: int = Field(ge=2000, le=2100, description="Japanese fiscal year (April–March)")
@@ -193,8 +189,6 @@ async def load_or_404(request: Request, frame_id: str, **needs) -> Loaded:
 async def run(request: Request, frame_id: str, decide, **needs):
     try:
         return await store_of(request).mutate(frame_id, decide, **needs)
-    except DomainError as e:
-        raise Problem(STATUS.get(e.code, 409), "The budget change was refused", e.message, code=e.code) from None
     except Conflict:
         raise Problem(409, "Busy", "The frame was changing at the same moment; please try again.") from None
 

@@ -57,7 +57,7 @@ def read_model_handlers(store: Store):
             "related_business_ids": e.related_business_ids,
             "unavailable": [{"start": u.start.isoformat(), "end": u.end.isoformat(), "note": u.note}
                             for u in e.unavailable],
-            "paused": e.paused, "open_cap": e.open_cap, "updated_at": env.occurred_at}})
+            "paused": e.paused, "open_cap": e.open_cap, "weekdays": list(e.weekdays), "updated_at": env.occurred_at}})
 
     async def on_owed(env: Envelope, e: RatingOwed) -> None:
         await apply_once(db.pending_ratings, e.owed_id, env.event_id, {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import zlib
 from collections.abc import Awaitable, Callable
-from datetime import UTC, date, datetime
+from datetime import date
 
 from pymongo.errors import DuplicateKeyError
 
@@ -15,11 +15,9 @@ from dispatch_service.domain import ExpertState, Programme, default_programme
 from dispatch_service.domain.dispatch import Change, Step, new_id  # noqa: F401  (new_id: the one id scheme)
 from dispatch_service.domain.programmes import programme_from_doc, programme_to_doc
 from dispatch_service.domain.slots import gives_back
+from servicekit import aggregate
 from servicekit.refusals import Rejected
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
+from servicekit.store import now, record_audit  # noqa: F401  (now: the one clock, used across the service)
 
 
 class AggregateLocks:
@@ -69,8 +67,7 @@ class Store:
 
     # --- audit of changes that publish no event ------------------------------------------------------
     async def audit(self, actor: str | None, action: str, key: str, payload: dict) -> None:
-        await self.db.audit.insert_one({"_id": new_id("audit"), "at": now().isoformat(), "actor": actor,
-                                        "action": action, "key": key, "topic": None, "payload": payload})
+        await record_audit(self.db, actor=actor, action=action, key=key, payload=payload)
 
     # --- the dispatch aggregate ----------------------------------------------------------------------
     async def get(self, dispatch_id: str) -> dict | None:
@@ -124,30 +121,27 @@ class Store:
             return await self._mutate(dispatch_id, decide, actor, cause, action, reload)
 
     async def _mutate(self, dispatch_id, decide, actor, cause, action, reload):
-        for _ in range(8):
-            doc = await self.get(dispatch_id)
-            if doc is None:
-                raise Rejected("not_found", "Not found", f"No dispatch request {dispatch_id}.")
+        released = False
+
+        async def decided(doc: dict) -> aggregate.Change | None:
+            nonlocal released
             out = decide(doc)
             if hasattr(out, "__await__"):
                 out = await out
             if out is None:
-                return doc
-            action, released = out.action or action, out.gives_back_slot
+                return None
+            released = out.gives_back_slot
             update, events = self.written(doc, out, actor=actor, cause=cause)
-            update = {k: dict(v) for k, v in update.items()}
-            update.setdefault("$inc", {})["version"] = 1
-            res = await self.svc.write(self.dispatches, {"_id": dispatch_id, "version": doc["version"]}, update,
-                                       events=events)
-            if res.matched_count == 1:
-                if not events:
-                    # field paths ("a.b") are not valid keys in a stored document: "a/b" in the audit entry
-                    await self.audit(actor, action, dispatch_id, {k.replace(".", "/"): v for k, v in
-                                                                  update.get("$set", {}).items()
-                                                                  if isinstance(v, (str, int, float, bool))})
-                after = await self.get(dispatch_id) if reload else {**doc, "_changed": True}
-                return {**after, "_released": True} if released else after
-        raise Rejected("conflict", "Changed concurrently", "The dispatch changed while you acted on it; please try again.")
+            return aggregate.Change(set=update["$set"], push=update.get("$push", {}), events=events, action=out.action)
+
+        done = await aggregate.update(
+            self.svc, self.dispatches, dispatch_id, decided, actor=actor, action=action,
+            missing=Rejected("not_found", "Not found", f"No dispatch request {dispatch_id}."),
+            busy=Rejected("conflict", "Changed concurrently", "The dispatch changed while you acted on it; please try again."))
+        if not done.changed:
+            return done.doc
+        after = await self.get(dispatch_id) if reload else {**done.doc, "_changed": True}
+        return {**after, "_released": True} if released else after
 
     def status_event(self, doc: dict, status: str, *, actor: str | None = None, cause=None,
                      reason_code: str | None = None, reason: str | None = None,
@@ -218,7 +212,7 @@ class Store:
             unavailable=tuple((date.fromisoformat(u["start"]), date.fromisoformat(u["end"]))
                               for u in doc.get("unavailable", ())),
             revoked=revoked, paused=bool(doc.get("paused")), open_cap=doc.get("open_cap"),
-            open_now=await self.open_dispatches(expert_id))
+            weekdays=frozenset(doc.get("weekdays") or ()), open_now=await self.open_dispatches(expert_id))
         return doc, state
 
     async def open_dispatches(self, expert_id: str, excluding: str | None = None) -> int:

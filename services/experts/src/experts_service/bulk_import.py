@@ -22,8 +22,9 @@ from pydantic import ValidationError
 from contracts import Envelope
 from experts_service import domain
 from experts_service.http import CreatePage
-from experts_service.store import changed_event, stamp
+from experts_service.store import REV, changed_event, stamp
 from servicekit import bulk
+from servicekit.refusals import Rejected
 from servicekit.settings import Settings
 
 IMPORT_NS = uuid.UUID("6f1d1c52-8a52-4a4e-9d0b-22b0a1c0e002")
@@ -48,9 +49,9 @@ def converter(operator: str):
         except ValidationError as e:
             err = e.errors()[0]
             return f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}"
-        except domain.Refused as r:
+        except Rejected as r:
             return f"{r.title}: {r.detail}"
-        doc = {"_id": state["expert_id"], **state, "_rev": 1, "recommender_ids": [], **stamp(state["expert_id"]),
+        doc = {"_id": state["expert_id"], **state, REV: 1, "recommender_ids": [], **stamp(state["expert_id"]),
                "imported": True}
         env = Envelope.wrap(changed_event(state, change), producer="experts", actor=operator)
         return doc, [env.model_copy(update={"event_id": str(uuid.uuid5(IMPORT_NS, f"{doc['_id']}:{change}"))})]

@@ -8,7 +8,7 @@ from contracts.events.experts import ExpertChanged
 from contracts.events.identity import AccountRevoked, MembershipChanged, OrganisationRegistered, PlatformRegistered
 from contracts.events.ratings import ExpertRadarUpdated
 from experts_service import domain
-from experts_service.store import Store, now_iso
+from experts_service.store import REV, Store, now_iso
 from servicekit.store import apply_once
 
 
@@ -67,7 +67,7 @@ def dispatch_handlers(svc, st: Store) -> dict:
     async def on_completed(env: Envelope, e: DispatchCompleted) -> None:
         # R-EX-04: the record the renewal review sees
         await apply_once(st.experts, e.expert_id, env.event_id, {"$inc": {
-            "record.dispatches": 1, f"record.by_fiscal_year.{e.fiscal_year}": 1, "_rev": 1}}, upsert=False)
+            "record.dispatches": 1, f"record.by_fiscal_year.{e.fiscal_year}": 1, REV: 1}}, upsert=False)
 
     async def on_status(env: Envelope, e: DispatchStatusChanged) -> None:
         # R-EX-06: the expert's open dispatches decide whether matching still offers the expert

@@ -2,7 +2,7 @@
 
 An expert is a plain dict (the stored document without Mongo metadata). Every operation takes the
 current state and returns `(new_state, change)` where `change` is the ExpertChanged kind, or raises
-`Refused` with words a user understands. No I/O here; dates come in as arguments.
+`servicekit.refusals.Rejected` with words a user understands (HTTP only at the edge). No I/O here; dates come in as arguments.
 """
 from __future__ import annotations
 
@@ -11,14 +11,7 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from contracts.vocab import EXPERT_FIELDS, RIGHTS, MemberRole, Right, fiscal_year
-
-
-class Refused(Exception):
-    """A rule refuses the action; `status` is the HTTP status the caller should see."""
-
-    def __init__(self, title: str, detail: str, status: int = 409):
-        super().__init__(detail)
-        self.title, self.detail, self.status = title, detail, status
+from servicekit.refusals import Rejected
 
 
 @dataclass(frozen=True)
@@ -49,7 +42,7 @@ ROUTES = ("public_qualification", "manager_or_engineer", "sme_support", "teachin
 def new_expert(expert_id: str, account_id: str, name: str, profile: dict) -> tuple[dict, str]:
     """R-EX-01 stage 1: a portal user (real name) opens their expert page; not a dispatch expert yet."""
     if not name.strip():
-        raise Refused("Name required", "The expert page needs the real name of the account holder.", 422)
+        raise Rejected("invalid", "Name required", "The expert page needs the real name of the account holder.")
     return {
         "expert_id": expert_id, "account_id": account_id, "name": name.strip(), "status": "portal",
         "profile": validate_profile(profile), "availability": {"windows": [], "note": ""}, "version": 1,
@@ -63,8 +56,8 @@ def validate_profile(profile: dict) -> dict:
     """R-EX-03 page content; fields only from the controlled vocabulary (R-EX-05 filters on them)."""
     unknown = [f for f in profile.get("fields", []) if f not in EXPERT_FIELDS]
     if unknown:
-        raise Refused("Unknown field", f"Fields must come from the list {', '.join(EXPERT_FIELDS)}; "
-                      f"not known: {', '.join(unknown)}.", 422)
+        raise Rejected("invalid", "Unknown field", f"Fields must come from the list {', '.join(EXPERT_FIELDS)}; "
+                       f"not known: {', '.join(unknown)}.")
     return {
         "qualifications": _clean_list(profile.get("qualifications", [])),
         "fields": _clean_list(profile.get("fields", [])),
@@ -91,7 +84,7 @@ def _clean_list(items) -> list[str]:
 
 def _live(expert: dict) -> dict:
     if expert["status"] == "exited":
-        raise Refused("Expert has exited", "This expert has left the programme; the page can no longer change.")
+        raise Rejected("conflict", "Expert has exited", "This expert has left the programme; the page can no longer change.")
     return copy.deepcopy(expert)
 
 
@@ -100,8 +93,8 @@ def edit_profile(expert: dict, profile: dict, *, expected_version: int | None, a
     """R-EX-03: the expert edits their page at any time; every edit is a new version, the old one is kept."""
     new = _live(expert)
     if expected_version is not None and expected_version != expert["version"]:
-        raise Refused("Edited elsewhere", f"The page is at version {expert['version']}, not {expected_version}; "
-                      "reload it and apply your change again.")
+        raise Rejected("conflict", "Edited elsewhere", f"The page is at version {expert['version']}, not {expected_version}; "
+                       "reload it and apply your change again.")
     cleaned = validate_profile(profile)
     new["history"] = (new["history"] + [{"version": expert["version"], "profile": expert["profile"],
                                          "replaced_at": at}])[-p.history_keep:]
@@ -116,13 +109,13 @@ def set_availability(expert: dict, windows: list[dict], note: str,
     R-EX-06 calendar: the weekdays the expert takes visits on (0 = Monday; none given: any day)."""
     days = sorted(set(weekdays or []))
     if any(not 0 <= w <= 6 for w in days):
-        raise Refused("No such weekday", "Weekdays are 0 (Monday) to 6 (Sunday).", 422)
+        raise Rejected("invalid", "No such weekday", "Weekdays are 0 (Monday) to 6 (Sunday).")
     new = _live(expert)
     clean = []
     for w in windows:
         start, end = _d(w["start"]), _d(w["end"])
         if end < start:
-            raise Refused("Window ends before it starts", f"The window {start}–{end} ends before it starts.", 422)
+            raise Rejected("invalid", "Window ends before it starts", f"The window {start}–{end} ends before it starts.")
         clean.append({"start": start.isoformat(), "end": end.isoformat(), "note": str(w.get("note", ""))})
     new["availability"] = {"windows": sorted(clean, key=lambda w: w["start"]), "note": note.strip()}
     if days and len(days) < 7:
@@ -133,7 +126,7 @@ def set_availability(expert: dict, windows: list[dict], note: str,
 def set_capacity(expert: dict, paused: bool, open_cap: int | None) -> tuple[dict, str]:
     """R-EX-06: a pause switch and a cap of open dispatches the expert takes on at a time."""
     if open_cap is not None and not 1 <= open_cap <= 100:
-        raise Refused("Cap not possible", "The cap of open dispatches is between 1 and 100 (or none).", 422)
+        raise Rejected("invalid", "Cap not possible", "The cap of open dispatches is between 1 and 100 (or none).")
     new = _live(expert)
     new["capacity"] = {**(expert.get("capacity") or {}), "paused": paused, "open_cap": open_cap}
     return new, "availability"
@@ -203,8 +196,8 @@ def recommend(expert: dict, org_id: str, org: dict | None, *, at: str) -> tuple[
     """R-EX-02 (a): an institution recommends the expert. Effective once the expert consents too
     (already, if the expert asked that institution; otherwise the institution acted on its own initiative)."""
     if not may_recommend(org):
-        raise Refused("May not recommend", "Only a platform member institution whose role allows recommending "
-                      "experts may recommend; individuals and non-members may not (R-PF-04).", 403)
+        raise Rejected("forbidden", "May not recommend", "Only a platform member institution whose role allows recommending "
+                       "experts may recommend; individuals and non-members may not (R-PF-04).")
     new = _live(expert)
     rec = _rec(new, org_id)
     rec.update(recommended=True, recommended_at=at, org_name=(org or {}).get("name"))
@@ -270,11 +263,11 @@ def apply_stage2(expert: dict, evidence: list[dict], no_disqualification: bool, 
                  at: str, p: Programme = DEFAULT) -> tuple[dict, str]:
     """R-EX-01/02: a portal expert applies for national registration; the agency reviews it next."""
     if expert["status"] != "portal":
-        raise Refused("Cannot apply now", f"An application is possible from the portal stage only; "
-                      f"this expert is '{expert['status']}'.")
+        raise Rejected("conflict", "Cannot apply now", f"An application is possible from the portal stage only; "
+                       f"this expert is '{expert['status']}'.")
     problems = application_problems(expert, evidence, no_disqualification, orgs, p)
     if problems:
-        raise Refused("Application incomplete", "Still missing: " + "; ".join(problems) + ".", 422)
+        raise Rejected("invalid", "Application incomplete", "Still missing: " + "; ".join(problems) + ".")
     new = _live(expert)
     new["status"] = "applied"
     new["application"] = {"state": "submitted", "evidence": evidence, "routes": qualifying_routes(evidence, p),
@@ -287,13 +280,13 @@ def review_application(expert: dict, decision: str, reasons: list[str], *, revie
                        today: date) -> tuple[dict, str]:
     """R-EX-01: the processing agency's formal review: approve, return with reasons, or reject."""
     if expert["status"] != "applied":
-        raise Refused("Nothing to review", "This expert has no application waiting for review.")
+        raise Rejected("conflict", "Nothing to review", "This expert has no application waiting for review.")
     if decision not in ("approve", "return", "reject"):
-        raise Refused("Unknown decision", "The decision must be approve, return or reject.", 422)
+        raise Rejected("invalid", "Unknown decision", "The decision must be approve, return or reject.")
     reasons = [r.strip() for r in reasons if r.strip()]
     if decision != "approve" and not reasons:
-        raise Refused("Reasons required", "Returning or rejecting an application needs the reasons, "
-                      "so the expert knows what to fix.", 422)
+        raise Rejected("invalid", "Reasons required", "Returning or rejecting an application needs the reasons, "
+                       "so the expert knows what to fix.")
     new = _live(expert)
     app = new["application"]
     app["history"] = app.get("history", []) + [{"decision": decision, "reasons": reasons, "by": reviewer, "at": at}]
@@ -323,8 +316,8 @@ def confirm_renewal(expert: dict, today: date, *, at: str, p: Programme = DEFAUL
     expert has been registered for `review_after_years` years in a row: then the agency reviews the record."""
     current = fiscal_year(today)
     if expert["status"] != "registered" or expert.get("registered_fiscal_year") != current:
-        raise Refused("Cannot renew", f"Only an expert registered for fiscal year {current} can confirm "
-                      f"renewal for {current + 1}.")
+        raise Rejected("conflict", "Cannot renew", f"Only an expert registered for fiscal year {current} can confirm "
+                       f"renewal for {current + 1}.")
     new = _live(expert)
     target = current + 1
     if consecutive_years(new["registered_years"], current) >= p.review_after_years:
@@ -350,12 +343,12 @@ def review_renewal(expert: dict, decision: str, reasons: list[str], *, reviewer:
     runs to the end of its fiscal year and then expires."""
     r = expert.get("renewal") or {}
     if r.get("state") != "review":
-        raise Refused("Nothing to review", "This expert has no renewal waiting for review.")
+        raise Rejected("conflict", "Nothing to review", "This expert has no renewal waiting for review.")
     if decision not in ("renew", "decline"):
-        raise Refused("Unknown decision", "The decision must be renew or decline.", 422)
+        raise Rejected("invalid", "Unknown decision", "The decision must be renew or decline.")
     reasons = [x.strip() for x in reasons if x.strip()]
     if decision == "decline" and not reasons:
-        raise Refused("Reasons required", "Declining a renewal needs the reasons.", 422)
+        raise Rejected("invalid", "Reasons required", "Declining a renewal needs the reasons.")
     new = _live(expert)
     new["renewal"] = {**r, "state": "renewed" if decision == "renew" else "declined", "reasons": reasons,
                       "reviewed_by": reviewer, "reviewed_at": at, "dossier": renewal_dossier(expert)}
@@ -385,9 +378,9 @@ def expire_if_lapsed(expert: dict, today: date) -> tuple[dict, str | None]:
 def suspend(expert: dict, reason: str, *, by: str, at: str) -> tuple[dict, str]:
     """The agency suspends an expert: never offered for dispatch until reinstated (R-EX-05)."""
     if expert["status"] == "suspended":
-        raise Refused("Already suspended", "This expert is already suspended.")
+        raise Rejected("conflict", "Already suspended", "This expert is already suspended.")
     if not reason.strip():
-        raise Refused("Reason required", "A suspension needs a reason.", 422)
+        raise Rejected("invalid", "Reason required", "A suspension needs a reason.")
     new = _live(expert)
     new["suspension"] = {"previous": expert["status"], "reason": reason.strip(), "by": by, "at": at}
     new["status"] = "suspended"
@@ -397,7 +390,7 @@ def suspend(expert: dict, reason: str, *, by: str, at: str) -> tuple[dict, str]:
 def reinstate(expert: dict, today: date, *, by: str, at: str) -> tuple[dict, str]:
     """Ends a suspension: back to the earlier stage, or expired if the registration year ended meanwhile."""
     if expert["status"] != "suspended":
-        raise Refused("Not suspended", "Only a suspended expert can be reinstated.")
+        raise Rejected("conflict", "Not suspended", "Only a suspended expert can be reinstated.")
     new = _live(expert)
     previous = new["suspension"]["previous"]
     if previous == "registered" and (new.get("registered_fiscal_year") or 0) < fiscal_year(today):

@@ -1,8 +1,9 @@
 """HTTP handlers of the experts service: the expert's own page, recommendations, agency reviews, search."""
 from __future__ import annotations
 
+import asyncio
 import uuid
-from datetime import date
+from datetime import date, timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -131,11 +132,8 @@ def dossier_view(doc: dict, radar: dict | None) -> dict:
 
 @router.post("/experts/me", status_code=201, tags=["own page"], summary="Open my expert page (stage 1, R-EX-01)")
 async def create_page(body: CreatePage, request: Request, who: Principal = Depends(require("expert"))):
-    try:
-        state, change = domain.new_expert(f"ex-{uuid.uuid4().hex[:12]}", who.subject, body.name,
-                                          body.model_dump(exclude={"name"}))
-    except domain.Refused as r:
-        raise Problem(r.status, r.title, r.detail) from None
+    state, change = domain.new_expert(f"ex-{uuid.uuid4().hex[:12]}", who.subject, body.name,
+                                      body.model_dump(exclude={"name"}))
     return own_view(await store(request).create(state, change, actor=who.subject))
 
 
@@ -412,20 +410,26 @@ async def suggestions(request: Request, who: Principal | None = Depends(director
     # the same caller asking on the same day sees the same order; other callers and other days rotate equals
     seed = f"{today.isoformat()}|{who.subject if who else 'public'}"
     candidates = st.index.candidates(fields=list(wanted.fields), on=on, today=today)
-    for c in candidates:
-        c["first_places"] = st.first_places.get(c["expert_id"], [])
     top, left_out = matching.suggest(candidates, wanted, today=today, seed=seed, limit=2 * limit)
     # The few shown are re-read: a cap reached or a dispatch completed since this replica's index learnt of it
-    # must show (and an expert at the cap must not be suggested, R-EX-06).
+    # must show (and an expert at the cap must not be suggested, R-EX-06); their first places in suggestions come
+    # from the counters every replica shares (one query for those few).
     by_id = {c["expert_id"]: c for c in candidates}
-    fresh = [{**by_id[d["_id"]], **match_view(d)}
-             async for d in st.experts.find({"_id": {"$in": [s.expert_id for s in top]}, "status": "registered"},
-                                            {"history": 0, "_outbox": 0})]
+    top_ids = [s.expert_id for s in top]
+
+    async def reread() -> list[dict]:
+        return [{**by_id[d["_id"]], **match_view(d)}
+                async for d in st.experts.find({"_id": {"$in": top_ids}, "status": "registered"},
+                                               {"history": 0, "_outbox": 0})]
+    fresh, firsts = await asyncio.gather(
+        reread(), st.first_places.since(top_ids, today - timedelta(days=matching.DEFAULT.exposure_days), today))
+    for c in fresh:
+        c["first_places"] = firsts.get(c["expert_id"], 0)
     shown, late = matching.suggest(fresh, wanted, today=today, seed=seed, limit=limit)
     for why, n in late.items():
         left_out[why] = left_out.get(why, 0) + n
     if shown:
-        st.note_first_place(shown[0].expert_id, today)
+        await st.first_places.note(shown[0].expert_id, today)
     return JSONResponse({"need": {"fields": list(wanted.fields), "region": region, "block": matching.block_of(region),
                                   "remote_ok": remote_ok, "needs": list(wanted.needs),
                                   "on": on.isoformat() if on else None},

@@ -1,7 +1,8 @@
 """MongoDB access of the experts service, and the feed that keeps each replica's search index current.
 
 Collections: `experts` (the aggregate, with its outbox), `orgs` (platform members learnt from identity),
-`radars` (newest ratings summary per expert), `settings` (programme settings), `audit`.
+`radars` (newest ratings summary per expert), `settings` (programme settings), `audit`, `first_places` (R-EX-07: how
+often each expert was suggested first, one counter document per expert and day, shared by every replica).
 """
 from __future__ import annotations
 
@@ -11,8 +12,7 @@ import json
 import logging
 import os
 import time
-import uuid
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pymongo.errors import DuplicateKeyError
@@ -21,27 +21,32 @@ from contracts import TOPICS, Envelope
 from contracts.events.experts import ExpertChanged, Unavailability
 from contracts.events.identity import AccountRevoked
 from contracts.events.ratings import ExpertRadarUpdated
-from experts_service import domain
 from experts_service.search import ExpertIndex
-from servicekit import paging
+from servicekit import aggregate, paging
 from servicekit.bus import Undeliverable, decode
 from servicekit.faults import backoff, is_transient
-from servicekit.problems import Problem
+from servicekit.refusals import Rejected
+from servicekit.store import now, record_audit
 
 log = logging.getLogger("experts.store")
 STATE_KEYS = ("expert_id", "account_id", "name", "status", "profile", "availability", "version", "history",
               "application", "recommendations", "registered_fiscal_year", "registered_years", "renewal",
               "suspension", "record", "exit", "capacity")
+# The compare-and-set version of an expert document. Not `version` (servicekit.aggregate's name elsewhere): in an
+# expert document `version` is the page's own version (R-EX-03), shown to users and moved only by an edit of the page.
+REV = "_rev"
 
 
 def now_iso() -> str:
-    return datetime.now(UTC).isoformat()
+    """Times inside the expert's state (history, recommendations, reviews) are ISO strings: the API shows them as they
+    are stored. Times about the document (`updated_at`, audit entries) are datetimes of `servicekit.store.now`."""
+    return now().isoformat()
 
 
 def stamp(expert_id: str) -> dict:
     """`updated_at` and the `key` the agency's queues are ordered and paged by (oldest change first, R-OPS-03)."""
-    at = datetime.now(UTC)
-    return {"updated_at": at.isoformat(), "key": paging.sort_key(at, expert_id)}
+    at = now()
+    return {"updated_at": at, "key": paging.sort_key(at, expert_id)}
 
 
 def state_of(doc: dict) -> dict:
@@ -60,7 +65,8 @@ def changed_event(state: dict, change: str) -> ExpertChanged:
         related_business_ids=p.get("related_business_ids", []),
         unavailable=[Unavailability(start=w["start"], end=w["end"], note=w.get("note", ""))
                      for w in state["availability"]["windows"]],
-        paused=bool((state.get("capacity") or {}).get("paused")), open_cap=(state.get("capacity") or {}).get("open_cap"))
+        paused=bool((state.get("capacity") or {}).get("paused")), open_cap=(state.get("capacity") or {}).get("open_cap"),
+        weekdays=sorted(set(state["availability"].get("weekdays") or ())))
 
 
 class Store:
@@ -71,9 +77,7 @@ class Store:
         self.index = ExpertIndex()
         self.revoked: set[str] = set()  # R-ID-06: revoked subjects, held in memory like the index
         self._visibility: tuple[float, str] | None = None
-        # R-EX-07: the days each expert was suggested first, per replica (a fairness nudge, not a rule: each replica
-        # spreads its own suggestions; a restart forgets them, dispatches received are kept in the expert document)
-        self.first_places: dict[str, list[str]] = {}
+        self.first_places = FirstPlaces(svc.db.first_places)
 
     async def ensure_indexes(self) -> None:
         await self.experts.create_index("account_id", unique=True)
@@ -82,63 +86,58 @@ class Store:
         await self.experts.create_index([("status", 1), ("key", 1)])  # the agency's queues, paged
         await self.experts.create_index([("renewal.state", 1), ("key", 1)])
         await paging.add_keys(self.db, "experts", "updated_at")
+        await self.first_places.ensure_indexes()
 
     # --- writes -----------------------------------------------------------------------------
     async def create(self, state: dict, change: str, *, actor: str) -> dict:
-        doc = {"_id": state["expert_id"], **state, "_rev": 1, "recommender_ids": [], **stamp(state["expert_id"])}
+        doc = {"_id": state["expert_id"], **state, REV: 1, "recommender_ids": [], **stamp(state["expert_id"])}
         try:
             await self.svc.insert(self.experts, doc, events=[self.svc.event(changed_event(state, change), actor=actor)])
         except DuplicateKeyError:
-            raise Problem(409, "Expert page exists", "This account already has an expert page; edit it instead.") from None
+            raise Rejected("conflict", "Expert page exists", "This account already has an expert page; edit it instead.") from None
         self.index.upsert(doc)
         return doc
 
     async def mutate(self, expert_id: str, fn, *, actor: str, cause: Envelope | None = None,
                      action: str = "", with_radar: bool = False) -> dict:
-        """Applies a domain operation with optimistic concurrency (`_rev`); the change and its event are
-        one write. A change without an event gets its own audit entry."""
-        for _ in range(5):
-            doc = await self.experts.find_one({"_id": expert_id})
-            if doc is None:
-                raise Problem(404, "No such expert", f"There is no expert {expert_id}.")
+        """Applies a domain operation `fn(state) -> (new state, ExpertChanged kind or None)` through
+        `servicekit.aggregate.update` (compare-and-set on `_rev`): the change and its event are one write, a change
+        without an event gets its own audit entry."""
+        async def decide(doc: dict) -> aggregate.Change | None:
             state = state_of(doc)
             if with_radar:
                 state["radar"] = await self.radar(expert_id)
-            try:
-                new, change = fn(state)
-            except domain.Refused as r:
-                raise Problem(r.status, r.title, r.detail) from None
+            new, change = fn(state)
             new.pop("radar", None)
             state.pop("radar", None)
             if new == state:
-                return doc
+                return None
             sets = {k: v for k, v in new.items() if state.get(k) != v}
             sets["recommender_ids"] = [r["org_id"] for r in new["recommendations"] if r["recommended"]]
             sets.update(stamp(expert_id))
             events = [self.svc.event(changed_event(new, change), actor=actor, cause=cause)] if change else []
-            res = await self.svc.write(self.experts, {"_id": expert_id, "_rev": doc["_rev"]},
-                                       {"$set": sets, "$inc": {"_rev": 1}}, events=events)
-            if res.matched_count == 1:
-                if not change:
-                    await self.audit(actor, action or "experts.changed", expert_id, sets)
-                doc = {**doc, **sets, "_rev": doc["_rev"] + 1}
-                self.index.upsert(doc)
-                return doc
-        raise Problem(409, "Busy", "The expert record changed several times meanwhile; please try again.")
+            return aggregate.Change(set=sets, events=events, audit=json.loads(json.dumps(sets, default=str)))
+
+        done = await aggregate.update(
+            self.svc, self.experts, expert_id, decide, actor=actor, action=action or "experts.changed", attempts=5,
+            version=REV,
+            missing=Rejected("not_found", "No such expert", f"There is no expert {expert_id}."),
+            busy=Rejected("conflict", "Busy", "The expert record changed several times meanwhile; please try again."))
+        if done.changed:
+            self.index.upsert(done.doc)
+        return done.doc
 
     async def audit(self, actor: str | None, action: str, key: str, payload: dict) -> None:
         """An audit entry for a change that publishes no event (events are audited by the outbox relay)."""
-        await self.db.audit.insert_one({"_id": str(uuid.uuid4()), "at": now_iso(), "actor": actor, "action": action,
-                                        "key": key, "topic": None, "payload": json.loads(json.dumps(payload, default=str))})
-
-    def note_first_place(self, expert_id: str, day: date, keep: int = 100) -> None:
-        self.first_places[expert_id] = (self.first_places.get(expert_id, []) + [day.isoformat()])[-keep:]
+        await record_audit(self.db, actor=actor, action=action, key=key,
+                           payload=json.loads(json.dumps(payload, default=str)))
 
     # --- reads ------------------------------------------------------------------------------
     async def by_account(self, account_id: str) -> dict:
         doc = await self.experts.find_one({"account_id": account_id})
         if doc is None:
-            raise Problem(404, "No expert page", "This account has no expert page yet; create it with POST /experts/me.")
+            raise Rejected("not_found", "No expert page",
+                           "This account has no expert page yet; create it with POST /experts/me.")
         return doc
 
     async def get(self, expert_id: str) -> dict | None:
@@ -172,9 +171,48 @@ class Store:
 
     async def set_visibility(self, value: str, actor: str) -> None:
         await self.db.settings.update_one({"_id": "directory"}, {"$set": {"visibility": value, "by": actor,
-                                                                            "at": now_iso()}}, upsert=True)
+                                                                            "at": now()}}, upsert=True)
         await self.audit(actor, "experts.DirectoryVisibilitySet", "directory", {"visibility": value})
         self._visibility = None
+
+
+class FirstPlaces:
+    """R-EX-07: the times each expert was suggested first, counted in MongoDB so that every replica spreads work
+    with the same figures (a fairness nudge, not a rule). One document per expert and day (`{expert_id}|{day}`, `n`
+    raised by `$inc`); days older than `keep_days` are pruned (at most once a day per replica)."""
+
+    def __init__(self, col, keep_days: int = 60):
+        self.col, self.keep_days = col, keep_days
+        self._pruned: date | None = None
+
+    async def ensure_indexes(self) -> None:
+        await self.col.create_index("day")  # pruning
+
+    async def note(self, expert_id: str, day: date) -> None:
+        """One more first place for the expert on `day` (one upsert, safe from any number of replicas)."""
+        await self.col.update_one({"_id": f"{expert_id}|{day.isoformat()}"},
+                                  {"$inc": {"n": 1}, "$setOnInsert": {"expert_id": expert_id, "day": day.isoformat()}},
+                                  upsert=True)
+        if self._pruned != day:
+            self._pruned = day
+            await self.prune(day)
+
+    async def prune(self, today: date) -> int:
+        res = await self.col.delete_many({"day": {"$lt": (today - timedelta(days=self.keep_days)).isoformat()}})
+        return res.deleted_count
+
+    async def since(self, expert_ids, first_day: date, today: date) -> dict[str, int]:
+        """First places of each of `expert_ids` from `first_day` to `today`: one `_id: {$in}` query (each expert's
+        days named), whatever the number of experts."""
+        ids = list(dict.fromkeys(expert_ids))
+        out: dict[str, int] = dict.fromkeys(ids, 0)
+        days = [(first_day + timedelta(days=k)).isoformat() for k in range((today - first_day).days + 1)]
+        if not ids or not days:
+            return out
+        async for d in self.col.find({"_id": {"$in": [f"{e}|{day}" for e in ids for day in days]}},
+                                     {"expert_id": 1, "n": 1}):
+            out[d["expert_id"]] += int(d.get("n", 0))
+        return out
 
 
 class IndexFeed:

@@ -1,5 +1,5 @@
 """Wiring of the identity service."""
-from identity_service import (account_life, accounts, bindings, consents, consumers, developers, directory, disclosures,
+from identity_service import (account_life, accounts, bindings, consents, consumers, developers, devportal, directory, disclosures,
                               fapi, federation, http, mfa, oidc, operator, orgs, partner_audit, webhooks)
 from identity_service.mail import Mailer
 from identity_service.tokens import TokenIssuer
@@ -20,6 +20,7 @@ svc.app.include_router(mfa.router)
 svc.app.include_router(http.router)
 svc.app.include_router(orgs.router)
 svc.app.include_router(directory.router)  # public (R-POR-07)
+svc.app.include_router(devportal.router)  # public: the developer portal's page of the APIs (R-EXT-04)
 svc.app.include_router(consents.router)
 svc.app.include_router(bindings.router)
 svc.app.include_router(disclosures.router)

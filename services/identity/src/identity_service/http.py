@@ -11,10 +11,12 @@ from pymongo.errors import DuplicateKeyError
 
 from contracts.events.identity import BindingChanged, BusinessProfileChanged, BusinessRegistered
 from contracts.vocab import fiscal_year
-from identity_service import bindings, domain, financials_csv
-from servicekit import paging
+from identity_service import audit, bindings, domain, financials_csv
+from servicekit import aggregate, paging
 from servicekit.auth import Principal, require
 from servicekit.problems import Problem
+from servicekit.refusals import Rejected
+import servicekit.store
 
 router = APIRouter(tags=["businesses"])
 OWNERS = ("business", "founder", "operator")
@@ -246,34 +248,42 @@ async def change_business(business_id: str, body: ProfileChangeIn, request: Requ
     given = body.model_dump(exclude_unset=True, exclude={"expected_version"})
     if none := [k for k, v in given.items() if v is None and k in ("name", "prefecture", "industry", "employees")]:
         raise Problem(422, "A required field cannot be emptied", f"{', '.join(none)} must keep a value.")
-    return await _save_change(svc, doc, given, who)
+    return await _save_change(svc, doc, given, who, expected_version=body.expected_version)
 
 
-async def _save_change(svc, doc: dict, given: dict, who: Principal, source: str | None = None) -> BusinessOut:
+async def _save_change(svc, doc: dict, given: dict, who: Principal, source: str | None = None,
+                       expected_version: int | None = None) -> BusinessOut:
     """R-ID-03: a new version of the profile with the `given` fields (financials merged by fiscal year), the old
-    one kept in the history (with the change's `source` when it came from an import), and BusinessProfileChanged."""
+    one kept in the history (with the change's `source` when it came from an import), and BusinessProfileChanged.
+    One compare-and-set (`servicekit.aggregate.update`, one attempt): a change saved meanwhile refuses this one."""
     business_id = doc["_id"]
-    old = _profile(doc)
-    new = {**old, **given}
-    if "financials" in given:
-        new["financials"] = domain.merge_financials(old.get("financials") or [], given["financials"] or [])
-        _check_financials(new["financials"])
-    changed = domain.changed_fields(old, new)
-    if not changed:
-        return business_out(doc, who)
-    version = doc["version"] + 1
-    event = svc.event(BusinessProfileChanged(business_id=business_id, profile_version=version, changed=changed,
-                                             corporate_number=doc.get("corporate_number"),
-                                             **{k: new[k] for k in ("name", "prefecture", "industry", "employees",
-                                                                    "capital", "financials")}), actor=who.subject)
-    entry = {"version": version, "at": datetime.now(UTC), "by": who.subject, "changed": changed, "profile": new,
-             **({"source": source} if source else {})}
-    res = await svc.write(svc.db.businesses, {"_id": business_id, "version": doc["version"]},
-                      {"$set": {**{k: new[k] for k in changed}, "version": version}, "$push": {"history": entry}},
-                      events=[event])
-    if res.matched_count != 1:
-        raise Problem(409, "The profile changed meanwhile", "Another change was saved first; reload and try again.")
-    return business_out({**doc, **new, "version": version}, who)
+
+    def decide(doc: dict) -> aggregate.Change | None:
+        if expected_version is not None and expected_version != doc["version"]:
+            raise Rejected("conflict", "The profile changed meanwhile",
+                           f"You edited version {expected_version}; the profile is now at version {doc['version']}.")
+        old = _profile(doc)
+        new = {**old, **given}
+        if "financials" in given:
+            new["financials"] = domain.merge_financials(old.get("financials") or [], given["financials"] or [])
+            _check_financials(new["financials"])
+        changed = domain.changed_fields(old, new)
+        if not changed:
+            return None
+        version = aggregate.version_of(doc) + 1
+        event = svc.event(BusinessProfileChanged(business_id=business_id, profile_version=version, changed=changed,
+                                                 corporate_number=doc.get("corporate_number"),
+                                                 **{k: new[k] for k in ("name", "prefecture", "industry", "employees",
+                                                                        "capital", "financials")}), actor=who.subject)
+        entry = {"version": version, "at": servicekit.store.now(), "by": who.subject, "changed": changed, "profile": new,
+                 **({"source": source} if source else {})}
+        return aggregate.Change(set={k: new[k] for k in changed}, push={"history": entry}, events=[event])
+
+    out = await aggregate.update(
+        svc, svc.db.businesses, business_id, decide, actor=who.subject, action="identity.BusinessProfileChanged",
+        attempts=1, audit=audit.record,
+        busy=Rejected("conflict", "The profile changed meanwhile", "Another change was saved first; reload and try again."))
+    return business_out(out.doc, who)
 
 
 class CsvRowError(BaseModel):

@@ -9,12 +9,9 @@ from pymongo.errors import DuplicateKeyError
 
 from notifications_service import channels, domain
 from servicekit import paging
+from servicekit.store import now, record_audit  # noqa: F401  (now: the one clock)
 
 JST = ZoneInfo("Asia/Tokyo")
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
 
 
 def today_jst():
@@ -36,7 +33,7 @@ async def ensure_indexes(db) -> None:
 
 async def audit(db, action: str, key: str, payload: dict, actor: str | None = None) -> None:
     """State changes here publish no event, so each gets its own audit record."""
-    await db.audit.insert_one({"at": now(), "actor": actor, "action": action, "key": key, "payload": payload})
+    await record_audit(db, actor=actor, action=action, key=key, payload=payload)
 
 
 async def contact_of(db, recipient_id: str) -> dict:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 from contracts.vocab import INSTITUTION_EVALUATION_ITEMS, RATING_AXES, fiscal_year
+from servicekit.refusals import Rejected
 
 SCORE_MIN, SCORE_MAX = 1, 5
 
@@ -46,12 +47,10 @@ class Params:
 PARAMS = Params()
 
 
-class RuleViolation(Exception):
-    """A request breaks a rule; `errors` say which field and why, in words a user understands."""
-
-    def __init__(self, title: str, errors: list[dict]):
-        super().__init__(title)
-        self.title, self.errors = title, errors
+def rule_violation(title: str, errors: list[dict]) -> Rejected:
+    """A request breaks a rule: `Rejected("invalid", …)` whose `errors` say which field and why, in words a user
+    understands (the detail lists them too)."""
+    return Rejected("invalid", title, "; ".join(f"{x['field']}: {x['message']}" for x in errors), errors=errors)
 
 
 # --- R-RAT-01: six axes, each an integer 1-5 ------------------------------------------------------
@@ -70,7 +69,7 @@ def validate_scores(scores: dict, axes: tuple[str, ...] = RATING_AXES) -> dict[s
         if a not in axes:
             errors.append({"field": f"scores.{a}", "message": f"unknown axis; the axes are {', '.join(axes)}"})
     if errors:
-        raise RuleViolation("The scores are not valid", errors)
+        raise rule_violation("The scores are not valid", errors)
     return {a: int(scores[a]) for a in axes}
 
 
@@ -79,7 +78,7 @@ def validate_comment(comment: str | None, params: Params = PARAMS) -> str | None
     if comment is None or not comment.strip():
         return None
     if len(comment) > params.comment_max_chars:
-        raise RuleViolation("The comment is too long", [
+        raise rule_violation("The comment is too long", [
             {"field": "comment", "message": f"at most {params.comment_max_chars} characters"}])
     return comment.strip()
 

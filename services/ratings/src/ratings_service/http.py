@@ -12,10 +12,11 @@ from pymongo.errors import DuplicateKeyError
 from contracts.events.ratings import ExpertClassified, RatingGiven
 from contracts.vocab import RATING_AXES
 from ratings_service import domain, radar_svg
-from ratings_service.domain import PARAMS, Radar, RuleViolation
+from ratings_service.domain import PARAMS, Radar
 from ratings_service.store import apply_rating, now, today, update_radar
 from servicekit.auth import Principal, require
 from servicekit.problems import Problem
+from servicekit.store import record_audit
 
 router = APIRouter()
 ANYONE = ("business", "founder", "expert", "institution", "bureau", "agency", "operator")
@@ -23,10 +24,6 @@ ANYONE = ("business", "founder", "expert", "institution", "bureau", "agency", "o
 
 def _svc(request: Request):
     return request.app.state.service
-
-
-def _invalid(e: RuleViolation) -> Problem:
-    return Problem(422, e.title, "; ".join(f"{x['field']}: {x['message']}" for x in e.errors), errors=e.errors)
 
 
 # --- ratings (R-RAT-01/03) ------------------------------------------------------------------------
@@ -79,11 +76,8 @@ async def give_rating(body: RatingIn, request: Request, response: Response,
                           f"Dispatch {body.dispatch_id} is not completed yet or unknown here.")
         raise Problem(403, "Not your rating", f"You do not owe a rating for dispatch {body.dispatch_id}; "
                       "only the business (and, via a platform, the requesting institution) rates.")
-    try:
-        scores = domain.validate_scores(body.scores)
-        comment = domain.validate_comment(body.comment)
-    except RuleViolation as e:
-        raise _invalid(e) from None
+    scores = domain.validate_scores(body.scores)
+    comment = domain.validate_comment(body.comment)
     at = now()
     if owed["status"] == "owed":
         given = RatingGiven(expert_id=owed["expert_id"], owed_id=owed["_id"], dispatch_id=owed["dispatch_id"],
@@ -105,8 +99,8 @@ async def give_rating(body: RatingIn, request: Request, response: Response,
             "$inc": {"rev": 1}})
         if res.modified_count != 1:
             raise Problem(409, "Correction conflict", "This rating was just corrected from another session.")
-        await svc.db.audit.insert_one({"at": at, "actor": p.subject, "action": "ratings.RatingCorrected",
-                                       "key": owed["expert_id"], "payload": {"owed_id": owed["_id"], "scores": scores}})
+        await record_audit(svc.db, actor=p.subject, action="ratings.RatingCorrected", key=owed["expert_id"],
+                           payload={"owed_id": owed["_id"], "scores": scores})
         response.status_code = 200
     owed = await svc.db.owed.find_one({"_id": owed["_id"]}, {"_outbox": 0})
     await apply_rating(svc, owed, actor=p.subject)
@@ -186,8 +180,8 @@ async def moderate(owed_id: str, body: Moderation, request: Request,
     res = await svc.db.owed.update_one({"_id": owed_id, "moderation": "pending"}, {"$set": {"moderation": body.decision}})
     if res.matched_count != 1:
         raise Problem(404, "No comment waiting", f"Rating {owed_id} has no comment waiting for moderation.")
-    await svc.db.audit.insert_one({"at": now(), "actor": p.subject, "action": "ratings.CommentModerated",
-                                   "key": owed_id, "payload": {"decision": body.decision}})
+    await record_audit(svc.db, actor=p.subject, action="ratings.CommentModerated", key=owed_id,
+                       payload={"decision": body.decision})
     return Response(status_code=204)
 
 
@@ -222,10 +216,7 @@ async def evaluate(body: EvaluationIn, request: Request, p: Principal = Depends(
                                        "rater_kind": "institution"}, {"_outbox": 0})
     if owed is None:
         raise Problem(403, "Not your evaluation", f"You are not the requesting institution of dispatch {body.dispatch_id}.")
-    try:
-        items = domain.validate_evaluation(body.items)
-    except RuleViolation as e:
-        raise _invalid(e) from None
+    items = domain.validate_evaluation(body.items)
     fy = owed["fiscal_year"]
     if await svc.db.classifications.find_one({"fiscal_year": fy}, {"_id": 1}):
         raise Problem(409, "Fiscal year closed", f"Fiscal year {fy} has already been classified.")
@@ -233,8 +224,8 @@ async def evaluate(body: EvaluationIn, request: Request, p: Principal = Depends(
     doc = {"dispatch_id": body.dispatch_id, "expert_id": owed["expert_id"], "fiscal_year": fy,
            "institution_account_id": p.subject, "items": items, "at": at}
     await svc.db.evaluations.update_one({"_id": owed["_id"]}, {"$set": doc}, upsert=True)
-    await svc.db.audit.insert_one({"at": at, "actor": p.subject, "action": "ratings.EvaluationRecorded",
-                                   "key": owed["expert_id"], "payload": {"dispatch_id": body.dispatch_id, "fiscal_year": fy}})
+    await record_audit(svc.db, actor=p.subject, action="ratings.EvaluationRecorded", key=owed["expert_id"],
+                       payload={"dispatch_id": body.dispatch_id, "fiscal_year": fy})
     return Evaluation(**doc)
 
 

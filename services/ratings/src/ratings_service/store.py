@@ -1,20 +1,16 @@
 """MongoDB access of the ratings service: owed ratings, per-expert radar buckets, evaluations."""
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from zoneinfo import ZoneInfo
-
-from pymongo.errors import DuplicateKeyError
 
 from contracts.events.ratings import ExpertRadarUpdated
 from ratings_service.domain import PARAMS, Radar, day_key, window_start
-from servicekit.store import SEEN_KEEP, with_outbox
+from servicekit import aggregate
+from servicekit.refusals import Rejected
+from servicekit.store import SEEN_KEEP, now
 
 JST = ZoneInfo("Asia/Tokyo")  # rating days are Japanese calendar days
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
 
 
 def today():
@@ -43,39 +39,31 @@ async def update_radar(svc, expert_id: str, changes: list[tuple[str, object]] = 
                        actor=None, attempts: int = 50) -> bool:
     """R-RAT-02: applies each `(key, mutate)` change not applied before (keys are remembered on the
     document, space-separated in `applied`), drops buckets that left the window and publishes the new radar,
-    all in one conditional write (optimistic concurrency on the version `v`). Several ratings of one expert
-    may go in one write. The document holds plain strings, not arrays or sub-documents: it is rewritten on
-    every rating (see `Radar.pack`)."""
-    col = svc.db.radars
-    for _ in range(attempts):
-        doc = await col.find_one({"_id": expert_id}, {"_outbox": 0})
+    all in one conditional write (`servicekit.aggregate.update`: compare-and-set on `version`; radars stored before
+    it carry theirs as `v`). Several ratings of one expert may go in one write. The document holds plain strings, not
+    arrays or sub-documents: it is rewritten on every rating (see `Radar.pack`). Returns whether it changed."""
+    def decide(doc: dict | None) -> aggregate.Change | None:
         applied = (doc.get("applied") or "").split() + doc.get("_seen", []) if doc else []  # _seen: older documents
         done = set(applied)
         todo = [(k, m) for k, m in dict(changes).items() if k not in done]
         if changes and not todo:
-            return False  # all already applied
+            return None  # all already applied
         radar = Radar.unpack(doc["days"] if doc else None)
         for _, mutate in todo:
             mutate(radar)
         expired = radar.expire(today(), PARAMS)
         if not todo and not expired:
-            return False  # nothing changed, nothing to publish
-        entry = radar_event(svc, expert_id, radar, cause=cause, actor=actor)
+            return None  # nothing changed, nothing to publish
         applied += [k for k, _ in todo]
-        fields = {"days": radar.pack(), "oldest": radar.oldest() or "9999-12-31", "updated_at": now(),
-                  "applied": " ".join(applied[-SEEN_KEEP:])}
-        if doc is None:
-            try:
-                await svc.insert(col, {"_id": expert_id, "v": 1, **fields}, events=[entry])
-                return True
-            except DuplicateKeyError:
-                continue
-        update = {"$set": fields, "$inc": {"v": 1}}
-        res = await col.update_one({"_id": expert_id, "v": doc["v"]}, with_outbox(update, [entry]))
-        if res.matched_count == 1:
-            svc.relay.kick(col, expert_id)  # publish this radar's event now, without scanning the collection
-            return True
-    raise RuntimeError(f"radar of {expert_id} kept changing underneath; giving up this attempt")
+        return aggregate.Change(set={"days": radar.pack(), "oldest": radar.oldest() or "9999-12-31", "updated_at": now(),
+                                     "applied": " ".join(applied[-SEEN_KEEP:])},
+                                events=[radar_event(svc, expert_id, radar, cause=cause, actor=actor)])
+
+    out = await aggregate.update(
+        svc, svc.db.radars, expert_id, decide, actor=actor, action="ratings.RadarUpdated", attempts=attempts,
+        create=True, projection={"_outbox": 0},
+        busy=Rejected("conflict", "Busy", f"The radar of {expert_id} kept changing meanwhile; please try again."))
+    return out.changed
 
 
 def rating_mutation(owed: dict):

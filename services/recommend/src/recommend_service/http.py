@@ -13,8 +13,10 @@ from pymongo.errors import DuplicateKeyError
 
 from contracts.events.recommend import InteractionRecorded, ProgrammeAdded, ProgrammeTags
 from recommend_service import benchmark, diagnosis, domain, report, store
+from servicekit import aggregate
 from servicekit.auth import Principal, require
 from servicekit.problems import Problem
+from servicekit.refusals import Rejected
 from servicekit.store import record_audit
 
 router = APIRouter()
@@ -166,28 +168,28 @@ async def recommendations(business_id: str, request: Request,
 async def record_interaction(business_id: str, body: InteractionIn, request: Request,
                              who: Principal = Depends(require("business", "founder", "operator"))) -> Interaction:
     svc = _svc(request)
-    doc = await _business(request, business_id, who)
+    await _business(request, business_id, who)  # refuses whoever may not act for it
     if await svc.db.programmes.find_one({"_id": body.programme_id}, {"_id": 1}) is None:
         raise Problem(404, "Unknown programme", f"There is no programme {body.programme_id} in the catalogue.")
     use = f"{body.programme_id}:{body.kind}"
-    for _ in range(3):  # compare-and-set on what the business had: a concurrent interaction makes us read again
+
+    def decide(doc: dict) -> aggregate.Change | None:
         if use in (doc.get("uses") or []):
-            break  # recorded before: idempotent
+            return None  # recorded before: idempotent
         items = doc.get("items") or []
         new = body.programme_id not in items
         event = svc.event(InteractionRecorded(
             business_id=business_id, programme_id=body.programme_id, kind=body.kind, before=items if new else [],
             new_programme=new, prefecture=doc["prefecture"], industry=doc["industry"]), actor=who.subject)
-        res = await svc.write(svc.db.business_profiles,
-                              {"_id": business_id, "uses": {"$ne": use}, "items": {"$ne": body.programme_id} if new
-                               else body.programme_id, "_v": doc.get("_v")},
-                              {"$addToSet": {"uses": use, "items": body.programme_id}, "$inc": {"_v": 1}}, events=[event])
-        if res.modified_count:
-            break
-        doc = await svc.db.business_profiles.find_one({"_id": business_id}, {"uses": 1, "items": 1, "_v": 1,
-                                                                             "prefecture": 1, "industry": 1})
-    else:
-        raise Problem(409, "Busy", "The business's interactions changed concurrently; try again.")
+        return aggregate.Change(add_to_set={"uses": use, "items": body.programme_id}, events=[event],
+                                where={"uses": {"$ne": use},
+                                       "items": {"$ne": body.programme_id} if new else body.programme_id})
+
+    # compare-and-set on what the business had (`version`; profiles stored before it count theirs in `_v`)
+    await aggregate.update(svc, svc.db.business_profiles, business_id, decide, actor=who.subject,
+                           action="recommend.InteractionRecorded", attempts=3,
+                           projection={"uses": 1, "items": 1, "version": 1, "_v": 1, "prefecture": 1, "industry": 1},
+                           busy=Rejected("conflict", "Busy", "The business's interactions changed concurrently; try again."))
     return Interaction(business_id=business_id, **body.model_dump())
 
 

@@ -19,7 +19,7 @@ from recommend_service import intake, intake_store, store
 from servicekit.auth import Principal, require
 from servicekit.problems import Problem
 from servicekit.refusals import Rejected
-from servicekit.store import record_audit
+from servicekit.store import now, record_audit
 
 router = APIRouter(tags=["applications"])
 REVIEWERS = ("agency", "operator")
@@ -33,7 +33,7 @@ def _svc(request: Request):
 
 def arrived_at(request: Request) -> datetime:
     """When the request arrived at the API (stamped by the service's middleware before anything else runs)."""
-    return getattr(request.state, "arrived_at", None) or datetime.now(UTC)
+    return getattr(request.state, "arrived_at", None) or now()
 
 
 class FieldValue(BaseModel):
@@ -166,19 +166,14 @@ class Receipt(BaseModel):
 async def submit_application(application_id: str, request: Request,
                              who: Principal = Depends(require(*APPLICANTS))) -> Receipt:
     svc, arrived = _svc(request), arrived_at(request)
-    app = await _mine(request, application_id, who, edit=True)
-    for _ in range(3):
-        if app["status"] in ("submitted", "accepted"):  # a retried submission gets the same receipt
-            break
+    await _mine(request, application_id, who, edit=True)
+
+    async def check(app: dict) -> None:
         form = (await _form(svc.db, app["programme_id"]))["form"]
         intake.check_submission(form, app["status"], app["fields"], app.get("attachments") or {}, arrived,
                                 app.get("first_submitted_at"), app.get("pending") or {})
-        if await intake_store.submit(svc, app, arrived, who.subject):
-            app = await intake_store.application(svc.db, application_id)
-            break
-        app = await intake_store.application(svc.db, application_id)  # saved meanwhile: check again
-    else:
-        raise Problem(409, "Busy", "The application changed concurrently; try again.")
+
+    app = await intake_store.submit(svc, application_id, arrived, who.subject, check)
     return Receipt(application_id=application_id, receipt_number=app["receipt_number"],
                    accepted_at=app["accepted_at"].replace(tzinfo=app["accepted_at"].tzinfo or UTC),
                    submission=app["submissions"], status=app["status"], pending_uploads=app.get("pending") or {})
@@ -214,9 +209,7 @@ async def review_application(application_id: str, body: ReviewIn, request: Reque
     if body.decision == "return" and not body.reason.strip():
         raise Rejected("invalid", "Reason needed", "Say what the business must fix when returning an application.",
                        code="reason_required")
-    if not await intake_store.review(svc, app, body.decision, body.reason, who.subject, datetime.now(UTC)):
-        raise Problem(409, "Busy", "The application changed concurrently; reload it.")
-    return _view(await intake_store.application(svc.db, application_id))
+    return _view(await intake_store.review(svc, application_id, body.decision, body.reason, who.subject, now()))
 
 
 # --- resumable uploads ----------------------------------------------------------------------------------------------

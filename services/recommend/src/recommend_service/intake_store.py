@@ -19,8 +19,10 @@ from datetime import datetime
 from contracts.events.notifications import Notify
 from contracts.events.recommend import ApplicationAccepted, ApplicationReturned, ApplicationSubmitted
 from recommend_service import intake
+from servicekit import aggregate
 from servicekit.refusals import Rejected
 
+BUSY = Rejected("conflict", "Busy", "The application changed concurrently; try again.")
 STATUS_JA = {"draft": "下書き", "submitted": "受付済み", "returned": "差し戻し", "accepted": "採択受理"}
 
 
@@ -79,47 +81,63 @@ async def _dequeue(db, aid: str, status: str) -> None:
     await db.review_queue.delete_one({"_id": f"{status}|{aid}"})
 
 
-async def submit(svc, app: dict, arrived_at: datetime, actor: str) -> bool:
-    await _enqueue(svc.db, app["_id"], "submitted")
-    ok = await _submit(svc, app, arrived_at, actor)
-    if ok and app["status"] != "draft":
-        await _dequeue(svc.db, app["_id"], app["status"])
-    return ok
+async def submit(svc, application_id: str, arrived_at: datetime, actor: str, check) -> dict:
+    """Submits the application as it is when written (`servicekit.aggregate.update`: compare-and-set on `version` and
+    the status read; `await check(app)` refuses what may not be submitted, asked again after a concurrent change).
+    A submitted or accepted application is left as it is: a retried submission gets the same receipt. Returns the
+    application after."""
+    was: dict = {}
+
+    async def decide(app: dict) -> aggregate.Change | None:
+        if app["status"] in ("submitted", "accepted"):
+            return None
+        await check(app)
+        await _enqueue(svc.db, app["_id"], "submitted")
+        was["status"] = app["status"]
+        n = app.get("submissions", 0) + 1
+        receipt = intake.receipt_number(app["_id"], n)
+        after = {**app, "submissions": n, "receipt_number": receipt}
+        events = [svc.event(ApplicationSubmitted(application_id=app["_id"], programme_id=app["programme_id"],
+                                                 business_id=app["business_id"], receipt_number=receipt, submission=n,
+                                                 accepted_at=arrived_at, attachments=app.get("attachments") or {},
+                                                 pending_uploads=app.get("pending") or {}),
+                            actor=actor),
+                  _notify(svc, after, "submitted", actor=actor)]
+        return aggregate.Change(set={"status": "submitted", "submissions": n, "receipt_number": receipt,
+                                     "accepted_at": arrived_at,
+                                     "first_submitted_at": app.get("first_submitted_at") or arrived_at},
+                                push={"history": {"status": "submitted", "at": arrived_at, "by": actor}},
+                                events=events, where={"status": app["status"]})
+
+    out = await aggregate.update(svc, svc.db.applications, application_id, decide, actor=actor,
+                                 action="recommend.ApplicationSubmitted", attempts=3, reload=True, busy=BUSY)
+    if out.changed and was["status"] != "draft":
+        await _dequeue(svc.db, application_id, was["status"])
+    return out.doc
 
 
-async def _submit(svc, app: dict, arrived_at: datetime, actor: str) -> bool:
-    n = app.get("submissions", 0) + 1
-    receipt = intake.receipt_number(app["_id"], n)
-    first = app.get("first_submitted_at") or arrived_at
-    after = {**app, "submissions": n, "receipt_number": receipt}
-    events = [svc.event(ApplicationSubmitted(application_id=app["_id"], programme_id=app["programme_id"],
-                                             business_id=app["business_id"], receipt_number=receipt, submission=n,
-                                             accepted_at=arrived_at, attachments=app.get("attachments") or {},
-                                             pending_uploads=app.get("pending") or {}),
-                        actor=actor),
-              _notify(svc, after, "submitted", actor=actor)]
-    res = await svc.write(svc.db.applications, {"_id": app["_id"], "version": app["version"], "status": app["status"]},
-                          {"$set": {"status": "submitted", "submissions": n, "receipt_number": receipt,
-                                    "accepted_at": arrived_at, "first_submitted_at": first, "version": app["version"] + 1},
-                           "$push": {"history": {"status": "submitted", "at": arrived_at, "by": actor}}}, events=events)
-    return res.modified_count == 1
-
-
-async def review(svc, app: dict, decision: str, reason: str, actor: str, now: datetime) -> bool:
+async def review(svc, application_id: str, decision: str, reason: str, actor: str, now: datetime) -> dict:
+    """Returns or accepts a submitted application (one compare-and-set; a concurrent change refuses: reload it).
+    Returns the application after."""
     status = "returned" if decision == "return" else "accepted"
-    await _enqueue(svc.db, app["_id"], status)
-    common = {"application_id": app["_id"], "programme_id": app["programme_id"], "business_id": app["business_id"],
-              "reviewer": actor}
-    event = (ApplicationReturned(**common, reason=reason) if status == "returned"
-             else ApplicationAccepted(**common, receipt_number=app["receipt_number"]))
-    res = await svc.write(svc.db.applications, {"_id": app["_id"], "version": app["version"], "status": "submitted"},
-                          {"$set": {"status": status, "return_reason": reason if status == "returned" else None,
-                                    "version": app["version"] + 1},
-                           "$push": {"history": {"status": status, "at": now, "by": actor, "reason": reason}}},
-                          events=[svc.event(event, actor=actor), _notify(svc, app, status, reason, actor)])
-    if res.modified_count == 1:
-        await _dequeue(svc.db, app["_id"], "submitted")
-    return res.modified_count == 1
+
+    async def decide(app: dict) -> aggregate.Change:
+        intake.check_review(app["status"], app.get("pending") or {})
+        await _enqueue(svc.db, app["_id"], status)
+        common = {"application_id": app["_id"], "programme_id": app["programme_id"], "business_id": app["business_id"],
+                  "reviewer": actor}
+        event = (ApplicationReturned(**common, reason=reason) if status == "returned"
+                 else ApplicationAccepted(**common, receipt_number=app["receipt_number"]))
+        return aggregate.Change(set={"status": status, "return_reason": reason if status == "returned" else None},
+                                push={"history": {"status": status, "at": now, "by": actor, "reason": reason}},
+                                events=[svc.event(event, actor=actor), _notify(svc, app, status, reason, actor)],
+                                where={"status": "submitted"})
+
+    out = await aggregate.update(svc, svc.db.applications, application_id, decide, actor=actor,
+                                 action="recommend.ApplicationReviewed", attempts=1, reload=True,
+                                 busy=Rejected("conflict", "Busy", "The application changed concurrently; reload it."))
+    await _dequeue(svc.db, application_id, "submitted")
+    return out.doc
 
 
 async def queue_page(db, status: str, after: str, limit: int) -> tuple[list[dict], str | None]:

@@ -73,10 +73,15 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "expert_suspended": ("R-EX-01", "This expert is suspended and cannot be dispatched."),
     "expert_unavailable": ("R-EX-03", "The expert is not available on a planned date."),
     "expert_paused": ("R-EX-06", "The expert has paused new dispatches; please choose another expert."),
+    "expert_off_weekday": ("R-EX-06", "A planned visit falls on a weekday the expert does not take visits on; please "
+                           "plan it on one of the expert's working days or choose another expert."),
     "expert_at_capacity": ("R-EX-06", "The expert has as many open dispatches as they take on at a time; please choose "
                            "another expert or ask again later."),
     "account_revoked": ("R-ID-06", "An account involved in this request has been revoked."),
 }
+
+
+WEEKDAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
 
 def refusal(code: str, detail: str = "") -> Refusal:
@@ -105,6 +110,7 @@ class ExpertState:
     paused: bool = False             # R-EX-06: the expert takes no new dispatch
     open_cap: int | None = None      # R-EX-06: most open dispatches at a time
     open_now: int = 0                # the expert's open dispatches (dispatch's own count, this request excluded)
+    weekdays: frozenset[int] = frozenset()  # R-EX-06 calendar: weekdays worked, 0 = Monday (empty: any day)
 
 
 @dataclass(frozen=True)
@@ -230,7 +236,8 @@ def check_rating_block(h: History) -> list[Refusal]:
 
 def check_expert(a: Application, e: ExpertState | None) -> list[Refusal]:
     """R-EX-01, R-EX-03, R-EX-06, R-ID-06: the expert is a registered national dispatch expert this fiscal year,
-    not suspended or revoked, not paused nor at the cap of open dispatches, and available on every planned date."""
+    not suspended or revoked, not paused nor at the cap of open dispatches, available on every planned date, and every
+    planned date on a weekday the expert works (R-EX-06 calendar)."""
     if e is None:
         return [refusal("expert_unknown")]
     if e.revoked or e.status == "exited":
@@ -246,6 +253,12 @@ def check_expert(a: Application, e: ExpertState | None) -> list[Refusal]:
     busy = sorted({v.day for v in a.planned for s, t in e.unavailable if s <= v.day <= t})
     if busy:
         return [refusal("expert_unavailable", "(" + ", ".join(d.isoformat() for d in busy) + ")")]
+    if e.weekdays:
+        off = sorted({v.day for v in a.planned if v.day.weekday() not in e.weekdays})
+        if off:
+            works = ", ".join(WEEKDAY_NAMES[w] for w in sorted(e.weekdays))
+            return [refusal("expert_off_weekday", "(" + ", ".join(f"{d.isoformat()} is a {WEEKDAY_NAMES[d.weekday()]}"
+                                                                for d in off) + f"; the expert works on {works}.)")]
     return []
 
 

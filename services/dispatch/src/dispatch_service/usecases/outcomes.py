@@ -9,8 +9,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, Field
 
 from dispatch_service.access import load, store_of
-from dispatch_service.domain.outcomes import kpi, reports_results
-from dispatch_service.store import now
+from dispatch_service.domain.outcomes import kpi_of_counts, reports_results
 from servicekit.auth import Principal, require
 from servicekit.refusals import Rejected
 
@@ -33,11 +32,8 @@ async def answer(dispatch_id: str, body: OutcomeIn, request: Request, months: in
     await load(request, dispatch_id, p, "business")
     store = store_of(request)
     answer_doc = body.model_dump()
-    res = await store.db.outcome_surveys.update_one(
-        {"_id": f"{dispatch_id}:{months}", "answered_at": None},
-        {"$set": {"answered_at": now(), "answered_by": p.subject, "answer": answer_doc,
-                  "results": reports_results(answer_doc)}})
-    if res.matched_count == 0:
+    if not await request.app.state.outcomes.answer(f"{dispatch_id}:{months}", by=p.subject, answer=answer_doc,
+                                                   results=reports_results(answer_doc), wait=False):
         s = await store.db.outcome_surveys.find_one({"_id": f"{dispatch_id}:{months}"}, {"_id": 1})
         if s is None:
             raise Rejected("conflict", "No such survey", f"Dispatch {dispatch_id} has no {months}-month survey (surveys "
@@ -53,7 +49,7 @@ async def outcome_kpi(request: Request, by: Literal["fiscal_year", "block", "fie
                       fiscal_year: int | None = Query(default=None, ge=2000, le=2100),
                       p: Principal = Depends(require("agency", "operator", "bureau"))) -> dict:
     outcomes = request.app.state.outcomes
-    rows = await outcomes.rows(fiscal_year)
-    if "bureau" in p.roles and not p.is_staff:  # a bureau sees its own block (R-PF-05)
-        rows = [r for r in rows if r.get("block") == p.bureau_id]
-    return {"by": by, "fiscal_year": fiscal_year, "target": outcomes.p.kpi_target, "groups": kpi(rows, by, outcomes.p)}
+    bureau = "bureau" in p.roles and not p.is_staff  # a bureau sees its own block only (R-PF-05)
+    counts = [] if bureau and not p.bureau_id else await outcomes.counts(by, fiscal_year, p.bureau_id if bureau else None)
+    return {"by": by, "fiscal_year": fiscal_year, "target": outcomes.p.kpi_target,
+            "groups": kpi_of_counts(counts, by, outcomes.p)}
