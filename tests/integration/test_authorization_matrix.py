@@ -403,6 +403,9 @@ def dispatch_rows(w: World) -> dict:
         ("POST", "/requests/{dispatch_id}/outcomes/{months}"): Row(BIZ_PEOPLE, f"/requests/{d2}/outcomes/3",
                                                                    {"results_achieved": True}, hides=True),
         ("GET", "/outcomes/kpi"): Row(allow(STAFF, BUREAUS), "/outcomes/kpi"),
+        # R-REC-07 EBPM reports: nationally, a bureau's own block, an institution its own requests (linked staff)
+        ("GET", "/reports/ebpm/uptake"): Row(allow(STAFF, BUREAUS, INSTITUTIONS), "/reports/ebpm/uptake"),
+        ("GET", "/reports/ebpm/outcomes"): Row(allow(STAFF, BUREAUS, INSTITUTIONS), "/reports/ebpm/outcomes?format=csv"),
         # R-EX-06: the dispatched expert acknowledges; only the agency reassigns (422 for an unknown expert)
         ("POST", "/requests/{dispatch_id}/acknowledge"): Row(allow(EXPERT), f"/requests/{d2}/acknowledge", hides=True),
         ("POST", "/requests/{dispatch_id}/reassign"): Row(allow(AGENCY), f"/requests/{d2}/reassign",
@@ -471,6 +474,7 @@ def budget_rows(w: World) -> dict:
                                                                       {}),
         # every bureau gets a report (of what it may see); representatives theirs
         ("GET", "/reports"): Row(allow(BUREAUS, STAFF, DLG), "/reports"),
+        ("GET", "/reports/ebpm/execution"): Row(allow(BUREAUS, STAFF, DLG), "/reports/ebpm/execution"),
     }
 
 

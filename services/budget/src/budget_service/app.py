@@ -1,6 +1,7 @@
 """Wiring of the budget service: frames store, budget command and membership consumers, HTTP routes."""
 from budget_service.consumers import handlers
 from budget_service.http import router
+from budget_service.ebpm_reports import router as ebpm_router
 from budget_service.store import FrameStore
 from servicekit.service import Service
 
@@ -13,4 +14,5 @@ svc.read_model("memberships", "identity.events", list(memberships), ["platforms"
 svc.on_startup(store.indexes)
 svc.app.state.frame_store = store
 svc.app.include_router(router)
+svc.app.include_router(ebpm_router)  # R-REC-07
 app = svc.app

@@ -9,6 +9,7 @@ from dispatch_service import history, integrity, outcomes, saga, worklists
 from dispatch_service.consumers import budget_handlers, read_model_handlers
 from dispatch_service.domain.dispatch import JST
 from dispatch_service.http import router
+from dispatch_service.ebpm_reports import router as ebpm_router
 from dispatch_service.metrics import SagaStates
 from dispatch_service.store import Store
 from servicekit.service import Service
@@ -37,6 +38,7 @@ svc.consume("identity.events", {**identity, **businesses})
 svc.consume("dispatch.events", {DispatchStatusChanged: in_turn(own[DispatchStatusChanged], surveys.on_status)})
 svc.app.include_router(router)
 svc.app.include_router(worklists.router)
+svc.app.include_router(ebpm_router)  # R-REC-07
 svc.consume("dispatch.events", worklists.handlers(svc))
 svc.app.state.saga_params = saga.params_from_env()
 svc.background("budget-saga-clock")(lambda: saga.run(store, svc.app.state.saga_params))

@@ -116,7 +116,8 @@ class Integrity:
             await asyncio.sleep(interval)
 
     async def on_business(self, env: Envelope, e: BusinessRegistered | BusinessProfileChanged) -> None:
-        await apply_once(self.db.businesses, e.business_id, env.event_id, {"$set": {"prefecture": e.prefecture}})
+        await apply_once(self.db.businesses, e.business_id, env.event_id, {"$set": {"prefecture": e.prefecture,
+                                                                                  "industry": e.industry}})  # R-REC-07
 
     def handlers(self):
         return ({DispatchStatusChanged: self.on_status}, {RatingGiven: self.on_rating},
