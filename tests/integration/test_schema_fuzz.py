@@ -77,8 +77,16 @@ def _operations(http: requests.Session, gateway: str, service: str) -> list:
 
     spec = http.get(f"{gateway}/api/{service}/openapi.json", timeout=10)
     assert spec.status_code == 200, spec.text
+    doc = spec.json()
+    # the documents name who may call each operation (`security`, for partners reading them); this test sends every
+    # role's token itself, so schemathesis is not to generate credentials of its own
+    doc.get("components", {}).pop("securitySchemes", None)
+    for path_ops in doc["paths"].values():
+        for op in path_ops.values():
+            if isinstance(op, dict):
+                op.pop("security", None)
     ops = []
-    for result in schemathesis.openapi.from_dict(spec.json()).get_all_operations():
+    for result in schemathesis.openapi.from_dict(doc).get_all_operations():
         ops.append(result.ok())  # an operation schemathesis cannot read is a broken document: fail here
     return ops
 
