@@ -66,9 +66,9 @@ def svc(infra, tmp_path_factory):
 
 
 def app_routes() -> set[tuple[str, str]]:
-    from experts_service.app import app
+    from experts_service.app import create_app
 
-    return {(m.upper(), path) for path, ops in app.openapi()["paths"].items() for m in ops}
+    return {(m.upper(), path) for path, ops in create_app().openapi()["paths"].items() for m in ops}
 
 
 def test_every_route_has_a_row():

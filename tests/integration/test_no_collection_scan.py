@@ -77,15 +77,15 @@ def shape_problem(c: dict) -> str | None:
 async def test_R_OPS_03_recommend_routes_never_scan_a_collection_at_100k_documents(infra, ns):
     os.environ.setdefault("JWT_PUBLIC_KEY_FILE", public_key_file())
     from recommend_service import domain, store
-    from recommend_service.app import svc
-    from servicekit.settings import Settings
+    from recommend_service.app import create_app
+    from recommend_service.settings import RecommendSettings
 
     rec = Recorder()
     client = AsyncMongoClient(infra.mongo, tz_aware=True, event_listeners=[rec])
     db = client[ns.db("recommend")]
+    svc = create_app(RecommendSettings(mongo_uri=infra.mongo, jwt_public_key_file=public_key_file(),
+                                       jwt_issuer=TEST_ISSUER, topic_prefix=ns.prefix)).state.service
     svc.db = db
-    svc.app.state.settings = Settings(service_name="recommend", mongo_uri=infra.mongo, jwt_public_key_file=public_key_file(),
-                                      jwt_issuer=TEST_ISSUER, topic_prefix=ns.prefix)
     await store.seed_catalogue(db, domain.load_catalogue())
 
     # 100,000 profiles as the consumer stores them (bulk-inserted: building them through events is the import

@@ -24,10 +24,11 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 def documents(name: str) -> dict[str, dict]:
-    # the documents describe the defaults, not whichever broker or namespace this shell points at
+    # the documents describe the defaults, not whichever broker or namespace this shell points at; the rest of the
+    # environment counts (identity needs JWT_PRIVATE_KEY_FILE to start)
     for var in ("KAFKA_BOOTSTRAP", "MONGO_URI", "MONGO_DB", "TOPIC_PREFIX", "TOPIC_PARTITIONS"):
         os.environ.pop(var, None)
-    svc = importlib.import_module(f"{name}_service.app").svc
+    svc = importlib.import_module(f"{name}_service.app").create_app().state.service
     asyncapi = AsyncAPI(svc.broker, title=f"SME portal — {name} events", version="1.0.0", schema_version="3.0.0")
     return {"openapi.json": svc.app.openapi(), "asyncapi.json": asyncapi.to_specification().to_jsonable()}
 

@@ -68,7 +68,7 @@ async def main(argv: list[str]) -> int:
     if not argv:
         print(__doc__, file=sys.stderr)
         return 2
-    svc = importlib.import_module(f"{argv[0]}_service.app").svc
+    svc = importlib.import_module(f"{argv[0]}_service.app").create_app().state.service  # settings from the environment
     try:
         if len(argv) == 1:
             for name, (topic, types, collections) in svc.read_models.items():

@@ -1,6 +1,6 @@
 """`Service`: the wiring every portal service shares.
 
-    svc = Service("identity", title="Identity", outbox=["businesses"])
+    svc = Service("identity", title="Identity", outbox=["businesses"], settings=settings)
     app = svc.app                      # FastAPI: /healthz, /readyz, /metrics, problem documents, tracing
     svc.consume("identity.events", {BusinessRegistered: on_registered})
     await svc.write(col, filter, update, events=[svc.event(msg, actor=...)])   # change + events, one write

@@ -1,7 +1,17 @@
-"""Service settings, all from environment variables (12-factor)."""
+"""Service settings, all from environment variables (12-factor).
+
+The environment is read once, by whoever starts a service (`create_app()` without settings, a command-line tool),
+never when a module is imported: each service's `create_app(settings)` builds its app from the settings it is given,
+so two apps with different settings can live in one process. A service with knobs of its own extends `Settings`
+(`<name>_service/settings.py`), its fields named after the same environment variables as before.
+"""
 from __future__ import annotations
 
+from typing import TypeVar
+
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+S = TypeVar("S", bound="Settings")
 
 
 class Settings(BaseSettings):
@@ -40,3 +50,14 @@ class Settings(BaseSettings):
 
     def topic(self, logical: str) -> str:
         return f"{self.topic_prefix}{logical}"
+
+
+def settings_for(cls: type[S], name: str, settings: Settings | None) -> S:
+    """The settings a service's `create_app` runs with: `settings` if given (a plain `Settings` gains the service's
+    own knobs at their defaults, without reading the environment), else the environment's, read here, once, with
+    `service_name` fixed to `name` as `Service(name)` always did."""
+    if settings is None:
+        return cls(service_name=name)
+    if isinstance(settings, cls):
+        return settings
+    return cls.model_construct(**settings.model_dump())

@@ -1,6 +1,10 @@
-"""Wiring of the dispatch service: HTTP API, saga consumers of budget answers, read models."""
-import os
+"""Wiring of the dispatch service: HTTP API, saga consumers of budget answers, read models.
+
+    uvicorn --factory dispatch_service.app:create_app
+"""
 from datetime import datetime
+
+from fastapi import FastAPI
 
 from contracts.events.dispatch import DispatchStatusChanged
 from contracts.events.ratings import RatingGiven
@@ -11,8 +15,10 @@ from dispatch_service.domain.dispatch import JST
 from dispatch_service.http import router
 from dispatch_service.ebpm_reports import router as ebpm_router
 from dispatch_service.metrics import SagaStates
+from dispatch_service.settings import DispatchSettings
 from dispatch_service.store import Store
 from servicekit.service import Service
+from servicekit.settings import Settings, settings_for
 
 
 def in_turn(*handlers):
@@ -23,43 +29,45 @@ def in_turn(*handlers):
     return handle
 
 
-svc = Service("dispatch", title="Expert dispatch", outbox=["dispatches", "outcome_surveys", *history.OUTBOX],
-              produces=["dispatch.events", "dispatch.history", "budget.commands", "notifications.commands"])
-store = Store(svc)
-svc.app.state.store = store
-experts, ratings, identity = read_model_handlers(store)
-signals = integrity.Integrity(store, integrity.params_from_env())   # R-DSP-15, from dispatch's own events and others'
-own, rated, businesses = signals.handlers()
-surveys = outcomes.Outcomes(store, outcomes.params_from_env())    # R-REC-08
-svc.consume("budget.events", budget_handlers(store))
-svc.consume("experts.events", experts)
-svc.consume("ratings.events", {**ratings, RatingGiven: in_turn(ratings[RatingGiven], rated[RatingGiven])})
-svc.consume("identity.events", {**identity, **businesses})
-svc.consume("dispatch.events", {DispatchStatusChanged: in_turn(own[DispatchStatusChanged], surveys.on_status)})
-svc.app.include_router(router)
-svc.app.include_router(worklists.router)
-svc.app.include_router(ebpm_router)  # R-REC-07
-svc.consume("dispatch.events", worklists.handlers(svc))
-svc.app.state.saga_params = saga.params_from_env()
-svc.background("budget-saga-clock")(lambda: saga.run(store, svc.app.state.saga_params))
-svc.app.state.outcomes = surveys
-support = history.SupportHistory(store, history.params_from_env())  # R-POR-06, R-DSP-05
-svc.app.state.history = support
-svc.background("follow-up-reminders")(lambda: history.run(support, float(os.environ.get("FOLLOW_UP_SWEEP_SECONDS", "3600"))))
-svc.background("outcome-surveys")(lambda: outcomes.run(surveys, float(os.environ.get("OUTCOME_SWEEP_SECONDS", "60"))))
-svc.background("saga-state-counts")(SagaStates(store).run)
-svc.background("expert-response-clock")(lambda: signals.run(float(os.environ.get("INTEGRITY_SWEEP_SECONDS", "60"))))
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The dispatch service's app, built from `settings` (default: the environment's, read now)."""
+    settings = settings_for(DispatchSettings, "dispatch", settings)
+    svc = Service("dispatch", title="Expert dispatch", outbox=["dispatches", "outcome_surveys", *history.OUTBOX],
+                  produces=["dispatch.events", "dispatch.history", "budget.commands", "notifications.commands"],
+                  settings=settings)
+    store = Store(svc)
+    svc.app.state.store = store
+    experts, ratings, identity = read_model_handlers(store)
+    signals = integrity.Integrity(store, settings.integrity_params())  # R-DSP-15, from dispatch's own events and others'
+    own, rated, businesses = signals.handlers()
+    surveys = outcomes.Outcomes(store, settings.outcome_params())    # R-REC-08
+    svc.consume("budget.events", budget_handlers(store))
+    svc.consume("experts.events", experts)
+    svc.consume("ratings.events", {**ratings, RatingGiven: in_turn(ratings[RatingGiven], rated[RatingGiven])})
+    svc.consume("identity.events", {**identity, **businesses})
+    svc.consume("dispatch.events", {DispatchStatusChanged: in_turn(own[DispatchStatusChanged], surveys.on_status)})
+    svc.app.include_router(router)
+    svc.app.include_router(worklists.router)
+    svc.app.include_router(ebpm_router)  # R-REC-07
+    svc.consume("dispatch.events", worklists.handlers(svc))
+    svc.app.state.saga_params = settings.saga_params()
+    svc.background("budget-saga-clock")(lambda: saga.run(store, svc.app.state.saga_params))
+    svc.app.state.outcomes = surveys
+    support = history.SupportHistory(store, settings.follow_up_params())  # R-POR-06, R-DSP-05
+    svc.app.state.history = support
+    svc.background("follow-up-reminders")(lambda: history.run(support, settings.follow_up_sweep_seconds))
+    svc.background("outcome-surveys")(lambda: outcomes.run(surveys, settings.outcome_sweep_seconds))
+    svc.background("saga-state-counts")(SagaStates(store).run)
+    svc.background("expert-response-clock")(lambda: signals.run(settings.integrity_sweep_seconds))
 
+    @svc.on_startup
+    async def _setup() -> None:
+        fy = fiscal_year(datetime.now(JST).date())
+        await store.setup([fy - 1, fy, fy + 1])
+        await signals.setup()
+        await surveys.setup()
+        await support.setup()
+        await store.dispatches.create_index("status")
+        await worklists.ensure_indexes(svc.db)
 
-@svc.on_startup
-async def _setup() -> None:
-    fy = fiscal_year(datetime.now(JST).date())
-    await store.setup([fy - 1, fy, fy + 1])
-    await signals.setup()
-    await surveys.setup()
-    await support.setup()
-    await store.dispatches.create_index("status")
-    await worklists.ensure_indexes(svc.db)
-
-
-app = svc.app
+    return svc.app

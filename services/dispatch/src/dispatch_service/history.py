@@ -8,7 +8,6 @@ business to list). Rules in domain.history."""
 from __future__ import annotations
 
 import logging
-import os
 
 from contracts.events.history import ConsultationLogged, HistorySharingGranted, HistorySharingWithdrawn
 from dispatch_service.domain import history as rules
@@ -20,12 +19,6 @@ log = logging.getLogger("dispatch.history")
 
 OUTBOX = ["support_log", "history_grants"]
 FOLLOWING_UP = ["reported", "confirmed", "paid"]  # the statuses in which a route-A dispatch is followed up
-
-
-def params_from_env() -> rules.FollowUpParams:
-    return rules.FollowUpParams(interval_months=int(os.environ.get("FOLLOW_UP_INTERVAL_MONTHS", "6")),
-                                years=int(os.environ.get("FOLLOW_UP_YEARS", "3")),
-                                month_days=int(os.environ.get("FOLLOW_UP_MONTH_DAYS", "30")))
 
 
 def grant_id(business_id: str, org_id: str) -> str:

@@ -4,7 +4,6 @@ id is deterministic, so a redelivered event raises nothing twice; flags never ac
 from __future__ import annotations
 
 import logging
-import os
 
 from contracts import Envelope
 from contracts.events.dispatch import DispatchStatusChanged, DispatchStatus as S
@@ -17,11 +16,6 @@ from dispatch_service.store import Store, now
 from servicekit.store import apply_once
 
 log = logging.getLogger("dispatch.integrity")
-
-
-def params_from_env() -> rules.IntegrityParams:
-    return rules.IntegrityParams(far_km=float(os.environ.get("INTEGRITY_FAR_KM", "150")),
-                                 pair_cap=int(os.environ.get("INTEGRITY_PAIR_CAP", "3")))
 
 
 class Integrity:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from datetime import UTC, datetime, timedelta
 
 from pymongo import ReturnDocument
@@ -29,11 +28,6 @@ from dispatch_service import sweeps
 from dispatch_service.store import Store, now
 
 log = logging.getLogger("dispatch.outcomes")
-
-
-def params_from_env() -> OutcomeParams:
-    months = tuple(int(m) for m in os.environ.get("OUTCOME_SURVEY_MONTHS", "3,12").split(","))
-    return OutcomeParams(waves_months=months, reminder_days=int(os.environ.get("OUTCOME_REMINDER_DAYS", "14")))
 
 
 class Outcomes:

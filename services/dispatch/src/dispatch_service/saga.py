@@ -5,20 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 
 from dispatch_service.domain.dispatch import Dispatch
 from dispatch_service.domain.saga import SagaParams
-from dispatch_service.domain.slots import GRACE_SECONDS
 from dispatch_service.store import Store, now
 
 log = logging.getLogger("dispatch.saga")
-
-
-def params_from_env() -> SagaParams:
-    return SagaParams(answer_seconds=float(os.environ.get("DISPATCH_BUDGET_ANSWER_SECONDS", "60")),
-                      max_attempts=int(os.environ.get("DISPATCH_BUDGET_MAX_ATTEMPTS", "3")),
-                      slot_grace_seconds=float(os.environ.get("DISPATCH_SLOT_GRACE_SECONDS", str(GRACE_SECONDS))))
 
 
 async def sweep(store: Store, params: SagaParams) -> int:

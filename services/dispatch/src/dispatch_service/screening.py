@@ -69,7 +69,7 @@ async def screen_request(store: Store, doc: dict, *, token_rights: frozenset[str
     if not refusals and not await store.claim_slot(doc["business_id"], doc["fiscal_year"], doc["_id"],
                                                    p.free_cap(doc.get("issue_kind"))):
         refusals = [refusal("free_cap_reached")]  # a concurrent request took the last free dispatch
-    if not refusals and os.environ.get("FAULT_CRASH_AFTER_SLOT_CLAIM") == "true":
+    if not refusals and store.svc.settings.fault_crash_after_slot_claim == "true":
         os._exit(137)  # test hook: die between the slot claim and the request's write (the reconciler's case)
     if refusals:
         return aggregate.refuse_screened(refusals, actor=actor, extra=extra)

@@ -10,7 +10,6 @@ import asyncio
 import gc
 import json
 import logging
-import os
 import time
 from datetime import UTC, date, datetime, timedelta
 
@@ -165,7 +164,7 @@ class Store:
         if self._visibility and time.monotonic() - self._visibility[0] < 2:
             return self._visibility[1]
         doc = await self.db.settings.find_one({"_id": "directory"})
-        value = (doc or {}).get("visibility") or os.environ.get("EXPERTS_DIRECTORY_VISIBILITY", "institutions")
+        value = (doc or {}).get("visibility") or self.svc.settings.experts_directory_visibility
         self._visibility = (time.monotonic(), value)
         return value
 

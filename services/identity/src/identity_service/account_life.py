@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import html
 import logging
-import os
 import time
 from typing import Annotated
 
@@ -19,7 +18,7 @@ from fastapi import APIRouter, BackgroundTasks, Form, Request
 from fastapi.responses import HTMLResponse
 from pydantic import AfterValidator, BaseModel, Field
 
-from identity_service import domain, mail, oidc, secrets
+from identity_service import domain, mail, secrets
 from identity_service.audit import record
 from servicekit.problems import Problem
 
@@ -30,9 +29,9 @@ SAME_ANSWER = "If an account with this address can receive it, a mail is on its 
 BAD_LINK = "This link or code is unknown, already used or expired; ask for a new one."
 
 
-def pages_url() -> str:
+def pages_url(settings) -> str:
     """Where the links in mails point: these pages by default, or a portal front end (ACCOUNT_PAGES_URL)."""
-    return os.environ.get("ACCOUNT_PAGES_URL") or f"{oidc.public_url()}/pages"
+    return settings.pages_url
 
 
 # --- the work ---------------------------------------------------------------------------------------
@@ -44,7 +43,8 @@ async def send_verification(svc, account: dict, *, throttle: bool = True) -> boo
         return False
     token = await _new_link_token(db.verification_tokens, account["_id"], now + domain.VERIFICATION_TTL)
     await db.accounts.update_one({"_id": account["_id"]}, {"$set": {"mails.verify": domain.mail_history(sent, now)}})
-    subject, body = mail.verification_mail(account["real_name"], f"{pages_url()}/verify-email#token={token}", token,
+    link = f"{pages_url(svc.settings)}/verify-email#token={token}"
+    subject, body = mail.verification_mail(account["real_name"], link, token,
                                            domain.VERIFICATION_TTL // 3600)
     svc.app.state.mailer.send_soon(account["email"], subject, body, purpose="verify-email", account_id=account["_id"])
     await record(db, actor=account["_id"], action="identity.VerificationMailSent", key=account["_id"],
@@ -91,7 +91,8 @@ async def request_reset(svc, email: str) -> None:
         return
     token = await _new_link_token(db.reset_tokens, account["_id"], now + domain.RESET_TTL)
     await db.accounts.update_one({"_id": account["_id"]}, {"$set": {"mails.reset": domain.mail_history(sent, now)}})
-    subject, body = mail.reset_mail(account["real_name"], f"{pages_url()}/reset-password#token={token}", token,
+    link = f"{pages_url(svc.settings)}/reset-password#token={token}"
+    subject, body = mail.reset_mail(account["real_name"], link, token,
                                     domain.RESET_TTL // 60)
     svc.app.state.mailer.send_soon(account["email"], subject, body, purpose="password-reset", account_id=account["_id"])
     await record(db, actor=None, action="identity.PasswordResetRequested", key=account["_id"],

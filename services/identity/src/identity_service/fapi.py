@@ -59,7 +59,8 @@ async def assertion_client(request: Request, form) -> dict | JSONResponse:
         return _error("invalid_client", "unknown or revoked client, or one not registered for private_key_jwt", 401)
     keys = [k for k in jwt.PyJWKSet.from_dict(client["jwks"]).keys
             if header.get("kid") in (None, k.key_id)]
-    audiences = [request.app.state.issuer.issuer, f"{public_url()}/token", f"{public_url()}/par",
+    base = public_url(request.app.state.settings)
+    audiences = [request.app.state.issuer.issuer, f"{base}/token", f"{base}/par",
                  dpop.request_url(request)]
     claims = None
     for key in keys:

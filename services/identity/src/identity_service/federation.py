@@ -7,7 +7,6 @@ Configuration: UPSTREAM_OIDC_ISSUER, UPSTREAM_OIDC_CLIENT_ID, UPSTREAM_OIDC_CLIE
 from __future__ import annotations
 
 import html
-import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -39,15 +38,16 @@ class Upstream:
     client_id: str
     client_secret: str
     name: str
+    callback: str = ""  # our redirect URI: identity's public URL + /federation/callback
     _metadata: dict | None = None
 
     @classmethod
-    def from_env(cls) -> "Upstream | None":
-        issuer = os.environ.get("UPSTREAM_OIDC_ISSUER")
+    def from_settings(cls, settings) -> "Upstream | None":
+        issuer = settings.upstream_oidc_issuer
         if not issuer:
             return None
-        return cls(issuer.rstrip("/"), os.environ.get("UPSTREAM_OIDC_CLIENT_ID", ""),
-                   os.environ.get("UPSTREAM_OIDC_CLIENT_SECRET", ""), os.environ.get("UPSTREAM_OIDC_NAME", "GビズID"))
+        return cls(issuer.rstrip("/"), settings.upstream_oidc_client_id, settings.upstream_oidc_client_secret,
+                   settings.upstream_oidc_name, f"{settings.public_url}/federation/callback")
 
     async def metadata(self) -> dict:
         if self._metadata is None:
@@ -69,7 +69,7 @@ class Upstream:
 
     def oauth(self) -> AsyncOAuth2Client:
         return AsyncOAuth2Client(self.client_id, self.client_secret, scope="openid profile email",
-                                 redirect_uri=f"{oidc.public_url()}/federation/callback", code_challenge_method="S256",
+                                 redirect_uri=self.callback, code_challenge_method="S256",
                                  timeout=10)
 
 
@@ -237,7 +237,7 @@ async def _linked_account(request: Request, up: Upstream, link_id: str, claims: 
     return account
 
 
-def install(app) -> None:
-    app.state.upstream = Upstream.from_env()
+def install(app, settings) -> None:
+    app.state.upstream = Upstream.from_settings(settings)
     app.include_router(router)
 

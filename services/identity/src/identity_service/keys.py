@@ -76,12 +76,14 @@ class KeySet:
     _checked: float = 0.0
 
     @classmethod
-    def from_env(cls) -> "KeySet":
-        if os.environ.get("JWT_KEY_DIR"):
-            return cls(key_dir=Path(os.environ["JWT_KEY_DIR"]))
-        private = Path(os.environ.get("JWT_PRIVATE_KEY_FILE", "var/keys/jwt-private.pem")).read_text()
-        retired = [Path(p).read_text() for p in os.environ.get("JWT_RETIRED_PUBLIC_KEY_FILES", "").split(",") if p]
-        nxt = [Path(p).read_text() for p in os.environ.get("JWT_NEXT_KEY_FILE", "").split(",") if p]
+    def from_settings(cls, settings) -> "KeySet":
+        """JWT_KEY_DIR (a rotating ring), else JWT_PRIVATE_KEY_FILE with JWT_NEXT_KEY_FILE and
+        JWT_RETIRED_PUBLIC_KEY_FILES (comma-separated), from the identity settings."""
+        if settings.jwt_key_dir:
+            return cls(key_dir=Path(settings.jwt_key_dir))
+        private = Path(settings.jwt_private_key_file).read_text()
+        retired = [Path(p).read_text() for p in settings.jwt_retired_public_key_files.split(",") if p]
+        nxt = [Path(p).read_text() for p in settings.jwt_next_key_file.split(",") if p]
         return cls(private, retired, nxt)
 
     @property

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from email.message import EmailMessage
 
 import aiosmtplib
@@ -30,11 +29,9 @@ class Mailer:
         self._tasks: set[asyncio.Task] = set()
 
     @classmethod
-    def from_env(cls) -> "Mailer":
-        return cls(os.environ.get("SMTP_HOST", "127.0.0.1"), int(os.environ.get("SMTP_PORT", "25")),
-                   os.environ.get("SMTP_FROM", "no-reply@smeportal.example.jp"),
-                   float(os.environ.get("SMTP_TIMEOUT", "10")), int(os.environ.get("SMTP_ATTEMPTS", "3")),
-                   float(os.environ.get("SMTP_BACKOFF_SECONDS", "1")))
+    def from_settings(cls, settings) -> "Mailer":
+        return cls(settings.smtp_host, settings.smtp_port, settings.smtp_from, settings.smtp_timeout,
+                   settings.smtp_attempts, settings.smtp_backoff_seconds)
 
     async def send(self, to: str, subject: str, body: str, *, purpose: str, account_id: str) -> bool:
         msg = EmailMessage()

@@ -15,7 +15,6 @@ and each works once.
 from __future__ import annotations
 
 import html
-import os
 import time
 from urllib.parse import urlencode
 
@@ -42,8 +41,9 @@ def enrolled(account: dict) -> bool:
     return bool((account.get("totp") or {}).get("secret"))
 
 
-def otpauth_uri(secret: str, email: str) -> str:
-    return pyotp.TOTP(secret).provisioning_uri(name=email, issuer_name=os.environ.get("TOTP_ISSUER", "SME Portal"))
+def otpauth_uri(secret: str, email: str, issuer_name: str = "SME Portal") -> str:
+    """The otpauth:// link of a secret; `issuer_name` is what authenticator apps show (TOTP_ISSUER)."""
+    return pyotp.TOTP(secret).provisioning_uri(name=email, issuer_name=issuer_name)
 
 
 def new_recovery_codes() -> list[str]:
@@ -91,7 +91,7 @@ async def after_first_factor(request: Request, client: dict, params: dict, accou
                                   totp_enrolled=enrolled(account), roles=roles_of(account))
     if step == "verify_email":
         sent = await account_life.send_verification(svc, account)
-        return oidc._login_page(params, "Confirm your e-mail address first: open the link we mailed to you"
+        return oidc._login_page(svc.settings, params, "Confirm your e-mail address first: open the link we mailed to you"
                                 + (" (we have just sent a new one)." if sent else ".")
                                 + " / メールアドレスの確認がまだです。お送りしたリンクを開いてください。", status=403)
     if step == "done":
@@ -103,8 +103,8 @@ async def after_first_factor(request: Request, client: dict, params: dict, accou
         doc["secret"] = pyotp.random_base32()
     await svc.db.login_tickets.insert_one(doc)
     if step == "totp":
-        return _code_page(ticket)
-    return _enrol_page(ticket, doc["secret"], account["email"])
+        return _code_page(svc.settings, ticket)
+    return _enrol_page(svc.settings, ticket, doc["secret"], account["email"])
 
 
 async def _complete(request: Request, client: dict, params: dict, account: dict):
@@ -127,7 +127,7 @@ async def authorize_totp(request: Request, ticket: str = Form(max_length=200), c
         account["status"], account.get("failed", 0), account.get("locked_until"), now)
     if refusal:
         await db.login_tickets.delete_one({"_id": t["_id"]})
-        return _restart_page(params, refusal, 401)
+        return _restart_page(request.app.state.settings, params, refusal, 401)
     client = await oidc._client_and_redirect(db, params["client_id"], params["redirect_uri"])
     if client is None:
         return oidc.oauth_error("invalid_request", "the client or its redirect_uri is no longer registered")
@@ -135,17 +135,18 @@ async def authorize_totp(request: Request, ticket: str = Form(max_length=200), c
     if t["stage"] == "enrol":
         step = domain.totp_match(t["secret"], code, now, None)
         if step is None:
-            return await _wrong_code(db, t, account, ticket, now)
+            return await _wrong_code(request.app.state.settings, db, t, account, ticket, now)
         codes = await store_enrolment(db, account["_id"], t["secret"], step, now)
         if codes is None:  # enrolled in another window meanwhile: sign in with that one
             await db.login_tickets.delete_one({"_id": t["_id"]})
-            return _restart_page(params, "a second factor was set up meanwhile; sign in again", 409)
+            return _restart_page(request.app.state.settings, params,
+                                 "a second factor was set up meanwhile; sign in again", 409)
         await db.login_tickets.update_one({"_id": t["_id"]}, {"$set": {"stage": "enrolled"}, "$unset": {"secret": ""}})
-        return _recovery_page(ticket, codes)
+        return _recovery_page(request.app.state.settings, ticket, codes)
     if t["stage"] == "totp":
         used = await check_code(db, account, code, now)
         if used is None:
-            return await _wrong_code(db, t, account, ticket, now)
+            return await _wrong_code(request.app.state.settings, db, t, account, ticket, now)
         if used == "recovery":
             left = len(((await db.accounts.find_one({"_id": account["_id"]}, {"totp": 1})).get("totp") or {}).get("recovery", []))
             await record(db, actor=account["_id"], action="identity.RecoveryCodeUsed", key=account["_id"],
@@ -156,29 +157,29 @@ async def authorize_totp(request: Request, ticket: str = Form(max_length=200), c
     return await _complete(request, client, params, account)
 
 
-async def _wrong_code(db, t: dict, account: dict, ticket: str, now: float):
+async def _wrong_code(settings, db, t: dict, account: dict, ticket: str, now: float):
     """A wrong code counts like a wrong password (R-ID-01 lockout)."""
     failed, locked_until = domain.after_failed_login(account.get("failed", 0), now)
     await db.accounts.update_one({"_id": account["_id"]}, {"$set": {"failed": failed, "locked_until": locked_until}})
     if locked_until:
         await db.login_tickets.delete_one({"_id": t["_id"]})
-        return _restart_page(t["params"], LOCKED, 401)
+        return _restart_page(settings, t["params"], LOCKED, 401)
     error = "the code is wrong or already used; try the next one / コードが正しくありません"
     if t["stage"] == "enrol":
-        return _enrol_page(ticket, t["secret"], account["email"], error, 401)
-    return _code_page(ticket, error, 401)
+        return _enrol_page(settings, ticket, t["secret"], account["email"], error, 401)
+    return _code_page(settings, ticket, error, 401)
 
 
 # --- the pages ----------------------------------------------------------------------------------------
-def _form(ticket: str, inner: str, button: str) -> str:
-    action = html.escape(f"{oidc.public_url()}/authorize/totp")
+def _form(settings, ticket: str, inner: str, button: str) -> str:
+    action = html.escape(f"{oidc.public_url(settings)}/authorize/totp")
     return (f'<form method="post" action="{action}"><input type="hidden" name="ticket" value="{html.escape(ticket)}">'
             f'{inner}<button type="submit">{button}</button></form>')
 
 
-def _restart_page(params: dict, message: str, status: int):
+def _restart_page(settings, params: dict, message: str, status: int):
     """The login ends here (locked, revoked, ...): what happened, and a link back to the login form."""
-    again = html.escape(f"{oidc.public_url()}/authorize?{urlencode({'response_type': 'code', **params})}")
+    again = html.escape(f"{oidc.public_url(settings)}/authorize?{urlencode({'response_type': 'code', **params})}")
     return account_life.page("ログインできません / Sign-in failed", f'<p id="message">{html.escape(message)}</p>'
                              f'<p><a id="restart" href="{again}">ログイン画面へ / Back to sign-in</a></p>', status)
 
@@ -190,15 +191,15 @@ def _error(text: str) -> str:
     return f'<p id="message">{html.escape(text)}</p>' if text else ""
 
 
-def _code_page(ticket: str, error: str = "", status: int = 200):
+def _code_page(settings, ticket: str, error: str = "", status: int = 200):
     return account_life.page("確認コード / Verification code", _error(error) + _form(
-        ticket, _CODE_FIELD.format(label="認証アプリの 6 桁のコード、またはリカバリーコード / "
+        settings, ticket, _CODE_FIELD.format(label="認証アプリの 6 桁のコード、またはリカバリーコード / "
                                          "The 6-digit code of your authenticator app, or a recovery code"),
         "確認 / Verify"), status)
 
 
-def _enrol_page(ticket: str, secret: str, email: str, error: str = "", status: int = 200):
-    uri = otpauth_uri(secret, email)
+def _enrol_page(settings, ticket: str, secret: str, email: str, error: str = "", status: int = 200):
+    uri = otpauth_uri(secret, email, settings.totp_issuer)
     key = " ".join(secret[i:i + 4] for i in range(0, len(secret), 4))
     return account_life.page("二要素認証の設定 / Set up two-factor authentication", _error(error) + f"""
 <p>このアカウントには二要素認証が必要です。認証アプリにこの鍵を登録し、表示される 6 桁のコードを入力してください。<br>
@@ -206,15 +207,15 @@ This account must sign in with a second factor. Add this key to an authenticator
 type the key), then enter the 6-digit code it shows.</p>
 <p><a id="otpauth" href="{html.escape(uri)}">{html.escape(uri)}</a></p>
 <p>鍵 / Key: <code id="secret">{html.escape(key)}</code></p>""" + _form(
-        ticket, _CODE_FIELD.format(label="コード / Code"), "設定する / Confirm"), status)
+        settings, ticket, _CODE_FIELD.format(label="コード / Code"), "設定する / Confirm"), status)
 
 
-def _recovery_page(ticket: str, codes: list[str]):
+def _recovery_page(settings, ticket: str, codes: list[str]):
     items = "".join(f"<li><code>{html.escape(c)}</code></li>" for c in codes)
     return account_life.page("リカバリーコード / Recovery codes", f"""
 <p>端末をなくしたときは、コードの代わりにこれらを 1 回ずつ使えます。今だけ表示します。安全な場所に保管してください。<br>
 If you lose your device, each of these works once in place of a code. They are shown only now: keep them safe.</p>
-<ul id="recovery-codes">{items}</ul>""" + _form(ticket, "", "続ける / Continue"))
+<ul id="recovery-codes">{items}</ul>""" + _form(settings, ticket, "", "続ける / Continue"))
 
 
 # --- self-service API (an account with a token) -----------------------------------------------------------
@@ -263,7 +264,8 @@ async def totp_start(request: Request, response: Response,
     await request.app.state.service.db.accounts.update_one(
         {"_id": account["_id"]}, {"$set": {"totp_pending": {"secret": secret, "expires_at": expires_at}}})
     response.headers["Cache-Control"] = "no-store"
-    return TotpStartOut(otpauth_uri=otpauth_uri(secret, account["email"]), secret=secret, expires_at=expires_at)
+    uri = otpauth_uri(secret, account["email"], request.app.state.settings.totp_issuer)
+    return TotpStartOut(otpauth_uri=uri, secret=secret, expires_at=expires_at)
 
 
 @router.post("/accounts/me/totp/confirm", response_model=RecoveryCodesOut, tags=["accounts"],

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import html
-import os
 import time
 from urllib.parse import urlencode
 
@@ -24,9 +23,10 @@ CODE_TTL = 60
 REFRESH_TTL = 30 * 24 * 3600
 
 
-def public_url() -> str:
-    """Where callers reach this service (through the gateway by default)."""
-    return os.environ.get("IDENTITY_PUBLIC_URL") or os.environ.get("OIDC_ISSUER", "http://127.0.0.1:8080") + "/api/identity"
+def public_url(settings) -> str:
+    """Where callers reach this service (through the gateway by default): IDENTITY_PUBLIC_URL, else
+    OIDC_ISSUER/api/identity, from the identity settings."""
+    return settings.public_url
 
 
 def oauth_error(error: str, description: str, status: int = 400) -> JSONResponse:
@@ -38,7 +38,7 @@ def oauth_error(error: str, description: str, status: int = 400) -> JSONResponse
 
 @router.get("/.well-known/openid-configuration", summary="OpenID Connect discovery document")
 async def discovery(request: Request) -> dict:
-    base, issuer = public_url(), request.app.state.issuer.issuer
+    base, issuer = public_url(request.app.state.settings), request.app.state.issuer.issuer
     return {
         "issuer": issuer,
         "authorization_endpoint": f"{base}/authorize",
@@ -102,11 +102,11 @@ def consent_notice(client: dict | None, scope: str) -> str:
             f'<code>{scopes}</code>. Signing in grants exactly this, nothing more.</p>')
 
 
-def _login_page(params: dict, error: str = "", status: int = 200, notice: str = "") -> HTMLResponse:
+def _login_page(settings, params: dict, error: str = "", status: int = 200, notice: str = "") -> HTMLResponse:
     hidden = "".join(f'<input type="hidden" name="{k}" value="{html.escape(v or "")}">' for k, v in params.items())
     federation = ""
-    if os.environ.get("UPSTREAM_OIDC_ISSUER"):  # R-ANC-03: offer the upstream login next to the password
-        upstream_name = os.environ.get("UPSTREAM_OIDC_NAME", "GビズID")
+    if settings.upstream_oidc_issuer:  # R-ANC-03: offer the upstream login next to the password
+        upstream_name = settings.upstream_oidc_name
         href = html.escape(f"federation/start?{urlencode({k: v or '' for k, v in params.items()})}")
         federation = f'<p><a id="federated" href="{href}">{html.escape(upstream_name)}でログイン / Sign in with {html.escape(upstream_name)}</a></p>'
     return HTMLResponse(_FORM.format(hidden=hidden, error=html.escape(error), federation=federation, notice=notice),
@@ -133,7 +133,7 @@ async def authorize_form(request: Request, client_id: str = "", redirect_uri: st
         return _redirect(params["redirect_uri"], params["state"], error="invalid_request",
                          error_description="response_type=code with a S256 code_challenge is required")
     params = {k: v for k, v in params.items() if k in _AUTH_PARAMS}
-    return _login_page(params, notice=consent_notice(client, params["scope"]))
+    return _login_page(request.app.state.settings, params, notice=consent_notice(client, params["scope"]))
 
 
 async def _requires_par(db, client_id: str) -> bool:
@@ -167,7 +167,7 @@ async def authorize_submit(request: Request, email: str = Form(), password: str 
         return oauth_error("invalid_request", "unknown client_id or a redirect_uri not registered for it")
     account = await login(svc.db, email, password)
     if isinstance(account, str):
-        return _login_page(params, account, status=401)
+        return _login_page(request.app.state.settings, params, account, status=401)
     return await mfa.after_first_factor(request, client, params, account)  # e-mail confirmed? second factor? (R-ID-10)
 
 

@@ -1,7 +1,6 @@
 """Issuing and checking the JWTs identity signs (RS256, short-lived access tokens)."""
 from __future__ import annotations
 
-import os
 import time
 import uuid
 
@@ -18,9 +17,8 @@ class TokenIssuer:
         self.keys, self.issuer, self.access_ttl = keys, issuer, access_ttl
 
     @classmethod
-    def from_env(cls) -> "TokenIssuer":
-        return cls(KeySet.from_env(), os.environ.get("OIDC_ISSUER", "http://127.0.0.1:8080"),
-                   int(os.environ.get("ACCESS_TOKEN_TTL", "300")))
+    def from_settings(cls, settings) -> "TokenIssuer":
+        return cls(KeySet.from_settings(settings), settings.oidc_issuer, settings.access_token_ttl)
 
     def _sign(self, claims: dict) -> str:
         return jwt.encode(claims, self.keys.private_key, algorithm="RS256", headers={"kid": self.keys.active_kid})

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import uuid
 from datetime import date, datetime
 from typing import Literal
@@ -35,9 +34,8 @@ ANYONE = ("business", "founder", "expert", "institution", "bureau", "agency", "o
 MAX_SEARCHES = 50
 
 
-def params_from_env() -> domain.AlertParams:
-    return domain.AlertParams(deadline_days=int(os.environ.get("REMINDER_DEADLINE_DAYS", "7")),
-                              renewal_days=int(os.environ.get("REMINDER_RENEWAL_DAYS", "30")))
+def params_of(settings) -> domain.AlertParams:
+    return domain.AlertParams(deadline_days=settings.reminder_deadline_days, renewal_days=settings.reminder_renewal_days)
 
 
 async def ensure_indexes(db) -> None:
@@ -126,7 +124,7 @@ async def remind(svc, today: date, p: domain.AlertParams) -> int:
 
 
 async def run_clock(svc) -> None:
-    p, every = params_from_env(), float(os.environ.get("REMINDER_POLL_SECONDS", "3600"))
+    p, every = params_of(svc.settings), svc.settings.reminder_poll_seconds
     while True:
         try:
             await remind(svc, now().astimezone(JST).date(), p)

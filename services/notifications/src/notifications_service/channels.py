@@ -9,7 +9,6 @@ subscription, which the push service says is gone).
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 from email.message import EmailMessage
@@ -33,11 +32,9 @@ class Permanent(Exception):
 
 
 class EmailSender:
-    def __init__(self):
-        self.host = os.environ.get("SMTP_HOST", "127.0.0.1")
-        self.port = int(os.environ.get("SMTP_PORT", "25"))
-        self.sender = os.environ.get("SMTP_FROM", "no-reply@smeportal.example.jp")
-        self.timeout = float(os.environ.get("SMTP_TIMEOUT", "10"))
+    def __init__(self, settings):
+        self.host, self.port, self.sender = settings.smtp_host, settings.smtp_port, settings.smtp_from
+        self.timeout = settings.smtp_timeout
 
     async def send(self, d: dict) -> None:
         msg = EmailMessage()
@@ -111,10 +108,10 @@ class LineSender:
     token as Bearer, {"to": user id, "messages": [{"type": "text", ...}]}, and X-Line-Retry-Key fixed per delivery
     so a retried push is accepted once."""
 
-    def __init__(self):
-        self.base = os.environ.get("LINE_API_BASE", "https://api.line.me").rstrip("/")
-        self.token = os.environ.get("LINE_CHANNEL_TOKEN", "")
-        self.timeout = float(os.environ.get("LINE_TIMEOUT", "10"))
+    def __init__(self, settings):
+        self.base = settings.line_api_base.rstrip("/")
+        self.token = settings.line_channel_token
+        self.timeout = settings.line_timeout
 
     async def send(self, d: dict) -> None:
         if not self.token:

@@ -2,7 +2,6 @@
 notices to each party (R-NOT-02) and the Notify command; idempotent by event / notification id."""
 from __future__ import annotations
 
-import os
 
 from contracts import Envelope
 from contracts.events.dispatch import DispatchStatusChanged
@@ -72,4 +71,4 @@ def command_handlers(svc):
 
 def portal_url(svc) -> str:
     """Where links in notices point: the portal's public address (the gateway), PORTAL_URL or the token issuer."""
-    return (os.environ.get("PORTAL_URL") or svc.settings.oidc_issuer).rstrip("/")
+    return (svc.settings.portal_url or svc.settings.oidc_issuer).rstrip("/")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from datetime import timedelta
 
@@ -40,13 +39,12 @@ class RateLimit:
 
 
 class Deliverer:
-    def __init__(self, db, senders: dict, poll_seconds: float = 1.0):
+    def __init__(self, db, senders: dict, settings, poll_seconds: float = 1.0):
         self.db, self.senders, self.poll_seconds = db, senders, poll_seconds
-        self.params = domain.Params(backoff_base_seconds=float(os.environ.get("SMTP_BACKOFF_SECONDS", "2")),
-                                    max_attempts=int(os.environ.get("SMTP_MAX_ATTEMPTS", "5")))
-        self.lease = float(os.environ.get("SMTP_TIMEOUT", "10")) * 3
-        self.limits = {c: RateLimit(float(os.environ.get(f"NOTIFY_RATE_{c.upper()}", default)))
-                       for c, default in (("email", "50"), ("webpush", "200"), ("line", "100"))}
+        self.params = domain.Params(backoff_base_seconds=settings.smtp_backoff_seconds,
+                                    max_attempts=settings.smtp_max_attempts)
+        self.lease = settings.smtp_timeout * 3
+        self.limits = {c: RateLimit(getattr(settings, f"notify_rate_{c}")) for c in ("email", "webpush", "line")}
         self._wake = asyncio.Event()
 
     def kick(self) -> None:

@@ -8,7 +8,6 @@ import binascii
 import hashlib
 import html
 import json
-import os
 from typing import Literal
 
 from fastapi import APIRouter, Depends, Request
@@ -192,7 +191,7 @@ async def unlink_line(request: Request, p: Principal = Depends(require(*ANYONE))
              summary="The messaging app's webhook (signed with X-Line-Signature): an unfollow pauses the channel")
 async def line_webhook(request: Request) -> dict:
     raw = await request.body()
-    secret = os.environ.get("LINE_CHANNEL_SECRET", "")
+    secret = request.app.state.settings.line_channel_secret
     if not secret or not domain.line_signature_ok(secret, raw, request.headers.get("x-line-signature", "")):
         raise Problem(401, "Bad signature", "X-Line-Signature does not match the body.")
     try:

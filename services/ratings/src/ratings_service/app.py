@@ -1,35 +1,42 @@
-"""Wiring of the ratings service."""
+"""Wiring of the ratings service.
+
+    uvicorn --factory ratings_service.app:create_app
+"""
 import asyncio
-import os
+
+from fastapi import FastAPI
 
 from ratings_service import store
 from ratings_service.consumers import handlers
 from ratings_service.http import router
+from ratings_service.settings import RatingsSettings
 from servicekit.service import Service
-
-svc = Service("ratings", title="Ratings", outbox=["owed", "radars", "classifications"], produces=["ratings.events"])
-svc.consume("dispatch.events", handlers(svc))
-svc.app.include_router(router)
-SWEEP_SECONDS = float(os.environ.get("RATINGS_SWEEP_SECONDS", "60"))
+from servicekit.settings import Settings, settings_for
 
 
-@svc.background("ratings-sweeper")
-async def _sweeper() -> None:
-    """R-RAT-02: buckets leaving the window update the radar even if nobody reads it; also finishes
-    radar updates a crash interrupted."""
-    while True:
-        try:
-            await store.sweep(svc)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            svc.log.exception("ratings sweep failed; retrying")
-        await asyncio.sleep(SWEEP_SECONDS)
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The ratings service's app, built from `settings` (default: the environment's, read now)."""
+    settings = settings_for(RatingsSettings, "ratings", settings)
+    svc = Service("ratings", title="Ratings", outbox=["owed", "radars", "classifications"], produces=["ratings.events"],
+                  settings=settings)
+    svc.consume("dispatch.events", handlers(svc))
+    svc.app.include_router(router)
 
+    @svc.background("ratings-sweeper")
+    async def _sweeper() -> None:
+        """R-RAT-02: buckets leaving the window update the radar even if nobody reads it; also finishes
+        radar updates a crash interrupted."""
+        while True:
+            try:
+                await store.sweep(svc)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                svc.log.exception("ratings sweep failed; retrying")
+            await asyncio.sleep(settings.ratings_sweep_seconds)
 
-@svc.on_startup
-async def _start() -> None:
-    await store.ensure_indexes(svc.db)
+    @svc.on_startup
+    async def _start() -> None:
+        await store.ensure_indexes(svc.db)
 
-
-app = svc.app
+    return svc.app

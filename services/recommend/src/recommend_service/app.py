@@ -1,21 +1,18 @@
-"""Wiring of the recommend service."""
+"""Wiring of the recommend service.
+
+    uvicorn --factory recommend_service.app:create_app
+"""
 from datetime import UTC, datetime
+
+from fastapi import FastAPI
 
 from recommend_service import blobs, domain, store
 from recommend_service.consumers import community_handlers, identity_handlers, own_handlers
 from recommend_service.http import router
 from recommend_service.intake_http import router as intake_router
+from recommend_service.settings import RecommendSettings
 from servicekit.service import Service
-
-svc = Service("recommend", title="Recommendations", outbox=["business_profiles", "programmes", "applications"],
-              produces=["recommend.events", "notifications.commands"])
-svc.consume("identity.events", identity_handlers(svc))
-svc.consume("recommend.events", own_handlers(svc))
-svc.consume("community.events", community_handlers(svc))  # needs and offers, recommended like programmes
-svc.app.include_router(router)
-svc.app.include_router(intake_router)
-svc.app.state.cases = domain.load_cases()  # R-POR-08: the case catalogue ships with the service
-svc.app.state.blobs = blobs.from_env()  # R-POR-05: application attachments (local disk by default)
+from servicekit.settings import Settings, settings_for
 
 
 class _Arrival:
@@ -31,12 +28,23 @@ class _Arrival:
         await self.app(scope, receive, send)
 
 
-svc.app.add_middleware(_Arrival)
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The recommend service's app, built from `settings` (default: the environment's, read now)."""
+    settings = settings_for(RecommendSettings, "recommend", settings)
+    svc = Service("recommend", title="Recommendations", outbox=["business_profiles", "programmes", "applications"],
+                  produces=["recommend.events", "notifications.commands"], settings=settings)
+    svc.consume("identity.events", identity_handlers(svc))
+    svc.consume("recommend.events", own_handlers(svc))
+    svc.consume("community.events", community_handlers(svc))  # needs and offers, recommended like programmes
+    svc.app.include_router(router)
+    svc.app.include_router(intake_router)
+    svc.app.state.cases = domain.load_cases()  # R-POR-08: the case catalogue ships with the service
+    # R-POR-05: application attachments (local disk by default)
+    svc.app.state.blobs = blobs.from_settings(settings.intake_blob_dir, settings.var_dir)
+    svc.app.add_middleware(_Arrival)
 
+    @svc.on_startup
+    async def _seed() -> None:
+        await store.seed_catalogue(svc.db, domain.load_catalogue())
 
-@svc.on_startup
-async def _seed() -> None:
-    await store.seed_catalogue(svc.db, domain.load_catalogue())
-
-
-app = svc.app
+    return svc.app

@@ -60,9 +60,9 @@ class LocalBlobStore:
         return (self.root / "objects" / _safe(upload_id)).open("rb")
 
 
-def from_env() -> BlobStore:
-    root = os.environ.get("INTAKE_BLOB_DIR")
+def from_settings(blob_dir: str, var_dir: str = "") -> BlobStore:
+    """INTAKE_BLOB_DIR, else VAR_DIR/recommend-blobs, else a fresh temporary directory."""
+    root = blob_dir
     if not root:
-        var = os.environ.get("VAR_DIR")
-        root = str(Path(var) / "recommend-blobs") if var else tempfile.mkdtemp(prefix="recommend-blobs-")
+        root = str(Path(var_dir) / "recommend-blobs") if var_dir else tempfile.mkdtemp(prefix="recommend-blobs-")
     return LocalBlobStore(root)

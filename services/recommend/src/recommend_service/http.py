@@ -396,7 +396,8 @@ async def get_benchmark_pdf(business_id: str, request: Request,
     doc, result = await _benchmark(request, business_id, who)
     now = datetime.now(UTC)
     pdf = await run_in_threadpool(report.benchmark_pdf, business_name=doc.get("name") or business_id,
-                                  industry=doc.get("industry") or "", result=result, generated_at=now)
+                                  industry=doc.get("industry") or "", result=result, generated_at=now,
+                                  font_file=request.app.state.settings.benchmark_font_file)
     await record_audit(_svc(request).db, actor=who.subject, action="recommend.BenchmarkReportRead", key=business_id,
                        payload={"fiscal_year": result["fiscal_year"], "rank": result["rank"]})
     return Response(pdf, media_type="application/pdf",

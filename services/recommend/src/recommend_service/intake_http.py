@@ -7,7 +7,6 @@ submits its application; the agency's staff (and operators) — the programme's 
 for an application (it is not visible to them)."""
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -24,7 +23,6 @@ from servicekit.store import now, record_audit
 router = APIRouter(tags=["applications"])
 REVIEWERS = ("agency", "operator")
 APPLICANTS = ("business", "founder")
-MAX_UPLOAD_BYTES = int(os.environ.get("INTAKE_MAX_UPLOAD_BYTES", intake.MAX_UPLOAD_BYTES))
 
 
 def _svc(request: Request):
@@ -261,7 +259,7 @@ async def start_upload(application_id: str, body: UploadIn, request: Request,
     if body.document not in {d["doc_id"] for d in form.get("documents", [])}:
         raise Rejected("invalid", "Unknown document", f"The form asks for no document {body.document}.",
                        code="unknown_document")
-    intake.check_upload(body.size, body.content_type, MAX_UPLOAD_BYTES)
+    intake.check_upload(body.size, body.content_type, request.app.state.settings.intake_max_upload_bytes)
     up = await intake_store.new_upload(db, app, body.model_dump(exclude={"chunk_size"}) | {"sha256": body.sha256.lower()},
                                        body.chunk_size, who.subject, arrived_at(request))
     await record_audit(db, actor=who.subject, action="recommend.UploadStarted", key=up["_id"],

@@ -19,16 +19,16 @@ from reportlab.pdfgen import canvas
 
 from recommend_service import benchmark
 
-FONT_FILES = (os.environ.get("BENCHMARK_FONT_FILE", ""), "/usr/share/fonts/opentype/ipafont-gothic/ipag.ttf",
-              "/usr/share/fonts/truetype/fonts-japanese-gothic.ttf")
+FONT_FILES = ("/usr/share/fonts/opentype/ipafont-gothic/ipag.ttf", "/usr/share/fonts/truetype/fonts-japanese-gothic.ttf")
 _font: str | None = None
 
 
-def japanese_font() -> str:
-    """The registered font name: IPAGothic embedded if its file is there, else the CID font."""
+def japanese_font(font_file: str = "") -> str:
+    """The registered font name: IPAGothic embedded if its file is there (`font_file`, the BENCHMARK_FONT_FILE
+    setting, first), else the CID font. Registered once per process."""
     global _font
     if _font is None:
-        path = next((f for f in FONT_FILES if f and os.path.isfile(f)), None)
+        path = next((f for f in (font_file, *FONT_FILES) if f and os.path.isfile(f)), None)
         if path:
             pdfmetrics.registerFont(TTFont("IPAGothic", path))
             _font = "IPAGothic"
@@ -38,10 +38,11 @@ def japanese_font() -> str:
     return _font
 
 
-def benchmark_pdf(*, business_name: str, industry: str, result: dict, generated_at: datetime) -> bytes:
+def benchmark_pdf(*, business_name: str, industry: str, result: dict, generated_at: datetime,
+                  font_file: str = "") -> bytes:
     """R-REC-06: one A4 page — the six indicators with value, score and reason, the total and rank, a bar chart
     of the scores and the trend over three periods."""
-    font = japanese_font()
+    font = japanese_font(font_file)
     buf = io.BytesIO()
     c = canvas.Canvas(buf, pagesize=A4, pageCompression=0)
     c.setTitle(f"ローカルベンチマーク {business_name}")

@@ -1,0 +1,14 @@
+"""The recommend service's own settings: the common ones plus its knobs, each read from the environment variable of
+the same name (upper case) when `create_app()` is given no settings."""
+from __future__ import annotations
+
+from recommend_service import intake
+from servicekit.settings import Settings
+
+
+class RecommendSettings(Settings):
+    service_name: str = "recommend"
+    intake_max_upload_bytes: int = intake.MAX_UPLOAD_BYTES  # R-POR-05: an attachment's largest size
+    intake_blob_dir: str = ""  # where attachments are kept; default VAR_DIR/recommend-blobs, else a temporary one
+    var_dir: str = ""
+    benchmark_font_file: str = ""  # R-REC-06: a TrueType font with Japanese glyphs to embed, tried first
