@@ -11,7 +11,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-SERVICES = ["identity", "experts", "dispatch", "budget", "ratings", "notifications", "recommend", "community"]
+from servicekit import registry
+
+SERVICES = registry.names()  # services/registry.toml
 OURS = tuple(str(Path(__file__).resolve().parents[2] / d) for d in ("services", "servicekit", "contracts"))
 
 

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-SERVICES = ["identity", "experts", "dispatch", "budget", "ratings", "notifications", "recommend", "community"]
+from servicekit import registry
+
+SERVICES = registry.names()  # services/registry.toml
 PROBE = Path(__file__).with_name("app_factory_probe.py")
 
 
