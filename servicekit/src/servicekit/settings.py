@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     outbox_poll_seconds: float = 0.5
     consumer_max_attempts: int = 3  # for a handler's own failures; a dependency that is down is waited for
     mongo_timeout_ms: int = 2000  # server selection: how long a request waits for an unreachable database
+    # R-REC-07 EBPM reports (servicekit.ebpm_keys): no cell under ebpm_min_cell businesses; the record keys' secret
+    ebpm_min_cell: int = 5
+    ebpm_key_secret: str = ""
+    ebpm_key_secret_file: str = ""
     fault_crash_before_publish: bool = False  # test hook: exit hard between the DB write and the publish
 
     @property

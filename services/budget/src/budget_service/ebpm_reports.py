@@ -67,7 +67,7 @@ async def execution(request: Request, by: list[Dim] | None = Query(None, descrip
         f = per.setdefault((e["frame_id"], e["dispatch_id"]), {"reserved": 0, "committed": 0})
         f["reserved"] += e.get("reserved", 0)
         f["committed"] += e.get("spent_fee", 0) + e.get("spent_travel", 0)
-    table = ebpm.Table(dims, MEASURES, await ebpm_keys.params(svc_of(request).db), labels=dict(LABELS))
+    table = ebpm.Table(dims, MEASURES, await ebpm_keys.params(svc_of(request).db, svc_of(request).settings), labels=dict(LABELS))
 
     def key(frame: dict) -> tuple:
         row = {"fiscal_year": frame["fiscal_year"], "block": frame.get("bureau_id") or "—"}

@@ -52,8 +52,9 @@ def _scope(p: Principal) -> dict:
     return {"orgs": orgs}
 
 
-async def _table(db, by: list[str], measures) -> ebpm.Table:
-    return ebpm.Table(tuple(by), measures, await ebpm_keys.params(db), labels=dict(LABELS))
+async def _table(request: Request, by: list[str], measures) -> ebpm.Table:
+    svc = request.app.state.service
+    return ebpm.Table(tuple(by), measures, await ebpm_keys.params(svc.db, svc.settings), labels=dict(LABELS))
 
 
 async def _places(db, business_ids: set[str]) -> dict[str, str]:
@@ -109,7 +110,7 @@ async def uptake(request: Request, by: list[Dim] | None = Query(None, descriptio
             if fiscal_year is None or fy == fiscal_year:
                 recs.append((c["business_id"], fy, UNKNOWN, {"consultations": True}))
     industry = await _places(db, {r[0] for r in recs})
-    table = await _table(db, dims, UPTAKE)
+    table = await _table(request, dims, UPTAKE)
     for bid, fy, block, values in recs:
         row = {"fiscal_year": fy, "block": block, "industry": industry.get(bid, UNKNOWN)}
         table.add(tuple(row[d] for d in dims), bid, **values)
@@ -146,7 +147,7 @@ async def outcomes(request: Request, by: list[Dim] | None = Query(None, descript
         f["answered"] |= r["answered"]
         f["results"] |= r["results"]
     industry = await _places(db, {k[0] for k in flags})
-    table = await _table(db, dims, OUTCOMES)
+    table = await _table(request, dims, OUTCOMES)
     for (bid, fy, block), f in flags.items():
         row = {"fiscal_year": fy, "block": block, "industry": industry.get(bid, UNKNOWN)}
         table.add(tuple(row[d] for d in dims), bid, answered=1 if f["answered"] else 0,
