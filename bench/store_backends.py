@@ -126,14 +126,25 @@ async def mix(uri: str, docs: int, n: int, concurrencies: list[int]) -> dict[tup
     return out
 
 
-async def main(uris: list[tuple[str, str]], docs: int, n: int, concurrencies: list[int]) -> None:
-    results = {name: await mix(uri, docs, n, concurrencies) for name, uri in uris}
+async def main(uris: list[tuple[str, str]], docs: int, n: int, concurrencies: list[int], rounds: int) -> None:
+    # the machine is shared and its load moves by the minute: the backends take turns per concurrency and round
+    # (order alternating), each on a fresh pre-filled database, and each cell is the median of its rounds
     names = [name for name, _ in uris]
+    runs: dict[str, list[dict]] = {x: [] for x in names}
+    for c in concurrencies:
+        for r in range(rounds):
+            for name, uri in (uris if r % 2 == 0 else uris[::-1]):
+                runs[name].append(await mix(uri, docs, n, [c]))
+    results = {x: {} for x in names}
+    for x in names:
+        for key in dict.fromkeys(k for run in runs[x] for k in run):
+            cells = [run[key] for run in runs[x] if key in run]
+            results[x][key] = {m: statistics.median(cell[m] for cell in cells) for m in ("ops", "p50", "p99")}
     head = f"{'operation (collection of ' + format(docs, ',') + ' documents)':40s}{'conc':>5s}"
     head += "".join(f"{x + ' ops/s':>18s}{'p50 ms':>9s}{'p99 ms':>9s}" for x in names)
     if len(names) == 2:
         head += f"{names[1] + '/' + names[0]:>22s}"
-    print("\n" + head)
+    print(f"\nmedian of {rounds} rounds, backends alternating\n" + head)
     for op, c in results[names[0]]:
         line = f"{op:40s}{c:5d}"
         for x in names:
@@ -148,7 +159,8 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--uri", action="append", required=True, help="name=mongodb://… (repeat)")
     ap.add_argument("--docs", type=int, default=20_000)
-    ap.add_argument("--ops", type=int, default=1_000, help="operations per kind and concurrency (≤ --docs)")
+    ap.add_argument("--ops", type=int, default=600, help="operations per kind and concurrency (≤ --docs)")
+    ap.add_argument("--rounds", type=int, default=2, help="runs per backend and concurrency (median reported)")
     ap.add_argument("--concurrency", type=int, action="append", help="in-flight operations (repeat; 1, 8, 32)")
     a = ap.parse_args()
-    asyncio.run(main([tuple(u.split("=", 1)) for u in a.uri], a.docs, a.ops, a.concurrency or [1, 8, 32]))
+    asyncio.run(main([tuple(u.split("=", 1)) for u in a.uri], a.docs, a.ops, a.concurrency or [1, 8, 32], a.rounds))

@@ -125,7 +125,7 @@ start() {
 }
 
 case "${1:-}" in
-  install) install ;;
+  install) install; if [[ "$MONGO_BACKEND" == postgresql ]]; then pg_install; fi ;;
   start) start ;;
   stop) stop_bg mongo; pg_stop; log "stopped" ;;
   wipe) stop_bg mongo; pg_stop; rm -rf "$VAR_DIR/mongo"; log "data wiped" ;;
