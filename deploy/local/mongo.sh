@@ -1,10 +1,18 @@
 #!/usr/bin/env bash
-# A MongoDB-wire server on 127.0.0.1: FerretDB v1 with its embedded SQLite backend, built from the Go module proxy.
-# usage: mongo.sh install|start|stop|wipe|status      env: MONGO_PORT (27017)
+# A MongoDB-wire server on 127.0.0.1: FerretDB v1, built from the Go module proxy, with its embedded SQLite backend
+# (default) or Debian's PostgreSQL (MONGO_BACKEND=postgresql: a cluster of its own under $VAR_DIR/mongo/pg on
+# MONGO_PG_PORT, unix socket in $VAR_DIR/mongo/pg-run, trust auth on loopback; figures in the README).
+# usage: mongo.sh install|start|stop|wipe|status
+# env: MONGO_PORT (27017), MONGO_BACKEND (sqlite|postgresql), MONGO_PG_PORT (15432)
 source "$(dirname "$0")/lib.sh"
 FERRETDB_VERSION=v1.24.0
 MONGO_PORT="${MONGO_PORT:-27017}"
-PATCH=atomic-writes-2-id-index   # bump when deploy/local/ferretdb-atomic.go or the patches below change
+MONGO_BACKEND="${MONGO_BACKEND:-sqlite}"
+MONGO_PG_PORT="${MONGO_PG_PORT:-15432}"
+PG_DATA="$VAR_DIR/mongo/pg"
+PG_RUN="$VAR_DIR/mongo/pg-run"
+case "$MONGO_BACKEND" in sqlite | postgresql) ;; *) log "MONGO_BACKEND must be sqlite or postgresql"; exit 2 ;; esac
+PATCH=atomic-writes-2-id-index-pg   # bump when deploy/local/ferretdb-atomic.go or the patches below change
 BIN="$CACHE_DIR/ferretdb-$FERRETDB_VERSION-$PATCH/ferretdb"
 DATA="$VAR_DIR/mongo/data"
 
@@ -39,28 +47,91 @@ install() {
   grep -q "IDColumn = DefaultColumn + \"->'_id'\"" "$src/internal/backends/sqlite/metadata/metadata.go" &&
     [[ $(grep -c 'params.Filter.Len() >= 1' "$src/internal/backends/sqlite/collection.go") == 2 ]] ||
     { log "could not patch the _id lookups"; return 1; }
+  # The PostgreSQL backend pushes `{_id: x}` down as `_jsonb->'_id' @> x`, which its btree index on
+  # `_jsonb->'_id'` cannot serve (a sequential scan per lookup); for _id (never an array) `=` selects the same
+  # rows and uses the index. mongo.sh runs PostgreSQL with plan_cache_mode=force_custom_plan so the key,
+  # a query parameter, is planned as the constant '_id' that the index expression names.
+  sed -i '/^\tsql := `%\[1\]s%\[2\]s%\[3\]s @> %\[4\]s`$/a\\tif k == "_id" {\n\t\tsql = `%[1]s%[2]s%[3]s = %[4]s`\n\t}' \
+    "$src/internal/backends/postgresql/query.go"
+  grep -q 'if k == "_id" {' "$src/internal/backends/postgresql/query.go" ||
+    { log "could not patch the PostgreSQL _id lookups"; return 1; }
   mkdir -p "$(dirname "$BIN")"
   (cd "$src" && go build -trimpath -o "$BIN.tmp" ./cmd/ferretdb)
   mv "$BIN.tmp" "$BIN"
   rm -rf "$src"
 }
 
+# Debian's PostgreSQL binaries (apt-get install postgresql; the cluster is ours, not Debian's pg_ctlcluster one)
+pg_bin() {
+  local d
+  for d in /usr/lib/postgresql/*/bin; do [[ -x "$d/pg_ctl" ]] && echo "$d"; done | sort -V | tail -n 1
+}
+
+pg_install() {
+  [[ -n "$(pg_bin)" ]] && return 0
+  log "installing PostgreSQL from Debian (MONGO_BACKEND=postgresql)"
+  apt-get install -y postgresql >/dev/null || { apt-get update >/dev/null && apt-get install -y postgresql >/dev/null; }
+}
+
+# pg_as CMD... -> runs CMD as the cluster's owner: pg_ctl and postgres refuse to run as root, so as root the
+# cluster belongs to Debian's `postgres` user (the package creates it)
+pg_as() {
+  if [[ $(id -u) == 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+pg_running() { [[ -f "$PG_DATA/postmaster.pid" ]] && pg_as "$(pg_bin)/pg_ctl" -D "$PG_DATA" status >/dev/null 2>&1; }
+
+pg_start() {
+  pg_install
+  local bin; bin=$(pg_bin)
+  mkdir -p "$PG_RUN"
+  if [[ ! -f "$PG_DATA/PG_VERSION" ]]; then
+    rm -rf "$PG_DATA"; mkdir -p "$PG_DATA"
+    [[ $(id -u) == 0 ]] && chown postgres: "$PG_DATA"
+    pg_as "$bin/initdb" -D "$PG_DATA" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >>"$VAR_DIR/log/mongo-pg.log"
+  fi
+  [[ $(id -u) == 0 ]] && chown postgres: "$PG_RUN" && touch "$VAR_DIR/log/mongo-pg.log" && chown postgres: "$VAR_DIR/log/mongo-pg.log"
+  if ! pg_running; then
+    # listen on loopback only; the socket in $VAR_DIR so two clusters (worktrees) never share /var/run/postgresql
+    pg_as "$bin/pg_ctl" -D "$PG_DATA" -l "$VAR_DIR/log/mongo-pg.log" -w -t 60 \
+      -o "-p $MONGO_PG_PORT -k $PG_RUN -c listen_addresses=127.0.0.1 -c max_connections=120 -c plan_cache_mode=force_custom_plan" start >/dev/null
+  fi
+  pg_as "$bin/psql" -h 127.0.0.1 -p "$MONGO_PG_PORT" -U postgres -d postgres -tAc \
+    "SELECT 1 FROM pg_database WHERE datname = 'ferretdb'" | grep -q 1 ||
+    pg_as "$bin/createdb" -h 127.0.0.1 -p "$MONGO_PG_PORT" -U postgres ferretdb
+}
+
+pg_stop() {
+  [[ -f "$PG_DATA/postmaster.pid" ]] || return 0
+  pg_as "$(pg_bin)/pg_ctl" -D "$PG_DATA" -m fast -w stop >/dev/null 2>&1 || true
+}
+
 start() {
   if is_running mongo; then log "already running on 127.0.0.1:$MONGO_PORT"; return 0; fi
   install
-  mkdir -p "$DATA"
-  start_bg mongo "$BIN" --handler=sqlite --sqlite-url="file:$DATA/" \
+  local handler
+  if [[ "$MONGO_BACKEND" == postgresql ]]; then
+    pg_start
+    handler=(--handler=postgresql --postgresql-url="postgres://postgres@127.0.0.1:$MONGO_PG_PORT/ferretdb")
+  else
+    mkdir -p "$DATA"
+    handler=(--handler=sqlite --sqlite-url="file:$DATA/")
+  fi
+  start_bg mongo "$BIN" "${handler[@]}" \
     --listen-addr="127.0.0.1:$MONGO_PORT" --debug-addr=- --telemetry=disable \
     --log-level=warn --state-dir="$VAR_DIR/mongo"
   wait_port mongo "$MONGO_PORT" 60
-  log "ready on mongodb://127.0.0.1:$MONGO_PORT"
+  log "ready on mongodb://127.0.0.1:$MONGO_PORT ($MONGO_BACKEND)"
 }
 
 case "${1:-}" in
-  install) install ;;
+  install) install; if [[ "$MONGO_BACKEND" == postgresql ]]; then pg_install; fi ;;
   start) start ;;
-  stop) stop_bg mongo; log "stopped" ;;
-  wipe) stop_bg mongo; rm -rf "$VAR_DIR/mongo"; log "data wiped" ;;
-  status) if is_running mongo && port_open "$MONGO_PORT"; then echo "mongo up 127.0.0.1:$MONGO_PORT"; else echo "mongo down"; exit 1; fi ;;
+  stop) stop_bg mongo; pg_stop; log "stopped" ;;
+  wipe) stop_bg mongo; pg_stop; rm -rf "$VAR_DIR/mongo"; log "data wiped" ;;
+  status)
+    if is_running mongo && port_open "$MONGO_PORT" && { [[ "$MONGO_BACKEND" == sqlite ]] || pg_running; }; then
+      echo "mongo up 127.0.0.1:$MONGO_PORT ($MONGO_BACKEND)"
+    else echo "mongo down"; exit 1; fi ;;
   *) echo "usage: $0 install|start|stop|wipe|status" >&2; exit 2 ;;
 esac

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One-time (and idempotent) set-up of a fresh machine: uv, the Python workspace, Kafka jars, FerretDB, HAProxy,
 # the portal's web bundle (npm ci + build) and Debian's Chromium for the browser tests (Playwright drives it).
+# (With MONGO_BACKEND=postgresql, mongo.sh install also installs Debian's postgresql package.)
 source "$(dirname "$0")/lib.sh"
 here="$(dirname "$0")"
 command -v uv >/dev/null || { log "installing uv from PyPI"; python3 -m pip install -q uv; }
