@@ -27,8 +27,8 @@ EDITABLE = ("draft", "returned")
 # loop in a deadline surge) must not make someone who was in time late: a submission stamped up to this long after the
 # deadline is still accepted (its receipt shows the stamp). Erring towards accepting is the rule's intent.
 DEADLINE_GRACE_SECONDS = 30.0
-# R-POR-05: the gateway stamps every request's arrival (`X-Arrived-At`, epoch milliseconds of the request's first
-# byte, deploy/local/haproxy.cfg.tmpl) after deleting any client-sent copy, so the stamp is taken before any queue in
+# R-POR-05: the gateway stamps every request's arrival (`X-Arrived-At`, epoch milliseconds when its headers were in,
+# deploy/local/haproxy.cfg.tmpl) after deleting any client-sent copy, so the stamp is taken before any queue in
 # front of the service. A stamp is used only when it is plausible against the service's own clock (not older than
 # ARRIVAL_MAX_AGE_SECONDS, not ahead by more than ARRIVAL_MAX_AHEAD_SECONDS); otherwise, or without the header (a
 # direct call, not through the gateway), the service's own stamp counts.
