@@ -142,7 +142,8 @@ async def run(base: str, heads: dict[str, dict], mongo: str, db: str, window: fl
         elapsed = time.monotonic() - start
     if refused:
         print(f"{len(refused)} refused, e.g. {refused[0]}")
-    return {"stats": stats, "lat": lat, "receipts": receipts, "deadline": deadline, "elapsed": elapsed, "apps": apps}
+    return {"stats": stats, "lat": lat, "receipts": receipts, "deadline": deadline, "elapsed": elapsed, "apps": apps,
+            "refused": refused}
 
 
 async def count_topic(kafka: str, topic: str, want: str, ids: set[str], timeout: float) -> int:
@@ -172,8 +173,12 @@ def main() -> None:
     ap.add_argument("--window", type=float, default=60.0, help="seconds between the window opening and the deadline")
     ap.add_argument("--concurrency", type=int, default=0,
                     help="client connections (default: one per business, as real users have)")
+    ap.add_argument("--gateway", action="store_true",
+                    help="through the real gateway (deploy/local/gateway.sh), which stamps each request's arrival "
+                         "(X-Arrived-At); without it, straight to the service, which stamps the arrival itself")
     a = ap.parse_args()
-    from tests.support import Infra, Namespace, ServiceProcess, service_port, token
+    from tests.support import (GATEWAY_PORT, LOCAL, Infra, Namespace, ServiceProcess, gateway_env, service_port,
+                               token)
 
     infra = Infra(os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:19092"),
                   os.environ.get("MONGO_URI", "mongodb://127.0.0.1:37017"), "bench")
@@ -187,6 +192,11 @@ def main() -> None:
     proc = ServiceProcess("recommend", infra, ns, tmp, port=service_port("recommend"), OTEL_SPANS_FILE="",
                           OUTBOX_POLL_SECONDS="0.5", LOG_LEVEL="WARNING", INTAKE_BLOB_DIR=str(tmp / "blobs"))
     proc.start(timeout=300)
+    base = proc.url
+    if a.gateway:
+        import subprocess
+        subprocess.run([LOCAL / "gateway.sh", "start"], env=gateway_env(infra, ns), check=True)
+        base = f"http://127.0.0.1:{GATEWAY_PORT}/api/recommend"
     mongo = MongoClient(infra.mongo)
     try:
         businesses = [f"surge-{i:05d}" for i in range(a.n)]
@@ -199,7 +209,7 @@ def main() -> None:
         heads = {b: {"authorization": f"Bearer {token(sub=f'acc-{b}', roles=['business'], biz=[{'id': b, 'role': 'prime'}])}"}
                  for b in businesses}
         a.concurrency = a.concurrency or a.n
-        out = asyncio.run(run(proc.url, heads, infra.mongo, db, a.window, a.concurrency))
+        out = asyncio.run(run(base, heads, infra.mongo, db, a.window, a.concurrency))
         deadline, receipts = out["deadline"], out["receipts"]
         arrivals = [datetime.fromisoformat(r["accepted_at"]) for r in receipts.values()]
         late_done = sum(1 for r in receipts.values() if r["done_at"] > deadline)
@@ -215,7 +225,9 @@ def main() -> None:
         notices = asyncio.run(count_topic(infra.kafka, ns.topic("notifications.commands"), "notifications.Notify",
                                           ids, 120))
         lat = out["lat"]
-        print(f"surge: {a.n} businesses, window {a.window:.0f}s before the deadline, {a.concurrency} connections")
+        print(f"surge: {a.n} businesses, window {a.window:.0f}s before the deadline, {a.concurrency} connections, "
+              f"{'through the gateway (its arrival stamp)' if a.gateway else 'straight to the service (its own stamp)'}")
+        print(f"  in-time submissions refused: {len(out['refused'])}")
         print(f"  finished in {out['elapsed']:.1f}s; {3 * a.n / out['elapsed']:.0f} requests/s; "
               f"{out['stats']['retries']} retries")
         print(f"  submit: {ms(lat['submit'])}")
@@ -231,6 +243,8 @@ def main() -> None:
         assert submitted == a.n and attached == a.n and events == a.n and notices == a.n, "something was lost"
         print("  OK: every submission accepted with its receipt, none lost")
     finally:
+        if a.gateway:
+            subprocess.run([LOCAL / "gateway.sh", "stop"], env=gateway_env(infra, ns), check=False)
         proc.stop()
         mongo.drop_database(db)
 
