@@ -22,7 +22,19 @@ Measured 2026-11-30 on this 2-core machine shared with other sessions (load 10-1
   grace (intake.DEADLINE_GRACE_SECONDS): 17 refused in one run, 512 in another at load 18 — requests sent in time
   were stamped 30+ s later: the queue is before the service's stamp (the saturated event loop of one uvicorn
   worker, and this client in the same machine). What it needs: the arrival stamped by the gateway (HAProxy
-  `date()` in a header the gateway sets and strips from clients) and/or more replicas; not done.
+  `date()` in a header the gateway sets and strips from clients) and/or more replicas.
+- Done since (`--gateway`): the gateway stamps X-Arrived-At (a client's copy deleted) and recommend judges by it.
+  Back-to-back runs 2026-11-30 (load 8-10), 2,000 in 60 s, one connection per business: straight to the service
+  (its own stamp) 656 refused; through the gateway (its stamp) 701 refused — no better, because here the queue is
+  in FRONT of the gateway: the gateway received 678 of the submits more than 30 s after the deadline (its access
+  log), up to 2.5 min after; sent -> gateway stamp p50 13.6 s, max 75.7 s. The bench client (2,000 connections in
+  one Python event loop) shares the 2 cores with HAProxy, the service and other sessions, so what it "sent" in time
+  reached the wire late; no server-side stamp can see that. The gateway's stamp removes the service's own queue
+  (tests/integration/test_intake_gateway.py: a submission held 32 s behind the deadline is accepted), not the
+  client's. Smaller surge where this client keeps up, 800 in 20 s, back-to-back: straight to the service 213
+  refused (all 213 sent before the deadline; sent -> service stamp p50 6.6 s, max 47.2 s); through the gateway
+  6 refused, all 6 sent before the deadline by the bench but received by the gateway 37+ s after it (sent ->
+  gateway stamp p50 4.2 s, max 40.5 s: this client's own lag); 794 receipts, none lost.
 """
 from __future__ import annotations
 
@@ -114,20 +126,21 @@ async def run(base: str, heads: dict[str, dict], mongo: str, db: str, window: fl
         lat: dict[str, list[float]] = {"submit": [], "upload": [], "whole": []}
         receipts: dict[str, dict] = {}
 
-        refused: list[str] = []
+        refused: list[tuple[datetime | None, str]] = []  # (when the bench sent the submission, why it failed)
+        sent_at: dict[str, datetime] = {}
 
         async def surge(i: int, b: str):
             await asyncio.sleep(start + spread * i / len(heads) - time.monotonic())
             try:
                 await flow(b)
             except AssertionError as e:
-                refused.append(str(e))
+                refused.append((sent_at.get(b), str(e)))
 
         async def flow(b: str):
             # submit first (the receipt comes on arrival, R-POR-05), then the attachment's bytes: one chunk, complete
             t0 = time.monotonic()
             data, digest, up = files[b]
-            sent = datetime.now(UTC)
+            sent = sent_at[b] = datetime.now(UTC)
             r = await call(http, stats, "POST", f"/applications/{apps[b]}/submit", headers=heads[b])
             receipts[b] = {**r.json(), "sent_at": sent, "done_at": datetime.now(UTC)}
             t1 = time.monotonic()
@@ -141,8 +154,9 @@ async def run(base: str, heads: dict[str, dict], mongo: str, db: str, window: fl
         await asyncio.gather(*(surge(i, b) for i, b in enumerate(heads)))
         elapsed = time.monotonic() - start
     if refused:
-        print(f"{len(refused)} refused, e.g. {refused[0]}")
-    return {"stats": stats, "lat": lat, "receipts": receipts, "deadline": deadline, "elapsed": elapsed, "apps": apps}
+        print(f"{len(refused)} refused, e.g. {refused[0][1]}")
+    return {"stats": stats, "lat": lat, "receipts": receipts, "deadline": deadline, "elapsed": elapsed, "apps": apps,
+            "refused": refused}
 
 
 async def count_topic(kafka: str, topic: str, want: str, ids: set[str], timeout: float) -> int:
@@ -172,8 +186,12 @@ def main() -> None:
     ap.add_argument("--window", type=float, default=60.0, help="seconds between the window opening and the deadline")
     ap.add_argument("--concurrency", type=int, default=0,
                     help="client connections (default: one per business, as real users have)")
+    ap.add_argument("--gateway", action="store_true",
+                    help="through the real gateway (deploy/local/gateway.sh), which stamps each request's arrival "
+                         "(X-Arrived-At); without it, straight to the service, which stamps the arrival itself")
     a = ap.parse_args()
-    from tests.support import Infra, Namespace, ServiceProcess, service_port, token
+    from tests.support import (GATEWAY_PORT, LOCAL, Infra, Namespace, ServiceProcess, gateway_env, service_port,
+                               token)
 
     infra = Infra(os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:19092"),
                   os.environ.get("MONGO_URI", "mongodb://127.0.0.1:37017"), "bench")
@@ -187,6 +205,11 @@ def main() -> None:
     proc = ServiceProcess("recommend", infra, ns, tmp, port=service_port("recommend"), OTEL_SPANS_FILE="",
                           OUTBOX_POLL_SECONDS="0.5", LOG_LEVEL="WARNING", INTAKE_BLOB_DIR=str(tmp / "blobs"))
     proc.start(timeout=300)
+    base = proc.url
+    if a.gateway:
+        import subprocess
+        subprocess.run([LOCAL / "gateway.sh", "start"], env=gateway_env(infra, ns), check=True)
+        base = f"http://127.0.0.1:{GATEWAY_PORT}/api/recommend"
     mongo = MongoClient(infra.mongo)
     try:
         businesses = [f"surge-{i:05d}" for i in range(a.n)]
@@ -199,7 +222,7 @@ def main() -> None:
         heads = {b: {"authorization": f"Bearer {token(sub=f'acc-{b}', roles=['business'], biz=[{'id': b, 'role': 'prime'}])}"}
                  for b in businesses}
         a.concurrency = a.concurrency or a.n
-        out = asyncio.run(run(proc.url, heads, infra.mongo, db, a.window, a.concurrency))
+        out = asyncio.run(run(base, heads, infra.mongo, db, a.window, a.concurrency))
         deadline, receipts = out["deadline"], out["receipts"]
         arrivals = [datetime.fromisoformat(r["accepted_at"]) for r in receipts.values()]
         late_done = sum(1 for r in receipts.values() if r["done_at"] > deadline)
@@ -215,7 +238,12 @@ def main() -> None:
         notices = asyncio.run(count_topic(infra.kafka, ns.topic("notifications.commands"), "notifications.Notify",
                                           ids, 120))
         lat = out["lat"]
-        print(f"surge: {a.n} businesses, window {a.window:.0f}s before the deadline, {a.concurrency} connections")
+        print(f"surge: {a.n} businesses, window {a.window:.0f}s before the deadline, {a.concurrency} connections, "
+              f"{'through the gateway (its arrival stamp)' if a.gateway else 'straight to the service (its own stamp)'}")
+        in_time = [t for t, _ in out["refused"] if t is not None and t <= deadline]
+        late_sent = sum(1 for r in receipts.values() if r["sent_at"] > deadline) + len(out["refused"]) - len(in_time)
+        print(f"  refused: {len(out['refused'])}, of which sent before the deadline (in time): {len(in_time)}; "
+              f"sent after it by this client (its own event loop behind, not the service): {late_sent}")
         print(f"  finished in {out['elapsed']:.1f}s; {3 * a.n / out['elapsed']:.0f} requests/s; "
               f"{out['stats']['retries']} retries")
         print(f"  submit: {ms(lat['submit'])}")
@@ -231,6 +259,8 @@ def main() -> None:
         assert submitted == a.n and attached == a.n and events == a.n and notices == a.n, "something was lost"
         print("  OK: every submission accepted with its receipt, none lost")
     finally:
+        if a.gateway:
+            subprocess.run([LOCAL / "gateway.sh", "stop"], env=gateway_env(infra, ns), check=False)
         proc.stop()
         mongo.drop_database(db)
 

@@ -1,6 +1,8 @@
 """Fixtures: one real Kafka and one real MongoDB-wire server per session; an isolated namespace per test."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from tests.support import Infra, Namespace, start_infra
@@ -93,6 +95,21 @@ def gateway(infra, ns):
     subprocess.run([LOCAL / "gateway.sh", "start"], env=env, check=True)
     yield f"http://127.0.0.1:{GATEWAY_PORT}"
     subprocess.run([LOCAL / "gateway.sh", "stop"], env=env, check=True)
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """A real S3-compatible server (deploy/local/s3.sh: gofakes3 built from the Go module proxy) for BLOB_STORE=s3,
+    on TEST_S3_PORT or a free port; its environment for the recommend service: {S3_ENDPOINT, S3_ACCESS_KEY, ...}."""
+    import subprocess
+
+    from tests.support import LOCAL, free_port, worker_env
+    port = int(os.environ.get("TEST_S3_PORT") or free_port())
+    env = {**worker_env(), "S3_PORT": str(port)}
+    subprocess.run([LOCAL / "s3.sh", "start"], env=env, check=True)
+    yield {"BLOB_STORE": "s3", "S3_ENDPOINT": f"http://127.0.0.1:{port}", "S3_ACCESS_KEY": "test-access",
+           "S3_SECRET_KEY": "test-secret", "S3_REGION": "us-east-1", "S3_BUCKET": "recommend-test"}
+    subprocess.run([LOCAL / "s3.sh", "stop"], env=env, check=True)
 
 
 @pytest.fixture

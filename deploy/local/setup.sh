@@ -19,3 +19,4 @@ if [ ! -f /usr/share/fonts/opentype/ipafont-gothic/ipag.ttf ]; then
   apt-get install -y fonts-ipafont-gothic >/dev/null || { apt-get update >/dev/null && apt-get install -y fonts-ipafont-gothic >/dev/null; }
 fi
 "$here/toxiproxy.sh" install   # for the fault-injection suite (tests/integration/test_chaos.py, make chaos)
+"$here/s3.sh" install          # S3-compatible server for the BLOB_STORE=s3 tests (tests/integration/test_blobs_s3.py)

@@ -10,6 +10,7 @@ import os
 import uuid
 
 import httpx
+import pytest
 
 from contracts import Envelope
 from contracts.events.identity import BusinessProfileChanged, FinancialPeriod
@@ -20,8 +21,12 @@ PROGRAMME, SECOND, CLOSED = "fy2020-jigyo-shokei", "fy2020-monozukuri-renkei", "
 CHUNK = 1024
 
 
-async def test_R_POR_05_prefill_autosave_resumable_upload_submit_review_and_notices(infra, ns, services, tmp_path):
-    env = {"INTAKE_BLOB_DIR": str(tmp_path / "blobs")}
+@pytest.mark.parametrize("blob_store", ["local", "s3"])
+async def test_R_POR_05_prefill_autosave_resumable_upload_submit_review_and_notices(infra, ns, services, tmp_path,
+                                                                                    blob_store, request):
+    # attachments on local disk (the default) or in an S3-compatible object store (BLOB_STORE=s3, a real server)
+    env = ({"INTAKE_BLOB_DIR": str(tmp_path / "blobs")} if blob_store == "local"
+           else {**request.getfixturevalue("s3"), "S3_BUCKET": f"intake-{uuid.uuid4().hex[:8]}"})
     svc = services("recommend", **env)
     bid, owner = f"biz-{uuid.uuid4().hex[:8]}", f"acc-{uuid.uuid4().hex[:8]}"
     await send(infra, ns, Envelope.wrap(BusinessProfileChanged(

@@ -79,6 +79,23 @@ def test_R_POR_05_deadline_is_judged_by_arrival_time_not_by_when_processing_ends
     assert intake.deadline_of({"deadline": "2027-03-31T17:00:00+09:00"}) == DEADLINE
 
 
+def test_R_POR_05_arrival_is_the_gateways_stamp_when_present_and_plausible():
+    own = datetime(2027, 3, 31, 8, 0, 30, tzinfo=UTC)  # the service read the request 30 s after the gateway got it
+    gw = datetime(2027, 3, 31, 8, 0, 0, 123000, tzinfo=UTC)
+    ms = str(int(gw.timestamp() * 1000))
+    assert intake.arrival(ms, own) == gw  # queued 30 s behind the gateway: the gateway's stamp counts, to the ms
+    assert intake.arrival(f" {ms} ", own) == gw
+    # no header (a direct call, not through the gateway) or not an epoch-ms integer: the service's own stamp
+    for bad in (None, "", "2027-03-31T08:00:00Z", "-5", "1.5", "abc", "9" * 16):
+        assert intake.arrival(bad, own) == own
+    # implausible against the service's clock: far in the past or ahead of it beyond the skew allowed
+    old = str(int((own - timedelta(seconds=intake.ARRIVAL_MAX_AGE_SECONDS + 1)).timestamp() * 1000))
+    ahead = str(int((own + timedelta(seconds=intake.ARRIVAL_MAX_AHEAD_SECONDS + 1)).timestamp() * 1000))
+    assert intake.arrival(old, own) == own and intake.arrival(ahead, own) == own
+    # a gateway clock a little ahead never makes a request later than the service itself saw it
+    assert intake.arrival(str(int((own + timedelta(seconds=1)).timestamp() * 1000)), own) == own
+
+
 def test_R_POR_05_receipt_number_is_stable_per_submission():
     assert intake.receipt_number("app-1", 1) == intake.receipt_number("app-1", 1) != intake.receipt_number("app-1", 2)
 

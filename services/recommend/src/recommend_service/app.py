@@ -40,7 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     svc.app.include_router(intake_router)
     svc.app.state.cases = domain.load_cases()  # R-POR-08: the case catalogue ships with the service
     # R-POR-05: application attachments (local disk by default)
-    svc.app.state.blobs = blobs.from_settings(settings.intake_blob_dir, settings.var_dir)
+    svc.app.state.blobs = blobs.from_settings(settings)
     svc.app.add_middleware(_Arrival)
 
     @svc.on_startup

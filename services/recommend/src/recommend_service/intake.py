@@ -27,6 +27,15 @@ EDITABLE = ("draft", "returned")
 # loop in a deadline surge) must not make someone who was in time late: a submission stamped up to this long after the
 # deadline is still accepted (its receipt shows the stamp). Erring towards accepting is the rule's intent.
 DEADLINE_GRACE_SECONDS = 30.0
+# R-POR-05: the gateway stamps every request's arrival (`X-Arrived-At`, epoch milliseconds when its headers were in,
+# deploy/local/haproxy.cfg.tmpl) after deleting any client-sent copy, so the stamp is taken before any queue in
+# front of the service. A stamp is used only when it is plausible against the service's own clock (not older than
+# ARRIVAL_MAX_AGE_SECONDS, not ahead by more than ARRIVAL_MAX_AHEAD_SECONDS); otherwise, or without the header (a
+# direct call, not through the gateway), the service's own stamp counts.
+ARRIVAL_HEADER = "x-arrived-at"
+ARRIVAL_MAX_AGE_SECONDS = 600.0
+ARRIVAL_MAX_AHEAD_SECONDS = 5.0
+_EPOCH_MS = re.compile(r"^\d{1,15}$")
 _PATH = re.compile(r"^([a-z_]+)(?:\[(-?\d+)\]\.([a-z_]+))?$")
 
 
@@ -115,6 +124,19 @@ def deadline_of(form: dict) -> datetime | None:
         return None
     dt = d if isinstance(d, datetime) else datetime.fromisoformat(d)
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def arrival(gateway_stamp: str | None, own: datetime, max_age: float = ARRIVAL_MAX_AGE_SECONDS,
+            max_ahead: float = ARRIVAL_MAX_AHEAD_SECONDS) -> datetime:
+    """When a request arrived at the API: the gateway's stamp (epoch ms) when present and plausible, else `own` (the
+    service's stamp). A gateway clock slightly ahead never makes a request later than the service saw it."""
+    if not gateway_stamp or not _EPOCH_MS.match(gateway_stamp.strip()):
+        return own
+    stamp = datetime.fromtimestamp(int(gateway_stamp.strip()) / 1000, UTC)
+    age = (own - stamp).total_seconds()
+    if age > max_age or -age > max_ahead:
+        return own
+    return min(stamp, own)
 
 
 def in_time(arrived_at: datetime, deadline: datetime | None, grace_seconds: float = DEADLINE_GRACE_SECONDS) -> bool:

@@ -30,8 +30,10 @@ def _svc(request: Request):
 
 
 def arrived_at(request: Request) -> datetime:
-    """When the request arrived at the API (stamped by the service's middleware before anything else runs)."""
-    return getattr(request.state, "arrived_at", None) or now()
+    """When the request arrived at the API: the gateway's stamp (X-Arrived-At, set by the gateway, never the
+    client's), else the service's middleware's, taken before anything else runs (R-POR-05, `intake.arrival`)."""
+    return intake.arrival(request.headers.get(intake.ARRIVAL_HEADER),
+                          getattr(request.state, "arrived_at", None) or now())
 
 
 class FieldValue(BaseModel):

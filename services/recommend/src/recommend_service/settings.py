@@ -11,4 +11,10 @@ class RecommendSettings(Settings):
     intake_max_upload_bytes: int = intake.MAX_UPLOAD_BYTES  # R-POR-05: an attachment's largest size
     intake_blob_dir: str = ""  # where attachments are kept; default VAR_DIR/recommend-blobs, else a temporary one
     var_dir: str = ""
+    blob_store: str = "local"  # local | s3 (an S3-compatible bucket for clusters: the s3_* settings)
+    s3_endpoint: str = ""
+    s3_bucket: str = "recommend-attachments"
+    s3_access_key: str = ""
+    s3_secret_key: str = ""
+    s3_region: str = "us-east-1"
     benchmark_font_file: str = ""  # R-REC-06: a TrueType font with Japanese glyphs to embed, tried first
