@@ -11,25 +11,11 @@ from datetime import UTC, date, datetime, timedelta
 import httpx
 import pytest
 
-from contracts.vocab import RIGHTS, MemberRole, fiscal_year
-from tests.support import eventually, service_port, token
+from contracts.vocab import MemberRole, fiscal_year
+from tests.integration.e2e_support import bearer, claim, ok
+from tests.support import eventually, service_port
 
 FY = fiscal_year(datetime.now(UTC) + timedelta(hours=9))
-
-
-def bearer(sub: str, *roles: str, orgs=(), **claims) -> dict:
-    return {"authorization": f"Bearer {token(sub=sub, roles=list(roles), orgs=list(orgs), ttl=1800, **claims)}"}
-
-
-def claim(org_id: str, platform_id: str, role: MemberRole) -> dict:
-    return {"org_id": org_id, "platform_id": platform_id, "member_role": role.value,
-            "rights": sorted(r.value for r in RIGHTS[role])}
-
-
-async def ok(response: httpx.Response, *codes: int) -> dict:
-    assert response.status_code in (codes or (200, 201)), f"{response.request.method} {response.request.url}: " \
-                                                          f"{response.status_code} {response.text}"
-    return response.json()
 
 
 @pytest.fixture

@@ -17,7 +17,8 @@ import httpx
 import pytest
 
 from contracts.vocab import RIGHTS, MemberRole
-from tests.integration.test_programme_e2e import DAY, FY, ISSUE, ok
+from tests.integration.e2e_support import ok
+from tests.integration.test_programme_e2e import DAY, FY, ISSUE
 from tests.support import eventually, service_port, token
 
 LABEL = {"requested": "申込受付", "accepted": "審査通過", "refused": "不承認", "reserved": "予算確保",
