@@ -1,5 +1,6 @@
 """The dispatch service's own settings: the common ones plus its clocks' knobs, each read from the environment
-variable of the same name (upper case) when `create_app()` is given no settings."""
+variable of the same name (upper case) when `create_app()` is given no settings; the defaults are the domain's
+(`*Params`), written once there."""
 from __future__ import annotations
 
 from dispatch_service.domain.integrity import IntegrityParams
@@ -13,21 +14,21 @@ from servicekit.settings import Settings
 class DispatchSettings(Settings):
     service_name: str = "dispatch"
     # the saga's clock (R-DSP-08, R-DSP-14, R-DSP-03)
-    dispatch_budget_answer_seconds: float = 60
-    dispatch_budget_max_attempts: int = 3
+    dispatch_budget_answer_seconds: float = SagaParams.answer_seconds
+    dispatch_budget_max_attempts: int = SagaParams.max_attempts
     dispatch_slot_grace_seconds: float = GRACE_SECONDS
     # integrity signals (R-DSP-15)
-    integrity_far_km: float = 150
-    integrity_pair_cap: int = 3
+    integrity_far_km: float = IntegrityParams.far_km
+    integrity_pair_cap: int = IntegrityParams.pair_cap
     integrity_sweep_seconds: float = 60
     # follow-up reminders (R-DSP-05, R-POR-06)
-    follow_up_interval_months: int = 6
-    follow_up_years: int = 3
-    follow_up_month_days: int = 30
+    follow_up_interval_months: int = FollowUpParams.interval_months
+    follow_up_years: int = FollowUpParams.years
+    follow_up_month_days: int = FollowUpParams.month_days
     follow_up_sweep_seconds: float = 3600
     # outcome surveys (R-REC-08); the waves as "3,12"
-    outcome_survey_months: str = "3,12"
-    outcome_reminder_days: int = 14
+    outcome_survey_months: str = ",".join(map(str, OutcomeParams.waves_months))
+    outcome_reminder_days: int = OutcomeParams.reminder_days
     outcome_sweep_seconds: float = 60
     fault_crash_after_slot_claim: str = ""  # test hook: "true" exits hard between the slot claim and the write
 

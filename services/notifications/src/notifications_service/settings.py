@@ -2,6 +2,7 @@
 environment variable of the same name (upper case) when `create_app()` is given no settings."""
 from __future__ import annotations
 
+from notifications_service.domain import AlertParams
 from servicekit.settings import Settings
 
 
@@ -29,6 +30,6 @@ class NotificationsSettings(Settings):
     line_channel_secret: str = ""
     line_timeout: float = 10
     # reminders of deadlines and renewals
-    reminder_deadline_days: int = 7
-    reminder_renewal_days: int = 30
+    reminder_deadline_days: int = AlertParams.deadline_days
+    reminder_renewal_days: int = AlertParams.renewal_days
     reminder_poll_seconds: float = 3600
