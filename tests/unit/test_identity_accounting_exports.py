@@ -1,5 +1,6 @@
 """Unit tests of the journal import from accounting-software layouts (R-ANC-04, R-REC-06): 弥生インポート形式,
 マネーフォワード クラウド会計 仕訳帳, freee形式 仕訳 — summed per fiscal year, row-level errors, all or nothing."""
+import re
 from datetime import date
 
 from identity_service import accounting_exports as ax
@@ -153,3 +154,11 @@ def test_R_REC_06_dates_in_the_vendors_forms():
         assert ax.parse_date(text) == date(2019, 7, 1), text
     assert ax.parse_date("H30/7/1") == ax.parse_date("平成30年7月1日") == date(2018, 7, 1)
     assert ax.fiscal_year_end(2024) == date(2025, 3, 31) and ax.fiscal_year_end(2024, 1) == date(2024, 12, 31)
+
+
+def test_R_REC_06_the_table_of_accounts_is_the_documented_one():
+    from pathlib import Path
+    doc = (Path(__file__).parents[2] / "docs" / "financials-csv.md").read_text()
+    table = doc[doc.index("## The table of accounts"):]
+    documented = set(re.findall(r"`([^`]+)`", table.split("\n", 3)[-1]))
+    assert documented == set(ax.ACCOUNTS), documented ^ set(ax.ACCOUNTS)
