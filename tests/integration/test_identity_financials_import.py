@@ -50,3 +50,39 @@ async def test_R_REC_06_R_ANC_04_csv_import_all_or_nothing_with_provenance_and_l
         assert round(by["ebitda_debt_multiple"]["value"], 4) == 1.75  # (120M − 50M) / (36M + 4M)
         assert round(by["working_capital_months"]["value"], 4) == 2.0  # (90M + 30M − 20M) / (600M / 12)
         assert round(by["equity_ratio"]["value"], 4) == 0.4
+
+
+def _yayoi(flag, day, debit, amount, credit, d_tax=0, c_tax=0):
+    """One line of 弥生会計's 弥生インポート形式 (25 columns, no header)."""
+    return (f"{flag},,,{day},{debit},,,対象外,{amount},{d_tax},{credit},,,対象外,{amount},{c_tax},摘要,,,0,,,0,0,no\r\n")
+
+
+async def test_R_REC_06_R_ANC_04_accounting_journal_import_through_the_route_keeps_the_balance_sheet(services):
+    identity = start_identity(services)
+    async with httpx.AsyncClient(base_url=identity.url, timeout=15) as http:
+        bid = await prove_prime(http, OWNER)
+        url = f"/businesses/{bid}/financials/import"
+        assert (await http.post(url, headers={**OWNER, **CSV}, content=GOOD.encode())).status_code == 200  # v2
+
+        bad = (_yayoi(2000, f"{FY - 1}/06/01", "売掛金", 1000, "売上高")
+               + _yayoi(2000, f"{FY - 1}/06/02", "謎の科目", 1000, "普通預金"))
+        r = await http.post(url, headers={**OWNER, **CSV}, content=bad.encode("cp932"))
+        assert r.status_code == 422, r.text
+        assert r.json()["layout"] == "yayoi"
+        assert [(e["row"], e["column"]) for e in r.json()["errors"]] == [(2, "借方勘定科目")]
+        assert (await http.get(f"/businesses/{bid}", headers=OWNER)).json()["version"] == 2  # nothing applied
+
+        journal = (_yayoi(2000, f"{FY - 1}/06/01", "売掛金", 770_000_000, "売上高", c_tax=70_000_000)
+                   + _yayoi(2000, f"{FY - 1}/07/01", "給料手当", 600_000_000, "普通預金")
+                   + _yayoi(2000, f"{FY}/03/31", "減価償却費", 5_000_000, "工具器具備品"))
+        r = await http.post(f"{url}?filename=shiwake.csv", headers={**OWNER, **CSV}, content=journal.encode("cp932"))
+        assert r.status_code == 200, r.text
+        latest = next(f for f in r.json()["financials"] if f["fiscal_year"] == FY - 1)
+        assert (latest["sales"], latest["operating_profit"], latest["depreciation"]) == (700_000_000, 95_000_000,
+                                                                                          5_000_000)
+        assert (latest["borrowings"], latest["equity"]) == (120_000_000, 200_000_000)  # kept from the CSV import
+        assert latest["source"].startswith("imported from 弥生インポート形式 file shiwake.csv at ")
+        older = next(f for f in r.json()["financials"] if f["fiscal_year"] == FY - 2)
+        assert older["sales"] == 500_000_000  # a year the journal does not hold stays as it was
+        history = (await http.get(f"/businesses/{bid}/history", headers=OWNER)).json()
+        assert history[0]["version"] == 3 and "弥生インポート形式" in history[0]["source"]

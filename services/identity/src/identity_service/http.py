@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 import uuid
 from datetime import UTC, date, datetime
+from typing import Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field, field_validator
@@ -11,7 +12,7 @@ from pymongo.errors import DuplicateKeyError
 
 from contracts.events.identity import BindingChanged, BusinessProfileChanged, BusinessRegistered
 from contracts.vocab import fiscal_year
-from identity_service import audit, bindings, domain, financials_csv
+from identity_service import accounting_exports, audit, bindings, domain, financials_csv
 from servicekit import aggregate, paging
 from servicekit.auth import Principal, require
 from servicekit.problems import Problem
@@ -294,12 +295,21 @@ class CsvRowError(BaseModel):
 
 @router.post("/businesses/{business_id}/financials/import", response_model=BusinessOut,
              summary="Import the financial figures of up to three fiscal years from a CSV file (R-ANC-04, R-REC-06; "
-                     "layout in docs/financials-csv.md): all rows or nothing, each bad row reported",
+                     "layout in docs/financials-csv.md): the portal's layout, or the journal (仕訳) export of 弥生会計, "
+                     "マネーフォワード クラウド会計 or freee会計 summed per fiscal year; all rows or nothing, each bad row "
+                     "reported",
              openapi_extra={"requestBody": {"required": True, "content": {"text/csv": {"schema": {
                  "type": "string", "example": "fiscal_year,sales,operating_profit\n2024,120000000,6000000\n"}}}}},
-             responses={422: {"description": "problem document with `errors`: [{row, column, problem}]; nothing "
-                                             "was applied"}})
+             responses={422: {"description": "problem document with `errors`: [{row, column, problem}] and the "
+                                             "`layout` read; nothing was applied"}})
 async def import_financials(business_id: str, request: Request,
+                            layout: Literal["auto", "portal", "yayoi", "moneyforward", "freee"] = Query(
+                                "auto", description="the file's layout; auto: told by its first row"),
+                            filename: str | None = Query(None, max_length=100, pattern=r"^[^\x00-\x1f]*$",
+                                                         description="the file's name, kept in the provenance"),
+                            fiscal_year_start_month: int = Query(
+                                4, ge=1, le=12, description="journal layouts: the month the business's fiscal year "
+                                                            "starts (FY2024 is the year starting in 2024)"),
                             who: Principal = Depends(require(*OWNERS, "institution"))) -> BusinessOut:
     svc = request.app.state.service
     doc = await owned_business(request, business_id, who, scope="profile:write")
@@ -309,16 +319,29 @@ async def import_financials(business_id: str, request: Request,
     if ctype not in ("text/csv", "application/csv", "text/plain"):
         raise Problem(415, "Send a CSV file", f"The body must be text/csv, not {ctype or 'nothing'}.")
     data = await request.body()
-    periods, errors = financials_csv.parse(data, fiscal_year(date.today()))
+    key = accounting_exports.detect(data) if layout == "auto" else layout
+    if key == "portal":
+        periods, errors = financials_csv.parse(data, fiscal_year(date.today()))
+    else:
+        periods, errors = accounting_exports.parse(data, key, date.today(), fiscal_year_start_month)
     if errors:
         raise Problem(422, "The CSV file has errors; nothing was imported",
                       f"{len(errors)} problem(s), first: row {errors[0]['row']}"
                       f"{', column ' + errors[0]['column'] if errors[0]['column'] else ''}: {errors[0]['problem']}",
-                      errors=[CsvRowError(**e).model_dump() for e in errors])
+                      errors=[CsvRowError(**e).model_dump() for e in errors], layout=key)
     now = datetime.now(UTC)
-    source = f"imported from CSV at {now:%Y-%m-%dT%H:%M:%SZ} by {who.subject}"
+    what = "CSV" if key == "portal" else accounting_exports.LAYOUTS[key].label
+    named = f" file {filename}" if filename else ""
+    source = f"imported from {what}{named} at {now:%Y-%m-%dT%H:%M:%SZ} by {who.subject}"[:200]
+    if key != "portal":
+        # a journal gives the profit-and-loss figures only: the year's other figures stay as they were, so the
+        # change is made on the version read here (a change saved meanwhile refuses this one)
+        kept = {p["fiscal_year"]: p for p in doc.get("financials") or []}
+        periods = [{**{k: v for k, v in kept.get(p["fiscal_year"], {}).items() if v is not None and k != "source"},
+                    **p} for p in periods]
     periods = [FinancialPeriodIn(**p, source=source).model_dump() for p in periods]
-    return await _save_change(svc, doc, {"financials": periods}, who, source=source)
+    return await _save_change(svc, doc, {"financials": periods}, who, source=source,
+                              expected_version=None if key == "portal" else doc["version"])
 
 
 @router.get("/businesses/{business_id}/history", response_model=list[VersionOut],
