@@ -10,6 +10,7 @@ import asyncio
 import itertools
 import random
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
 from pymongo import AsyncMongoClient
@@ -89,7 +90,7 @@ async def test_R_REC_07_counters_publish_what_the_rows_would_after_every_kind_of
 
         async def status(d: dict) -> None:   # as the worklist consumer, then the EBPM trigger
             await db.worklist.update_one({"_id": d["_id"]}, {"$set": d}, upsert=True)
-            await c.touch(d["business_id"])
+            await c.on_dispatch(None, SimpleNamespace(dispatch_id=d["_id"], business_id=d["business_id"]))
         await in_batches([status(d) for d in dispatches])
         jst = datetime(2026, 3, 31, 16, tzinfo=UTC)   # 1 April 01:00 JST: fiscal year 2026 (R-DSP-fiscal)
         consultations = [{"_id": f"c{i}", "business_id": rnd.choice(businesses),
@@ -97,7 +98,7 @@ async def test_R_REC_07_counters_publish_what_the_rows_would_after_every_kind_of
 
         async def consult(doc: dict) -> None:
             await db.consultations.insert_one(doc)
-            await c.touch(doc["business_id"])
+            await c.on_consultation(doc)
         await in_batches([consult(x) for x in consultations])
         paid = [d for d in dispatches if d["status"] == "paid"]
         surveys = [{"_id": f"{d['_id']}:{m}", "dispatch_id": d["_id"], "business_id": d["business_id"],
@@ -106,7 +107,7 @@ async def test_R_REC_07_counters_publish_what_the_rows_would_after_every_kind_of
 
         async def survey(s: dict) -> None:
             await db.outcome_surveys.insert_one(s)
-            await c.touch(s["business_id"])
+            await c.on_survey(s)
         await in_batches([survey(s) for s in surveys])
         while await c.sweep():   # whatever a busy membership left
             pass
@@ -120,11 +121,15 @@ async def test_R_REC_07_counters_publish_what_the_rows_would_after_every_kind_of
             await db.businesses.update_one({"_id": b}, {"$set": {"industry": "情報通信業"}})
             await c.touch(b)
         await db.platforms.insert_one({"_id": "pf-late", "bureau_id": "kanto"})
-        await c.on_platform(None, type("E", (), {"platform_id": "pf-late"})())
+        await c.on_platform(None, SimpleNamespace(platform_id="pf-late"))
         for s in rnd.sample(surveys, len(surveys) // 2):
-            await db.outcome_surveys.update_one({"_id": s["_id"]}, {"$set": {"answered_at": datetime.now(UTC),
-                                                                             "results": rnd.random() < 0.5}})
-            await c.touch(s["business_id"])
+            s.update(answered_at=datetime.now(UTC), results=rnd.random() < 0.5)
+            await db.outcome_surveys.update_one({"_id": s["_id"]}, {"$set": s})
+            await c.on_survey(s)
+        # a consultation written, its copy not (a crash between the two): the mark asks the sweep to copy again
+        late = {"_id": "c-late", "business_id": businesses[0], "created_at": jst}
+        await c.mark(late["business_id"], refresh=True)
+        await db.consultations.insert_one(late)
         while await c.sweep():
             pass
         await check_equal(c, db)
@@ -136,7 +141,7 @@ async def test_R_REC_07_counters_publish_what_the_rows_would_after_every_kind_of
         while await c.sweep():
             pass
         assert [d async for d in db.ebpm_counters.find({}, {"_seen": 0}).sort("_id", 1)] == before
-        assert await db.ebpm_members.count_documents({"pending": {"$exists": True}}) == 0
+        assert await db.ebpm_businesses.count_documents({"pending": {"$exists": True}}) == 0
 
         # a crash half-way through a recount: the counter moved, the membership not marked. The next recount of
         # the business, once the claim is stale, finishes it without moving the counter twice.
@@ -146,20 +151,20 @@ async def test_R_REC_07_counters_publish_what_the_rows_would_after_every_kind_of
         class Crash(Exception):
             pass
         crashing = Counters(db, params)
-        real = crashing.members.update_one
+        real = crashing.businesses.update_one
 
         async def crash_on_mark(filt, update, *a, **kw):
             if "pending.op" in filt and "$unset" in update:
                 raise Crash()
             return await real(filt, update, *a, **kw)
-        crashing.members = type("M", (), {"__getattr__": lambda self, n: getattr(db.ebpm_members, n),
-                                          "update_one": staticmethod(crash_on_mark)})()
+        crashing.businesses = type("B", (), {"__getattr__": lambda self, n: getattr(db.ebpm_businesses, n),
+                                             "update_one": staticmethod(crash_on_mark)})()
         with pytest.raises(Crash):
             await crashing.touch(victim)
-        await asyncio.sleep(1)               # the crashed recount's other cells end (each crashes the same way)
         assert not await c.touch(victim)     # a fresh claim: another recount may still be on it
-        await db.ebpm_members.update_many({"business_id": victim, "pending": {"$exists": True}},
-                                          {"$set": {"pending.at": datetime.now(UTC) - timedelta(minutes=10)}})
+        assert await db.ebpm_businesses.count_documents({"_id": victim, "pending": {"$exists": True}}) == 1
+        await db.ebpm_businesses.update_one({"_id": victim},
+                                            {"$set": {"pending.at": datetime.now(UTC) - timedelta(minutes=10)}})
         assert await c.sweep() >= 1
         await check_equal(c, db)
     finally:

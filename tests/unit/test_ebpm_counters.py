@@ -7,8 +7,8 @@ import itertools
 import random
 from datetime import UTC, datetime
 
-from dispatch_service.domain.ebpm import (MEASURES, NATIONAL, contributions, delta, outcome_records, plan,
-                                          uptake_records)
+from dispatch_service.domain.ebpm import (MEASURES, NATIONAL, contributions, counter_doc, delta, outcome_records,
+                                          plan, uptake_records)
 from servicekit import ebpm
 
 P = ebpm.Params(secret=b"unit", min_cell=1)
@@ -52,21 +52,21 @@ def counters_of(report, blocks, per) -> dict:
 
 
 def table_of_counters(counters, report, by, fy, scope) -> ebpm.Table:
-    rows_q, total_q = plan(report, by, fy, scope)
-    match = lambda d, q: all(d.get(k) == v for k, v in q.items())  # noqa: E731
+    rows_id, total_id, filt = plan(report, by, fy, scope)
+    match = lambda d, doc_id: counter_doc(d) == doc_id and all(d[k] == v for k, v in filt.items())  # noqa: E731
     summary = lambda d: ebpm.Summary(d.get("n", 0), ebpm.join_halves(d.get("k_hi", 0), d.get("k_lo", 0)),  # noqa
                                      {m.name: d.get(f"s.{m.name}", 0) for m in MEASURES[report]})
     t = ebpm.Table(tuple(by), MEASURES[report], P)
     cells: dict = {}
     for d in counters.values():
-        if match(d, rows_q):
+        if match(d, rows_id):
             cells.setdefault(tuple(d[k] for k in by), ebpm.Summary()).merge(summary(d))
     for k, s in cells.items():
         if s.n:
             t.put(k, s)
     total = ebpm.Summary()
     for d in counters.values():
-        if match(d, total_q):
+        if match(d, total_id):
             total.merge(summary(d))
     t.put_total(total)
     return t

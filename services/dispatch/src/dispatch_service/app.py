@@ -45,7 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     surveys = outcomes.Outcomes(store, settings.outcome_params())    # R-REC-08
     ebpm = ebpm_counters.Counters(svc.db, lambda: ebpm_keys.params(svc.db, settings))  # R-REC-07, R-OPS-03
     svc.app.state.ebpm_counters = ebpm
-    surveys.on_counted = ebpm.touch   # a survey scheduled or answered: its business's outcome cells
+    surveys.on_counted = ebpm.on_survey   # a survey scheduled or answered: its business's outcome cells
     svc.consume("budget.events", budget_handlers(store))
     svc.consume("experts.events", experts)
     svc.consume("ratings.events", {**ratings, RatingGiven: in_turn(ratings[RatingGiven], rated[RatingGiven])})

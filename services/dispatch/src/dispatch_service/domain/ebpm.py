@@ -12,7 +12,8 @@ function whether the report is computed from the rows at request time or kept as
 Industry is in every grouping because a business has one industry: the cells of a grouping that differ only by industry
 share no business, so their summaries add up (`ebpm.Summary.merge`) to the cell without industry; fiscal year and block
 are not like that (a business may have dispatches in two years or two blocks), so each combination has its own cells.
-A read (`plan`) selects the cells of one grouping and scope — O(cells), whatever the number of dispatches.
+A read (`plan`) takes the counter document of one grouping and scope (its cells inside) and keeps the cells of the
+fiscal year or block filtered on — O(cells), whatever the number of dispatches.
 """
 from __future__ import annotations
 
@@ -117,6 +118,21 @@ def contributions(report: str, scopes: dict[str, list[Rec]]) -> dict[str, tuple[
     return out
 
 
+def business_contributions(dispatches: list[dict], consultations: list[dict], surveys: list[dict], blocks: dict,
+                           industry: str) -> dict[str, tuple[dict, dict]]:
+    """Everything one business adds to the counters of both reports, from its own rows: its `worklist` documents, web
+    consultations and outcome surveys; `blocks` the bureau block of each of its platforms; nationally and for each
+    institution that requested one of its dispatches."""
+    institution_of = {d["_id"]: d.get("institution_id") for d in dispatches}
+    orgs = sorted({d["institution_id"] for d in dispatches if d.get("institution_id")})
+    out = contributions("uptake", {NATIONAL: uptake_records(dispatches, consultations, blocks, industry),
+                                   **{o: uptake_records(dispatches, (), blocks, industry, orgs={o}) for o in orgs}})
+    out |= contributions("outcomes", {NATIONAL: outcome_records(surveys, institution_of, industry),
+                                      **{o: outcome_records(surveys, institution_of, industry, orgs={o})
+                                         for o in orgs}})
+    return out
+
+
 def delta(before: dict | None, after: dict | None, key: tuple[int, int], measures: tuple[Measure, ...]) -> dict:
     """The `$inc` that takes a counter from a business's `before` contribution (None: not a member) to `after`."""
     sign = (after is not None) - (before is not None)
@@ -128,14 +144,31 @@ def delta(before: dict | None, after: dict | None, key: tuple[int, int], measure
     return inc
 
 
-def plan(report: str, by: list[str], fiscal_year: int | None, scope: dict) -> tuple[dict, dict]:
-    """The counter queries of a read: (the rows' cells, the total's cells). `scope`: {} national, {"block": b} a
-    bureau's, {"org": o} one institution's. The rows' grouping holds the dimensions asked for plus those filtered on;
-    the total's only those filtered on (its cells are merged into one)."""
-    filt = {"report": report, "org": scope.get("org", NATIONAL)}
-    fixed = set()
+def field(key: str) -> str:
+    """A key as a MongoDB field name (no ".", no leading "$")."""
+    return str(key).replace("%", "%25").replace(".", "%2E").replace("$", "%24")
+
+
+def counter_doc(cell: dict) -> str:
+    """The counter document holding the cell: one per report × grouping × scope, its cells inside (so a read is one
+    `_id` lookup — the only query FerretDB answers without a scan — of a size proportional to the grouping's cells)."""
+    return f"{cell['report']}|{cell['g']}|{cell['org']}"
+
+
+def cell_field(cell: dict) -> str:
+    return field(f"{cell['fiscal_year']}|{cell['block']}|{cell['industry']}")
+
+
+def plan(report: str, by: list[str], fiscal_year: int | None, scope: dict) -> tuple[str, str, dict]:
+    """The counters of a read: (the rows' counter document, the total's, the cell values every cell read must have).
+    `scope`: {} national, {"block": b} a bureau's, {"org": o} one institution's. The rows' grouping holds the
+    dimensions asked for plus those filtered on; the total's only those filtered on (its cells merged into one)."""
+    org = scope.get("org", NATIONAL)
+    filt: dict = {}
     if fiscal_year is not None:
-        filt["fiscal_year"], fixed = fiscal_year, fixed | {"fiscal_year"}
+        filt["fiscal_year"] = fiscal_year
     if "block" in scope:
-        filt["block"], fixed = scope["block"], fixed | {"block"}
-    return ({**filt, "g": grouping_name(fixed | set(by))}, {**filt, "g": grouping_name(fixed)})
+        filt["block"] = scope["block"]
+    rows = {"report": report, "g": grouping_name(set(filt) | set(by)), "org": org}
+    total = {"report": report, "g": grouping_name(set(filt)), "org": org}
+    return counter_doc(rows), counter_doc(total), filt

@@ -51,11 +51,11 @@ async def open_consultation(body: ConsultationIn, request: Request, p: Principal
            "expert_id": body.expert_id, "expert_account_id": expert_doc["account_id"], "subject": body.subject,
            "messages": [{"from": p.subject, "at": now(), "text": body.message}], "held": False, "created_at": now()}
     counters = request.app.state.ebpm_counters   # R-REC-07: marked before the write, so a crash leaves it to the sweep
-    rev = await counters.mark(business_id)
+    await counters.mark(business_id, refresh=True)
     await store.db.consultations.insert_one(doc)
     try:
-        await counters.recount_marked(business_id, rev)
-    except Exception:  # the consultation is kept; the sweep counts it
+        await counters.on_consultation(doc)
+    except Exception:  # the consultation is kept; the sweep copies and counts it
         log.warning("ebpm counters not updated yet; the sweep will", exc_info=True)
     await store.audit(p.subject, "dispatch.ConsultationOpened", doc["_id"], {"business_id": business_id,
                                                                             "expert_id": body.expert_id})
