@@ -66,7 +66,7 @@ async def test_R_REC_07_bureau_sees_its_block_small_blocks_suppressed_csv_downlo
     async def dispatches_learnt():   # in the worklist, and counted for the reports (R-OPS-03)
         ids = biz_a + biz_b
         return (await db.worklist.count_documents({"_id": {"$in": [e.dispatch_id for e in events]}}) == 12
-                and len(await db.ebpm_members.distinct("business_id", {"business_id": {"$in": ids}})) == 12
+                and await db.ebpm_businesses.count_documents({"_id": {"$in": ids}, "cells": {"$exists": True}}) == 12
                 and await db.ebpm_dirty.count_documents({"_id": {"$in": ids}}) == 0)
     await eventually(dispatches_learnt, timeout=60)
 
