@@ -181,8 +181,12 @@ async def test_R_OPS_03_existing_rows_are_counted_once_by_the_start_up_backfill(
         await db.worklist.insert_many([{"_id": f"d{i}", "business_id": f"b{i % 8}", "fiscal_year": 2026,
                                         "platform_id": "pf", "status": "paid"} for i in range(20)])
         c = Counters(db, params)
+        # another replica already running copied one dispatch of b0 from its trigger before this start
+        await c.businesses.insert_one({"_id": "b0", "rows": {"d": {"d0": {"id": "d0", "fiscal_year": 2026,
+                                                                          "platform_id": "pf", "status": "paid"}}}})
         await c.setup()                   # rows from before the counters: marked once
         assert await db.ebpm_dirty.count_documents({}) == 8
+        assert (await db.ebpm_dirty.find_one({"_id": "b0"}))["refresh"]   # copied again from the sources
         await Counters(db, params).setup()  # a second start (or replica) marks nothing again
         while await c.sweep():
             pass

@@ -77,8 +77,9 @@ class Counters:
         await self.backfill()
 
     async def backfill(self) -> int:
-        """Once per database: every business's rows copied (one pass over each source) and the business marked for
-        counting (the sweep counts it)."""
+        """Once per database, before the consumers start: every business's rows copied (one pass over each source) and
+        the business marked for counting (the sweep counts it). A business another replica's trigger already copied is
+        marked to be copied again from its sources instead (the pass may have read an older state)."""
         if await self.db.migrations.find_one({"_id": MARKER}, {"_id": 1}):
             return 0
         rows: dict[str, dict] = defaultdict(dict)
@@ -89,8 +90,15 @@ class Counters:
         async for s in self.db.outcome_surveys.find({}, {"business_id": 1, **dict.fromkeys(SURVEY_FIELDS, 1)}):
             rows[s["business_id"]][f"rows.s.{field(s['_id'])}"] = survey_row(s)
         for bid, sets in rows.items():
-            await self.businesses.update_one({"_id": bid}, {"$set": sets}, upsert=True)
-            await self.mark(bid)
+            doc: dict = {"_id": bid, "rows": {"d": {}, "c": {}, "s": {}}}
+            for path, v in sets.items():
+                _, part, k = path.split(".", 2)
+                doc["rows"][part][k] = v
+            try:
+                await self.businesses.insert_one(doc)
+                await self.mark(bid)
+            except DuplicateKeyError:  # a trigger (another replica) was first: copy its rows again from the sources
+                await self.mark(bid, refresh=True)
         await self.db.migrations.update_one({"_id": MARKER}, {"$set": {"businesses": len(rows), "at": _now()}},
                                             upsert=True)
         return len(rows)
