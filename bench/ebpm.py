@@ -103,7 +103,7 @@ def counters_of(platforms, businesses, dispatches, surveys, consultations):
                     c["s"][k[2:]] = c["s"].get(k[2:], 0) + v
                 else:
                     c[k] = (Int64 if k != "n" else int)(c[k] + v)
-            cells[field(cid)] = {"cell": cell, "v": values}
+            cells[field(cid)] = {"cell": cell, "v": {m.name: values.get(m.name, 0) for m in MEASURES[cell["report"]]}}
         docs.append({"_id": bid, "rows": rows, "cells": cells, "rev": 2})
     return list(counters.values()), docs
 

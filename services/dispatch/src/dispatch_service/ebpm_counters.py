@@ -199,7 +199,9 @@ class Counters:
             doc = await self.businesses.find_one({"_id": business_id})
         want = await self.wanted(doc)
         have = {k: c["v"] for k, c in (doc.get("cells") or {}).items()}
-        new = {field(cid): values for cid, (_, values) in want.items()}
+        # every measure present, in the report's order: the stored values differ by their values only (see _apply)
+        new = {field(cid): {m.name: values.get(m.name, 0) for m in MEASURES[cell["report"]]}
+               for cid, (cell, values) in want.items()}
         cell_of = {field(cid): cell for cid, (cell, _) in want.items()}
         changes = [{"k": k, "cell": cell_of.get(k) or doc["cells"][k]["cell"], "from": have.get(k), "to": new.get(k)}
                    for k in set(new) | set(have) if new.get(k) != have.get(k)]
