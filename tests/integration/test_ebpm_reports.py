@@ -16,7 +16,7 @@ from pymongo import AsyncMongoClient
 
 from contracts import Envelope
 from contracts.events.dispatch import DispatchStatusChanged
-from contracts.events.identity import BusinessRegistered, PlatformMember, PlatformRegistered
+from contracts.events.identity import BusinessProfileChanged, BusinessRegistered, PlatformMember, PlatformRegistered
 from contracts.events.budget import CommitBudget, ReserveBudget, frame_id
 from tests.integration.budget_helpers import (BUREAU, OTHER_BUREAU, PLATFORM, REP, bureau, dispatch_member, publish,
                                               register_platform, representative)
@@ -39,7 +39,7 @@ async def produce_as(infra, ns, messages, producer: str) -> None:
 
 
 async def test_R_REC_07_bureau_sees_its_block_small_blocks_suppressed_csv_downloads(infra, ns, services):
-    svc = services("dispatch")
+    svc = services("dispatch", OUTCOME_SWEEP_SECONDS="0.5")
     u = uuid.uuid4().hex[:6]
     block_a, block_b = f"kanto-{u}", f"tohoku-{u}"
     plat_a, plat_b = f"pf-a-{u}", f"pf-b-{u}"
@@ -63,8 +63,11 @@ async def test_R_REC_07_bureau_sees_its_block_small_blocks_suppressed_csv_downlo
               for b in biz_a + biz_b]
     await produce_as(infra, ns, events, "dispatch")
 
-    async def dispatches_learnt():
-        return await db.worklist.count_documents({"_id": {"$in": [e.dispatch_id for e in events]}}) == 12
+    async def dispatches_learnt():   # in the worklist, and counted for the reports (R-OPS-03)
+        ids = biz_a + biz_b
+        return (await db.worklist.count_documents({"_id": {"$in": [e.dispatch_id for e in events]}}) == 12
+                and await db.ebpm_businesses.count_documents({"_id": {"$in": ids}, "cells": {"$exists": True}}) == 12
+                and await db.ebpm_dirty.count_documents({"_id": {"$in": ids}}) == 0)
     await eventually(dispatches_learnt, timeout=60)
 
     params = {"by": ["fiscal_year", "block", "industry"], "fiscal_year": 2026}
@@ -99,13 +102,29 @@ async def test_R_REC_07_bureau_sees_its_block_small_blocks_suppressed_csv_downlo
         r = await http.get("/reports/ebpm/uptake", headers=auth(f"bur-{u}", "bureau"))       # a bureau with no block
         assert r.status_code == 403
 
+        # an industry learnt from identity moves the businesses' counted cells (R-OPS-03: counters kept by events)
+        await produce_as(infra, ns, [BusinessProfileChanged(business_id=b, profile_version=2, changed=["industry"],
+                                                            name=b, prefecture="東京都", industry="小売業", employees=10)
+                                     for b in biz_a], "identity")
+
+        async def moved():
+            body = (await http.get("/reports/ebpm/uptake", params=params,
+                                   headers=auth(f"bur-{u}", "bureau", bureau_id=block_a))).json()
+            return [row["industry"] for row in body["rows"]] == ["小売業"]
+        await eventually(moved, timeout=60)
+
         # outcomes (R-REC-08 surveys, as dispatch schedules them when a dispatch is paid): 7 in block A, 3 in block B
         now = datetime.now(UTC)
         await db.outcome_surveys.insert_many([
             {"_id": f"dsp-{b}:3", "dispatch_id": f"dsp-{b}", "months": 3, "business_id": b, "fiscal_year": 2026,
              "block": block_a if b in biz_a else block_b, "field": "sales_channels", "due_at": now,
-             "answered_at": now if i % 3 else None, "results": i % 3 == 1}
-            for i, b in enumerate(biz_a[:7] + biz_b)])
+             "answered_at": now if i % 3 else None, "results": i % 3 == 1, "tally": "pending", "tally_rev": 1}
+            for i, b in enumerate(biz_a[:7] + biz_b)])   # as the service writes them: pending for the counters
+
+        async def surveys_counted():
+            return await db.outcome_surveys.count_documents({"business_id": {"$in": biz_a + biz_b},
+                                                             "tally": "done"}) == 10
+        await eventually(surveys_counted, timeout=60)
         out = (await http.get("/reports/ebpm/outcomes", params={"by": ["fiscal_year", "block"], "fiscal_year": 2026},
                               headers=auth(f"bur-{u}", "bureau", bureau_id=block_a))).json()
         assert [row["block"] for row in out["rows"]] == [block_a]

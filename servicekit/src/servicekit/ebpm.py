@@ -87,6 +87,49 @@ class _Cell:
     per_business: dict = field(default_factory=lambda: defaultdict(lambda: defaultdict(float)))
 
 
+@dataclass
+class Summary:
+    """What a cell's figures are made of, without its records: the distinct businesses (`n`), the sum of their record
+    keys (`key_sum`, mod 2^64), each measure's true total (`sums`) and, for sum measures, the largest single business's
+    contribution in absolute value (`tops`). Kept as counters by a service's events (R-OPS-03), it publishes exactly
+    what the records would; summaries of cells no business shares (e.g. the industries of one year: each business has
+    one industry) `merge` into the summary of their union."""
+    n: int = 0
+    key_sum: int = 0
+    sums: dict = field(default_factory=dict)
+    tops: dict = field(default_factory=dict)
+
+    def merge(self, other: "Summary") -> "Summary":
+        self.n += other.n
+        self.key_sum = (self.key_sum + other.key_sum) % MOD
+        for k, v in other.sums.items():
+            self.sums[k] = self.sums.get(k, 0) + v
+        for k, v in other.tops.items():
+            self.tops[k] = max(self.tops.get(k, 0), abs(v))
+        return self
+
+
+def key_halves(business_id: str, p: Params) -> tuple[int, int]:
+    """The record key as two 32-bit halves (high, low): a database adds these as signed 64-bit integers without
+    overflow (2^31 businesses at most), where the 64-bit key itself would not fit; `join_halves` takes the sums back."""
+    k = record_key(business_id, p)
+    return k >> 32, k & 0xFFFFFFFF
+
+
+def join_halves(hi_sum: int, lo_sum: int) -> int:
+    return ((hi_sum << 32) + lo_sum) % MOD
+
+
+def summarise(cell: _Cell, measures: tuple[Measure, ...], p: Params) -> Summary:
+    s = Summary(n=len(cell.per_business), key_sum=sum(record_key(b, p) for b in cell.per_business) % MOD)
+    for m in measures:
+        vals = [c.get(m.name, 0.0) for c in cell.per_business.values()]
+        s.sums[m.name] = sum(vals)
+        if m.kind == "sum":
+            s.tops[m.name] = max((abs(v) for v in vals), default=0.0)
+    return s
+
+
 class Table:
     """Cells of `dims` with `measures`; `add` a record about a business, `publish` the anonymised rows."""
 
@@ -107,20 +150,27 @@ class Table:
                     v = values[m.name]
                     contrib[m.name] += (1 if v is True else float(v or 0)) if m.kind == "count" else float(v or 0)
 
-    def _figures(self, cell: _Cell) -> dict:
-        n = len(cell.per_business)
+    def put(self, key: tuple, summary: Summary) -> None:
+        """A cell given by its summary (from counters) instead of its records; `put_total` likewise the total."""
+        self.cells[tuple(key)] = summary
+
+    def put_total(self, summary: Summary) -> None:
+        self.total = summary
+
+    def _figures(self, cell: _Cell | Summary) -> dict:
+        s = cell if isinstance(cell, Summary) else summarise(cell, self.measures, self.p)
+        n = s.n
         if n < self.p.min_cell:
             return {"suppressed": True, "businesses": None, **{m.name: None for m in self.measures}}
-        ck = sum(record_key(b, self.p) for b in cell.per_business) % MOD
+        ck = s.key_sum % MOD
         out = {"suppressed": False, "businesses": perturb_count(n, ck, "businesses", self.p)}
         for m in self.measures:
-            vals = [c.get(m.name, 0.0) for c in cell.per_business.values()]
-            true = sum(vals)
+            true = s.sums.get(m.name, 0.0)
             if m.kind == "count":
                 out[m.name] = 0 if true == 0 else max(round(true) + COUNT_PTABLE[int(uniform(ck, m.name) *
                                                                                      len(COUNT_PTABLE))], 0)
             else:
-                out[m.name] = 0 if true == 0 else perturb_sum(true, max(abs(v) for v in vals), ck, m.name)
+                out[m.name] = 0 if true == 0 else perturb_sum(true, s.tops.get(m.name, 0.0), ck, m.name)
         return out
 
     def publish(self) -> dict:

@@ -7,9 +7,10 @@ from datetime import datetime
 from fastapi import FastAPI
 
 from contracts.events.dispatch import DispatchStatusChanged
+from contracts.events.identity import BusinessProfileChanged, BusinessRegistered, PlatformRegistered
 from contracts.events.ratings import RatingGiven
 from contracts.vocab import fiscal_year
-from dispatch_service import history, integrity, outcomes, saga, worklists
+from dispatch_service import ebpm_counters, history, integrity, outcomes, saga, worklists
 from dispatch_service.consumers import budget_handlers, read_model_handlers
 from dispatch_service.domain.dispatch import JST
 from dispatch_service.http import router
@@ -17,6 +18,7 @@ from dispatch_service.ebpm_reports import router as ebpm_router
 from dispatch_service.metrics import SagaStates
 from dispatch_service.settings import DispatchSettings
 from dispatch_service.store import Store
+from servicekit import ebpm_keys
 from servicekit.service import Service
 from servicekit.settings import Settings, settings_for
 
@@ -41,15 +43,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     signals = integrity.Integrity(store, settings.integrity_params())  # R-DSP-15, from dispatch's own events and others'
     own, rated, businesses = signals.handlers()
     surveys = outcomes.Outcomes(store, settings.outcome_params())    # R-REC-08
+    ebpm = ebpm_counters.Counters(svc.db, lambda: ebpm_keys.params(svc.db, settings))  # R-REC-07, R-OPS-03
+    svc.app.state.ebpm_counters = ebpm
+    surveys.on_counted = ebpm.on_survey   # a survey scheduled or answered: its business's outcome cells
     svc.consume("budget.events", budget_handlers(store))
     svc.consume("experts.events", experts)
     svc.consume("ratings.events", {**ratings, RatingGiven: in_turn(ratings[RatingGiven], rated[RatingGiven])})
-    svc.consume("identity.events", {**identity, **businesses})
+    svc.consume("identity.events", {
+        **identity, **businesses,
+        PlatformRegistered: in_turn(identity[PlatformRegistered], ebpm.on_platform),
+        BusinessRegistered: in_turn(businesses[BusinessRegistered], ebpm.on_business),
+        BusinessProfileChanged: in_turn(businesses[BusinessProfileChanged], ebpm.on_business)})
     svc.consume("dispatch.events", {DispatchStatusChanged: in_turn(own[DispatchStatusChanged], surveys.on_status)})
     svc.app.include_router(router)
     svc.app.include_router(worklists.router)
     svc.app.include_router(ebpm_router)  # R-REC-07
-    svc.consume("dispatch.events", worklists.handlers(svc))
+    worklist = worklists.handlers(svc)
+    svc.consume("dispatch.events", {DispatchStatusChanged: in_turn(worklist[DispatchStatusChanged],
+                                                                   ebpm.on_dispatch)})
     svc.app.state.saga_params = settings.saga_params()
     svc.background("budget-saga-clock")(lambda: saga.run(store, svc.app.state.saga_params))
     svc.app.state.outcomes = surveys
@@ -57,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     svc.app.state.history = support
     svc.background("follow-up-reminders")(lambda: history.run(support, settings.follow_up_sweep_seconds))
     svc.background("outcome-surveys")(lambda: outcomes.run(surveys, settings.outcome_sweep_seconds))
+    svc.background("ebpm-counters")(lambda: ebpm_counters.run(ebpm, settings.ebpm_sweep_seconds))
     svc.background("saga-state-counts")(SagaStates(store).run)
     svc.background("expert-response-clock")(lambda: signals.run(settings.integrity_sweep_seconds))
 
@@ -69,5 +81,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await support.setup()
         await store.dispatches.create_index("status")
         await worklists.ensure_indexes(svc.db)
+        await ebpm.setup()   # after the worklist's indexes; marks existing businesses for counting once
 
     return svc.app

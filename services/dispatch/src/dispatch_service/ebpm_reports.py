@@ -1,25 +1,28 @@
 """EBPM reports of dispatch (R-REC-07): uptake and outcomes per fiscal year, block and industry, anonymised by
 `servicekit.ebpm` (no cell under 5 businesses, cell key perturbation against differencing), as JSON, CSV or SVG.
 
-Built from dispatch's own read models only: `worklist` (one document per dispatch, kept by its status events),
-`platforms` (the platform's bureau block, from identity's events), `businesses` (prefecture and industry, from
-identity's BusinessRegistered / BusinessProfileChanged), `consultations` (dispatch's own) and `outcome_surveys`
-(R-REC-08). Web consultations belong to no platform, so their block is unknown ("—"): they appear in national
-reports only. A business whose industry dispatch has not learnt is counted under "—".
+Read from counters kept by dispatch's own events and writes (`ebpm_counters`, R-OPS-03): a report reads its scope's
+counter cells, O(cells), whatever the number of dispatches. The records behind them come from dispatch's own read
+models (`domain.ebpm`): `worklist` (one document per dispatch, kept by its status events), `platforms` (the platform's
+bureau block, from identity's events), `businesses` (industry, from identity's BusinessRegistered /
+BusinessProfileChanged), `consultations` (dispatch's own) and `outcome_surveys` (R-REC-08). `rows_table` builds the
+same table from those rows at request time: the recount the counters are checked against (tests, bench/), and the
+path of a caller linked to several institutions (their union is not a counter scope). Web consultations belong to no
+platform, so their block is unknown ("—"): they appear in national reports only. A business whose industry dispatch
+has not learnt is counted under "—".
 
-Who sees what: the agency and operators everything; a bureau its own block only (R-PF-05, the records are filtered
-before the table is built, so its total is its block's); an institution the dispatches it requested itself
-(R-PF-05) — its outcome report likewise."""
+Who sees what: the agency and operators everything; a bureau its own block only (R-PF-05, its total is its block's);
+an institution the dispatches it requested itself (R-PF-05) — its outcome report likewise."""
 from __future__ import annotations
 
-from datetime import UTC
+from collections import defaultdict
 from typing import Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
-from contracts.vocab import fiscal_year as fy_of, place_problem
-from dispatch_service.domain.dispatch import JST
+from contracts.vocab import place_problem
+from dispatch_service.domain.ebpm import MEASURES, OUTCOMES, UNKNOWN, UPTAKE, outcome_records, uptake_records
 from servicekit import ebpm, ebpm_keys
 from servicekit.auth import Principal, require
 from servicekit.refusals import Rejected
@@ -27,14 +30,9 @@ from servicekit.refusals import Rejected
 router = APIRouter(tags=["ebpm"])
 Dim = Literal["fiscal_year", "block", "industry"]
 Format = Literal["json", "csv", "svg"]
-UNKNOWN = "—"
 LABELS = {"fiscal_year": ("年度", "fiscal year"), "block": ("ブロック", "block"), "industry": ("業種", "industry")}
-UPTAKE = (ebpm.Measure("requests", "count", "派遣申請数", "dispatch requests"),
-          ebpm.Measure("paid", "count", "派遣実施（支払済）数", "dispatches paid"),
-          ebpm.Measure("consultations", "count", "Web相談数", "web consultations"))
-OUTCOMES = (ebpm.Measure("answered", "count", "調査回答数", "surveys answered"),
-            ebpm.Measure("reporting_results", "count", "成果報告数", "reporting results"))
 NOTES = ("Consultations belong to no platform: their block is unknown and they appear in national reports only.",)
+__all__ = ["router", "rows_table", "UPTAKE", "OUTCOMES"]
 
 
 def _scope(p: Principal) -> dict:
@@ -52,11 +50,6 @@ def _scope(p: Principal) -> dict:
     return {"orgs": orgs}
 
 
-async def _table(request: Request, by: list[str], measures) -> ebpm.Table:
-    svc = request.app.state.service
-    return ebpm.Table(tuple(by), measures, await ebpm_keys.params(svc.db, svc.settings), labels=dict(LABELS))
-
-
 async def _places(db, business_ids: set[str]) -> dict[str, str]:
     """The industry of each business, as dispatch learnt it from identity's events (looked up 1,000 at a time)."""
     ids, out = sorted(business_ids), {}
@@ -68,6 +61,58 @@ async def _places(db, business_ids: set[str]) -> dict[str, str]:
 
 async def _blocks(db) -> dict[str, str]:
     return {d["_id"]: d.get("bureau_id") async for d in db.platforms.find({}, {"bureau_id": 1})}
+
+
+async def rows_table(db, params: ebpm.Params, report: str, by: list[str], fiscal_year: int | None,
+                     scope: dict) -> ebpm.Table:
+    """The report's table built from every row of the scope at request time (O(rows))."""
+    orgs = set(scope["orgs"]) if "orgs" in scope else None
+    q: dict = {} if fiscal_year is None else {"fiscal_year": fiscal_year}
+    rows: dict[str, dict] = defaultdict(lambda: {"dispatches": [], "consultations": [], "surveys": []})
+    institution_of: dict[str, str | None] = {}
+    if report == "uptake":
+        wq = {**q, **({"institution_id": {"$in": sorted(orgs)}} if orgs is not None else {})}
+        async for d in db.worklist.find(wq, {"business_id": 1, "fiscal_year": 1, "platform_id": 1, "status": 1,
+                                             "institution_id": 1}):
+            rows[d["business_id"]]["dispatches"].append(d)
+        if not scope:  # consultations: no platform, so no block: national reports only
+            async for c in db.consultations.find({}, {"business_id": 1, "created_at": 1}):
+                rows[c["business_id"]]["consultations"].append(c)
+    else:
+        async for s in db.outcome_surveys.find(q, {"dispatch_id": 1, "business_id": 1, "fiscal_year": 1, "block": 1,
+                                                   "answered_at": 1, "results": 1}):
+            rows[s["business_id"]]["surveys"].append(s)
+        if orgs is not None:
+            ids = sorted({s["dispatch_id"] for r in rows.values() for s in r["surveys"]})
+            for i in range(0, len(ids), 1000):
+                async for d in db.worklist.find({"_id": {"$in": ids[i:i + 1000]}}, {"institution_id": 1}):
+                    institution_of[d["_id"]] = d.get("institution_id")
+    blocks = await _blocks(db) if report == "uptake" else {}
+    industry = await _places(db, set(rows))
+    table = ebpm.Table(tuple(by), MEASURES[report], params, labels=dict(LABELS))
+    for bid, r in rows.items():
+        ind = industry.get(bid, UNKNOWN)
+        recs = (uptake_records(r["dispatches"], r["consultations"], blocks, ind, orgs=orgs, block=scope.get("block"))
+                if report == "uptake" else
+                outcome_records(r["surveys"], institution_of, ind, orgs=orgs, block=scope.get("block")))
+        for rec in recs:
+            if fiscal_year is not None and rec.fiscal_year != fiscal_year:
+                continue
+            row = rec._asdict()
+            table.add(tuple(row[d] for d in by), bid, **rec.values)
+    return table
+
+
+async def report_table(request: Request, report: str, by: list[str], fiscal_year: int | None,
+                       scope: dict) -> ebpm.Table:
+    """From the counters for a national, a bureau's or one institution's scope; from the rows for the union of
+    several institutions (a staff account linked to more than one organisation)."""
+    svc = request.app.state.service
+    params = await ebpm_keys.params(svc.db, svc.settings)
+    if len(scope.get("orgs", ())) > 1:
+        return await rows_table(request.app.state.store.db, params, report, by, fiscal_year, scope)
+    cscope = {"org": scope["orgs"][0]} if "orgs" in scope else scope
+    return await request.app.state.ebpm_counters.table(report, by, fiscal_year, cscope, params, dict(LABELS))
 
 
 def _respond(table: ebpm.Table, fmt: str, chart: str, title: str, name: str, scope: dict):
@@ -92,28 +137,8 @@ async def uptake(request: Request, by: list[Dim] | None = Query(None, descriptio
                  fiscal_year: int | None = Query(None, ge=2000, le=2100), format: Format = "json",
                  chart: Literal["businesses", "requests", "paid", "consultations"] = "businesses",
                  p: Principal = Depends(require("agency", "operator", "bureau", "institution"))):
-    scope, dims, db = _scope(p), _by(by), request.app.state.store.db
-    blocks = await _blocks(db)
-    q: dict = {} if fiscal_year is None else {"fiscal_year": fiscal_year}
-    if "orgs" in scope:
-        q["institution_id"] = {"$in": scope["orgs"]}
-    recs = []
-    async for d in db.worklist.find(q, {"business_id": 1, "fiscal_year": 1, "platform_id": 1, "status": 1}):
-        block = blocks.get(d.get("platform_id")) or UNKNOWN
-        if "block" in scope and block != scope["block"]:
-            continue
-        recs.append((d["business_id"], d["fiscal_year"], block, {"requests": True, "paid": d.get("status") == "paid"}))
-    if not scope:  # consultations: no platform, so no block: national reports only
-        async for c in db.consultations.find({}, {"business_id": 1, "created_at": 1}):
-            at = c["created_at"] if c["created_at"].tzinfo else c["created_at"].replace(tzinfo=UTC)
-            fy = fy_of(at.astimezone(JST).date())
-            if fiscal_year is None or fy == fiscal_year:
-                recs.append((c["business_id"], fy, UNKNOWN, {"consultations": True}))
-    industry = await _places(db, {r[0] for r in recs})
-    table = await _table(request, dims, UPTAKE)
-    for bid, fy, block, values in recs:
-        row = {"fiscal_year": fy, "block": block, "industry": industry.get(bid, UNKNOWN)}
-        table.add(tuple(row[d] for d in dims), bid, **values)
+    scope, dims = _scope(p), _by(by)
+    table = await report_table(request, "uptake", dims, fiscal_year, scope)
     return _respond(table, format, chart, "専門家派遣の利用 / dispatch uptake", "ebpm-uptake", scope)
 
 
@@ -124,32 +149,6 @@ async def outcomes(request: Request, by: list[Dim] | None = Query(None, descript
                    fiscal_year: int | None = Query(None, ge=2000, le=2100), format: Format = "json",
                    chart: Literal["businesses", "answered", "reporting_results"] = "businesses",
                    p: Principal = Depends(require("agency", "operator", "bureau", "institution"))):
-    scope, dims, db = _scope(p), _by(by), request.app.state.store.db
-    q: dict = {} if fiscal_year is None else {"fiscal_year": fiscal_year}
-    per: dict[str, dict] = {}
-    async for s in db.outcome_surveys.find(q, {"dispatch_id": 1, "business_id": 1, "fiscal_year": 1, "block": 1,
-                                               "answered_at": 1, "results": 1}):
-        if "block" in scope and s.get("block") != scope["block"]:
-            continue
-        r = per.setdefault(s["dispatch_id"], {"business_id": s["business_id"], "fiscal_year": s["fiscal_year"],
-                                              "block": s.get("block") or UNKNOWN, "answered": False, "results": False})
-        if s.get("answered_at"):
-            r["answered"] = True
-            r["results"] = r["results"] or bool(s.get("results"))
-    if "orgs" in scope:
-        mine = {d["_id"] async for d in db.worklist.find({"_id": {"$in": sorted(per)},
-                                                          "institution_id": {"$in": scope["orgs"]}}, {"_id": 1})}
-        per = {k: v for k, v in per.items() if k in mine}
-    # a business counts once per cell: answered / reporting results if any of its dispatches there did
-    flags: dict[tuple, dict] = {}
-    for r in per.values():
-        f = flags.setdefault((r["business_id"], r["fiscal_year"], r["block"]), {"answered": False, "results": False})
-        f["answered"] |= r["answered"]
-        f["results"] |= r["results"]
-    industry = await _places(db, {k[0] for k in flags})
-    table = await _table(request, dims, OUTCOMES)
-    for (bid, fy, block), f in flags.items():
-        row = {"fiscal_year": fy, "block": block, "industry": industry.get(bid, UNKNOWN)}
-        table.add(tuple(row[d] for d in dims), bid, answered=1 if f["answered"] else 0,
-                  reporting_results=1 if f["results"] else 0)
+    scope, dims = _scope(p), _by(by)
+    table = await report_table(request, "outcomes", dims, fiscal_year, scope)
     return _respond(table, format, chart, "派遣の成果 / dispatch outcomes", "ebpm-outcomes", scope)

@@ -36,6 +36,7 @@ class Outcomes:
         self.counters, self.members = store.db.outcome_counters, store.db.outcome_members
         self.stale_claim = timedelta(minutes=5)  # a claim to raise a counter older than this was left by a crash
         self._tasks: set[asyncio.Task] = set()   # counting after answers (held so they are not collected)
+        self.on_counted = None  # async (survey) -> bool: the EBPM counters' copy and recount (app.py); False: later
 
     async def setup(self) -> None:
         await self.col.create_index([("answered_at", 1), ("due_at", 1)])
@@ -137,6 +138,8 @@ class Outcomes:
         await asyncio.gather(*(raise_(m, f) for m, f in mine))
         if "busy" in claims:
             return False  # left pending: the sweep looks again once the other tally is done (or its claim stale)
+        if self.on_counted is not None and not await self.on_counted(s):
+            return False  # the EBPM counters (R-REC-07) not done yet: left pending, the sweep looks again
         await self.col.update_one({"_id": survey_id, "tally": "pending", "tally_rev": s.get("tally_rev")},
                                   {"$set": {"tally": "done"}})
         return True

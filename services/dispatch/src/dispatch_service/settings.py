@@ -30,6 +30,8 @@ class DispatchSettings(Settings):
     outcome_survey_months: str = ",".join(map(str, OutcomeParams.waves_months))
     outcome_reminder_days: int = OutcomeParams.reminder_days
     outcome_sweep_seconds: float = 60
+    # EBPM report counters (R-REC-07, R-OPS-03): the sweep recounting businesses a trigger left marked
+    ebpm_sweep_seconds: float = 30
     fault_crash_after_slot_claim: str = ""  # test hook: "true" exits hard between the slot claim and the write
 
     def saga_params(self) -> SagaParams:

@@ -2,6 +2,8 @@
 request (R-DSP-02b, R-DSP-11)."""
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
@@ -9,6 +11,8 @@ from dispatch_service.access import ANY_PARTY, is_agency, must, store_of
 from dispatch_service.store import new_id, now
 from servicekit.auth import Principal, require
 from servicekit.refusals import Rejected
+
+log = logging.getLogger("dispatch.consultations")
 
 router = APIRouter(tags=["consultations"])
 
@@ -46,7 +50,13 @@ async def open_consultation(body: ConsultationIn, request: Request, p: Principal
     doc = {"_id": new_id("cons"), "business_id": business_id, "business_account_id": p.subject,
            "expert_id": body.expert_id, "expert_account_id": expert_doc["account_id"], "subject": body.subject,
            "messages": [{"from": p.subject, "at": now(), "text": body.message}], "held": False, "created_at": now()}
+    counters = request.app.state.ebpm_counters   # R-REC-07: marked before the write, so a crash leaves it to the sweep
+    await counters.mark(business_id, refresh=True)
     await store.db.consultations.insert_one(doc)
+    try:
+        await counters.on_consultation(doc)
+    except Exception:  # the consultation is kept; the sweep copies and counts it
+        log.warning("ebpm counters not updated yet; the sweep will", exc_info=True)
     await store.audit(p.subject, "dispatch.ConsultationOpened", doc["_id"], {"business_id": business_id,
                                                                             "expert_id": body.expert_id})
     return consultation_out(doc)

@@ -1,0 +1,289 @@
+"""Counters of the EBPM reports (R-REC-07) kept by dispatch's own events and writes, so a report reads O(cells)
+instead of its scope's rows (R-OPS-03). Rules and cell layout in `domain.ebpm`. Every read and write here is by `_id`
+(on FerretDB any other query scans the collection).
+
+`ebpm_counters`: one document per report × grouping × scope (`domain.ebpm.counter_doc`), its cells inside
+(`cells.<fiscal year|block|industry>`: the dimension values, `n` distinct businesses, `k_hi`/`k_lo` the sums of their
+record keys' halves, `s.<measure>` each measure's total). `ebpm_businesses`: one document per business holding a copy
+of its rows the reports need (`rows.d` its dispatches as the worklist has them, `rows.c` its web consultations,
+`rows.s` its outcome surveys) and what it adds to each cell (`cells`: the cell and its values), so a business counts once per cell however many
+records or redeliveries it has.
+
+Maintenance is a *recount* of one business: its contributions are computed from its rows' copy, compared with what it
+added so far, and each counter document moved by the difference. Recounting is idempotent — a second recount finds
+nothing to move — so every trigger may repeat: a dispatch status event (its worklist document copied), a business's
+industry or a platform's block learnt from identity, a web consultation opened, an outcome survey scheduled or answered
+(copied by `outcomes.tally`, which leaves the survey pending until this is done). One recount changes the counters
+once, without transactions: (1) claimed on the business's document (`rev` compare-and-set; the changes and an op id
+kept in `pending`), (2) each counter document moved, guarded by the op id in its `_seen`, (3) the business's document
+takes the new contributions, (4) the op id leaves `_seen`. A claim left by a crash (older than `stale_claim`) is
+finished by the next recount of the business.
+
+Whoever triggers a recount first records the business in `ebpm_dirty` (a revision); the recount removes it only if no
+newer trigger came, and the sweep recounts whatever is left (a crash, a busy business) — a mark that says `refresh`
+(a web consultation whose copy may not have been written) first copies the business's rows again from the sources.
+At start-up, a database with rows but no counters yet copies every business's rows once (marker `ebpm-counters:v1`
+in `migrations`) and marks them; the sweep counts them.
+
+Only count measures are kept (dispatch's reports have no amounts).
+"""
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+
+from bson import Int64
+from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError
+
+from dispatch_service import sweeps
+from dispatch_service.domain.ebpm import (MEASURES, UNKNOWN, business_contributions, cell_field, counter_doc, delta,
+                                          field, plan)
+from servicekit import ebpm
+
+log = logging.getLogger("dispatch.ebpm")
+MARKER = "ebpm-counters:v1"
+DISPATCH_FIELDS = ("fiscal_year", "platform_id", "status", "institution_id")
+SURVEY_FIELDS = ("dispatch_id", "fiscal_year", "block", "answered_at", "results")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _utc(v: datetime) -> datetime:
+    return v if v.tzinfo else v.replace(tzinfo=UTC)
+
+
+def dispatch_row(d: dict) -> dict:
+    return {"id": d["_id"], **{k: d.get(k) for k in DISPATCH_FIELDS}}
+
+
+def survey_row(s: dict) -> dict:
+    return {"id": s["_id"], **{k: s.get(k) for k in SURVEY_FIELDS}}
+
+
+class Counters:
+    def __init__(self, db, params):
+        """`params`: an async callable giving the `ebpm.Params` (the record keys' secret, kept in the database)."""
+        self.db, self.params = db, params
+        self.counters, self.businesses, self.dirty = db.ebpm_counters, db.ebpm_businesses, db.ebpm_dirty
+        self.stale_claim = timedelta(minutes=5)
+
+    async def setup(self) -> None:
+        await self.dirty.create_index("at")
+        await self.backfill()
+
+    async def backfill(self) -> int:
+        """Once per database, before the consumers start: every business's rows copied (one pass over each source) and
+        the business marked for counting (the sweep counts it). A business another replica's trigger already copied is
+        marked to be copied again from its sources instead (the pass may have read an older state)."""
+        if await self.db.migrations.find_one({"_id": MARKER}, {"_id": 1}):
+            return 0
+        rows: dict[str, dict] = defaultdict(dict)
+        async for d in self.db.worklist.find({}, {"business_id": 1, **dict.fromkeys(DISPATCH_FIELDS, 1)}):
+            rows[d["business_id"]][f"rows.d.{field(d['_id'])}"] = dispatch_row(d)
+        async for c in self.db.consultations.find({}, {"business_id": 1, "created_at": 1}):
+            rows[c["business_id"]][f"rows.c.{field(c['_id'])}"] = c["created_at"]
+        async for s in self.db.outcome_surveys.find({}, {"business_id": 1, **dict.fromkeys(SURVEY_FIELDS, 1)}):
+            rows[s["business_id"]][f"rows.s.{field(s['_id'])}"] = survey_row(s)
+        for bid, sets in rows.items():
+            doc: dict = {"_id": bid, "rows": {"d": {}, "c": {}, "s": {}}}
+            for path, v in sets.items():
+                _, part, k = path.split(".", 2)
+                doc["rows"][part][k] = v
+            try:
+                await self.businesses.insert_one(doc)
+                await self.mark(bid)
+            except DuplicateKeyError:  # a trigger (another replica) was first: copy its rows again from the sources
+                await self.mark(bid, refresh=True)
+        await self.db.migrations.update_one({"_id": MARKER}, {"$set": {"businesses": len(rows), "at": _now()}},
+                                            upsert=True)
+        return len(rows)
+
+    # --- triggers ---------------------------------------------------------------------------------------------
+    async def mark(self, business_id: str, *, refresh: bool = False) -> int:
+        sets = {"at": _now(), **({"refresh": True} if refresh else {})}
+        doc = await self.dirty.find_one_and_update({"_id": business_id}, {"$inc": {"rev": 1}, "$set": sets},
+                                                   upsert=True, return_document=ReturnDocument.AFTER)
+        return doc["rev"]
+
+    async def touch(self, business_id: str, rows: dict | None = None) -> bool:
+        """Marks the business, copies `rows` ({"rows.d.<id>": …}) into its document, recounts it, and clears the mark
+        unless a newer trigger came meanwhile. False: left to the sweep."""
+        rev = await self.mark(business_id)
+        if rows:
+            await self.businesses.update_one({"_id": business_id}, {"$set": rows}, upsert=True)
+        return await self.recount_marked(business_id, rev)
+
+    async def recount_marked(self, business_id: str, rev: int) -> bool:
+        if done := await self.recount(business_id):
+            await self.dirty.delete_one({"_id": business_id, "rev": rev})
+        return done
+
+    async def on_dispatch(self, env, e) -> None:
+        d = await self.db.worklist.find_one({"_id": e.dispatch_id}, dict.fromkeys(DISPATCH_FIELDS, 1))
+        if d is not None:
+            await self.touch(e.business_id, {f"rows.d.{field(e.dispatch_id)}": dispatch_row(d)})
+
+    async def on_business(self, env, e) -> None:
+        await self.touch(e.business_id)
+
+    async def on_platform(self, env, e) -> None:
+        """A platform's block learnt (or changed): its businesses' cells move (a rare event: one pass over the
+        worklist)."""
+        for bid in await self.db.worklist.distinct("business_id", {"platform_id": e.platform_id}):
+            await self.touch(bid)
+
+    async def on_consultation(self, doc: dict) -> bool:
+        return await self.touch(doc["business_id"], {f"rows.c.{field(doc['_id'])}": doc["created_at"]})
+
+    async def on_survey(self, s: dict) -> bool:
+        return await self.touch(s["business_id"], {f"rows.s.{field(s['_id'])}": survey_row(s)})
+
+    async def refresh(self, business_id: str) -> None:
+        """The business's rows copied again from the sources (after a crash between a write and its copy)."""
+        rows = {"d": {field(d["_id"]): dispatch_row(d) async for d in self.db.worklist.find(
+                    {"business_id": business_id}, dict.fromkeys(DISPATCH_FIELDS, 1))},
+                "c": {field(c["_id"]): c["created_at"] async for c in self.db.consultations.find(
+                    {"business_id": business_id}, {"created_at": 1})},
+                "s": {field(s["_id"]): survey_row(s) async for s in self.db.outcome_surveys.find(
+                    {"business_id": business_id}, dict.fromkeys(SURVEY_FIELDS, 1))}}
+        old = (await self.businesses.find_one({"_id": business_id}, {"rows": 1}) or {}).get("rows") or {}
+        gone = {f"rows.{t}.{k}": "" for t, kept in old.items() for k in kept if k not in rows.get(t, {})}
+        sets = {f"rows.{t}.{k}": v for t, part in rows.items() for k, v in part.items()}  # path by path (see _apply)
+        update = {**({"$set": sets} if sets else {}), **({"$unset": gone} if gone else {})}
+        if update:
+            await self.businesses.update_one({"_id": business_id}, update, upsert=True)
+
+    async def sweep(self, limit: int = 1000) -> int:
+        n = 0
+        async for d in self.dirty.find({}).sort("at", 1).limit(limit):
+            try:
+                if d.get("refresh"):
+                    await self.refresh(d["_id"])
+                n += await self.recount_marked(d["_id"], d["rev"])
+            except Exception:
+                log.warning("ebpm recount failed; retried next sweep", extra={"fields": {"business": d["_id"]}},
+                            exc_info=True)
+        return n
+
+    # --- the recount ------------------------------------------------------------------------------------------
+    async def wanted(self, doc: dict) -> dict[str, tuple[dict, dict]]:
+        """The business's contributions to every counter cell, from its rows' copy."""
+        rows = doc.get("rows") or {}
+        dispatches = [{"_id": v["id"], **v} for v in (rows.get("d") or {}).values()]
+        consultations = [{"created_at": v} for v in (rows.get("c") or {}).values()]
+        surveys = [{"_id": v["id"], **v} for v in (rows.get("s") or {}).values()]
+        blocks = {}
+        for pid in sorted({d.get("platform_id") for d in dispatches if d.get("platform_id")}):
+            p = await self.db.platforms.find_one({"_id": pid}, {"bureau_id": 1})
+            blocks[pid] = (p or {}).get("bureau_id")
+        biz = await self.db.businesses.find_one({"_id": doc["_id"]}, {"industry": 1}) or {}
+        return business_contributions(dispatches, consultations, surveys, blocks, biz.get("industry") or UNKNOWN)
+
+    async def recount(self, business_id: str) -> bool:
+        """Brings every counter the business is in up to date; False if another recount of it is under way now (the
+        mark stays and the sweep looks again)."""
+        doc = await self.businesses.find_one({"_id": business_id}) or {"_id": business_id}
+        if pend := doc.get("pending"):
+            if _utc(pend["at"]) > _now() - self.stale_claim:
+                return False  # another recount is on it
+            res = await self.businesses.update_one({"_id": business_id, "pending.op": pend["op"],
+                                                    "pending.at": pend["at"]}, {"$set": {"pending.at": _now()}})
+            if res.modified_count != 1:
+                return False
+            await self._apply(business_id, pend)  # a crash's claim, taken over: each move happened once at most
+            doc = await self.businesses.find_one({"_id": business_id})
+        want = await self.wanted(doc)
+        have = {k: c["v"] for k, c in (doc.get("cells") or {}).items()}
+        # every measure present, in the report's order: the stored values differ by their values only (see _apply)
+        new = {field(cid): {m.name: values.get(m.name, 0) for m in MEASURES[cell["report"]]}
+               for cid, (cell, values) in want.items()}
+        cell_of = {field(cid): cell for cid, (cell, _) in want.items()}
+        changes = [{"k": k, "cell": cell_of.get(k) or doc["cells"][k]["cell"], "from": have.get(k), "to": new.get(k)}
+                   for k in set(new) | set(have) if new.get(k) != have.get(k)]
+        if not changes:
+            return True
+        p = await self.params()
+        pend = {"op": uuid.uuid4().hex, "at": _now(), "key": list(ebpm.key_halves(business_id, p)), "changes": changes}
+        if "rev" not in doc:
+            try:
+                res = await self.businesses.update_one({"_id": business_id, "rev": {"$exists": False}},
+                                                       {"$set": {"pending": pend, "rev": 1}}, upsert=True)
+            except DuplicateKeyError:  # claimed by another recount meanwhile
+                return False
+            if res.modified_count != 1 and res.upserted_id is None:
+                return False
+        else:
+            res = await self.businesses.update_one({"_id": business_id, "rev": doc["rev"]},
+                                                   {"$set": {"pending": pend}, "$inc": {"rev": 1}})
+            if res.modified_count != 1:
+                return False
+        await self._apply(business_id, pend)
+        return True
+
+    async def _apply(self, business_id: str, pend: dict) -> None:
+        op, key = pend["op"], tuple(pend["key"])
+        per_doc: dict[str, dict] = defaultdict(lambda: {"$inc": {}, "$set": {}})
+        for ch in pend["changes"]:
+            cell = ch["cell"]
+            upd, f = per_doc[counter_doc(cell)], cell_field(cell)
+            for k, v in delta(ch["from"], ch["to"], key, MEASURES[cell["report"]]).items():
+                upd["$inc"][f"cells.{f}.{k}"] = Int64(v) if k in ("k_hi", "k_lo") else v  # 64-bit from the start
+            for k in ("fiscal_year", "block", "industry"):
+                upd["$set"][f"cells.{f}.{k}"] = cell[k]
+        for doc_id, upd in per_doc.items():
+            report, g, org = doc_id.split("|", 2)
+            update = {**{k: v for k, v in upd.items() if v}, "$push": {"_seen": op},
+                      "$setOnInsert": {"report": report, "g": g, "org": org}}
+            try:
+                await self.counters.update_one({"_id": doc_id, "_seen": {"$ne": op}}, update, upsert=True)
+            except DuplicateKeyError:  # the counter exists: created meanwhile, or it has seen the op
+                update.pop("$setOnInsert")
+                await self.counters.update_one({"_id": doc_id, "_seen": {"$ne": op}}, update)
+        # cell by cell: FerretDB 1.24 takes a `$set` of a whole sub-document whose keys changed but whose values did
+        # not for no change at all
+        sets = {f"cells.{ch['k']}": {"cell": ch["cell"], "v": ch["to"]} for ch in pend["changes"] if ch["to"] is not None}
+        unsets = {f"cells.{ch['k']}": "" for ch in pend["changes"] if ch["to"] is None}
+        await self.businesses.update_one({"_id": business_id, "pending.op": op}, {
+            **({"$set": sets} if sets else {}), "$unset": {"pending": "", **unsets}, "$inc": {"rev": 1}})
+        for doc_id in per_doc:
+            await self.counters.update_one({"_id": doc_id}, {"$pull": {"_seen": op}})
+
+    # --- reads ------------------------------------------------------------------------------------------------
+    async def table(self, report: str, by: list[str], fiscal_year: int | None, scope: dict,
+                    params: ebpm.Params, labels: dict) -> ebpm.Table:
+        """The report's table from the counters: two `_id` reads; the rows' cells merged per value of `by`, the
+        total's into one. O(cells)."""
+        measures = MEASURES[report]
+        rows_id, total_id, filt = plan(report, by, fiscal_year, scope)
+        table = ebpm.Table(tuple(by), measures, params, labels=labels)
+
+        async def cells_of(doc_id: str):
+            doc = await self.counters.find_one({"_id": doc_id}, {"_seen": 0}) or {}
+            return [c for c in (doc.get("cells") or {}).values() if all(c.get(k) == v for k, v in filt.items())]
+        merged: dict[tuple, ebpm.Summary] = {}
+        for c in await cells_of(rows_id):
+            merged.setdefault(tuple(c[k] for k in by), ebpm.Summary()).merge(_summary(c, measures))
+        for k, s in merged.items():
+            if s.n > 0:  # a cell every business left (e.g. moved to another industry) is no cell
+                table.put(k, s)
+        total = ebpm.Summary()
+        for c in await cells_of(total_id):
+            total.merge(_summary(c, measures))
+        table.put_total(total)
+        return table
+
+
+def _summary(d: dict, measures) -> ebpm.Summary:
+    s = d.get("s") or {}
+    return ebpm.Summary(n=int(d.get("n", 0)), key_sum=ebpm.join_halves(int(d.get("k_hi", 0)), int(d.get("k_lo", 0))),
+                        sums={m.name: s.get(m.name, 0) for m in measures})
+
+
+async def run(counters: Counters, interval: float) -> None:
+    await sweeps.every(interval, counters.sweep, log=log, did="ebpm counters recounted", unit="businesses",
+                       failed="ebpm counter sweep failed")
