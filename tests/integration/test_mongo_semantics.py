@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import re
 
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, UpdateOne
 
 WRITERS = 40
 
@@ -54,6 +54,23 @@ async def test_deletes_and_updates_of_one_collection_do_not_block_each_other(inf
     assert results[0].deleted_count == WRITERS // 2
     assert sorted(d["_id"] for d in left) == list(range(0, WRITERS, 2)) and all(d["n"] == 1 for d in left)
 
+
+
+async def test_a_bulk_write_of_more_statements_than_the_pool_has_connections_completes(infra, ns):
+    """The batched consumers and the relay clear hundreds of documents in one bulk write (one update command of
+    many statements). FerretDB 1.24 held every statement's query open until the command ended, so a command of
+    more than 100 statements waited forever for a connection of SQLite's pool, and the server hung for every
+    client (mongo.sh patches it)."""
+    client = AsyncMongoClient(infra.mongo, socketTimeoutMS=20000)
+    col = client[ns.db("semantics")].bulk
+    n = 250
+    await col.insert_many([{"_id": i, "n": 0} for i in range(n)])
+    ops = [UpdateOne({"_id": i}, {"$inc": {"n": 1}}) for i in range(n)]
+    ops += [UpdateOne({"_id": f"new-{i}"}, {"$setOnInsert": {"n": 1}}, upsert=True) for i in range(n)]
+    res = await asyncio.wait_for(col.bulk_write(ops, ordered=False), 30)
+    after = await asyncio.wait_for(col.count_documents({"n": 1}), 10)  # the server still answers
+    await client.close()
+    assert (res.modified_count, res.upserted_count, after) == (n, n, 2 * n)
 
 
 async def test_lookups_by_id_use_the_id_index(infra, ns):
