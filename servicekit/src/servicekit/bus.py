@@ -22,7 +22,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
@@ -30,6 +32,8 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
 from pydantic import ValidationError
 
 from contracts import TOPICS, Envelope, Message
@@ -41,6 +45,26 @@ log = logging.getLogger("servicekit.bus")
 KNOWN_TYPES = frozenset(message_types())  # every message type some topic of the registry carries
 Handler = Callable[[Envelope, Message], Awaitable[None]]
 BatchHandler = Callable[[list[tuple[Envelope, Message]]], Awaitable[None]]
+# inside a batch handler: event id -> (topic, trace context from the message's headers, tracer), for `processing`
+_batch_traces: ContextVar[dict[str, tuple[str, otel_context.Context, trace.Tracer]]] = ContextVar("batch_traces",
+                                                                                                  default={})
+
+
+@contextmanager
+def processing(env: Envelope) -> Iterator[None]:
+    """Inside a batch handler, around the work of one message: a CONSUMER span `<topic> process` that continues
+    the message's own trace (as FastStream's span does for a message consumed alone), so the events it causes, whose
+    outbox entries keep the current context, go on in that trace too. Outside a batch it does nothing."""
+    found = _batch_traces.get().get(env.event_id)
+    if found is None:
+        yield
+        return
+    topic, ctx, tracer = found
+    with tracer.start_as_current_span(
+            f"{topic} process", context=ctx, kind=trace.SpanKind.CONSUMER,
+            attributes={"messaging.system": "kafka", "messaging.destination.name": topic,
+                        "messaging.message.id": env.event_id}):
+        yield
 
 
 def make_broker(settings: Settings, tracer_provider, meter_provider=None) -> KafkaBroker:
@@ -90,8 +114,10 @@ class Consumer:
     """One consumer group (the service) on one topic, dispatching by message type to handlers."""
 
     def __init__(self, broker: KafkaBroker, settings: Settings, topic: str, handlers: dict[type[Message], Handler],
-                 health: Health | None = None, batch_handlers: dict[type[Message], BatchHandler] | None = None):
+                 health: Health | None = None, batch_handlers: dict[type[Message], BatchHandler] | None = None,
+                 tracer_provider=None):
         self.broker, self.settings, self.logical = broker, settings, topic
+        self.tracer = trace.get_tracer("servicekit.bus", tracer_provider=tracer_provider)
         self.topic, self.dlq = settings.topic(topic), settings.topic(TOPICS[topic].dlq)
         self.handlers = {m.message_type: (m, h) for m, h in handlers.items()}
         self.batch_handlers = {m.message_type: h for m, h in (batch_handlers or {}).items()}
@@ -161,14 +187,20 @@ class Consumer:
     async def apply_run(self, run: list[tuple]) -> None:
         handler = self.batch_handlers[run[0][1].event_type]
         items = [(env, payload) for _, env, payload in run]
+        token = _batch_traces.set({env.event_id: (record.topic, propagate.extract(
+            {k: v.decode(errors="replace") for k, v in record.headers or ()}), self.tracer) for record, env, _ in run})
         try:
-            await self.until_available(lambda: handler(items), f"batch of {len(items)} from {run[0][1].event_id}")
-            self.batches, self.batched = self.batches + 1, self.batched + len(items)
-        except Exception as e:  # a failure of the batch's own: each message alone, so only a bad one is dead-lettered
-            log.warning("batch failed; applying its messages one by one", extra={"fields": {
-                "topic": self.logical, "messages": len(items), "error": repr(e)}})
-            for record, env, payload in run:
-                await self.apply_one(record, env, payload)
+            try:
+                await self.until_available(lambda: handler(items), f"batch of {len(items)} from {run[0][1].event_id}")
+                self.batches, self.batched = self.batches + 1, self.batched + len(items)
+            except Exception as e:  # a failure of the batch's own: each message alone, so only a bad one is dead-lettered
+                log.warning("batch failed; applying its messages one by one", extra={"fields": {
+                    "topic": self.logical, "messages": len(items), "error": repr(e)}})
+                for record, env, payload in run:
+                    with processing(env):
+                        await self.apply_one(record, env, payload)
+        finally:
+            _batch_traces.reset(token)
 
     async def apply_one(self, record, env: Envelope, payload: Message) -> None:
         _, handler = self.handlers[env.event_type]

@@ -111,7 +111,8 @@ class Service:
                 raise ValueError(f"batch handlers for {topic} must come with its first consume()")
             self._consumers[topic].add(handlers)
         else:
-            self._consumers[topic] = Consumer(self.broker, self.settings, topic, handlers, self.health, batch)
+            self._consumers[topic] = Consumer(self.broker, self.settings, topic, handlers, self.health, batch,
+                                              self.tracer_provider)
         return self._consumers[topic]
 
     @property

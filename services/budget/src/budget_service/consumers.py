@@ -18,6 +18,7 @@ from contracts import Envelope
 from contracts.events.budget import (BudgetCommitted, BudgetRefunded, BudgetRefused, BudgetReleased, BudgetReserved,
                                      CommitBudget, CreditRefund, ReleaseBudget, ReserveBudget)
 from contracts.events.identity import MembershipChanged, PlatformRegistered
+from servicekit.bus import processing
 from servicekit.store import apply_once
 
 from budget_service.domain import Answer
@@ -125,9 +126,10 @@ def handlers(svc, store: FrameStore):
                 for env, cmd in group:
                     if isinstance(cmd, ReserveBudget) and cmd.member_id not in roles:
                         roles[cmd.member_id] = await store.member_role(frame.platform_id, cmd.member_id)
-                    a = decide_one(frame, env, cmd, roles.get(getattr(cmd, "member_id", None)))
-                    for e in events_for(frame_id, a, env):
-                        events.setdefault(e["event_id"], e)  # a command twice in the batch: answered once
+                    with processing(env):  # the command's own trace goes on through its answer
+                        a = decide_one(frame, env, cmd, roles.get(getattr(cmd, "member_id", None)))
+                        for e in events_for(frame_id, a, env):
+                            events.setdefault(e["event_id"], e)  # a command twice in the batch: answered once
                 return frame, list(events.values())
 
             if not await store.mutate_batch(frame_id, [c.command_id for _, c in group],
