@@ -78,13 +78,16 @@ async def test_lookups_by_id_use_the_id_index(infra, ns):
     those lookups must use the `_id` index, or each write scans the whole collection (FerretDB 1.24 did:
     see mongo.sh). Checked on the query plan, not on timings: FerretDB shows its backend's plan (SQLite:
     "SEARCH ... USING INDEX" vs "SCAN ...", PostgreSQL: "Index Scan" vs "Seq Scan"), MongoDB its stages
-    (IDHACK / EXPRESS / IXSCAN vs COLLSCAN)."""
+    (IDHACK / EXPRESS / IXSCAN vs COLLSCAN). A batch reads its documents with `_id: {$in: [...]}`, also from the
+    index (patched in on SQLite)."""
     client = AsyncMongoClient(infra.mongo)
     db = client[ns.db("semantics")]
     await db.plans.insert_many([{"_id": f"d{i}", "v": 1} for i in range(50)])
     plans = [repr((await db.command("explain", {"find": "plans", "filter": f}))["queryPlanner"])
-             for f in ({"_id": "d7"}, {"_id": "d7", "v": 1})]
+             for f in ({"_id": "d7"}, {"_id": "d7", "v": 1}, {"_id": {"$in": ["d7", "d9"]}})]
     await client.close()
+    if "Index Scan" in plans[0]:  # FerretDB on PostgreSQL: its `$in` is not patched (mongo.sh), MongoDB's IXSCAN is
+        plans = plans[:2]
     for text in plans:
         assert re.search(r"USING INDEX|Index Scan|IDHACK|EXPRESS|IXSCAN", text), text
         assert not re.search(r"COLLSCAN|detail=SCAN |Seq Scan", text), text

@@ -26,7 +26,6 @@ answered once, across redelivery, restarts and replicas.
 """
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -132,10 +131,8 @@ class FrameStore:
         if doc is None:
             return None
         ids = [reservation_id(frame_id, d, phase) for d in dict.fromkeys(dispatch_ids) for phase in ("open", "settled")]
-        docs = await asyncio.gather(*(self.answers.find_one({"_id": c}) for c in dict.fromkeys(command_ids)),
-                                    *(self.reservations.find_one({"_id": i}) for i in ids))
-        answers = [d["answer"] for d in docs[:len(docs) - len(ids)] if d]
-        found = {r["_id"]: r for r in docs[len(docs) - len(ids):] if r}
+        answers = [d["answer"] async for d in self.answers.find({"_id": {"$in": list(dict.fromkeys(command_ids))}})]
+        found = {r["_id"]: r async for r in self.reservations.find({"_id": {"$in": ids}})}
         reservations, settled = [], {}
         for d in dict.fromkeys(dispatch_ids):
             opened, done = (found.get(reservation_id(frame_id, d, p)) for p in ("open", "settled"))
