@@ -1,8 +1,10 @@
-"""Benchmark of the budget service: ReserveBudget round trip (published → answer consumed) and sustained
-reservations per second, next to the raw Kafka produce → consume round trip measured in the same run.
+"""Benchmark of the budget service: ReserveBudget round trip (published → answer consumed) one at a time and at
+an offered rate (default 100/s), and sustained reservations per second against one frame, next to the raw Kafka
+produce → consume round trip measured in the same run and way.
 
-    uv run --frozen python bench/budget.py            # modest: 200 sequential, 1,000 sustained
-    uv run --frozen python bench/budget.py --full     # 1,000 sequential, 10,000 sustained
+    uv run --frozen python bench/budget.py            # modest: 200 sequential, 500 at 100/s, 1,000 sustained
+    uv run --frozen python bench/budget.py --full     # 1,000 sequential, 3,000 at 100/s, 10,000 sustained
+    uv run --frozen python bench/budget.py --compare  # also the service with batches of one (CONSUMER_BATCH_MAX=1)
 
 Starts the budget service itself (as tests do) against KAFKA_BOOTSTRAP (default 127.0.0.1:19092) and
 MONGO_URI (default mongodb://127.0.0.1:37017), in its own topic prefix and database.
@@ -82,7 +84,20 @@ class Follower:
         await self.consumer.stop()
 
 
-async def kafka_baseline(ns: Namespace, sequential: int, sustained: int) -> tuple[list[float], float]:
+async def paced(producer, topic: str, follower: "Follower", n: int, rate: float, message) -> list[float]:
+    """Latencies of `n` messages published at `rate` per second (each one's clock starts when it is sent)."""
+    started: dict[str, float] = {}
+    t0 = time.perf_counter()
+    for i in range(n):
+        await asyncio.sleep(max(0.0, t0 + i / rate - time.perf_counter()))
+        name, value, key = message(i)
+        started[name] = time.perf_counter()
+        await producer.send(topic, value, key=key)
+    return [await follower.wait(name, 120) - t for name, t in started.items()]
+
+
+async def kafka_baseline(ns: Namespace, sequential: int, sustained: int, n_paced: int = 0,
+                         rate: float = 100) -> tuple[list[float], float, list[float]]:
     """Raw Kafka: produce one message, consume it (same client settings as the reservation run)."""
     topic = ns.topic("bench.raw")
     admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
@@ -99,24 +114,27 @@ async def kafka_baseline(ns: Namespace, sequential: int, sustained: int) -> tupl
             t = time.perf_counter()
             await producer.send_and_wait(topic, b'{"payload": {}}', key=f"seq-{i}".encode())
             lat.append(await follower.wait(f"seq-{i}") - t)
+        at_rate = await paced(producer, topic, follower, n_paced, rate,
+                              lambda i: (f"paced-{i}", b'{"payload": {}}', f"paced-{i}".encode()))
         t = time.perf_counter()
         futures = [await producer.send(topic, b'{"payload": {}}', key=f"bulk-{i}".encode()) for i in range(sustained)]
         await asyncio.gather(*futures)
         for i in range(sustained):
             await follower.wait(f"bulk-{i}", 120)
-        return lat, sustained / (time.perf_counter() - t)
+        return lat, sustained / (time.perf_counter() - t), at_rate
     finally:
         await producer.stop()
         await follower.stop()
 
 
-async def budget_run(svc: ServiceProcess, ns: Namespace, sequential: int, sustained: int) -> tuple[list[float], float]:
+async def budget_run(svc: ServiceProcess, ns: Namespace, sequential: int, sustained: int, n_paced: int = 0,
+                     rate: float = 100) -> tuple[list[float], float, list[float]]:
     per = 30_000
     # the bureau allocates only to a platform identity announced, of its own block (R-PF-05)
     await register_platform(Infra(KAFKA, MONGO, "bench"), ns, PLATFORM, block=BUREAU)
     async with httpx.AsyncClient(base_url=svc.url, timeout=30) as http:
         r = await http.post("/frames", json={"fiscal_year": 2026, "platform_id": PLATFORM, "representative_id": REP,
-                                             "fee": per * (sequential + sustained) * 2, "travel": 0},
+                                             "fee": per * (sequential + sustained + n_paced) * 2, "travel": 0},
                             headers={"authorization": f"Bearer {token(sub='bench', roles=['bureau'], bureau_id=BUREAU)}"})
         r.raise_for_status()
     follower = Follower(ns.topic("budget.events"), "dispatch_id")
@@ -136,6 +154,7 @@ async def budget_run(svc: ServiceProcess, ns: Namespace, sequential: int, sustai
             t = time.perf_counter()
             await producer.send_and_wait(topic, value, key=key)
             lat.append(await follower.wait(f"seq-{i}") - t)
+        at_rate = await paced(producer, topic, follower, n_paced, rate, lambda i: (f"paced-{i}", *message(f"paced-{i}")))
         t = time.perf_counter()
         futures = []
         for i in range(sustained):
@@ -144,7 +163,7 @@ async def budget_run(svc: ServiceProcess, ns: Namespace, sequential: int, sustai
         await asyncio.gather(*futures)
         for i in range(sustained):
             await follower.wait(f"bulk-{i}", 600)
-        return lat, sustained / (time.perf_counter() - t)
+        return lat, sustained / (time.perf_counter() - t), at_rate
     finally:
         await producer.stop()
         await follower.stop()
@@ -153,28 +172,41 @@ async def budget_run(svc: ServiceProcess, ns: Namespace, sequential: int, sustai
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sequential", type=int, default=200, help="round trips measured one at a time")
+    ap.add_argument("--paced", type=int, default=500, help="reservations published at --rate per second")
+    ap.add_argument("--rate", type=float, default=100, help="offered rate of the paced phase")
     ap.add_argument("--sustained", type=int, default=1000, help="reservations published at once")
-    ap.add_argument("--full", action="store_true", help="1,000 sequential and 10,000 sustained")
+    ap.add_argument("--full", action="store_true", help="1,000 sequential, 3,000 paced and 10,000 sustained")
+    ap.add_argument("--compare", action="store_true", help="also run the service with batches of one message")
     a = ap.parse_args()
     if a.full:
-        a.sequential, a.sustained = 1000, 10_000
+        a.sequential, a.paced, a.sustained = 1000, 3000, 10_000
+    print(f"kafka={KAFKA} mongo={MONGO} sequential={a.sequential} paced={a.paced} at {a.rate:g}/s "
+          f"sustained={a.sustained}")
+    rows = []
     ns = Namespace()
-    print(f"kafka={KAFKA} mongo={MONGO} namespace={ns.id} sequential={a.sequential} sustained={a.sustained}")
-    with tempfile.TemporaryDirectory() as tmp:
-        svc = ServiceProcess("budget", Infra(KAFKA, MONGO, "bench"), ns, Path(tmp)).start()
-        try:
-            k_lat, k_rate = await kafka_baseline(ns, a.sequential, a.sustained)
-            b_lat, b_rate = await budget_run(svc, ns, a.sequential, a.sustained)
-        finally:
-            svc.stop()
-    ms = lambda v: f"{v * 1000:7.1f} ms"  # noqa: E731
-    print(f"{'':28}{'p50':>10}{'p99':>10}{'mean':>10}{'per second':>14}")
-    print(f"{'raw Kafka produce→consume':28}{ms(pct(k_lat, 50))}{ms(pct(k_lat, 99))}"
-          f"{ms(statistics.mean(k_lat))}{k_rate:14.0f}")
-    print(f"{'ReserveBudget → answer':28}{ms(pct(b_lat, 50))}{ms(pct(b_lat, 99))}"
-          f"{ms(statistics.mean(b_lat))}{b_rate:14.0f}")
-    print(f"ratio reservation/Kafka: p50 ×{pct(b_lat, 50) / pct(k_lat, 50):.1f}, p99 ×{pct(b_lat, 99) / pct(k_lat, 99):.1f}, "
-          f"throughput ×{b_rate / k_rate:.5f} (raw Kafka moves {k_rate / b_rate:,.0f}× more messages per second)")
+    rows.append(("raw Kafka produce→consume", *await kafka_baseline(ns, a.sequential, a.sustained, a.paced, a.rate)))
+    runs = [("ReserveBudget → answer", {})]
+    if a.compare:
+        runs.insert(0, ("… batches of one (before)", {"CONSUMER_BATCH_MAX": "1"}))
+    for label, env in runs:
+        ns = Namespace()
+        with tempfile.TemporaryDirectory() as tmp:
+            svc = ServiceProcess("budget", Infra(KAFKA, MONGO, "bench"), ns, Path(tmp), **env).start()
+            try:
+                rows.append((label, *await budget_run(svc, ns, a.sequential, a.sustained, a.paced, a.rate)))
+            finally:
+                svc.stop()
+    ms = lambda v: f"{v * 1000:9.1f}"  # noqa: E731
+    print(f"{'':28}{'one at a time (ms)':>20}{f'at {a.rate:g}/s offered (ms)':>26}{'sustained':>12}")
+    print(f"{'':28}{'p50':>10}{'p99':>10}{'p50':>13}{'p99':>13}{'per second':>12}")
+    for label, lat, rate, at_rate in rows:
+        print(f"{label:28}{ms(pct(lat, 50))} {ms(pct(lat, 99))}{ms(pct(at_rate, 50)):>13}{ms(pct(at_rate, 99)):>13}"
+              f"{rate:12.0f}")
+    _, k_lat, k_rate, k_paced = rows[0]
+    for label, lat, rate, at_rate in rows[1:]:
+        print(f"{label}: p99 at {a.rate:g}/s ×{pct(at_rate, 99) / pct(k_paced, 99):.1f} raw Kafka's (target ≤ ×10), "
+              f"one at a time p99 ×{pct(lat, 99) / pct(k_lat, 99):.1f}, {rate:,.0f} reservations/s against one frame "
+              f"(target ≥ 1,000; raw Kafka {k_rate:,.0f}/s)")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ MONGO_PG_PORT="${MONGO_PG_PORT:-15432}"
 PG_DATA="$VAR_DIR/mongo/pg"
 PG_RUN="$VAR_DIR/mongo/pg-run"
 case "$MONGO_BACKEND" in sqlite | postgresql) ;; *) log "MONGO_BACKEND must be sqlite or postgresql"; exit 2 ;; esac
-PATCH=atomic-writes-2-id-index-pg   # bump when deploy/local/ferretdb-atomic.go or the patches below change
+PATCH=atomic-writes-4-id-in   # bump when deploy/local/ferretdb-atomic.go or the patches below change
 BIN="$CACHE_DIR/ferretdb-$FERRETDB_VERSION-$PATCH/ferretdb"
 DATA="$VAR_DIR/mongo/data"
 
@@ -36,6 +36,16 @@ install() {
     sed -i "/^\t${line//[/\\[}/i defer smeportalLock(params.DB, params.Collection)()" "$src/internal/handler/${f%%:*}"
     grep -q smeportalLock "$src/internal/handler/${f%%:*}" || { log "could not patch ${f%%:*}"; return 1; }
   done
+  # An update command closes each statement's query when the statement is done. FerretDB 1.24 defers that close to
+  # the end of the command (`defer closer.Close()` inside its loop), so every statement holds one of the SQLite
+  # pool's 100 connections until the last: an update command of more than 100 statements (a bulk write) waited
+  # forever for a 101st, holding the collection's write lock and the whole pool (every later command hung).
+  sed -i -e '/^\t\tdefer closer.Close()$/d' \
+    -e '/^\t\tresult, err := common.UpdateDocument(ctx, c, "update", iter, &u)$/a\\t\tcloser.Close()' \
+    "$src/internal/handler/msg_update.go"
+  grep -q '^		closer.Close()$' "$src/internal/handler/msg_update.go" &&
+    ! grep -q 'defer closer.Close()' "$src/internal/handler/msg_update.go" ||
+    { log "could not patch the update command's query close"; return 1; }
   # Lookups by _id use the _id index. FerretDB 1.24's SQLite backend creates the index on the expression
   # `_ferretdb_sjson->"_id"` but queries `_ferretdb_sjson->'$._id'`, which SQLite does not match to it, so
   # every find/update/delete by _id scanned the whole table (O(collection size): 86 updates/s at 5,000
@@ -47,6 +57,12 @@ install() {
   grep -q "IDColumn = DefaultColumn + \"->'_id'\"" "$src/internal/backends/sqlite/metadata/metadata.go" &&
     [[ $(grep -c 'params.Filter.Len() >= 1' "$src/internal/backends/sqlite/collection.go") == 2 ]] ||
     { log "could not patch the _id lookups"; return 1; }
+  # `_id: {$in: [...]}` is pushed down to SQLite too (why: deploy/local/ferretdb-idin.go).
+  cp "$(dirname "$0")/ferretdb-idin.go" "$src/internal/backends/sqlite/smeportal_idin.go"
+  sed -i '/^\t\t\targs = \[\]any{string(must.NotFail(sjson.MarshalSingleValue(v)))}$/a\\t\tcase *types.Document:\n\t\t\twhereClause, args = smeportalIDIn(v.(*types.Document))' \
+    "$src/internal/backends/sqlite/collection.go"
+  [[ $(grep -c 'smeportalIDIn(v' "$src/internal/backends/sqlite/collection.go") == 2 ]] ||
+    { log "could not patch the _id \$in lookups"; return 1; }
   # The PostgreSQL backend pushes `{_id: x}` down as `_jsonb->'_id' @> x`, which its btree index on
   # `_jsonb->'_id'` cannot serve (a sequential scan per lookup); for _id (never an array) `=` selects the same
   # rows and uses the index. mongo.sh runs PostgreSQL with plan_cache_mode=force_custom_plan so the key,

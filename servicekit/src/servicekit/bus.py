@@ -8,13 +8,23 @@ on with the next message.
 A failure of a dependency (the database or the broker does not answer, see `servicekit.faults`) is no
 reason to give up on a message: the consumer pauses on it and retries with capped exponential backoff
 until the dependency is back, however long that takes, and readiness reports it meanwhile.
+
+A consumer with batch handlers (`Consumer(..., batch_handlers=...)`) takes what one poll returns (up to
+`consumer_batch_max` records) and hands consecutive runs of messages of batch-capable types to their batch
+handler in one call, in the order they arrived (so order per key holds); other types in the same poll go
+one by one to their single-message handler, in between. A batch that fails for a reason of its own is
+applied again message by message through the single-message handlers, so a bad message is retried and
+dead-lettered alone and the rest of its batch is applied. Batch handlers must be idempotent per message,
+as single ones are: a batch retried after a dependency failure is applied again.
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
@@ -22,6 +32,8 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
 from pydantic import ValidationError
 
 from contracts import TOPICS, Envelope, Message
@@ -32,6 +44,27 @@ from servicekit.settings import Settings
 log = logging.getLogger("servicekit.bus")
 KNOWN_TYPES = frozenset(message_types())  # every message type some topic of the registry carries
 Handler = Callable[[Envelope, Message], Awaitable[None]]
+BatchHandler = Callable[[list[tuple[Envelope, Message]]], Awaitable[None]]
+# inside a batch handler: event id -> (topic, trace context from the message's headers, tracer), for `processing`
+_batch_traces: ContextVar[dict[str, tuple[str, otel_context.Context, trace.Tracer]]] = ContextVar("batch_traces",
+                                                                                                  default={})
+
+
+@contextmanager
+def processing(env: Envelope) -> Iterator[None]:
+    """Inside a batch handler, around the work of one message: a CONSUMER span `<topic> process` that continues
+    the message's own trace (as FastStream's span does for a message consumed alone), so the events it causes, whose
+    outbox entries keep the current context, go on in that trace too. Outside a batch it does nothing."""
+    found = _batch_traces.get().get(env.event_id)
+    if found is None:
+        yield
+        return
+    topic, ctx, tracer = found
+    with tracer.start_as_current_span(
+            f"{topic} process", context=ctx, kind=trace.SpanKind.CONSUMER,
+            attributes={"messaging.system": "kafka", "messaging.destination.name": topic,
+                        "messaging.message.id": env.event_id}):
+        yield
 
 
 def make_broker(settings: Settings, tracer_provider, meter_provider=None) -> KafkaBroker:
@@ -81,18 +114,30 @@ class Consumer:
     """One consumer group (the service) on one topic, dispatching by message type to handlers."""
 
     def __init__(self, broker: KafkaBroker, settings: Settings, topic: str, handlers: dict[type[Message], Handler],
-                 health: Health | None = None):
+                 health: Health | None = None, batch_handlers: dict[type[Message], BatchHandler] | None = None,
+                 tracer_provider=None):
         self.broker, self.settings, self.logical = broker, settings, topic
+        self.tracer = trace.get_tracer("servicekit.bus", tracer_provider=tracer_provider)
         self.topic, self.dlq = settings.topic(topic), settings.topic(TOPICS[topic].dlq)
         self.handlers = {m.message_type: (m, h) for m, h in handlers.items()}
+        self.batch_handlers = {m.message_type: h for m, h in (batch_handlers or {}).items()}
+        if missing := set(self.batch_handlers) - set(self.handlers):
+            raise ValueError(f"batch handlers need a single-message handler too (for dead letters): {missing}")
         self.health = health or Health()
         self.dead_letters = 0  # written by this consumer since start (counters for servicekit.metrics)
         self.retries = 0  # handler runs tried again: after a dependency failure, or a failure of their own
+        self.batches = 0  # batch handler calls (and the messages they carried), for benchmarks and tests
+        self.batched = 0
+        batched = bool(self.batch_handlers)
+        options = dict(batch=True, max_records=settings.consumer_batch_max,
+                       batch_timeout_ms=settings.consumer_batch_wait_ms) if batched else {}
         broker.subscriber(
             self.topic, group_id=f"{settings.topic_prefix}{settings.service_name}", auto_offset_reset="earliest",
             ack_policy=AckPolicy.ACK, decoder=_raw, title=f"{settings.service_name}:{topic}",
-            description="Consumes: " + ", ".join(sorted(self.handlers)) + " (JSON envelope, see contracts)",
-        )(self.handle)
+            description="Consumes: " + ", ".join(sorted(self.handlers)) + " (JSON envelope, see contracts)"
+                        + (" in batches" if batched else ""),
+            **options,
+        )(self.handle_batch if batched else self.handle)
 
     def add(self, handlers: dict[type[Message], Handler]) -> None:
         """More handlers; a type that already has one gets both, in order (a service's own read model next to
@@ -102,16 +147,62 @@ class Consumer:
                 h = _both(self.handlers[m.message_type][1], h)
             self.handlers[m.message_type] = (m, h)
 
+    def _decode(self, record) -> tuple[Envelope, Message] | None:
+        if record.key is None:
+            raise Undeliverable("no key: per-aggregate order cannot hold for a keyless message")
+        return decode(record.value or b"", {t: model for t, (model, _) in self.handlers.items()})
+
     async def handle(self, body: bytes, message: KafkaMessage) -> None:
+        record = message.raw_message
         try:
-            if message.raw_message.key is None:
-                raise Undeliverable("no key: per-aggregate order cannot hold for a keyless message")
-            decoded = decode(message.body, {t: model for t, (model, _) in self.handlers.items()})
+            decoded = self._decode(record)
         except Undeliverable as e:
-            return await self.dead_letter(message, str(e))
-        if decoded is None:
-            return  # a registered message type this service does not consume
-        env, payload = decoded
+            return await self.dead_letter(record, str(e))
+        if decoded is not None:  # None: a registered message type this service does not consume
+            await self.apply_one(record, *decoded)
+
+    async def handle_batch(self, bodies: list[bytes], message: KafkaMessage) -> None:
+        """What one poll returned, in order: runs of batch-capable messages in one call each, others one by one."""
+        run: list[tuple] = []  # (record, envelope, payload) of consecutive messages with the same batch handler
+        for record in message.raw_message:
+            try:
+                decoded = self._decode(record)
+            except Undeliverable as e:
+                await self.dead_letter(record, str(e))
+                continue
+            if decoded is None:
+                continue
+            env, payload = decoded
+            batch = self.batch_handlers.get(env.event_type)
+            if run and batch is not self.batch_handlers[run[0][1].event_type]:
+                await self.apply_run(run)
+                run = []
+            if batch is None:
+                await self.apply_one(record, env, payload)
+            else:
+                run.append((record, env, payload))
+        if run:
+            await self.apply_run(run)
+
+    async def apply_run(self, run: list[tuple]) -> None:
+        handler = self.batch_handlers[run[0][1].event_type]
+        items = [(env, payload) for _, env, payload in run]
+        token = _batch_traces.set({env.event_id: (record.topic, propagate.extract(
+            {k: v.decode(errors="replace") for k, v in record.headers or ()}), self.tracer) for record, env, _ in run})
+        try:
+            try:
+                await self.until_available(lambda: handler(items), f"batch of {len(items)} from {run[0][1].event_id}")
+                self.batches, self.batched = self.batches + 1, self.batched + len(items)
+            except Exception as e:  # a failure of the batch's own: each message alone, so only a bad one is dead-lettered
+                log.warning("batch failed; applying its messages one by one", extra={"fields": {
+                    "topic": self.logical, "messages": len(items), "error": repr(e)}})
+                for record, env, payload in run:
+                    with processing(env):
+                        await self.apply_one(record, env, payload)
+        finally:
+            _batch_traces.reset(token)
+
+    async def apply_one(self, record, env: Envelope, payload: Message) -> None:
         _, handler = self.handlers[env.event_type]
         failures = 0
         last: Exception | None = None
@@ -126,7 +217,7 @@ class Consumer:
                 if failures < self.settings.consumer_max_attempts:
                     self.retries += 1
                 await asyncio.sleep(0.2 * 2 ** (failures - 1))
-        await self.dead_letter(message, f"handler failed {failures} times: {last!r}")
+        await self.dead_letter(record, f"handler failed {failures} times: {last!r}")
 
     async def until_available(self, step: Callable[[], Awaitable[None]], what: str) -> None:
         """Runs `step` until it succeeds or fails permanently (raised). While a dependency is down the consumer
@@ -158,11 +249,11 @@ class Consumer:
         finally:
             self.health.paused.discard(self.logical)
 
-    async def dead_letter(self, message, reason: str) -> None:
-        rec = message.raw_message
+    async def dead_letter(self, rec, reason: str) -> None:
+        """Writes the record (aiokafka's ConsumerRecord) to the dead-letter topic with why."""
         log.error("message dead-lettered", extra={"fields": {"topic": rec.topic, "offset": rec.offset, "reason": reason}})
         headers = dead_letter_headers(self.settings.service_name, rec, reason)
-        await self.until_available(lambda: self.broker.publish(message.body, self.dlq, key=rec.key, headers=headers),
+        await self.until_available(lambda: self.broker.publish(rec.value or b"", self.dlq, key=rec.key, headers=headers),
                                    f"{rec.topic}/{rec.partition}/{rec.offset}")
         self.dead_letters += 1
 

@@ -6,8 +6,10 @@ consumers drop the duplicate by event id. Several replicas may run the relay at 
 A write tells the relay which document it changed (`kick(col, id)`), so the event goes out at once by a
 lookup on `_id`; the scan of whole collections for leftover entries (after a crash, or a write by another
 replica that died) runs only every `scan_seconds`, because `_outbox.0 $exists` cannot use an index.
-Different documents are relayed concurrently: order matters only per aggregate (= per Kafka key), and
-one document's entries are always published in order.
+A pass publishes the entries of all the documents it found as one batch: each send is handed to the
+producer in order without awaiting its acknowledgement, the acknowledgements are awaited together, and the
+documents' entries are then cleared with one bulk write. Order matters only per aggregate (= per Kafka key),
+and one document's entries are always handed over in order.
 
 While the broker or the database is down a pass fails; the relay then waits with capped exponential
 backoff (logging one line per kind of failure now and then, see `servicekit.logs.RateLimit`) instead of
@@ -33,14 +35,13 @@ log = logging.getLogger("servicekit.outbox")
 class OutboxRelay:
     def __init__(self, publish, collections: list[AsyncCollection], audit: AsyncCollection,
                  poll_seconds: float = 0.5, crash_before_publish: bool = False, scan_seconds: float = 5.0,
-                 parallel: int = 16, health: Health | None = None):
-        self._publish = publish  # async (topic, key, value, headers) -> None, confirmed by Kafka
+                 health: Health | None = None):
+        self._publish = publish  # async (topic, key, value, headers) -> awaitable that Kafka's acknowledgement ends
         self.collections = collections
         self.audit = audit  # every published event is also the audit entry of the change that caused it
         self.poll_seconds = poll_seconds
         self.crash_before_publish = crash_before_publish
         self.scan_seconds = scan_seconds
-        self._parallel = asyncio.Semaphore(parallel)
         self._wake = asyncio.Event()
         self._hot: list[tuple[AsyncCollection, object]] = []
         self._scan_now = True  # the first pass after start-up picks up what a crash left behind
@@ -64,53 +65,65 @@ class OutboxRelay:
         for col in self.collections:
             docs = [d async for d in col.find({"_outbox.0": {"$exists": True}}, {"_outbox": 1}).limit(200)]
             self.depth[col.name] = waiting = sum(len(d["_outbox"]) for d in docs)
-            done = sum(await asyncio.gather(*(self._send(col, d) for d in docs)))
+            done = await self._send(col, docs)
             self.depth[col.name] = waiting - done
             sent += done
         return sent
 
     async def drain_hot(self) -> int:
-        """Publishes the entries of the documents that writes just reported."""
+        """Publishes the entries of the documents that writes just reported: one read per collection and 500
+        documents (`_id: {$in}`, served from the `_id` index)."""
         hot, self._hot = self._hot, []
+        by_col: dict[str, tuple[AsyncCollection, list]] = {}
+        for col, doc_id in dict.fromkeys(hot):  # each document once
+            by_col.setdefault(col.name, (col, []))[1].append(doc_id)
+        sent = 0
+        for col, ids in by_col.values():
+            for i in range(0, len(ids), 500):
+                docs = [d async for d in col.find({"_id": {"$in": ids[i:i + 500]}, "_outbox.0": {"$exists": True}},
+                                                  {"_outbox": 1})]
+                sent += await self._send(col, docs)
+        return sent
 
-        async def one(col: AsyncCollection, doc_id) -> int:
-            doc = await col.find_one({"_id": doc_id}, {"_outbox": 1})
-            return await self._send(col, doc) if doc and doc.get("_outbox") else 0
-
-        return sum(await asyncio.gather(*(one(c, i) for c, i in dict.fromkeys(hot))))  # each document once
-
-    async def _send(self, col: AsyncCollection, doc: dict) -> int:
-        async with self._parallel:
-            return await self._send_entries(col, doc)
-
-    async def _send_entries(self, col: AsyncCollection, doc: dict) -> int:
-        entries = doc["_outbox"]
+    async def _send(self, col: AsyncCollection, docs: list[dict]) -> int:
+        """Publishes the entries of `docs` as one batch and then clears them in bulk. Every send is handed to the
+        producer in order (a document's entries keep their order: same key, same partition) without waiting for
+        Kafka's acknowledgement; the acknowledgements are awaited together. The entries are removed only after
+        all were acknowledged (a failure leaves them all to be published again: at least once)."""
+        if not docs:
+            return 0
+        acks = []
+        for doc in docs:
+            for e in doc["_outbox"]:
+                if self.crash_before_publish:
+                    log.error("fault injection: exiting between the database write and the publish")
+                    os._exit(137)
+                token = context.attach(propagate.extract(e.get("trace") or {}))
+                try:
+                    acks.append(await self._publish(e["topic"], e["key"], e["value"], {}))
+                finally:
+                    context.detach(token)
+        await asyncio.gather(*acks)
+        entries = [e for doc in docs for e in doc["_outbox"]]
         for e in entries:
-            if self.crash_before_publish:
-                log.error("fault injection: exiting between the database write and the publish")
-                os._exit(137)
-            token = context.attach(propagate.extract(e.get("trace") or {}))
-            try:
-                await self._publish(e["topic"], e["key"], e["value"], {})
-            finally:
-                context.detach(token)
             self.published[e["topic"]] = self.published.get(e["topic"], 0) + 1
         await self._record_audit(entries)
-        await col.update_one({"_id": doc["_id"]}, {"$pullAll": {"_outbox": entries}})
+        await col.bulk_write([UpdateOne({"_id": d["_id"]}, {"$pullAll": {"_outbox": d["_outbox"]}}) for d in docs],
+                             ordered=False)
         return len(entries)
 
     async def _record_audit(self, entries: list[dict]) -> None:
-        """One round trip for a document's entries; the upserts keep a republished event to one entry."""
-        ops = []
+        """One insert for a batch's entries, each under its event id: a republished event is already there and
+        stays one entry (one insert command of many documents costs the server far less than as many upserts)."""
+        docs = {}
         for e in entries:
             env = json.loads(e["value"])
-            ops.append(UpdateOne({"_id": e["event_id"]}, {"$setOnInsert": {
-                "at": env["occurred_at"], "actor": env.get("actor"), "client_id": env.get("client_id"),
-                "action": env["event_type"],
-                "key": env["key"], "topic": e["topic"], "payload": env["payload"]}}, upsert=True))
+            docs[e["event_id"]] = {"_id": e["event_id"], "at": env["occurred_at"], "actor": env.get("actor"),
+                                   "client_id": env.get("client_id"), "action": env["event_type"],
+                                   "key": env["key"], "topic": e["topic"], "payload": env["payload"]}
         try:
-            await self.audit.bulk_write(ops, ordered=False)
-        except BulkWriteError as e:  # a concurrent upsert of the same event won the race: it is recorded
+            await self.audit.insert_many(list(docs.values()), ordered=False)
+        except BulkWriteError as e:  # recorded before (a republished event, or a concurrent relay won the race)
             if any(w["code"] != 11000 for w in e.details["writeErrors"]):
                 raise
 

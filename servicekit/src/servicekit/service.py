@@ -16,7 +16,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 
 from contracts import Envelope, Message
 from servicekit import problems, security_headers
-from servicekit.bus import Consumer, Handler, ensure_topics, make_broker
+from servicekit.bus import BatchHandler, Consumer, Handler, ensure_topics, make_broker
 from servicekit.auth import current_client
 from servicekit.faults import Health
 from servicekit.logs import setup_logging
@@ -95,16 +95,24 @@ class Service:
             self.relay.kick(col, res.inserted_id)
         return res
 
-    async def _publish(self, topic: str, key: str, value: str, headers: dict) -> None:
-        await self.broker.publish(value.encode(), topic, key=key.encode(), headers=headers or None)
+    async def _publish(self, topic: str, key: str, value: str, headers: dict):
+        """Hands the record to the producer (in call order) and returns the future of Kafka's acknowledgement."""
+        return await self.broker.publish(value.encode(), topic, key=key.encode(), headers=headers or None,
+                                         no_confirm=True)
 
-    def consume(self, topic: str, handlers: dict[type[Message], Handler]) -> Consumer:
-        """Handlers for message types on `topic`; one consumer (group = this service) per topic."""
+    def consume(self, topic: str, handlers: dict[type[Message], Handler],
+                batch: dict[type[Message], BatchHandler] | None = None) -> Consumer:
+        """Handlers for message types on `topic`; one consumer (group = this service) per topic. `batch`: handlers
+        of a list of (envelope, message) for types that can be applied together (the consumer then takes what a
+        poll returns; see servicekit.bus), declared with the topic's first `consume`."""
         self.topics.add(topic)
         if topic in self._consumers:
+            if batch:
+                raise ValueError(f"batch handlers for {topic} must come with its first consume()")
             self._consumers[topic].add(handlers)
         else:
-            self._consumers[topic] = Consumer(self.broker, self.settings, topic, handlers, self.health)
+            self._consumers[topic] = Consumer(self.broker, self.settings, topic, handlers, self.health, batch,
+                                              self.tracer_provider)
         return self._consumers[topic]
 
     @property

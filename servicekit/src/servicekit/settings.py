@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     otel_exporter_otlp_endpoint: str = ""  # OTLP/HTTP base URL (traces + metrics), e.g. http://127.0.0.1:4318
     metrics_refresh_seconds: float = 5.0  # how often consumer lag is asked of the broker
     outbox_poll_seconds: float = 0.5
+    # records a batch consumer takes from one poll (servicekit.bus). 200: with 500, the 1,000-command SIGKILL test
+    # (tests/integration/test_budget_concurrency.py) left the local FerretDB (SQLite) hung twice; see README
+    consumer_batch_max: int = 200
+    consumer_batch_wait_ms: int = 5  # how long an idle batch consumer's poll waits (FastStream sleeps as long again)
     consumer_max_attempts: int = 3  # for a handler's own failures; a dependency that is down is waited for
     mongo_timeout_ms: int = 2000  # server selection: how long a request waits for an unreachable database
     # R-REC-07 EBPM reports (servicekit.ebpm_keys): no cell under ebpm_min_cell businesses; the record keys' secret

@@ -18,8 +18,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     svc = Service("budget", title="Budget frames", outbox=["frames", "orphan_answers"], produces=["budget.events"],
                   settings=settings)
     store = FrameStore(svc)
-    commands, memberships = handlers(svc, store)
-    svc.consume("budget.commands", commands)
+    commands, batched, memberships = handlers(svc, store)
+    svc.consume("budget.commands", commands, batch=batched)
     svc.consume("identity.events", memberships)
     svc.read_model("memberships", "identity.events", list(memberships), ["platforms", "members"])  # R-PF-04
     svc.on_startup(store.indexes)

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
 from pymongo import ASCENDING
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from servicekit.faults import Transient
 
@@ -65,6 +65,16 @@ def entry_id(frame_id: str, seq: int) -> str:
 def reservation_id(frame_id: str, dispatch_id: str, phase: str) -> str:
     """A dispatch's reservation ("open") and its settlement ("settled"): each written once."""
     return f"{frame_id}:{dispatch_id}:{phase}"
+
+
+async def insert_all(col, docs: list[dict]) -> None:
+    """Inserts `docs` in one round trip; one that is already there is the same document, written before (by us
+    before a crash, or by a concurrent loader)."""
+    try:
+        await col.insert_many(docs, ordered=False)
+    except BulkWriteError as e:
+        if any(w["code"] != 11000 for w in e.details.get("writeErrors", [])):
+            raise
 
 
 class FrameStore:
@@ -113,6 +123,24 @@ class FrameStore:
             reservations = []
         return Loaded(Frame.from_state(frame_id, doc, answers, reservations, settled if dispatch_id else None),
                       doc["version"])
+
+    async def load_for(self, frame_id: str, command_ids: list[str], dispatch_ids: list[str]) -> Loaded | None:
+        """The frame with what a batch of commands needs: the earlier answers of `command_ids`, and the open
+        reservation or settlement of each of `dispatch_ids` (three reads by `_id`, whatever the batch's size)."""
+        doc = await self.frame_doc(frame_id)
+        if doc is None:
+            return None
+        ids = [reservation_id(frame_id, d, phase) for d in dict.fromkeys(dispatch_ids) for phase in ("open", "settled")]
+        answers = [d["answer"] async for d in self.answers.find({"_id": {"$in": list(dict.fromkeys(command_ids))}})]
+        found = {r["_id"]: r async for r in self.reservations.find({"_id": {"$in": ids}})}
+        reservations, settled = [], {}
+        for d in dict.fromkeys(dispatch_ids):
+            opened, done = (found.get(reservation_id(frame_id, d, p)) for p in ("open", "settled"))
+            if done:
+                settled[d] = done["state"]
+            elif opened:
+                reservations.append(opened)
+        return Loaded(Frame.from_state(frame_id, doc, answers, reservations, settled), doc["version"])
 
     async def spender(self, frame_id: str, dispatch_id: str) -> str | None:
         """The member whose spending a committed dispatch was (a refund returns to it, R-DSP-13)."""
@@ -167,12 +195,18 @@ class FrameStore:
         return not docs or await docs[-1][0].find_one({"_id": docs[-1][1]["_id"]}, {"_id": 1}) is not None
 
     async def _materialize(self, frame_id: str, version: int, pending: dict) -> None:
-        """Idempotent: inserts under deterministic ids; a document already there is the same document."""
-        for col, doc in self._documents(frame_id, version, pending):
-            try:
-                await col.insert_one(doc)
-            except DuplicateKeyError:
-                pass  # written before (by us before a crash, or by a concurrent loader)
+        """Idempotent: inserts under deterministic ids. One insert per collection (a batch's step has hundreds of
+        documents), in the step's write order, and the step's last document alone after all others are in."""
+        docs = self._documents(frame_id, version, pending)
+        runs: list[tuple] = []
+        for col, doc in docs[:-1]:
+            if runs and runs[-1][0] is col:
+                runs[-1][1].append(doc)
+            else:
+                runs.append((col, [doc]))
+        runs += [(col, [doc]) for col, doc in docs[-1:]]
+        for col, run in runs:
+            await insert_all(col, run)
 
     async def mutate(self, frame_id: str, decide: Callable[[Loaded | None], Awaitable[tuple]], **needs):
         """Load → decide → conditional write, again on conflict. `decide` returns (frame or None, events,
@@ -186,6 +220,24 @@ class FrameStore:
                 return result
             if await self.save(loaded, frame, events):
                 return result
+        raise Conflict(f"frame {frame_id} kept changing; try again")
+
+    async def mutate_batch(self, frame_id: str, command_ids: list[str], dispatch_ids: list[str],
+                           decide: Callable[[Loaded], Awaitable[tuple[Frame, list[dict]]]]) -> bool:
+        """Load → decide a batch of commands in memory → ONE conditional write of the frame (with the ledger
+        entries, reservations and answers of the whole batch, and its events), again on conflict. False when
+        the frame does not exist (the caller answers those commands one by one)."""
+        for _ in range(CONFLICT_RETRIES):
+            loaded = await self.load_for(frame_id, command_ids, dispatch_ids)
+            if loaded is None:
+                return False
+            frame, events = await decide(loaded)
+            if not frame.changed():  # only repeats: their original answers again
+                if events:
+                    await self.svc.write(self.frames, {"_id": frame_id}, {}, events=events)
+                return True
+            if await self.save(loaded, frame, events):
+                return True
         raise Conflict(f"frame {frame_id} kept changing; try again")
 
     async def record_orphan_answer(self, frame_id: str, answer: Answer, events: list[dict]) -> Answer:
