@@ -25,26 +25,34 @@ and Kafka hold all 2,000 (submitted, attachment complete, ApplicationSubmitted, 
 seconds each part used in the window (/proc) and the gateway's own queue and answer times (its access log; HAProxy
 drops a few log lines under load, so a count may read 1,994-1,999).
 
-MET, 2026-11-30, this 2-core machine shared with other sessions (machine busy 78-100% in the windows):
-- 2,000 in 60 s through the gateway, the final setup (gateway queue maxconn 32, one uvicorn worker), two runs:
-  0 refused, 2,000 receipts, 2,000 submitted with the attachment, 2,000 ApplicationSubmitted, 2,000 Notify.
+MET, 2026-11-30, this 2-core machine shared with other sessions (load 4-14 during the runs):
+- 2,000 in 60 s through the gateway, the final setup (gateway queue maxconn 32, one uvicorn worker), three runs:
+  0 refused each time, 2,000 receipts, 2,000 submitted with the attachment, 2,000 ApplicationSubmitted, 2,000 Notify.
   Run 1 (load 4): sent -> gateway stamp p50 0.000 s, p99 0.005 s, max 0.038 s; submit answered p50 0.040 s,
   p99 0.61 s, max 0.95 s; attachment after the receipt p99 0.90 s, max 1.93 s; last answer 54.0 s after the first
-  click (111 requests/s, kept up with the surge); HAProxy queue max 0.3 s. RUN2
-- 200 in 20 s through the gateway (load 1): all 200 accepted, none lost; sent -> stamp max 0.003 s; submit p50
-  0.011 s, p99 0.024 s. RUN200
-- Where the time goes (CPU seconds in a ~55 s window, 6,000 requests, 2 cores = ~110 CPU-s): recommend 28.6-31.3
-  (~5 ms a request: auth, pydantic, ~4-6 database round trips each), FerretDB 31.0-36.9 (~5-6 ms a request),
-  Kafka 2.9-5.8, HAProxy 2.3-3.5, this client 2.6-2.8 (~0.45 ms a request); with the other sessions the machine was
-  at 94-124 CPU-s: it is CPU-bound, the service and its database taking the most.
+  click (111 requests/s: the service kept up); HAProxy queue max 0.3 s.
+  Run 2 (load 14, other sessions' benches and tests running): the service managed 43 requests/s, so the surge was
+  queued: HAProxy held submissions up to 46.7 s (p50 23.5 s) while the service answered each in p50 1.0 / max 2.5 s;
+  submit answered p50 24.9 s, max 47.8 s; 840 submissions answered after the deadline, every one accepted (stamped
+  on arrival); last answer 139.8 s after the first click. Sent -> gateway stamp still max 0.058 s (the client's
+  clicks fell up to 5.2 s behind its schedule, all before the deadline).
+  Run 3 (load 10): 59 requests/s; HAProxy queue max 24.7 s; submit answered p50 12.7 s, max 25.3 s; 349 answered
+  after the deadline, all accepted; sent -> stamp max 0.088 s; machine 211.7 of 213 CPU-s busy (all sessions) from
+  the client's start to the last answer, of which recommend 35.8, FerretDB 43.8, Kafka 4.0, HAProxy 4.8, client 3.3.
+- 200 in 20 s through the gateway (load 12): all 200 accepted, none lost; sent -> stamp max 0.050 s; submit p50
+  0.031 s, p99 0.29 s; no queueing.
+- Where the time goes (CPU seconds in the window, /proc; 6,000 requests): recommend 28.6-34.6 (~5 ms a request:
+  token check, pydantic, ~4-6 database round trips each, the outbox relay), FerretDB 31.0-39.9 (~5-6 ms a request),
+  Kafka 2.9-5.8, HAProxy 2.3-4.7, this client 2.6-2.9 (~0.45 ms a request). The machine's 2 cores were busy the
+  whole window (other sessions included): the surge is CPU-bound, the service and its database taking the most.
 - Same client, other setups (back to back): without the gateway's queue (every request passed to the service at
-  once; SERVICE_REGISTRY without `queue`), 2 runs: 0 refused either time, but the service held up to 2,000 requests:
+  once; SERVICE_REGISTRY without `queue`), 2 runs: 0 refused either time, but every open request sat in the service:
   submit answered p50 0.86 / p99 1.90 / max 2.63 s (load 7) and p50 1.78 / p99 12.9 / max 19.5 s (load rising 1 -> 7;
   attachment max 35 s, close to HAProxy's 60 s `timeout server`, after which a retry would be stamped anew); with
   the queue the wait is in HAProxy, which holds it up to 180 s (`timeout client` does not run while a request is
-  queued). Two uvicorn workers (`--workers 2`, queue on): 0 refused but slower, submit p50 3.0 / p99 5.3 s, HAProxy
-  queue p50 2.7 s — on 2 busy cores a second worker only adds contention (recommend 31.3, FerretDB 36.9 CPU-s;
-  machine 124 of 120).
+  queued: checked with a 2 s `timeout client` and 9 s in the queue, answered 200). Two uvicorn workers (`--workers 2`, queue on): 0 refused but slower, submit p50 3.0 / p99 5.3 s, HAProxy
+  queue p50 2.7 s (one run, load 7.6; recommend 31.3, FerretDB 36.9 CPU-s): on 2 busy cores a second worker
+  adds no capacity, so the bench keeps one.
 - Before (the earlier client: 2,000 connections in one Python event loop with httpx, same machine): 701 of 2,000
   refused through the gateway — the client put requests "sent" in time on the wire up to 75.7 s late (sent ->
   gateway stamp p50 13.6 s), so the gateway stamped them after the deadline and its grace; straight to the service
@@ -57,17 +65,16 @@ import argparse
 import asyncio
 import hashlib
 import json
+import multiprocessing
 import os
-import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import NamedTuple
 from urllib.parse import urlsplit
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
