@@ -216,8 +216,9 @@ class Namespace:
 class ServiceProcess:
     """A service running as its own OS process, exactly as deployed (uvicorn + env)."""
 
-    def __init__(self, name: str, infra: Infra, ns: Namespace, tmp: Path, port: int | None = None, **env):
-        self.name, self.port = name, port or free_port()
+    def __init__(self, name: str, infra: Infra, ns: Namespace, tmp: Path, port: int | None = None,
+                 args: tuple[str, ...] = (), **env):
+        self.name, self.port, self.args = name, port or free_port(), tuple(args)  # args: more uvicorn options
         self.spans_file = tmp / f"spans-{name}.jsonl"
         self.log_file = tmp / f"{name}.log"
         self.env = {**os.environ, "SERVICE_NAME": name, "KAFKA_BOOTSTRAP": infra.kafka, "MONGO_URI": infra.mongo,
@@ -237,7 +238,7 @@ class ServiceProcess:
         # would read nothing (httpx.ReadError)
         self.proc = subprocess.Popen([uvicorn, *registry.get(self.name).uvicorn_args, "--host", "127.0.0.1",
                                       "--port", str(self.port), "--no-access-log",
-                                      "--timeout-keep-alive", "30"],
+                                      "--timeout-keep-alive", "30", *self.args],
                                      env=self.env, stdout=open(self.log_file, "ab"), stderr=subprocess.STDOUT)
         deadline = time.time() + timeout
         while time.time() < deadline:

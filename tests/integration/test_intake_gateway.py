@@ -6,18 +6,20 @@ its receipt showing the gateway's time."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 from pymongo import MongoClient
 
 from recommend_service import intake
-from tests.integration.test_recommend_service import prime
-from tests.support import service_port
+from tests.integration.test_recommend_service import auth, prime
+from tests.support import gateway_env, service_port
 
 FORM = {"fields": [{"name": "plan", "label": {"ja": "事業計画", "en": "Plan"}, "type": "textarea", "required": True}],
         "documents": []}
@@ -96,3 +98,83 @@ async def test_R_POR_05_the_gateways_arrival_stamp_counts_a_client_sent_one_is_i
         assert sent - timedelta(seconds=1) <= accepted_at <= deadline, (sent, accepted_at, deadline)
         assert receipt["receipt_number"] and receipt["status"] == "submitted"
         assert time.monotonic() - t0 < 60
+
+
+async def test_R_POR_05_beyond_the_services_share_the_gateway_queues_a_surge_an_in_time_submission_is_accepted_a_late_one_refused(
+        infra, ns, services, gateway):
+    """The gateway passes at most `queue.maxconn` requests at a time to recommend (services/registry.toml) and holds
+    the others in its own queue, after stamping their arrival. With the service's share taken by requests it does not
+    answer (held with SIGSTOP), a submission sent before the deadline waits in the gateway's queue until well past the
+    deadline and its grace, and is accepted with its arrival time; one that reached the gateway after the deadline and
+    the grace is refused all the same: the queue changes when a request is processed, never when it arrived."""
+    from servicekit import registry
+
+    queue = registry.get("recommend").queue
+    assert queue is not None and queue.maxconn <= 64
+    svc = services("recommend", port=service_port("recommend"))
+    db = MongoClient(infra.mongo)[ns.db("recommend")]
+    tag = uuid.uuid4().hex[:8]
+    pid = f"gw-queue-{tag}"
+    db.programmes.insert_one({"_id": pid, "name": "締切テスト補助金", "fiscal_year": 2026, "tags": {},
+                              "form": {**FORM, "deadline": (datetime.now(UTC) + timedelta(days=1)).isoformat()}})
+    heads, apps = {}, {}
+    async with httpx.AsyncClient(base_url=f"{gateway}/api/recommend", timeout=120) as http:
+        for who in ("in_time", "late"):
+            bid = f"biz-{who}-{tag}"
+            db.business_profiles.insert_one({"_id": bid, "name": f"{who} 株式会社", "prefecture": "熊本県",
+                                             "industry": "製造業", "employees": 5, "profile_version": 1, "financials": []})
+            heads[who] = prime(f"acc-{who}-{tag}", bid)
+            r = await http.post(f"/programmes/{pid}/applications", headers=heads[who], json={})
+            assert r.status_code == 201, r.text
+            r = await http.patch(f"/applications/{r.json()['application_id']}", headers=heads[who],
+                                 json={"version": r.json()["version"], "values": {"plan": "新工場"}})
+            assert r.status_code == 200, r.text
+            apps[who] = r.json()["application_id"]
+
+    deadline = datetime.now(UTC) + timedelta(seconds=3)
+    db.programmes.update_one({"_id": pid}, {"$set": {"form.deadline": deadline.isoformat()}})
+    log = Path(gateway_env(infra, ns)["VAR_DIR"]) / "log" / "gateway.log"
+    log_from = log.stat().st_size
+    limits = httpx.Limits(max_connections=queue.maxconn + 8)
+    clients = [httpx.AsyncClient(base_url=f"{gateway}/api/recommend", timeout=150, limits=limits) for _ in range(3)]
+    fill, early, late = clients
+    os.kill(svc.proc.pid, signal.SIGSTOP)
+    try:
+        # the service's whole share in flight, unanswered (a reviewer's list: no state changes)
+        agency = auth(f"agency-{tag}", "agency")
+        held = [asyncio.create_task(fill.get("/applications", headers=agency)) for _ in range(queue.maxconn)]
+        await asyncio.sleep(1)
+        sent = datetime.now(UTC)
+        in_time = asyncio.create_task(early.post(f"/applications/{apps['in_time']}/submit", headers=heads["in_time"]))
+        await asyncio.sleep((deadline - datetime.now(UTC)).total_seconds() + intake.DEADLINE_GRACE_SECONDS + 2)
+        assert not in_time.done()  # waiting in the gateway's queue past the deadline and its grace
+        late_sent = datetime.now(UTC)
+        too_late = asyncio.create_task(late.post(f"/applications/{apps['late']}/submit", headers=heads["late"]))
+        await asyncio.sleep(1)
+    finally:
+        os.kill(svc.proc.pid, signal.SIGCONT)
+    try:
+        answers = await asyncio.gather(*held)
+        r, r_late = await in_time, await too_late
+    finally:
+        for c in clients:
+            await c.aclose()
+    assert all(a.status_code == 200 for a in answers)
+    assert r.status_code == 200, r.text
+    accepted_at = datetime.fromisoformat(r.json()["accepted_at"])
+    assert sent - timedelta(seconds=1) <= accepted_at <= deadline, (sent, accepted_at, deadline)
+    assert r.json()["receipt_number"] and r.json()["status"] == "submitted"
+    assert (late_sent - deadline).total_seconds() > intake.DEADLINE_GRACE_SECONDS
+    assert r_late.status_code == 409 and r_late.json()["code"] == "deadline_passed", r_late.text
+    # both submissions waited in the gateway's own queue (HAProxy's %Tw), not in front of the service
+    waited: dict[str, int] = {}
+    for _ in range(50):  # HAProxy logs a request once it is answered
+        with open(log, "rb") as f:
+            f.seek(log_from)
+            entries = [json.loads(line) for line in f if line.startswith(b"{")]
+        waited = {e["uri"].split("/")[-2]: e["t_queue"] for e in entries if e.get("uri", "").endswith("/submit")}
+        if len(waited) == 2:
+            break
+        await asyncio.sleep(0.1)
+    assert waited[apps["in_time"]] > intake.DEADLINE_GRACE_SECONDS * 1000, waited
+    assert waited[apps["late"]] > 0, waited

@@ -68,6 +68,8 @@ def test_the_database_is_the_one_the_service_settings_derive():
     ('name = "other"\nport = 9\nprobe = "/x"', "missing fields ['asgi']"),
     ('name = "other"\nport = 9\nasgi = "a:b"\nprobe = "/x"\nreplica = 3', "unknown fields ['replica']"),
     ('name = "Other-1"\nport = 9\nasgi = "a:b"\nprobe = "/x"', "lower-case letters only"),
+    ('name = "other"\nport = 9\nasgi = "a:b"\nprobe = "/x"\nqueue = {maxconn = 0, timeout = "60s"}', "queue is"),
+    ('name = "other"\nport = 9\nasgi = "a:b"\nprobe = "/x"\nqueue = {maxconn = 8, timeout = "soon"}', "queue is"),
 ])
 def test_a_malformed_entry_is_refused_with_what_is_wrong(tmp_path, entry, says):
     path = tmp_path / "registry.toml"
@@ -126,3 +128,21 @@ def test_R_EXT_04_each_k8s_gateway_replica_enforces_its_share_of_the_tier_quotas
         assert int(k8s[limit]) * registry.K8S_GATEWAY_REPLICAS >= int(compose[limit]) > int(k8s[limit]) * (
             registry.K8S_GATEWAY_REPLICAS - 1)
     assert registry.per_replica({**compose, "SANDBOX_QUOTA": "1001"}, 2)["SANDBOX_QUOTA"] == "501"
+
+
+def test_R_POR_05_the_gateway_queues_requests_to_recommend_beyond_its_share_instead_of_passing_a_surge_on():
+    """Every gateway config (local, compose, k8s) holds requests to recommend beyond `queue.maxconn` in flight in
+    HAProxy's queue, long enough to wait out a deadline surge (well beyond the deadline's grace); the arrival stamp is
+    set in the frontend, before any backend's queue. Services without a queue are passed every request at once."""
+    from recommend_service import intake
+
+    q = registry.get("recommend").queue
+    assert q is not None and q.maxconn >= 1
+    assert int(q.timeout.rstrip("s")) > 2 * intake.DEADLINE_GRACE_SECONDS + 60
+    for target in ("local", "compose", "k8s"):
+        cfg = registry.haproxy(target, {"SERVICE_PORT_BASE": "9100"} if target == "local" else None)
+        backend = cfg.split("backend recommend\n", 1)[1].split("\nbackend ", 1)[0]
+        assert f"    timeout queue {q.timeout}\n" in backend + "\n"
+        assert backend.rstrip().splitlines()[-1].endswith(f" maxconn {q.maxconn}"), backend
+        assert cfg.index("set-header X-Arrived-At") < cfg.index("backend recommend")
+        assert "maxconn" not in cfg.split("backend dispatch\n", 1)[1].split("\nbackend ", 1)[0]

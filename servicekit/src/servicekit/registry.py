@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[3]
 WEB_PORT_OFFSET = 10  # the portal's static server (deploy/local/web.sh): SERVICE_PORT_BASE + 10
 DEFAULT_PORT_BASE = 8100
 _FIELDS = {"name", "port", "asgi", "factory", "probe", "gateway", "other_paths", "database", "replicas", "hpa",
-           "dockerfile_extra"}
+           "dockerfile_extra", "queue"}
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,15 @@ class Hpa:
     min: int
     max: int
     cpu: int  # target average CPU utilisation, per cent
+
+
+@dataclass(frozen=True)
+class Queue:
+    """The gateway holds requests beyond `maxconn` in flight to the service in its own queue, up to `timeout`
+    (HAProxy duration, e.g. "180s"), instead of handing them all to the service (R-POR-05: a surge degrades by
+    queueing; the arrival was stamped before the queue)."""
+    maxconn: int
+    timeout: str
 
 
 @dataclass(frozen=True)
@@ -50,6 +59,7 @@ class Service:
     replicas: int = 2
     hpa: Hpa | None = None
     dockerfile_extra: str = ""
+    queue: Queue | None = None  # the gateway's queue in front of the service; None: every request passed on at once
 
     @property
     def prefix(self) -> str:
@@ -98,7 +108,10 @@ def load(path: Path | None = None) -> list[Service]:
         if not e["probe"].startswith("/"):
             raise RegistryError(f"{where}: probe is a path starting with /")
         hpa = Hpa(**e["hpa"]) if "hpa" in e else None
-        services.append(Service(**{**e, "other_paths": tuple(e.get("other_paths", ())), "hpa": hpa}))
+        queue = Queue(**e["queue"]) if "queue" in e else None
+        if queue and (queue.maxconn < 1 or not re.fullmatch(r"\d+(ms|s|m)", queue.timeout)):
+            raise RegistryError(f"{where}: queue is {{maxconn = N >= 1, timeout = \"<n>s\"}}")
+        services.append(Service(**{**e, "other_paths": tuple(e.get("other_paths", ())), "hpa": hpa, "queue": queue}))
     names = [s.name for s in services]
     ports = [s.port for s in services]
     if len(set(names)) != len(names):
@@ -194,6 +207,9 @@ def _backend(s: Service, upstream: str) -> str:
         head = f"    http-request set-header X-Forwarded-Prefix {s.prefix} if {{ path_beg {s.prefix} }}\n" + strip
     else:
         head = strip + f"    http-request set-header X-Forwarded-Prefix {s.prefix}\n"
+    if s.queue:  # at most maxconn requests in flight to the service; the others wait here, up to the timeout
+        return (f"backend {s.name}\n    timeout queue {s.queue.timeout}\n{head}"
+                f"    server s1 {upstream} maxconn {s.queue.maxconn}\n")
     return f"backend {s.name}\n{head}    server s1 {upstream}\n"
 
 
