@@ -258,18 +258,16 @@ def parse(data: bytes, layout_key: str, today: date, start_month: int = 4) -> tu
         for account_col, amount_col, tax_col in ((layout.debit_account, layout.debit_amount, layout.debit_tax),
                                                  (layout.credit_account, layout.credit_amount, layout.credit_tax)):
             account = cell(account_col)
-            try:
-                amount = _amount(cell(amount_col))
-            except ValueError as e:
-                err(line, amount_col, str(e))
-                bad = True
+            parsed = {}
+            for col in (amount_col, tax_col):
+                try:
+                    parsed[col] = _amount(cell(col))
+                except ValueError as e:
+                    err(line, col, str(e))
+                    bad = True
+            if len(parsed) < 2:
                 continue
-            try:
-                tax = _amount(cell(tax_col))
-            except ValueError as e:
-                err(line, tax_col, str(e))
-                bad = True
-                continue
+            amount, tax = parsed[amount_col], parsed[tax_col]
             if not account:
                 if amount:
                     err(line, account_col, f"an amount of {amount:,} yen without an account")
