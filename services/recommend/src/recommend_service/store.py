@@ -148,6 +148,23 @@ async def segment(db, seg: str) -> dict:
     return {"candidates": [], "candidate_ids": [], **doc}
 
 
+_candidates: dict[tuple, list[dict]] = {}  # (database, segment, candidate ids) -> the candidates
+
+
+async def segment_candidates(db, seg: str) -> list[dict]:
+    """The segment's candidates as of now for learning a profile: the ids are read each time (a programme added a
+    moment ago is pushed), the programmes themselves kept per replica while the ids stay the same."""
+    doc = await db.segments.find_one({"_id": seg}, {"candidate_ids": 1})
+    key = (db.name, seg, tuple((doc or {}).get("candidate_ids") or ()))
+    if doc is None or key not in _candidates:
+        if len(_candidates) > 100_000:
+            _candidates.clear()
+        full = await segment(db, seg)
+        key = (db.name, seg, tuple(full["candidate_ids"]))
+        _candidates[key] = full["candidates"]
+    return _candidates[key]
+
+
 async def add_to_segments(db, programme: dict) -> list[str]:
     """A programme becomes a candidate of every segment it is eligible in (idempotent); returns those segments.
     Reads the `segments` collection whole: it holds one document per segment seen (a few thousand at most)."""
@@ -213,7 +230,7 @@ async def learn_profiles(svc, items: list[tuple[str, dict, str | None, Envelope]
                                                    for b in ids))))
     # the segments the events land in (read once each), and the groups holding ops of pending contributions
     segs = sorted({segment_of(p) for evs in by_business.values() for p, _, _ in evs})
-    candidates = dict(zip(segs, [s["candidates"] for s in await asyncio.gather(*(segment(db, s) for s in segs))]))
+    candidates = dict(zip(segs, await asyncio.gather(*(segment_candidates(db, s) for s in segs))))
     pending = {(c["c"], c["g"], (d["pend"])["op"]) for d in docs.values() if d and d.get("pend")
                for c in d["pend"]["contributions"]}
     applied = dict(zip(pending, await asyncio.gather(*(db[c].find_one({"_id": g, f"open.{op}": {"$exists": True}},
