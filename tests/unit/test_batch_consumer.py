@@ -89,3 +89,30 @@ def test_R_OPS_02_a_bad_message_in_a_batch_is_dead_lettered_alone_and_the_rest_a
     assert reasons[2].startswith("handler failed 1 times: ValueError('bad b')")
     assert [h["x-dlq-source"] for _, _, h in broker.published] == [
         "budget.commands/0/1", "budget.commands/0/4", "budget.commands/0/2"]
+
+
+def test_batch_handlers_join_a_batched_consumer_after_other_handlers_and_never_share_a_type():
+    """servicekit's deny list creates the identity.events consumer first; a service that names the topic batched
+    (recommend) adds its batch handlers afterwards."""
+    import pytest
+
+    from contracts.events.identity import AccountRevoked, BusinessRegistered
+
+    async def one(env, msg):
+        pass
+
+    async def many(items):
+        pass
+
+    broker = FakeBroker()
+    c = Consumer(broker, Settings(service_name="recommend"), "identity.events", {AccountRevoked: one}, batched=True)
+    assert broker.options["batch"] is True and not c.batch_handlers
+    c.add({BusinessRegistered: one}, {BusinessRegistered: many})
+    assert c.batch_handlers == {"identity.BusinessRegistered": many}
+    with pytest.raises(ValueError, match="has a batch handler"):
+        c.add({BusinessRegistered: one})  # a second handler the batch handler would skip
+    with pytest.raises(ValueError, match="single-message handler"):
+        c.add({}, {AccountRevoked: many})
+    single = Consumer(FakeBroker(), Settings(service_name="budget"), "identity.events", {AccountRevoked: one})
+    with pytest.raises(ValueError, match="batched=True"):
+        single.add({BusinessRegistered: one}, {BusinessRegistered: many})

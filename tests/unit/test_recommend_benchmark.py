@@ -138,7 +138,7 @@ def test_R_REC_06_display_units():
 
 
 def test_R_REC_06_R_OPS_03_industry_sketch_moves_by_deltas():
-    from recommend_service.store import _sketch_moves
+    from recommend_service.learning import sketch_moves as _sketch_moves
     old = {k: None for k in b.KEYS} | {"operating_margin": 0.05}
     new = {k: None for k in b.KEYS} | {"operating_margin": 0.05, "equity_ratio": 0.4}
     same = _sketch_moves("製造業", old, "製造業", new, b.KEYS)

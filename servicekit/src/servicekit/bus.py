@@ -115,7 +115,7 @@ class Consumer:
 
     def __init__(self, broker: KafkaBroker, settings: Settings, topic: str, handlers: dict[type[Message], Handler],
                  health: Health | None = None, batch_handlers: dict[type[Message], BatchHandler] | None = None,
-                 tracer_provider=None):
+                 tracer_provider=None, batched: bool = False):
         self.broker, self.settings, self.logical = broker, settings, topic
         self.tracer = trace.get_tracer("servicekit.bus", tracer_provider=tracer_provider)
         self.topic, self.dlq = settings.topic(topic), settings.topic(TOPICS[topic].dlq)
@@ -128,7 +128,8 @@ class Consumer:
         self.retries = 0  # handler runs tried again: after a dependency failure, or a failure of their own
         self.batches = 0  # batch handler calls (and the messages they carried), for benchmarks and tests
         self.batched = 0
-        batched = bool(self.batch_handlers)
+        batched = batched or bool(self.batch_handlers)  # `batched`: batch handlers may still be added (add)
+        self.batched_mode = batched
         options = dict(batch=True, max_records=settings.consumer_batch_max,
                        batch_timeout_ms=settings.consumer_batch_wait_ms) if batched else {}
         broker.subscriber(
@@ -139,13 +140,25 @@ class Consumer:
             **options,
         )(self.handle_batch if batched else self.handle)
 
-    def add(self, handlers: dict[type[Message], Handler]) -> None:
+    def add(self, handlers: dict[type[Message], Handler],
+            batch_handlers: dict[type[Message], BatchHandler] | None = None) -> None:
         """More handlers; a type that already has one gets both, in order (a service's own read model next to
-        servicekit's deny list: replacing it would silently stop honouring e.g. an ended binding)."""
+        servicekit's deny list: replacing it would silently stop honouring e.g. an ended binding). Batch handlers
+        can be added only to a consumer subscribed for batches (`batched`), and only for types with no other
+        handler (a batch handler would skip the other one)."""
+        batch_handlers = batch_handlers or {}
+        if batch_handlers and not self.batched_mode:
+            raise ValueError(f"{self.logical}: batch handlers need a consumer created with batched=True")
         for m, h in handlers.items():
             if m.message_type in self.handlers:
+                if m.message_type in self.batch_handlers or m in batch_handlers:
+                    raise ValueError(f"{m.message_type} has a batch handler: it cannot be shared with another one")
                 h = _both(self.handlers[m.message_type][1], h)
             self.handlers[m.message_type] = (m, h)
+        for m, h in batch_handlers.items():
+            if m not in handlers:
+                raise ValueError(f"batch handler of {m.message_type} needs a single-message handler too (dead letters)")
+            self.batch_handlers[m.message_type] = h
 
     def _decode(self, record) -> tuple[Envelope, Message] | None:
         if record.key is None:

@@ -32,8 +32,11 @@ UNOBSERVED_PATHS = ("/healthz", "/readyz", "/metrics")
 
 class Service:
     def __init__(self, name: str, *, title: str, outbox: list[str] = (), produces: list[str] = (),
-                 settings: Settings | None = None, honour_revocations: bool = True):
+                 settings: Settings | None = None, honour_revocations: bool = True, batched: tuple[str, ...] = ()):
+        """`batched`: topics whose consumer takes what a poll returns, so `consume(topic, ..., batch=...)` may add batch
+        handlers even after servicekit's own handlers (the deny list on identity.events) created the consumer."""
         self.name = name
+        self.batched = frozenset(batched)
         self.settings = settings or Settings(service_name=name)
         setup_logging(name, self.settings.log_level)
         self.log = logging.getLogger(name)
@@ -104,15 +107,17 @@ class Service:
                 batch: dict[type[Message], BatchHandler] | None = None) -> Consumer:
         """Handlers for message types on `topic`; one consumer (group = this service) per topic. `batch`: handlers
         of a list of (envelope, message) for types that can be applied together (the consumer then takes what a
-        poll returns; see servicekit.bus), declared with the topic's first `consume`."""
+        poll returns; see servicekit.bus), declared with the topic's first `consume` or the topic named in the
+        service's `batched`."""
         self.topics.add(topic)
         if topic in self._consumers:
-            if batch:
-                raise ValueError(f"batch handlers for {topic} must come with its first consume()")
-            self._consumers[topic].add(handlers)
+            if batch and not self._consumers[topic].batched_mode:
+                raise ValueError(f"batch handlers for {topic} must come with its first consume() "
+                                 f"(or name {topic} in Service(batched=...))")
+            self._consumers[topic].add(handlers, batch)
         else:
             self._consumers[topic] = Consumer(self.broker, self.settings, topic, handlers, self.health, batch,
-                                              self.tracer_provider)
+                                              self.tracer_provider, batched=topic in self.batched)
         return self._consumers[topic]
 
     @property

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from fastapi import FastAPI
 
 from recommend_service import blobs, domain, store
-from recommend_service.consumers import community_handlers, identity_handlers, own_handlers
+from recommend_service.consumers import community_handlers, identity_batch_handlers, identity_handlers, own_handlers
 from recommend_service.http import router
 from recommend_service.intake_http import router as intake_router
 from recommend_service.settings import RecommendSettings
@@ -32,8 +32,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """The recommend service's app, built from `settings` (default: the environment's, read now)."""
     settings = settings_for(RecommendSettings, "recommend", settings)
     svc = Service("recommend", title="Recommendations", outbox=["business_profiles", "programmes", "applications"],
-                  produces=["recommend.events", "notifications.commands"], settings=settings)
-    svc.consume("identity.events", identity_handlers(svc))
+                  produces=["recommend.events", "notifications.commands"], settings=settings,
+                  batched=("identity.events",))  # profiles learnt in batches (the deny list shares the consumer)
+    svc.consume("identity.events", identity_handlers(svc), batch=identity_batch_handlers(svc))
     svc.consume("recommend.events", own_handlers(svc))
     svc.consume("community.events", community_handlers(svc))  # needs and offers, recommended like programmes
     svc.app.include_router(router)

@@ -14,18 +14,30 @@ def _profile(e, env: Envelope) -> dict:
             "corporate_number": e.corporate_number, "updated_at": env.occurred_at}
 
 
+def _learnt(env: Envelope, e) -> tuple[str, dict, str | None, Envelope]:
+    """(business, profile, owner, envelope) of a registration or a profile change; identity publishes the
+    registration with the registering account as actor: that account owns the business."""
+    if isinstance(e, BusinessRegistered):
+        return e.business_id, {**_profile(e, env), "registered_at": env.occurred_at}, env.actor, env
+    return e.business_id, {**_profile(e, env), "profile_version": e.profile_version,
+                           "financials": [f.model_dump() for f in e.financials]}, env.actor, env
+
+
 def identity_handlers(svc):
-    async def on_business_registered(env: Envelope, e: BusinessRegistered) -> None:
-        # identity publishes the registration with the registering account as actor: that account owns it.
-        await store.learn_profile(svc, e.business_id, {**_profile(e, env), "registered_at": env.occurred_at},
-                                  env.actor, env)
+    """One event at a time: the consumer's way for a message of a batch that failed (so it alone is dead-lettered)."""
+    async def on_profile(env: Envelope, e) -> None:
+        await store.learn_profile(svc, *_learnt(env, e))
 
-    async def on_profile_changed(env: Envelope, e: BusinessProfileChanged) -> None:
-        await store.learn_profile(svc, e.business_id, {**_profile(e, env), "profile_version": e.profile_version,
-                                                      "financials": [f.model_dump() for f in e.financials]},
-                                  env.actor, env)
+    return {BusinessRegistered: on_profile, BusinessProfileChanged: on_profile}
 
-    return {BusinessRegistered: on_business_registered, BusinessProfileChanged: on_profile_changed}
+
+def identity_batch_handlers(svc):
+    """What one poll returned (issue 22 item 1): registrations and profile changes of many businesses learnt with one
+    write per profile, one per segment-index chunk and one merged `$inc` per peer group (store.learn_profiles)."""
+    async def on_profiles(items: list[tuple[Envelope, object]]) -> None:
+        await store.learn_profiles(svc, [_learnt(env, e) for env, e in items])
+
+    return {BusinessRegistered: on_profiles, BusinessProfileChanged: on_profiles}
 
 
 def own_handlers(svc):

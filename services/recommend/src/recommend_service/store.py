@@ -3,27 +3,44 @@ kept by events (R-OPS-03), so no request reads a whole collection.
 
 Collections (every request-path read is a lookup by `_id`, the one index every MongoDB-wire server uses):
 - `business_profiles` {_id: business}: attributes, `segment`, `indicators`, `items` (programmes used or
-  favoured), `uses` ("<programme>:<kind>"), `notified`, `owner`.
+  favoured), `uses` ("<programme>:<kind>"), `notified`, `owner`; `pend` while its sketch deltas are being applied.
 - `segments` {_id: "<industry>|<size>|<prefecture>"}: the catalogue's programmes a business of the segment may
   be recommended (`candidates`, with `candidate_ids` flat for `$ne` guards); kept when a programme is added.
 - `segment_members` {_id: "<segment>#<chunk>"}: the segment index, `m: {business: owner}` in MEMBER_CHUNKS
   chunks per segment, so a new programme reaches its businesses by reading a few documents, not every profile.
-- `peer_groups` {_id: "<industry>|<size>"}: per-indicator quantile sketches (diagnosis.py) and the member count.
+- `peer_groups` {_id: "<industry>|<size>"}: per-indicator quantile sketches (diagnosis.py) and the member count;
+  `open`: the op ids of batches applied whose profiles may still hold `pend` (see below).
 - `industry_peers` {_id: industry}: the six local-benchmark indicators' sketches of the industry's businesses
-  (R-REC-06: scored against peers of the same industry) and the member count.
+  (R-REC-06: scored against peers of the same industry) and the member count; `open` as `peer_groups`.
 - `programme_stats` {_id: programme}: item-item counts (`users`, `co`) and uptake counters (`uptake`).
+
+Profiles are learnt in batches (issue 22 item 1: the consumer hands over what one poll returned; one event alone is
+a batch of one). Idempotency scheme, exact and without a window of remembered ids on the shared documents:
+- a profile is written once per batch, guarded by its own event ids (`_seen`, per business), and in the same write
+  records what it owes the shared sketches: `pend` = {op, contributions}, the deltas from the contribution it had
+  (old peer group and figures) to its new one, tagged with the batch's op id (a fresh uuid per attempt);
+- then ONE `$inc` per peer group / industry document, the deltas of the whole batch merged, guarded by the op id
+  (`open.<op>` absent; the write sets it); then the profiles' `pend` is cleared, and only after that the op id
+  leaves `open` (with the group's next write by this process);
+- a profile found holding `pend` of op P (a crash, or a batch that failed half-way) has each contribution looked up:
+  P in the group's `open` -> applied, dropped; absent -> not applied (P leaves `open` only once no `pend` of P is
+  left), carried into the current batch. A crash therefore never loses and never repeats a delta, however the
+  redelivered events are split into polls. `learn_profiles` has the step-by-step argument.
+Reads are concurrent `_id` lookups (FerretDB scans on `$in`); writes are ordered `update` commands of many statements.
 """
 from __future__ import annotations
 
+import asyncio
 import time
+import uuid
 import zlib
 
 from pymongo import UpdateOne
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from contracts import Envelope
 from contracts.events.notifications import Notify
-from recommend_service import benchmark, diagnosis, domain
+from recommend_service import diagnosis, domain, learning
 from servicekit.store import apply_once, with_outbox
 
 CACHE_SECONDS = 5.0  # how long a replica serves a segment, a peer group or a programme's counts from memory
@@ -106,20 +123,6 @@ async def industry_peers_for_request(db, industry: str | None) -> dict:
                         lambda: db.industry_peers.find_one({"_id": industry}, {"sketch": 1, "n": 1}))
 
 
-def _sketch_moves(old_group: str | None, old_values: dict | None, group: str, values: dict,
-                  keys: tuple[str, ...]) -> dict[str, dict]:
-    """The `$inc` per group document that moves one business's figures out of its old group's sketch and into the
-    new one's (one document when the group is the same; unchanged figures cancel out)."""
-    moves: dict[str, dict] = {}
-    if old_group:
-        moves[old_group] = {**{f"sketch.{k}": n for k, n in diagnosis.sketch_delta(old_values, None, keys).items()},
-                            "n": -1}
-    inc = moves.setdefault(group, {})
-    for k, n in {**{f"sketch.{k}": n for k, n in diagnosis.sketch_delta(None, values, keys).items()}, "n": 1}.items():
-        inc[k] = inc.get(k, 0) + n
-    return {g: {k: n for k, n in inc.items() if n} for g, inc in moves.items()}
-
-
 # --- segments ------------------------------------------------------------------------------------------------
 def member_chunk(seg: str, business_id: str) -> str:
     return f"{seg}#{zlib.crc32(business_id.encode()) % MEMBER_CHUNKS:02d}"
@@ -145,6 +148,23 @@ async def segment(db, seg: str) -> dict:
     return {"candidates": [], "candidate_ids": [], **doc}
 
 
+_candidates: dict[tuple, list[dict]] = {}  # (database, segment, candidate ids) -> the candidates
+
+
+async def segment_candidates(db, seg: str) -> list[dict]:
+    """The segment's candidates as of now for learning a profile: the ids are read each time (a programme added a
+    moment ago is pushed), the programmes themselves kept per replica while the ids stay the same."""
+    doc = await db.segments.find_one({"_id": seg}, {"candidate_ids": 1})
+    key = (db.name, seg, tuple((doc or {}).get("candidate_ids") or ()))
+    if doc is None or key not in _candidates:
+        if len(_candidates) > 100_000:
+            _candidates.clear()
+        full = await segment(db, seg)
+        key = (db.name, seg, tuple(full["candidate_ids"]))
+        _candidates[key] = full["candidates"]
+    return _candidates[key]
+
+
 async def add_to_segments(db, programme: dict) -> list[str]:
     """A programme becomes a candidate of every segment it is eligible in (idempotent); returns those segments.
     Reads the `segments` collection whole: it holds one document per segment seen (a few thousand at most)."""
@@ -162,69 +182,193 @@ async def add_to_segments(db, programme: dict) -> list[str]:
 
 
 # --- profiles --------------------------------------------------------------------------------------------------
+PROFILE_FIELDS = {"notified": 1, "owner": 1, "_seen": 1, "segment": 1, "peer_group": 1, "indicators": 1,
+                  "employees": 1, "financials": 1, "industry_group": 1, "bench_values": 1, "pend": 1}
+_closing: dict[tuple[str, str, str], set[str]] = {}  # (database, collection, group) -> ops to drop from `open`
+
+
 async def learn_profile(svc, business_id: str, profile: dict, owner: str | None, env: Envelope) -> bool:
-    """Stores the profile, keeps the segment index and the peer sketch, and pushes the programmes that now match and
-    were never pushed. The profile write (guarded by the event id) comes last: a redelivery after a crash redoes
-    the read-model steps, each idempotent on its own (`$set`/`$unset`, or `apply_once` with the same event id)."""
+    """One event: a batch of one (the same protocol, see `learn_profiles`); False for an event already learnt."""
+    return await learn_profiles(svc, [(business_id, profile, owner, env)]) == 1
+
+
+async def learn_profiles(svc, items: list[tuple[str, dict, str | None, Envelope]]) -> int:
+    """Learns a batch of profile events [(business, profile, owner, envelope)] in order; returns how many were new.
+
+    Per batch: each business's profile is read once (concurrent `_id` lookups), its new events are folded in order
+    (`learning.fold`), and the writes are:
+    1. the segment index, one update per chunk document (`$set`/`$unset`, idempotent);
+    2. the profiles, ONE bulk write, one statement per business, guarded by its event ids (`_seen`, per business):
+       the new state, the Notify events of new pushes (outbox), and `pend` = {op, contributions}: the sketch deltas
+       this business owes its peer groups, tagged with this call's op id (a fresh uuid);
+    3. the sketches, ONE bulk write per collection (`peer_groups`, `industry_peers`), one `$inc` per group document
+       with the deltas of the whole batch merged, guarded by the op id: filter `open.<op>` absent, `$set open.<op>`;
+    4. the profiles' `pend` cleared (one bulk write, guarded by the op id);
+    5. the op id is dropped from each group's `open` with that group's next write by this process (only after 4:
+       while a profile still holds `pend` of an op, that op stays in `open` of every group it was applied to).
+    So a group's `open` holds the ops in flight, never a growing list of event ids (the old `_seen` of up to 500 ids
+    per shared document, rewritten by every event), and the dedupe is exact, with no window:
+    - a crash before 2: nothing happened; the redelivery does it all.
+    - a crash after 2 (before or during 3): the redelivered events are in `_seen`, but the profile still holds
+      `pend` of op P. Before anything else, every pending contribution is looked up in its group: P in `open` ->
+      applied, dropped; P absent -> not applied (P leaves `open` only after every `pend` of P was cleared), so it is
+      carried into this call's merged deltas and this call's `pend`. A profile whose events come in a later poll is
+      recovered when they come.
+    - a crash after 3, before 4: every `pend` of P is found applied and dropped. After 4 only P stays in `open`
+      (one 32-character key per crash, dropped by nothing; harmless).
+    - a statement of 2 that fails (a duplicate upsert: the profile was written meanwhile) writes no `pend` and its
+      deltas are left out of 3; any other failure raises before 3, and the consumer applies the batch again message
+      by message through `learn_profile`, which recovers the written profiles' `pend` as above.
+    Assumes, as the consumer does, that one business's events are applied by one consumer at a time (one key, one
+    partition)."""
     db = svc.db
-    old = await db.business_profiles.find_one({"_id": business_id}, {
-        "notified": 1, "owner": 1, "_seen": 1, "segment": 1, "peer_group": 1, "indicators": 1, "employees": 1,
-        "financials": 1, "industry_group": 1, "bench_values": 1})
-    if old and env.event_id in (old.get("_seen") or []):
-        return False
-    old = old or {}
-    owner = old.get("owner") or owner
-    size = domain.size_class(profile["industry"], profile["employees"])
-    seg = domain.segment(profile["industry"], size, profile["prefecture"])
-    group = domain.peer_group(profile["industry"], size)
-    financials = profile["financials"] if "financials" in profile else (old.get("financials") or [])
-    indicators = diagnosis.indicators(financials, profile["employees"])
-    bench_values = benchmark.values(financials, profile["employees"])
+    by_business: dict[str, list] = {}
+    for business_id, profile, owner, env in items:
+        by_business.setdefault(business_id, []).append((profile, owner, env))
+    ids = list(by_business)
+    docs = dict(zip(ids, await asyncio.gather(*(db.business_profiles.find_one({"_id": b}, PROFILE_FIELDS)
+                                                   for b in ids))))
+    # the segments the events land in (read once each), and the groups holding ops of pending contributions
+    segs = sorted({segment_of(p) for evs in by_business.values() for p, _, _ in evs})
+    candidates = dict(zip(segs, await asyncio.gather(*(segment_candidates(db, s) for s in segs))))
+    pending = {(c["c"], c["g"], (d["pend"])["op"]) for d in docs.values() if d and d.get("pend")
+               for c in d["pend"]["contributions"]}
+    applied = dict(zip(pending, await asyncio.gather(*(db[c].find_one({"_id": g, f"open.{op}": {"$exists": True}},
+                                                                      {"_id": 1}) for c, g, op in pending))))
+    op = uuid.uuid4().hex
+    plans, new = [], 0
+    for b in ids:
+        old = docs[b] or {}
+        seen = set(old.get("_seen") or [])
+        events = []
+        for profile, owner, env in by_business[b]:
+            if env.event_id not in seen:
+                seen.add(env.event_id)
+                events.append((profile, owner, env))
+        carried = []
+        if old.get("pend"):
+            carried = [c for c in old["pend"]["contributions"]
+                       if applied[(c["c"], c["g"], old["pend"]["op"])] is None]
+        if not events and not old.get("pend"):
+            continue
+        folded = learning.fold(old, [(p, o) for p, o, _ in events], candidates)
+        new += len(events)
+        plans.append((b, old, events, folded, carried + folded.moves))
 
-    # the segment index: the business is found through its segment when a programme is added
-    if old.get("segment") and old["segment"] != seg:
-        await db.segment_members.update_one({"_id": member_chunk(old["segment"], business_id)},
-                                            {"$unset": {f"m.{business_id}": ""}})
-    await db.segment_members.update_one({"_id": member_chunk(seg, business_id)},
-                                        {"$set": {f"m.{business_id}": owner}}, upsert=True)
-    # the peer sketch: leave the old group, join the new one (one document if the group is the same)
-    old_ind = old.get("indicators") if old.get("peer_group") else None
-    moves = {}
-    if old.get("peer_group"):
-        moves[old["peer_group"]] = {"$inc": {**{f"sketch.{k}": n for k, n in diagnosis.sketch_delta(old_ind, None).items()},
-                                             "n": -1}}
-    join = {**{f"sketch.{k}": n for k, n in diagnosis.sketch_delta(None, indicators).items()}, "n": 1}
-    if group in moves:
-        inc = moves[group]["$inc"]
-        for k, n in join.items():
-            inc[k] = inc.get(k, 0) + n
-        moves[group] = {"$inc": {k: n for k, n in inc.items() if n}}
-    else:
-        moves[group] = {"$inc": join}
-    for g, update in moves.items():
-        if update["$inc"]:
-            await apply_once(db.peer_groups, g, env.event_id, update)
+    await _segment_index(db, plans)
+    written = await _write_profiles(svc, plans, op)
+    contributions = [c for b, _, _, _, cs in plans if b in written for c in cs]
+    if contributions:
+        await _apply_to_groups(db, learning.merge(contributions), op)
+        owing = [b for b, _, _, _, cs in plans if b in written and cs]
+        await _update_in_order(db.business_profiles, [{"q": {"_id": b, "pend.op": op}, "u": {"$unset": {"pend": ""}}}
+                                                      for b in owing], None)
+        for c, g in {(c["c"], c["g"]) for c in contributions}:
+            _closing.setdefault((db.name, c, g), set()).add(op)
+    return new
 
-    # R-REC-06: the industry's sketch of the six local-benchmark indicators, kept the same way
-    for g, inc in _sketch_moves(old.get("industry_group"), old.get("bench_values"), profile["industry"], bench_values,
-                                benchmark.KEYS).items():
-        if inc:
-            await apply_once(db.industry_peers, g, env.event_id, {"$inc": inc})
 
-    cands = (await segment(db, seg))["candidates"]
-    ids = set(domain.to_push(cands, {**profile, "size": size}, set(old.get("notified") or [])))
-    picked = [p for p in cands if p["programme_id"] in ids] if owner else []
-    update = {"$set": {**profile, "owner": owner, "size": size, "segment": seg, "peer_group": group,
-                       "indicators": indicators, "industry_group": profile["industry"], "bench_values": bench_values},
-              "$push": {"_seen": {"$each": [env.event_id], "$slice": -50}}}
-    if picked:
-        update["$addToSet"] = {"notified": {"$each": [p["programme_id"] for p in picked]}}
-    try:
-        res = await svc.write(db.business_profiles, {"_id": business_id, "_seen": {"$ne": env.event_id}}, update,
-                              events=notify_events(svc, business_id, owner, picked, env), upsert=True)
-    except DuplicateKeyError:
-        return False
-    return res.matched_count == 1 or res.upserted_id is not None
+async def _segment_index(db, plans) -> None:
+    """The segment index of a batch: the business is found through its segment when a programme is added."""
+    chunks: dict[str, dict] = {}
+    for b, old, events, folded, _ in plans:
+        if not events:
+            continue
+        if old.get("segment") and old["segment"] != folded.segment:
+            chunks.setdefault(member_chunk(old["segment"], b), {"$set": {}, "$unset": {}})["$unset"][f"m.{b}"] = ""
+        chunks.setdefault(member_chunk(folded.segment, b), {"$set": {}, "$unset": {}})["$set"][f"m.{b}"] = folded.owner
+    statements = [{"q": {"_id": k}, "u": {op: v for op, v in u.items() if v}, "upsert": True}
+                  for k, u in sorted(chunks.items())]
+
+    async def again(st: dict) -> None:  # lost the race to create the chunk: it exists now
+        await db.segment_members.update_one(st["q"], st["u"], upsert=True)
+    await _update_in_order(db.segment_members, statements, again)
+
+
+async def _write_profiles(svc, plans, op: str) -> set[str]:
+    """Step 2: one statement per business; returns the businesses whose statement was applied (those with
+    contributions now hold `pend` of `op`)."""
+    db, statements, who = svc.db, [], []
+    for b, old, events, folded, contributions in plans:
+        filt: dict = {"_id": b}
+        update: dict = {}
+        if events:
+            filt["_seen"] = {"$nin": [env.event_id for _, _, env in events]}
+            update["$set"] = dict(folded.set)
+            update["$push"] = {"_seen": {"$each": [env.event_id for _, _, env in events], "$slice": -50}}
+            if folded.notified:
+                update["$addToSet"] = {"notified": {"$each": folded.notified}}
+        filt["pend.op" if old.get("pend") else "pend"] = old["pend"]["op"] if old.get("pend") else {"$exists": False}
+        if contributions:
+            update.setdefault("$set", {})["pend"] = {"op": op, "contributions": contributions}
+        else:
+            update["$unset"] = {"pend": ""}
+        outbox = [e for i, p in folded.pushes
+                  for e in notify_events(svc, b, folded.owner, [p], events[i][2])]
+        statements.append({"q": filt, "u": with_outbox(update, outbox), "upsert": not old})
+        who.append((b, bool(outbox)))
+    refused: set[int] = set()
+
+    async def refuse(st: dict) -> None:  # a new business written meanwhile (by another consumer): not ours
+        refused.add(next(i for i, s in enumerate(statements) if s is st))
+    matched = await _update_in_order(db.business_profiles, statements, refuse)
+    for i, (b, kicked) in enumerate(who):
+        if kicked and i not in refused:
+            svc.relay.kick(db.business_profiles, b)
+    if matched == len(statements) - len(refused):
+        return {b for i, (b, _) in enumerate(who) if i not in refused}
+    # a guard did not match (or the server did not say): which profiles hold this op's `pend`, read back
+    docs = await asyncio.gather(*(db.business_profiles.find_one({"_id": b, "pend.op": op}, {"_id": 1}) for b, _ in who))
+    return {d["_id"] for d in docs if d}
+
+
+async def _apply_to_groups(db, merged: dict[tuple[str, str], dict], op: str) -> None:
+    """Step 3: one `$inc` per group document of the batch, applied once per op id."""
+    for collection in learning.GROUPS:
+        statements = []
+        for (c, g), inc in sorted(merged.items()):
+            if c != collection:
+                continue
+            update: dict = {"$set": {f"open.{op}": 1}}
+            if inc:
+                update["$inc"] = inc
+            done = _closing.pop((db.name, c, g), set())
+            if done:
+                update["$unset"] = {f"open.{x}": "" for x in sorted(done)}
+            statements.append({"q": {"_id": g, f"open.{op}": {"$exists": False}}, "u": update, "upsert": True})
+
+        async def again(st: dict, col=db[collection]) -> None:
+            # a duplicate: the group was created meanwhile by another consumer (or already has this op)
+            while not await col.find_one({**st["q"], f"open.{op}": {"$exists": True}}, {"_id": 1}):
+                try:
+                    await col.update_one(st["q"], st["u"], upsert=True)
+                except DuplicateKeyError:
+                    continue
+        await _update_in_order(db[collection], statements, again)
+
+
+async def _update_in_order(col, statements: list[dict], on_duplicate) -> int | None:
+    """Sends update statements ({q, u, upsert}) as ordered `update` commands of up to BULK statements. A statement
+    refused as a duplicate key goes to `on_duplicate(statement)` and the ones after it are sent again (FerretDB
+    stops a command at its first error, ordered or not, and then reports no counts). Returns how many statements
+    matched or upserted, or None when a command with an error left that unknown. Any other error is raised."""
+    n: int | None = 0
+    start = 0
+    while start < len(statements):
+        part = statements[start:start + BULK]
+        res = await col.database.command({"update": col.name, "updates": part, "ordered": True})
+        errors = res.get("writeErrors") or []
+        if not errors:
+            n = None if n is None or "n" not in res else n + res["n"]
+            start += len(part)
+            continue
+        first = min(errors, key=lambda e: e["index"])
+        if first.get("code") != 11000 or on_duplicate is None:
+            raise OperationFailure(first.get("errmsg", "write error"), first.get("code"), res)
+        n = None
+        await on_duplicate(statements[start + first["index"]])
+        start += first["index"] + 1
+    return n
 
 
 async def push_programme(svc, programme: dict, env: Envelope) -> int:
