@@ -46,7 +46,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ebpm = ebpm_counters.Counters(svc.db, lambda: ebpm_keys.params(svc.db, settings))  # R-REC-07, R-OPS-03
     svc.app.state.ebpm_counters = ebpm
     surveys.on_counted = ebpm.on_survey   # a survey scheduled or answered: its business's outcome cells
-    svc.consume("budget.events", budget_handlers(store))
+    budget_single, budget_batch = budget_handlers(store)
+    svc.consume("budget.events", budget_single, batch=budget_batch)
     svc.consume("experts.events", experts)
     svc.consume("ratings.events", {**ratings, RatingGiven: in_turn(ratings[RatingGiven], rated[RatingGiven])})
     svc.consume("identity.events", {
