@@ -178,3 +178,32 @@ async def test_R_OPS_02_a_bad_answer_in_a_batch_is_dead_lettered_alone_and_the_r
     assert g["status"] == "no-such-status" and not g.get("_outbox")
     assert [(t, b) for t, b, _ in broker.published] == [(svc.settings.topic("budget.events.dlq"), records[1].value)]
     assert consumer.dead_letters == 1
+
+
+async def test_R_DSP_14_a_batch_of_status_events_leaves_each_dispatch_at_its_newest_state_in_the_worklist(infra, ns):
+    """The worklist (the agency's queue) from a batch: one write per dispatch, the newest state, the first event's
+    request time; an older event redelivered after a newer one changes nothing."""
+    from datetime import timedelta
+
+    from contracts.events.dispatch import DispatchStatusChanged
+    from dispatch_service import worklists
+    from servicekit import paging
+
+    db = AsyncMongoClient(infra.mongo, tz_aware=True)[ns.db("dispatch")]
+
+    def status(dispatch_id: str, s: str, minutes: int):
+        e = DispatchStatusChanged(dispatch_id=dispatch_id, status=s, route="A", fiscal_year=2026, business_id="biz-1",
+                                  expert_id="ex-1", institution_id="org-1", platform_id="pf-1")
+        env = Envelope.wrap(e, producer="dispatch")
+        env.occurred_at = T0 + timedelta(minutes=minutes)
+        return env, e
+
+    await worklists.on_statuses(db, [status("dsp-w", "approved", 9)])  # already further along than the batch below
+    batch = [status("dsp-v", "accepted", 1), status("dsp-w", "accepted", 1), status("dsp-v", "reserved", 2),
+             status("dsp-v", "approved", 2)]
+    await worklists.on_statuses(db, batch)
+    v, w = [await db.worklist.find_one({"_id": x}) for x in ("dsp-v", "dsp-w")]
+    assert v["status"] == "approved" and v["requested_at"] == batch[0][0].occurred_at.replace(microsecond=(
+        batch[0][0].occurred_at.microsecond // 1000) * 1000)
+    assert v["key"] == paging.sort_key(batch[0][0].occurred_at, "dsp-v")
+    assert w["status"] == "approved" and w["at"] > v["at"]
