@@ -30,6 +30,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
 from contracts import Envelope  # noqa: E402
 from contracts.events.budget import BudgetReserved  # noqa: E402
 from contracts.events.experts import ExpertChanged  # noqa: E402
+from contracts.events.identity import BindingChanged  # noqa: E402
+from pymongo import AsyncMongoClient  # noqa: E402
 from contracts.vocab import fiscal_year  # noqa: E402
 from tests.support import Infra, Namespace, ServiceProcess, token  # noqa: E402
 
@@ -124,6 +126,16 @@ async def dispatch_saga(infra: Infra, ns: Namespace, url: str, n: int, inflight:
 
     await publish(ExpertChanged(expert_id="ex-b", account_id="acct-ex-b", change="approved", status="registered",
                                 registered_fiscal_year=FY, name="Bench expert"))
+    # R-ID-07/08: route A needs the business's prime account (identity's BindingChanged) and the staff's token must
+    # hold the business's delegation of 'dispatch:request' (one token per business, minted before timing starts).
+    for i in range(-1, n):
+        await publish(BindingChanged(business_id=f"bench-biz-{i}", account_id=f"acct-bench-{i}", role="prime"))
+    people = AsyncMongoClient(infra.mongo)[ns.db("dispatch")].business_people
+    while await people.count_documents({}) < n + 1:
+        await asyncio.sleep(0.5)
+    tokens = {i: token(ttl=3600, **STAFF, dlg=[{"id": f"dlg-{i}", "business_id": f"bench-biz-{i}", "org_id": "inst-b",
+                                                "scopes": ["dispatch:request"], "exp": int(time.time()) + 3600}])
+              for i in range(-1, n)}
     commands, events = await consumer(infra.kafka, ns.topic("budget.commands")), await consumer(infra.kafka, ns.topic("dispatch.events"))
     sent: dict[str, float] = {}
     approved: dict[str, float] = {}
@@ -147,20 +159,24 @@ async def dispatch_saga(infra: Infra, ns: Namespace, url: str, n: int, inflight:
                 approved.setdefault(p["dispatch_id"], time.perf_counter() - sent[p["dispatch_id"]])
 
     tasks = [asyncio.create_task(budget()), asyncio.create_task(watch())]
-    headers = {"authorization": f"Bearer {token(ttl=3600, **STAFF)}"}
-    async with httpx.AsyncClient(base_url=url, timeout=30, headers=headers) as http:
+    def auth(i: int) -> dict:
+        return {"authorization": f"Bearer {tokens[i]}"}
+
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
         # Warm up: the service's consumers must have joined before timing starts.
-        while True:
-            r = await http.post("/requests", json=body(-1))
-            if r.json()["status"] == "accepted":
+        for attempt in range(120):
+            r = await http.post("/requests", json=body(-1), headers=auth(-1))
+            if r.json().get("status") == "accepted":
                 break
             await asyncio.sleep(0.5)
+        else:
+            raise SystemExit(f"warm-up request never accepted: {r.status_code} {r.text[:500]}")
         sem = asyncio.Semaphore(inflight)
 
         async def one(i: int):
             async with sem:
                 t = time.perf_counter()
-                r = await http.post("/requests", json=body(i))
+                r = await http.post("/requests", json=body(i), headers=auth(i))
                 http_ms.append(time.perf_counter() - t)
                 d = r.json()
                 assert d["status"] == "accepted", d

@@ -19,6 +19,7 @@ from dispatch_service.metrics import SagaStates
 from dispatch_service.settings import DispatchSettings
 from dispatch_service.store import Store
 from servicekit import ebpm_keys
+from servicekit.bus import processing
 from servicekit.service import Service
 from servicekit.settings import Settings, settings_for
 
@@ -46,7 +47,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ebpm = ebpm_counters.Counters(svc.db, lambda: ebpm_keys.params(svc.db, settings))  # R-REC-07, R-OPS-03
     svc.app.state.ebpm_counters = ebpm
     surveys.on_counted = ebpm.on_survey   # a survey scheduled or answered: its business's outcome cells
-    svc.consume("budget.events", budget_handlers(store))
+    budget_single, budget_batch = budget_handlers(store)
+    svc.consume("budget.events", budget_single, batch=budget_batch)
     svc.consume("experts.events", experts)
     svc.consume("ratings.events", {**ratings, RatingGiven: in_turn(ratings[RatingGiven], rated[RatingGiven])})
     svc.consume("identity.events", {
@@ -54,13 +56,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         PlatformRegistered: in_turn(identity[PlatformRegistered], ebpm.on_platform),
         BusinessRegistered: in_turn(businesses[BusinessRegistered], ebpm.on_business),
         BusinessProfileChanged: in_turn(businesses[BusinessProfileChanged], ebpm.on_business)})
-    svc.consume("dispatch.events", {DispatchStatusChanged: in_turn(own[DispatchStatusChanged], surveys.on_status)})
     svc.app.include_router(router)
     svc.app.include_router(worklists.router)
     svc.app.include_router(ebpm_router)  # R-REC-07
     worklist = worklists.handlers(svc)
-    svc.consume("dispatch.events", {DispatchStatusChanged: in_turn(worklist[DispatchStatusChanged],
-                                                                   ebpm.on_dispatch)})
+
+    async def statuses(items) -> None:
+        """Dispatch's own status events in a batch: integrity and surveys per event, the worklist and the EBPM rows
+        once per dispatch and business (the same reactions as one at a time; `in_turn` below for single messages)."""
+        for env, e in items:
+            with processing(env):
+                await own[DispatchStatusChanged](env, e)
+                await surveys.on_status(env, e)
+        await worklists.on_statuses(svc.db, items)
+        await ebpm.on_dispatches(items)
+
+    svc.consume("dispatch.events", {DispatchStatusChanged: in_turn(own[DispatchStatusChanged], surveys.on_status,
+                                                                   worklist[DispatchStatusChanged], ebpm.on_dispatch)},
+                batch={DispatchStatusChanged: statuses})
     svc.app.state.saga_params = settings.saga_params()
     svc.background("budget-saga-clock")(lambda: saga.run(store, svc.app.state.saga_params))
     svc.app.state.outcomes = surveys

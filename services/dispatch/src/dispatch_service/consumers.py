@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 
+from pymongo import UpdateOne
+
 from contracts import Envelope
 from contracts.events.budget import BudgetCommitted, BudgetRefunded, BudgetRefused, BudgetReleased, BudgetReserved
 from contracts.events.experts import ExpertChanged
@@ -12,8 +14,10 @@ from contracts.events.identity import BindingChanged, MembershipChanged, Organis
 from contracts.events.ratings import RatingGiven, RatingOwed
 from dispatch_service.domain.dispatch import Dispatch
 from dispatch_service.store import Store, now
+from servicekit import aggregate
+from servicekit.bus import processing
 from servicekit.refusals import Rejected
-from servicekit.store import apply_once
+from servicekit.store import apply_once, with_outbox
 
 log = logging.getLogger("dispatch.consumers")
 
@@ -40,9 +44,63 @@ def budget_handlers(store: Store):
                 log.warning("budget answer for an unknown dispatch", extra={"fields": {"dispatch_id": e.dispatch_id}})
         return handle
 
-    return {BudgetReserved: handler("reserved"), BudgetRefused: handler("refused"),
-            BudgetCommitted: handler("committed"), BudgetReleased: handler("released"),
-            BudgetRefunded: handler("refunded")}
+    single = {BudgetReserved: handler("reserved"), BudgetRefused: handler("refused"),
+              BudgetCommitted: handler("committed"), BudgetReleased: handler("released"),
+              BudgetRefunded: handler("refunded")}
+    names = {BudgetReserved: "reserved", BudgetRefused: "refused", BudgetCommitted: "committed",
+             BudgetReleased: "released", BudgetRefunded: "refunded"}
+
+    async def on_answers(items: list[tuple[Envelope, object]]) -> None:
+        """A batch of budget answers (what one poll returned). Each dispatch is its own aggregate: the first answer of
+        each dispatch in the batch is decided by the same method of the aggregate as one at a time, on the dispatches
+        read with one `_id: {$in}`, and all of them are written with ONE bulk write of per-dispatch updates guarded by
+        the version read, each with its events (outbox `$push`). A dispatch's later answers in the same batch (e.g. a
+        duplicate), and every dispatch of a bulk write in which some guard did not match (changed concurrently), go
+        through the single-message path afterwards, in order: the aggregate's methods ignore an answer already
+        applied, so nothing is applied twice."""
+        first: dict[str, tuple[Envelope, object]] = {}
+        later: list[tuple[Envelope, object]] = []
+        for env, e in items:
+            if e.dispatch_id in first:
+                later.append((env, e))
+            else:
+                first[e.dispatch_id] = (env, e)
+        docs = {d["_id"]: d async for d in store.dispatches.find({"_id": {"$in": list(first)}},
+                                                                 {"_outbox": 0, "_seen": 0})}
+        ops, written, released = [], [], []
+        for dispatch_id, (env, e) in first.items():
+            doc = docs.get(dispatch_id)
+            if doc is None:
+                log.warning("budget answer for an unknown dispatch", extra={"fields": {"dispatch_id": dispatch_id}})
+                continue
+            with processing(env):  # the answer's own trace goes on through the events it causes
+                ch = react(names[type(e)], env, e)(doc)
+                if ch is None:
+                    continue  # not the answer the dispatch waits for, or one already applied
+                update, events = store.written(doc, ch, actor="budget", cause=env)
+            if not events:  # a change that publishes nothing gets its audit entry on the single path (rare)
+                later.insert(0, (env, e))
+                continue
+            filter_, version_set, drop = aggregate.guard(doc)
+            change = aggregate.Change(set=update["$set"], push=update.get("$push", {}), events=events)
+            ops.append(UpdateOne(filter_, with_outbox(aggregate.update_document(change, version_set, drop), events)))
+            written.append(dispatch_id)
+            if ch.gives_back_slot:
+                released.append(dispatch_id)
+        if ops:
+            res = await store.dispatches.bulk_write(ops, ordered=False)
+            for dispatch_id in written:
+                store.svc.relay.kick(store.dispatches, dispatch_id)
+            if res.matched_count != len(ops):  # some dispatch changed meanwhile: decided again, one by one
+                later = [first[d] for d in written] + later
+        for env, e in later:
+            await single[type(e)](env, e)
+        if released:  # R-DSP-03: the free dispatch goes back for each refusal written (as Store.change does)
+            async for d in store.dispatches.find({"_id": {"$in": released}, "slot_release": "pending"},
+                                                 {"business_id": 1, "fiscal_year": 1}):
+                await store.release_slot(d["business_id"], d["fiscal_year"], d["_id"])
+
+    return single, {t: on_answers for t in single}
 
 
 def read_model_handlers(store: Store):

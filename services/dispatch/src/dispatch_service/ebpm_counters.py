@@ -128,6 +128,19 @@ class Counters:
         if d is not None:
             await self.touch(e.business_id, {f"rows.d.{field(e.dispatch_id)}": dispatch_row(d)})
 
+    async def on_dispatches(self, items) -> None:
+        """A batch of status events: each business's dispatch rows copied from the worklist (read with one `_id: {$in}`)
+        and recounted once, however many of its dispatches moved, and however often, in the batch."""
+        by_business: dict[str, dict[str, None]] = {}
+        for _, e in items:
+            by_business.setdefault(e.business_id, {})[e.dispatch_id] = None
+        ids = [d for ds in by_business.values() for d in ds]
+        docs = {d["_id"]: d async for d in self.db.worklist.find({"_id": {"$in": ids}}, dict.fromkeys(DISPATCH_FIELDS, 1))}
+        for business_id, ds in by_business.items():
+            rows = {f"rows.d.{field(d)}": dispatch_row(docs[d]) for d in ds if d in docs}
+            if rows:
+                await self.touch(business_id, rows)
+
     async def on_business(self, env, e) -> None:
         await self.touch(e.business_id)
 

@@ -38,8 +38,8 @@ async def screen_request(store: Store, doc: dict, *, token_rights: frozenset[str
     the refused one its reasons. The caller writes the Change in ONE write."""
     p = await store.programme(doc["fiscal_year"])
     expert_doc, expert = await store.expert(doc["expert_id"])
-    used = await store.used_free(doc["business_id"], doc["fiscal_year"])
-    used = [d for d in used if d != doc["_id"]]
+    held = await store.used_free_by_id(doc["business_id"], doc["fiscal_year"], p)
+    used = [d for d in held if d != doc["_id"]]
     history = History(used_free=len(used), pending_ratings=await store.pending_ratings(doc["business_id"]))
     extra: dict = {}
     member = await store.membership(doc.get("platform_id"), doc.get("institution_id") or "")
@@ -67,7 +67,7 @@ async def screen_request(store: Store, doc: dict, *, token_rights: frozenset[str
     merged = {**doc, **extra}
     aggregate = Dispatch(merged, now)
     if not refusals and not await store.claim_slot(doc["business_id"], doc["fiscal_year"], doc["_id"],
-                                                   p.free_cap(doc.get("issue_kind"))):
+                                                   p.free_cap(doc.get("issue_kind")), used=held):
         refusals = [refusal("free_cap_reached")]  # a concurrent request took the last free dispatch
     if not refusals and store.svc.settings.fault_crash_after_slot_claim == "true":
         os._exit(137)  # test hook: die between the slot claim and the request's write (the reconciler's case)

@@ -20,6 +20,9 @@ from servicekit.refusals import Rejected
 from servicekit.store import now, record_audit  # noqa: F401  (now: the one clock, used across the service)
 
 
+SLOT_NUMBERS = 100  # free-dispatch slot numbers the request path reads by id (1..100, or up to a larger cap)
+
+
 class AggregateLocks:
     """Striped in-process locks serialising this process's writes to one dispatch document.
 
@@ -159,10 +162,24 @@ class Store:
         cur = self.slots.find({"business_id": business_id, "fiscal_year": fiscal_year}).sort("n", 1)
         return [d["dispatch_id"] async for d in cur]
 
-    async def claim_slot(self, business_id: str, fiscal_year: int, dispatch_id: str, cap: int) -> bool:
-        """Takes one of the business's `cap` free dispatches of the year for `dispatch_id` (idempotent)."""
-        if await self.slots.find_one({"business_id": business_id, "fiscal_year": fiscal_year,
-                                      "dispatch_id": dispatch_id}, {"_id": 1}):
+    async def used_free_by_id(self, business_id: str, fiscal_year: int, programme: Programme) -> list[str]:
+        """`used_free` for the request path: the slots are read by their ids (`_id: {$in}`, served from the `_id` index;
+        a filter on other fields scans the collection on the local server). Slot numbers never exceed the cap at the
+        time of the claim; the range covers any cap up to 100, and a programme's larger one."""
+        upto = max(SLOT_NUMBERS, programme.free_dispatches, programme.free_dispatches_extended)
+        ids = [f"{business_id}:{fiscal_year}:{n}" for n in range(1, upto + 1)]
+        found = [d async for d in self.slots.find({"_id": {"$in": ids}}, {"n": 1, "dispatch_id": 1})]
+        return [d["dispatch_id"] for d in sorted(found, key=lambda d: d["n"])]
+
+    async def claim_slot(self, business_id: str, fiscal_year: int, dispatch_id: str, cap: int,
+                         used: list[str] | None = None) -> bool:
+        """Takes one of the business's `cap` free dispatches of the year for `dispatch_id` (idempotent). `used`: the
+        dispatches holding the business's slots, as just read (spares reading them again)."""
+        if used is not None:
+            if dispatch_id in used:
+                return True
+        elif await self.slots.find_one({"business_id": business_id, "fiscal_year": fiscal_year,
+                                        "dispatch_id": dispatch_id}, {"_id": 1}):
             return True
         for n in range(1, cap + 1):
             try:
@@ -212,7 +229,9 @@ class Store:
             unavailable=tuple((date.fromisoformat(u["start"]), date.fromisoformat(u["end"]))
                               for u in doc.get("unavailable", ())),
             revoked=revoked, paused=bool(doc.get("paused")), open_cap=doc.get("open_cap"),
-            weekdays=frozenset(doc.get("weekdays") or ()), open_now=await self.open_dispatches(expert_id))
+            weekdays=frozenset(doc.get("weekdays") or ()),
+            # R-EX-06: the count matters only to an expert who capped their open dispatches (it scans the expert's)
+            open_now=await self.open_dispatches(expert_id) if doc.get("open_cap") is not None else 0)
         return doc, state
 
     async def open_dispatches(self, expert_id: str, excluding: str | None = None) -> int:

@@ -14,7 +14,8 @@ from typing import Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
-from pymongo.errors import DuplicateKeyError
+from pymongo import UpdateOne
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from contracts import Envelope
 from contracts.events.dispatch import DispatchStatusChanged
@@ -52,6 +53,37 @@ def handlers(svc):
             pass  # the read model already holds a newer state of this dispatch
 
     return {DispatchStatusChanged: on_status}
+
+
+async def on_statuses(db, items: list[tuple[Envelope, DispatchStatusChanged]]) -> None:
+    """A batch of status events: what `on_status` leaves, in one bulk write of one update per dispatch. The newest
+    event of each dispatch in the batch sets its fields (an older one would be overwritten by it anyway) and its
+    earliest one the `requested_at` and sort key a first event inserts; the guard on `at` is the same."""
+    newest: dict[str, tuple[Envelope, DispatchStatusChanged]] = {}
+    earliest: dict[str, datetime] = {}
+    for env, e in items:
+        if e.dispatch_id not in newest or env.occurred_at >= newest[e.dispatch_id][0].occurred_at:
+            newest[e.dispatch_id] = (env, e)
+        earliest[e.dispatch_id] = min(earliest.get(e.dispatch_id, env.occurred_at), env.occurred_at)
+    stored = {d["_id"]: d["at"] async for d in db.worklist.find({"_id": {"$in": list(newest)}}, {"at": 1})}
+    ops = []
+    for env, e in newest.values():
+        at = env.occurred_at
+        if e.dispatch_id in stored and stored[e.dispatch_id] > at:
+            continue  # the read model already holds a newer state of this dispatch
+        ops.append(UpdateOne({"_id": e.dispatch_id, "at": {"$lte": at}}, {
+            "$set": {"status": e.status, "route": e.route, "fiscal_year": e.fiscal_year, "business_id": e.business_id,
+                     "expert_id": e.expert_id, "institution_id": e.institution_id, "platform_id": e.platform_id,
+                     "reason_code": e.reason_code, "fee": e.fee, "at": at},
+            "$setOnInsert": {"key": paging.sort_key(earliest[e.dispatch_id], e.dispatch_id),
+                             "requested_at": earliest[e.dispatch_id]}}, upsert=e.dispatch_id not in stored))
+    if not ops:
+        return
+    try:
+        await db.worklist.bulk_write(ops, ordered=False)
+    except BulkWriteError as err:  # inserted meanwhile with a newer state: a duplicate key, nothing to do
+        if any(w["code"] != 11000 for w in err.details["writeErrors"]):
+            raise
 
 
 class Item(BaseModel):
