@@ -108,8 +108,8 @@ async def apply_ratings(svc, given: list[tuple[dict, object]]) -> int:
     in memory by `radar_change` (the same rules as one at a time; a rating already applied, or twice in the batch,
     counts once by its key), and each radar written once: ONE unordered bulk write, one statement per radar,
     guarded by the version read, each carrying its ExpertRadarUpdated in its outbox. A radar changed meanwhile (or
-    created meanwhile) is done again alone by `update_radar`. Then the owed documents are marked applied (one bulk
-    write, each at the revision applied). Returns the number of radars written. Idempotent, like `apply_rating`."""
+    created meanwhile) is done again alone by `update_radar`. Then the owed documents are marked applied (one `_id $in`
+    update per revision, each at the revision applied). Returns the number of radars written. Idempotent, like `apply_rating`."""
     by_expert: dict[str, list[tuple[dict, object]]] = {}
     for owed, env in given:
         by_expert.setdefault(owed["expert_id"], []).append((owed, env))
@@ -146,8 +146,11 @@ async def apply_ratings(svc, given: list[tuple[dict, object]]) -> int:
                 group = by_expert[expert_id]
                 await update_radar(svc, expert_id, [(rating_key(o), rating_mutation(o)) for o, _ in group],
                                    cause=group[-1][1])
-    await svc.db.owed.bulk_write([UpdateOne({"_id": o["_id"], "rev": o.get("rev", 0)}, {"$set": {"radar_applied": True}})
-                                  for o, _ in given], ordered=False)
+    by_rev: dict[int, list[str]] = {}
+    for o, _ in given:
+        by_rev.setdefault(o.get("rev", 0), []).append(o["_id"])
+    for rev, ids in by_rev.items():  # each at the revision applied (a correction since is applied by its request)
+        await svc.db.owed.update_many({"_id": {"$in": ids}, "rev": rev}, {"$set": {"radar_applied": True}})
     return len(written)
 
 
