@@ -1,14 +1,21 @@
-"""Ratings radar benchmark: N ratings over 10,000 experts replayed from Kafka into the ratings service's radar
-code (R-RAT-02: per-day buckets, optimistic per-expert write carrying ExpertRadarUpdated in its outbox, the
-real outbox relay publishing it and writing the audit entry), on the real Kafka and MongoDB-wire server.
+"""Ratings radar benchmark: given ratings reach the windowed radar through the ratings service's own consumer of
+RatingGiven (R-RAT-02: `ratings_service.consumers.given_handlers`, batches of what one poll returned, each radar read
+once and written once per batch with ExpertRadarUpdated in its outbox; the real outbox relay publishing it and writing
+the audit entry), on the real Kafka and MongoDB-wire server, with radars already holding N ratings.
 
-    uv run --frozen python bench/ratings.py            # 100,000 ratings
-    uv run --frozen python bench/ratings.py --full     # 1,000,000 ratings
+    uv run --frozen python bench/ratings.py                       # radars holding 100,000 ratings
+    uv run --frozen python bench/ratings.py --full                # radars holding 1,000,000 ratings
+    CONSUMER_BATCH_MAX=1 uv run --frozen python bench/ratings.py  # one rating at a time (before batching)
 
-Prints, from one run: the raw Kafka consume rate (baseline: fetch + JSON decode, nothing else), the replay
-rate through the radar pipeline and its ratio to the baseline, and the lag from a rating event (its Kafka
-timestamp) to the updated radar being stored (p50/p99), measured on a paced live stream after the replay.
-KAFKA_BOOTSTRAP / MONGO_URI select the servers (default: the test ports 19092 / 37017).
+Phases, all in one run:
+  1. load: the radars of `--experts` experts as N ratings spread over ~5 months leave them (packed buckets and the
+     rating keys they remember), written directly (replaying N ratings through the consumer would take hours here);
+  2. replay: `--replay` ratings given while the consumer was away (owed documents stored, RatingGiven on the topic),
+     then the consumer started: ratings/s through the radar, next to the raw Kafka consume rate of the same records;
+  3. live: `--live` ratings at `--rate` per second (default 275), each one's owed document stored and its RatingGiven
+     published as the giving request does; lag from the event (its `occurred_at`) to its radar stored, p50/p99.
+KAFKA_BOOTSTRAP / MONGO_URI select the servers (default: the test ports 19092 / 37017); CONSUMER_BATCH_MAX (200)
+the most records the consumer takes per poll.
 """
 from __future__ import annotations
 
@@ -23,50 +30,71 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient
 
+from contracts import Envelope
+from contracts.events.ratings import RatingGiven
 from contracts.vocab import RATING_AXES
 from ratings_service import store
+from ratings_service.consumers import given_handlers
+from ratings_service.domain import Radar
 from servicekit.bus import ensure_topics
 from servicekit.service import Service
 from servicekit.settings import Settings
+from servicekit.store import SEEN_KEEP
 
 KAFKA = os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:19092")
 MONGO = os.environ.get("MONGO_URI", "mongodb://127.0.0.1:37017")
-PARTITIONS = 6
 
 
 def rating(i: int, experts: int, rnd: random.Random, now: datetime) -> dict:
-    return {"owed_id": f"bench-{i}:business", "expert_id": f"exp-{rnd.randrange(experts):05d}",
-            "scores": {a: rnd.randint(1, 5) for a in RATING_AXES},
+    """An owed document as the giving request leaves it (status given, not yet on the radar)."""
+    return {"_id": f"bench-{i}:business", "status": "given", "dispatch_id": f"bench-{i}",
+            "expert_id": f"exp-{rnd.randrange(experts):05d}", "business_id": f"biz-{i}",
+            "rater_account_id": f"acc-{i}", "rater_kind": "business", "route": "B", "fiscal_year": 2026,
+            "since": now, "scores": {a: rnd.randint(1, 5) for a in RATING_AXES},
             # spread over ~5 months so part of the stream is already outside the 120-day window
-            "given_at": (now - timedelta(days=rnd.uniform(0, 150))).isoformat()}
+            "given_at": now - timedelta(days=rnd.uniform(0, 150)), "rev": 0, "radar_applied": False}
 
 
-async def produce(topic: str, records: list[dict], rate: float | None = None) -> None:
+def given(owed: dict) -> Envelope:
+    return Envelope.wrap(RatingGiven(expert_id=owed["expert_id"], owed_id=owed["_id"], dispatch_id=owed["dispatch_id"],
+                                     business_id=owed["business_id"], rater_account_id=owed["rater_account_id"],
+                                     rater_kind="business"), producer="ratings")
+
+
+async def load_radars(svc: Service, n: int, experts: int, rnd: random.Random) -> None:
+    """The radars as `n` ratings leave them: buckets per day, packed, with the keys of the latest ratings."""
+    now = datetime.now(UTC)
+    radars: dict[str, tuple[Radar, list[str]]] = {}
+    for i in range(n):
+        r = rating(-1 - i, experts, rnd, now)
+        radar, keys = radars.setdefault(r["expert_id"], (Radar(), []))
+        radar.add(store.rating_day(r["given_at"]), r["scores"])
+        keys.append(store.rating_key(r))
+    docs = []
+    for expert_id, (radar, keys) in radars.items():
+        radar.expire(store.today())
+        docs.append({"_id": expert_id, "days": radar.pack(), "oldest": radar.oldest() or "9999-12-31",
+                     "updated_at": now, "applied": " ".join(keys[-SEEN_KEEP:]), "version": len(keys), "_outbox": []})
+    for i in range(0, len(docs), 500):
+        await svc.db.radars.insert_many(docs[i:i + 500], ordered=False)
+
+
+async def produce(topic: str, envelopes: list[Envelope]) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=KAFKA, linger_ms=5, max_batch_size=256 * 1024, acks="all")
     await producer.start()
     try:
-        start, futures = time.perf_counter(), []
-        for n, r in enumerate(records):
-            futures.append(await producer.send(topic, json.dumps(r).encode(), key=r["expert_id"].encode()))
-            if rate and n % 50 == 0:  # paced: keep to `rate` records per second
-                ahead = n / rate - (time.perf_counter() - start)
-                if ahead > 0:
-                    await asyncio.sleep(ahead)
+        futures = [await producer.send(topic, e.model_dump_json().encode(), key=e.key.encode()) for e in envelopes]
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
 
 
-def consumer(topic: str, group: str | None) -> AIOKafkaConsumer:
-    return AIOKafkaConsumer(topic, bootstrap_servers=KAFKA, group_id=group, auto_offset_reset="earliest",
-                            enable_auto_commit=False, max_partition_fetch_bytes=4 * 1024 * 1024, fetch_max_bytes=32 * 1024 * 1024)
-
-
 async def raw_consume(topic: str, n: int) -> float:
     """Baseline: how fast the same records can merely be fetched and decoded."""
-    c = consumer(topic, None)
+    c = AIOKafkaConsumer(topic, bootstrap_servers=KAFKA, group_id=None, auto_offset_reset="earliest",
+                         enable_auto_commit=False, max_partition_fetch_bytes=4 * 1024 * 1024)
     await c.start()
     try:
         got, start = 0, time.perf_counter()
@@ -74,97 +102,113 @@ async def raw_consume(topic: str, n: int) -> float:
             for recs in (await c.getmany(timeout_ms=1000, max_records=5000)).values():
                 for r in recs:
                     json.loads(r.value)
-                got += sum(1 for _ in recs)
+                got += len(recs)
         return got / (time.perf_counter() - start)
     finally:
         await c.stop()
 
 
-class Pipeline:
-    """Consumes ratings and applies them to the radars with the service's own `store.update_radar`,
-    coalescing the ratings of one expert that arrive in the same fetched batch into one write."""
+class Clock:
+    """Wraps the service's radar writes to note when each rating's radar was stored."""
 
-    def __init__(self, svc: Service, topic: str, concurrency: int, batch: int):
-        self.svc, self.topic, self.sem, self.batch = svc, topic, asyncio.Semaphore(concurrency), batch
-        self.lags: list[float] = []
-        self.done = 0
+    def __init__(self):
+        self.stored: dict[str, float] = {}  # owed id -> time its radar write returned (epoch seconds)
+        single, batch = store.apply_rating, store.apply_ratings
 
-    async def _apply(self, expert: str, recs: list) -> None:
-        changes = []
-        for r in recs:
-            v = json.loads(r.value)
-            day = store.rating_day(datetime.fromisoformat(v["given_at"]))
-            changes.append((f"{v['owed_id']}:r0", lambda radar, d=day, s=v["scores"]: radar.add(d, s)))
-        async with self.sem:
-            await store.update_radar(self.svc, expert, changes)
-        stored = time.time() * 1000
-        self.lags.extend(stored - r.timestamp for r in recs)
-        self.done += len(recs)
+        async def apply_rating(svc, owed, **kw):
+            await single(svc, owed, **kw)
+            self.stored[owed["_id"]] = time.time()
 
-    async def run(self, n: int, group: str) -> float:
-        c = consumer(self.topic, group)
-        await c.start()
-        try:
-            start, target = time.perf_counter(), self.done + n
-            while self.done < target:
-                batch = await c.getmany(timeout_ms=500, max_records=self.batch)
-                by_expert: dict[str, list] = {}
-                for recs in batch.values():
-                    for r in recs:
-                        by_expert.setdefault(r.key.decode(), []).append(r)
-                await asyncio.gather(*(self._apply(e, rs) for e, rs in by_expert.items()))
-                if batch:
-                    await c.commit()
-                if n >= 100_000 and self.done // 50_000 > (self.done - sum(map(len, batch.values()))) // 50_000:
-                    # progress of a long replay, so even a run stopped early leaves figures
-                    print(f"    {self.done:>9,} ratings  {self.done / (time.perf_counter() - start):,.0f}/s so far",
-                          flush=True)
-            return n / (time.perf_counter() - start)
-        finally:
-            await c.stop()
+        async def apply_ratings(svc, items):
+            out = await batch(svc, items)
+            at = time.time()
+            for owed, _ in items:
+                self.stored[owed["_id"]] = at
+            return out
+
+        store.apply_rating, store.apply_ratings = apply_rating, apply_ratings
+
+    async def until(self, ids: list[str], timeout: float = 600) -> None:
+        deadline = time.perf_counter() + timeout
+        while any(i not in self.stored for i in ids):
+            if time.perf_counter() > deadline:
+                raise TimeoutError(f"{sum(i not in self.stored for i in ids)} ratings never reached their radar")
+            await asyncio.sleep(0.05)
 
 
 def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=1000)[int(q * 1000) - 1] if len(values) > 1 else (values or [0])[0]
 
 
-async def main(n: int, experts: int, concurrency: int, live: int, relay: bool, batch: int) -> None:
+async def main(n: int, experts: int, replay: int, live: int, rate: float, relay: bool) -> None:
     run = "bench" + uuid.uuid4().hex[:8]
-    topic = f"{run}.ratings.replay"
     settings = Settings(service_name="ratings", kafka_bootstrap=KAFKA, mongo_uri=MONGO, mongo_db=f"{run}_ratings",
                         topic_prefix=f"{run}.", log_level="WARNING")
-    svc = Service("ratings", title="bench", outbox=["radars"], produces=[], settings=settings, honour_revocations=False)
+    svc = Service("ratings", title="bench", outbox=["radars"], produces=["ratings.events"], settings=settings,
+                  honour_revocations=False)
+    clock = Clock()
+    single, batch = given_handlers(svc)
+    consumer = svc.consume("ratings.events", single, batch=batch)
+    topic = settings.topic("ratings.events")
     admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
     await admin.start()
-    await admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
     await ensure_topics(settings, {"ratings.events"})
     await store.ensure_indexes(svc.db)
-    await svc.broker.start()
-    if relay:
-        svc.relay.start()
-    else:  # isolates the radar writes from the relay's scans of the radars collection
-        svc.relay.kick = lambda: None
-    rnd, now = random.Random(7), datetime.now(UTC)
+    rnd = random.Random(7)
     try:
-        print(f"ratings bench: {n:,} ratings over {experts:,} experts; kafka {KAFKA}, mongo {MONGO}")
+        print(f"ratings bench: radars of {experts:,} experts holding {n:,} ratings; consumer batches of at most "
+              f"{settings.consumer_batch_max}; kafka {KAFKA}, mongo {MONGO}")
         t = time.perf_counter()
-        await produce(topic, [rating(i, experts, rnd, now) for i in range(n)])
-        print(f"  produced           {n / (time.perf_counter() - t):>10,.0f} ratings/s")
-        baseline = await raw_consume(topic, n)
-        print(f"  raw Kafka consume  {baseline:>10,.0f} records/s   (baseline)")
-        pipe = Pipeline(svc, topic, concurrency, batch)
-        rate = await pipe.run(n, group=f"{run}-radar")
-        radars = await svc.db.radars.count_documents({})
-        print(f"  radar replay       {rate:>10,.0f} ratings/s   = 1/{baseline / rate:,.0f} of the baseline "
-              f"({radars:,} radars, {concurrency} writes in flight)")
-        # Live: a paced stream at half the replay rate, so the lag is the pipeline's, not a backlog's.
-        pipe.lags.clear()
-        pace = max(rate / 2, 50)
-        live_records = [rating(n + i, experts, rnd, datetime.now(UTC)) for i in range(live)]
-        await asyncio.gather(produce(topic, live_records, rate=pace), pipe.run(live, group=f"{run}-radar"))
-        print(f"  live lag event -> radar stored at {pace:,.0f}/s: p50 {pct(pipe.lags, 0.5):,.0f} ms, "
-              f"p99 {pct(pipe.lags, 0.99):,.0f} ms ({len(pipe.lags):,} ratings)")
-        # The relay publishes the ExpertRadarUpdated events asynchronously; wait for the outbox to drain.
+        await load_radars(svc, n, experts, rnd)
+        print(f"  radars loaded      {time.perf_counter() - t:>10,.1f} s   ({await svc.db.radars.count_documents({}):,} radars)")
+        # replay: ratings given while the consumer was away
+        now = datetime.now(UTC)
+        backlog = [rating(i, experts, rnd, now) for i in range(replay)]
+        for i in range(0, replay, 1000):
+            await svc.db.owed.insert_many([dict(o) for o in backlog[i:i + 1000]])
+        await produce(topic, [given(o) for o in backlog])
+        baseline = await raw_consume(topic, replay) if replay else 0
+        if replay:
+            print(f"  raw Kafka consume  {baseline:>10,.0f} records/s   (baseline)")
+        t = time.perf_counter()
+        await svc.broker.start()
+        if relay:
+            svc.relay.start()
+        else:  # isolates the radar writes from the relay's scans of the radars collection
+            svc.relay.kick = lambda *a: None
+        if replay:
+            await clock.until([o["_id"] for o in backlog])
+            took = time.perf_counter() - t
+            print(f"  replay             {replay / took:>10,.0f} ratings/s   = 1/{baseline * took / replay:,.0f} of the "
+                  f"baseline ({replay:,} ratings, {consumer.batches:,} batches)")
+        # live: paced, each rating's owed document stored and then its event published, as the giving request does
+        batches0, batched0 = consumer.batches, consumer.batched
+        stream = [rating(replay + i, experts, rnd, datetime.now(UTC)) for i in range(live)]
+        producer = AIOKafkaProducer(bootstrap_servers=KAFKA, linger_ms=1, acks="all")
+        await producer.start()
+        sent: dict[str, float] = {}
+        try:
+            start, futures = time.perf_counter(), []
+            for k in range(0, live, 5):  # five at a time, as concurrent requests would
+                chunk = stream[k:k + 5]
+                await svc.db.owed.insert_many([dict(o) for o in chunk])
+                for o in chunk:
+                    env = given(o)
+                    sent[o["_id"]] = env.occurred_at.timestamp()
+                    futures.append(await producer.send(topic, env.model_dump_json().encode(), key=env.key.encode()))
+                ahead = (k + 5) / rate - (time.perf_counter() - start)
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+            offered = live / (time.perf_counter() - start)
+            await asyncio.gather(*futures)
+        finally:
+            await producer.stop()
+        await clock.until(list(sent))
+        lags = [(clock.stored[i] - at) * 1000 for i, at in sent.items()]
+        calls = consumer.batches - batches0
+        print(f"  live lag event -> radar stored at {offered:,.0f}/s offered: p50 {pct(lags, 0.5):,.0f} ms, "
+              f"p99 {pct(lags, 0.99):,.0f} ms, max {max(lags):,.0f} ms ({live:,} ratings in {calls:,} batches, "
+              f"{(consumer.batched - batched0) / max(calls, 1):,.1f} per batch)")
         t = time.perf_counter()
         while relay and time.perf_counter() - t < 120:
             left = await svc.db.radars.count_documents({"_outbox.0": {"$exists": True}})
@@ -180,19 +224,18 @@ async def main(n: int, experts: int, concurrency: int, live: int, relay: bool, b
         await svc.broker.stop()
         await svc.mongo.drop_database(settings.database)
         await svc.mongo.close()
-        await admin.delete_topics([topic, settings.topic("ratings.events"), settings.topic("ratings.events.dlq")])
+        await admin.delete_topics([topic, settings.topic("ratings.events.dlq")])
         await admin.close()
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=100_000, help="ratings to replay (default 100,000)")
-    ap.add_argument("--full", action="store_true", help="1,000,000 ratings")
+    ap.add_argument("--n", type=int, default=100_000, help="ratings the radars already hold (default 100,000)")
+    ap.add_argument("--full", action="store_true", help="1,000,000 ratings behind")
     ap.add_argument("--experts", type=int, default=10_000)
-    ap.add_argument("--concurrency", type=int, default=4, help="radar writes in flight (the local FerretDB serialises writes)")
+    ap.add_argument("--replay", type=int, default=10_000, help="ratings waiting when the consumer starts")
     ap.add_argument("--live", type=int, default=2_000, help="ratings in the paced live phase")
-    ap.add_argument("--batch", type=int, default=5_000,
-                    help="records per fetch; one expert's ratings in a fetch are one write (fewer experts: use less)")
+    ap.add_argument("--rate", type=float, default=275, help="ratings per second offered in the live phase")
     ap.add_argument("--no-relay", action="store_true", help="do not run the outbox relay (radar writes alone)")
     a = ap.parse_args()
-    asyncio.run(main(1_000_000 if a.full else a.n, a.experts, a.concurrency, a.live, not a.no_relay, a.batch))
+    asyncio.run(main(1_000_000 if a.full else a.n, a.experts, a.replay, a.live, a.rate, not a.no_relay))

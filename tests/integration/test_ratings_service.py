@@ -2,6 +2,7 @@
 institution evaluations and year-end classification. Rules: R-RAT-01..04, R-DSP-12."""
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from datetime import UTC, datetime
@@ -221,5 +222,121 @@ async def test_R_RAT_02_rating_leaving_the_window_updates_and_republishes_the_ra
         async with httpx.AsyncClient(base_url=svc.url) as http:
             radar = (await http.get(f"/experts/{expert}/radar", headers=auth("a", "business"))).json()
         assert radar["count"] == 1 and radar["averages"]["communication"] == 5.0
+    finally:
+        await client.close()
+
+
+# --- RatingGiven → radar in batches (issue 22) ----------------------------------------------------------------------
+def given_owed(owed_id: str, expert: str, score: int) -> dict:
+    """An owed document as the giving request leaves it when it did not reach the radar itself (a crash)."""
+    return {"_id": owed_id, "status": "given", "dispatch_id": owed_id.split(":")[0], "expert_id": expert,
+            "business_id": "biz-" + owed_id, "rater_account_id": "acc-" + owed_id, "rater_kind": "business",
+            "route": "B", "fiscal_year": 2026, "since": datetime.now(UTC), "given_at": datetime.now(UTC),
+            "scores": {a: score for a in RATING_AXES}, "rev": 0, "radar_applied": False}
+
+
+def given_event(owed: dict) -> Envelope:
+    from contracts.events.ratings import RatingGiven
+
+    return Envelope.wrap(RatingGiven(expert_id=owed["expert_id"], owed_id=owed["_id"], dispatch_id=owed["dispatch_id"],
+                                     business_id=owed["business_id"], rater_account_id=owed["rater_account_id"],
+                                     rater_kind="business"), producer="ratings")
+
+
+async def send_together(infra, ns, envelopes: list[Envelope]) -> None:
+    """One producer batch on one partition (same key), so the consumer's poll returns them together."""
+    producer = AIOKafkaProducer(bootstrap_servers=infra.kafka, linger_ms=200)
+    await producer.start()
+    try:
+        futures = [await producer.send(ns.topic("ratings.events"), env.model_dump_json().encode(), key=env.key.encode())
+                   for env in envelopes]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def radar_count(http, expert: str, n: int) -> dict:
+    from tests.support import eventually
+
+    async def check():
+        r = (await http.get(f"/experts/{expert}/radar", headers=auth("anyone", "business"))).json()
+        return r if r["count"] >= n else None
+    return await eventually(check, timeout=30)
+
+
+async def test_R_RAT_02_batch_with_duplicate_and_redelivered_ratings_counts_each_once(infra, ns, ratings):
+    """RatingGiven reaches the radar through the service's batch consumer: a rating twice in one batch (the same
+    envelope redelivered, and a second envelope of the same rating) counts once, and the whole batch delivered again
+    changes nothing; each rating is marked applied."""
+    from pymongo import AsyncMongoClient
+
+    from tests.support import eventually
+
+    expert = "exp-" + uuid.uuid4().hex[:6]
+    owed = [given_owed(f"d-{uuid.uuid4().hex[:6]}:business", expert, s) for s in (5, 3, 1)]
+    client = AsyncMongoClient(infra.mongo)
+    try:
+        db = client[ns.db("ratings")]
+        await db.owed.insert_many([dict(o) for o in owed])
+        first = [given_event(o) for o in owed]
+        batch = [first[0], first[0], first[1], given_event(owed[0]), first[2]]
+        await send_together(infra, ns, batch)
+        async with httpx.AsyncClient(base_url=ratings.url) as http:
+            radar = await radar_count(http, expert, 3)
+            assert radar["count"] == 3 and radar["averages"]["expertise"] == 3.0
+            # the batch again, then a fourth rating behind it: once the fourth counts, the repeats have been consumed
+            fourth = given_owed(f"d-{uuid.uuid4().hex[:6]}:business", expert, 5)
+            await db.owed.insert_one(dict(fourth))
+            await send_together(infra, ns, [*batch, given_event(fourth)])
+            radar = await radar_count(http, expert, 4)
+        assert radar["count"] == 4 and radar["averages"]["expertise"] == 3.5
+        doc = await db.radars.find_one({"_id": expert})
+        assert sorted(doc["applied"].split()) == sorted(f"{o['_id']}:r0" for o in [*owed, fourth])
+
+        async def all_marked():
+            return all([o["radar_applied"] async for o in db.owed.find({"expert_id": expert})]) or None
+        assert await eventually(all_marked, timeout=10)
+        assert "batch failed" not in ratings.log_file.read_text()  # the batch handler did it, not the one-by-one path
+    finally:
+        await client.close()
+
+
+async def test_R_RAT_02_bad_rating_in_a_batch_is_dead_lettered_alone_and_the_others_apply(infra, ns, ratings):
+    """A RatingGiven whose rating is not here cannot be applied: it goes to the dead-letter topic alone, and the
+    ratings before and after it in the same batch (another expert's too) reach their radars."""
+    from pymongo import AsyncMongoClient
+
+    from tests.support import eventually
+
+    expert, other = "exp-" + uuid.uuid4().hex[:6], "exp-" + uuid.uuid4().hex[:6]
+    good = [given_owed(f"d-{uuid.uuid4().hex[:6]}:business", expert, 4),
+            given_owed(f"d-{uuid.uuid4().hex[:6]}:business", other, 2)]
+    missing = given_owed(f"d-{uuid.uuid4().hex[:6]}:business", expert, 1)  # never stored
+    client = AsyncMongoClient(infra.mongo)
+    try:
+        await client[ns.db("ratings")].owed.insert_many([dict(o) for o in good])
+        bad = given_event(missing)
+        producer = AIOKafkaProducer(bootstrap_servers=infra.kafka, linger_ms=200)
+        await producer.start()
+        try:  # one partition for all three, so they are one run of one poll
+            futures = [await producer.send(ns.topic("ratings.events"), env.model_dump_json().encode(),
+                                           key=env.key.encode(), partition=0)
+                       for env in (given_event(good[0]), bad, given_event(good[1]))]
+            await asyncio.gather(*futures)
+        finally:
+            await producer.stop()
+        async with httpx.AsyncClient(base_url=ratings.url) as http:
+            assert (await radar_count(http, expert, 1))["averages"]["expertise"] == 4.0
+            assert (await radar_count(http, other, 1))["averages"]["expertise"] == 2.0
+
+        async def dead():
+            recs = await read_topic(infra.kafka, ns.topic("ratings.events.dlq"), min_count=1, timeout=5)
+            return [r for r in recs if json.loads(r.value)["event_id"] == bad.event_id] or None
+        letters = await eventually(dead, timeout=30)
+        assert len(letters) == 1 and dict(letters[0].headers)["x-dlq-consumer"] == b"ratings"
+        recs = await read_topic(infra.kafka, ns.topic("ratings.events.dlq"), min_count=1, timeout=2)
+        assert {json.loads(r.value)["event_id"] for r in recs} == {bad.event_id}  # the good ones are not there
+        assert (await client[ns.db("ratings")].radars.find_one({"_id": expert}))["days"].count(";") == 0
+        assert "batch failed; applying its messages one by one" in ratings.log_file.read_text()
     finally:
         await client.close()

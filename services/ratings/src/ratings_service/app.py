@@ -7,7 +7,7 @@ import asyncio
 from fastapi import FastAPI
 
 from ratings_service import store
-from ratings_service.consumers import handlers
+from ratings_service.consumers import given_handlers, handlers
 from ratings_service.http import router
 from ratings_service.settings import RatingsSettings
 from servicekit.service import Service
@@ -20,6 +20,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     svc = Service("ratings", title="Ratings", outbox=["owed", "radars", "classifications"], produces=["ratings.events"],
                   settings=settings)
     svc.consume("dispatch.events", handlers(svc))
+    single, batch = given_handlers(svc)
+    svc.consume("ratings.events", single, batch=batch)  # its own RatingGiven → the radar (R-RAT-02), in batches
     svc.app.include_router(router)
 
     @svc.background("ratings-sweeper")
