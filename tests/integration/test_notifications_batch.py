@@ -80,16 +80,18 @@ async def test_R_NOT_03_R_NOT_04_a_batch_with_a_duplicate_notify_adds_one_inbox_
     assert first["follows"] == sorted(f"prog-1:{a}" for a in (alone, prime, digester))
     assert first["added"] == first["inbox"] and first["nobody"] == [f"empty-{u}"]
 
-    # The whole batch redelivered (a crash before the commit): nothing is added twice. A last command behind it on
-    # the same partition tells when it was consumed.
-    await publish(infra, ns, *batch, programme(f"n-last-{u}", alone), producer="recommend")
-    await eventually(lambda: _enough(inbox(), 4), timeout=60)
+    # The whole batch redelivered (a crash before the commit): nothing is added twice; one more programme for the
+    # digester joins the digest already made. A last command behind them on the same partition tells when they were
+    # consumed.
+    await publish(infra, ns, *batch, programme(f"n-more-{u}", digester), programme(f"n-last-{u}", alone),
+                  producer="recommend")
+    await eventually(lambda: _enough(inbox(), 5), timeout=60)
     again = await state()
-    assert again["inbox"] == sorted([*first["inbox"], f"notify:n-last-{u}"])
+    assert again["inbox"] == sorted([*first["inbox"], f"notify:n-more-{u}", f"notify:n-last-{u}"])
     assert again["deliveries"] == sorted([*first["deliveries"],
                                           (f"inbox:notify:n-last-{u}", "email", f"{alone}@example.jp")])
-    assert again["digests"] == first["digests"] and again["follows"] == first["follows"]
-    assert again["added"] == again["inbox"]
+    assert again["digests"] == [(digest[0][0], [f"inbox:notify:n-b-{u}:{digester}", f"inbox:notify:n-more-{u}"], 2)]
+    assert again["follows"] == first["follows"] and again["added"] == again["inbox"]
     assert again["nobody"] == [f"empty-{u}"] * 2  # nobody to tell is recorded each time it is found
 
 

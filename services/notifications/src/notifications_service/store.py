@@ -111,22 +111,37 @@ async def add_to_digest(db, entry: domain.DigestEntry) -> int:
 
 
 async def add_to_digests(db, entries: list[domain.DigestEntry]) -> None:
-    """`add_to_digest` for many entries: the digests read by `_id: {$in}`, then one bulk write of what is not in
-    them yet, upserting only digests that did not exist. (An upsert that collides inside a bulk write breaks it on
-    FerretDB: the reply lacks `nModified` and the statements after it are not applied; so a digest made meanwhile
-    by another replica sends all entries down the one-by-one path, which is idempotent.)"""
+    """`add_to_digest` for many entries: the digests read by `_id: {$in}`; digests that do not exist yet are
+    inserted whole with one unordered insert, entries of existing ones `$push`ed with one bulk write (no upserts:
+    an upsert that collides inside a bulk write breaks it on FerretDB, whose reply then lacks `nModified` and skips
+    the statements after it). A digest another replica made meanwhile gets its entries one by one (idempotent)."""
     entries = list({(e.digest_id, e.key): e for e in entries}.values())  # the same message twice in a batch
     have = {d["_id"]: set(d.get("keys") or ()) async for d in
             db.digests.find({"_id": {"$in": sorted({e.digest_id for e in entries})}}, {"keys": 1})}
-    writes = [UpdateOne(*_digest_write(e), upsert=e.digest_id not in have) for e in entries
-              if e.key not in have.get(e.digest_id, ())]
-    if not writes:
-        return
-    try:
-        await db.digests.bulk_write(writes, ordered=False)
-    except (BulkWriteError, KeyError):  # KeyError: pymongo reading FerretDB's reply to a collision (above)
-        for e in entries:
-            await add_to_digest(db, e)
+    new: dict[str, dict] = {}
+    updates = []
+    for e in entries:
+        if e.key in have.get(e.digest_id, ()):
+            continue  # already in it (a redelivery)
+        if e.digest_id in have:
+            filter_, update = _digest_write(e)
+            updates.append(UpdateOne(filter_, {"$push": update["$push"]}))
+        else:
+            doc = new.setdefault(e.digest_id, {"_id": e.digest_id, "recipient_id": e.recipient_id, "due_at": e.due_at,
+                                               "status": "open", "items": [], "keys": []})
+            doc["items"].append({"subject": e.subject, "body": e.body})
+            doc["keys"].append(e.key)
+    if new:
+        docs = list(new.values())
+        try:
+            await db.digests.insert_many(docs, ordered=False)
+        except BulkWriteError as err:
+            made = {docs[i]["_id"] for i in _ignore_duplicates(err)}
+            for e in entries:
+                if e.digest_id in made:
+                    await add_to_digest(db, e)
+    if updates:
+        await db.digests.bulk_write(updates, ordered=False)
 
 
 # --- many messages at once (a batch of Notify commands): one read and one write per collection ----------------
@@ -163,7 +178,7 @@ async def notify_many(svc, notices: list[Notice], audits: list[dict] = ()) -> in
     same rules (`domain.outgoing`), in a few bulk operations: contacts and addresses by `$in`, the inbox items in
     one unordered insert (a duplicate is a redelivery: not audited again, its deliveries deduplicated by their own
     keys), the audit entries (plus `audits`) in one insert, the deliveries in one insert, digest entries and
-    follows each in one bulk write. Idempotent: the same notices again add nothing. Returns the inbox items added."""
+    follows each in one insert (or bulk write). Idempotent: the same notices again add nothing. Returns the inbox items added."""
     db = svc.db
     if not notices:
         if audits:
@@ -212,9 +227,12 @@ async def notify_many(svc, notices: list[Notice], audits: list[dict] = ()) -> in
     if digests:
         await add_to_digests(db, digests)
     follows = {f"{n.follow}:{n.recipient_id}": (n.follow, n.recipient_id) for n in notices if n.follow}
-    if follows:
-        await db.follows.bulk_write([UpdateOne({"_id": k}, {"$set": {"programme_id": p, "account_id": a}}, upsert=True)
-                                     for k, (p, a) in follows.items()], ordered=False)
+    if follows:  # the document `alerts.follow` upserts; one already there is the same (a redelivery)
+        try:
+            await db.follows.insert_many([{"_id": k, "programme_id": p, "account_id": a}
+                                          for k, (p, a) in follows.items()], ordered=False)
+        except BulkWriteError as e:
+            _ignore_duplicates(e)
     if queued:
         svc.app.state.deliverer.kick()
     return len(notices) - len(duplicate)
