@@ -169,3 +169,32 @@ def test_R_NOT_04_R_EX_04_reminders_before_deadlines_and_renewals():
     assert not renewal_reminder_due(date(2027, 3, 1), 2025, p) and not renewal_reminder_due(date(2027, 3, 1), None, p)
     _, body, _ = render("renewal_reminder", {"fiscal_year": "2026", "year_end": "2027-03-31", "link": "L"})
     assert "2026年度" in body and "更新" in body and "L" in body
+
+
+def test_R_NOT_04_one_plan_of_deliveries_and_digest_entries_for_the_single_and_the_batch_path():
+    """`domain.outgoing`: what one message makes (used by `store.send_out` and `store.notify_many` alike)."""
+    from notifications_service.domain import outgoing, read_unsubscribe_token, wants_subscriptions
+
+    sub = {"_id": "s1", "account_id": "a1", "endpoint": "https://push.example/1", "keys": {"p256dh": "k", "auth": "x"}}
+    contact = {"email": "a@example.jp", "channels": ["email", "webpush", "line"], "line_user_id": "U1",
+               "digest": ["programme"], "quiet_hours": {"start": "22:00", "end": "07:00"}}
+    kw = dict(key="inbox:n1", recipient_id="a1", params={"title": "T", "url": "https://x/p"}, contact=contact,
+              subscriptions=[sub], portal_url="https://portal", unsubscribe_secret=b"s")
+    out = outgoing(template="dispatch_status", at=at(23, 30), **kw)
+    # one delivery per channel under the dedupe key, deferred to the end of the quiet hours
+    assert [(d["_id"], d["channel"]) for d in out.deliveries] == [
+        ("inbox:n1", "email"), ("inbox:n1:webpush:s1", "webpush"), ("inbox:n1:line", "line")]
+    assert {d["next_at"] for d in out.deliveries} == {at(7, day=2)} and out.digest is None
+    email = out.deliveries[0]
+    assert email["message_id"] == "<inbox.n1@smeportal>" and email["to"] == "a@example.jp"
+    assert read_unsubscribe_token(b"s", email["unsubscribe"].rsplit("/", 1)[1]) == ("a1", "dispatch")
+    assert outgoing(template="dispatch_status", at=at(23, 30), **kw) == out  # the same message twice: same ids
+    # a digest category: the e-mail goes into the day's digest (once per key), the other channels as usual
+    out = outgoing(template="programme_recommended", at=at(12), **kw)
+    assert [d["channel"] for d in out.deliveries] == ["webpush", "line"]
+    assert (out.digest.digest_id, out.digest.key, out.digest.due_at) == ("a1:2026-12-02", "inbox:n1", at(8, day=2))
+    # a sender naming the address asks for e-mail only; subscriptions are needed only for web push
+    named = outgoing(template="dispatch_status", at=at(12), **{**kw, "params": {"email": "o@example.jp"}})
+    assert [(d["channel"], d["to"]) for d in named.deliveries] == [("email", "o@example.jp")]
+    assert wants_subscriptions(contact, {}) and not wants_subscriptions(contact, {"email": "o@example.jp"})
+    assert not wants_subscriptions({}, {})

@@ -69,10 +69,14 @@ async def apply_once(col: AsyncCollection, doc_id: Any, event_id: str, update: d
     return res.matched_count == 1 or res.upserted_id is not None
 
 
+def audit_record(*, actor: str | None, action: str, key: str, payload: dict) -> dict:
+    """The document of an audit entry (see `record_audit`); a batch inserts many with one `insert_many`."""
+    # a time-ordered id: entries of the same millisecond still sort in the order they happened
+    return {"_id": f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}", "at": now(), "actor": actor,
+            "client_id": current_client.get(), "action": action, "key": key, "topic": None, "payload": payload}
+
+
 async def record_audit(db, *, actor: str | None, action: str, key: str, payload: dict) -> None:
     """An audit entry for a change (or a read) that publishes no event; events are audited by the outbox
     relay. Same shape as the relay's entries in the `audit` collection, so one query lists both."""
-    # a time-ordered id: entries of the same millisecond still sort in the order they happened
-    await db.audit.insert_one({"_id": f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}", "at": now(),
-                               "actor": actor, "client_id": current_client.get(), "action": action, "key": key,
-                               "topic": None, "payload": payload})
+    await db.audit.insert_one(audit_record(actor=actor, action=action, key=key, payload=payload))

@@ -20,6 +20,8 @@ from py_vapid import Vapid02, b64urlencode
 from pywebpush import WebPusher
 from cryptography.hazmat.primitives import serialization
 
+from notifications_service import domain
+
 
 class Transient(Exception):
     pass
@@ -56,7 +58,7 @@ class EmailSender:
 
 
 def message_id(delivery_id: str) -> str:
-    return f"<{delivery_id.replace(':', '.')}@smeportal>"
+    return domain.message_id(delivery_id)
 
 
 class WebPushSender:

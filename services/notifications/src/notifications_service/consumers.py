@@ -8,7 +8,9 @@ from contracts.events.dispatch import DispatchStatusChanged
 from contracts.events.notifications import Notify
 from contracts.events.ratings import RatingGiven, RatingOwed
 from notifications_service import alerts, domain, people
-from notifications_service.store import audit, notify, now, today_jst
+from notifications_service.store import Notice, audit, notify, notify_many, now, today_jst
+from servicekit.bus import processing
+from servicekit.store import audit_record
 
 
 def ratings_handlers(svc):
@@ -52,21 +54,51 @@ def dispatch_handlers(svc):
 
 
 def command_handlers(svc):
-    async def on_notify(env: Envelope, c: Notify) -> None:
+    """Notify one at a time (`on_notify`) and in batches (`on_notify_batch`: what one poll returned), with the
+    same rules: a party's people, each person's inbox item, deliveries by their preferences (`domain.outgoing`)."""
+
+    def notices(env: Envelope, c: Notify, recipients: list[str]) -> list[Notice]:
         params = {**c.params, **domain.link_param(c.template, c.params, portal_url(svc))}
+        follow = c.params.get("programme_id") or None  # told of a programme: reminded of its deadline (R-NOT-04)
+        return [Notice(item_id=f"notify:{c.notification_id}" if c.recipient_kind == "account"
+                       else f"notify:{c.notification_id}:{account}", recipient_id=account, template=c.template,
+                       params=params, follow=follow) for account in recipients]
+
+    def nobody(c: Notify) -> dict:
+        return audit_record(actor=None, action="notifications.NobodyToTell", key=c.recipient_id,
+                            payload={"notification": c.notification_id})
+
+    async def on_notify(env: Envelope, c: Notify) -> None:
         if c.recipient_kind == "account":
             recipients = [c.recipient_id]
         else:
             recipients = list(await people.people(svc.db, [(domain.party(c.recipient_kind, c.recipient_id), "")]))
             if not recipients:
-                await audit(svc.db, "notifications.NobodyToTell", c.recipient_id, {"notification": c.notification_id})
-        for account in recipients:
-            item = f"notify:{c.notification_id}" if c.recipient_kind == "account" else f"notify:{c.notification_id}:{account}"
-            await notify(svc, item_id=item, recipient_id=account, template=c.template, params=params)
-            if c.params.get("programme_id"):  # told of a programme: reminded of its deadline (R-NOT-04)
-                await alerts.follow(svc.db, c.params["programme_id"], account)
+                await svc.db.audit.insert_one(nobody(c))
+        for n in notices(env, c, recipients):
+            await notify(svc, item_id=n.item_id, recipient_id=n.recipient_id, template=n.template, params=n.params)
+            if n.follow:
+                await alerts.follow(svc.db, n.follow, n.recipient_id)
 
-    return {Notify: on_notify}
+    async def on_notify_batch(items: list[tuple[Envelope, Notify]]) -> None:
+        """A poll's Notify commands together: the people of all their parties in one pass, then `notify_many`."""
+        keys = sorted({domain.party(c.recipient_kind, c.recipient_id) for _, c in items if c.recipient_kind != "account"})
+        members, struck = await people.members(svc.db, keys)
+        batch: list[Notice] = []
+        audits: list[dict] = []
+        for env, c in items:
+            with processing(env):
+                if c.recipient_kind == "account":
+                    recipients = [c.recipient_id]
+                else:
+                    recipients = list(domain.people_of([(domain.party(c.recipient_kind, c.recipient_id), "")],
+                                                       members, struck))
+                    if not recipients:
+                        audits.append(nobody(c))
+                batch += notices(env, c, recipients)
+        await notify_many(svc, batch, audits)
+
+    return {Notify: on_notify}, {Notify: on_notify_batch}
 
 
 def portal_url(svc) -> str:

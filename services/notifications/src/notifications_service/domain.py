@@ -8,7 +8,8 @@ import hashlib
 import hmac
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 from contracts.events.dispatch import DispatchStatusChanged
 
@@ -25,6 +26,7 @@ class Params:
 
 
 PARAMS = Params()
+JST = ZoneInfo("Asia/Tokyo")
 
 # R-NOT-03: what a dispatch status means, said to each party: what happened, then what that party does next.
 STATUS_LABELS = {
@@ -383,6 +385,84 @@ def plan(p: Preferences, category: str, local: datetime, reachable: frozenset[st
         else:
             out.append(Plan(channel, quiet_until(p, local)))
     return out
+
+
+def message_id(delivery_id: str) -> str:
+    """The Message-ID of an e-mail delivery (a bounce finds its delivery by it)."""
+    return f"<{delivery_id.replace(':', '.')}@smeportal>"
+
+
+def unsubscribe_url(portal_url: str, secret: bytes, account_id: str, category: str) -> str:
+    return f"{portal_url}/api/notifications/unsubscribe/{unsubscribe_token(secret, account_id, category)}"
+
+
+@dataclass(frozen=True)
+class DigestEntry:
+    """A message gathered into the person's daily digest `digest_id`, once per dedupe `key`."""
+
+    digest_id: str
+    key: str
+    recipient_id: str
+    due_at: datetime  # UTC
+    subject: str
+    body: str
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """What one message makes on a person's channels: delivery documents (each `_id` its dedupe key, so the same
+    message planned twice inserts nothing twice) and, for a digest category, its entry in the day's digest."""
+
+    deliveries: tuple[dict, ...] = ()
+    digest: DigestEntry | None = None
+
+
+def wants_subscriptions(contact: dict, params: dict[str, str]) -> bool:
+    """Whether planning a message for this person needs their push subscriptions (read only then: a lookup that
+    is not by `_id`)."""
+    return not params.get("email") and "webpush" in Preferences.of(contact).channels
+
+
+def outgoing(*, key: str, recipient_id: str, template: str, params: dict[str, str], contact: dict,
+             subscriptions: list[dict], at: datetime, portal_url: str, unsubscribe_secret: bytes,
+             owed_id: str | None = None) -> Outgoing:
+    """R-NOT-04: the deliveries one message makes for one person at `at` (aware), from their contact document
+    (preferences, address, linked messaging account) and push subscriptions: one per channel (and subscription)
+    that `plan` allows, deferred past quiet hours; a digest category goes into the daily digest instead. Every
+    document's `_id` derives from the dedupe `key`. A sender that names the address (`params["email"]`, e.g. a
+    test or an import) asks for e-mail only."""
+    prefs = Preferences.of(contact)
+    if params.get("email"):
+        contact, prefs = {**contact, "email": params["email"]}, Preferences.of({**contact, "channels": ["email"]})
+        subscriptions = []
+    reachable = frozenset(c for c, ok in (("email", contact.get("email")), ("webpush", subscriptions),
+                                          ("line", contact.get("line_user_id"))) if ok)
+    category = category_of(template)
+    local = at.astimezone(JST)
+    subject, body, used = render(template, params, contact.get("language"))
+    base = {"recipient_id": recipient_id, "subject": subject, "body": body, "language": used, "template": template,
+            "category": category, "owed_id": owed_id, "status": "queued", "attempts": 0, "created_at": at,
+            "history": []}
+    payload = push_payload(subject, body, params.get("link") or params.get("url"))
+    deliveries: list[dict] = []
+    digest = None
+    for step in plan(prefs, category, local, reachable):
+        if step.at is None:
+            due = next_digest_at(prefs, local)
+            digest = DigestEntry(f"{recipient_id}:{due.date().isoformat()}", key, recipient_id, due.astimezone(UTC),
+                                 subject, body)
+            continue
+        if step.channel == "email":
+            docs = [{"_id": key, "to": contact["email"], "message_id": message_id(key),
+                     "unsubscribe": unsubscribe_url(portal_url, unsubscribe_secret, recipient_id, category)}]
+        elif step.channel == "webpush":
+            docs = [{"_id": f"{key}:webpush:{s['_id']}", "to": s["endpoint"][:200], "subscription_id": s["_id"],
+                     "subscription": {"endpoint": s["endpoint"], "keys": s["keys"]}, "payload": payload}
+                    for s in subscriptions]
+        else:  # line
+            docs = [{"_id": f"{key}:line", "to": contact["line_user_id"], "payload": payload}]
+        deliveries += [{**base, **doc, "channel": step.channel, "next_at": step.at.astimezone(UTC)} for doc in docs]
+    return Outgoing(tuple(deliveries), digest)
 
 
 def unsubscribe_token(secret: bytes, account_id: str, category: str) -> str:

@@ -26,13 +26,20 @@ async def leave(db, key: str, account_id: str) -> None:
     await db.parties.update_one({"_id": key}, {"$pullAll": {"account_ids": [account_id]}})
 
 
+async def members(db, keys: list[str]) -> tuple[dict[str, list[str]], set[str]]:
+    """The accounts of each of these parties and which of them are revoked: two indexed lookups, however many."""
+    if not keys:
+        return {}, set()
+    found = {d["_id"]: d.get("account_ids") or [] async for d in db.parties.find({"_id": {"$in": list(keys)}})}
+    ids = sorted({a for accounts in found.values() for a in accounts})
+    struck = {d["_id"] async for d in db.accounts.find({"_id": {"$in": ids}, "revoked": True}, {"_id": 1})} if ids else set()
+    return found, struck
+
+
 async def people(db, parties: list[tuple[str, str]]) -> dict[str, str]:
     """account -> role, for every person of these parties (revoked accounts left out): two indexed lookups."""
-    keys = [k for k, _ in parties]
-    members = {d["_id"]: d.get("account_ids") or [] async for d in db.parties.find({"_id": {"$in": keys}})}
-    ids = sorted({a for accounts in members.values() for a in accounts})
-    struck = {d["_id"] async for d in db.accounts.find({"_id": {"$in": ids}, "revoked": True}, {"_id": 1})}
-    return domain.people_of(parties, members, struck)
+    found, struck = await members(db, [k for k, _ in parties])
+    return domain.people_of(parties, found, struck)
 
 
 def identity_handlers(svc):

@@ -2,16 +2,15 @@
 each channel, daily digests."""
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from zoneinfo import ZoneInfo
+from dataclasses import dataclass
 
-from pymongo.errors import DuplicateKeyError
+from pymongo import UpdateOne
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from notifications_service import channels, domain
+from notifications_service import domain
+from notifications_service.domain import JST  # noqa: F401  (used by alerts)
 from servicekit import paging
-from servicekit.store import now, record_audit  # noqa: F401  (now: the one clock)
-
-JST = ZoneInfo("Asia/Tokyo")
+from servicekit.store import audit_record, now, record_audit  # noqa: F401  (now: the one clock)
 
 
 def today_jst():
@@ -70,68 +69,183 @@ async def notify(svc, *, item_id: str, recipient_id: str, template: str, params:
 async def send_out(svc, *, key: str, recipient_id: str, template: str, params: dict[str, str],
                    owed_id: str | None = None, contact: dict | None = None) -> int:
     """R-NOT-04: queues the message on each channel the person's preferences allow, when they allow it (quiet
-    hours), or adds it to their daily digest; one delivery per channel (and push subscription) under the dedupe
-    `key`, so a second call with the same key queues nothing. Returns how many deliveries it queued."""
+    hours), or adds it to their daily digest (what: `domain.outgoing`); one delivery per channel (and push
+    subscription) under the dedupe `key`, so a second call with the same key queues nothing. Returns how many
+    deliveries (or digest entries) it queued."""
     db = svc.db
     contact = contact if contact is not None else await contact_of(db, recipient_id)
-    prefs = domain.Preferences.of(contact)
-    if params.get("email"):  # a sender that names the address (e.g. a test or an import) asks for e-mail
-        contact, prefs = {**contact, "email": params["email"]}, domain.Preferences.of({**contact, "channels": ["email"]})
-    subs = [s async for s in db.push_subscriptions.find({"account_id": recipient_id})] if "webpush" in prefs.channels else []
-    reachable = frozenset(c for c, ok in (("email", contact.get("email")), ("webpush", subs),
-                                          ("line", contact.get("line_user_id"))) if ok)
-    category = domain.category_of(template)
-    local = now().astimezone(JST)
-    subject, body, used = domain.render(template, params, contact.get("language"))
-    base = {"recipient_id": recipient_id, "subject": subject, "body": body, "language": used, "template": template,
-            "category": category, "owed_id": owed_id, "status": "queued", "attempts": 0, "created_at": now(),
-            "history": []}
-    payload = domain.push_payload(subject, body, params.get("link") or params.get("url"))
+    subs = ([s async for s in db.push_subscriptions.find({"account_id": recipient_id})]
+            if domain.wants_subscriptions(contact, params) else [])
+    out = domain.outgoing(key=key, recipient_id=recipient_id, template=template, params=params, contact=contact,
+                          subscriptions=subs, at=now(), portal_url=_portal(svc),
+                          unsubscribe_secret=svc.app.state.unsubscribe_secret, owed_id=owed_id)
     queued = 0
-    for step in domain.plan(prefs, category, local, reachable):
-        if step.at is None:
-            queued += await add_to_digest(db, recipient_id, key, prefs, local, subject, body)
-            continue
-        docs = []
-        if step.channel == "email":
-            docs = [{"_id": key, "to": contact["email"], "message_id": channels.message_id(key),
-                     "unsubscribe": unsubscribe_url(svc, recipient_id, category)}]
-        elif step.channel == "webpush":
-            docs = [{"_id": f"{key}:webpush:{s['_id']}", "to": s["endpoint"][:200], "subscription_id": s["_id"],
-                     "subscription": {"endpoint": s["endpoint"], "keys": s["keys"]}, "payload": payload} for s in subs]
-        elif step.channel == "line":
-            docs = [{"_id": f"{key}:line", "to": contact["line_user_id"], "payload": payload}]
-        for doc in docs:
-            try:
-                await db.deliveries.insert_one({**base, **doc, "channel": step.channel,
-                                                "next_at": step.at.astimezone(UTC)})
-                queued += 1
-            except DuplicateKeyError:
-                pass
+    for doc in out.deliveries:
+        try:
+            await db.deliveries.insert_one(doc)
+            queued += 1
+        except DuplicateKeyError:
+            pass
+    if out.digest is not None:
+        queued += await add_to_digest(db, out.digest)
     if queued:
         svc.app.state.deliverer.kick()
     return queued
 
 
-async def add_to_digest(db, recipient_id: str, key: str, prefs, local, subject: str, body: str) -> int:
-    """Adds the message to the person's next daily digest, once per key (the filter guards a redelivery)."""
-    due = domain.next_digest_at(prefs, local)
-    digest_id = f"{recipient_id}:{due.date().isoformat()}"
+def _digest_write(e: domain.DigestEntry) -> tuple[dict, dict]:
+    """Filter and update that add the entry to its digest once per key (the filter guards a redelivery: the
+    upsert of a digest that already has the key collides with it)."""
+    return ({"_id": e.digest_id, "keys": {"$ne": e.key}}, {
+        "$push": {"items": {"subject": e.subject, "body": e.body}, "keys": e.key},
+        "$setOnInsert": {"recipient_id": e.recipient_id, "due_at": e.due_at, "status": "open"}})
+
+
+async def add_to_digest(db, entry: domain.DigestEntry) -> int:
+    """Adds the message to the person's next daily digest, once per key."""
     try:
-        await db.digests.update_one({"_id": digest_id, "keys": {"$ne": key}}, {
-            "$push": {"items": {"subject": subject, "body": body}, "keys": key},
-            "$setOnInsert": {"recipient_id": recipient_id, "due_at": due.astimezone(UTC), "status": "open"}},
-            upsert=True)
+        await db.digests.update_one(*_digest_write(entry), upsert=True)
     except DuplicateKeyError:
         return 0  # already in it
     return 1
 
 
-def unsubscribe_url(svc, account_id: str, category: str) -> str:
+async def add_to_digests(db, entries: list[domain.DigestEntry]) -> None:
+    """`add_to_digest` for many entries: the digests read by `_id: {$in}`; digests that do not exist yet are
+    inserted whole with one unordered insert, entries of existing ones `$push`ed with one bulk write (no upserts:
+    an upsert that collides inside a bulk write breaks it on FerretDB, whose reply then lacks `nModified` and skips
+    the statements after it). A digest another replica made meanwhile gets its entries one by one (idempotent)."""
+    entries = list({(e.digest_id, e.key): e for e in entries}.values())  # the same message twice in a batch
+    have = {d["_id"]: set(d.get("keys") or ()) async for d in
+            db.digests.find({"_id": {"$in": sorted({e.digest_id for e in entries})}}, {"keys": 1})}
+    new: dict[str, dict] = {}
+    updates = []
+    for e in entries:
+        if e.key in have.get(e.digest_id, ()):
+            continue  # already in it (a redelivery)
+        if e.digest_id in have:
+            filter_, update = _digest_write(e)
+            updates.append(UpdateOne(filter_, {"$push": update["$push"]}))
+        else:
+            doc = new.setdefault(e.digest_id, {"_id": e.digest_id, "recipient_id": e.recipient_id, "due_at": e.due_at,
+                                               "status": "open", "items": [], "keys": []})
+            doc["items"].append({"subject": e.subject, "body": e.body})
+            doc["keys"].append(e.key)
+    if new:
+        docs = list(new.values())
+        try:
+            await db.digests.insert_many(docs, ordered=False)
+        except BulkWriteError as err:
+            made = {docs[i]["_id"] for i in _ignore_duplicates(err)}
+            for e in entries:
+                if e.digest_id in made:
+                    await add_to_digest(db, e)
+    if updates:
+        await db.digests.bulk_write(updates, ordered=False)
+
+
+# --- many messages at once (a batch of Notify commands): one read and one write per collection ----------------
+@dataclass
+class Notice:
+    """One inbox item to add (and send out) in a batch; `follow`: the programme its recipient now follows."""
+
+    item_id: str
+    recipient_id: str
+    template: str
+    params: dict[str, str]
+    follow: str | None = None
+
+
+async def contacts_of(db, ids: list[str]) -> dict[str, dict]:
+    """`contact_of` for many people: two `_id: {$in}` reads."""
+    contacts = {d["_id"]: d async for d in db.contacts.find({"_id": {"$in": ids}})}
+    lacking = [i for i in ids if not contacts.get(i, {}).get("email")]
+    emails = {d["_id"]: d["email"] async for d in db.accounts.find({"_id": {"$in": lacking}}, {"email": 1})
+              if d.get("email")} if lacking else {}
+    return {i: {**contacts.get(i, {}), **({"email": emails[i]} if i in emails else {})} for i in ids}
+
+
+def _ignore_duplicates(e: BulkWriteError) -> set[int]:
+    """The indexes of the statements that failed only as duplicates (a redelivery); anything else is raised."""
+    errors = e.details.get("writeErrors") or []
+    if any(w.get("code") != 11000 for w in errors) or e.details.get("writeConcernErrors"):
+        raise e
+    return {w["index"] for w in errors}
+
+
+async def notify_many(svc, notices: list[Notice], audits: list[dict] = ()) -> int:
+    """Puts many messages in their recipients' inboxes and sends them out, as `notify` does one by one and with the
+    same rules (`domain.outgoing`), in a few bulk operations: contacts and addresses by `$in`, the inbox items in
+    one unordered insert (a duplicate is a redelivery: not audited again, its deliveries deduplicated by their own
+    keys), the audit entries (plus `audits`) in one insert, the deliveries in one insert, digest entries and
+    follows each in one insert (or bulk write). Idempotent: the same notices again add nothing. Returns the inbox items added."""
+    db = svc.db
+    if not notices:
+        if audits:
+            await db.audit.insert_many(list(audits), ordered=False)
+        return 0
+    at = now()
+    ids = sorted({n.recipient_id for n in notices})
+    contacts = await contacts_of(db, ids)
+    push = sorted({n.recipient_id for n in notices if domain.wants_subscriptions(contacts[n.recipient_id], n.params)})
+    subs: dict[str, list[dict]] = {}
+    if push:
+        async for s in db.push_subscriptions.find({"account_id": {"$in": push}}):
+            subs.setdefault(s["account_id"], []).append(s)
+    items = []
+    for n in notices:
+        subject, body, used = domain.render(n.template, n.params, contacts[n.recipient_id].get("language"))
+        items.append({"_id": n.item_id, "recipient_id": n.recipient_id, "template": n.template, "subject": subject,
+                      "body": body, "language": used, "params": n.params, "at": at,
+                      "key": paging.sort_key(at, n.item_id), "read": False})
+    try:
+        await db.inbox.insert_many(items, ordered=False)
+        duplicate: set[int] = set()
+    except BulkWriteError as e:
+        duplicate = _ignore_duplicates(e)
+    audits = [*audits, *(audit_record(actor=None, action="notifications.InboxItemAdded", key=n.recipient_id,
+                                      payload={"item_id": n.item_id, "template": n.template})
+                         for i, n in enumerate(notices) if i not in duplicate)]
+    if audits:
+        await db.audit.insert_many(audits, ordered=False)
+    deliveries, digests = [], []
+    portal, secret = _portal(svc), svc.app.state.unsubscribe_secret
+    for n in notices:
+        out = domain.outgoing(key=f"inbox:{n.item_id}", recipient_id=n.recipient_id, template=n.template,
+                              params=n.params, contact=contacts[n.recipient_id],
+                              subscriptions=subs.get(n.recipient_id, []), at=at, portal_url=portal,
+                              unsubscribe_secret=secret)
+        deliveries += out.deliveries
+        if out.digest is not None:
+            digests.append(out.digest)
+    queued = len(deliveries)
+    if deliveries:
+        try:
+            await db.deliveries.insert_many(deliveries, ordered=False)
+        except BulkWriteError as e:
+            queued -= len(_ignore_duplicates(e))
+    if digests:
+        await add_to_digests(db, digests)
+    follows = {f"{n.follow}:{n.recipient_id}": (n.follow, n.recipient_id) for n in notices if n.follow}
+    if follows:  # the document `alerts.follow` upserts; one already there is the same (a redelivery)
+        try:
+            await db.follows.insert_many([{"_id": k, "programme_id": p, "account_id": a}
+                                          for k, (p, a) in follows.items()], ordered=False)
+        except BulkWriteError as e:
+            _ignore_duplicates(e)
+    if queued:
+        svc.app.state.deliverer.kick()
+    return len(notices) - len(duplicate)
+
+
+def _portal(svc) -> str:
     from notifications_service.consumers import portal_url
 
-    token = domain.unsubscribe_token(svc.app.state.unsubscribe_secret, account_id, category)
-    return f"{portal_url(svc)}/api/notifications/unsubscribe/{token}"
+    return portal_url(svc)
+
+
+def unsubscribe_url(svc, account_id: str, category: str) -> str:
+    return domain.unsubscribe_url(_portal(svc), svc.app.state.unsubscribe_secret, account_id, category)
 
 
 async def pause_channel(db, delivery: dict, reason: str) -> None:
