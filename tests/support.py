@@ -296,3 +296,18 @@ async def eventually(check, timeout: float = 20, interval: float = 0.2):
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s (last: {result!r})")
         await asyncio.sleep(interval)
+
+
+class FakeBroker:
+    """Stands in for FastStream's KafkaBroker in a consumer's unit test: records the subscriber's options and what
+    is published (dead letters)."""
+
+    def __init__(self):
+        self.options, self.published = {}, []
+
+    def subscriber(self, *args, **options):
+        self.options = options
+        return lambda handler: handler
+
+    async def publish(self, body, topic, key=None, headers=None):
+        self.published.append((topic, body, headers))

@@ -29,6 +29,21 @@ def ms(t: datetime) -> str:
     return str(int(t.timestamp() * 1000))
 
 
+async def drafted(http, db, who: str, tag: str, pid: str) -> tuple[dict, str]:
+    """A business of its own (profile in recommend's read model) with a filled-in draft for `pid`: its headers and
+    the application id."""
+    bid = f"biz-{who}-{tag}"
+    db.business_profiles.insert_one({"_id": bid, "name": f"{who} 株式会社", "prefecture": "熊本県",
+                                     "industry": "製造業", "employees": 5, "profile_version": 1, "financials": []})
+    head = prime(f"acc-{who}-{tag}", bid)
+    r = await http.post(f"/programmes/{pid}/applications", headers=head, json={})
+    assert r.status_code == 201, r.text
+    r = await http.patch(f"/applications/{r.json()['application_id']}", headers=head,
+                         json={"version": r.json()["version"], "values": {"plan": "新工場"}})
+    assert r.status_code == 200, r.text
+    return head, r.json()["application_id"]
+
+
 async def test_R_POR_05_the_gateways_arrival_stamp_counts_a_client_sent_one_is_ignored_and_a_queued_submission_in_time_is_accepted(
         infra, ns, services, gateway):
     svc = services("recommend", port=service_port("recommend"))
@@ -40,19 +55,9 @@ async def test_R_POR_05_the_gateways_arrival_stamp_counts_a_client_sent_one_is_i
         db.programmes.insert_one({"_id": pid, "name": "締切テスト補助金", "fiscal_year": 2026, "tags": {},
                                   "form": {**FORM, "deadline": far}})
     heads, apps = {}, {}
-    for who, pid in (("liar", closed), ("direct", closed), ("queued", surge)):
-        bid = f"biz-{who}-{tag}"
-        db.business_profiles.insert_one({"_id": bid, "name": f"{who} 株式会社", "prefecture": "熊本県",
-                                         "industry": "製造業", "employees": 5, "profile_version": 1, "financials": []})
-        heads[who] = prime(f"acc-{who}-{tag}", bid)
     async with httpx.AsyncClient(base_url=f"{gateway}/api/recommend", timeout=120) as http:
         for who, pid in (("liar", closed), ("direct", closed), ("queued", surge)):
-            r = await http.post(f"/programmes/{pid}/applications", headers=heads[who], json={})
-            assert r.status_code == 201, r.text
-            r = await http.patch(f"/applications/{r.json()['application_id']}", headers=heads[who],
-                                 json={"version": r.json()["version"], "values": {"plan": "新工場"}})
-            assert r.status_code == 200, r.text
-            apps[who] = r.json()["application_id"]
+            heads[who], apps[who] = await drafted(http, db, who, tag, pid)
 
         # the closed programme's deadline passed 2 minutes ago (beyond the 30 s grace); a client claims through the
         # gateway to have arrived before it: the gateway deletes its header and stamps its own time -> refused
@@ -120,16 +125,7 @@ async def test_R_POR_05_beyond_the_services_share_the_gateway_queues_a_surge_an_
     heads, apps = {}, {}
     async with httpx.AsyncClient(base_url=f"{gateway}/api/recommend", timeout=120) as http:
         for who in ("in_time", "late"):
-            bid = f"biz-{who}-{tag}"
-            db.business_profiles.insert_one({"_id": bid, "name": f"{who} 株式会社", "prefecture": "熊本県",
-                                             "industry": "製造業", "employees": 5, "profile_version": 1, "financials": []})
-            heads[who] = prime(f"acc-{who}-{tag}", bid)
-            r = await http.post(f"/programmes/{pid}/applications", headers=heads[who], json={})
-            assert r.status_code == 201, r.text
-            r = await http.patch(f"/applications/{r.json()['application_id']}", headers=heads[who],
-                                 json={"version": r.json()["version"], "values": {"plan": "新工場"}})
-            assert r.status_code == 200, r.text
-            apps[who] = r.json()["application_id"]
+            heads[who], apps[who] = await drafted(http, db, who, tag, pid)
 
     deadline = datetime.now(UTC) + timedelta(seconds=3)
     db.programmes.update_one({"_id": pid}, {"$set": {"form.deadline": deadline.isoformat()}})

@@ -13,7 +13,7 @@ from pymongo import AsyncMongoClient
 
 from contracts import Envelope
 from contracts.events.identity import BusinessProfileChanged, BusinessRegistered, FinancialPeriod
-from tests.support import TEST_ISSUER, public_key_file
+from tests.support import TEST_ISSUER, FakeBroker, public_key_file
 
 PREFS = ["大阪府", "東京都", "鳥取県"]
 INDUSTRIES = ["製造業", "小売業"]
@@ -157,18 +157,6 @@ def record(offset: int, env: Envelope | bytes):
     value = env if isinstance(env, bytes) else env.model_dump_json().encode()
     key = b"x" if isinstance(env, bytes) else env.key.encode()
     return SimpleNamespace(topic="identity.events", partition=0, offset=offset, key=key, value=value, headers=[])
-
-
-class FakeBroker:
-    def __init__(self):
-        self.options, self.published = {}, []
-
-    def subscriber(self, *args, **options):
-        self.options = options
-        return lambda handler: handler
-
-    async def publish(self, body, topic, key=None, headers=None):
-        self.published.append((topic, body, headers))
 
 
 async def test_R_OPS_02_a_bad_message_in_a_batch_is_dead_lettered_alone_and_the_rest_learnt(world, monkeypatch):

@@ -9,18 +9,7 @@ from contracts import Envelope
 from contracts.events.budget import CreditRefund, ReserveBudget
 from servicekit.bus import Consumer
 from servicekit.settings import Settings
-
-
-class FakeBroker:
-    def __init__(self):
-        self.options, self.published = {}, []
-
-    def subscriber(self, *args, **options):
-        self.options = options
-        return lambda handler: handler
-
-    async def publish(self, body, topic, key=None, headers=None):
-        self.published.append((topic, body, headers))
+from tests.support import FakeBroker
 
 
 def record(offset: int, value: bytes, key: bytes | None = b"frame-1"):
