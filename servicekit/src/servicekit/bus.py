@@ -32,7 +32,6 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
-from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from pydantic import ValidationError
 
@@ -45,25 +44,20 @@ log = logging.getLogger("servicekit.bus")
 KNOWN_TYPES = frozenset(message_types())  # every message type some topic of the registry carries
 Handler = Callable[[Envelope, Message], Awaitable[None]]
 BatchHandler = Callable[[list[tuple[Envelope, Message]]], Awaitable[None]]
-# inside a batch handler: event id -> (topic, trace context from the message's headers, tracer), for `processing`
-_batch_traces: ContextVar[dict[str, tuple[str, otel_context.Context, trace.Tracer]]] = ContextVar("batch_traces",
-                                                                                                  default={})
+# inside a batch handler: event id -> that message's CONSUMER span, for `processing`
+_batch_spans: ContextVar[dict[str, trace.Span]] = ContextVar("batch_spans", default={})
 
 
 @contextmanager
 def processing(env: Envelope) -> Iterator[None]:
-    """Inside a batch handler, around the work of one message: a CONSUMER span `<topic> process` that continues
-    the message's own trace (as FastStream's span does for a message consumed alone), so the events it causes, whose
-    outbox entries keep the current context, go on in that trace too. Outside a batch it does nothing."""
-    found = _batch_traces.get().get(env.event_id)
-    if found is None:
+    """Inside a batch handler, around the work of one message: makes that message's CONSUMER span (opened by the
+    consumer in the message's own trace, see `Consumer.apply_run`) the current one, so the events the work causes,
+    whose outbox entries keep the current context, continue the message's trace. Outside a batch it does nothing."""
+    span = _batch_spans.get().get(env.event_id)
+    if span is None:
         yield
         return
-    topic, ctx, tracer = found
-    with tracer.start_as_current_span(
-            f"{topic} process", context=ctx, kind=trace.SpanKind.CONSUMER,
-            attributes={"messaging.system": "kafka", "messaging.destination.name": topic,
-                        "messaging.message.id": env.event_id}):
+    with trace.use_span(span, end_on_exit=False):
         yield
 
 
@@ -198,10 +192,20 @@ class Consumer:
             await self.apply_run(run)
 
     async def apply_run(self, run: list[tuple]) -> None:
+        """One batch handler call for `run`. Each message gets a CONSUMER span `<topic> process` in its own trace (a
+        child of its producer's span, as FastStream makes for a message consumed alone), open while the batch is
+        applied; `processing(env)` makes it current around one message's work."""
         handler = self.batch_handlers[run[0][1].event_type]
         items = [(env, payload) for _, env, payload in run]
-        token = _batch_traces.set({env.event_id: (record.topic, propagate.extract(
-            {k: v.decode(errors="replace") for k, v in record.headers or ()}), self.tracer) for record, env, _ in run})
+        spans: dict[str, trace.Span] = {}
+        for record, env, _ in run:
+            if env.event_id not in spans:
+                ctx = propagate.extract({k: v.decode(errors="replace") for k, v in record.headers or ()})
+                spans[env.event_id] = self.tracer.start_span(
+                    f"{record.topic} process", context=ctx, kind=trace.SpanKind.CONSUMER,
+                    attributes={"messaging.system": "kafka", "messaging.destination.name": record.topic,
+                                "messaging.message.id": env.event_id, "messaging.batch.message_count": len(run)})
+        token = _batch_spans.set(spans)
         try:
             try:
                 await self.until_available(lambda: handler(items), f"batch of {len(items)} from {run[0][1].event_id}")
@@ -213,7 +217,9 @@ class Consumer:
                     with processing(env):
                         await self.apply_one(record, env, payload)
         finally:
-            _batch_traces.reset(token)
+            _batch_spans.reset(token)
+            for span in spans.values():
+                span.end()
 
     async def apply_one(self, record, env: Envelope, payload: Message) -> None:
         _, handler = self.handlers[env.event_type]
