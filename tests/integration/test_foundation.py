@@ -49,13 +49,17 @@ async def test_http_to_kafka_to_consumer_through_the_gateway_in_one_trace(servic
     audit = await _mongo(infra, ns.db("identity")).audit.find_one({"key": business_id})
     assert (audit["actor"], audit["action"]) == ("owner-1", "identity.BusinessRegistered")
 
-    # One trace: identity's HTTP server span → its Kafka publish → recommend's consumer span.
-    spans = identity.spans() + recommend.spans()
-    server = next(s for s in spans if s["service"] == "identity" and s["kind"] == "SERVER"
-                  and s["name"] == "POST /businesses")
-    in_trace = [s for s in spans if s["trace_id"] == server["trace_id"]]
-    assert {(s["service"], s["kind"]) for s in in_trace} >= {
-        ("identity", "SERVER"), ("identity", "PRODUCER"), ("recommend", "CONSUMER")}
+    # One trace: identity's HTTP server span → its Kafka publish → recommend's consumer span. A span is written
+    # when it ends: the consumer's ends when its whole batch is applied, after the profile became visible.
+    def kinds_in_trace() -> set:
+        spans = identity.spans() + recommend.spans()
+        server = next(s for s in spans if s["service"] == "identity" and s["kind"] == "SERVER"
+                      and s["name"] == "POST /businesses")
+        return {(s["service"], s["kind"]) for s in spans if s["trace_id"] == server["trace_id"]}
+
+    async def one_trace():
+        return kinds_in_trace() >= {("identity", "SERVER"), ("identity", "PRODUCER"), ("recommend", "CONSUMER")}
+    await eventually(one_trace, timeout=30)
 
 
 async def test_R_ID_05_gateway_refuses_missing_none_forged_expired_and_foreign_tokens(services, gateway):
