@@ -3,15 +3,18 @@
 # (default) or Debian's PostgreSQL (MONGO_BACKEND=postgresql: a cluster of its own under $VAR_DIR/mongo/pg on
 # MONGO_PG_PORT, unix socket in $VAR_DIR/mongo/pg-run, trust auth on loopback; figures in the README).
 # usage: mongo.sh install|start|stop|wipe|status
-# env: MONGO_PORT (27017), MONGO_BACKEND (sqlite|postgresql), MONGO_PG_PORT (15432)
+# env: MONGO_PORT (27017), MONGO_BACKEND (sqlite|postgresql), MONGO_PG_PORT (15432),
+#      MONGO_SQLITE_SYNC (normal|full: SQLite's `synchronous`; see the MongoDB section of the README)
 source "$(dirname "$0")/lib.sh"
 FERRETDB_VERSION=v1.24.0
 MONGO_PORT="${MONGO_PORT:-27017}"
 MONGO_BACKEND="${MONGO_BACKEND:-sqlite}"
 MONGO_PG_PORT="${MONGO_PG_PORT:-15432}"
+MONGO_SQLITE_SYNC="${MONGO_SQLITE_SYNC:-normal}"
 PG_DATA="$VAR_DIR/mongo/pg"
 PG_RUN="$VAR_DIR/mongo/pg-run"
 case "$MONGO_BACKEND" in sqlite | postgresql) ;; *) log "MONGO_BACKEND must be sqlite or postgresql"; exit 2 ;; esac
+case "$MONGO_SQLITE_SYNC" in normal | full) ;; *) log "MONGO_SQLITE_SYNC must be normal or full"; exit 2 ;; esac
 PATCH=atomic-writes-4-id-in   # bump when deploy/local/ferretdb-atomic.go or the patches below change
 BIN="$CACHE_DIR/ferretdb-$FERRETDB_VERSION-$PATCH/ferretdb"
 DATA="$VAR_DIR/mongo/data"
@@ -131,7 +134,10 @@ start() {
     handler=(--handler=postgresql --postgresql-url="postgres://postgres@127.0.0.1:$MONGO_PG_PORT/ferretdb")
   else
     mkdir -p "$DATA"
-    handler=(--handler=sqlite --sqlite-url="file:$DATA/")
+    # WAL (FerretDB's default) with synchronous=NORMAL: a commit is not fsync'd, the WAL is at checkpoints, so a
+    # killed server loses nothing committed (the WAL is in the OS's page cache); only a crash of the machine
+    # itself may lose the last commits. FULL (SQLite's default) fsyncs the WAL at every commit.
+    handler=(--handler=sqlite --sqlite-url="file:$DATA/?_pragma=synchronous($MONGO_SQLITE_SYNC)")
   fi
   start_bg mongo "$BIN" "${handler[@]}" \
     --listen-addr="127.0.0.1:$MONGO_PORT" --debug-addr=- --telemetry=disable \
