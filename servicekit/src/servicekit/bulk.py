@@ -35,19 +35,22 @@ from servicekit.settings import Settings
 from servicekit.store import connect
 
 
-def rows(path: Path, csv_row: Callable[[dict], dict] = dict):
+def rows(path: Path, csv_row: Callable[[dict], dict] = dict, after: int = 0):
     """(line number, row) of a JSON Lines file, or of a CSV file with a header row (`csv_row` shapes a record;
-    empty cells are left out). A line that is not JSON yields {"_unreadable": reason}."""
+    empty cells are left out), from the line after `after` on (the lines before are skipped unread, so a resumed
+    import starts at once). A line that is not JSON yields {"_unreadable": reason}."""
     with path.open(encoding="utf-8", newline="") as f:
         if path.suffix.lower() == ".csv":
             for n, rec in enumerate(csv.DictReader(f), start=2):
+                if n <= after:
+                    continue
                 try:
                     yield n, csv_row({k: v for k, v in rec.items() if v not in (None, "")})
                 except ValueError as e:
                     yield n, {"_unreadable": f"unreadable cell: {e}"}
         else:
             for n, line in enumerate(f, start=1):
-                if line.strip():
+                if n > after and line.strip():
                     try:
                         yield n, json.loads(line)
                     except json.JSONDecodeError as e:
@@ -131,9 +134,7 @@ async def run_import(path: Path, *, settings: Settings, collection: str, topic: 
 
     try:
         items, refused, seen, repeats, last = [], [], set(), 0, st["line"]
-        for n, row in rows(path, csv_row):
-            if n <= st["line"]:
-                continue
+        for n, row in rows(path, csv_row, after=st["line"]):
             got = row["_unreadable"] if "_unreadable" in row else convert(row)
             if isinstance(got, str):
                 refused.append((n, got, row))

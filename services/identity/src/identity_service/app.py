@@ -50,33 +50,37 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @svc.on_startup
     async def _indexes() -> None:
-        db = svc.db
-        await db.accounts.create_index("email", unique=True)
-        await db.clients.create_index("status")
-        await db.platforms.create_index("member_ids")
-        await directory.backfill(db)  # R-POR-07: entries of what was recorded before the directory
-        await db.consents.create_index("business_id")
-        await db.disclosures.create_index("business_id")
-        await db.disclosures.create_index("org_id")
-        await db.disclosures.create_index([("org_id", 1), ("key", -1)])  # the lists, paged (R-OPS-03)
-        await db.disclosures.create_index([("business_id", 1), ("key", -1)])
-        await paging.add_keys(db, "disclosures", "created_at")
-        await db.federated_links.create_index("account_id")
-        await db.businesses.create_index("prime_id")
-        await db.businesses.create_index("member_ids")
-        await db.businesses.create_index("invited_emails")
-        await db.delegations.create_index("business_id")
-        await db.delegations.create_index("org_id")
-        await db.refresh_tokens.create_index("family")
-        await db.letters.create_index("status")
-        await db.letters.create_index([("status", 1), ("key", 1)])
-        await paging.add_keys(db, "letters", "created_at")
-        await db.audit.create_index([("key", 1), ("at", -1)])
-        await operator.ensure_indexes(db)
-        await db.audit.create_index([("actor", 1), ("at", -1)])  # a client's export of its own calls (R-EXT-04)
-        await db.webhook_deliveries.create_index([("status", 1), ("next_at", 1)])
-        await db.webhook_deliveries.create_index([("client_id", 1), ("created_at", -1)])
-        for tokens in ("verification_tokens", "reset_tokens", "login_tickets"):  # R-ID-10
-            await db[tokens].create_index("account_id")
+        await ensure_indexes(svc.db)
 
     return svc.app
+
+
+async def ensure_indexes(db) -> None:
+    """The indexes and keys identity's queries need (also run by the bulk-import benchmark on a fresh database)."""
+    await db.accounts.create_index("email", unique=True)
+    await db.clients.create_index("status")
+    await db.platforms.create_index("member_ids")
+    await directory.backfill(db)  # R-POR-07: entries of what was recorded before the directory
+    await db.consents.create_index("business_id")
+    await db.disclosures.create_index("business_id")
+    await db.disclosures.create_index("org_id")
+    await db.disclosures.create_index([("org_id", 1), ("key", -1)])  # the lists, paged (R-OPS-03)
+    await db.disclosures.create_index([("business_id", 1), ("key", -1)])
+    await paging.add_keys(db, "disclosures", "created_at")
+    await db.federated_links.create_index("account_id")
+    await db.businesses.create_index("prime_id")
+    await db.businesses.create_index("member_ids")
+    await db.businesses.create_index("invited_emails")
+    await db.delegations.create_index("business_id")
+    await db.delegations.create_index("org_id")
+    await db.refresh_tokens.create_index("family")
+    await db.letters.create_index("status")
+    await db.letters.create_index([("status", 1), ("key", 1)])
+    await paging.add_keys(db, "letters", "created_at")
+    await db.audit.create_index([("key", 1), ("at", -1)])
+    await operator.ensure_indexes(db)
+    await db.audit.create_index([("actor", 1), ("at", -1)])  # a client's export of its own calls (R-EXT-04)
+    await db.webhook_deliveries.create_index([("status", 1), ("next_at", 1)])
+    await db.webhook_deliveries.create_index([("client_id", 1), ("created_at", -1)])
+    for tokens in ("verification_tokens", "reset_tokens", "login_tickets"):  # R-ID-10
+        await db[tokens].create_index("account_id")
