@@ -80,3 +80,31 @@ def test_R_REC_03_sketch_shows_nothing_for_fewer_than_five_peers():
     assert d.peer_medians_from_sketch(sketch, None)["sales_growth"] == pytest.approx(0.3, rel=0.01)
     assert d.peer_medians_from_sketch(sketch, {"sales_growth": 0.3})["sales_growth"] is None  # 4 peers besides me
     assert d.peer_medians_from_sketch(sketch, None)["operating_margin"] is None
+
+
+def test_R_REC_03_R_OPS_03_ranked_sketch_medians_equal_the_median_of_the_bucket_values_without_oneself():
+    """The request path's medians (bisections in a sketch ranked once per cached peer group) are exactly the median
+    of the peers' bucket values with the business's own value taken out, for odd and even counts, own figures in a
+    bucket of the sketch or not."""
+    import random
+    from statistics import median
+
+    rnd = random.Random(7)
+    for case in range(300):
+        figures = [rnd.choice([rnd.lognormvariate(0, 2), -rnd.lognormvariate(0, 1), 0.0])
+                   for _ in range(rnd.randint(0, 60))]
+        sketch: dict = {}
+        for f in figures:
+            for key, n in d.sketch_delta(None, {"operating_margin": f}).items():
+                ind, b = key.split(".", 1)
+                sketch.setdefault(ind, {})[b] = sketch.get(ind, {}).get(b, 0) + n
+        own = rnd.choice(figures) if figures and rnd.random() < 0.7 else rnd.uniform(-5, 5)
+        mine = {"operating_margin": own} if case % 5 else None
+        values = [d.bucket_value(d.bucket(f)) for f in figures]
+        if mine and d.bucket_value(d.bucket(own)) in values:
+            values.remove(d.bucket_value(d.bucket(own)))
+        got = d.peer_medians_ranked(d.rank_sketch(sketch), mine)["operating_margin"]
+        if len(values) < d.MIN_PEERS:
+            assert got is None, case
+        else:
+            assert got == pytest.approx(median(values), rel=1e-12, abs=1e-12), case

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import re
+from bisect import bisect_left, bisect_right
+from itertools import accumulate
 from statistics import median
 
 MIN_PEERS = 5  # fewer peers than this and no peer figure is shown (R-REC-05: no small groups)
@@ -120,18 +122,40 @@ def sketch_median(counts: dict[str, int]) -> tuple[float | None, int]:
     return sum(found) / len(found), total
 
 
+def rank_sketch(sketch: dict[str, dict[str, int]]) -> dict[str, tuple[list[float], list[int]]]:
+    """Each indicator's buckets in value order with their running counts (the rank at which each bucket ends). A
+    replica computes this once per cached peer group, so a request's medians are a few bisections, not a sort of
+    the group's ~1,000 buckets per indicator (~2.4 ms)."""
+    out = {}
+    for k in INDICATORS:
+        items = sorted((bucket_value(b), n) for b, n in (sketch.get(k) or {}).items() if n > 0)
+        out[k] = ([v for v, _ in items], list(accumulate(n for _, n in items)))
+    return out
+
+
+def peer_medians_ranked(ranked: dict[str, tuple[list[float], list[int]]], mine: dict | None,
+                        min_peers: int = MIN_PEERS) -> dict[str, float | None]:
+    """R-REC-03 from the group's ranked sketch (`rank_sketch`): the median of each indicator with the business's own
+    figure taken out first (it is not its own peer: one value less in its bucket); None when fewer than `min_peers`
+    peers have the figure (R-REC-05). The two middle values are averaged for an even count."""
+    out: dict[str, float | None] = {}
+    for k in INDICATORS:
+        values, ends = ranked.get(k) or ([], [])
+        total, own_from = (ends[-1] if ends else 0), None
+        if (v := (mine or {}).get(k)) is not None:
+            i = bisect_left(values, own := bucket_value(bucket(v)))
+            if i < len(values) and values[i] == own:
+                own_from, total = (ends[i - 1] if i else 0), total - 1  # ranks from here on move up by one
+        if total < max(min_peers, 1):
+            out[k] = None
+            continue
+        picks = [values[bisect_right(ends, r if own_from is None or r < own_from else r + 1)]
+                 for r in sorted({(total - 1) // 2, total // 2})]
+        out[k] = sum(picks) / len(picks)
+    return out
+
+
 def peer_medians_from_sketch(sketch: dict[str, dict[str, int]], mine: dict | None,
                              min_peers: int = MIN_PEERS) -> dict[str, float | None]:
-    """R-REC-03 from the group's sketch: the business's own figures are taken out first (it is not its own peer);
-    None when fewer than `min_peers` peers have the figure (R-REC-05)."""
-    out: dict[str, float | None] = {}
-    own = sketch_delta(mine, None)
-    for k in INDICATORS:
-        counts = dict(sketch.get(k) or {})
-        for key, n in own.items():
-            ind, b = key.split(".", 1)
-            if ind == k:
-                counts[b] = counts.get(b, 0) + n
-        med, total = sketch_median(counts)
-        out[k] = med if total >= min_peers else None
-    return out
+    """`peer_medians_ranked` of a sketch not ranked yet."""
+    return peer_medians_ranked(rank_sketch(sketch), mine, min_peers)

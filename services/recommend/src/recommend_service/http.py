@@ -325,7 +325,7 @@ async def diagnose(business_id: str, request: Request,
     mine = diagnosis.indicators(doc.get("financials") or [], doc["employees"])
     # R-OPS-03: peers come from the group's sketch, kept by events; the business itself is taken out of it
     group = await store.peer_group_for_request(db, doc.get("peer_group")) or {}
-    medians = diagnosis.peer_medians_from_sketch(group.get("sketch") or {}, doc.get("indicators"))
+    medians = diagnosis.peer_medians_ranked(group.get("ranked") or {}, doc.get("indicators"))
     out = Diagnosis(indicators=mine, peer_medians=medians, peers=max((group.get("n") or 0) - 1, 0),
                     sales_forecast_next_year=diagnosis.forecast_sales(doc.get("financials") or [], medians["sales_growth"]))
     if programme_id or investment_yen:

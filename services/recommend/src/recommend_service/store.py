@@ -31,6 +31,7 @@ Reads are concurrent `_id` lookups (FerretDB scans on `$in`); writes are ordered
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 import zlib
@@ -42,6 +43,8 @@ from contracts import Envelope
 from contracts.events.notifications import Notify
 from recommend_service import diagnosis, domain, learning
 from servicekit.store import apply_once, with_outbox
+
+log = logging.getLogger("recommend.store")
 
 CACHE_SECONDS = 5.0  # how long a replica serves a segment, a peer group or a programme's counts from memory
 MEMBER_CHUNKS = 64  # ~16,000 businesses per chunk document in the largest segment at 1,000,000
@@ -94,19 +97,41 @@ def notify_events(svc, business_id: str, owner: str | None, picked: list[dict], 
 # --- what requests read, cached per replica ---------------------------------------------------------------------
 # Segments, peer groups and programme counts are shared by thousands of businesses and change by small steps; a
 # request reads them from a few seconds' cache (decoding a sketch of hundreds of buckets costs the local server more
-# than the lookup), so a recommendation or a diagnosis costs one lookup of the business's own profile.
+# than the lookup), so a recommendation or a diagnosis costs one lookup of the business's own profile. An entry older
+# than CACHE_SECONDS is still served while ONE background read renews it (stale-while-revalidate), so no request
+# waits on a renewal; only an entry older than STALE_SECONDS (the database away, say) is read in the request again.
+STALE_SECONDS = 60.0
 _cache: dict[tuple, tuple[float, object]] = {}
+_renewing: dict[tuple, asyncio.Task] = {}
+
+
+def _keep(k: tuple, value, now: float) -> None:
+    if len(_cache) > 100_000:
+        _cache.clear()
+    _cache[k] = (now + CACHE_SECONDS, value)
+
+
+async def _renew(k: tuple, load) -> None:
+    try:
+        _keep(k, await load(), time.monotonic())
+    except Exception:  # noqa: BLE001 - the next request past STALE_SECONDS reads it itself and sees the error
+        log.warning("cache renewal failed", extra={"fields": {"key": list(k)}}, exc_info=True)
+    finally:
+        _renewing.pop(k, None)
 
 
 async def cached(db, kind: str, key: str, load):
     now = time.monotonic()
-    hit = _cache.get((db.name, kind, key))
+    k = (db.name, kind, key)
+    hit = _cache.get(k)
     if hit and hit[0] > now:
         return hit[1]
+    if hit and hit[0] + STALE_SECONDS - CACHE_SECONDS > now:
+        if k not in _renewing:
+            _renewing[k] = asyncio.create_task(_renew(k, load))
+        return hit[1]
     value = await load()
-    if len(_cache) > 100_000:
-        _cache.clear()
-    _cache[(db.name, kind, key)] = (now + CACHE_SECONDS, value)
+    _keep(k, value, now)
     return value
 
 
@@ -115,7 +140,10 @@ async def segment_for_request(db, seg: str) -> dict:
 
 
 async def peer_group_for_request(db, group: str | None) -> dict:
-    return await cached(db, "peers", str(group), lambda: db.peer_groups.find_one({"_id": group}, {"sketch": 1, "n": 1}))
+    async def load() -> dict:  # with its sketch ranked once for every request the cache serves
+        doc = await db.peer_groups.find_one({"_id": group}, {"sketch": 1, "n": 1}) or {}
+        return {**doc, "ranked": diagnosis.rank_sketch(doc.get("sketch") or {})}
+    return await cached(db, "peers", str(group), load)
 
 
 async def industry_peers_for_request(db, industry: str | None) -> dict:
