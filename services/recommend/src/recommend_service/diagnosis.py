@@ -106,22 +106,6 @@ def sketch_delta(old: dict | None, new: dict | None, keys: tuple[str, ...] = IND
     return {k: n for k, n in inc.items() if n}
 
 
-def sketch_median(counts: dict[str, int]) -> tuple[float | None, int]:
-    """(median, how many values) of one indicator's buckets; the two middle values are averaged for an even count."""
-    items = sorted(((bucket_value(b), n) for b, n in counts.items() if n > 0))
-    total = sum(n for _, n in items)
-    if not total:
-        return None, 0
-    want = sorted({(total - 1) // 2, total // 2})
-    found, seen = [], 0
-    for v, n in items:
-        while want and want[0] < seen + n:
-            found.append(v)
-            want.pop(0)
-        seen += n
-    return sum(found) / len(found), total
-
-
 def rank_sketch(sketch: dict[str, dict[str, int]]) -> dict[str, tuple[list[float], list[int]]]:
     """Each indicator's buckets in value order with their running counts (the rank at which each bucket ends). A
     replica computes this once per cached peer group, so a request's medians are a few bisections, not a sort of
