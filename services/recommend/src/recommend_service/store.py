@@ -140,9 +140,9 @@ async def segment_for_request(db, seg: str) -> dict:
 
 
 async def peer_group_for_request(db, group: str | None) -> dict:
-    async def load() -> dict:  # with its sketch ranked once for every request the cache serves
+    async def load() -> dict:  # its size and its sketch ranked once for every request the cache serves
         doc = await db.peer_groups.find_one({"_id": group}, {"sketch": 1, "n": 1}) or {}
-        return {**doc, "ranked": diagnosis.rank_sketch(doc.get("sketch") or {})}
+        return {"n": doc.get("n"), "ranked": diagnosis.rank_sketch(doc.get("sketch") or {})}
     return await cached(db, "peers", str(group), load)
 
 
