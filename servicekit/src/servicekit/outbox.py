@@ -147,10 +147,6 @@ class OutboxRelay:
                     await self.drain_once()
             except asyncio.CancelledError:
                 raise
-                if self.failed_passes:
-                    log.info("outbox relay publishing again", extra={"fields": {"failed_passes": self.failed_passes}})
-                    self.failed_passes = 0
-                    self.health.recovered("kafka")
             except Exception as e:
                 dependency = dependency_of(e)
                 if dependency in ("mongodb", "kafka"):
@@ -162,6 +158,10 @@ class OutboxRelay:
                 self._scan_now = True
                 await asyncio.sleep(delay)
                 continue
+            if self.failed_passes:  # a pass went through after failed ones
+                log.info("outbox relay publishing again", extra={"fields": {"failed_passes": self.failed_passes}})
+                self.failed_passes = 0
+                self.health.recovered("kafka")
             if self._hot or self._scan_now:
                 continue
             try:
