@@ -113,10 +113,13 @@ async def test_R_REC_07_counters_publish_what_the_rows_would_after_every_kind_of
             pass
         assert await check_equal(c, db) > 0
 
-        # changes: statuses move on, industries change, the late platform's block is learnt, surveys are answered
+        # changes: statuses move on (as batches of events: every business of a batch recounted together, two batches
+        # at once), industries change, the late platform's block is learnt, surveys are answered
         for d in rnd.sample(dispatches, 40):
             d["status"] = "paid"
-        await in_batches([status(d) for d in dispatches])
+        await in_batches([db.worklist.update_one({"_id": d["_id"]}, {"$set": d}, upsert=True) for d in dispatches])
+        items = [(None, SimpleNamespace(dispatch_id=d["_id"], business_id=d["business_id"])) for d in dispatches]
+        await in_batches([c.on_dispatches(items[i:i + 40]) for i in range(0, len(items), 40)], size=2)
         for b in rnd.sample(businesses[:-3], 8):
             await db.businesses.update_one({"_id": b}, {"$set": {"industry": "情報通信業"}})
             await c.touch(b)
@@ -166,6 +169,31 @@ async def test_R_REC_07_counters_publish_what_the_rows_would_after_every_kind_of
         await db.ebpm_businesses.update_one({"_id": victim},
                                             {"$set": {"pending.at": datetime.now(UTC) - timedelta(minutes=10)}})
         assert await c.sweep() >= 1
+        await check_equal(c, db)
+
+        # a batch recount crashing after it moved the first counter document for all its businesses: each business's
+        # claim, taken over once stale, moves only the documents that have not seen its op
+        moved = [d for d in dispatches if d["business_id"] in businesses[:12]]
+        for d in moved:
+            d["status"] = "closed" if d["status"] == "paid" else "paid"
+            await db.worklist.update_one({"_id": d["_id"]}, {"$set": d})
+        crashing = Counters(db, params)
+        real_move = crashing._move
+
+        async def crash_after_first(*a, **kw):
+            await real_move(*a, **kw)
+            raise Crash()
+        crashing._move = crash_after_first
+        with pytest.raises(Crash):
+            await crashing.on_dispatches([(None, SimpleNamespace(dispatch_id=d["_id"], business_id=d["business_id"]))
+                                          for d in moved])
+        stuck = await db.ebpm_businesses.count_documents({"pending": {"$exists": True}})
+        assert stuck > 1
+        await db.ebpm_businesses.update_many({"pending": {"$exists": True}},
+                                             {"$set": {"pending.at": datetime.now(UTC) - timedelta(minutes=10)}})
+        while await c.sweep():
+            pass
+        assert await db.ebpm_businesses.count_documents({"pending": {"$exists": True}}) == 0
         await check_equal(c, db)
     finally:
         await client.close()

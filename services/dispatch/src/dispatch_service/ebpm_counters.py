@@ -35,7 +35,7 @@ from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
 from bson import Int64
-from pymongo import ReturnDocument
+from pymongo import DeleteOne, ReturnDocument, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
 from dispatch_service import sweeps
@@ -130,16 +130,24 @@ class Counters:
 
     async def on_dispatches(self, items) -> None:
         """A batch of status events: each business's dispatch rows copied from the worklist (read with one `_id: {$in}`)
-        and recounted once, however many of its dispatches moved, and however often, in the batch."""
+        and every business of the batch recounted together (`recount_many`: each counter document moved once for the
+        batch), however many of its dispatches moved, and however often, in the batch."""
         by_business: dict[str, dict[str, None]] = {}
         for _, e in items:
             by_business.setdefault(e.business_id, {})[e.dispatch_id] = None
         ids = [d for ds in by_business.values() for d in ds]
         docs = {d["_id"]: d async for d in self.db.worklist.find({"_id": {"$in": ids}}, dict.fromkeys(DISPATCH_FIELDS, 1))}
-        for business_id, ds in by_business.items():
-            rows = {f"rows.d.{field(d)}": dispatch_row(docs[d]) for d in ds if d in docs}
-            if rows:
-                await self.touch(business_id, rows)
+        rows = {bid: {f"rows.d.{field(d)}": dispatch_row(docs[d]) for d in ds if d in docs}
+                for bid, ds in by_business.items()}
+        rows = {bid: r for bid, r in rows.items() if r}
+        if not rows:
+            return
+        revs = {bid: await self.mark(bid) for bid in rows}
+        await self.businesses.bulk_write([UpdateOne({"_id": bid}, {"$set": r}, upsert=True) for bid, r in rows.items()],
+                                         ordered=False)
+        done = await self.recount_many(list(rows))
+        if done:
+            await self.dirty.bulk_write([DeleteOne({"_id": bid, "rev": revs[bid]}) for bid in done], ordered=False)
 
     async def on_business(self, env, e) -> None:
         await self.touch(e.business_id)
@@ -184,18 +192,35 @@ class Counters:
         return n
 
     # --- the recount ------------------------------------------------------------------------------------------
-    async def wanted(self, doc: dict) -> dict[str, tuple[dict, dict]]:
-        """The business's contributions to every counter cell, from its rows' copy."""
-        rows = doc.get("rows") or {}
-        dispatches = [{"_id": v["id"], **v} for v in (rows.get("d") or {}).values()]
-        consultations = [{"created_at": v} for v in (rows.get("c") or {}).values()]
-        surveys = [{"_id": v["id"], **v} for v in (rows.get("s") or {}).values()]
-        blocks = {}
-        for pid in sorted({d.get("platform_id") for d in dispatches if d.get("platform_id")}):
-            p = await self.db.platforms.find_one({"_id": pid}, {"bureau_id": 1})
-            blocks[pid] = (p or {}).get("bureau_id")
-        biz = await self.db.businesses.find_one({"_id": doc["_id"]}, {"industry": 1}) or {}
-        return business_contributions(dispatches, consultations, surveys, blocks, biz.get("industry") or UNKNOWN)
+    async def wanted(self, docs: list[dict]) -> dict[str, dict[str, tuple[dict, dict]]]:
+        """Each business's contributions to every counter cell, from its rows' copy (the platforms' blocks and the
+        businesses' industries read once for all of `docs`)."""
+        rows = {}
+        for doc in docs:
+            r = doc.get("rows") or {}
+            rows[doc["_id"]] = ([{"_id": v["id"], **v} for v in (r.get("d") or {}).values()],
+                                [{"created_at": v} for v in (r.get("c") or {}).values()],
+                                [{"_id": v["id"], **v} for v in (r.get("s") or {}).values()])
+        pids = sorted({d["platform_id"] for ds, _, _ in rows.values() for d in ds if d.get("platform_id")})
+        block = {p["_id"]: p.get("bureau_id") async for p in self.db.platforms.find({"_id": {"$in": pids}}, {"bureau_id": 1})}
+        industry = {b["_id"]: b.get("industry") async for b in self.db.businesses.find({"_id": {"$in": list(rows)}},
+                                                                                      {"industry": 1})}
+        out = {}
+        for bid, (dispatches, consultations, surveys) in rows.items():
+            blocks = {pid: block.get(pid) for pid in sorted({d.get("platform_id") for d in dispatches if d.get("platform_id")})}
+            out[bid] = business_contributions(dispatches, consultations, surveys, blocks, industry.get(bid) or UNKNOWN)
+        return out
+
+    @staticmethod
+    def changes(doc: dict, want: dict[str, tuple[dict, dict]]) -> list[dict]:
+        """The cells whose values the business's contributions move: from what it added so far to what it adds now."""
+        have = {k: c["v"] for k, c in (doc.get("cells") or {}).items()}
+        # every measure present, in the report's order: the stored values differ by their values only (see _apply)
+        new = {field(cid): {m.name: values.get(m.name, 0) for m in MEASURES[cell["report"]]}
+               for cid, (cell, values) in want.items()}
+        cell_of = {field(cid): cell for cid, (cell, _) in want.items()}
+        return [{"k": k, "cell": cell_of.get(k) or doc["cells"][k]["cell"], "from": have.get(k), "to": new.get(k)}
+                for k in set(new) | set(have) if new.get(k) != have.get(k)]
 
     async def recount(self, business_id: str) -> bool:
         """Brings every counter the business is in up to date; False if another recount of it is under way now (the
@@ -208,18 +233,45 @@ class Counters:
                                                     "pending.at": pend["at"]}, {"$set": {"pending.at": _now()}})
             if res.modified_count != 1:
                 return False
-            await self._apply(business_id, pend)  # a crash's claim, taken over: each move happened once at most
+            await self._apply({business_id: pend})  # a crash's claim, taken over: each move happened once at most
             doc = await self.businesses.find_one({"_id": business_id})
-        want = await self.wanted(doc)
-        have = {k: c["v"] for k, c in (doc.get("cells") or {}).items()}
-        # every measure present, in the report's order: the stored values differ by their values only (see _apply)
-        new = {field(cid): {m.name: values.get(m.name, 0) for m in MEASURES[cell["report"]]}
-               for cid, (cell, values) in want.items()}
-        cell_of = {field(cid): cell for cid, (cell, _) in want.items()}
-        changes = [{"k": k, "cell": cell_of.get(k) or doc["cells"][k]["cell"], "from": have.get(k), "to": new.get(k)}
-                   for k in set(new) | set(have) if new.get(k) != have.get(k)]
+        changes = self.changes(doc, (await self.wanted([doc]))[business_id])
         if not changes:
             return True
+        pend = await self._claim(doc, changes)
+        if pend is None:
+            return False
+        await self._apply({business_id: pend})
+        return True
+
+    async def recount_many(self, business_ids: list[str]) -> set[str]:
+        """`recount` of several businesses at once (a batch of events): each business claimed with its own op as
+        `recount` claims it, then every counter document moved ONCE for all the claims (their moves summed, all their
+        ops in its `_seen`) instead of once per business. A business with a claim under way is recounted alone.
+        Returns the businesses brought up to date (the others are left to the sweep)."""
+        docs = {d["_id"]: d async for d in self.businesses.find({"_id": {"$in": business_ids}})}
+        docs = {bid: docs.get(bid) or {"_id": bid} for bid in business_ids}
+        alone = [bid for bid, d in docs.items() if d.get("pending")]
+        fresh = [docs[bid] for bid in business_ids if bid not in alone]
+        wants = await self.wanted(fresh) if fresh else {}
+        done, claims = set(), {}
+        for doc in fresh:
+            if not (changes := self.changes(doc, wants[doc["_id"]])):
+                done.add(doc["_id"])
+            elif (pend := await self._claim(doc, changes)) is not None:
+                claims[doc["_id"]] = pend
+        if claims:
+            await self._apply(claims)
+        done |= set(claims)
+        for bid in alone:
+            if await self.recount(bid):
+                done.add(bid)
+        return done
+
+    async def _claim(self, doc: dict, changes: list[dict]) -> dict | None:
+        """(1) of a recount: the changes and a new op id kept in the business's `pending`, by compare-and-set on `rev`.
+        None: another recount claimed it meanwhile."""
+        business_id = doc["_id"]
         p = await self.params()
         pend = {"op": uuid.uuid4().hex, "at": _now(), "key": list(ebpm.key_halves(business_id, p)), "changes": changes}
         if "rev" not in doc:
@@ -227,44 +279,78 @@ class Counters:
                 res = await self.businesses.update_one({"_id": business_id, "rev": {"$exists": False}},
                                                        {"$set": {"pending": pend, "rev": 1}}, upsert=True)
             except DuplicateKeyError:  # claimed by another recount meanwhile
-                return False
+                return None
             if res.modified_count != 1 and res.upserted_id is None:
-                return False
+                return None
         else:
             res = await self.businesses.update_one({"_id": business_id, "rev": doc["rev"]},
                                                    {"$set": {"pending": pend}, "$inc": {"rev": 1}})
             if res.modified_count != 1:
-                return False
-        await self._apply(business_id, pend)
-        return True
+                return None
+        return pend
 
-    async def _apply(self, business_id: str, pend: dict) -> None:
-        op, key = pend["op"], tuple(pend["key"])
-        per_doc: dict[str, dict] = defaultdict(lambda: {"$inc": {}, "$set": {}})
+    @staticmethod
+    def _moves(pend: dict) -> dict[str, tuple[dict, dict]]:
+        """A claim's moves per counter document: (`$inc` by path, `$set` by path)."""
+        per_doc: dict[str, tuple[dict, dict]] = defaultdict(lambda: ({}, {}))
+        key = tuple(pend["key"])
         for ch in pend["changes"]:
             cell = ch["cell"]
-            upd, f = per_doc[counter_doc(cell)], cell_field(cell)
+            inc, sets = per_doc[counter_doc(cell)]
+            f = cell_field(cell)
             for k, v in delta(ch["from"], ch["to"], key, MEASURES[cell["report"]]).items():
-                upd["$inc"][f"cells.{f}.{k}"] = Int64(v) if k in ("k_hi", "k_lo") else v  # 64-bit from the start
+                inc[f"cells.{f}.{k}"] = inc.get(f"cells.{f}.{k}", 0) + v
             for k in ("fiscal_year", "block", "industry"):
-                upd["$set"][f"cells.{f}.{k}"] = cell[k]
-        for doc_id, upd in per_doc.items():
-            report, g, org = doc_id.split("|", 2)
-            update = {**{k: v for k, v in upd.items() if v}, "$push": {"_seen": op},
-                      "$setOnInsert": {"report": report, "g": g, "org": org}}
-            try:
-                await self.counters.update_one({"_id": doc_id, "_seen": {"$ne": op}}, update, upsert=True)
-            except DuplicateKeyError:  # the counter exists: created meanwhile, or it has seen the op
-                update.pop("$setOnInsert")
-                await self.counters.update_one({"_id": doc_id, "_seen": {"$ne": op}}, update)
-        # cell by cell: FerretDB 1.24 takes a `$set` of a whole sub-document whose keys changed but whose values did
-        # not for no change at all
-        sets = {f"cells.{ch['k']}": {"cell": ch["cell"], "v": ch["to"]} for ch in pend["changes"] if ch["to"] is not None}
-        unsets = {f"cells.{ch['k']}": "" for ch in pend["changes"] if ch["to"] is None}
-        await self.businesses.update_one({"_id": business_id, "pending.op": op}, {
-            **({"$set": sets} if sets else {}), "$unset": {"pending": "", **unsets}, "$inc": {"rev": 1}})
-        for doc_id in per_doc:
-            await self.counters.update_one({"_id": doc_id}, {"$pull": {"_seen": op}})
+                sets[f"cells.{f}.{k}"] = cell[k]
+        return per_doc
+
+    async def _move(self, doc_id: str, inc: dict, sets: dict, ops: list[str]) -> bool:
+        """(2) of a recount: one counter document moved, guarded by the ops in its `_seen`. False: it has seen one of
+        `ops` already (nothing moved)."""
+        report, g, org = doc_id.split("|", 2)
+        inc = {k: Int64(v) if k.endswith((".k_hi", ".k_lo")) else v for k, v in inc.items()}  # 64-bit from the start
+        update = {**({"$inc": inc} if inc else {}), **({"$set": sets} if sets else {}),
+                  "$push": {"_seen": {"$each": ops}}, "$setOnInsert": {"report": report, "g": g, "org": org}}
+        guard = {"_id": doc_id, "_seen": {"$nin": ops}}
+        try:
+            await self.counters.update_one(guard, update, upsert=True)
+            return True
+        except DuplicateKeyError:  # the counter exists: created meanwhile, or it has seen an op
+            update.pop("$setOnInsert")
+            return (await self.counters.update_one(guard, update)).matched_count == 1
+
+    async def _apply(self, claims: dict[str, dict]) -> None:
+        """(2)–(4) of a recount for the claims of one or more businesses (business -> its `pending`). Each counter
+        document is moved once by the sum of the claims' moves; one that has seen any of their ops already (a crashed
+        recount taken over) is moved claim by claim instead, each guarded by its own op, so every move happens once."""
+        shares: dict[str, dict[str, tuple[dict, dict]]] = defaultdict(dict)  # counter doc -> business -> its moves
+        for bid, pend in claims.items():
+            for doc_id, moves in self._moves(pend).items():
+                shares[doc_id][bid] = moves
+        for doc_id, by_business in shares.items():
+            inc: dict = {}
+            sets: dict = {}
+            for i, s in by_business.values():
+                for k, v in i.items():
+                    inc[k] = inc.get(k, 0) + v
+                sets.update(s)
+            if not await self._move(doc_id, inc, sets, [claims[b]["op"] for b in by_business]) and len(by_business) > 1:
+                for bid, (i, s) in by_business.items():
+                    await self._move(doc_id, i, s, [claims[bid]["op"]])
+        finish = []
+        for bid, pend in claims.items():
+            # cell by cell: FerretDB 1.24 takes a `$set` of a whole sub-document whose keys changed but whose values
+            # did not for no change at all
+            sets = {f"cells.{ch['k']}": {"cell": ch["cell"], "v": ch["to"]} for ch in pend["changes"] if ch["to"] is not None}
+            unsets = {f"cells.{ch['k']}": "" for ch in pend["changes"] if ch["to"] is None}
+            finish.append(({"_id": bid, "pending.op": pend["op"]},
+                           {**({"$set": sets} if sets else {}), "$unset": {"pending": "", **unsets}, "$inc": {"rev": 1}}))
+        if len(finish) == 1:
+            await self.businesses.update_one(*finish[0])
+        else:  # one command for the batch's businesses
+            await self.businesses.bulk_write([UpdateOne(f, u) for f, u in finish], ordered=False)
+        for doc_id, by_business in shares.items():
+            await self.counters.update_one({"_id": doc_id}, {"$pullAll": {"_seen": [claims[b]["op"] for b in by_business]}})
 
     # --- reads ------------------------------------------------------------------------------------------------
     async def table(self, report: str, by: list[str], fiscal_year: int | None, scope: dict,
