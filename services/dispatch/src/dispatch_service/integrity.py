@@ -16,6 +16,11 @@ from dispatch_service.store import Store, now
 from servicekit.store import apply_once
 
 log = logging.getLogger("dispatch.integrity")
+PAIRS_MARKER = "dispatch-pairs:v1"
+
+
+def pair_id(d: dict) -> str:
+    return f"{d['expert_id']}|{d['business_id']}"
 
 
 class Integrity:
@@ -29,6 +34,7 @@ class Integrity:
         await self.db.report_bands.create_index("key")
         await self.store.dispatches.create_index([("respond_by", 1), ("status", 1)])
         await self.store.dispatches.create_index([("expert_id", 1), ("business_id", 1)])
+        await self.backfill_pairs()
 
     async def raise_flag(self, flag: rules.Flag | None, cause: Envelope | None = None) -> None:
         if flag is None:
@@ -38,9 +44,32 @@ class Integrity:
             "business_id": flag.business_id, "evidence": flag.evidence, "message": flag.message, "status": "open",
             "raised_at": now(), "event_id": cause.event_id if cause else None}}, upsert=True)
 
+    # --- the pairs' dispatches -----------------------------------------------------------------------------
+    # `dispatch_pairs`: one document per expert and business (`_id` "expert|business") listing the pair's dispatches
+    # that reached `accepted`, so the pair is read by `_id` (a filter on expert and business scans the collection on
+    # the local server: once per accepted dispatch). Filled by ACCEPTED events and, once per database, by a pass over
+    # the dispatches written before it existed (marker in `migrations`).
+    async def backfill_pairs(self) -> int:
+        if await self.db.migrations.find_one({"_id": PAIRS_MARKER}, {"_id": 1}):
+            return 0
+        pairs: dict[str, list[str]] = {}
+        async for d in self.store.dispatches.find({"status": {"$in": sorted(COUNTING_STATUSES)}},
+                                                  {"expert_id": 1, "business_id": 1}):
+            pairs.setdefault(pair_id(d), []).append(d["_id"])
+        for pid, ids in pairs.items():
+            await self.db.dispatch_pairs.update_one({"_id": pid}, {"$addToSet": {"ids": {"$each": ids}}}, upsert=True)
+        await self.db.migrations.update_one({"_id": PAIRS_MARKER}, {"$set": {"pairs": len(pairs), "at": now()}},
+                                            upsert=True)
+        return len(pairs)
+
+    async def index_pair(self, d: dict) -> None:
+        await self.db.dispatch_pairs.update_one({"_id": pair_id(d)}, {"$addToSet": {"ids": d["_id"]}}, upsert=True)
+
     async def pair(self, d: dict) -> list[dict]:
-        cur = self.store.dispatches.find({"expert_id": d["expert_id"], "business_id": d["business_id"],
-                                          "status": {"$in": sorted(COUNTING_STATUSES)}},
+        """The pair's dispatches that count (accepted or further), `d` included: ids from the pair's document, then
+        read by `_id`."""
+        ids = {d["_id"], *((await self.db.dispatch_pairs.find_one({"_id": pair_id(d)}) or {}).get("ids") or ())}
+        cur = self.store.dispatches.find({"_id": {"$in": sorted(ids)}, "status": {"$in": sorted(COUNTING_STATUSES)}},
                                          {"fiscal_year": 1, "route": 1})
         return [x async for x in cur]
 
@@ -52,6 +81,7 @@ class Integrity:
         if d is None:
             return
         if e.status == S.ACCEPTED:
+            await self.index_pair(d)
             await self.raise_flag(rules.repeated_pair(d, await self.pair(d), self.p), env)
         elif e.status == S.VISITED:
             business = await self.db.businesses.find_one({"_id": d["business_id"]}) or {}

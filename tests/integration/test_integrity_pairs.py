@@ -1,0 +1,48 @@
+"""R-DSP-15: the repeated-pair signal reads the pair's dispatches by `_id` from the pair's index document, on the real
+MongoDB-wire server: dispatches written before the index existed are found through the start-up backfill, later ones
+through their ACCEPTED events; a refused dispatch, another business's and another expert's never count."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from pymongo import AsyncMongoClient
+
+from contracts.events.dispatch import DispatchStatus as S
+from dispatch_service.domain.integrity import IntegrityParams
+from dispatch_service.integrity import Integrity
+
+
+def dispatch(i: int, status: str, business: str = "biz-1", expert: str = "ex-1", fy: int = 2026) -> dict:
+    return {"_id": f"d{i}", "expert_id": expert, "business_id": business, "status": status, "fiscal_year": fy,
+            "route": "A"}
+
+
+async def test_R_DSP_15_repeated_pair_counts_the_pairs_dispatches_through_the_pair_index(infra, ns):
+    client = AsyncMongoClient(infra.mongo)
+    db = client[ns.db("dispatch") + "_pairs"]
+    try:
+        async def get(dispatch_id):
+            return await db.dispatches.find_one({"_id": dispatch_id})
+        signals = Integrity(SimpleNamespace(db=db, dispatches=db.dispatches, get=get), IntegrityParams(pair_cap=3))
+        before = [dispatch(1, "paid", fy=2025), dispatch(2, "approved"), dispatch(3, "refused"),
+                  dispatch(4, "paid", business="biz-2"), dispatch(5, "paid", expert="ex-2")]
+        await db.dispatches.insert_many(before)
+        await signals.setup()           # the dispatches from before the index: indexed once
+        await signals.setup()           # a second start adds nothing
+        assert await db.dispatch_pairs.find_one({"_id": "ex-1|biz-1"}) == {"_id": "ex-1|biz-1", "ids": ["d1", "d2"]}
+
+        async def accepted(d: dict) -> None:
+            await db.dispatches.insert_one(d)
+            await signals.on_status(SimpleNamespace(event_id=f"ev-{d['_id']}"),
+                                    SimpleNamespace(status=S.ACCEPTED, dispatch_id=d["_id"]))
+        await accepted(dispatch(6, "accepted"))
+        assert await db.integrity_flags.count_documents({}) == 0        # three counting dispatches: at the cap
+        await accepted(dispatch(7, "accepted"))
+        flags = [f async for f in db.integrity_flags.find({})]
+        assert [(f["code"], f["dispatch_id"]) for f in flags] == [("repeated_pair", "d7")]
+        assert flags[0]["evidence"]["dispatch_ids"] == ["d1", "d2", "d6", "d7"]
+        await accepted(dispatch(8, "accepted", business="biz-2"))      # another pair: two dispatches, no flag
+        assert await db.integrity_flags.count_documents({}) == 1
+    finally:
+        await client.drop_database(ns.db("dispatch") + "_pairs")
+        await client.close()
