@@ -1,5 +1,5 @@
 """The saga's states as a metric: `smeportal.dispatch.requests` — dispatches per status (R-DSP-14's statuses),
-counted by the `status` index every `METRICS_REFRESH_SECONDS`, so a pile-up in `accepted` or `budget_unanswered`
+counted in one grouped pass every `METRICS_REFRESH_SECONDS`, so a pile-up in `accepted` or `budget_unanswered`
 shows on a dashboard."""
 from __future__ import annotations
 
@@ -23,8 +23,12 @@ class SagaStates:
             unit="{dispatch}", description="Dispatches per status (the saga's states)")
 
     async def refresh(self) -> None:
-        self.counts = {s.value: await self.store.dispatches.count_documents({"status": s.value})
-                       for s in DispatchStatus}
+        """One pass grouped by status (a count per status was one pass each: 17 scans on the local server)."""
+        counts = {s.value: 0 for s in DispatchStatus}
+        async for g in await self.store.dispatches.aggregate([{"$group": {"_id": "$status", "n": {"$sum": 1}}}]):
+            if g["_id"] in counts:
+                counts[g["_id"]] = g["n"]
+        self.counts = counts
 
     async def run(self) -> None:
         while True:
