@@ -2,6 +2,7 @@
 dispatch, with its events (the first half of the dispatch saga; rules live in `domain`)."""
 from __future__ import annotations
 
+import asyncio
 import os
 from datetime import date, datetime
 
@@ -10,7 +11,7 @@ from dispatch_service.domain import (RECEIVED_STATUSES, Application, History, Pl
                                      fee_exemption, refusal, screen)
 from dispatch_service.domain.dispatch import JST, Change, Dispatch
 from dispatch_service.domain.fees import VisitTime
-from dispatch_service.store import Store, new_id
+from dispatch_service.store import SLOT_NUMBERS, Store, new_id
 
 
 def planned(doc: dict) -> tuple[PlannedVisit, ...]:
@@ -26,6 +27,10 @@ async def prior_platform_dispatch(store: Store, business_id: str) -> dict | None
     return None
 
 
+async def _none() -> None:
+    return None
+
+
 async def held_consultation(store: Store, business_id: str, expert_id: str) -> dict | None:
     return await store.db.consultations.find_one({"business_id": business_id, "expert_id": expert_id, "held": True},
                                                  {"_id": 1})
@@ -36,19 +41,21 @@ async def screen_request(store: Store, doc: dict, *, token_rights: frozenset[str
     """Screens `doc` (status `requested`): the accepted dispatch holds one of the business's free dispatches (its slot
     claimed here; the reconciler frees it if the write never comes) and carries its ReserveBudget command (R-DSP-08),
     the refused one its reasons. The caller writes the Change in ONE write."""
-    p = await store.programme(doc["fiscal_year"])
-    expert_doc, expert = await store.expert(doc["expert_id"])
-    held = await store.used_free_by_id(doc["business_id"], doc["fiscal_year"], p)
+    # the reads are independent of each other: asked at once (the request waits for the slowest, not their sum)
+    route_b = doc["route"] == "B"
+    p, (expert_doc, expert), held, pending, member, prior, consultation = await asyncio.gather(
+        store.programme(doc["fiscal_year"]), store.expert(doc["expert_id"]),
+        store.used_free_by_id(doc["business_id"], doc["fiscal_year"]), store.pending_ratings(doc["business_id"]),
+        store.membership(doc.get("platform_id"), doc.get("institution_id") or ""),
+        prior_platform_dispatch(store, doc["business_id"]) if route_b else _none(),
+        held_consultation(store, doc["business_id"], doc["expert_id"]) if route_b else _none())
+    if max(p.free_dispatches, p.free_dispatches_extended) > SLOT_NUMBERS:  # a programme with more free dispatches
+        held = await store.used_free_by_id(doc["business_id"], doc["fiscal_year"], p)
     used = [d for d in held if d != doc["_id"]]
-    history = History(used_free=len(used), pending_ratings=await store.pending_ratings(doc["business_id"]))
+    history = History(used_free=len(used), pending_ratings=pending)
     extra: dict = {}
-    member = await store.membership(doc.get("platform_id"), doc.get("institution_id") or "")
-    prior = consultation = None
-    if doc["route"] == "B":
-        prior = await prior_platform_dispatch(store, doc["business_id"])
-        consultation = await held_consultation(store, doc["business_id"], doc["expert_id"])
-        if prior:  # route B is paid from the frame of the platform that served the business before
-            extra.update(platform_id=prior.get("platform_id"), institution_id=prior.get("institution_id"))
+    if prior:  # route B is paid from the frame of the platform that served the business before
+        extra.update(platform_id=prior.get("platform_id"), institution_id=prior.get("institution_id"))
     d = doc.get("declarations", {})
     a = Application(
         route=doc["route"], business_id=doc["business_id"], fiscal_year=doc["fiscal_year"], issue=doc["issue"],

@@ -162,11 +162,12 @@ class Store:
         cur = self.slots.find({"business_id": business_id, "fiscal_year": fiscal_year}).sort("n", 1)
         return [d["dispatch_id"] async for d in cur]
 
-    async def used_free_by_id(self, business_id: str, fiscal_year: int, programme: Programme) -> list[str]:
+    async def used_free_by_id(self, business_id: str, fiscal_year: int, programme: Programme | None = None) -> list[str]:
         """`used_free` for the request path: the slots are read by their ids (`_id: {$in}`, served from the `_id` index;
         a filter on other fields scans the collection on the local server). Slot numbers never exceed the cap at the
-        time of the claim; the range covers any cap up to 100, and a programme's larger one."""
-        upto = max(SLOT_NUMBERS, programme.free_dispatches, programme.free_dispatches_extended)
+        time of the claim; the range covers any cap up to 100, and `programme`'s larger one."""
+        caps = (programme.free_dispatches, programme.free_dispatches_extended) if programme else ()
+        upto = max((SLOT_NUMBERS, *caps))
         ids = [f"{business_id}:{fiscal_year}:{n}" for n in range(1, upto + 1)]
         found = [d async for d in self.slots.find({"_id": {"$in": ids}}, {"n": 1, "dispatch_id": 1})]
         return [d["dispatch_id"] for d in sorted(found, key=lambda d: d["n"])]
