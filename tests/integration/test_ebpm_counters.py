@@ -184,11 +184,13 @@ async def test_R_REC_07_counters_publish_what_the_rows_would_after_every_kind_of
             await real_move(*a, **kw)
             raise Crash()
         crashing._move = crash_after_first
+        batch = [(None, SimpleNamespace(dispatch_id=d["_id"], business_id=d["business_id"])) for d in moved]
         with pytest.raises(Crash):
-            await crashing.on_dispatches([(None, SimpleNamespace(dispatch_id=d["_id"], business_id=d["business_id"]))
-                                          for d in moved])
+            await crashing.on_dispatches(batch)
         stuck = await db.ebpm_businesses.count_documents({"pending": {"$exists": True}})
         assert stuck > 1
+        await c.on_dispatches(batch)     # redelivered at once: the claims are fresh, so the businesses are marked
+        assert await db.ebpm_dirty.count_documents({}) == stuck
         await db.ebpm_businesses.update_many({"pending": {"$exists": True}},
                                              {"$set": {"pending.at": datetime.now(UTC) - timedelta(minutes=10)}})
         while await c.sweep():

@@ -1,6 +1,6 @@
 """R-DSP-15: the repeated-pair signal reads the pair's dispatches by `_id` from the pair's index document, on the real
 MongoDB-wire server: dispatches written before the index existed are found through the start-up backfill, later ones
-through their ACCEPTED events; a refused dispatch, another business's and another expert's never count."""
+through their ACCEPTED events (the pair read and added to in one command); a refused dispatch, another business's and another expert's never count."""
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -34,7 +34,8 @@ async def test_R_DSP_15_repeated_pair_counts_the_pairs_dispatches_through_the_pa
         async def accepted(d: dict) -> None:
             await db.dispatches.insert_one(d)
             await signals.on_status(SimpleNamespace(event_id=f"ev-{d['_id']}"),
-                                    SimpleNamespace(status=S.ACCEPTED, dispatch_id=d["_id"]))
+                                    SimpleNamespace(status=S.ACCEPTED, dispatch_id=d["_id"], expert_id=d["expert_id"],
+                                                    business_id=d["business_id"], fiscal_year=d["fiscal_year"]))
         await accepted(dispatch(6, "accepted"))
         assert await db.integrity_flags.count_documents({}) == 0        # three counting dispatches: at the cap
         await accepted(dispatch(7, "accepted"))

@@ -35,7 +35,7 @@ from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
 from bson import Int64
-from pymongo import DeleteOne, ReturnDocument, UpdateOne
+from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
 from dispatch_service import sweeps
@@ -131,7 +131,8 @@ class Counters:
     async def on_dispatches(self, items) -> None:
         """A batch of status events: each business's dispatch rows copied from the worklist (read with one `_id: {$in}`)
         and every business of the batch recounted together (`recount_many`: each counter document moved once for the
-        batch), however many of its dispatches moved, and however often, in the batch."""
+        batch), however many of its dispatches moved, and however often, in the batch. A business whose recount another
+        is doing is marked for the sweep."""
         by_business: dict[str, dict[str, None]] = {}
         for _, e in items:
             by_business.setdefault(e.business_id, {})[e.dispatch_id] = None
@@ -142,12 +143,14 @@ class Counters:
         rows = {bid: r for bid, r in rows.items() if r}
         if not rows:
             return
-        revs = {bid: await self.mark(bid) for bid in rows}
+        # No mark first (unlike `touch`): a crash before the recount is done redelivers the batch, which copies and
+        # recounts again; only a business whose recount is under way elsewhere is marked, for the sweep.
         await self.businesses.bulk_write([UpdateOne({"_id": bid}, {"$set": r}, upsert=True) for bid, r in rows.items()],
                                          ordered=False)
         done = await self.recount_many(list(rows))
-        if done:
-            await self.dirty.bulk_write([DeleteOne({"_id": bid, "rev": revs[bid]}) for bid in done], ordered=False)
+        for bid in rows:
+            if bid not in done:
+                await self.mark(bid)
 
     async def on_business(self, env, e) -> None:
         await self.touch(e.business_id)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 
+from pymongo import ReturnDocument
+
 from contracts import Envelope
 from contracts.events.dispatch import DispatchStatusChanged, DispatchStatus as S
 from contracts.events.identity import BusinessProfileChanged, BusinessRegistered
@@ -62,28 +64,32 @@ class Integrity:
                                             upsert=True)
         return len(pairs)
 
-    async def index_pair(self, d: dict) -> None:
-        await self.db.dispatch_pairs.update_one({"_id": pair_id(d)}, {"$addToSet": {"ids": d["_id"]}}, upsert=True)
-
-    async def pair(self, d: dict) -> list[dict]:
-        """The pair's dispatches that count (accepted or further), `d` included: ids from the pair's document, then
-        read by `_id`."""
-        ids = {d["_id"], *((await self.db.dispatch_pairs.find_one({"_id": pair_id(d)}) or {}).get("ids") or ())}
+    async def pair(self, d: dict, *, index: bool = False) -> list[dict]:
+        """The pair's dispatches that count (accepted or further), `d` included: ids from the pair's document (`d` added
+        to it in the same command when `index`), then read by `_id`."""
+        if index:
+            doc = await self.db.dispatch_pairs.find_one_and_update(
+                {"_id": pair_id(d)}, {"$addToSet": {"ids": d["_id"]}}, upsert=True, return_document=ReturnDocument.AFTER)
+        else:
+            doc = await self.db.dispatch_pairs.find_one({"_id": pair_id(d)})
+        ids = {d["_id"], *((doc or {}).get("ids") or ())}
         cur = self.store.dispatches.find({"_id": {"$in": sorted(ids)}, "status": {"$in": sorted(COUNTING_STATUSES)}},
                                          {"fiscal_year": 1, "route": 1})
         return [x async for x in cur]
 
     # --- reactions --------------------------------------------------------------------------------------
     async def on_status(self, env: Envelope, e: DispatchStatusChanged) -> None:
-        if e.status not in (S.ACCEPTED, S.VISITED, S.REPORTED):
+        if e.status == S.ACCEPTED:  # what the rule needs is in the event
+            d = {"_id": e.dispatch_id, "expert_id": e.expert_id, "business_id": e.business_id,
+                 "fiscal_year": e.fiscal_year}
+            await self.raise_flag(rules.repeated_pair(d, await self.pair(d, index=True), self.p), env)
+            return
+        if e.status not in (S.VISITED, S.REPORTED):
             return
         d = await self.store.get(e.dispatch_id)
         if d is None:
             return
-        if e.status == S.ACCEPTED:
-            await self.index_pair(d)
-            await self.raise_flag(rules.repeated_pair(d, await self.pair(d), self.p), env)
-        elif e.status == S.VISITED:
+        if e.status == S.VISITED:
             business = await self.db.businesses.find_one({"_id": d["business_id"]}) or {}
             for v in d.get("visits", []):
                 if v["mode"] == "onsite" and v.get("check_in"):

@@ -3,6 +3,7 @@ their events in one update), free-dispatch slots, read models and audit records.
 from __future__ import annotations
 
 import asyncio
+import time
 import zlib
 from collections.abc import Awaitable, Callable
 from datetime import date
@@ -20,6 +21,7 @@ from servicekit.refusals import Rejected
 from servicekit.store import now, record_audit  # noqa: F401  (now: the one clock, used across the service)
 
 
+PROGRAMME_TTL = 10.0  # seconds a programme read is kept (see `Store.programme`)
 SLOT_NUMBERS = 100  # free-dispatch slot numbers the request path reads by id (1..100, or up to a larger cap)
 
 
@@ -45,6 +47,7 @@ class Store:
         self.dispatches = svc.db.dispatches
         self.slots = svc.db.free_slots
         self.lock = AggregateLocks()
+        self._programmes: dict[int, tuple[float, Programme]] = {}
 
     # --- set-up -----------------------------------------------------------------------------------
     async def setup(self, fiscal_years: list[int]) -> None:
@@ -63,10 +66,17 @@ class Store:
                                                 upsert=True)
 
     async def programme(self, fiscal_year: int) -> Programme:
+        """The fiscal year's programme, kept for `PROGRAMME_TTL` seconds (read on every request; an operator's edit of
+        the document takes effect within that time on every replica)."""
+        at = time.monotonic()
+        kept = self._programmes.get(fiscal_year)
+        if kept and at - kept[0] < PROGRAMME_TTL:
+            return kept[1]
         doc = await self.db.programmes.find_one({"_id": f"dispatch-{fiscal_year}"})
         if doc is None:
             raise Rejected("conflict", "No dispatch programme", f"There is no dispatch programme for fiscal year {fiscal_year}.")
-        return programme_from_doc(doc)
+        self._programmes[fiscal_year] = (at, programme := programme_from_doc(doc))
+        return programme
 
     # --- audit of changes that publish no event ------------------------------------------------------
     async def audit(self, actor: str | None, action: str, key: str, payload: dict) -> None:
