@@ -10,6 +10,7 @@ Uses KAFKA_BOOTSTRAP / MONGO_URI if set, else the test servers (Kafka 127.0.0.1:
 from __future__ import annotations
 
 import argparse
+from collections import defaultdict
 import asyncio
 import json
 import os
@@ -71,6 +72,7 @@ async def raw_kafka_round_trip(bootstrap: str, ns: Namespace, n: int, inflight: 
     cin, cout = await consumer(bootstrap, ping), await consumer(bootstrap, pong)
     sent: dict[str, float] = {}
     done: dict[str, float] = {}
+    arrived: dict[str, asyncio.Event] = defaultdict(asyncio.Event)  # woken on arrival (polling would steal CPU)
     finished = asyncio.Event()
 
     async def responder():
@@ -82,6 +84,7 @@ async def raw_kafka_round_trip(bootstrap: str, ns: Namespace, n: int, inflight: 
             k = rec.key.decode()
             if k in sent:
                 done[k] = time.perf_counter() - sent[k]
+                arrived[k].set()
             if len(done) == n:
                 finished.set()
 
@@ -103,8 +106,7 @@ async def raw_kafka_round_trip(bootstrap: str, ns: Namespace, n: int, inflight: 
             k = f"k{i}"
             sent[k] = time.perf_counter()
             await producer.send_and_wait(ping, json.dumps({"i": i}).encode(), key=k.encode())
-            while k not in done:
-                await asyncio.sleep(0.001)
+            await arrived[k].wait()
 
     t0 = time.perf_counter()
     await asyncio.gather(*(one(i) for i in range(n)))
@@ -120,9 +122,11 @@ async def dispatch_saga(infra: Infra, ns: Namespace, url: str, n: int, inflight:
     producer = AIOKafkaProducer(bootstrap_servers=infra.kafka, acks="all", enable_idempotence=True, linger_ms=0)
     await producer.start()
 
-    async def publish(msg):
+    async def publish(msg, wait: bool = True):
         env = Envelope.wrap(msg, producer="bench")
-        await producer.send_and_wait(ns.topic(msg.topic), env.model_dump_json().encode(), key=msg.key().encode())
+        sent = await producer.send(ns.topic(msg.topic), env.model_dump_json().encode(), key=msg.key().encode())
+        if wait:
+            await sent
 
     await publish(ExpertChanged(expert_id="ex-b", account_id="acct-ex-b", change="approved", status="registered",
                                 registered_fiscal_year=FY, name="Bench expert"))
@@ -138,7 +142,8 @@ async def dispatch_saga(infra: Infra, ns: Namespace, url: str, n: int, inflight:
               for i in range(-1, n)}
     commands, events = await consumer(infra.kafka, ns.topic("budget.commands")), await consumer(infra.kafka, ns.topic("dispatch.events"))
     sent: dict[str, float] = {}
-    approved: dict[str, float] = {}
+    approved_at: dict[str, float] = {}
+    arrived: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
     reserve_seen: dict[str, float] = {}
     http_ms: list[float] = []
 
@@ -149,14 +154,15 @@ async def dispatch_saga(infra: Infra, ns: Namespace, url: str, n: int, inflight:
                 c = env["payload"]
                 reserve_seen[c["dispatch_id"]] = time.perf_counter()
                 await publish(BudgetReserved(frame_id=c["frame_id"], dispatch_id=c["dispatch_id"], command_id=c["command_id"],
-                                             member_id=c["member_id"], amount=c["fee"] + c["travel"]))
+                                             member_id=c["member_id"], amount=c["fee"] + c["travel"]), wait=False)
 
     async def watch():
         async for rec in events:
             env = json.loads(rec.value)
             p = env["payload"]
-            if env["event_type"] == "dispatch.DispatchStatusChanged" and p["status"] == "approved" and p["dispatch_id"] in sent:
-                approved.setdefault(p["dispatch_id"], time.perf_counter() - sent[p["dispatch_id"]])
+            if env["event_type"] == "dispatch.DispatchStatusChanged" and p["status"] == "approved":
+                approved_at.setdefault(p["dispatch_id"], time.perf_counter())  # may come before the POST's reply
+                arrived[p["dispatch_id"]].set()
 
     tasks = [asyncio.create_task(budget()), asyncio.create_task(watch())]
     def auth(i: int) -> dict:
@@ -181,8 +187,7 @@ async def dispatch_saga(infra: Infra, ns: Namespace, url: str, n: int, inflight:
                 d = r.json()
                 assert d["status"] in ("accepted", "reserved", "approved"), d  # the saga may finish before the reply
                 sent[d["dispatch_id"]] = t
-                while d["dispatch_id"] not in approved:
-                    await asyncio.sleep(0.002)
+                await arrived[d["dispatch_id"]].wait()
 
         t0 = time.perf_counter()
         await asyncio.gather(*(one(i) for i in range(n)))
@@ -190,8 +195,9 @@ async def dispatch_saga(infra: Infra, ns: Namespace, url: str, n: int, inflight:
     for t in tasks:
         t.cancel()
     await commands.stop(), await events.stop(), await producer.stop()
+    approved = {d: approved_at[d] - t for d, t in sent.items()}
     to_reserve = [reserve_seen[d] - sent[d] for d in approved if d in reserve_seen]
-    to_approved = [sent[d] + approved[d] - reserve_seen[d] for d in approved if d in reserve_seen]
+    to_approved = [approved_at[d] - reserve_seen[d] for d in approved if d in reserve_seen]
     return (summary("dispatch: request → reserve → answer → approved", list(approved.values()), wall),
             summary("  of which POST /requests response", http_ms, wall),
             summary("  of which request → ReserveBudget seen", to_reserve, wall),
