@@ -6,7 +6,7 @@ import asyncio
 import time
 import zlib
 from collections.abc import Awaitable, Callable
-from datetime import date
+from datetime import date, datetime
 
 from pymongo.errors import DuplicateKeyError
 
@@ -23,6 +23,18 @@ from servicekit.store import now, record_audit  # noqa: F401  (now: the one cloc
 
 PROGRAMME_TTL = 10.0  # seconds a programme read is kept (see `Store.programme`)
 SLOT_NUMBERS = 100  # free-dispatch slot numbers the request path reads by id (1..100, or up to a larger cap)
+
+
+def as_stored(v):
+    """`v` as a read would give it back: times to the millisecond (BSON dates), tuples as lists (spares reading a
+    document just written)."""
+    if isinstance(v, datetime):
+        return v.replace(microsecond=v.microsecond // 1000 * 1000)
+    if isinstance(v, dict):
+        return {k: as_stored(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [as_stored(x) for x in v]
+    return v
 
 
 class AggregateLocks:
@@ -100,7 +112,8 @@ class Store:
         return update, events
 
     async def create(self, doc: dict, ch: Change, *, actor: str) -> dict:
-        """Writes a new dispatch with the Change that made it (request, and for route A its screening) in one insert."""
+        """Writes a new dispatch with the Change that made it (request, and for route A its screening) in one insert;
+        returns it as written (as a read would give it back)."""
         update, events = self.written(doc, ch, actor=actor)
         full = {**doc, **update["$set"]}
         full["history"] = doc["history"] + ch.history
@@ -110,7 +123,7 @@ class Store:
             if full.get("counts_free"):  # the slot screening claimed: given back at once (else the reconciler does)
                 await self.release_slot(full["business_id"], full["fiscal_year"], full["_id"])
             raise
-        return await self.get(full["_id"])
+        return as_stored({k: v for k, v in full.items() if k not in ("_outbox", "_seen")})
 
     async def change(self, dispatch_id: str, decide: Callable[[dict], Awaitable[Change | None] | Change | None], *,
                      actor: str | None, cause=None, reload: bool = True) -> dict | None:
