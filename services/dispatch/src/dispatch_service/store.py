@@ -21,6 +21,7 @@ from servicekit.refusals import Rejected
 from servicekit.store import now, record_audit  # noqa: F401  (now: the one clock, used across the service)
 
 
+OWED_MARKER = "owed-index:v1"
 PROGRAMME_TTL = 10.0  # seconds a programme read is kept (see `Store.programme`)
 SLOT_NUMBERS = 100  # free-dispatch slot numbers the request path reads by id (1..100, or up to a larger cap)
 
@@ -72,6 +73,7 @@ class Store:
         await self.dispatches.create_index("slot_release")
         await self.db.consultations.create_index([("business_id", 1), ("expert_id", 1)])
         await self.db.pending_ratings.create_index([("business_id", 1), ("given", 1)])
+        await self.backfill_owed_index()
         for fy in fiscal_years:  # seed programmes; an edited programme is never overwritten
             await self.db.programmes.update_one({"_id": f"dispatch-{fy}"},
                                                 {"$setOnInsert": programme_to_doc(default_programme(fy))},
@@ -269,14 +271,39 @@ class Store:
     async def rating_owed(self, doc: dict) -> None:
         """R-DSP-12: the business owes a rating from the moment the dispatch is confirmed (ratings records the same
         id when DispatchCompleted reaches it, and RatingGiven lifts it). Idempotent."""
+        owed = owed_rating_id(doc["_id"], "business")
+        await self.index_owed(doc["business_id"], owed)
         await self.db.pending_ratings.update_one(
-            {"_id": owed_rating_id(doc["_id"], "business")},
+            {"_id": owed},
             {"$setOnInsert": {"business_id": doc["business_id"], "dispatch_id": doc["_id"], "expert_id": doc["expert_id"],
                               "rater_kind": "business", "since": now(), "given": False}}, upsert=True)
 
+    # `owed_index`: per business (`_id`), the ids of every rating it was ever owed as the rater (`ids`, only ever added
+    # to, before the rating's own document is written), so the request path reads a business's pending ratings by
+    # `_id` (a filter on `business_id` scans every pending rating on the local server). Filled, once per database,
+    # from the ratings owed before it existed (marker in `migrations`).
+    async def index_owed(self, business_id: str, owed_id: str) -> None:
+        await self.db.owed_index.update_one({"_id": business_id}, {"$addToSet": {"ids": owed_id}}, upsert=True)
+
+    async def backfill_owed_index(self) -> int:
+        if await self.db.migrations.find_one({"_id": OWED_MARKER}, {"_id": 1}):
+            return 0
+        ids: dict[str, list[str]] = {}
+        async for r in self.db.pending_ratings.find({"rater_kind": "business"}, {"business_id": 1}):
+            ids.setdefault(r["business_id"], []).append(r["_id"])
+        for business_id, owed in ids.items():
+            await self.db.owed_index.update_one({"_id": business_id}, {"$addToSet": {"ids": {"$each": owed}}}, upsert=True)
+        await self.db.migrations.update_one({"_id": OWED_MARKER}, {"$set": {"businesses": len(ids), "at": now()}},
+                                            upsert=True)
+        return len(ids)
+
     async def pending_ratings(self, business_id: str) -> int:
-        return await self.db.pending_ratings.count_documents(
-            {"business_id": business_id, "rater_kind": "business", "given": False})
+        """R-DSP-12: ratings the business owes and has not given: its owed ids from `owed_index`, then read by `_id`."""
+        ids = (await self.db.owed_index.find_one({"_id": business_id}) or {}).get("ids") or []
+        if not ids:
+            return 0
+        return len([r async for r in self.db.pending_ratings.find(
+            {"_id": {"$in": ids}, "rater_kind": "business", "given": False}, {"_id": 1})])
 
     async def membership(self, platform_id: str | None, org_id: str) -> dict | None:
         if not platform_id:

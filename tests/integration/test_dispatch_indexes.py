@@ -1,6 +1,9 @@
-"""R-DSP-15: the repeated-pair signal reads the pair's dispatches by `_id` from the pair's index document, on the real
+"""Dispatch's read indexes, read by `_id` instead of a filter that scans on the local server.
+
+R-DSP-15: the repeated-pair signal reads the pair's dispatches by `_id` from the pair's index document, on the real
 MongoDB-wire server: dispatches written before the index existed are found through the start-up backfill, later ones
-through their ACCEPTED events (the pair read and added to in one command); a refused dispatch, another business's and another expert's never count."""
+through their ACCEPTED events (the pair read and added to in one command); a refused dispatch, another business's
+and another expert's never count. R-DSP-12: a business's pending ratings are read through its owed index."""
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -46,4 +49,30 @@ async def test_R_DSP_15_repeated_pair_counts_the_pairs_dispatches_through_the_pa
         assert await db.integrity_flags.count_documents({}) == 1
     finally:
         await client.drop_database(ns.db("dispatch") + "_pairs")
+        await client.close()
+
+
+async def test_R_DSP_12_pending_ratings_are_read_through_the_business_owed_index(infra, ns):
+    from dispatch_service.store import Store
+    client = AsyncMongoClient(infra.mongo)
+    db = client[ns.db("dispatch") + "_owed"]
+    try:
+        await db.pending_ratings.insert_many([   # owed before the index existed
+            {"_id": "owed-1", "business_id": "biz-1", "rater_kind": "business", "given": False},
+            {"_id": "owed-2", "business_id": "biz-1", "rater_kind": "business", "given": True},
+            {"_id": "owed-3", "business_id": "biz-1", "rater_kind": "expert", "given": False},
+            {"_id": "owed-4", "business_id": "biz-2", "rater_kind": "business", "given": False}])
+        store = Store(SimpleNamespace(db=db))
+        assert await store.backfill_owed_index() == 2
+        assert await store.backfill_owed_index() == 0       # once per database
+        assert await store.pending_ratings("biz-1") == 1
+        await store.rating_owed({"_id": "d9", "business_id": "biz-1", "expert_id": "ex-1"})   # confirmed now
+        assert await store.pending_ratings("biz-1") == 2
+        await store.rating_owed({"_id": "d9", "business_id": "biz-1", "expert_id": "ex-1"})   # again: nothing new
+        assert await store.pending_ratings("biz-1") == 2
+        await db.pending_ratings.update_many({"business_id": "biz-1"}, {"$set": {"given": True}})
+        assert await store.pending_ratings("biz-1") == 0
+        assert await store.pending_ratings("biz-2") == 1 and await store.pending_ratings("biz-3") == 0
+    finally:
+        await client.drop_database(ns.db("dispatch") + "_owed")
         await client.close()
