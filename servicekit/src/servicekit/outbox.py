@@ -5,7 +5,8 @@ consumers drop the duplicate by event id. Several replicas may run the relay at 
 
 A write tells the relay which document it changed (`kick(col, id)`), so the event goes out at once by a
 lookup on `_id`; the scan of whole collections for leftover entries (after a crash, or a write by another
-replica that died) runs only every `scan_seconds`, because `_outbox.0 $exists` cannot use an index.
+replica that died) runs only every `scan_seconds`, because `_outbox.0 $exists` cannot use an index — and never more
+often than keeps it under a twentieth of the time, so a collection of millions is not read whole every few seconds.
 A pass publishes the entries of all the documents it found as one batch: each send is handed to the
 producer in order without awaiting its acknowledgement, the acknowledgements are awaited together, and the
 documents' entries are then cleared with one statement per 100 documents. Order matters only per aggregate
@@ -30,6 +31,7 @@ from servicekit.faults import Health, backoff, dependency_of
 
 log = logging.getLogger("servicekit.outbox")
 CLEAR_CHUNK = 100  # documents cleared per statement (each compares its entries with all the chunk's)
+SCAN_SHARE = 20  # the next full scan waits at least this many times as long as the last one took (≤ 5% of the time)
 
 
 class OutboxRelay:
@@ -42,6 +44,7 @@ class OutboxRelay:
         self.poll_seconds = poll_seconds
         self.crash_before_publish = crash_before_publish
         self.scan_seconds = scan_seconds
+        self.scan_every = scan_seconds  # grows with what a scan costs (see SCAN_SHARE)
         self._wake = asyncio.Event()
         self._hot: list[tuple[AsyncCollection, object]] = []
         self._scan_now = True  # the first pass after start-up picks up what a crash left behind
@@ -142,9 +145,10 @@ class OutboxRelay:
         while True:
             try:
                 await self.drain_hot()
-                if self._scan_now or loop.time() - last_scan >= self.scan_seconds:
+                if self._scan_now or loop.time() - last_scan >= self.scan_every:
                     self._scan_now, last_scan = False, loop.time()
                     await self.drain_once()
+                    self.scan_every = max(self.scan_seconds, SCAN_SHARE * (loop.time() - last_scan))
             except asyncio.CancelledError:
                 raise
             except Exception as e:

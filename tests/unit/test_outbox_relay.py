@@ -1,0 +1,56 @@
+"""The outbox relay's own loop: how it comes back after failures, and how often it scans whole collections."""
+from __future__ import annotations
+
+import asyncio
+
+from aiokafka import errors as kafka_errors
+
+from servicekit.outbox import SCAN_SHARE, OutboxRelay
+
+
+async def test_relay_counts_its_failures_back_to_zero_once_a_pass_goes_through():
+    """After the broker is back, the relay is well again: the next outage starts its backoff from the first step and
+    Kafka is no longer reported down (the reset had sat unreachable after a `raise`)."""
+    relay = OutboxRelay(publish=None, collections=[], audit=None, poll_seconds=0.05, scan_seconds=0.0)
+    passes = []
+
+    async def drain_once():
+        passes.append(1)
+        if len(passes) == 1:
+            raise kafka_errors.KafkaConnectionError("broker gone")
+        return 0
+    relay.drain_once = drain_once
+    relay.start()
+    try:
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if len(passes) >= 3:
+                break
+        assert len(passes) >= 3
+        assert relay.failed_passes == 0
+        assert not relay.health.is_down("kafka")
+    finally:
+        await relay.stop()
+
+
+
+async def test_relay_scans_whole_collections_no_more_than_a_twentieth_of_the_time():
+    """R-OPS-03: the leftover scan reads every document of the outbox collections; at a million documents it must not
+    run every few seconds. A scan that took 50 ms puts the next one at least a second away."""
+    relay = OutboxRelay(publish=None, collections=[], audit=None, poll_seconds=0.01, scan_seconds=0.01)
+    scans = []
+
+    async def drain_once():
+        scans.append(asyncio.get_running_loop().time())
+        await asyncio.sleep(0.05)
+        return 0
+    relay.drain_once = drain_once
+    relay.start()
+    try:
+        await asyncio.sleep(1.5)
+    finally:
+        await relay.stop()
+    assert relay.scan_every >= SCAN_SHARE * 0.05
+    gaps = [b - a for a, b in zip(scans, scans[1:])]
+    assert gaps and min(gaps) >= SCAN_SHARE * 0.05 * 0.9
+    assert len(scans) <= 2
