@@ -20,7 +20,8 @@ takes the new contributions, (4) the op id leaves `_seen`. A claim left by a cra
 finished by the next recount of the business.
 
 Whoever triggers a recount first records the business in `ebpm_dirty` (a revision); the recount removes it only if no
-newer trigger came, and the sweep recounts whatever is left (a crash, a busy business) — a mark that says `refresh`
+newer trigger came, and the sweep recounts whatever is left (a crash, a busy business). A batch of dispatch events marks
+only the businesses it could not count (Kafka redelivers the batch after a crash) — a mark that says `refresh`
 (a web consultation whose copy may not have been written) first copies the business's rows again from the sources.
 At start-up, a database with rows but no counters yet copies every business's rows once (marker `ebpm-counters:v1`
 in `migrations`) and marks them; the sweep counts them.
