@@ -1,6 +1,7 @@
 """R-OPS-03: no request path reads a whole collection. Every list / recommend / diagnosis route of the recommend
 service runs against 100,000 business profiles with every database command it sends recorded; each read is then
-explained on the same server and the test fails on a collection scan.
+explained on the same server and the test fails on a collection scan. The dispatch service's request path (a request
+screened and accepted, read back, the business's free dispatches) is judged the same way.
 
 What the server can tell: FerretDB 1.24 (SQLite) explains a find with the SQLite plan, `SEARCH … USING INDEX` for an
 `_id` lookup and `SCAN <table>` otherwise. It pushes only `_id` equality down to SQLite (`filterPushdown: false` for
@@ -172,6 +173,73 @@ async def test_R_OPS_03_recommend_routes_never_scan_a_collection_at_100k_documen
     await client.close()
     print(f"{explained} reads explained over {len(routes)} routes")
     assert not problems, "\n".join(problems)
+
+
+async def test_R_OPS_03_a_dispatch_request_never_scans_a_collection(infra, ns):
+    """The dispatch service's busiest path: a route-A request screened and accepted (R-DSP-01..04, R-DSP-12), read back,
+    and the business's free dispatches, with 20,000 other dispatches, owed ratings and slots stored: every read by
+    `_id`, judged as above."""
+    os.environ.setdefault("JWT_PUBLIC_KEY_FILE", public_key_file())
+    from datetime import UTC, date, datetime, timedelta
+
+    from contracts.vocab import fiscal_year
+    from dispatch_service.app import create_app
+    from dispatch_service.settings import DispatchSettings
+
+    rec = Recorder()
+    client = AsyncMongoClient(infra.mongo, tz_aware=True, event_listeners=[rec])
+    db = client[ns.db("dispatch") + "_scan"]
+    try:
+        app = create_app(DispatchSettings(mongo_uri=infra.mongo, jwt_public_key_file=public_key_file(),
+                                          jwt_issuer=TEST_ISSUER, topic_prefix=ns.prefix))
+        svc = app.state.service
+        svc.db = db
+        store = app.state.store
+        store.__init__(svc)   # on this database
+        fy = fiscal_year((datetime.now(UTC) + timedelta(hours=9)).date())
+        await store.setup([fy])
+        m = 20_000
+        await db.dispatches.insert_many([{"_id": f"old-{i}", "business_id": f"other-{i % 5000}", "expert_id": "ex-s",
+                                          "status": "paid", "fiscal_year": fy, "route": "A"} for i in range(m)])
+        await db.pending_ratings.insert_many([{"_id": f"owed-{i}", "business_id": f"other-{i % 5000}",
+                                               "rater_kind": "business", "given": i % 2 == 0} for i in range(m)])
+        await db.free_slots.insert_many([{"_id": f"other-{i}:{fy}:1", "n": 1, "business_id": f"other-{i}",
+                                          "fiscal_year": fy, "dispatch_id": f"old-{i}"} for i in range(5000)])
+        await db.experts.insert_one({"_id": "ex-s", "account_id": "acct-ex-s", "status": "registered",
+                                     "registered_fiscal_year": fy})
+        await db.business_people.insert_one({"_id": "biz-s", "prime": "acct-biz-s"})
+        await db.memberships.insert_one({"_id": "plat-s:inst-s", "platform_id": "plat-s", "org_id": "inst-s",
+                                         "member_role": "representative"})
+        staff = {"authorization": "Bearer " + token(
+            sub="staff-s", roles=["institution"],
+            orgs=[{"org_id": "inst-s", "platform_id": "plat-s", "member_role": "representative",
+                   "rights": ["request_dispatch"]}],
+            dlg=[{"id": "dlg-s", "business_id": "biz-s", "org_id": "inst-s", "scopes": ["dispatch:request", "dispatch:read"],
+                  "exp": int(time.time()) + 3600}])}
+        body = {"business_id": "biz-s", "expert_id": "ex-s", "institution_id": "inst-s",
+                "issue": "A clear management issue that needs a specialist's knowledge.", "beyond_self_help": True,
+                "needs_specialist": True, "planned_visits": [{"day": date(fy + 1, 2, 1).isoformat(), "hours": 2}]}
+        problems = []
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://dispatch") as http:
+            async def call(method, path, json=None):
+                rec.commands.clear()
+                rec.on = True
+                r = await http.request(method, path, headers=staff, json=json)
+                rec.on = False
+                assert r.status_code in (200, 201), (path, r.status_code, r.text)
+                for c in rec.commands:
+                    if why := shape_problem(c):
+                        problems.append(f"{method} {path}: {why}")
+                return r.json()
+            made = await call("POST", "/requests", body)
+            assert made["status"] == "accepted", made
+            await call("GET", f"/requests/{made['dispatch_id']}")
+            free = await call("GET", "/businesses/biz-s/free-dispatches")
+            assert free["used"] == 1 and free["dispatch_ids"] == [made["dispatch_id"]]
+        assert not problems, "\n".join(problems)
+    finally:
+        await client.drop_database(ns.db("dispatch") + "_scan")
+        await client.close()
 
 
 def test_R_OPS_03_the_shape_check_fails_on_a_scan():

@@ -183,14 +183,11 @@ class Store:
     # --- free dispatches (R-DSP-03) -------------------------------------------------------------------
     # One document per slot, `_id` = business:year:n. A duplicate-key insert is atomic on every server
     # (unlike a conditional update on FerretDB), so concurrent requests can never take more than the cap.
-    async def used_free(self, business_id: str, fiscal_year: int) -> list[str]:
-        cur = self.slots.find({"business_id": business_id, "fiscal_year": fiscal_year}).sort("n", 1)
-        return [d["dispatch_id"] async for d in cur]
-
     async def used_free_by_id(self, business_id: str, fiscal_year: int, programme: Programme | None = None) -> list[str]:
-        """`used_free` for the request path: the slots are read by their ids (`_id: {$in}`, served from the `_id` index;
-        a filter on other fields scans the collection on the local server). Slot numbers never exceed the cap at the
-        time of the claim; the range covers any cap up to 100, and `programme`'s larger one."""
+        """The dispatches holding the business's free dispatches of the year, in slot order. The slots are read by their
+        ids (`_id: {$in}`, served from the `_id` index; a filter on other fields scans the collection on the local
+        server). Slot numbers never exceed the cap at the time of the claim; the range covers any cap up to 100, and
+        `programme`'s larger one."""
         caps = (programme.free_dispatches, programme.free_dispatches_extended) if programme else ()
         upto = max((SLOT_NUMBERS, *caps))
         ids = [f"{business_id}:{fiscal_year}:{n}" for n in range(1, upto + 1)]

@@ -141,7 +141,7 @@ async def free_dispatches(business_id: str, request: Request, fy: int | None = Q
         raise Rejected("not_found", "Not found", f"No business {business_id} visible to you.")
     year = fy or fiscal_year(datetime.now(JST).date())
     prog = await store.programme(year)
-    used = await store.used_free(business_id, year)
+    used = await store.used_free_by_id(business_id, year, prog)
     return {"business_id": business_id, "fiscal_year": year, "used": len(used), "dispatch_ids": used,
             "cap": prog.free_dispatches, "remaining": max(0, prog.free_dispatches - len(used)),
             "cap_extended": prog.free_dispatches_extended,
