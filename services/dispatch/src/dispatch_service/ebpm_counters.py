@@ -19,10 +19,11 @@ kept in `pending`), (2) each counter document moved, guarded by the op id in its
 takes the new contributions, (4) the op id leaves `_seen`. A claim left by a crash (older than `stale_claim`) is
 finished by the next recount of the business.
 
-Whoever triggers a recount first records the business in `ebpm_dirty` (a revision); the recount removes it only if no
-newer trigger came, and the sweep recounts whatever is left (a crash, a busy business). A batch of dispatch events marks
-only the businesses it could not count (Kafka redelivers the batch after a crash) — a mark that says `refresh`
-(a web consultation whose copy may not have been written) first copies the business's rows again from the sources.
+Whoever triggers a recount records the business in `ebpm_dirty` (a revision) before and again after copying its rows;
+the recount removes it only if no newer trigger came, so a trigger whose copy a recount may not have seen is never
+cleared, and the sweep recounts whatever is left (a crash, a busy business). A batch of dispatch events marks only the
+businesses it could not count (Kafka redelivers the batch after a crash). A mark that says `refresh` (a web
+consultation whose copy may not have been written) first copies the business's rows again from the sources.
 At start-up, a database with rows but no counters yet copies every business's rows once (marker `ebpm-counters:v1`
 in `migrations`) and marks them; the sweep counts them.
 
@@ -114,9 +115,12 @@ class Counters:
     async def touch(self, business_id: str, rows: dict | None = None) -> bool:
         """Marks the business, copies `rows` ({"rows.d.<id>": …}) into its document, recounts it, and clears the mark
         unless a newer trigger came meanwhile. False: left to the sweep."""
-        rev = await self.mark(business_id)
+        rev = await self.mark(business_id)  # first: a crash after the copy leaves the business marked
         if rows:
             await self.businesses.update_one({"_id": business_id}, {"$set": rows}, upsert=True)
+            # and again after the copy: a recount that clears a mark read the business after every copy marked before
+            # it, and a trigger whose copy landed later marks a newer revision, so its mark is never cleared unseen
+            rev = await self.mark(business_id)
         return await self.recount_marked(business_id, rev)
 
     async def recount_marked(self, business_id: str, rev: int) -> bool:
