@@ -312,9 +312,9 @@ class Counters:
                 sets[f"cells.{f}.{k}"] = cell[k]
         return per_doc
 
-    async def _move(self, doc_id: str, inc: dict, sets: dict, ops: list[str]) -> bool:
-        """(2) of a recount: one counter document moved, guarded by the ops in its `_seen`. False: it has seen one of
-        `ops` already (nothing moved)."""
+    async def _move(self, doc_id: str, inc: dict, sets: dict, ops: list[str]) -> None:
+        """(2) of a recount: one counter document moved, guarded by the ops in its `_seen` (nothing moves if it has seen
+        them: a crashed recount taken over)."""
         report, g, org = doc_id.split("|", 2)
         inc = {k: Int64(v) if k.endswith((".k_hi", ".k_lo")) else v for k, v in inc.items()}  # 64-bit from the start
         update = {**({"$inc": inc} if inc else {}), **({"$set": sets} if sets else {}),
@@ -322,15 +322,15 @@ class Counters:
         guard = {"_id": doc_id, "_seen": {"$nin": ops}}
         try:
             await self.counters.update_one(guard, update, upsert=True)
-            return True
-        except DuplicateKeyError:  # the counter exists: created meanwhile, or it has seen an op
+        except DuplicateKeyError:  # the counter exists: created meanwhile, or it has seen the ops
             update.pop("$setOnInsert")
-            return (await self.counters.update_one(guard, update)).matched_count == 1
+            await self.counters.update_one(guard, update)
 
     async def _apply(self, claims: dict[str, dict]) -> None:
         """(2)–(4) of a recount for the claims of one or more businesses (business -> its `pending`). Each counter
-        document is moved once by the sum of the claims' moves; one that has seen any of their ops already (a crashed
-        recount taken over) is moved claim by claim instead, each guarded by its own op, so every move happens once."""
+        document is moved once by the sum of the claims' moves, guarded by all their ops. Several claims come only from
+        `recount_many`, all just made (no document can have seen their new ops); a crashed recount's claim is taken
+        over alone (`recount`), so its single op decides for each document whether it moved already."""
         shares: dict[str, dict[str, tuple[dict, dict]]] = defaultdict(dict)  # counter doc -> business -> its moves
         for bid, pend in claims.items():
             for doc_id, moves in self._moves(pend).items():
@@ -342,9 +342,7 @@ class Counters:
                 for k, v in i.items():
                     inc[k] = inc.get(k, 0) + v
                 sets.update(s)
-            if not await self._move(doc_id, inc, sets, [claims[b]["op"] for b in by_business]) and len(by_business) > 1:
-                for bid, (i, s) in by_business.items():
-                    await self._move(doc_id, i, s, [claims[bid]["op"]])
+            await self._move(doc_id, inc, sets, [claims[b]["op"] for b in by_business])
         finish = []
         for bid, pend in claims.items():
             # cell by cell: FerretDB 1.24 takes a `$set` of a whole sub-document whose keys changed but whose values

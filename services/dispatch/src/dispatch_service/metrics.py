@@ -10,6 +10,7 @@ from opentelemetry.metrics import Observation
 
 from contracts.events.dispatch import DispatchStatus
 from dispatch_service.store import Store
+from servicekit.outbox import SCAN_SHARE
 
 log = logging.getLogger("dispatch.metrics")
 
@@ -40,5 +41,5 @@ class SagaStates:
                 raise
             except Exception as e:  # the database is away: keep the last counts
                 log.debug("saga states not counted", extra={"fields": {"error": repr(e)}})
-            # the pass reads every dispatch: never more than a twentieth of the time, however many there are
-            await asyncio.sleep(max(self.store.svc.settings.metrics_refresh_seconds, 20 * (loop.time() - began)))
+            # the pass reads every dispatch: never more of the time than the relay's leftover scan, however many
+            await asyncio.sleep(max(self.store.svc.settings.metrics_refresh_seconds, SCAN_SHARE * (loop.time() - began)))
