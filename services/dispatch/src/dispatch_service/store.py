@@ -73,6 +73,7 @@ class Store:
         await self.dispatches.create_index("slot_release")
         await self.db.consultations.create_index([("business_id", 1), ("expert_id", 1)])
         await self.db.pending_ratings.create_index([("business_id", 1), ("given", 1)])
+        await self.db.experts.create_index("account_id")  # an expert's own worklist finds its expert ids by account
         await self.backfill_owed_index()
         for fy in fiscal_years:  # seed programmes; an edited programme is never overwritten
             await self.db.programmes.update_one({"_id": f"dispatch-{fy}"},
