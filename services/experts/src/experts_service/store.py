@@ -82,6 +82,7 @@ class Store:
         await self.experts.create_index("account_id", unique=True)
         await self.experts.create_index("status")
         await self.experts.create_index("recommender_ids")
+        await self.experts.create_index("recommendations.org_id")  # an institution's recommendees (and the asked)
         await self.experts.create_index([("status", 1), ("key", 1)])  # the agency's queues, paged
         await self.experts.create_index([("renewal.state", 1), ("key", 1)])
         await paging.add_keys(self.db, "experts", "updated_at")

@@ -71,6 +71,7 @@ async def ensure_indexes(db) -> None:
     await db.businesses.create_index("prime_id")
     await db.businesses.create_index("member_ids")
     await db.businesses.create_index("invited_emails")
+    await db.businesses.create_index([("owner", 1), ("status", 1)])  # a registration awaiting proof, by its owner
     await db.delegations.create_index("business_id")
     await db.delegations.create_index("org_id")
     await db.refresh_tokens.create_index("family")

@@ -28,6 +28,7 @@ async def ensure_indexes(db) -> None:
     await db.contacts.create_index("line_user_id")
     await db.deliveries.create_index([("recipient_id", 1), ("created_at", -1)])
     await db.deliveries.create_index("owed_id")
+    await db.deliveries.create_index([("created_at", -1)])  # the operators' view of every delivery, newest first
 
 
 async def audit(db, action: str, key: str, payload: dict, actor: str | None = None) -> None:

@@ -31,6 +31,10 @@ async def ensure_indexes(db) -> None:
     await db.owed.create_index([("status", 1), ("radar_applied", 1)])
     await db.radars.create_index("oldest")
     await db.evaluations.create_index([("fiscal_year", 1), ("expert_id", 1)])
+    await db.owed.create_index([("expert_id", 1), ("moderation", 1)])  # an expert's approved comments
+    await db.owed.create_index("moderation")  # the moderation queue
+    await db.classifications.create_index([("expert_id", 1), ("fiscal_year", -1)])  # an expert's classifications
+    await db.classifications.create_index("fiscal_year")  # is the year closed?
 
 
 def radar_event(svc, expert_id: str, radar: Radar, *, cause=None, actor=None) -> dict:
