@@ -89,8 +89,8 @@ def shape_problem(c: dict) -> str | None:
 
 def index_problem(c: dict, indexes: dict[str, list[list[str]]]) -> str | None:
     """None if MongoDB serves the read by `_id` (`shape_problem`) or from an index the service declares (`indexes`:
-    each collection's indexes as lists of fields): an equality or `$in` on an index's first field (the read is bounded
-    by that value's documents, e.g. one institution's worklist), or, with no other condition than the cursor's, sorted
+    each collection's indexes as lists of fields): an equality, `$in` or closed range on an index's first field (the read
+    is bounded by those values' documents, e.g. one institution's worklist, a name prefix), or, with no other condition than the cursor's, sorted
     by an index's first field and limited (a page of the newest). Else why not. FerretDB plans neither (it pushes only
     `_id` down), so these are judged by shape, as the `_id` ranges are."""
     why = shape_problem(c)
@@ -108,6 +108,9 @@ def index_problem(c: dict, indexes: dict[str, list[list[str]]]) -> str | None:
     def served(flt: dict) -> bool:
         if any(f in firsts and (not isinstance(v, dict) or set(v) <= {"$in", "$eq"}) for f, v in flt.items()):
             return True
+        if any(f in firsts and isinstance(v, dict) and set(v) & {"$gt", "$gte"} and set(v) & {"$lt", "$lte"}
+               for f, v in flt.items()):
+            return True  # a closed range on an index's first field (a prefix search: `name` from "abc" to "abc\uffff")
         if set(flt) == {"$or"}:  # MongoDB unions one index scan per branch: every branch must have one
             return all(served(b) for b in flt["$or"])
         return "_id" in flt and (not isinstance(flt["_id"], dict) or set(flt["_id"]) <= {"$in", "$eq"})
@@ -395,3 +398,6 @@ def test_R_OPS_03_the_shape_check_fails_on_a_scan():
     assert not index_problem({"name": "aggregate", "cmd": {"aggregate": "worklist", "pipeline": [
         {"$match": {"institution_id": "i"}}, {"$group": {"_id": 1, "n": {"$sum": 1}}}]}}, ix)
     assert index_problem({"name": "aggregate", "cmd": {"aggregate": "worklist", "pipeline": [{"$match": {"x": 1}}]}}, ix)
+    assert not index_problem({"name": "find", "cmd": {"find": "worklist", "filter": {
+        "institution_id": {"$gte": "ab", "$lt": "ab\uffff"}}, "sort": {"_id": 1}, "limit": 21}}, ix)
+    assert index_problem({"name": "find", "cmd": {"find": "worklist", "filter": {"institution_id": {"$gte": "ab"}}}}, ix)
