@@ -50,7 +50,8 @@ def interactions(rnd: random.Random, candidates: list[dict], industry: str, mean
 
 
 def load(mongo_uri: str, db_name: str, n: int, per_business: float, seed: int) -> dict:
-    """Profiles and read models for n businesses; returns what the measurement needs (ids, owners)."""
+    """Profiles and read models for n businesses; returns what the measurements need (a sample of ids and owners, and
+    the segment index: segment#chunk -> {business: owner})."""
     client = MongoClient(mongo_uri)
     db = client[db_name]
     catalogue = domain.load_catalogue()
@@ -115,7 +116,7 @@ def load(mongo_uri: str, db_name: str, n: int, per_business: float, seed: int) -
     print(f"loaded {n:,} businesses with {total_items:,} interactions, {len(segments):,} segments, "
           f"{len(sketches)} peer groups in {time.perf_counter() - t0:.0f} s")
     client.close()
-    return {"sample": sample}
+    return {"sample": sample, "members": members}
 
 
 def pct(xs: list[float], p: float) -> float:
