@@ -81,7 +81,8 @@ install() {
   # replacement for encoding/json and decodes faster. FerretDB's own sjson tests pass on it but for the error texts of
   # truncated input (which FerretDB never stores); the project's semantics tests run on it.
   sed -i 's|^\t"encoding/json"$|\tjson "github.com/goccy/go-json"|' "$src"/internal/handler/sjson/*.go
-  (cd "$src" && GOFLAGS=-mod=mod go get "github.com/goccy/go-json@$GO_JSON_VERSION" >/dev/null 2>&1)
+  (cd "$src" && GOFLAGS=-mod=mod go get "github.com/goccy/go-json@$GO_JSON_VERSION" >/dev/null 2>&1) ||
+    { log "could not fetch github.com/goccy/go-json $GO_JSON_VERSION from the Go module proxy"; return 1; }
   grep -q 'json "github.com/goccy/go-json"' "$src/internal/handler/sjson/sjson.go" ||
     { log "could not patch sjson's JSON decoder"; return 1; }
   mkdir -p "$(dirname "$BIN")"
