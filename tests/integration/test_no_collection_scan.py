@@ -87,6 +87,12 @@ def shape_problem(c: dict) -> str | None:
     return f"{name} on {cmd.get(name)}"
 
 
+async def declared_indexes(db) -> dict[str, list[list[str]]]:
+    """Each collection's indexes as lists of fields (what `index_problem` judges by)."""
+    return {col: [[k for k, _ in ix["key"]] for ix in (await db[col].index_information()).values()]
+            for col in await db.list_collection_names()}
+
+
 def index_problem(c: dict, indexes: dict[str, list[list[str]]]) -> str | None:
     """None if MongoDB serves the read by `_id` (`shape_problem`) or from an index the service declares (`indexes`:
     each collection's indexes as lists of fields): an equality, `$in` or closed range on an index's first field (the read
@@ -322,9 +328,7 @@ async def test_R_OPS_03_dispatch_lists_read_only_what_a_page_needs(infra, ns, mo
             await hook()
         loaded = time.monotonic() - began
         await db.experts.insert_one({"_id": "ex-7", "account_id": "acct-ex-7", "status": "registered"})
-        indexes = {}
-        for col in await db.list_collection_names():
-            indexes[col] = [[k for k, _ in ix["key"]] for ix in (await db[col].index_information()).values()]
+        indexes = await declared_indexes(db)
 
         def auth(sub, *roles, **claims):
             return {"authorization": "Bearer " + token(sub=sub, roles=list(roles), ttl=1800, **claims)}

@@ -18,7 +18,7 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from servicekit.bus import ensure_topics
-from tests.integration.test_no_collection_scan import Recorder, index_problem
+from tests.integration.test_no_collection_scan import Recorder, declared_indexes, index_problem
 from tests.support import TEST_ISSUER, public_key_file, token
 
 SERVICES = ["identity", "experts", "dispatch", "budget", "ratings", "notifications", "recommend", "community"]
@@ -85,8 +85,7 @@ async def test_R_OPS_03_no_get_route_reads_by_an_unindexed_condition(infra, ns, 
         for hook in svc._startup:  # the service's index declarations
             await hook()
         db = client[name]
-        indexes = {col: [[k for k, _ in ix["key"]] for ix in (await db[col].index_information()).values()]
-                   for col in await db.list_collection_names()}
+        indexes = await declared_indexes(db)
         api = app.openapi()["paths"]
         paths = [p for p, ops in api.items() if "get" in ops and not p.startswith(SKIP)]
         problems, answered = [], {}
