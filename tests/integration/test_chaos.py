@@ -32,6 +32,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import pytest
@@ -247,23 +248,24 @@ async def test_chaos_faults_under_mixed_load_lose_nothing_double_nothing_and_lea
             load = Load()
             print(f"\nchaos ({PROFILE}): set up in {time.monotonic() - started:.0f} s")
 
-            async def probe() -> bool:
+            async def probe() -> str | None:
                 """Every service ready, and a command's round trip through the budget service (a frame that does not
-                exist: refused, no ledger effect)."""
+                exist: refused, no ledger effect). None when it passed, else what did not."""
                 for p in svcs.values():
                     try:
-                        if httpx.get(f"{p.url}/readyz", timeout=3).status_code != 200:
-                            return False
-                    except httpx.HTTPError:
-                        return False
+                        r = httpx.get(f"{p.url}/readyz", timeout=3)
+                    except httpx.HTTPError as e:
+                        return f"{p.name} /readyz: {type(e).__name__}"
+                    if r.status_code != 200:
+                        return f"{p.name} /readyz {r.status_code}: {r.text[:300]}"
                 pid = "probe-" + uuid.uuid4().hex[:8]
                 await pub.send(ReserveBudget(command_id=pid, frame_id="frame-probe", dispatch_id=pid,
                                              member_id=INSTITUTION, fee=1, travel=0), "dispatch")
                 for _ in range(100):
                     if pid in answers.answers():
-                        return True
+                        return None
                     await asyncio.sleep(0.1)
-                return False
+                return f"no budget answer to {pid} in 10 s ({len(answers.envelopes)} budget events read so far)"
 
             async def fault(name: str, inject, restore, lasting: float, load_slice) -> Outcome:
                 before = counters(svcs)
@@ -273,8 +275,9 @@ async def test_chaos_faults_under_mixed_load_lose_nothing_double_nothing_and_lea
                 await asyncio.sleep(lasting)
                 await restore()
                 t1 = time.monotonic()
-                while not await probe():
-                    assert time.monotonic() - t1 < 180, f"not recovered 180 s after {name}"
+                while (why := await probe()) is not None:
+                    assert time.monotonic() - t1 < 180, \
+                        f"not recovered 180 s after {name}: {why}\n{_log_tails(svcs, env)}"
                 t2 = time.monotonic()
                 await sending
                 after = counters(svcs)
@@ -430,6 +433,20 @@ async def test_chaos_faults_under_mixed_load_lose_nothing_double_nothing_and_lea
         # leave the broker and the database running, as the rest of the session expects
         script(env, "kafka.sh", "start")
         script(env, "mongo.sh", "start")
+
+
+def _log_tails(svcs: dict[str, ServiceProcess], env: dict, lines: int = 12) -> str:
+    """The last lines of each service's log (warnings and errors: the services run at LOG_LEVEL=WARNING) and of the
+    broker's and the database's, for a run that did not recover."""
+    files = {name: p.log_file for name, p in svcs.items()}
+    files |= {name: Path(env["VAR_DIR"]) / "log" / f"{name}.log" for name in ("mongo", "kafka")}
+    out = []
+    for name, f in files.items():
+        tail = f.read_text(errors="replace").splitlines()[-lines:] if f.exists() else ["(no log)"]
+        p = svcs.get(name)
+        state = f" (pid {p.proc.pid}, exit code {p.proc.poll()})" if p and p.proc else ""
+        out.append(f"--- {name}{state}\n" + "\n".join(line[:400] for line in tail))
+    return "\n".join(out)
 
 
 def _both(a, b):
