@@ -20,7 +20,7 @@ class Svc:
     def __init__(self, db):
         self.db = db
 
-    async def write(self, col, filter_, update, *, events=(), upsert=False):
+    async def write(self, col, filter_, update, *, events=(), upsert=False, outbox_was_empty=False):
         return await col.update_one(filter_, with_outbox(update, list(events)), upsert=upsert)
 
     async def insert(self, col, doc, *, events=()):

@@ -34,7 +34,8 @@ class FakeBroker:
 
 
 def fake_service(db, settings: Settings):
-    """What Store needs of a Service: the database, events as outbox entries, a relay to tell (kicks recorded)."""
+    """What Store needs of a Service: the database, events as outbox entries, a relay to tell (kicks and handoffs
+    recorded in `kicks`)."""
     kicks: list = []
 
     def event(msg, *, actor=None, cause=None, event_id=None):
@@ -42,7 +43,7 @@ def fake_service(db, settings: Settings):
                             causation_id=cause.event_id if cause else None)
         return outbox_entry(env, settings.topic(msg.topic))
 
-    async def write(col, filter, update, *, events=(), upsert=False):
+    async def write(col, filter, update, *, events=(), upsert=False, outbox_was_empty=False):
         res = await col.update_one(filter, with_outbox(update, list(events)), upsert=upsert)
         if events:
             kicks.append(filter["_id"])
@@ -52,7 +53,8 @@ def fake_service(db, settings: Settings):
         return await col.insert_one({**doc, "_outbox": list(events)})
 
     return SimpleNamespace(db=db, settings=settings, event=event, write=write, insert=insert,
-                           relay=SimpleNamespace(kick=lambda col, doc_id: kicks.append(doc_id)), kicks=kicks)
+                           relay=SimpleNamespace(kick=lambda col, doc_id: kicks.append(doc_id),
+                                                 handoff=lambda col, doc_id, entries: kicks.append(doc_id)), kicks=kicks)
 
 
 def accepted_doc(dispatch_id: str) -> tuple[dict, ReserveBudget]:

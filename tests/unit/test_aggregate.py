@@ -77,7 +77,8 @@ class FakeService:
     def __init__(self):
         self.db = SimpleNamespace(audit=FakeCollection(), things=FakeCollection())
 
-    async def write(self, col, filter_, update, *, events=(), upsert=False):
+    async def write(self, col, filter_, update, *, events=(), upsert=False, outbox_was_empty=False):
+        self.handed = outbox_was_empty
         return await col.update_one(filter_, with_outbox(update, list(events)))
 
     async def insert(self, col, doc, *, events=()):
@@ -96,6 +97,27 @@ async def test_a_change_is_written_with_its_events_and_the_version_moves_on():
     assert stored["n"] == 2 and stored["version"] == 4 and stored["_outbox"] == [EVENT]
     assert out.changed and out.doc["n"] == 2 and out.doc["version"] == 4
     assert svc.db.audit.docs == {}  # an event is audited by the relay, not twice
+
+
+async def test_a_write_on_an_empty_outbox_hands_its_events_over_and_decide_never_sees_the_outbox():
+    """The relay need not read a document back when the version-guarded write found its outbox empty (Service.write):
+    only then is `outbox_was_empty` passed; entries still waiting, or an outbox the projection left out, mean a read."""
+    svc = FakeService()
+    await svc.db.things.insert_one({"_id": "a", "version": 1, "n": 1, "_outbox": []})
+    await svc.db.things.insert_one({"_id": "b", "version": 1, "n": 1, "_outbox": [EVENT]})
+    seen = []
+
+    def decide(d):
+        seen.append(set(d))
+        return Change(set={"n": 2}, events=[EVENT])
+    await aggregate.update(svc, svc.db.things, "a", decide, actor="u", action="x")
+    assert svc.handed is True
+    await aggregate.update(svc, svc.db.things, "b", decide, actor="u", action="x")
+    assert svc.handed is False
+    await svc.db.things.insert_one({"_id": "c", "version": 1, "n": 1})  # as read through a projection without it
+    await aggregate.update(svc, svc.db.things, "c", decide, actor="u", action="x")
+    assert svc.handed is False
+    assert all("_outbox" not in keys for keys in seen)
 
 
 async def test_R_OPS_02_a_change_without_events_leaves_an_audit_entry_with_a_datetime():

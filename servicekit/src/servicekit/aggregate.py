@@ -126,9 +126,10 @@ async def update(svc, col, doc_id: Any, decide: Decide, *, actor: str | None, ac
     service that also copies its entries elsewhere passes its own). The events' cause is the caller's business:
     `decide` makes the outbox entries (`svc.event(msg, actor=…, cause=…)`)."""
     if projection is None:
-        projection = {"_outbox": 0, "_seen": 0}
+        projection = {"_seen": 0}  # the outbox is read to know whether it was empty (see Service.write)
     for _ in range(attempts):
         doc = await col.find_one({"_id": doc_id}, projection)
+        outbox_was_empty = doc is not None and doc.pop("_outbox", None) == []
         if doc is None and not create:
             raise fresh(missing)
         change = await _decided(decide, doc)
@@ -144,7 +145,7 @@ async def update(svc, col, doc_id: Any, decide: Decide, *, actor: str | None, ac
         else:
             filter_, version_set, drop = guard(doc, version)
             res = await svc.write(col, {**filter_, **change.where}, update_document(change, version_set, drop),
-                                  events=change.events)
+                                  events=change.events, outbox_was_empty=outbox_was_empty)
             if res.matched_count != 1:
                 continue
             written = after(doc, change, version_set, drop)
@@ -153,6 +154,8 @@ async def update(svc, col, doc_id: Any, decide: Decide, *, actor: str | None, ac
                         payload=change.audit if change.audit is not None else default_audit(change))
         if reload:
             written = await col.find_one({"_id": doc_id}, projection)
+            if written is not None:
+                written.pop("_outbox", None)
         return Outcome(written, change)
     raise fresh(busy)
 

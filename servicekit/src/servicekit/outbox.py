@@ -4,7 +4,8 @@ At least once: a crash after publishing but before the removal publishes again a
 consumers drop the duplicate by event id. Several replicas may run the relay at once for the same reason.
 
 A write tells the relay which document it changed (`kick(col, id)`), so the event goes out at once by a
-lookup on `_id`; the scan of whole collections for leftover entries (after a crash, or a write by another
+lookup on `_id`. An insert hands its entries over instead (`handoff`): a document that did not exist holds exactly
+the entries it was written with, so the relay publishes them and clears them without reading the document back; the scan of whole collections for leftover entries (after a crash, or a write by another
 replica that died) runs only every `scan_seconds`, because `_outbox.0 $exists` cannot use an index — and never more
 often than keeps it under a twentieth of the time, so a collection of millions is not read whole every few seconds.
 A pass publishes the entries of all the documents it found as one batch: each send is handed to the
@@ -47,6 +48,7 @@ class OutboxRelay:
         self.scan_every = scan_seconds  # grows with what a scan costs (see SCAN_SHARE)
         self._wake = asyncio.Event()
         self._hot: list[tuple[AsyncCollection, object]] = []
+        self._handed: list[tuple[AsyncCollection, object, list[dict]]] = []  # inserted documents' entries
         self._scan_now = True  # the first pass after start-up picks up what a crash left behind
         self._task: asyncio.Task | None = None
         self.depth: dict[str, int] = {}  # collection -> entries the last full scan found waiting (metrics)
@@ -60,6 +62,12 @@ class OutboxRelay:
             self._hot.append((col, doc_id))
         else:
             self._scan_now = True
+        self._wake.set()
+
+    def handoff(self, col: AsyncCollection, doc_id, entries: list[dict]) -> None:
+        """Called after inserting a document with `entries` as its whole outbox: they go out now, unread. (A write
+        that reaches the document afterwards kicks it as usual; if both wait in one pass, the document is read.)"""
+        self._handed.append((col, doc_id, entries))
         self._wake.set()
 
     async def drain_once(self) -> int:
@@ -77,10 +85,18 @@ class OutboxRelay:
         """Publishes the entries of the documents that writes just reported: one read per collection and 500
         documents (`_id: {$in}`, served from the `_id` index)."""
         hot, self._hot = self._hot, []
+        handed, self._handed = self._handed, []
         by_col: dict[str, tuple[AsyncCollection, list]] = {}
         for col, doc_id in dict.fromkeys(hot):  # each document once
             by_col.setdefault(col.name, (col, []))[1].append(doc_id)
         sent = 0
+        kicked = {(col.name, doc_id) for col, doc_id in hot}
+        unread: dict[str, tuple[AsyncCollection, list]] = {}
+        for col, doc_id, entries in handed:
+            if (col.name, doc_id) not in kicked:  # else the read below finds them too
+                unread.setdefault(col.name, (col, []))[1].append({"_id": doc_id, "_outbox": entries})
+        for col, docs in unread.values():
+            sent += await self._send(col, docs)
         for col, ids in by_col.values():
             for i in range(0, len(ids), 500):
                 docs = [d async for d in col.find({"_id": {"$in": ids[i:i + 500]}, "_outbox.0": {"$exists": True}},
@@ -166,7 +182,7 @@ class OutboxRelay:
                 log.info("outbox relay publishing again", extra={"fields": {"failed_passes": self.failed_passes}})
                 self.failed_passes = 0
                 self.health.recovered("kafka")
-            if self._hot or self._scan_now:
+            if self._hot or self._handed or self._scan_now:
                 continue
             try:
                 await asyncio.wait_for(self._wake.wait(), self.poll_seconds)

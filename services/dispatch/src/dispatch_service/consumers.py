@@ -65,11 +65,11 @@ def budget_handlers(store: Store):
                 later.append((env, e))
             else:
                 first[e.dispatch_id] = (env, e)
-        docs = {d["_id"]: d async for d in store.dispatches.find({"_id": {"$in": list(first)}},
-                                                                 {"_outbox": 0, "_seen": 0})}
-        ops, written, released = [], [], []
+        docs = {d["_id"]: d async for d in store.dispatches.find({"_id": {"$in": list(first)}}, {"_seen": 0})}
+        ops, written, released, handed = [], [], [], {}
         for dispatch_id, (env, e) in first.items():
             doc = docs.get(dispatch_id)
+            outbox_was_empty = doc is not None and doc.pop("_outbox", None) == []
             if doc is None:
                 log.warning("budget answer for an unknown dispatch", extra={"fields": {"dispatch_id": dispatch_id}})
                 continue
@@ -85,13 +85,19 @@ def budget_handlers(store: Store):
             change = aggregate.Change(set=update["$set"], push=update.get("$push", {}), events=events)
             ops.append(UpdateOne(filter_, with_outbox(aggregate.update_document(change, version_set, drop), events)))
             written.append(dispatch_id)
+            if outbox_was_empty:  # guarded by the version read: once matched, the outbox holds just these (Service.write)
+                handed[dispatch_id] = events
             if ch.gives_back_slot:
                 released.append(dispatch_id)
         if ops:
             res = await store.dispatches.bulk_write(ops, ordered=False)
+            all_matched = res.matched_count == len(ops)  # else which did is unknown: the relay reads them all
             for dispatch_id in written:
-                store.svc.relay.kick(store.dispatches, dispatch_id)
-            if res.matched_count != len(ops):  # some dispatch changed meanwhile: decided again, one by one
+                if all_matched and dispatch_id in handed:
+                    store.svc.relay.handoff(store.dispatches, dispatch_id, handed[dispatch_id])
+                else:
+                    store.svc.relay.kick(store.dispatches, dispatch_id)
+            if not all_matched:  # some dispatch changed meanwhile: decided again, one by one
                 later = [first[d] for d in written] + later
         for env, e in later:
             await single[type(e)](env, e)

@@ -1,0 +1,58 @@
+"""The outbox relay on the real MongoDB-wire server: an inserted document's entries are handed to the relay in memory
+(`handoff`), published without reading the document back, and then cleared from it — the stored entries must equal
+the handed ones for `$pullAll` to find them, or they would be published again by every leftover scan."""
+from __future__ import annotations
+
+import asyncio
+
+from pymongo import AsyncMongoClient
+
+from contracts import Envelope
+from contracts.events.notifications import Notify
+from servicekit.outbox import OutboxRelay
+from servicekit.store import outbox_entry, with_outbox
+
+
+def entry(n: str) -> dict:
+    msg = Notify(notification_id=n, recipient_id="acc-1", template="t", params={"message": "x"})
+    return outbox_entry(Envelope.wrap(msg, producer="test"), "t.notifications.commands")
+
+
+class Recorder:
+    def __init__(self):
+        self.sent: list[str] = []
+
+    async def publish(self, topic, key, value, headers):
+        self.sent.append(Envelope.model_validate_json(value).payload["notification_id"])
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
+async def test_an_inserted_documents_entries_are_published_unread_and_cleared(infra, ns):
+    db = AsyncMongoClient(infra.mongo, tz_aware=True)[ns.db("handoff")]
+    col = db.things  # one object: the relay's reads are counted on it
+    rec = Recorder()
+    relay = OutboxRelay(rec.publish, [col], db.audit)
+    reads = []
+    real_find = col.find
+    col.find = lambda *a, **kw: reads.append(a) or real_find(*a, **kw)
+
+    events = [entry("n1"), entry("n2")]
+    await col.insert_one({"_id": "a", "_outbox": list(events)})
+    relay.handoff(col, "a", events)
+    assert await relay.drain_hot() == 2
+    assert rec.sent == ["n1", "n2"] and reads == []  # published in order, the document not read back
+    assert (await col.find_one({"_id": "a"}))["_outbox"] == []  # and cleared: the stored entries matched
+    assert await db.audit.count_documents({}) == 2
+
+    # a write that reaches the new document before the relay's pass: one read publishes both writes' entries, in order
+    e3 = entry("n3")
+    await col.insert_one({"_id": "b", "_outbox": [e3]})
+    relay.handoff(col, "b", [e3])
+    await col.update_one({"_id": "b"}, with_outbox({"$set": {"x": 1}}, [entry("n4")]))
+    relay.kick(col, "b")
+    rec.sent.clear(), reads.clear()
+    assert await relay.drain_hot() == 2
+    assert rec.sent == ["n3", "n4"] and len(reads) == 1
+    assert (await col.find_one({"_id": "b"}))["_outbox"] == []
