@@ -128,7 +128,8 @@ class Consumer:
                        batch_timeout_ms=settings.consumer_batch_wait_ms) if batched else {}
         broker.subscriber(
             self.topic, group_id=f"{settings.topic_prefix}{settings.service_name}", auto_offset_reset="earliest",
-            heartbeat_interval_ms=settings.consumer_heartbeat_ms, ack_policy=AckPolicy.ACK, decoder=_raw, title=f"{settings.service_name}:{topic}",
+            heartbeat_interval_ms=settings.consumer_heartbeat_ms, ack_policy=AckPolicy.ACK, decoder=_raw,
+            title=f"{settings.service_name}:{topic}",
             description="Consumes: " + ", ".join(sorted(self.handlers)) + " (JSON envelope, see contracts)"
                         + (" in batches" if batched else ""),
             **options,

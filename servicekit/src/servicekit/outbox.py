@@ -4,10 +4,12 @@ At least once: a crash after publishing but before the removal publishes again a
 consumers drop the duplicate by event id. Several replicas may run the relay at once for the same reason.
 
 A write tells the relay which document it changed (`kick(col, id)`), so the event goes out at once by a
-lookup on `_id`. An insert hands its entries over instead (`handoff`): a document that did not exist holds exactly
-the entries it was written with, so the relay publishes them and clears them without reading the document back; the scan of whole collections for leftover entries (after a crash, or a write by another
-replica that died) runs only every `scan_seconds`, because `_outbox.0 $exists` cannot use an index — and never more
-often than keeps it under a twentieth of the time, so a collection of millions is not read whole every few seconds.
+lookup on `_id`. An insert, and a write guarded by the version read while the outbox was empty, hand their entries
+over instead (`handoff`, see `Service.write`): the document's outbox holds exactly those, so the relay publishes and
+clears them without reading the document back. The scan of whole collections for leftover entries (after a crash, or
+a write by another replica that died) runs only every `scan_seconds`, because `_outbox.0 $exists` cannot use an
+index — and never more often than keeps it under a twentieth of the time, so a collection of millions is not read
+whole every few seconds.
 A pass publishes the entries of all the documents it found as one batch: each send is handed to the
 producer in order without awaiting its acknowledgement, the acknowledgements are awaited together, and the
 documents' entries are then cleared with one statement per 100 documents. Order matters only per aggregate
@@ -48,7 +50,7 @@ class OutboxRelay:
         self.scan_every = scan_seconds  # grows with what a scan costs (see SCAN_SHARE)
         self._wake = asyncio.Event()
         self._hot: list[tuple[AsyncCollection, object]] = []
-        self._handed: list[tuple[AsyncCollection, object, list[dict]]] = []  # inserted documents' entries
+        self._handed: list[tuple[AsyncCollection, object, list[dict]]] = []  # entries handed over (handoff)
         self._scan_now = True  # the first pass after start-up picks up what a crash left behind
         self._task: asyncio.Task | None = None
         self.depth: dict[str, int] = {}  # collection -> entries the last full scan found waiting (metrics)
@@ -65,7 +67,7 @@ class OutboxRelay:
         self._wake.set()
 
     def handoff(self, col: AsyncCollection, doc_id, entries: list[dict]) -> None:
-        """Called after inserting a document with `entries` as its whole outbox: they go out now, unread. (A write
+        """Called after a write that left `entries` as the document's whole outbox: they go out now, unread. (A write
         that reaches the document afterwards kicks it as usual; if both wait in one pass, the document is read.)"""
         self._handed.append((col, doc_id, entries))
         self._wake.set()

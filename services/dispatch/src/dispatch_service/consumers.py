@@ -85,7 +85,7 @@ def budget_handlers(store: Store):
             change = aggregate.Change(set=update["$set"], push=update.get("$push", {}), events=events)
             ops.append(UpdateOne(filter_, with_outbox(aggregate.update_document(change, version_set, drop), events)))
             written.append(dispatch_id)
-            if outbox_was_empty:  # guarded by the version read: once matched, the outbox holds just these (Service.write)
+            if outbox_was_empty:  # guarded by the version read: matched, the outbox holds just these (Service.write)
                 handed[dispatch_id] = events
             if ch.gives_back_slot:
                 released.append(dispatch_id)
