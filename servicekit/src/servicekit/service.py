@@ -201,7 +201,7 @@ class Service:
         await ensure_topics(self.settings, self.topics)
         for hook in self._startup:
             await hook()
-        await self.broker.start()
+        await self._start_consumers()
         self.relay.start()
         tasks = [asyncio.create_task(job(), name=name) for name, job in self._background.items()]
         tasks.append(asyncio.create_task(self.kit_metrics.run(), name="consumer-lag"))
@@ -218,6 +218,16 @@ class Service:
             await self.mongo.close()
             self.tracer_provider.shutdown()  # flushes the spans still batched for OTLP
             self.metrics.shutdown()
+
+    async def _start_consumers(self) -> None:
+        """What `KafkaBroker.start()` does (FastStream 0.7: connect, start each subscriber, then each publisher), but
+        with the subscribers started together: one after another, each that joins the service's group makes those
+        before it rejoin (a round per consumer); together they join in one or two."""
+        await self.broker.connect()
+        await asyncio.gather(*(sub.start() for sub in self.broker.subscribers))
+        for pub in self.broker.publishers:
+            await pub.start()
+        self.broker.running = True
 
     async def _wait_for_kafka(self, seconds: float = 60) -> None:
         deadline = asyncio.get_running_loop().time() + seconds
