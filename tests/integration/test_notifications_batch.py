@@ -112,7 +112,9 @@ async def test_R_OPS_02_a_bad_notify_in_a_batch_is_dead_lettered_alone_and_the_r
     items = await eventually(lambda: _enough(inbox(), 2), timeout=60)
     assert sorted(i["_id"] for i in items) == [f"notify:n-1-{u}", f"notify:n-2-{u}"]
     dead = await read_topic(infra.kafka, ns.topic("notifications.commands.dlq"), min_count=1, timeout=30)
-    assert [json.loads(r.value)["payload"]["notification_id"] for r in dead] == [f"n-bad-{u}"]
+    # only the bad one; more than once if a rebalance took the batch back before its offset was committed (the
+    # commands were sent before the service started: its consumers were still joining), as any delivery may be
+    assert {json.loads(r.value)["payload"]["notification_id"] for r in dead} == {f"n-bad-{u}"}
     reason = dict(dead[0].headers)["x-dlq-reason"].decode()
     assert reason.startswith("handler failed 2 times") and "NULL byte" in reason
     await asyncio.sleep(0.5)
