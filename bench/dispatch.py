@@ -48,6 +48,28 @@ def pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc), 0.0 if it cannot be read."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def local_servers(svc_pid: int) -> dict[str, int]:
+    """The processes whose CPU the dispatches cost: the service, and the local Kafka and FerretDB when their pid files
+    are in VAR_DIR/run (deploy/local's scripts write them)."""
+    pids = {"service": svc_pid}
+    run = Path(os.environ.get("VAR_DIR", ROOT / "var" / "test")) / "run"
+    for name, file in (("database", "mongo.pid"), ("kafka", "kafka.pid")):
+        try:
+            pids[name] = int((run / file).read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    return pids
+
+
 def summary(name: str, lat: list[float], wall: float) -> dict:
     return {"name": name, "n": len(lat), "p50_ms": pct(lat, 50) * 1e3, "p99_ms": pct(lat, 99) * 1e3,
             "mean_ms": statistics.fmean(lat) * 1e3, "per_s": len(lat) / wall}
@@ -118,7 +140,8 @@ async def raw_kafka_round_trip(bootstrap: str, ns: Namespace, n: int, inflight: 
     return summary("raw Kafka round trip (2 hops)", list(done.values()), wall)
 
 
-async def dispatch_saga(infra: Infra, ns: Namespace, url: str, n: int, inflight: int) -> tuple[dict, dict]:
+async def dispatch_saga(infra: Infra, ns: Namespace, url: str, n: int, inflight: int,
+                        pids: dict[str, int]) -> tuple[dict, ...]:
     producer = AIOKafkaProducer(bootstrap_servers=infra.kafka, acks="all", enable_idempotence=True, linger_ms=0)
     await producer.start()
 
@@ -189,9 +212,11 @@ async def dispatch_saga(infra: Infra, ns: Namespace, url: str, n: int, inflight:
                 sent[d["dispatch_id"]] = t
                 await arrived[d["dispatch_id"]].wait()
 
+        cpu0 = {k: cpu_seconds(pid) for k, pid in pids.items()}
         t0 = time.perf_counter()
         await asyncio.gather(*(one(i) for i in range(n)))
         wall = time.perf_counter() - t0
+        cpu = {k: (cpu_seconds(pid) - cpu0[k]) / n * 1e3 for k, pid in pids.items()}
     for t in tasks:
         t.cancel()
     await commands.stop(), await events.stop(), await producer.stop()
@@ -201,7 +226,7 @@ async def dispatch_saga(infra: Infra, ns: Namespace, url: str, n: int, inflight:
     return (summary("dispatch: request → reserve → answer → approved", list(approved.values()), wall),
             summary("  of which POST /requests response", http_ms, wall),
             summary("  of which request → ReserveBudget seen", to_reserve, wall),
-            summary("  of which ReserveBudget → approved seen", to_approved, wall))
+            summary("  of which ReserveBudget → approved seen", to_approved, wall), cpu)
 
 
 def body(i: int) -> dict:
@@ -220,11 +245,14 @@ async def main() -> None:
     inflight = a.inflight or (32 if a.full else 8)
     infra = Infra(os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:19092"), os.environ.get("MONGO_URI", "mongodb://127.0.0.1:37017"), "bench")
     ns = Namespace()
-    svc = ServiceProcess("dispatch", infra, ns, Path(tempfile.mkdtemp()), OUTBOX_POLL_SECONDS="0.5", LOG_LEVEL="WARNING")
+    # spans go nowhere, as in the other benches: deployed services batch them to a collector off the event loop (the
+    # tests' span file is written span by span)
+    svc = ServiceProcess("dispatch", infra, ns, Path(tempfile.mkdtemp()), OUTBOX_POLL_SECONDS="0.5", LOG_LEVEL="WARNING",
+                         OTEL_SPANS_FILE=os.environ.get("BENCH_SPANS_FILE", ""))
     try:
         svc.start()
         raw = await raw_kafka_round_trip(infra.kafka, ns, n, inflight)
-        saga, *parts = await dispatch_saga(infra, ns, svc.url, n, inflight)
+        saga, *parts, cpu = await dispatch_saga(infra, ns, svc.url, n, inflight, local_servers(svc.proc.pid))
     finally:
         svc.stop()
     print(f"n={n} in flight={inflight}")
@@ -232,6 +260,9 @@ async def main() -> None:
         print(f"{s['name']:<52} p50 {s['p50_ms']:7.1f} ms  p99 {s['p99_ms']:7.1f} ms  {s['per_s']:7.1f}/s")
     print(f"saga / raw Kafka: p50 ×{saga['p50_ms'] / raw['p50_ms']:.1f}, p99 ×{saga['p99_ms'] / raw['p99_ms']:.1f}, "
           f"throughput ×{saga['per_s'] / raw['per_s']:.2f}")
+    # CPU time per dispatch while timing (the follow-on consumers that lag behind the burst are partly outside it):
+    # steadier than the rate from run to run, which swings with what else the machine's cores are doing
+    print("CPU per dispatch while timing: " + ", ".join(f"{k} {v:.1f} ms" for k, v in cpu.items()))
 
 
 if __name__ == "__main__":
