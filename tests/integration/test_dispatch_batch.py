@@ -34,7 +34,7 @@ class FakeBroker:
 
 
 def fake_service(db, settings: Settings):
-    """What Store needs of a Service: the database, events as outbox entries, a relay to tell (kicks and handoffs
+    """What Store needs of a Service: the database, events as outbox entries, a relay to tell (its kicks
     recorded in `kicks`)."""
     kicks: list = []
 
@@ -53,8 +53,8 @@ def fake_service(db, settings: Settings):
         return await col.insert_one({**doc, "_outbox": list(events)})
 
     return SimpleNamespace(db=db, settings=settings, event=event, write=write, insert=insert,
-                           relay=SimpleNamespace(kick=lambda col, doc_id: kicks.append(doc_id),
-                                                 handoff=lambda col, doc_id, entries: kicks.append(doc_id)), kicks=kicks)
+                           relay=SimpleNamespace(kick=lambda col, doc_id, entries=None: kicks.append(doc_id)),
+                           kicks=kicks)
 
 
 def accepted_doc(dispatch_id: str) -> tuple[dict, ReserveBudget]:

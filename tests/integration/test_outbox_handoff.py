@@ -1,5 +1,5 @@
 """The outbox relay on the real MongoDB-wire server: an inserted document's entries are handed to the relay in memory
-(`handoff`), published without reading the document back, and then cleared from it — the stored entries must equal
+(`kick` with the entries), published without reading the document back, and then cleared from it — the stored entries must equal
 the handed ones for `$pullAll` to find them, or they would be published again by every leftover scan."""
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ async def test_an_inserted_documents_entries_are_published_unread_and_cleared(in
 
     events = [entry("n1"), entry("n2")]
     await col.insert_one({"_id": "a", "_outbox": list(events)})
-    relay.handoff(col, "a", events)
+    relay.kick(col, "a", events)
     assert await relay.drain_hot() == 2
     assert rec.sent == ["n1", "n2"] and reads == []  # published in order, the document not read back
     assert (await col.find_one({"_id": "a"}))["_outbox"] == []  # and cleared: the stored entries matched
@@ -49,7 +49,7 @@ async def test_an_inserted_documents_entries_are_published_unread_and_cleared(in
     # a write that reaches the new document before the relay's pass: one read publishes both writes' entries, in order
     e3 = entry("n3")
     await col.insert_one({"_id": "b", "_outbox": [e3]})
-    relay.handoff(col, "b", [e3])
+    relay.kick(col, "b", [e3])
     await col.update_one({"_id": "b"}, with_outbox({"$set": {"x": 1}}, [entry("n4")]))
     relay.kick(col, "b")
     rec.sent.clear(), reads.clear()

@@ -51,7 +51,7 @@ async def world(infra, ns):
         svc = create_app(RecommendSettings(mongo_uri=infra.mongo, jwt_public_key_file=public_key_file(),
                                            jwt_issuer=TEST_ISSUER, topic_prefix=ns.prefix)).state.service
         svc.db = client[ns.db(name)]
-        svc.relay.kick = lambda col, doc_id: None  # no relay runs here: the Notify events stay in the outbox
+        svc.relay.kick = lambda col, doc_id, entries=None: None  # no relay runs here: the Notify events stay in the outbox
         await store.seed_catalogue(svc.db, domain.load_catalogue())
         return svc
 

@@ -5,8 +5,8 @@ consumers drop the duplicate by event id. Several replicas may run the relay at 
 
 A write tells the relay which document it changed (`kick(col, id)`), so the event goes out at once by a
 lookup on `_id`. An insert, and a write guarded by the version read while the outbox was empty, hand their entries
-over instead (`handoff`, see `Service.write`): the document's outbox holds exactly those, so the relay publishes and
-clears them without reading the document back. The scan of whole collections for leftover entries (after a crash, or
+over too (`kick(col, id, entries)`, see `Service.write`): the document's outbox holds exactly those, so the relay
+publishes and clears them without reading the document back. The scan of whole collections for leftover entries (after a crash, or
 a write by another replica that died) runs only every `scan_seconds`, because `_outbox.0 $exists` cannot use an
 index — and never more often than keeps it under a twentieth of the time, so a collection of millions is not read
 whole every few seconds.
@@ -50,7 +50,7 @@ class OutboxRelay:
         self.scan_every = scan_seconds  # grows with what a scan costs (see SCAN_SHARE)
         self._wake = asyncio.Event()
         self._hot: list[tuple[AsyncCollection, object]] = []
-        self._handed: list[tuple[AsyncCollection, object, list[dict]]] = []  # entries handed over (handoff)
+        self._handed: list[tuple[AsyncCollection, object, list[dict]]] = []  # entries handed over (kick with entries)
         self._scan_now = True  # the first pass after start-up picks up what a crash left behind
         self._task: asyncio.Task | None = None
         self.depth: dict[str, int] = {}  # collection -> entries the last full scan found waiting (metrics)
@@ -58,18 +58,17 @@ class OutboxRelay:
         self.health = health or Health()
         self.failed_passes = 0  # consecutive failed passes (0 while publishing works)
 
-    def kick(self, col: AsyncCollection | None = None, doc_id=None) -> None:
-        """Called after a write so its events go out now; without a document, a full scan runs now."""
-        if col is not None and doc_id is not None:
-            self._hot.append((col, doc_id))
-        else:
+    def kick(self, col: AsyncCollection | None = None, doc_id=None, entries: list[dict] | None = None) -> None:
+        """Called after a write so its events go out now; without a document, a full scan runs now.
+        `entries`: the document's whole outbox as the write left it, when the writer knows it (`Service.write`): they
+        go out unread. (A write that reaches the document afterwards kicks it as usual; if both wait in one pass, the
+        document is read.)"""
+        if col is None or doc_id is None:
             self._scan_now = True
-        self._wake.set()
-
-    def handoff(self, col: AsyncCollection, doc_id, entries: list[dict]) -> None:
-        """Called after a write that left `entries` as the document's whole outbox: they go out now, unread. (A write
-        that reaches the document afterwards kicks it as usual; if both wait in one pass, the document is read.)"""
-        self._handed.append((col, doc_id, entries))
+        elif entries is not None:
+            self._handed.append((col, doc_id, entries))
+        else:
+            self._hot.append((col, doc_id))
         self._wake.set()
 
     async def drain_once(self) -> int:

@@ -85,23 +85,20 @@ class Service:
         """One atomic update carrying the change and its events; the relay publishes them right after.
         `outbox_was_empty`: the filter guards the version the caller read, and the document's outbox was empty then.
         Every write that adds entries moves the version, so a match means the outbox now holds exactly `events`: they
-        are handed to the relay (`OutboxRelay.handoff`) instead of being read back."""
+        are handed to the relay (`OutboxRelay.kick`) instead of being read back."""
         res = await col.update_one(filter, with_outbox(update, list(events)), upsert=upsert)
         if events:
             doc_id = filter.get("_id")
             if doc_id is None or isinstance(doc_id, dict):
                 doc_id = res.upserted_id
-            if outbox_was_empty and res.matched_count == 1:
-                self.relay.handoff(col, doc_id, list(events))
-            else:
-                self.relay.kick(col, doc_id)
+            self.relay.kick(col, doc_id, list(events) if outbox_was_empty and res.matched_count == 1 else None)
         return res
 
     async def insert(self, col: AsyncCollection, doc: dict, *, events: list[dict] = ()):
         """Inserts a new aggregate together with its events (one atomic write)."""
         res = await col.insert_one({**doc, "_outbox": list(events)})
         if events:
-            self.relay.handoff(col, res.inserted_id, list(events))
+            self.relay.kick(col, res.inserted_id, list(events))
         return res
 
     async def _publish(self, topic: str, key: str, value: str, headers: dict):

@@ -93,10 +93,7 @@ def budget_handlers(store: Store):
             res = await store.dispatches.bulk_write(ops, ordered=False)
             all_matched = res.matched_count == len(ops)  # else which did is unknown: the relay reads them all
             for dispatch_id in written:
-                if all_matched and dispatch_id in handed:
-                    store.svc.relay.handoff(store.dispatches, dispatch_id, handed[dispatch_id])
-                else:
-                    store.svc.relay.kick(store.dispatches, dispatch_id)
+                store.svc.relay.kick(store.dispatches, dispatch_id, handed.get(dispatch_id) if all_matched else None)
             if not all_matched:  # some dispatch changed meanwhile: decided again, one by one
                 later = [first[d] for d in written] + later
         for env, e in later:
