@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from opentelemetry import propagate
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
@@ -67,6 +67,23 @@ async def apply_once(col: AsyncCollection, doc_id: Any, event_id: str, update: d
     except DuplicateKeyError:
         return False  # the document exists and has seen the event: the upsert collided with it
     return res.matched_count == 1 or res.upserted_id is not None
+
+
+async def backfill_id_lists(db, marker: str, rows, key_of, index: AsyncCollection) -> int:
+    """Once per database (`marker` in `migrations` says it is done): files the `_id` of every document of `rows` (a
+    cursor, read only when the backfill runs) under `key_of(document)` in `index` — `{_id: key, ids: [...]}`, added to
+    with `$addToSet`, so a run a crash cut short simply runs again. An index kept by events from then on starts whole.
+    Returns how many keys it filed (0 when done before)."""
+    if await db.migrations.find_one({"_id": marker}, {"_id": 1}):
+        return 0
+    ids: dict[Any, list] = {}
+    async for d in rows:
+        ids.setdefault(key_of(d), []).append(d["_id"])
+    ops = [UpdateOne({"_id": k}, {"$addToSet": {"ids": {"$each": v}}}, upsert=True) for k, v in ids.items()]
+    for i in range(0, len(ops), 500):
+        await index.bulk_write(ops[i:i + 500], ordered=False)
+    await db.migrations.update_one({"_id": marker}, {"$set": {"keys": len(ids), "at": now()}}, upsert=True)
+    return len(ids)
 
 
 def audit_record(*, actor: str | None, action: str, key: str, payload: dict) -> dict:

@@ -15,7 +15,7 @@ from dispatch_service.domain import integrity as rules
 from dispatch_service.domain.dispatch import Dispatch
 from dispatch_service.domain.eligibility import COUNTING_STATUSES
 from dispatch_service.store import Store, now
-from servicekit.store import apply_once
+from servicekit.store import apply_once, backfill_id_lists
 
 log = logging.getLogger("dispatch.integrity")
 PAIRS_MARKER = "dispatch-pairs:v1"
@@ -52,17 +52,9 @@ class Integrity:
     # the local server: once per accepted dispatch). Filled by ACCEPTED events and, once per database, by a pass over
     # the dispatches written before it existed (marker in `migrations`).
     async def backfill_pairs(self) -> int:
-        if await self.db.migrations.find_one({"_id": PAIRS_MARKER}, {"_id": 1}):
-            return 0
-        pairs: dict[str, list[str]] = {}
-        async for d in self.store.dispatches.find({"status": {"$in": sorted(COUNTING_STATUSES)}},
-                                                  {"expert_id": 1, "business_id": 1}):
-            pairs.setdefault(pair_id(d), []).append(d["_id"])
-        for pid, ids in pairs.items():
-            await self.db.dispatch_pairs.update_one({"_id": pid}, {"$addToSet": {"ids": {"$each": ids}}}, upsert=True)
-        await self.db.migrations.update_one({"_id": PAIRS_MARKER}, {"$set": {"pairs": len(pairs), "at": now()}},
-                                            upsert=True)
-        return len(pairs)
+        return await backfill_id_lists(self.db, PAIRS_MARKER, self.store.dispatches.find(
+            {"status": {"$in": sorted(COUNTING_STATUSES)}}, {"expert_id": 1, "business_id": 1}), pair_id,
+            self.db.dispatch_pairs)
 
     async def pair(self, d: dict, *, index: bool = False) -> list[dict]:
         """The pair's dispatches that count (accepted or further), `d` included: ids from the pair's document (`d` added

@@ -18,7 +18,7 @@ from dispatch_service.domain.programmes import programme_from_doc, programme_to_
 from dispatch_service.domain.slots import gives_back
 from servicekit import aggregate
 from servicekit.refusals import Rejected
-from servicekit.store import now, record_audit  # noqa: F401  (now: the one clock, used across the service)
+from servicekit.store import backfill_id_lists, now, record_audit  # noqa: F401  (now: the one clock, used across the service)
 
 
 OWED_MARKER = "owed-index:v1"
@@ -284,16 +284,8 @@ class Store:
         await self.db.owed_index.update_one({"_id": business_id}, {"$addToSet": {"ids": owed_id}}, upsert=True)
 
     async def backfill_owed_index(self) -> int:
-        if await self.db.migrations.find_one({"_id": OWED_MARKER}, {"_id": 1}):
-            return 0
-        ids: dict[str, list[str]] = {}
-        async for r in self.db.pending_ratings.find({"rater_kind": "business"}, {"business_id": 1}):
-            ids.setdefault(r["business_id"], []).append(r["_id"])
-        for business_id, owed in ids.items():
-            await self.db.owed_index.update_one({"_id": business_id}, {"$addToSet": {"ids": {"$each": owed}}}, upsert=True)
-        await self.db.migrations.update_one({"_id": OWED_MARKER}, {"$set": {"businesses": len(ids), "at": now()}},
-                                            upsert=True)
-        return len(ids)
+        return await backfill_id_lists(self.db, OWED_MARKER, self.db.pending_ratings.find(
+            {"rater_kind": "business"}, {"business_id": 1}), lambda r: r["business_id"], self.db.owed_index)
 
     async def pending_ratings(self, business_id: str) -> int:
         """R-DSP-12: ratings the business owes and has not given: its owed ids from `owed_index`, then read by `_id`."""
