@@ -17,7 +17,7 @@ PG_DATA="$VAR_DIR/mongo/pg"
 PG_RUN="$VAR_DIR/mongo/pg-run"
 case "$MONGO_BACKEND" in sqlite | postgresql) ;; *) log "MONGO_BACKEND must be sqlite or postgresql"; exit 2 ;; esac
 case "$MONGO_SQLITE_SYNC" in normal | full) ;; *) log "MONGO_SQLITE_SYNC must be normal or full"; exit 2 ;; esac
-PATCH=atomic-writes-4-id-in-gojson   # bump when deploy/local/ferretdb-atomic.go or the patches below change
+PATCH=atomic-writes-4-id-in-gojson-untracked   # bump when deploy/local/ferretdb-atomic.go or the patches below change
 BIN="$CACHE_DIR/ferretdb-$FERRETDB_VERSION-$PATCH/ferretdb"
 DATA="$VAR_DIR/mongo/data"
 
@@ -85,6 +85,9 @@ install() {
     { log "could not fetch github.com/goccy/go-json $GO_JSON_VERSION from the Go module proxy"; return 1; }
   grep -q 'json "github.com/goccy/go-json"' "$src/internal/handler/sjson/sjson.go" ||
     { log "could not patch sjson's JSON decoder"; return 1; }
+  # lifetime tracking of iterators off: a developer's debugging aid that cost ~9% of the server's CPU (why:
+  # deploy/local/ferretdb-resource.go)
+  cp "$(dirname "$0")/ferretdb-resource.go" "$src/internal/util/resource/resource.go"
   mkdir -p "$(dirname "$BIN")"
   (cd "$src" && go build -trimpath -o "$BIN.tmp" ./cmd/ferretdb)
   mv "$BIN.tmp" "$BIN"
