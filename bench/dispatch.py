@@ -155,8 +155,9 @@ async def dispatch_saga(infra: Infra, ns: Namespace, url: str, n: int, inflight:
                                 registered_fiscal_year=FY, name="Bench expert"))
     # R-ID-07/08: route A needs the business's prime account (identity's BindingChanged) and the staff's token must
     # hold the business's delegation of 'dispatch:request' (one token per business, minted before timing starts).
-    for i in range(-1, n):
-        await publish(BindingChanged(business_id=f"bench-biz-{i}", account_id=f"acct-bench-{i}", role="prime"))
+    for i in range(-1, n):  # handed to the producer in order, acknowledged together
+        await publish(BindingChanged(business_id=f"bench-biz-{i}", account_id=f"acct-bench-{i}", role="prime"), wait=False)
+    await producer.flush()
     people = AsyncMongoClient(infra.mongo)[ns.db("dispatch")].business_people
     while await people.count_documents({}) < n + 1:
         await asyncio.sleep(0.5)
