@@ -136,3 +136,29 @@ def test_envelope_may_carry_a_given_event_id():
     with pytest.raises(ValidationError):
         Envelope.model_validate({**env.model_dump(), "key": ""})
 
+
+
+def test_a_request_the_database_failed_is_answered_503_without_the_error_escaping_the_app():
+    """The first request that meets a stopped database gets the 503 problem document, and the failure stays inside the
+    app: an error that escaped it (as a handler for `Exception` lets it) makes uvicorn close the connection after the
+    answer, and a client that reused the connection read nothing. TestClient re-raises what escapes."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+    from pymongo.errors import AutoReconnect
+
+    from servicekit import problems
+    from servicekit.faults import Health
+
+    app, health = FastAPI(), Health()
+    problems.install(app, health)
+
+    @app.get("/frames/{frame_id}")
+    async def frame(frame_id: str):
+        raise AutoReconnect("127.0.0.1:27017: connection closed")
+
+    with TestClient(app) as client:  # raise_server_exceptions=True
+        r = client.get("/frames/f1")
+        assert r.status_code == 503 and r.headers["retry-after"] == "5"
+        assert r.headers["content-type"] == "application/problem+json" and r.json()["dependency"] == "mongodb"
+        assert health.is_down("mongodb")
+        assert client.get("/frames/f1").status_code == 503  # now answered before the route runs

@@ -44,17 +44,46 @@ def unavailable(dependency: str) -> JSONResponse:
     return response
 
 
+def dependency_failed(exc: BaseException, health: Health | None) -> JSONResponse | None:
+    """The 503 for a request that a dependency failed (noted in `health`), None when `exc` is not such a failure."""
+    dependency = dependency_of(exc)
+    if dependency is None:
+        return None
+    if health is not None and dependency != "other":
+        health.failed(dependency)
+    log.warning("dependency unavailable; answered 503",
+                extra={"fields": {"dependency": dependency, "error_kind": type(exc).__name__}})
+    return unavailable(dependency)
+
+
 class Unavailable:
-    """ASGI middleware: 503 at once while the database is known to be down."""
+    """ASGI middleware: 503 at once while the database is known to be down, and 503 for a request that a dependency
+    failed. The latter is answered here, not by an exception handler: Starlette's outermost middleware re-raises after
+    a handler for `Exception` has answered, and uvicorn then closes the connection, so a client that sent its next
+    request on it read nothing (httpx.ReadError) instead of the 503."""
 
     def __init__(self, app, health: Health):
         self.app, self.health = app, health
 
     async def __call__(self, scope, receive, send) -> None:
-        if (scope["type"] == "http" and self.health.is_down("mongodb")
-                and not scope["path"].endswith(ALWAYS_ANSWERED)):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        if self.health.is_down("mongodb") and not scope["path"].endswith(ALWAYS_ANSWERED):
             return await unavailable("mongodb")(scope, receive, send)
-        await self.app(scope, receive, send)
+        started = False
+
+        async def send_noting_start(message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_noting_start)
+        except Exception as exc:
+            response = None if started else dependency_failed(exc, self.health)
+            if response is None:
+                raise
+            await response(scope, receive, send)
 
 
 def _field(loc) -> str:
@@ -86,13 +115,8 @@ def install(app: FastAPI, health: Health | None = None) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception):
-        dependency = dependency_of(exc)
-        if dependency is not None:
-            if health is not None and dependency != "other":
-                health.failed(dependency)
-            log.warning("dependency unavailable; answered 503",
-                        extra={"fields": {"dependency": dependency, "error_kind": type(exc).__name__}})
-            return unavailable(dependency)
+        if (response := dependency_failed(exc, health)) is not None:  # an app without `Unavailable` (no health)
+            return response
         log.exception("unhandled error")
         response = problem_response(500, "Internal error", "The request could not be completed; it has been logged.")
         response.headers.update({**NOSNIFF, **NO_STORE})  # answered outside the middleware that adds them
