@@ -156,7 +156,8 @@ async def dispatch_saga(infra: Infra, ns: Namespace, url: str, n: int, inflight:
     # R-ID-07/08: route A needs the business's prime account (identity's BindingChanged) and the staff's token must
     # hold the business's delegation of 'dispatch:request' (one token per business, minted before timing starts).
     for i in range(-1, n):  # handed to the producer in order, acknowledged together
-        await publish(BindingChanged(business_id=f"bench-biz-{i}", account_id=f"acct-bench-{i}", role="prime"), wait=False)
+        await publish(BindingChanged(business_id=f"bench-biz-{i}", account_id=f"acct-bench-{i}", role="prime"),
+                      wait=False)
     await producer.flush()
     people = AsyncMongoClient(infra.mongo)[ns.db("dispatch")].business_people
     while await people.count_documents({}) < n + 1:
@@ -248,8 +249,8 @@ async def main() -> None:
     ns = Namespace()
     # spans go nowhere, as in the other benches: deployed services batch them to a collector off the event loop (the
     # tests' span file is written span by span)
-    svc = ServiceProcess("dispatch", infra, ns, Path(tempfile.mkdtemp()), OUTBOX_POLL_SECONDS="0.5", LOG_LEVEL="WARNING",
-                         OTEL_SPANS_FILE=os.environ.get("BENCH_SPANS_FILE", ""))
+    svc = ServiceProcess("dispatch", infra, ns, Path(tempfile.mkdtemp()), OUTBOX_POLL_SECONDS="0.5",
+                         LOG_LEVEL="WARNING", OTEL_SPANS_FILE=os.environ.get("BENCH_SPANS_FILE", ""))
     try:
         svc.start()
         raw = await raw_kafka_round_trip(infra.kafka, ns, n, inflight)

@@ -6,10 +6,10 @@ consumers drop the duplicate by event id. Several replicas may run the relay at 
 A write tells the relay which document it changed (`kick(col, id)`), so the event goes out at once by a
 lookup on `_id`. An insert, and a write guarded by the version read while the outbox was empty, hand their entries
 over too (`kick(col, id, entries)`, see `Service.write`): the document's outbox holds exactly those, so the relay
-publishes and clears them without reading the document back. The scan of whole collections for leftover entries (after a crash, or
-a write by another replica that died) runs only every `scan_seconds`, because `_outbox.0 $exists` cannot use an
-index — and never more often than keeps it under a twentieth of the time, so a collection of millions is not read
-whole every few seconds.
+publishes and clears them without reading the document back. The scan of whole collections for leftover entries
+(after a crash, or a write by another replica that died) runs only every `scan_seconds`, because `_outbox.0 $exists`
+cannot use an index — and never more often than keeps it under a twentieth of the time, so a collection of millions
+is not read whole every few seconds.
 A pass publishes the entries of all the documents it found as one batch: each send is handed to the
 producer in order without awaiting its acknowledgement, the acknowledgements are awaited together, and the
 documents' entries are then cleared with one statement per 100 documents. Order matters only per aggregate

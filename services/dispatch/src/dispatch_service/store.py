@@ -18,7 +18,8 @@ from dispatch_service.domain.programmes import programme_from_doc, programme_to_
 from dispatch_service.domain.slots import gives_back
 from servicekit import aggregate
 from servicekit.refusals import Rejected
-from servicekit.store import backfill_id_lists, now, record_audit  # noqa: F401  (now: the one clock, used across the service)
+from servicekit.store import (backfill_id_lists, now,  # noqa: F401  (now: the one clock, used across the service)
+                              record_audit)
 
 
 OWED_MARKER = "owed-index:v1"
