@@ -56,3 +56,29 @@ async def test_an_inserted_documents_entries_are_published_unread_and_cleared(in
     assert await relay.drain_hot() == 2
     assert rec.sent == ["n3", "n4"] and len(reads) == 1
     assert (await col.find_one({"_id": "b"}))["_outbox"] == []
+
+
+async def test_entries_a_pass_read_are_not_published_again_when_their_handoff_comes_next(infra, ns):
+    """A write hands its entries over while a pass is about to read the same document (kicked earlier by a write
+    whose entries were already out): the read publishes them, so the handoff, taken by the next pass, must not publish
+    them again (the clean-clone run of 2026-12-01 saw an approval published twice this way)."""
+    db = AsyncMongoClient(infra.mongo, tz_aware=True)[ns.db("handoff")]
+    col = db.twice
+    rec = Recorder()
+    relay = OutboxRelay(rec.publish, [col], db.audit)
+    await col.insert_one({"_id": "d", "_outbox": []})
+    relay.kick(col, "d")  # an earlier write's kick, still queued
+    e1 = entry("n1")
+    await col.update_one({"_id": "d"}, with_outbox({"$set": {"v": 2}}, [e1]))
+    real_find = col.find
+
+    def find_then_handoff(*a, **kw):  # the handing write's kick lands while the pass reads the document
+        relay.kick(col, "d", [e1])
+        return real_find(*a, **kw)
+
+    col.find = find_then_handoff
+    assert await relay.drain_hot() == 1
+    col.find = real_find
+    assert await relay.drain_hot() == 0  # the handoff's pass: already published, nothing sent
+    assert rec.sent == ["n1"]
+    assert (await col.find_one({"_id": "d"}))["_outbox"] == []

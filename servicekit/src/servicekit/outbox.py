@@ -25,6 +25,7 @@ import asyncio
 import json
 import logging
 import os
+from collections import OrderedDict
 
 from opentelemetry import context, propagate
 from pymongo.errors import BulkWriteError
@@ -34,6 +35,7 @@ from servicekit.faults import Health, backoff, dependency_of
 
 log = logging.getLogger("servicekit.outbox")
 CLEAR_CHUNK = 100  # documents cleared per statement (each compares its entries with all the chunk's)
+ACKED_KEEP = 50_000  # event ids this relay remembers as acknowledged by Kafka (a handoff waits one pass at most)
 SCAN_SHARE = 20  # the next full scan waits at least this many times as long as the last one took (≤ 5% of the time)
 
 
@@ -51,6 +53,7 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._hot: list[tuple[AsyncCollection, object]] = []
         self._handed: list[tuple[AsyncCollection, object, list[dict]]] = []  # entries handed over (kick with entries)
+        self._acked: OrderedDict[str, None] = OrderedDict()  # event ids Kafka acknowledged, the latest ACKED_KEEP
         self._scan_now = True  # the first pass after start-up picks up what a crash left behind
         self._task: asyncio.Task | None = None
         self.depth: dict[str, int] = {}  # collection -> entries the last full scan found waiting (metrics)
@@ -76,10 +79,9 @@ class OutboxRelay:
         sent = 0
         for col in self.collections:
             docs = [d async for d in col.find({"_outbox.0": {"$exists": True}}, {"_outbox": 1}).limit(200)]
-            self.depth[col.name] = waiting = sum(len(d["_outbox"]) for d in docs)
-            done = await self._send(col, docs)
-            self.depth[col.name] = waiting - done
-            sent += done
+            self.depth[col.name] = sum(len(d["_outbox"]) for d in docs)
+            sent += await self._send(col, docs)
+            self.depth[col.name] = 0  # all were published (or had been) and cleared
         return sent
 
     async def drain_hot(self) -> int:
@@ -109,12 +111,18 @@ class OutboxRelay:
         """Publishes the entries of `docs` as one batch and then clears them in bulk. Every send is handed to the
         producer in order (a document's entries keep their order: same key, same partition) without waiting for
         Kafka's acknowledgement; the acknowledgements are awaited together. The entries are removed only after
-        all were acknowledged (a failure leaves them all to be published again: at least once)."""
+        all were acknowledged (a failure leaves them all to be published again: at least once).
+
+        An entry this relay has already had acknowledged is not sent again, only cleared: a document read by one pass
+        (or the scan) may hold entries that a write also handed over for the next pass, or that a failed clear left."""
         if not docs:
             return 0
-        acks = []
+        acks, fresh = [], []
         for doc in docs:
             for e in doc["_outbox"]:
+                if e["event_id"] in self._acked:
+                    continue
+                fresh.append(e)
                 if self.crash_before_publish:
                     log.error("fault injection: exiting between the database write and the publish")
                     os._exit(137)
@@ -124,13 +132,16 @@ class OutboxRelay:
                 finally:
                     context.detach(token)
         await asyncio.gather(*acks)
-        entries = [e for doc in docs for e in doc["_outbox"]]
-        for e in entries:
+        for e in fresh:
             self.published[e["topic"]] = self.published.get(e["topic"], 0) + 1
-        await self._record_audit(entries)
+            self._acked[e["event_id"]] = None
+        while len(self._acked) > ACKED_KEEP:
+            self._acked.popitem(last=False)
+        if fresh:
+            await self._record_audit(fresh)
         for i in range(0, len(docs), CLEAR_CHUNK):
             await self._clear(col, docs[i:i + CLEAR_CHUNK])
-        return len(entries)
+        return len(fresh)
 
     @staticmethod
     async def _clear(col: AsyncCollection, docs: list[dict]) -> None:
