@@ -13,6 +13,7 @@ from pymongo import AsyncMongoClient
 from contracts.events.dispatch import DispatchStatus as S
 from dispatch_service.domain.integrity import IntegrityParams
 from dispatch_service.integrity import Integrity
+from servicekit.reads import ByIds
 
 
 def dispatch(i: int, status: str, business: str = "biz-1", expert: str = "ex-1", fy: int = 2026) -> dict:
@@ -62,7 +63,7 @@ async def test_R_DSP_12_pending_ratings_are_read_through_the_business_owed_index
             {"_id": "owed-2", "business_id": "biz-1", "rater_kind": "business", "given": True},
             {"_id": "owed-3", "business_id": "biz-1", "rater_kind": "expert", "given": False},
             {"_id": "owed-4", "business_id": "biz-2", "rater_kind": "business", "given": False}])
-        store = Store(SimpleNamespace(db=db))
+        store = Store(SimpleNamespace(db=db, by_ids=lambda col, projection=None: ByIds(db[col], projection)))
         assert await store.backfill_owed_index() == 2
         assert await store.backfill_owed_index() == 0       # once per database
         assert await store.pending_ratings("biz-1") == 1

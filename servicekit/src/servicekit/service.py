@@ -22,6 +22,7 @@ from servicekit.faults import Health
 from servicekit.logs import setup_logging
 from servicekit.metrics import KitMetrics
 from servicekit.outbox import OutboxRelay
+from servicekit.reads import ByIds
 from servicekit.settings import Settings
 from servicekit.store import connect, outbox_entry, with_outbox
 from servicekit.telemetry import Metrics, setup_tracing
@@ -48,6 +49,7 @@ class Service:
         self.health = Health()  # which dependency is down now: readiness, fast 503s, paused consumers
         self.mongo = connect(self.settings.mongo_uri, self.settings.mongo_timeout_ms)
         self.db = self.mongo[self.settings.database]
+        self._readers: dict[tuple, ByIds] = {}
         self.topics: set[str] = set(produces)
         self._consumers: dict[str, Consumer] = {}
         self.read_models: dict[str, tuple[str, tuple[type[Message], ...], tuple[str, ...]]] = {}
@@ -146,6 +148,15 @@ class Service:
             return job
         return register
 
+    def by_ids(self, collection: str, projection: dict | None = None) -> ByIds:
+        """The service's shared reader of `collection` by `_id` (one per collection and projection): concurrent
+        requests' reads go out together (servicekit.reads)."""
+        key = (collection, tuple(sorted((projection or {}).items())))
+        reader = self._readers.get(key)
+        if reader is None or reader.col.database is not self.db:  # (tests may point the service at another database)
+            reader = self._readers[key] = ByIds(self.db[collection], projection)
+        return reader
+
     # --- revocation everywhere (R-ID-06, R-ID-09) -------------------------------------------------
     def _honour_revocations(self) -> None:
         """Every service keeps a deny list from identity's events: revoked accounts, tokens and clients make a token
@@ -178,8 +189,8 @@ class Service:
         from servicekit.auth import deny_keys
 
         keys = deny_keys(claims)
-        found = self.db.revoked_subjects.find({"_id": {"$in": list(keys)}, "struck": {"$ne": False}}, {"_id": 1})
-        return {keys[d["_id"]] async for d in found}
+        found = await self.by_ids("revoked_subjects", {"struck": 1}).many(keys)
+        return {keys[k] for k, d in found.items() if d.get("struck") is not False}
 
     def _document_publishers(self, topics) -> None:
         """Declares what this service publishes, so the generated AsyncAPI document shows it (the outbox

@@ -56,15 +56,18 @@ class Integrity:
             {"status": {"$in": sorted(COUNTING_STATUSES)}}, {"expert_id": 1, "business_id": 1}), pair_id,
             self.db.dispatch_pairs)
 
-    async def pair(self, d: dict, *, index: bool = False) -> list[dict]:
+    async def pair(self, d: dict, *, index: bool = False, over: int = 0) -> list[dict]:
         """The pair's dispatches that count (accepted or further), `d` included: ids from the pair's document (`d` added
-        to it in the same command when `index`), then read by `_id`."""
+        to it in the same command when `index`), then read by `_id`. `over`: a pair listing no more dispatches than
+        this has none worth reading (a rule that needs more than `over` of them cannot hold): [] without a read."""
         if index:
             doc = await self.db.dispatch_pairs.find_one_and_update(
                 {"_id": pair_id(d)}, {"$addToSet": {"ids": d["_id"]}}, upsert=True, return_document=ReturnDocument.AFTER)
         else:
             doc = await self.db.dispatch_pairs.find_one({"_id": pair_id(d)})
         ids = {d["_id"], *((doc or {}).get("ids") or ())}
+        if len(ids) <= over:
+            return []
         cur = self.store.dispatches.find({"_id": {"$in": sorted(ids)}, "status": {"$in": sorted(COUNTING_STATUSES)}},
                                          {"fiscal_year": 1, "route": 1})
         return [x async for x in cur]
@@ -74,7 +77,8 @@ class Integrity:
         if e.status == S.ACCEPTED:  # what the rule needs is in the event
             d = {"_id": e.dispatch_id, "expert_id": e.expert_id, "business_id": e.business_id,
                  "fiscal_year": e.fiscal_year}
-            await self.raise_flag(rules.repeated_pair(d, await self.pair(d, index=True), self.p), env)
+            pair = await self.pair(d, index=True, over=self.p.pair_cap)  # a first few: not read (the usual case)
+            await self.raise_flag(rules.repeated_pair(d, pair, self.p), env)
             return
         if e.status not in (S.VISITED, S.REPORTED):
             return

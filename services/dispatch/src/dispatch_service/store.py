@@ -193,7 +193,7 @@ class Store:
         caps = (programme.free_dispatches, programme.free_dispatches_extended) if programme else ()
         upto = max((SLOT_NUMBERS, *caps))
         ids = [f"{business_id}:{fiscal_year}:{n}" for n in range(1, upto + 1)]
-        found = [d async for d in self.slots.find({"_id": {"$in": ids}}, {"n": 1, "dispatch_id": 1})]
+        found = (await self.svc.by_ids("free_slots", {"n": 1, "dispatch_id": 1}).many(ids)).values()
         return [d["dispatch_id"] for d in sorted(found, key=lambda d: d["n"])]
 
     async def claim_slot(self, business_id: str, fiscal_year: int, dispatch_id: str, cap: int,
@@ -242,10 +242,10 @@ class Store:
 
     # --- read models -----------------------------------------------------------------------------------
     async def expert(self, expert_id: str) -> tuple[dict | None, ExpertState | None]:
-        doc = await self.db.experts.find_one({"_id": expert_id})
+        doc = await self.svc.by_ids("experts").one(expert_id)
         if doc is None:
             return None, None
-        revoked = await self.db.revoked_subjects.find_one({"_id": doc["account_id"]}, {"_id": 1}) is not None
+        revoked = await self.svc.by_ids("revoked_subjects", {"struck": 1}).one(doc["account_id"]) is not None
         state = ExpertState(
             status=doc["status"], registered_fiscal_year=doc.get("registered_fiscal_year"),
             employer_org_id=doc.get("employer_org_id"),
@@ -290,7 +290,7 @@ class Store:
 
     async def pending_ratings(self, business_id: str) -> int:
         """R-DSP-12: ratings the business owes and has not given: its owed ids from `owed_index`, then read by `_id`."""
-        ids = (await self.db.owed_index.find_one({"_id": business_id}) or {}).get("ids") or []
+        ids = (await self.svc.by_ids("owed_index").one(business_id) or {}).get("ids") or []
         if not ids:
             return 0
         return len([r async for r in self.db.pending_ratings.find(
@@ -299,4 +299,4 @@ class Store:
     async def membership(self, platform_id: str | None, org_id: str) -> dict | None:
         if not platform_id:
             return None
-        return await self.db.memberships.find_one({"_id": f"{platform_id}:{org_id}"})
+        return await self.svc.by_ids("memberships").one(f"{platform_id}:{org_id}")

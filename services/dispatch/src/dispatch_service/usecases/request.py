@@ -81,7 +81,7 @@ async def create_request(body: DispatchIn, request: Request,
         must(p.delegation(body.business_id, "dispatch:request") is not None,
              f"Business {body.business_id} has not delegated 'dispatch:request' to your institution; it can grant "
              "that at the portal (delegations).")
-        people = await store.db.business_people.find_one({"_id": body.business_id}) or {}
+        people = await store.svc.by_ids("business_people").one(body.business_id) or {}
         if not people.get("prime"):
             raise Rejected("invalid", "The business has no portal account", f"Business {body.business_id} has no proven "
                            "prime account yet; it signs off the visits and rates the expert, so it registers first.")
