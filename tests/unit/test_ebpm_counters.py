@@ -122,3 +122,17 @@ def test_R_REC_07_record_key_halves_add_up_to_the_cell_key():
     assert ebpm.join_halves(sum(h for h, _ in halves), sum(lo for _, lo in halves)) == \
         sum(ebpm.record_key(b, P) for b in ids) % ebpm.MOD
     assert all(0 <= h < 2 ** 32 and 0 <= lo < 2 ** 32 for h, lo in halves)
+
+
+def test_R_REC_07_a_dispatch_row_changes_only_with_what_the_report_counts():
+    from dispatch_service.ebpm_counters import dispatch_row
+
+    def row(status):
+        return dispatch_row({"_id": "d1", "fiscal_year": 2026, "platform_id": "pf-1", "institution_id": "in-1",
+                             "status": status})
+    unpaid = [row(s) for s in ("accepted", "reserved", "approved", "visited", "reported")]
+    assert all(r == unpaid[0] for r in unpaid)  # the copy is written once for these: the server skips equal $sets
+    assert row("paid") != unpaid[0] and row("refunded") == unpaid[0]
+    counted = {s: uptake_records([{"_id": "d1", **row(s)}], (), {"pf-1": "kanto"}, "製造業")[0].values
+               for s in ("approved", "paid")}
+    assert counted == {"approved": {"requests": 1, "paid": 0}, "paid": {"requests": 1, "paid": 1}}

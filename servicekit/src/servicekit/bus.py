@@ -93,7 +93,9 @@ async def ensure_topics(settings: Settings, logical_names: set[str]) -> None:
         await admin.close()
 
 
-def _raw(msg):  # FastStream decoder: keep the bytes, we validate them ourselves
+async def _raw(msg):
+    """FastStream decoder: keep the bytes, we validate them ourselves. A coroutine function: FastStream runs a plain
+    function decoder in a worker thread, one thread hop per message."""
     return msg.body
 
 

@@ -5,9 +5,9 @@ instead of its scope's rows (R-OPS-03). Rules and cell layout in `domain.ebpm`. 
 `ebpm_counters`: one document per report × grouping × scope (`domain.ebpm.counter_doc`), its cells inside
 (`cells.<fiscal year|block|industry>`: the dimension values, `n` distinct businesses, `k_hi`/`k_lo` the sums of their
 record keys' halves, `s.<measure>` each measure's total). `ebpm_businesses`: one document per business holding a copy
-of its rows the reports need (`rows.d` its dispatches as the worklist has them, `rows.c` its web consultations,
-`rows.s` its outcome surveys) and what it adds to each cell (`cells`: the cell and its values), so a business counts once per cell however many
-records or redeliveries it has.
+of its rows the reports need (`rows.d` its dispatches as the worklist has them, paid or not; `rows.c` its web
+consultations; `rows.s` its outcome surveys) and what it adds to each cell (`cells`: the cell and its values), so a
+business counts once per cell however many records or redeliveries it has.
 
 Maintenance is a *recount* of one business: its contributions are computed from its rows' copy, compared with what it
 added so far, and each counter document moved by the difference. Recounting is idempotent — a second recount finds
@@ -42,7 +42,7 @@ from pymongo.errors import DuplicateKeyError
 
 from dispatch_service import sweeps
 from dispatch_service.domain.ebpm import (MEASURES, UNKNOWN, business_contributions, cell_field, counter_doc, delta,
-                                          field, plan)
+                                          field, plan, report_status)
 from servicekit import ebpm
 
 log = logging.getLogger("dispatch.ebpm")
@@ -60,7 +60,9 @@ def _utc(v: datetime) -> datetime:
 
 
 def dispatch_row(d: dict) -> dict:
-    return {"id": d["_id"], **{k: d.get(k) for k in DISPATCH_FIELDS}}
+    """A dispatch's row as the reports need it: its status only as paid or not (`report_status`), so a status event
+    between two unpaid steps copies a row equal to the stored one (the server writes nothing) and moves no counter."""
+    return {"id": d["_id"], **{k: d.get(k) for k in DISPATCH_FIELDS}, "status": report_status(d.get("status"))}
 
 
 def survey_row(s: dict) -> dict:

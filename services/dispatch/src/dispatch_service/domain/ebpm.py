@@ -44,6 +44,12 @@ class Rec(NamedTuple):
     values: dict
 
 
+def report_status(status: str | None) -> str:
+    """A dispatch's status as the uptake report sees it: paid, or not yet (R-REC-07 counts requests and paid ones). Its
+    other steps are one to the report, so a business's copy of its rows does not change with them."""
+    return "paid" if status == "paid" else "not_paid"
+
+
 def uptake_records(dispatches: Iterable[dict], consultations: Iterable[dict], blocks: dict, industry: str, *,
                    orgs: set[str] | None = None, block: str | None = None) -> list[Rec]:
     """The uptake records of one business: one per dispatch (its `worklist` document: requested, paid?) and, in
