@@ -58,9 +58,9 @@ def cpu_seconds(pid: int) -> float:
 
 
 def local_servers(svc_pid: int) -> dict[str, int]:
-    """The processes whose CPU the dispatches cost: the service, and the local Kafka and FerretDB when their pid files
-    are in VAR_DIR/run (deploy/local's scripts write them)."""
-    pids = {"service": svc_pid}
+    """The processes whose CPU the dispatches cost: the service, this bench (it shares the machine's cores), and the
+    local Kafka and FerretDB when their pid files are in VAR_DIR/run (deploy/local's scripts write them)."""
+    pids = {"service": svc_pid, "bench": os.getpid()}  # the bench: its HTTP client, simulated budget and watchers
     run = Path(os.environ.get("VAR_DIR", ROOT / "var" / "test")) / "run"
     for name, file in (("database", "mongo.pid"), ("kafka", "kafka.pid")):
         try:
@@ -202,12 +202,16 @@ async def dispatch_saga(infra: Infra, ns: Namespace, url: str, n: int, inflight:
             await asyncio.sleep(0.5)
         else:
             raise SystemExit(f"warm-up request never accepted: {r.status_code} {r.text[:500]}")
-        sem = asyncio.Semaphore(inflight)
+        # one client of one connection per dispatch in flight: httpx's pool checks every connection it holds on each
+        # request, so one shared pool of `inflight` connections cost the bench CPU the service then lacked
+        clients = [httpx.AsyncClient(base_url=url, timeout=30, limits=httpx.Limits(max_connections=1))
+                   for _ in range(inflight)]
+        todo = iter(range(n))
 
-        async def one(i: int):
-            async with sem:
+        async def worker(client: httpx.AsyncClient):
+            for i in todo:
                 t = time.perf_counter()
-                r = await http.post("/requests", json=body(i), headers=auth(i))
+                r = await client.post("/requests", json=body(i), headers=auth(i))
                 http_ms.append(time.perf_counter() - t)
                 d = r.json()
                 assert d["status"] in ("accepted", "reserved", "approved"), d  # the saga may finish before the reply
@@ -216,9 +220,11 @@ async def dispatch_saga(infra: Infra, ns: Namespace, url: str, n: int, inflight:
 
         cpu0 = {k: cpu_seconds(pid) for k, pid in pids.items()}
         t0 = time.perf_counter()
-        await asyncio.gather(*(one(i) for i in range(n)))
+        await asyncio.gather(*(worker(c) for c in clients))
         wall = time.perf_counter() - t0
         cpu = {k: (cpu_seconds(pid) - cpu0[k]) / n * 1e3 for k, pid in pids.items()}
+        for c in clients:
+            await c.aclose()
     for t in tasks:
         t.cancel()
     await commands.stop(), await events.stop(), await producer.stop()
