@@ -53,6 +53,40 @@ async def test_R_DSP_15_repeated_pair_counts_the_pairs_dispatches_through_the_pa
         await client.close()
 
 
+async def test_R_DSP_15_a_batch_of_accepted_dispatches_is_weighed_as_one_at_a_time(infra, ns):
+    client = AsyncMongoClient(infra.mongo)
+    db = client[ns.db("dispatch") + "_pairs_batch"]
+    try:
+        signals = Integrity(SimpleNamespace(db=db, dispatches=db.dispatches), IntegrityParams(pair_cap=3))
+        await db.dispatches.insert_many([dispatch(1, "paid"), dispatch(2, "approved")])
+        await signals.setup()
+
+        def event(d: dict):
+            return (SimpleNamespace(event_id=f"ev-{d['_id']}"),
+                    SimpleNamespace(status=S.ACCEPTED, dispatch_id=d["_id"], expert_id=d["expert_id"],
+                                    business_id=d["business_id"], fiscal_year=d["fiscal_year"]))
+        batch = [dispatch(3, "accepted"), dispatch(4, "accepted"), dispatch(5, "accepted", business="biz-2")]
+        await db.dispatches.insert_many(batch)
+        reads = []
+        real_find = db.dispatch_pairs.find
+        signals.db = SimpleNamespace(dispatch_pairs=db.dispatch_pairs, integrity_flags=db.integrity_flags)
+        signals.db.dispatch_pairs.find = lambda *a, **kw: reads.append(a) or real_find(*a, **kw)
+        await signals.on_accepted([event(d) for d in batch])
+        assert len(reads) == 1                                       # the batch's pairs read back together
+        assert await db.dispatch_pairs.find_one({"_id": "ex-1|biz-1"}) == {"_id": "ex-1|biz-1",
+                                                                          "ids": ["d1", "d2", "d3", "d4"]}
+        flags = [f async for f in db.integrity_flags.find({})]
+        # d3 was the third of its pair when it was accepted (at the cap), d4 the fourth: only d4, as one at a time
+        assert [(f["code"], f["dispatch_id"]) for f in flags] == [("repeated_pair", "d4")]
+        assert flags[0]["evidence"]["dispatch_ids"] == ["d1", "d2", "d3", "d4"]
+        await signals.on_accepted([event(d) for d in batch])        # redelivered: nothing new
+        assert await db.integrity_flags.count_documents({}) == 1
+        assert (await db.dispatch_pairs.find_one({"_id": "ex-1|biz-1"}))["ids"] == ["d1", "d2", "d3", "d4"]
+    finally:
+        await client.drop_database(ns.db("dispatch") + "_pairs_batch")
+        await client.close()
+
+
 async def test_R_DSP_12_pending_ratings_are_read_through_the_business_owed_index(infra, ns):
     from dispatch_service.store import Store
     client = AsyncMongoClient(infra.mongo)

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from fastapi import FastAPI
 
-from contracts.events.dispatch import DispatchStatusChanged
+from contracts.events.dispatch import DispatchStatus, DispatchStatusChanged
 from contracts.events.identity import BusinessProfileChanged, BusinessRegistered, PlatformRegistered
 from contracts.events.ratings import RatingGiven
 from contracts.vocab import fiscal_year
@@ -62,12 +62,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     worklist = worklists.handlers(svc)
 
     async def statuses(items) -> None:
-        """Dispatch's own status events in a batch: integrity and surveys per event, the worklist and the EBPM rows
-        once per dispatch and business (the same reactions as one at a time; `in_turn` below for single messages)."""
+        """Dispatch's own status events in a batch: integrity (the accepted ones' pairs together) and surveys per event,
+        the worklist and the EBPM rows once per dispatch and business (the same reactions as one at a time; `in_turn`
+        below for single messages)."""
         for env, e in items:
             with processing(env):
-                await own[DispatchStatusChanged](env, e)
+                if e.status != DispatchStatus.ACCEPTED:
+                    await own[DispatchStatusChanged](env, e)
                 await surveys.on_status(env, e)
+        if accepted := [(env, e) for env, e in items if e.status == DispatchStatus.ACCEPTED]:
+            await signals.on_accepted(accepted)  # the pairs of the batch indexed and read together
         await worklists.on_statuses(svc.db, items)
         await ebpm.on_dispatches(items)
 

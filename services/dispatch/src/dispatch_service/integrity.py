@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 
-from pymongo import ReturnDocument
+from pymongo import ReturnDocument, UpdateOne
+from pymongo.errors import BulkWriteError
 
 from contracts import Envelope
 from contracts.events.dispatch import DispatchStatusChanged, DispatchStatus as S
@@ -15,6 +16,7 @@ from dispatch_service.domain import integrity as rules
 from dispatch_service.domain.dispatch import Dispatch
 from dispatch_service.domain.eligibility import COUNTING_STATUSES
 from dispatch_service.store import Store, now
+from servicekit.bus import processing
 from servicekit.store import apply_once, backfill_id_lists
 
 log = logging.getLogger("dispatch.integrity")
@@ -23,6 +25,11 @@ PAIRS_MARKER = "dispatch-pairs:v1"
 
 def pair_id(d: dict) -> str:
     return f"{d['expert_id']}|{d['business_id']}"
+
+
+def upto(ids: list[str], dispatch_id: str) -> set[str]:
+    """A pair's dispatch ids in the order they were accepted, up to `dispatch_id` (with it, if it is not there yet)."""
+    return set(ids[:ids.index(dispatch_id) + 1]) if dispatch_id in ids else {*ids, dispatch_id}
 
 
 class Integrity:
@@ -65,12 +72,35 @@ class Integrity:
                 {"_id": pair_id(d)}, {"$addToSet": {"ids": d["_id"]}}, upsert=True, return_document=ReturnDocument.AFTER)
         else:
             doc = await self.db.dispatch_pairs.find_one({"_id": pair_id(d)})
-        ids = {d["_id"], *((doc or {}).get("ids") or ())}
+        return await self.counting(upto((doc or {}).get("ids") or [], d["_id"]), over)
+
+    async def counting(self, ids: set[str], over: int = 0) -> list[dict]:
         if len(ids) <= over:
             return []
         cur = self.store.dispatches.find({"_id": {"$in": sorted(ids)}, "status": {"$in": sorted(COUNTING_STATUSES)}},
                                          {"fiscal_year": 1, "route": 1})
         return [x async for x in cur]
+
+    async def on_accepted(self, items: list[tuple[Envelope, DispatchStatusChanged]]) -> None:
+        """The accepted dispatches of a batch of status events (`on_status` one by one): every pair indexed with ONE
+        bulk write and read back with one `_id: {$in}`; each dispatch then weighed against its pair's dispatches
+        accepted up to it (as one event at a time: `$addToSet` keeps the order of arrival), and only a pair over the
+        cap is read further."""
+        ds = [(env, {"_id": e.dispatch_id, "expert_id": e.expert_id, "business_id": e.business_id,
+                     "fiscal_year": e.fiscal_year}) for env, e in items]
+        ops = [UpdateOne({"_id": pair_id(d)}, {"$addToSet": {"ids": d["_id"]}}, upsert=True) for _, d in ds]
+        try:
+            await self.db.dispatch_pairs.bulk_write(ops, ordered=False)
+        except BulkWriteError as err:  # another replica created a new pair's document first: once more (idempotent)
+            if any(w["code"] != 11000 for w in err.details["writeErrors"]):
+                raise
+            await self.db.dispatch_pairs.bulk_write(ops, ordered=False)
+        pairs = {p["_id"]: p.get("ids") or [] async for p in
+                 self.db.dispatch_pairs.find({"_id": {"$in": sorted({pair_id(d) for _, d in ds})}})}
+        for env, d in ds:
+            counted = await self.counting(upto(pairs.get(pair_id(d), []), d["_id"]), self.p.pair_cap)
+            with processing(env):
+                await self.raise_flag(rules.repeated_pair(d, counted, self.p), env)
 
     # --- reactions --------------------------------------------------------------------------------------
     async def on_status(self, env: Envelope, e: DispatchStatusChanged) -> None:
