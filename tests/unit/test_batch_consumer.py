@@ -105,3 +105,41 @@ def test_batch_handlers_join_a_batched_consumer_after_other_handlers_and_never_s
     single = Consumer(FakeBroker(), Settings(service_name="budget"), "identity.events", {AccountRevoked: one})
     with pytest.raises(ValueError, match="batched=True"):
         single.add({BusinessRegistered: one}, {BusinessRegistered: many})
+
+
+class Clock:
+    def __init__(self):
+        self.now, self.slept = 0.0, []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+class Polled:
+    """aiokafka's consumer as the batch poll sees it: `getmany` waits up to its timeout unless records are there."""
+
+    def __init__(self, clock: Clock, wait: float, records: dict):
+        self.clock, self.wait, self.records = clock, wait, records
+
+    async def getmany(self, timeout_ms: int, max_records: int | None = None):
+        self.clock.now += self.wait
+        return self.records
+
+
+def test_R_OPS_03_an_idle_batch_consumer_polls_without_sleeping_as_long_again(monkeypatch):
+    import servicekit.bus as bus
+
+    clock = Clock()
+    monkeypatch.setattr(bus, "time", clock)
+    monkeypatch.setattr(bus, "asyncio", clock)
+    sub = SimpleNamespace(batch_timeout_ms=200, max_records=10)
+    rec = record(1, b"{}")
+    assert asyncio.run(bus._poll_batch(sub, Polled(clock, 0, {"tp": [rec]}))) == (rec,)  # records: handed over at once
+    assert asyncio.run(bus._poll_batch(sub, Polled(clock, 0.2, {}))) == ()
+    assert clock.slept == []     # the poll waited its 200 ms: no sleep as long again (FastStream 0.7 slept 200 ms more)
+    assert asyncio.run(bus._poll_batch(sub, Polled(clock, 0, {}))) == ()
+    assert clock.slept == [0.2]  # back at once with nothing (no partitions assigned yet): a pause, never a spin

@@ -22,9 +22,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from itertools import chain
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
@@ -32,6 +34,7 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
+from faststream.kafka.subscriber.usecase import BatchSubscriber
 from opentelemetry import propagate, trace
 from pydantic import ValidationError
 
@@ -59,6 +62,24 @@ def processing(env: Envelope) -> Iterator[None]:
         return
     with trace.use_span(span, end_on_exit=False):
         yield
+
+
+async def _poll_batch(self, consumer) -> tuple:
+    """A batch subscriber's poll (replaces FastStream 0.7's `BatchSubscriber.get_msg`, which sleeps as long again as
+    the poll waited whenever it found nothing: with a short wait for low latency, an idle batch consumer woke 100 times
+    a second, ~7% of a core for the dispatch service at rest). aiokafka's `getmany` already waits up to its timeout
+    and returns as soon as records come, so a long wait costs no latency; the sleep is kept only for a poll that came
+    back empty early (no partitions assigned yet), so that never spins."""
+    started = time.monotonic()
+    messages = await consumer.getmany(timeout_ms=self.batch_timeout_ms, max_records=self.max_records)
+    if messages:
+        return tuple(chain(*messages.values()))
+    if time.monotonic() - started < self.batch_timeout_ms / 2000:
+        await asyncio.sleep(self.batch_timeout_ms / 1000)
+    return ()
+
+
+BatchSubscriber.get_msg = _poll_batch
 
 
 def make_broker(settings: Settings, tracer_provider, meter_provider=None) -> KafkaBroker:

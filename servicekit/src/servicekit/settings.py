@@ -38,7 +38,7 @@ class Settings(BaseSettings):
     # records a batch consumer takes from one poll (servicekit.bus). 200: with 500, the 1,000-command SIGKILL test
     # (tests/integration/test_budget_concurrency.py) left the local FerretDB (SQLite) hung twice; see README
     consumer_batch_max: int = 200
-    consumer_batch_wait_ms: int = 5  # how long an idle batch consumer's poll waits (FastStream sleeps as long again)
+    consumer_batch_wait_ms: int = 500  # how long an idle batch consumer's poll waits (it returns when records come)
     consumer_max_attempts: int = 3  # for a handler's own failures; a dependency that is down is waited for
     # A service's consumers (one per topic) share its group: each one that joins makes the others rejoin, and they
     # learn of it at their next heartbeat. At Kafka's default 3 s a service with five topics took ~14 s to start (and
