@@ -37,7 +37,8 @@ class ByIds:
         self.reads = 0  # commands sent (for tests and benchmarks)
 
     async def many(self, ids: Iterable[Any]) -> dict[Any, dict]:
-        """The documents with these ids that exist, by id."""
+        """The documents with these ids that exist, by id. Callers that asked for the same id get the same object:
+        read it, do not change it (copy it first)."""
         ids = list(dict.fromkeys(ids))
         if not ids:
             return {}
