@@ -64,15 +64,16 @@ class Integrity:
             self.db.dispatch_pairs)
 
     async def pair(self, d: dict, *, index: bool = False, over: int = 0) -> list[dict]:
-        """The pair's dispatches that count (accepted or further), `d` included: ids from the pair's document (`d` added
-        to it in the same command when `index`), then read by `_id`. `over`: a pair listing no more dispatches than
-        this has none worth reading (a rule that needs more than `over` of them cannot hold): [] without a read."""
+        """The pair's dispatches that count (accepted or further), `d` included: ids from the pair's document, then read
+        by `_id`. `index`: `d` just accepted, added to the document in the same command, and weighed against the
+        dispatches accepted up to it. `over`: a pair listing no more dispatches than this has none worth reading (a
+        rule that needs more than `over` of them cannot hold): [] without a read."""
         if index:
             doc = await self.db.dispatch_pairs.find_one_and_update(
                 {"_id": pair_id(d)}, {"$addToSet": {"ids": d["_id"]}}, upsert=True, return_document=ReturnDocument.AFTER)
-        else:
-            doc = await self.db.dispatch_pairs.find_one({"_id": pair_id(d)})
-        return await self.counting(upto((doc or {}).get("ids") or [], d["_id"]), over)
+            return await self.counting(upto(doc.get("ids") or [], d["_id"]), over)
+        doc = await self.db.dispatch_pairs.find_one({"_id": pair_id(d)})
+        return await self.counting({d["_id"], *((doc or {}).get("ids") or ())}, over)
 
     async def counting(self, ids: set[str], over: int = 0) -> list[dict]:
         if len(ids) <= over:
