@@ -48,6 +48,12 @@ async def test_R_DSP_15_repeated_pair_counts_the_pairs_dispatches_through_the_pa
         assert flags[0]["evidence"]["dispatch_ids"] == ["d1", "d2", "d6", "d7"]
         await accepted(dispatch(8, "accepted", business="biz-2"))      # another pair: two dispatches, no flag
         assert await db.integrity_flags.count_documents({}) == 1
+        # a rating of the pair's first dispatch, given after the later ones: all of the pair's dispatches count
+        await db.experts.insert_one({"_id": "ex-1", "related_business_ids": []})
+        await signals.on_rating(SimpleNamespace(event_id="ev-rated"), SimpleNamespace(rater_kind="business",
+                                                                                     dispatch_id="d2"))
+        rated = await db.integrity_flags.find_one({"code": "network_rating"})
+        assert rated["dispatch_id"] == "d2" and rated["evidence"]["pair_dispatches"] == 4
     finally:
         await client.drop_database(ns.db("dispatch") + "_pairs")
         await client.close()
