@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from pymongo import ReturnDocument, UpdateOne
+from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError
 
 from contracts import Envelope
@@ -63,19 +63,15 @@ class Integrity:
             {"status": {"$in": sorted(COUNTING_STATUSES)}}, {"expert_id": 1, "business_id": 1}), pair_id,
             self.db.dispatch_pairs)
 
-    async def pair(self, d: dict, *, index: bool = False, over: int = 0) -> list[dict]:
+    async def pair(self, d: dict) -> list[dict]:
         """The pair's dispatches that count (accepted or further), `d` included: ids from the pair's document, then read
-        by `_id`. `index`: `d` just accepted, added to the document in the same command, and weighed against the
-        dispatches accepted up to it. `over`: a pair listing no more dispatches than this has none worth reading (a
-        rule that needs more than `over` of them cannot hold): [] without a read."""
-        if index:
-            doc = await self.db.dispatch_pairs.find_one_and_update(
-                {"_id": pair_id(d)}, {"$addToSet": {"ids": d["_id"]}}, upsert=True, return_document=ReturnDocument.AFTER)
-            return await self.counting(upto(doc.get("ids") or [], d["_id"]), over)
+        by `_id`."""
         doc = await self.db.dispatch_pairs.find_one({"_id": pair_id(d)})
-        return await self.counting({d["_id"], *((doc or {}).get("ids") or ())}, over)
+        return await self.counting({d["_id"], *((doc or {}).get("ids") or ())})
 
     async def counting(self, ids: set[str], over: int = 0) -> list[dict]:
+        """Those of `ids` that count; none read when there are no more than `over` (a rule that needs more than `over`
+        of them cannot hold)."""
         if len(ids) <= over:
             return []
         cur = self.store.dispatches.find({"_id": {"$in": sorted(ids)}, "status": {"$in": sorted(COUNTING_STATUSES)}},
@@ -83,10 +79,9 @@ class Integrity:
         return [x async for x in cur]
 
     async def on_accepted(self, items: list[tuple[Envelope, DispatchStatusChanged]]) -> None:
-        """The accepted dispatches of a batch of status events (`on_status` one by one): every pair indexed with ONE
-        bulk write and read back with one `_id: {$in}`; each dispatch then weighed against its pair's dispatches
-        accepted up to it (as one event at a time: `$addToSet` keeps the order of arrival), and only a pair over the
-        cap is read further."""
+        """Accepted dispatches (a batch of status events, or one): every pair indexed with ONE bulk write and read back
+        with one `_id: {$in}`; each dispatch then weighed against its pair's dispatches accepted up to it (`$addToSet`
+        keeps the order of arrival), and only a pair over the cap is read further (a first few: the usual case)."""
         ds = [(env, {"_id": e.dispatch_id, "expert_id": e.expert_id, "business_id": e.business_id,
                      "fiscal_year": e.fiscal_year}) for env, e in items]
         ops = [UpdateOne({"_id": pair_id(d)}, {"$addToSet": {"ids": d["_id"]}}, upsert=True) for _, d in ds]
@@ -106,10 +101,7 @@ class Integrity:
     # --- reactions --------------------------------------------------------------------------------------
     async def on_status(self, env: Envelope, e: DispatchStatusChanged) -> None:
         if e.status == S.ACCEPTED:  # what the rule needs is in the event
-            d = {"_id": e.dispatch_id, "expert_id": e.expert_id, "business_id": e.business_id,
-                 "fiscal_year": e.fiscal_year}
-            pair = await self.pair(d, index=True, over=self.p.pair_cap)  # a first few: not read (the usual case)
-            await self.raise_flag(rules.repeated_pair(d, pair, self.p), env)
+            await self.on_accepted([(env, e)])
             return
         if e.status not in (S.VISITED, S.REPORTED):
             return
