@@ -34,7 +34,6 @@ class ByIds:
         self.col, self.projection, self.max_ids = col, projection, max_ids
         self._waiting: deque[tuple[list, asyncio.Future]] = deque()
         self._reader: asyncio.Task | None = None
-        self.reads = 0  # commands sent (for tests and benchmarks)
 
     async def many(self, ids: Iterable[Any]) -> dict[Any, dict]:
         """The documents with these ids that exist, by id. Callers that asked for the same id get the same object:
@@ -62,7 +61,6 @@ class ByIds:
             if not batch:
                 continue
             try:
-                self.reads += 1
                 found = {d["_id"]: d async for d in self.col.find({"_id": {"$in": list(wanted)}}, self.projection)}
             except asyncio.CancelledError:
                 for _, answer in batch:
