@@ -17,7 +17,7 @@ PG_DATA="$VAR_DIR/mongo/pg"
 PG_RUN="$VAR_DIR/mongo/pg-run"
 case "$MONGO_BACKEND" in sqlite | postgresql) ;; *) log "MONGO_BACKEND must be sqlite or postgresql"; exit 2 ;; esac
 case "$MONGO_SQLITE_SYNC" in normal | full) ;; *) log "MONGO_SQLITE_SYNC must be normal or full"; exit 2 ;; esac
-PATCH=atomic-writes-4-id-in-gojson-untracked   # bump when deploy/local/ferretdb-atomic.go or the patches below change
+PATCH=atomic-writes-4-id-in-gojson-untracked-ix   # bump when deploy/local/ferretdb-atomic.go or the patches below change
 BIN="$CACHE_DIR/ferretdb-$FERRETDB_VERSION-$PATCH/ferretdb"
 DATA="$VAR_DIR/mongo/data"
 
@@ -88,6 +88,17 @@ install() {
   # lifetime tracking of iterators off: a developer's debugging aid that cost ~9% of the server's CPU (why:
   # deploy/local/ferretdb-resource.go)
   cp "$(dirname "$0")/ferretdb-resource.go" "$src/internal/util/resource/resource.go"
+  # Secondary indexes that enforce nothing are kept as metadata only on SQLite: FerretDB 1.24's SQLite backend answers
+  # no query from them (only `_id` is pushed down: `filterPushdown: false` for every other condition), so each was
+  # pure cost, its JSON expression computed on every insert and update of the collection (~+20% of an update's CPU at
+  # six indexes). listIndexes still shows them, unique indexes stay real SQLite indexes (they refuse duplicates), and
+  # MongoDB and the PostgreSQL backend create them all as declared.
+  sed -i -e '/^func (r \*Registry) indexesCreate(/,/^}/ s|^\t\tif _, err := db.ExecContext(ctx, q); err != nil {$|\t\tif !index.Unique \&\& index.Name != "_id_" {\n\t\t\tq = "SELECT 1"\n\t\t}\n&|' \
+    -e 's|q := fmt.Sprintf("DROP INDEX %q", c.TableName+"_"+name)|q := fmt.Sprintf("DROP INDEX IF EXISTS %q", c.TableName+"_"+name)|' \
+    "$src/internal/backends/sqlite/metadata/registry.go"
+  [[ $(grep -c 'q = "SELECT 1"' "$src/internal/backends/sqlite/metadata/registry.go") == 1 ]] &&
+    grep -q 'DROP INDEX IF EXISTS' "$src/internal/backends/sqlite/metadata/registry.go" ||
+    { log "could not patch the secondary indexes"; return 1; }
   mkdir -p "$(dirname "$BIN")"
   (cd "$src" && go build -trimpath -o "$BIN.tmp" ./cmd/ferretdb)
   mv "$BIN.tmp" "$BIN"
