@@ -136,27 +136,54 @@ class Counters:
             await self.touch(e.business_id, {f"rows.d.{field(e.dispatch_id)}": dispatch_row(d)})
 
     async def on_dispatches(self, items) -> None:
-        """A batch of status events: each business's dispatch rows copied from the worklist (read with one `_id: {$in}`)
-        and every business of the batch recounted together (`recount_many`: each counter document moved once for the
-        batch), however many of its dispatches moved, and however often, in the batch. A business whose recount another
-        is doing is marked for the sweep."""
+        """A batch of status events: each business's dispatch rows read from the worklist (one `_id: {$in}`), and every
+        business of the batch recounted together (each counter document moved once for the batch), however many of its
+        dispatches moved, and however often, in the batch. The businesses' documents are read first: a business whose
+        rows and counts are already as the worklist says is not written at all (most status events: a row changes
+        only when its dispatch is paid, `dispatch_row`), and a changed row is copied by the recount's own claim (one
+        compare-and-set write: rows and claim together). A business whose claim is lost, or whose recount another is
+        doing, has its rows copied and is marked for the sweep."""
         by_business: dict[str, dict[str, None]] = {}
         for _, e in items:
             by_business.setdefault(e.business_id, {})[e.dispatch_id] = None
         ids = [d for ds in by_business.values() for d in ds]
         docs = {d["_id"]: d async for d in self.db.worklist.find({"_id": {"$in": ids}}, dict.fromkeys(DISPATCH_FIELDS, 1))}
-        rows = {bid: {f"rows.d.{field(d)}": dispatch_row(docs[d]) for d in ds if d in docs}
-                for bid, ds in by_business.items()}
+        rows = {bid: {field(d): dispatch_row(docs[d]) for d in ds if d in docs} for bid, ds in by_business.items()}
         rows = {bid: r for bid, r in rows.items() if r}
         if not rows:
             return
         # No mark first (unlike `touch`): a crash before the recount is done redelivers the batch, which copies and
-        # recounts again; only a business whose recount is under way elsewhere is marked, for the sweep.
-        await self.businesses.bulk_write([UpdateOne({"_id": bid}, {"$set": r}, upsert=True) for bid, r in rows.items()],
-                                         ordered=False)
-        done = await self.recount_many(list(rows))
-        for bid in rows:
-            if bid not in done:
+        # recounts again; only a business whose recount cannot be done now is marked, for the sweep.
+        stored = {d["_id"]: d async for d in self.businesses.find({"_id": {"$in": list(rows)}})}
+        copies: dict[str, dict] = {}   # business -> its changed rows, by path
+        merged = []
+        for bid, r in rows.items():
+            doc = stored.get(bid) or {"_id": bid}
+            have = (doc.get("rows") or {}).get("d") or {}
+            copies[bid] = {f"rows.d.{k}": v for k, v in r.items() if have.get(k) != v}
+            if copies[bid]:
+                doc = {**doc, "rows": {**(doc.get("rows") or {}), "d": {**have, **r}}}
+            merged.append(doc)
+        alone = [d["_id"] for d in merged if d.get("pending")]
+        fresh = [d for d in merged if not d.get("pending")]
+        wants = await self.wanted(fresh) if fresh else {}
+        claims, later = {}, list(alone)
+        for doc in fresh:
+            bid = doc["_id"]
+            changes = self.changes(doc, wants[bid])
+            if not changes and not copies[bid]:
+                continue   # nothing to copy, nothing to count
+            pend = self._pending(bid, await self.params(), changes) if changes else None
+            if not await self._write(doc, copies[bid], pend):
+                later.append(bid)
+            elif pend is not None:
+                claims[bid] = pend
+        if claims:
+            await self._apply(claims)
+        for bid in later:   # the rows copied as they are now; counted alone, or by the sweep
+            if copies[bid]:
+                await self.businesses.update_one({"_id": bid}, {"$set": copies[bid], "$inc": {"rev": 1}}, upsert=True)
+            if bid not in alone or not await self.recount(bid):
                 await self.mark(bid)
 
     async def on_business(self, env, e) -> None:
@@ -254,50 +281,32 @@ class Counters:
         await self._apply({business_id: pend})
         return True
 
-    async def recount_many(self, business_ids: list[str]) -> set[str]:
-        """`recount` of several businesses at once (a batch of events): each business claimed with its own op as
-        `recount` claims it, then every counter document moved ONCE for all the claims (their moves summed, all their
-        ops in its `_seen`) instead of once per business. A business with a claim under way is recounted alone.
-        Returns the businesses brought up to date (the others are left to the sweep)."""
-        docs = {d["_id"]: d async for d in self.businesses.find({"_id": {"$in": business_ids}})}
-        docs = {bid: docs.get(bid) or {"_id": bid} for bid in business_ids}
-        alone = [bid for bid, d in docs.items() if d.get("pending")]
-        fresh = [docs[bid] for bid in business_ids if bid not in alone]
-        wants = await self.wanted(fresh) if fresh else {}
-        done, claims = set(), {}
-        for doc in fresh:
-            if not (changes := self.changes(doc, wants[doc["_id"]])):
-                done.add(doc["_id"])
-            elif (pend := await self._claim(doc, changes)) is not None:
-                claims[doc["_id"]] = pend
-        if claims:
-            await self._apply(claims)
-        done |= set(claims)
-        for bid in alone:
-            if await self.recount(bid):
-                done.add(bid)
-        return done
-
     async def _claim(self, doc: dict, changes: list[dict]) -> dict | None:
         """(1) of a recount: the changes and a new op id kept in the business's `pending`, by compare-and-set on `rev`.
         None: another recount claimed it meanwhile."""
+        pend = self._pending(doc["_id"], await self.params(), changes)
+        return pend if await self._write(doc, {}, pend) else None
+
+    @staticmethod
+    def _pending(business_id: str, p: ebpm.Params, changes: list[dict]) -> dict:
+        return {"op": uuid.uuid4().hex, "at": _now(), "key": list(ebpm.key_halves(business_id, p)), "changes": changes}
+
+    async def _write(self, doc: dict, sets: dict, pend: dict | None) -> bool:
+        """`sets` (rows copied) and the claim `pend` if any, written by compare-and-set on the `rev` read with `doc`
+        (every write of rows or a claim moves `rev`, so a recount that read older rows loses its claim). False: the
+        business's document changed meanwhile, nothing written."""
         business_id = doc["_id"]
-        p = await self.params()
-        pend = {"op": uuid.uuid4().hex, "at": _now(), "key": list(ebpm.key_halves(business_id, p)), "changes": changes}
+        sets = {**sets, **({"pending": pend} if pend is not None else {})}
         if "rev" not in doc:
             try:
                 res = await self.businesses.update_one({"_id": business_id, "rev": {"$exists": False}},
-                                                       {"$set": {"pending": pend, "rev": 1}}, upsert=True)
-            except DuplicateKeyError:  # claimed by another recount meanwhile
-                return None
-            if res.modified_count != 1 and res.upserted_id is None:
-                return None
-        else:
-            res = await self.businesses.update_one({"_id": business_id, "rev": doc["rev"]},
-                                                   {"$set": {"pending": pend}, "$inc": {"rev": 1}})
-            if res.modified_count != 1:
-                return None
-        return pend
+                                                       {"$set": {**sets, "rev": 1}}, upsert=True)
+            except DuplicateKeyError:  # written by another trigger meanwhile
+                return False
+            return res.modified_count == 1 or res.upserted_id is not None
+        res = await self.businesses.update_one({"_id": business_id, "rev": doc["rev"]},
+                                               {"$set": sets, "$inc": {"rev": 1}})
+        return res.modified_count == 1
 
     @staticmethod
     def _moves(pend: dict) -> dict[str, tuple[dict, dict]]:
@@ -331,7 +340,7 @@ class Counters:
     async def _apply(self, claims: dict[str, dict]) -> None:
         """(2)–(4) of a recount for the claims of one or more businesses (business -> its `pending`). Each counter
         document is moved once by the sum of the claims' moves, guarded by all their ops. Several claims come only from
-        `recount_many`, all just made (no document can have seen their new ops); a crashed recount's claim is taken
+        `on_dispatches`, all just made (no document can have seen their new ops); a crashed recount's claim is taken
         over alone (`recount`), so its single op decides for each document whether it moved already."""
         shares: dict[str, dict[str, tuple[dict, dict]]] = defaultdict(dict)  # counter doc -> business -> its moves
         for bid, pend in claims.items():
