@@ -164,10 +164,11 @@ start() {
     # itself may lose the last commits. FULL (SQLite's default) fsyncs the WAL at every commit.
     handler=(--handler=sqlite --sqlite-url="file:$DATA/?_pragma=synchronous($MONGO_SQLITE_SYNC)")
   fi
+  # MONGO_DEBUG_ADDR (e.g. 127.0.0.1:18088): its pprof and command counters (/debug/metrics), for profiling; off by default.
   # GOGC=400: FerretDB allocates a document tree per document it reads and keeps little alive, so Go's default
   # (collect at 2× the live heap) spent ~12% of its CPU collecting; at 400 the server stays under ~100 MB here.
   GOGC="${MONGO_GOGC:-400}" start_bg mongo "$BIN" "${handler[@]}" \
-    --listen-addr="127.0.0.1:$MONGO_PORT" --debug-addr=- --telemetry=disable \
+    --listen-addr="127.0.0.1:$MONGO_PORT" --debug-addr="${MONGO_DEBUG_ADDR:--}" --telemetry=disable \
     --log-level=warn --state-dir="$VAR_DIR/mongo"
   wait_port mongo "$MONGO_PORT" 60
   log "ready on mongodb://127.0.0.1:$MONGO_PORT ($MONGO_BACKEND)"
