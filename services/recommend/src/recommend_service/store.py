@@ -26,7 +26,8 @@ a batch of one). Idempotency scheme, exact and without a window of remembered id
   P in the group's `open` -> applied, dropped; absent -> not applied (P leaves `open` only once no `pend` of P is
   left), carried into the current batch. A crash therefore never loses and never repeats a delta, however the
   redelivered events are split into polls. `learn_profiles` has the step-by-step argument.
-Reads are concurrent `_id` lookups (FerretDB scans on `$in`); writes are ordered `update` commands of many statements.
+Reads are `_id` lookups, one `$in` for many (the local FerretDB serves `_id $in` from the index too, see mongo.sh);
+writes are ordered `update` commands of many statements.
 """
 from __future__ import annotations
 
@@ -179,18 +180,25 @@ async def segment(db, seg: str) -> dict:
 _candidates: dict[tuple, list[dict]] = {}  # (database, segment, candidate ids) -> the candidates
 
 
-async def segment_candidates(db, seg: str) -> list[dict]:
-    """The segment's candidates as of now for learning a profile: the ids are read each time (a programme added a
-    moment ago is pushed), the programmes themselves kept per replica while the ids stay the same."""
-    doc = await db.segments.find_one({"_id": seg}, {"candidate_ids": 1})
-    key = (db.name, seg, tuple((doc or {}).get("candidate_ids") or ()))
-    if doc is None or key not in _candidates:
-        if len(_candidates) > 100_000:
-            _candidates.clear()
-        full = await segment(db, seg)
-        key = (db.name, seg, tuple(full["candidate_ids"]))
-        _candidates[key] = full["candidates"]
-    return _candidates[key]
+async def segments_candidates(db, segs: list[str]) -> dict[str, list[dict]]:
+    """Each segment's candidates as of now for learning profiles: the ids are read each time, for all the segments at
+    once (a programme added a moment ago is pushed), the programmes themselves kept per replica while the ids stay
+    the same; a segment not built yet, or whose ids changed, is read whole."""
+    ids = {}
+    for i in range(0, len(segs), 500):
+        ids.update({d["_id"]: tuple(d.get("candidate_ids") or ())
+                    async for d in db.segments.find({"_id": {"$in": segs[i:i + 500]}}, {"candidate_ids": 1})})
+    out = {}
+    for seg in segs:
+        key = (db.name, seg, ids.get(seg))
+        if seg not in ids or key not in _candidates:
+            if len(_candidates) > 100_000:
+                _candidates.clear()
+            full = await segment(db, seg)
+            key = (db.name, seg, tuple(full["candidate_ids"]))
+            _candidates[key] = full["candidates"]
+        out[seg] = _candidates[key]
+    return out
 
 
 async def add_to_segments(db, programme: dict) -> list[str]:
@@ -223,7 +231,8 @@ async def learn_profile(svc, business_id: str, profile: dict, owner: str | None,
 async def learn_profiles(svc, items: list[tuple[str, dict, str | None, Envelope]]) -> int:
     """Learns a batch of profile events [(business, profile, owner, envelope)] in order; returns how many were new.
 
-    Per batch: each business's profile is read once (concurrent `_id` lookups), its new events are folded in order
+    Per batch: the profiles are read with one `_id $in` per 500 businesses, the segments' candidate ids likewise
+    (`segments_candidates`), each business's new events are folded in order
     (`learning.fold`), and the writes are:
     1. the segment index, one update per chunk document (`$set`/`$unset`, idempotent);
     2. the profiles, ONE bulk write, one statement per business, guarded by its event ids (`_seen`, per business):
@@ -231,7 +240,7 @@ async def learn_profiles(svc, items: list[tuple[str, dict, str | None, Envelope]
        this business owes its peer groups, tagged with this call's op id (a fresh uuid);
     3. the sketches, ONE bulk write per collection (`peer_groups`, `industry_peers`), one `$inc` per group document
        with the deltas of the whole batch merged, guarded by the op id: filter `open.<op>` absent, `$set open.<op>`;
-    4. the profiles' `pend` cleared (one bulk write, guarded by the op id);
+    4. the profiles' `pend` cleared (one statement per 100 profiles, `_id $in` and guarded by the op id);
     5. the op id is dropped from each group's `open` with that group's next write by this process (only after 4:
        while a profile still holds `pend` of an op, that op stays in `open` of every group it was applied to).
     So a group's `open` holds the ops in flight, never a growing list of event ids (the old `_seen` of up to 500 ids
@@ -254,11 +263,13 @@ async def learn_profiles(svc, items: list[tuple[str, dict, str | None, Envelope]
     for business_id, profile, owner, env in items:
         by_business.setdefault(business_id, []).append((profile, owner, env))
     ids = list(by_business)
-    docs = dict(zip(ids, await asyncio.gather(*(db.business_profiles.find_one({"_id": b}, PROFILE_FIELDS)
-                                                   for b in ids))))
+    docs: dict[str, dict | None] = dict.fromkeys(ids)
+    for i in range(0, len(ids), 500):
+        docs.update({d["_id"]: d async for d in db.business_profiles.find({"_id": {"$in": ids[i:i + 500]}},
+                                                                           PROFILE_FIELDS)})
     # the segments the events land in (read once each), and the groups holding ops of pending contributions
     segs = sorted({segment_of(p) for evs in by_business.values() for p, _, _ in evs})
-    candidates = dict(zip(segs, await asyncio.gather(*(segment_candidates(db, s) for s in segs))))
+    candidates = await segments_candidates(db, segs)
     pending = {(c["c"], c["g"], (d["pend"])["op"]) for d in docs.values() if d and d.get("pend")
                for c in d["pend"]["contributions"]}
     applied = dict(zip(pending, await asyncio.gather(*(db[c].find_one({"_id": g, f"open.{op}": {"$exists": True}},
@@ -289,8 +300,9 @@ async def learn_profiles(svc, items: list[tuple[str, dict, str | None, Envelope]
     if contributions:
         await _apply_to_groups(db, learning.merge(contributions), op)
         owing = [b for b, _, _, _, cs in plans if b in written and cs]
-        await _update_in_order(db.business_profiles, [{"q": {"_id": b, "pend.op": op}, "u": {"$unset": {"pend": ""}}}
-                                                      for b in owing], None)
+        for i in range(0, len(owing), 100):  # one statement per 100 profiles (the local server's cost is per statement)
+            await db.business_profiles.update_many({"_id": {"$in": owing[i:i + 100]}, "pend.op": op},
+                                                   {"$unset": {"pend": ""}})
         for c, g in {(c["c"], c["g"]) for c in contributions}:
             _closing.setdefault((db.name, c, g), set()).add(op)
     return new
@@ -334,16 +346,21 @@ async def _write_profiles(svc, plans, op: str) -> set[str]:
         outbox = [e for i, p in folded.pushes
                   for e in notify_events(svc, b, folded.owner, [p], events[i][2])]
         statements.append({"q": filt, "u": with_outbox(update, outbox), "upsert": not old})
-        who.append((b, bool(outbox)))
+        who.append((b, outbox))
     refused: set[int] = set()
 
     async def refuse(st: dict) -> None:  # a new business written meanwhile (by another consumer): not ours
         refused.add(next(i for i, s in enumerate(statements) if s is st))
     matched = await _update_in_order(db.business_profiles, statements, refuse)
-    for i, (b, kicked) in enumerate(who):
-        if kicked and i not in refused:
-            svc.relay.kick(db.business_profiles, b)
-    if matched == len(statements) - len(refused):
+    every = matched == len(statements) - len(refused)
+    for i, (b, outbox) in enumerate(who):
+        if outbox and i not in refused:
+            # When every statement was applied, its entries are handed over, not read back: the relay publishes them
+            # and pulls exactly them. Other entries the profile may hold (a programme's push) are kicked by their own
+            # write; the order of two Notify of different programmes does not matter (each is its own inbox item).
+            # Otherwise the relay reads the document: an entry whose statement matched nothing was never stored.
+            svc.relay.kick(db.business_profiles, b, outbox if every else None)
+    if every:
         return {b for i, (b, _) in enumerate(who) if i not in refused}
     # a guard did not match (or the server did not say): which profiles hold this op's `pend`, read back
     docs = await asyncio.gather(*(db.business_profiles.find_one({"_id": b, "pend.op": op}, {"_id": 1}) for b, _ in who))
