@@ -132,7 +132,7 @@ class Consumer:
 
     def __init__(self, broker: KafkaBroker, settings: Settings, topic: str, handlers: dict[type[Message], Handler],
                  health: Health | None = None, batch_handlers: dict[type[Message], BatchHandler] | None = None,
-                 tracer_provider=None, batched: bool = False):
+                 tracer_provider=None, batched: bool = False, max_records: int | None = None):
         self.broker, self.settings, self.logical = broker, settings, topic
         self.tracer = trace.get_tracer("servicekit.bus", tracer_provider=tracer_provider)
         self.topic, self.dlq = settings.topic(topic), settings.topic(TOPICS[topic].dlq)
@@ -147,7 +147,7 @@ class Consumer:
         self.batched = 0
         batched = batched or bool(self.batch_handlers)  # `batched`: batch handlers may still be added (add)
         self.batched_mode = batched
-        options = dict(batch=True, max_records=settings.consumer_batch_max,
+        options = dict(batch=True, max_records=max_records or settings.consumer_batch_max,
                        batch_timeout_ms=settings.consumer_batch_wait_ms) if batched else {}
         broker.subscriber(
             self.topic, group_id=f"{settings.topic_prefix}{settings.service_name}", auto_offset_reset="earliest",

@@ -33,11 +33,15 @@ UNOBSERVED_PATHS = ("/healthz", "/readyz", "/metrics")
 
 class Service:
     def __init__(self, name: str, *, title: str, outbox: list[str] = (), produces: list[str] = (),
-                 settings: Settings | None = None, honour_revocations: bool = True, batched: tuple[str, ...] = ()):
+                 settings: Settings | None = None, honour_revocations: bool = True, batched: tuple[str, ...] = (),
+                 batch_max: dict[str, int] | None = None):
         """`batched`: topics whose consumer takes what a poll returns, so `consume(topic, ..., batch=...)` may add batch
-        handlers even after servicekit's own handlers (the deny list on identity.events) created the consumer."""
+        handlers even after servicekit's own handlers (the deny list on identity.events) created the consumer.
+        `batch_max`: records per poll of a topic's batch consumer, where not `consumer_batch_max` (a bulk flow whose
+        per-batch writes are shared, such as learning imported profiles, gains from larger ones)."""
         self.name = name
         self.batched = frozenset(batched)
+        self.batch_max = dict(batch_max or {})
         self.settings = settings or Settings(service_name=name)
         setup_logging(name, self.settings.log_level)
         self.log = logging.getLogger(name)
@@ -122,7 +126,8 @@ class Service:
             self._consumers[topic].add(handlers, batch)
         else:
             self._consumers[topic] = Consumer(self.broker, self.settings, topic, handlers, self.health, batch,
-                                              self.tracer_provider, batched=topic in self.batched)
+                                              self.tracer_provider, batched=topic in self.batched,
+                                              max_records=self.batch_max.get(topic))
         return self._consumers[topic]
 
     @property

@@ -33,7 +33,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings_for(RecommendSettings, "recommend", settings)
     svc = Service("recommend", title="Recommendations", outbox=["business_profiles", "programmes", "applications"],
                   produces=["recommend.events", "notifications.commands"], settings=settings,
-                  batched=("identity.events",))  # profiles learnt in batches (the deny list shares the consumer)
+                  batched=("identity.events",),  # profiles learnt in batches (the deny list shares the consumer)
+                  batch_max={"identity.events": settings.learn_batch_max})
     svc.consume("identity.events", identity_handlers(svc), batch=identity_batch_handlers(svc))
     svc.consume("recommend.events", own_handlers(svc))
     svc.consume("community.events", community_handlers(svc))  # needs and offers, recommended like programmes

@@ -17,4 +17,7 @@ class RecommendSettings(Settings):
     s3_access_key: str = ""
     s3_secret_key: str = ""
     s3_region: str = "us-east-1"
+    # records per poll when learning profiles (issue 22): each batch writes every peer group and industry it touches
+    # once, so an import's flood is learnt faster in larger batches; one registration still goes at once
+    learn_batch_max: int = 1000
     benchmark_font_file: str = ""  # R-REC-06: a TrueType font with Japanese glyphs to embed, tried first
