@@ -195,3 +195,26 @@ async def test_R_OPS_02_a_bad_message_in_a_batch_is_dead_lettered_alone_and_the_
     await c.handle_batch([r.value for r in recs], SimpleNamespace(raw_message=tuple(recs)))
     assert c.batches == before + 1 and c.dead_letters == 1
     assert await svc.db.business_profiles.count_documents({}) == 15
+
+
+async def test_R_NOT_01_a_programme_added_after_the_candidates_were_cached_is_pushed_to_the_next_business_learnt(world):
+    """The learners keep each segment's candidates per replica under the segments' version: a programme added to the
+    segments moves the version, so the next batch reads the new candidates and pushes it."""
+    from recommend_service import store
+
+    svc = await world("rec-version")
+    first = events(6, prefix="v1")
+    await store.learn_profiles(svc, items(first))  # caches the candidates of these businesses' segments
+    pushed = await svc.db.business_profiles.find_one({"notified.0": {"$exists": True}})
+    assert pushed, "the catalogue pushes something to one of these businesses"
+    old = await store.programme(svc.db, pushed["notified"][0])
+    new = {**old, "programme_id": "p-added-later", "name": "後から追加された補助金"}
+    await svc.db.programmes.insert_one({"_id": new["programme_id"], **{k: v for k, v in new.items() if k != "programme_id"}})
+    await store.add_to_segments(svc.db, new)
+
+    i = int(pushed["_id"].split("-")[1])  # the same attributes, a new business
+    again = events(6, prefix="v2")[2 * i:2 * i + 2]
+    await store.learn_profiles(svc, items(again))
+    doc = await svc.db.business_profiles.find_one({"_id": f"v2-{i:03d}"})
+    assert "p-added-later" in doc["notified"]
+    assert "p-added-later" not in pushed["notified"]

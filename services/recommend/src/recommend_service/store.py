@@ -12,6 +12,7 @@ Collections (every request-path read is a lookup by `_id`, the one index every M
   `open`: the op ids of batches applied whose profiles may still hold `pend` (see below).
 - `industry_peers` {_id: industry}: the six local-benchmark indicators' sketches of the industry's businesses
   (R-REC-06: scored against peers of the same industry) and the member count; `open` as `peer_groups`.
+- `catalogue_state` {_id: "segments", v}: bumped whenever a programme joins segments (the learners' cache key).
 - `programme_stats` {_id: programme}: item-item counts (`users`, `co`) and uptake counters (`uptake`).
 
 Profiles are learnt in batches (issue 22 item 1: the consumer hands over what one poll returned; one event alone is
@@ -177,28 +178,37 @@ async def segment(db, seg: str) -> dict:
     return {"candidates": [], "candidate_ids": [], **doc}
 
 
-_candidates: dict[tuple, list[dict]] = {}  # (database, segment, candidate ids) -> the candidates
+_candidates: dict[tuple, tuple[int, tuple, list[dict]]] = {}  # (database, segment) -> (version, ids, candidates)
+
+
+async def segments_version(db) -> int:
+    """How many times programmes were added to segments (`catalogue_state` {_id: "segments", v}); `add_to_segments`
+    bumps it after its writes, so a replica whose cached candidates carry the current version has them all."""
+    return ((await db.catalogue_state.find_one({"_id": "segments"}, {"v": 1})) or {}).get("v", 0)
 
 
 async def segments_candidates(db, segs: list[str]) -> dict[str, list[dict]]:
-    """Each segment's candidates as of now for learning profiles: the ids are read each time, for all the segments at
-    once (a programme added a moment ago is pushed), the programmes themselves kept per replica while the ids stay
-    the same; a segment not built yet, or whose ids changed, is read whole."""
+    """Each segment's candidates as of now for learning profiles (a programme added a moment ago is pushed): kept per
+    replica with the segments' version they were read at. While the version stays, a batch costs one small read;
+    when it moved, the candidate ids of the batch's segments are read (one `_id $in`), and a segment whose ids
+    changed, or not built yet, is read whole. The version is read before the ids, so ids cached are never older
+    than the version they are filed under."""
+    v = await segments_version(db)
+    stale = [seg for seg in segs if (_candidates.get((db.name, seg)) or (None,))[0] != v]
     ids = {}
-    for i in range(0, len(segs), 500):
+    for i in range(0, len(stale), 500):
         ids.update({d["_id"]: tuple(d.get("candidate_ids") or ())
-                    async for d in db.segments.find({"_id": {"$in": segs[i:i + 500]}}, {"candidate_ids": 1})})
-    out = {}
-    for seg in segs:
-        key = (db.name, seg, ids.get(seg))
-        if seg not in ids or key not in _candidates:
-            if len(_candidates) > 100_000:
-                _candidates.clear()
-            full = await segment(db, seg)
-            key = (db.name, seg, tuple(full["candidate_ids"]))
-            _candidates[key] = full["candidates"]
-        out[seg] = _candidates[key]
-    return out
+                    async for d in db.segments.find({"_id": {"$in": stale[i:i + 500]}}, {"candidate_ids": 1})})
+    for seg in stale:
+        hit = _candidates.get((db.name, seg))
+        if hit and seg in ids and hit[1] == ids[seg]:
+            _candidates[(db.name, seg)] = (v, hit[1], hit[2])
+            continue
+        if len(_candidates) > 100_000:
+            _candidates.clear()
+        full = await segment(db, seg)
+        _candidates[(db.name, seg)] = (v, tuple(full["candidate_ids"]), full["candidates"])
+    return {seg: _candidates[(db.name, seg)][2] for seg in segs}
 
 
 async def add_to_segments(db, programme: dict) -> list[str]:
@@ -214,6 +224,8 @@ async def add_to_segments(db, programme: dict) -> list[str]:
                                  {"$push": {"candidates": programme, "candidate_ids": programme["programme_id"]}}))
     for i in range(0, len(ops), BULK):
         await db.segments.bulk_write(ops[i:i + BULK], ordered=False)
+    if ops:  # after the writes: a learner that sees the new version reads the new ids
+        await db.catalogue_state.update_one({"_id": "segments"}, {"$inc": {"v": 1}}, upsert=True)
     return segs
 
 
@@ -231,8 +243,9 @@ async def learn_profile(svc, business_id: str, profile: dict, owner: str | None,
 async def learn_profiles(svc, items: list[tuple[str, dict, str | None, Envelope]]) -> int:
     """Learns a batch of profile events [(business, profile, owner, envelope)] in order; returns how many were new.
 
-    Per batch: the profiles are read with one `_id $in` per 500 businesses, the segments' candidate ids likewise
-    (`segments_candidates`), each business's new events are folded in order
+    Per batch: the profiles are read with one `_id $in` per 500 businesses, the segments' candidates from the
+    replica's cache while the segments' version stays (`segments_candidates`), each business's new events are folded
+    in order
     (`learning.fold`), and the writes are:
     1. the segment index, one update per chunk document (`$set`/`$unset`, idempotent);
     2. the profiles, ONE bulk write, one statement per business, guarded by its event ids (`_seen`, per business):
