@@ -218,3 +218,33 @@ async def test_R_NOT_01_a_programme_added_after_the_candidates_were_cached_is_pu
     doc = await svc.db.business_profiles.find_one({"_id": f"v2-{i:03d}"})
     assert "p-added-later" in doc["notified"]
     assert "p-added-later" not in pushed["notified"]
+
+
+async def test_R_NOT_01_a_programme_added_while_a_segment_is_first_built_still_joins_it(world, monkeypatch):
+    """The race: a learner reads the catalogue to build a new segment, a programme is added (and finds no such segment
+    to join), then the learner stores the segment. The segment must still get the programme."""
+    from recommend_service import domain, store
+
+    svc = await world("rec-race")
+    real = store.catalogue
+    seg = store.segment_of({"industry": "製造業", "employees": 12, "prefecture": "鳥取県"})
+    await svc.db.segments.delete_one({"_id": seg})
+    fits = domain.segment_candidates(await real(svc.db), seg)
+    assert fits, "some programme of the catalogue fits the segment"
+    new = {**fits[0], "programme_id": "p-during-build", "name": "構築中に追加された補助金"}
+    calls = []
+
+    async def racing(db):
+        calls.append(1)
+        if len(calls) > 1:
+            return await real(db)
+        before = await real(db)  # the learner reads the catalogue, then the programme is added:
+        await svc.db.programmes.insert_one({"_id": new["programme_id"],
+                                            **{k: v for k, v in new.items() if k != "programme_id"}})
+        assert seg not in await store.add_to_segments(svc.db, new)  # no such segment yet: it joins none
+        return before
+
+    monkeypatch.setattr(store, "catalogue", racing)
+    doc = await store.segment(svc.db, seg)
+    assert "p-during-build" in doc["candidate_ids"]
+    assert doc["candidate_ids"].count("p-during-build") == 1

@@ -173,9 +173,25 @@ async def segment(db, seg: str) -> dict:
                 "candidates": cands, "candidate_ids": [p["programme_id"] for p in cands]}}, upsert=True)
         except DuplicateKeyError:
             pass  # built at the same moment by another consumer
+        await _catch_up(db, seg)
         doc = await db.segments.find_one({"_id": seg})
     # FerretDB 1.24 stores no field for an empty array set by an upsert's $setOnInsert (a segment nothing fits)
     return {"candidates": [], "candidate_ids": [], **doc}
+
+
+async def _catch_up(db, seg: str) -> None:
+    """A programme added while a segment was being built found no such segment to join (`add_to_segments` goes
+    through the segments there are), so once the segment exists the catalogue is read again and what it missed joins
+    it, guarded as in `add_to_segments`; the segments' version moves so every replica's cache renews. (A programme is
+    in the catalogue before its ProgrammeAdded is consumed: one added after this read finds the segment.)"""
+    doc = await db.segments.find_one({"_id": seg}, {"candidate_ids": 1}) or {}
+    have = set(doc.get("candidate_ids") or ())
+    missed = [p for p in domain.segment_candidates(await catalogue(db), seg) if p["programme_id"] not in have]
+    for p in missed:
+        await db.segments.update_one({"_id": seg, "candidate_ids": {"$ne": p["programme_id"]}},
+                                     {"$push": {"candidates": p, "candidate_ids": p["programme_id"]}})
+    if missed:
+        await db.catalogue_state.update_one({"_id": "segments"}, {"$inc": {"v": 1}}, upsert=True)
 
 
 _candidates: dict[tuple, tuple[int, tuple, list[dict]]] = {}  # (database, segment) -> (version, ids, candidates)
