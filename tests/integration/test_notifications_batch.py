@@ -130,3 +130,30 @@ async def _enough(found, n: int):
 async def _when(found, ok):
     value = await found
     return value if ok(value) else None
+
+
+async def test_R_NOT_03_a_notice_for_a_business_whose_binding_comes_later_waits_and_reaches_its_person(
+        infra, ns, services):
+    """Identity's events and these commands are different topics: a business may be told of something before the
+    service has learnt who its people are. The notice waits under the business and goes out when its prime binds."""
+    from contracts.events.identity import BindingChanged
+
+    u = uuid.uuid4().hex[:6]
+    biz, prime = f"b-late-{u}", f"prime-{u}"
+    db = AsyncMongoClient(infra.mongo)[ns.db("notifications")]
+    services("notifications")
+    await publish(infra, ns, programme(f"n-late-{u}", biz, "business"), producer="community")
+
+    async def parked():
+        return await db.parked.find_one({"_id": f"business:{biz}", "notices.0": {"$exists": True}})
+    await eventually(parked, timeout=60)
+    assert not [d async for d in db.inbox.find({})]
+
+    await publish(infra, ns, BindingChanged(business_id=biz, account_id=prime, role="prime"), producer="identity")
+
+    async def delivered():
+        return await db.inbox.find_one({"_id": f"notify:n-late-{u}:{prime}"})
+    item = await eventually(delivered, timeout=60)
+    assert item["recipient_id"] == prime
+    assert await eventually(lambda: _when(db.parked.find_one({"_id": f"business:{biz}"}),
+                                          lambda d: d is not None and not d.get("notices")), timeout=30)

@@ -12,6 +12,8 @@ from notifications_service.store import Notice, audit, notify, notify_many, now,
 from servicekit.bus import processing
 from servicekit.store import audit_record
 
+PARKED_KEEP = 100  # notices kept per party that nobody acts for yet (the latest)
+
 
 def ratings_handlers(svc):
     async def on_owed(env: Envelope, e: RatingOwed) -> None:
@@ -68,6 +70,30 @@ def command_handlers(svc):
         return audit_record(actor=None, action="notifications.NobodyToTell", key=c.recipient_id,
                             payload={"notification": c.notification_id})
 
+    async def park(c: Notify) -> None:
+        """A notice for a party with nobody known yet waits under the party: identity's events (who its people are)
+        and these commands come on different topics, so a business registered a moment ago may be told of something
+        before this service has learnt its binding. The party's first person to join gets it (`deliver_parked`)."""
+        await svc.db.parked.update_one({"_id": domain.party(c.recipient_kind, c.recipient_id)}, {"$push": {
+            "notices": {"$each": [c.model_dump(mode="json")], "$slice": -PARKED_KEEP}}}, upsert=True)
+
+    async def deliver_parked(key: str) -> int:
+        """Sends what waits for party `key` to its people now known; idempotent (inbox items by their ids), and what
+        was sent leaves the party's list only after it went out (a notice parked meanwhile stays)."""
+        doc = await svc.db.parked.find_one({"_id": key})
+        if not doc or not doc.get("notices"):
+            return 0
+        found, struck = await people.members(svc.db, [key])
+        batch: list[Notice] = []
+        for d in doc["notices"]:
+            c = Notify(**d)
+            batch += notices(None, c, list(domain.people_of([(key, "")], found, struck)))
+        if not batch:
+            return 0
+        added = await notify_many(svc, batch)
+        await svc.db.parked.update_one({"_id": key}, {"$pullAll": {"notices": doc["notices"]}})
+        return added
+
     async def on_notify(env: Envelope, c: Notify) -> None:
         if c.recipient_kind == "account":
             recipients = [c.recipient_id]
@@ -75,6 +101,7 @@ def command_handlers(svc):
             recipients = list(await people.people(svc.db, [(domain.party(c.recipient_kind, c.recipient_id), "")]))
             if not recipients:
                 await svc.db.audit.insert_one(nobody(c))
+                await park(c)
         for n in notices(env, c, recipients):
             await notify(svc, item_id=n.item_id, recipient_id=n.recipient_id, template=n.template, params=n.params)
             if n.follow:
@@ -95,10 +122,11 @@ def command_handlers(svc):
                                                        members, struck))
                     if not recipients:
                         audits.append(nobody(c))
+                        await park(c)
                 batch += notices(env, c, recipients)
         await notify_many(svc, batch, audits)
 
-    return {Notify: on_notify}, {Notify: on_notify_batch}
+    return {Notify: on_notify}, {Notify: on_notify_batch}, deliver_parked
 
 
 def portal_url(svc) -> str:

@@ -42,7 +42,12 @@ async def people(db, parties: list[tuple[str, str]]) -> dict[str, str]:
     return domain.people_of(parties, found, struck)
 
 
-def identity_handlers(svc):
+async def _nothing(key: str) -> None:
+    return None
+
+
+def identity_handlers(svc, joined=_nothing):
+    """`joined(party key)`: called after someone joins a party (notices parked for it go out, see consumers)."""
     db = svc.db
 
     async def on_account(env: Envelope, e: AccountRegistered) -> None:
@@ -50,6 +55,7 @@ def identity_handlers(svc):
             "kind": e.kind, "email": e.email, "bureau_id": e.bureau_id, "real_name": e.real_name}}, upsert=True)
         if e.kind == "bureau" and e.bureau_id:
             await join(db, domain.party("bureau", e.bureau_id), e.account_id)
+            await joined(domain.party("bureau", e.bureau_id))
 
     async def on_revoked(env: Envelope, e: AccountRevoked) -> None:
         await db.accounts.update_one({"_id": e.account_id}, {"$set": {"revoked": True}}, upsert=True)
@@ -57,18 +63,22 @@ def identity_handlers(svc):
     async def on_binding(env: Envelope, e: BindingChanged) -> None:
         key = domain.party("business", e.business_id)
         await (join if e.role else leave)(db, key, e.account_id)
+        if e.role:
+            await joined(key)
 
     async def on_staff(env: Envelope, e: StaffLinked) -> None:
         if e.previous_org_id and e.previous_org_id != e.org_id:
             await leave(db, domain.party("organisation", e.previous_org_id), e.account_id)
         await join(db, domain.party("organisation", e.org_id), e.account_id)
+        await joined(domain.party("organisation", e.org_id))
 
     return {AccountRegistered: on_account, AccountRevoked: on_revoked, BindingChanged: on_binding,
             StaffLinked: on_staff}
 
 
-def experts_handlers(svc):
+def experts_handlers(svc, joined=_nothing):
     async def on_expert(env: Envelope, e: ExpertChanged) -> None:
         await join(svc.db, domain.party("expert", e.expert_id), e.account_id)
+        await joined(domain.party("expert", e.expert_id))
 
     return {ExpertChanged: on_expert}
