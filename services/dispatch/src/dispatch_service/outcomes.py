@@ -55,12 +55,16 @@ class Outcomes:
         if d is None:
             return
         platform = await self.store.db.platforms.find_one({"_id": d.get("platform_id")}) or {}
-        for months, due in waves(env.occurred_at, self.p):
+        planned = sorted(waves(env.occurred_at, self.p), reverse=True)
+        # every wave exists before any is counted, the latest first: once the first survey can be sent (the sweep
+        # sends what is due), the later ones are there to be answered too (a business may answer them early)
+        for months, due in planned:
             await self.col.update_one({"_id": f"{d['_id']}:{months}"}, {"$setOnInsert": {
                 "dispatch_id": d["_id"], "months": months, "due_at": due, "business_id": d["business_id"],
                 "business_account_id": d.get("business_account_id"), "expert_id": d["expert_id"],
                 "fiscal_year": d["fiscal_year"], "block": platform.get("bureau_id"), "field": d.get("issue_kind"),
                 "answered_at": None, "created_at": now(), "tally": "pending", "tally_rev": 1}}, upsert=True)
+        for months, _ in planned:
             await self.tally(f"{d['_id']}:{months}")
 
     async def answer(self, survey_id: str, *, by: str, answer: dict, results: bool, wait: bool = True) -> bool:
