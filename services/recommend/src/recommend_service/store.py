@@ -187,11 +187,20 @@ async def _catch_up(db, seg: str) -> None:
     doc = await db.segments.find_one({"_id": seg}, {"candidate_ids": 1}) or {}
     have = set(doc.get("candidate_ids") or ())
     missed = [p for p in domain.segment_candidates(await catalogue(db), seg) if p["programme_id"] not in have]
-    for p in missed:
-        await db.segments.update_one({"_id": seg, "candidate_ids": {"$ne": p["programme_id"]}},
-                                     {"$push": {"candidates": p, "candidate_ids": p["programme_id"]}})
     if missed:
-        await db.catalogue_state.update_one({"_id": "segments"}, {"$inc": {"v": 1}}, upsert=True)
+        await db.segments.bulk_write([_join(seg, p) for p in missed], ordered=True)
+        await _bump_segments_version(db)
+
+
+def _join(seg: str, programme: dict) -> UpdateOne:
+    """The programme becomes a candidate of the segment, unless it already is (a redelivery or a concurrent join)."""
+    return UpdateOne({"_id": seg, "candidate_ids": {"$ne": programme["programme_id"]}},
+                     {"$push": {"candidates": programme, "candidate_ids": programme["programme_id"]}})
+
+
+async def _bump_segments_version(db) -> None:
+    """Called after programmes joined segments: every replica's cached candidates are stale from now on."""
+    await db.catalogue_state.update_one({"_id": "segments"}, {"$inc": {"v": 1}}, upsert=True)
 
 
 _candidates: dict[tuple, tuple[int, tuple, list[dict]]] = {}  # (database, segment) -> (version, ids, candidates)
@@ -236,12 +245,11 @@ async def add_to_segments(db, programme: dict) -> list[str]:
             segs.append(s["_id"])
             if programme["programme_id"] in s.get("candidate_ids", []):
                 continue  # already there (a redelivery, or a restart seeding the catalogue again)
-            ops.append(UpdateOne({"_id": s["_id"], "candidate_ids": {"$ne": programme["programme_id"]}},
-                                 {"$push": {"candidates": programme, "candidate_ids": programme["programme_id"]}}))
+            ops.append(_join(s["_id"], programme))
     for i in range(0, len(ops), BULK):
         await db.segments.bulk_write(ops[i:i + BULK], ordered=False)
     if ops:  # after the writes: a learner that sees the new version reads the new ids
-        await db.catalogue_state.update_one({"_id": "segments"}, {"$inc": {"v": 1}}, upsert=True)
+        await _bump_segments_version(db)
     return segs
 
 
