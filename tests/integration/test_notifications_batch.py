@@ -157,3 +157,64 @@ async def test_R_NOT_03_a_notice_for_a_business_whose_binding_comes_later_waits_
     assert item["recipient_id"] == prime
     assert await eventually(lambda: _when(db.parked.find_one({"_id": f"business:{biz}"}),
                                           lambda d: d is not None and not d.get("notices")), timeout=30)
+
+
+async def test_R_NOT_03_a_status_notice_for_a_business_not_known_yet_waits_and_reaches_its_person_once(
+        infra, ns, services):
+    """A dispatch's status notice (R-NOT-03) to a business whose binding this service has not learnt yet waits under
+    the business, while the parties already known hear at once; the business's prime gets it when it binds, under
+    the item id the live path uses, so a redelivery of the status event afterwards adds nothing."""
+    from aiokafka import AIOKafkaProducer
+
+    from contracts import Envelope
+    from contracts.events.dispatch import DispatchStatusChanged
+    from contracts.events.experts import ExpertChanged
+    from contracts.events.identity import BindingChanged
+
+    u = uuid.uuid4().hex[:6]
+    biz, prime, expert_id, expert = f"b-st-{u}", f"prime-{u}", f"e-st-{u}", f"exp-acct-{u}"
+    db = AsyncMongoClient(infra.mongo)[ns.db("notifications")]
+    services("notifications")
+    await publish(infra, ns, ExpertChanged(expert_id=expert_id, account_id=expert, change="approved",
+                                           status="registered", name="山田"), producer="experts")
+
+    async def expert_known():
+        return await db.parties.find_one({"_id": f"expert:{expert_id}", "account_ids": expert})
+    await eventually(expert_known, timeout=60)
+    status = Envelope.wrap(DispatchStatusChanged(dispatch_id=f"d-{u}", status="approved", route="B", fiscal_year=2026,
+                                                 business_id=biz, expert_id=expert_id), producer="dispatch")
+
+    async def send(env):
+        p = AIOKafkaProducer(bootstrap_servers=infra.kafka)
+        await p.start()
+        try:
+            await p.send_and_wait(ns.topic("dispatch.events"), env.model_dump_json().encode(), key=f"d-{u}".encode())
+        finally:
+            await p.stop()
+    await send(status)
+
+    async def expert_told():
+        return await db.inbox.find_one({"_id": f"{status.event_id}:{expert}"})
+    await eventually(expert_told, timeout=60)
+    parked = await eventually(lambda: db.parked.find_one({"_id": f"business:{biz}", "notices.0": {"$exists": True}}),
+                              timeout=30)
+    assert [n["params"]["role"] for n in parked["notices"]] == ["business"]
+
+    await publish(infra, ns, BindingChanged(business_id=biz, account_id=prime, role="prime"), producer="identity")
+
+    async def prime_told():
+        return await db.inbox.find_one({"_id": f"{status.event_id}:{prime}"})
+    item = await eventually(prime_told, timeout=60)
+    assert item["template"] == "dispatch_status" and item["params"]["status"] == "approved"
+    assert await eventually(lambda: _when(db.parked.find_one({"_id": f"business:{biz}"}),
+                                          lambda d: d is not None and not d.get("notices")), timeout=30)
+    await send(status)  # redelivered: the prime's item is the one already there
+    later = Envelope.wrap(DispatchStatusChanged(dispatch_id=f"d-{u}", status="visited", route="B", fiscal_year=2026,
+                                                business_id=biz, expert_id=expert_id), producer="dispatch")
+    await send(later)  # same key, after the repeat: once it is in, the repeat was handled
+
+    async def both():
+        items = [d async for d in db.inbox.find({"recipient_id": prime})]
+        return items if any(i["_id"] == f"{later.event_id}:{prime}" for i in items) else None
+    items = await eventually(both, timeout=60)
+    assert sorted(i["params"]["status"] for i in items) == ["approved", "visited"]

@@ -2,6 +2,7 @@
 notices to each party (R-NOT-02) and the Notify command; idempotent by event / notification id."""
 from __future__ import annotations
 
+from dataclasses import replace
 
 from contracts import Envelope
 from contracts.events.dispatch import DispatchStatusChanged
@@ -42,17 +43,35 @@ def ratings_handlers(svc):
 
 def dispatch_handlers(svc):
     async def on_status(env: Envelope, e: DispatchStatusChanged) -> None:
-        """R-NOT-03: every person of every party, each told what happened and what their party does next."""
+        """R-NOT-03: every person of every party, each told what happened and what their party does next. A party
+        with nobody known yet (its binding not learnt yet) gets its notice when its first person joins."""
         audience = domain.status_audience(e)
-        found = await people.people(svc.db, audience)
-        if not found:
+        members, struck = await people.members(svc.db, [k for k, _ in audience])
+        found = domain.people_of(audience, members, struck)
+        waiting = [(k, role) for k, role in audience if not domain.people_of([(k, role)], members, struck)]
+        if waiting:
             await audit(svc.db, "notifications.NobodyToTell", e.dispatch_id, {"status": e.status,
-                                                                              "parties": [k for k, _ in audience]})
+                                                                              "parties": [k for k, _ in waiting]})
+        for key, role in waiting:
+            kind, party_id = key.split(":", 1)
+            await park(svc, Notify(notification_id=env.event_id, recipient_kind=kind, recipient_id=party_id,
+                                   template="dispatch_status", params=domain.status_params(e, role, portal_url(svc))),
+                       item_prefix=f"{env.event_id}:")
         for account, role in found.items():
             await notify(svc, item_id=f"{env.event_id}:{account}", recipient_id=account, template="dispatch_status",
                          params=domain.status_params(e, role, portal_url(svc)))
 
     return {DispatchStatusChanged: on_status}
+
+
+async def park(svc, c: Notify, item_prefix: str | None = None) -> None:
+    """A notice for a party with nobody known yet waits under the party: identity's events (who its people are)
+    and the notices come on different topics, so a business registered a moment ago may be told of something
+    before this service has learnt its binding. The party's first person to join gets it (`deliver_parked`);
+    `item_prefix` + account is its inbox item's id when the live path names items so (a redelivery adds none)."""
+    entry = {**c.model_dump(mode="json"), **({"item_prefix": item_prefix} if item_prefix else {})}
+    await svc.db.parked.update_one({"_id": domain.party(c.recipient_kind, c.recipient_id)}, {"$push": {
+        "notices": {"$each": [entry], "$slice": -PARKED_KEEP}}}, upsert=True)
 
 
 def command_handlers(svc):
@@ -70,13 +89,6 @@ def command_handlers(svc):
         return audit_record(actor=None, action="notifications.NobodyToTell", key=c.recipient_id,
                             payload={"notification": c.notification_id})
 
-    async def park(c: Notify) -> None:
-        """A notice for a party with nobody known yet waits under the party: identity's events (who its people are)
-        and these commands come on different topics, so a business registered a moment ago may be told of something
-        before this service has learnt its binding. The party's first person to join gets it (`deliver_parked`)."""
-        await svc.db.parked.update_one({"_id": domain.party(c.recipient_kind, c.recipient_id)}, {"$push": {
-            "notices": {"$each": [c.model_dump(mode="json")], "$slice": -PARKED_KEEP}}}, upsert=True)
-
     async def deliver_parked(key: str) -> int:
         """Sends what waits for party `key` to its people now known; idempotent (inbox items by their ids), and what
         was sent leaves the party's list only after it went out (a notice parked meanwhile stays)."""
@@ -86,8 +98,10 @@ def command_handlers(svc):
         found, struck = await people.members(svc.db, [key])
         batch: list[Notice] = []
         for d in doc["notices"]:
-            c = Notify(**d)
-            batch += notices(None, c, list(domain.people_of([(key, "")], found, struck)))
+            d = dict(d)
+            prefix = d.pop("item_prefix", None)
+            for n in notices(None, Notify(**d), list(domain.people_of([(key, "")], found, struck))):
+                batch.append(replace(n, item_id=prefix + n.recipient_id) if prefix else n)
         if not batch:
             return 0
         added = await notify_many(svc, batch)
@@ -101,7 +115,7 @@ def command_handlers(svc):
             recipients = list(await people.people(svc.db, [(domain.party(c.recipient_kind, c.recipient_id), "")]))
             if not recipients:
                 await svc.db.audit.insert_one(nobody(c))
-                await park(c)
+                await park(svc, c)
         for n in notices(env, c, recipients):
             await notify(svc, item_id=n.item_id, recipient_id=n.recipient_id, template=n.template, params=n.params)
             if n.follow:
@@ -122,7 +136,7 @@ def command_handlers(svc):
                                                        members, struck))
                     if not recipients:
                         audits.append(nobody(c))
-                        await park(c)
+                        await park(svc, c)
                 batch += notices(env, c, recipients)
         await notify_many(svc, batch, audits)
 
