@@ -82,3 +82,43 @@ async def test_entries_a_pass_read_are_not_published_again_when_their_handoff_co
     assert await relay.drain_hot() == 0  # the handoff's pass: already published, nothing sent
     assert rec.sent == ["n1"]
     assert (await col.find_one({"_id": "d"}))["_outbox"] == []
+
+
+async def test_a_batchs_many_entries_are_cleared_whole_and_entries_written_meanwhile_stay(infra, ns):
+    """A write of a batch hands hundreds of entries over; once published they are cleared by emptying the outbox
+    (guarded: same length, same first and last entry) instead of `$pullAll`, which the local server compares pairwise.
+    An entry another write added while they were being published stays, and goes out with its own kick."""
+    db = AsyncMongoClient(infra.mongo, tz_aware=True)[ns.db("handoff")]
+    col = db.batches
+    rec = Recorder()
+    relay = OutboxRelay(rec.publish, [col], db.audit)
+    statements = []
+    for name in ("update_one", "update_many"):
+        real = getattr(col, name)
+        setattr(col, name, lambda *a, _real=real, _name=name, **kw: statements.append(_name) or _real(*a, **kw))
+
+    batch = [entry(f"a{i}") for i in range(300)]
+    await col.insert_one({"_id": "frame", "_outbox": list(batch)})
+    relay.kick(col, "frame", batch)
+    assert await relay.drain_hot() == 300
+    assert (await col.find_one({"_id": "frame"}))["_outbox"] == [] and statements == ["update_one"]  # one, emptied
+
+    second = [entry(f"b{i}") for i in range(20)]
+    await col.update_one({"_id": "frame"}, with_outbox({"$set": {"v": 2}}, second))
+    late = entry("late")
+    real_publish = rec.publish
+
+    async def publish_while_a_write_lands(topic, key, value, headers):
+        if Envelope.model_validate_json(value).payload["notification_id"] == "b19":
+            await col.update_one({"_id": "frame"}, with_outbox({"$set": {"v": 3}}, [late]))
+        return await real_publish(topic, key, value, headers)
+
+    relay._publish = publish_while_a_write_lands
+    relay.kick(col, "frame", second)
+    statements.clear()
+    assert await relay.drain_hot() == 20
+    left = (await col.find_one({"_id": "frame"}))["_outbox"]
+    assert [e["event_id"] for e in left] == [late["event_id"]]  # ours removed one by one, the new one kept
+    relay.kick(col, "frame")
+    assert await relay.drain_hot() == 1 and rec.sent[-1] == "late"
+    assert (await col.find_one({"_id": "frame"}))["_outbox"] == []

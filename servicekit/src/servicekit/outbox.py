@@ -35,6 +35,7 @@ from servicekit.faults import Health, backoff, dependency_of
 
 log = logging.getLogger("servicekit.outbox")
 CLEAR_CHUNK = 100  # documents cleared per statement (each compares its entries with all the chunk's)
+WHOLE_CLEAR = 8  # a document with at least this many entries published at once is emptied by its own statement
 ACKED_KEEP = 50_000  # event ids this relay remembers as acknowledged by Kafka (a handoff waits one pass at most)
 SCAN_SHARE = 20  # the next full scan waits at least this many times as long as the last one took (≤ 5% of the time)
 
@@ -131,16 +132,20 @@ class OutboxRelay:
                     acks.append(await self._publish(e["topic"], e["key"], e["value"], {}))
                 finally:
                     context.detach(token)
-        await asyncio.gather(*acks)
+        # the audit entries are written while Kafka acknowledges (they record changes already made; a pass that
+        # fails leaves the entries to be published again, and their audit entries are then already there)
+        await asyncio.gather(*acks, *([self._record_audit(fresh)] if fresh else []))
         for e in fresh:
             self.published[e["topic"]] = self.published.get(e["topic"], 0) + 1
             self._acked[e["event_id"]] = None
         while len(self._acked) > ACKED_KEEP:
             self._acked.popitem(last=False)
-        if fresh:
-            await self._record_audit(fresh)
-        for i in range(0, len(docs), CLEAR_CHUNK):
-            await self._clear(col, docs[i:i + CLEAR_CHUNK])
+        small = [d for d in docs if len(d["_outbox"]) < WHOLE_CLEAR]
+        for doc in docs:
+            if len(doc["_outbox"]) >= WHOLE_CLEAR and not await self._clear_whole(col, doc):
+                small.append(doc)  # a write added entries since: those stay, ours go one by one
+        for i in range(0, len(small), CLEAR_CHUNK):
+            await self._clear(col, small[i:i + CLEAR_CHUNK])
         return len(fresh)
 
     @staticmethod
@@ -151,6 +156,19 @@ class OutboxRelay:
         cost is mostly per statement."""
         await col.update_many({"_id": {"$in": [d["_id"] for d in docs]}},
                               {"$pullAll": {"_outbox": [e for d in docs for e in d["_outbox"]]}})
+
+    @staticmethod
+    async def _clear_whole(col: AsyncCollection, doc: dict) -> bool:
+        """Empties a document's outbox that still holds exactly the entries published (a batch's hundreds): writes
+        only append and relays only remove, so an outbox of the same length whose first and last entries are ours
+        holds nothing else. `$pullAll` would compare each entry with every published one (the local server does it
+        pairwise: quadratic). False when the outbox changed since it was read."""
+        entries = doc["_outbox"]
+        res = await col.update_one({"_id": doc["_id"], "_outbox": {"$size": len(entries)},
+                                    "_outbox.0.event_id": entries[0]["event_id"],
+                                    f"_outbox.{len(entries) - 1}.event_id": entries[-1]["event_id"]},
+                                   {"$set": {"_outbox": []}})
+        return res.matched_count == 1
 
     async def _record_audit(self, entries: list[dict]) -> None:
         """One insert for a batch's entries, each under its event id: a republished event is already there and
