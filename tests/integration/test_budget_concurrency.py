@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaConsumer
 from pymongo import AsyncMongoClient
 
 from budget_service.domain import Frame
-from budget_service.store import FrameStore
+from budget_service.store import FrameStore, step
 from contracts.events.budget import ReserveBudget, frame_id
 from servicekit.store import with_outbox
 from tests.integration.budget_helpers import MEMBER, PLATFORM, answers, bureau, publish, register_platform, representative
@@ -108,7 +108,7 @@ class _Svc:
     def __init__(self, db):
         self.db = db
 
-    async def write(self, col, filter, update, events=()):
+    async def write(self, col, filter, update, events=(), outbox_was_empty=False):
         return await col.update_one(filter, with_outbox(update, list(events)))
 
     async def insert(self, col, doc, events=()):
@@ -139,6 +139,56 @@ async def test_R_BUD_03_two_writers_racing_on_one_frame_cannot_spend_the_same_ye
         assert len(await stores[1].open_reservations("f-race")) == 10
         assert doc["balances"]["reserved_total"] == 10_000 and await db.answers.count_documents({}) == 30
         assert doc["version"] == 31
+    finally:
+        await client.drop_database(ns.db("budget"))
+        await client.close()
+
+
+async def test_R_BUD_05_a_step_whose_writer_died_before_its_documents_is_completed_by_the_next_load(infra, ns):
+    """The frame's update carries the step (`pending`, stored packed) and the step's ledger line, reservation and
+    answer follow as inserts; a writer that dies in between leaves them to whoever loads the frame next. A frame
+    stored before the step was packed (a document) completes the same way. A repeated command is answered again
+    through the frame's outbox with the version moved, and moves no yen."""
+    client = AsyncMongoClient(infra.mongo)
+    try:
+        db = client[ns.db("budget")]
+        store = FrameStore(_Svc(db))
+        f = Frame.allocate(frame_id="f-died", fiscal_year=2026, platform_id="p", representative_id="rep",
+                           bureau_id="b", fee=10_000, travel=0, actor="bureau", why="t", at="t")
+        assert await store.save(None, f, [])
+
+        def reserve(i):
+            async def decide(loaded):
+                a = loaded.frame.reserve(command_id=f"c{i}", dispatch_id=f"d{i}", member_id="rep",
+                                         member_role="representative", fee=1_000, travel=0, actor="t", at="t")
+                return loaded.frame, [{"event_id": f"e{i}-{loaded.version}", "answer": a.kind}], a
+            return decide
+
+        async def died(*a):
+            return None  # the process ended right after the frame's update
+        store._materialize, materialize = died, store._materialize
+        await store.mutate("f-died", reserve(1), command_id="c1", dispatch_id="d1")
+        store._materialize = materialize
+        stored = await db.frames.find_one({"_id": "f-died"})
+        assert isinstance(stored["pending"], bytes) and await db.answers.count_documents({}) == 0
+
+        loaded = await FrameStore(_Svc(db)).load("f-died", command_id="c1", dispatch_id="d1")  # another replica
+        assert loaded.frame.answers["c1"].kind == "reserved" and loaded.frame.reservations["d1"].amount == 1_000
+        assert await db.ledger.count_documents({"frame_id": "f-died", "kind": "reservation"}) == 1
+
+        # the same step as the earlier version stored it: a document; its inserts gone again
+        await db.frames.update_one({"_id": "f-died"}, {"$set": {"pending": step(stored["pending"])}})
+        for col in (db.ledger, db.reservations, db.answers):
+            await col.delete_many({"frame_id": "f-died", "seq": {"$ne": 1}} if col is db.ledger else {})
+        loaded = await store.load("f-died", command_id="c1", dispatch_id="d1")
+        assert loaded.frame.answers["c1"].kind == "reserved" and await db.answers.count_documents({}) == 1
+
+        before = await db.frames.find_one({"_id": "f-died"})
+        again = await store.mutate("f-died", reserve(1), command_id="c1", dispatch_id="d1")  # a repeat: its answer again, nothing else moves
+        after = await db.frames.find_one({"_id": "f-died"})
+        assert again.kind == "reserved" and after["balances"] == before["balances"]
+        assert after["version"] == before["version"] + 1
+        assert [e["event_id"] for e in after["_outbox"]][-1] == f"e1-{before['version']}"
     finally:
         await client.drop_database(ns.db("budget"))
         await client.close()

@@ -8,8 +8,9 @@ ONE conditional update of a small document:
 
     filter  {_id: frame_id, version: v}        # the version the decision was computed from
     $set    balances, version: v + 1,
-            pending: {entries, answers, reservations}   # exactly what this step adds elsewhere
-    $push   _outbox: the events of this step
+            pending: {entries, answers, reservations}   # exactly what this step adds elsewhere (stored packed:
+                                                        # compressed JSON, see `packed`)
+    $push   _outbox: the events of this step            # a repeated command's answer again: the same, version + 1
 
 If another writer (a second replica, an HTTP request, a redelivered command) moved the frame in between,
 the filter matches nothing and the caller reloads and decides again, so two writers can never both
@@ -26,6 +27,8 @@ answered once, across redelivery, restarts and replicas.
 """
 from __future__ import annotations
 
+import json
+import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -52,6 +55,7 @@ class Conflict(Transient):
 class Loaded:
     frame: Frame
     version: int
+    outbox_was_empty: bool = False  # nothing waited to be published when it was loaded (see `Service.write`)
 
 
 def member_key(platform_id: str, org_id: str) -> str:
@@ -77,6 +81,18 @@ async def insert_all(col, docs: list[dict]) -> None:
             raise
 
 
+def packed(pending: dict) -> bytes:
+    """A frame's `pending` step as stored: compressed JSON, one binary value. The local server (FerretDB) decodes and
+    re-encodes the whole frame document wherever it reads or rewrites it (the load, the update, the relay's read and
+    clear); the step's hundreds of small documents cost it a tree each time, a string its escapes, this a few KB."""
+    return zlib.compress(json.dumps(pending, separators=(",", ":")).encode(), 1)
+
+
+def step(stored) -> dict:
+    """The `pending` step back (older frames stored a document)."""
+    return json.loads(zlib.decompress(stored)) if isinstance(stored, bytes) else (stored or {})
+
+
 class FrameStore:
     def __init__(self, svc):
         self.svc = svc
@@ -96,9 +112,13 @@ class FrameStore:
     # --- loading ---------------------------------------------------------------------------------------
     async def frame_doc(self, frame_id: str) -> dict | None:
         """The frame document, with its last step materialised (a crashed writer's work is finished here)."""
-        doc = await self.frames.find_one({"_id": frame_id}, {"_outbox": 0})
-        if doc is not None and doc.get("pending") and not await self._complete(frame_id, doc["version"], doc["pending"]):
-            await self._materialize(frame_id, doc["version"], doc["pending"])
+        doc = await self.frames.find_one({"_id": frame_id})
+        if doc is None:
+            return None
+        doc["outbox_was_empty"] = doc.pop("_outbox", None) == []
+        doc["pending"] = pending = step(doc.get("pending"))
+        if pending and not await self._complete(frame_id, doc["version"], pending):
+            await self._materialize(frame_id, doc["version"], pending)
         return doc
 
     async def load(self, frame_id: str, *, command_id: str | None = None, dispatch_id: str | None = None,
@@ -122,7 +142,7 @@ class FrameStore:
         else:
             reservations = []
         return Loaded(Frame.from_state(frame_id, doc, answers, reservations, settled if dispatch_id else None),
-                      doc["version"])
+                      doc["version"], doc["outbox_was_empty"])
 
     async def load_for(self, frame_id: str, command_ids: list[str], dispatch_ids: list[str]) -> Loaded | None:
         """The frame with what a batch of commands needs: the earlier answers of `command_ids`, and the open
@@ -140,7 +160,8 @@ class FrameStore:
                 settled[d] = done["state"]
             elif opened:
                 reservations.append(opened)
-        return Loaded(Frame.from_state(frame_id, doc, answers, reservations, settled), doc["version"])
+        return Loaded(Frame.from_state(frame_id, doc, answers, reservations, settled), doc["version"],
+                      doc["outbox_was_empty"])
 
     async def spender(self, frame_id: str, dispatch_id: str) -> str | None:
         """The member whose spending a committed dispatch was (a refund returns to it, R-DSP-13)."""
@@ -164,7 +185,7 @@ class FrameStore:
         pending = {"entries": [e.to_dict() for e in frame.new_entries],
                    "answers": [a.to_dict() for a in frame.new_answers],
                    "reservations": [{"state": s, **asdict(r)} for s, r in frame.reservation_changes]}
-        fields = {**frame.state(), "version": version, "pending": pending}
+        fields = {**frame.state(), "version": version, "pending": packed(pending)}
         if loaded is None:
             try:
                 await self.svc.insert(self.frames, {"_id": frame.frame_id, **fields}, events=events)
@@ -172,7 +193,7 @@ class FrameStore:
                 return False
         else:
             res = await self.svc.write(self.frames, {"_id": frame.frame_id, "version": loaded.version},
-                                       {"$set": fields}, events=events)
+                                       {"$set": fields}, events=events, outbox_was_empty=loaded.outbox_was_empty)
             if res.matched_count != 1:
                 return False
         await self._materialize(frame.frame_id, version, pending)
@@ -208,6 +229,15 @@ class FrameStore:
         for col, run in runs:
             await insert_all(col, run)
 
+    async def _echo(self, loaded: Loaded, frame_id: str, events: list[dict]) -> bool:
+        """Sends answers again (repeated commands) through the frame's outbox, guarded and moving the version like
+        every write that adds events (so a writer that saw the outbox empty knows what it holds, `Service.write`).
+        The step on the frame was completed by the load, so the version moving changes nothing else. False when the
+        frame changed since it was loaded."""
+        res = await self.svc.write(self.frames, {"_id": frame_id, "version": loaded.version},
+                                   {"$inc": {"version": 1}}, events=events, outbox_was_empty=loaded.outbox_was_empty)
+        return res.matched_count == 1
+
     async def mutate(self, frame_id: str, decide: Callable[[Loaded | None], Awaitable[tuple]], **needs):
         """Load → decide → conditional write, again on conflict. `decide` returns (frame or None, events,
         result); a frame without a new step (e.g. a duplicate command) writes nothing but its events."""
@@ -215,8 +245,8 @@ class FrameStore:
             loaded = await self.load(frame_id, **needs)
             frame, events, result = await decide(loaded)
             if frame is None or not frame.changed():
-                if events and loaded is not None:  # a duplicate command: the original answer again
-                    await self.svc.write(self.frames, {"_id": frame_id}, {}, events=events)
+                if events and loaded is not None and not await self._echo(loaded, frame_id, events):
+                    continue  # a duplicate command: the original answer again, once the frame held still
                 return result
             if await self.save(loaded, frame, events):
                 return result
@@ -233,8 +263,8 @@ class FrameStore:
                 return False
             frame, events = await decide(loaded)
             if not frame.changed():  # only repeats: their original answers again
-                if events:
-                    await self.svc.write(self.frames, {"_id": frame_id}, {}, events=events)
+                if events and not await self._echo(loaded, frame_id, events):
+                    continue
                 return True
             if await self.save(loaded, frame, events):
                 return True
