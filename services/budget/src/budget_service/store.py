@@ -240,7 +240,7 @@ class FrameStore:
 
     async def mutate(self, frame_id: str, decide: Callable[[Loaded | None], Awaitable[tuple]], **needs):
         """Load → decide → conditional write, again on conflict. `decide` returns (frame or None, events,
-        result); a frame without a new step (e.g. a duplicate command) writes nothing but its events."""
+        result); a frame without a new step (e.g. a duplicate command) writes only its events (`_echo`)."""
         for _ in range(CONFLICT_RETRIES):
             loaded = await self.load(frame_id, **needs)
             frame, events, result = await decide(loaded)

@@ -96,11 +96,12 @@ def command_handlers(svc):
         if not doc or not doc.get("notices"):
             return 0
         found, struck = await people.members(svc.db, [key])
+        recipients = list(domain.people_of([(key, "")], found, struck))
         batch: list[Notice] = []
         for d in doc["notices"]:
             d = dict(d)
             prefix = d.pop("item_prefix", None)
-            for n in notices(None, Notify(**d), list(domain.people_of([(key, "")], found, struck))):
+            for n in notices(None, Notify(**d), recipients):
                 batch.append(replace(n, item_id=prefix + n.recipient_id) if prefix else n)
         if not batch:
             return 0
