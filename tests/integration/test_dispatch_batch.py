@@ -209,3 +209,32 @@ async def test_R_DSP_14_a_batch_of_status_events_leaves_each_dispatch_at_its_new
         batch[0][0].occurred_at.microsecond // 1000) * 1000)
     assert v["key"] == paging.sort_key(batch[0][0].occurred_at, "dsp-v")
     assert w["status"] == "approved" and w["at"] > v["at"]
+
+
+async def test_R_DSP_03_the_slot_reconciler_settles_held_slots_in_bulk_and_frees_only_the_stranded(infra, ns):
+    """Every free-dispatch slot passes the reconciler once after its grace period: the slots of written, accepted
+    dispatches are settled (kept, not looked at again), a slot whose dispatch was never written or gave it back is
+    freed, and a slot still in its grace period is left alone. Under sustained load this runs for every dispatch, so
+    the pass reads the dispatches with one query and settles with one statement, whatever the number of slots."""
+    from datetime import timedelta
+
+    svc, store, _ = await world(infra, ns, "d-held-1", "d-held-2", "d-gave-back")
+    await svc.db.dispatches.update_one({"_id": "d-gave-back"}, {"$set": {"counts_free": False}})
+    old, young = T0 - timedelta(minutes=5), T0
+    for n, (dispatch_id, at) in enumerate([("d-held-1", old), ("d-held-2", old), ("d-gave-back", old),
+                                           ("d-never-written", old), ("d-being-screened", young)], 1):
+        await svc.db.free_slots.insert_one({"_id": f"biz:2026:{n}", "n": n, "business_id": "biz", "fiscal_year": 2026,
+                                            "dispatch_id": dispatch_id, "at": at})
+    reads = []
+    real_find = store.dispatches.find
+    store.dispatches.find = lambda *a, **kw: reads.append(a) or real_find(*a, **kw)
+
+    assert await store.reconcile_slots(grace_seconds=60) == 2
+    slots = {s["dispatch_id"]: s async for s in svc.db.free_slots.find({})}
+    assert sorted(slots) == ["d-being-screened", "d-held-1", "d-held-2"]
+    assert slots["d-held-1"]["settled"] is True and slots["d-held-2"]["settled"] is True
+    assert "settled" not in slots["d-being-screened"]
+    assert len([r for r in reads if "_id" in r[0]]) == 1  # the slots' dispatches, read together
+    reads.clear()
+    assert await store.reconcile_slots(grace_seconds=60) == 0  # settled slots are not looked at again
+    assert [r for r in reads if "_id" in r[0]] == []
