@@ -211,7 +211,7 @@ async def test_R_DSP_14_a_batch_of_status_events_leaves_each_dispatch_at_its_new
     assert w["status"] == "approved" and w["at"] > v["at"]
 
 
-async def test_R_DSP_03_the_slot_reconciler_settles_held_slots_in_bulk_and_frees_only_the_stranded(infra, ns):
+async def test_R_DSP_03_the_slot_reconciler_settles_held_slots_in_bulk_and_frees_only_the_stranded(infra, ns, monkeypatch):
     """Every free-dispatch slot passes the reconciler once after its grace period: the slots of written, accepted
     dispatches are settled (kept, not looked at again), a slot whose dispatch was never written or gave it back is
     freed, and a slot still in its grace period is left alone. Under sustained load this runs for every dispatch, so
@@ -238,3 +238,11 @@ async def test_R_DSP_03_the_slot_reconciler_settles_held_slots_in_bulk_and_frees
     reads.clear()
     assert await store.reconcile_slots(grace_seconds=60) == 0  # settled slots are not looked at again
     assert [r for r in reads if "_id" in r[0]] == []
+
+    # a backlog larger than one batch is settled in the same pass, batch after batch
+    monkeypatch.setattr("dispatch_service.store.SLOT_BATCH", 2)
+    for n in range(10, 15):
+        await svc.db.free_slots.insert_one({"_id": f"biz:2026:{n}", "n": n, "business_id": "biz", "fiscal_year": 2026,
+                                            "dispatch_id": "d-held-1" if n % 2 else "d-never-written", "at": old})
+    assert await store.reconcile_slots(grace_seconds=60) == 3
+    assert await svc.db.free_slots.count_documents({"settled": True}) == 4

@@ -25,6 +25,7 @@ from servicekit.store import (backfill_id_lists, now,  # noqa: F401  (now: the o
 OWED_MARKER = "owed-index:v1"
 PROGRAMME_TTL = 10.0  # seconds a programme read is kept (see `Store.programme`)
 SLOT_NUMBERS = 100  # free-dispatch slot numbers the request path reads by id (1..100, or up to a larger cap)
+SLOT_BATCH, SLOT_BATCHES = 1000, 50  # slots the reconciler settles per statement, and per pass at most
 
 
 def as_stored(v):
@@ -229,19 +230,25 @@ class Store:
         from dispatch_service.domain.slots import holds_slot
 
         cutoff, freed = now() - timedelta(seconds=grace_seconds), 0
-        # every claim passes here once, so a pass works in bulk: the slots' dispatches read with one `_id: {$in}` and
-        # the held slots settled with one statement (one read and one write per slot were as many statements as the
-        # request path's own, under sustained load); only a stranded slot is deleted alone
-        slots = [s async for s in self.slots.find({"settled": {"$ne": True}, "at": {"$lt": cutoff}},
-                                                  {"dispatch_id": 1}).limit(1000)]
-        holders = {d["_id"]: d async for d in self.dispatches.find(
-            {"_id": {"$in": sorted({s["dispatch_id"] for s in slots})}}, {"counts_free": 1})} if slots else {}
-        held = [s["_id"] for s in slots if holds_slot(holders.get(s["dispatch_id"]))]
-        if held:
-            await self.slots.update_many({"_id": {"$in": held}}, {"$set": {"settled": True}})
-        for slot in slots:
-            if not holds_slot(holders.get(slot["dispatch_id"])):
-                freed += (await self.slots.delete_one({"_id": slot["_id"], "dispatch_id": slot["dispatch_id"]})).deleted_count
+        # Every claim passes here once, so a pass works in bulk: each batch's dispatches read with one `_id: {$in}` and
+        # its held slots settled with one statement (one read and one write per slot were as many statements as the
+        # request path's own under sustained load); only a stranded slot is deleted alone. Batches follow each other
+        # until the backlog is done (one batch of 1,000 per pass fell behind at more than 1,000 claims per interval).
+        for _ in range(SLOT_BATCHES):
+            slots = [s async for s in self.slots.find({"settled": {"$ne": True}, "at": {"$lt": cutoff}},
+                                                      {"dispatch_id": 1}).limit(SLOT_BATCH)]
+            if not slots:
+                break
+            holders = {d["_id"]: d async for d in self.dispatches.find(
+                {"_id": {"$in": sorted({s["dispatch_id"] for s in slots})}}, {"counts_free": 1})}
+            if held := [s["_id"] for s in slots if holds_slot(holders.get(s["dispatch_id"]))]:
+                await self.slots.update_many({"_id": {"$in": held}}, {"$set": {"settled": True}})
+            for slot in slots:
+                if not holds_slot(holders.get(slot["dispatch_id"])):
+                    freed += (await self.slots.delete_one({"_id": slot["_id"],
+                                                           "dispatch_id": slot["dispatch_id"]})).deleted_count
+            if len(slots) < SLOT_BATCH:
+                break
         async for d in self.dispatches.find({"slot_release": "pending", "updated_at": {"$lt": cutoff}},
                                             {"business_id": 1, "fiscal_year": 1}).limit(1000):
             freed += await self.slots.count_documents({"dispatch_id": d["_id"]})
