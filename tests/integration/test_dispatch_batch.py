@@ -220,7 +220,8 @@ async def test_R_DSP_03_the_slot_reconciler_settles_held_slots_in_bulk_and_frees
 
     svc, store, _ = await world(infra, ns, "d-held-1", "d-held-2", "d-gave-back")
     await svc.db.dispatches.update_one({"_id": "d-gave-back"}, {"$set": {"counts_free": False}})
-    old, young = T0 - timedelta(minutes=5), T0
+    young = datetime.now(UTC)  # not T0: the module may have been imported minutes before this test runs
+    old = young - timedelta(minutes=5)
     for n, (dispatch_id, at) in enumerate([("d-held-1", old), ("d-held-2", old), ("d-gave-back", old),
                                            ("d-never-written", old), ("d-being-screened", young)], 1):
         await svc.db.free_slots.insert_one({"_id": f"biz:2026:{n}", "n": n, "business_id": "biz", "fiscal_year": 2026,
