@@ -22,6 +22,7 @@ from servicekit.faults import Health
 from servicekit.logs import setup_logging
 from servicekit.metrics import KitMetrics
 from servicekit.outbox import OutboxRelay
+from servicekit.publisher import RelayPublisher
 from servicekit.reads import ByIds
 from servicekit.settings import Settings
 from servicekit.store import connect, outbox_entry, with_outbox
@@ -60,7 +61,8 @@ class Service:
         self._startup: list = []
         self._background: dict[str, object] = {}  # name -> async function, run as a task while the app runs
         self._document_publishers(produces)
-        self.relay = OutboxRelay(self._publish, [self.db[c] for c in outbox], self.db.audit,
+        self.publisher = RelayPublisher(self.settings, self.tracer_provider, self.meter)
+        self.relay = OutboxRelay(self.publisher.publish, [self.db[c] for c in outbox], self.db.audit,
                                  self.settings.outbox_poll_seconds, self.settings.fault_crash_before_publish,
                                  health=self.health)
         # FastAPI's native OpenTelemetry: one SERVER span per request, joining an incoming `traceparent`, and the
@@ -106,11 +108,6 @@ class Service:
         if events:
             self.relay.kick(col, res.inserted_id, list(events))
         return res
-
-    async def _publish(self, topic: str, key: str, value: str, headers: dict):
-        """Hands the record to the producer (in call order) and returns the future of Kafka's acknowledgement."""
-        return await self.broker.publish(value.encode(), topic, key=key.encode(), headers=headers or None,
-                                         no_confirm=True)
 
     def consume(self, topic: str, handlers: dict[type[Message], Handler],
                 batch: dict[type[Message], BatchHandler] | None = None) -> Consumer:
@@ -215,6 +212,7 @@ class Service:
         for hook in self._startup:
             await hook()
         await self._start_consumers()
+        await self.publisher.start()
         self.relay.start()
         tasks = [asyncio.create_task(job(), name=name) for name, job in self._background.items()]
         tasks.append(asyncio.create_task(self.kit_metrics.run(), name="consumer-lag"))
@@ -227,6 +225,7 @@ class Service:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await self.relay.stop()
+            await self.publisher.stop()
             await self.broker.stop()
             await self.mongo.close()
             self.tracer_provider.shutdown()  # flushes the spans still batched for OTLP

@@ -1,8 +1,9 @@
 """OpenTelemetry: a tracer and a meter provider per service, exported over OTLP and readable at `/metrics`.
 
 Traces: FastAPI's native telemetry (configured in `service.Service`) opens a SERVER span per request and joins an
-incoming `traceparent`; FastStream's KafkaTelemetryMiddleware carries the context in message headers, and the
-outbox stores the context of the write, so one trace spans HTTP -> Kafka -> consumer. Spans go
+incoming `traceparent`; the outbox stores the context of the write, the relay's producer (servicekit.publisher)
+puts its PRODUCER span's context in the record's headers, and FastStream's KafkaTelemetryMiddleware continues it in
+the consumer, so one trace spans HTTP -> Kafka -> consumer. Spans go
 - over OTLP/HTTP (protobuf) to `OTEL_EXPORTER_OTLP_ENDPOINT` (e.g. `http://127.0.0.1:4318`, Jaeger or any
   collector), batched, when that variable is set;
 - as JSON lines to `OTEL_SPANS_FILE` when that is set (tests and `jq` read it), whatever else is configured.
