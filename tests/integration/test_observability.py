@@ -66,10 +66,13 @@ async def test_one_dispatch_is_one_trace_over_otlp_and_its_metrics_are_exported_
                                   **{"messaging.destination.name": "budget.events"})
                 published = otlp.metric("dispatch", "smeportal.outbox.published",
                                         **{"messaging.destination.name": "budget.commands"})
+                acked = otlp.metric("dispatch", "smeportal.outbox.publish.duration",  # a histogram: its count
+                                    **{"messaging.destination.name": "budget.commands"})
                 dead = otlp.metric("budget", "smeportal.dead_letters",
                                    **{"messaging.destination.name": "budget.commands"})
                 ok = (routes and routes[0][1] == 1 and states.get("approved") == 1 and states.get("accepted") == 0
                       and len(lag) == 3 and published and published[0][1] >= 1 and dead and dead[0][1] == 1
+                      and acked and acked[0][1] >= 1
                       and otlp.metric("budget", "smeportal.messages.retried")
                       and otlp.metric("dispatch", "smeportal.outbox.depth", collection="dispatches"))
                 return ok
