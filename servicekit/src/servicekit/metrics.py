@@ -50,7 +50,7 @@ class KitMetrics:
         return [Observation(v, {"collection": c}) for c, v in self.svc.relay.depth.items()]
 
     def _published(self, _: CallbackOptions):
-        return [Observation(v, {"messaging.destination.name": self._logical(t)})
+        return [Observation(v, {"messaging.destination.name": self.svc.settings.logical(t)})
                 for t, v in self.svc.relay.published.items()]
 
     def _dead_letters(self, _: CallbackOptions):
@@ -58,9 +58,6 @@ class KitMetrics:
 
     def _retried(self, _: CallbackOptions):
         return [Observation(c.retries, {"messaging.destination.name": t}) for t, c in self.svc.consumers.items()]
-
-    def _logical(self, physical: str) -> str:
-        return physical.removeprefix(self.svc.settings.topic_prefix)
 
     # --- consumer lag, asked of the broker in the background -------------------------------------------------------
     async def refresh_lag(self) -> None:
@@ -76,7 +73,7 @@ class KitMetrics:
                 committed = await consumer.committed(tp)
                 if committed is None:
                     committed = (await consumer.beginning_offsets([tp]))[tp]
-                lag[(self._logical(tp.topic), tp.partition)] = max(0, ends[tp] - committed)
+                lag[(self.svc.settings.logical(tp.topic), tp.partition)] = max(0, ends[tp] - committed)
         self.lag = lag
 
     async def run(self) -> None:

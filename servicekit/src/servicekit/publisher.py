@@ -54,7 +54,7 @@ class RelayPublisher:
             began = time.perf_counter()
             acked = await self.producer.send(topic, value.encode(), key=key.encode(),
                                              headers=[(k, v.encode()) for k, v in carrier.items()])
-        logical = topic.removeprefix(self.settings.topic_prefix)  # as servicekit.metrics names topics
+        logical = self.settings.logical(topic)
         acked.add_done_callback(lambda f: f.cancelled() or f.exception() or self.duration.record(
             time.perf_counter() - began, {"messaging.destination.name": logical}))
         return acked

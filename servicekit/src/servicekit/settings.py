@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     def topic(self, logical: str) -> str:
         return f"{self.topic_prefix}{logical}"
 
+    def logical(self, topic: str) -> str:
+        """The registry's name of a physical topic (metrics name topics so, whatever the deployment's prefix)."""
+        return topic.removeprefix(self.topic_prefix)
+
 
 def settings_for(cls: type[S], name: str, settings: Settings | None) -> S:
     """The settings a service's `create_app` runs with: `settings` if given (a plain `Settings` gains the service's

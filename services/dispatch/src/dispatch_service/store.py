@@ -243,10 +243,11 @@ class Store:
                 break
             holders = {d["_id"]: d async for d in self.dispatches.find(
                 {"_id": {"$in": sorted({s["dispatch_id"] for s in slots})}}, {"counts_free": 1})}
-            if held := [s["_id"] for s in slots if holds_slot(holders.get(s["dispatch_id"]))]:
-                await self.slots.update_many({"_id": {"$in": held}}, {"$set": {"settled": True}})
+            held = {s["_id"]: holds_slot(holders.get(s["dispatch_id"])) for s in slots}
+            if settled := [slot_id for slot_id, holds in held.items() if holds]:
+                await self.slots.update_many({"_id": {"$in": settled}}, {"$set": {"settled": True}})
             for slot in slots:
-                if not holds_slot(holders.get(slot["dispatch_id"])):
+                if not held[slot["_id"]]:
                     freed += (await self.slots.delete_one({"_id": slot["_id"],
                                                            "dispatch_id": slot["dispatch_id"]})).deleted_count
             if len(slots) < SLOT_BATCH:
