@@ -4,6 +4,11 @@ measured in the same run on the same servers.
 
     uv run --frozen python bench/dispatch.py            # 200 dispatches, 8 in flight
     uv run --frozen python bench/dispatch.py --full     # 2,000 dispatches, 32 in flight
+    uv run --frozen python bench/dispatch.py --history 200000   # the same with a year's finished dispatches behind
+
+`--history N` writes N finished (paid) dispatches and their settled free-dispatch slots into the service's database
+before timing: the saga's clocks (re-sends, slot reconciler, saga-state gauge) then run against a collection the size
+of a national year's, not an empty one.
 
 Uses KAFKA_BOOTSTRAP / MONGO_URI if set, else the test servers (Kafka 127.0.0.1:19092, MongoDB 37017).
 """
@@ -140,8 +145,25 @@ async def raw_kafka_round_trip(bootstrap: str, ns: Namespace, n: int, inflight: 
     return summary("raw Kafka round trip (2 hops)", list(done.values()), wall)
 
 
+async def write_history(infra: Infra, ns: Namespace, n: int, like: dict) -> float:
+    """N paid dispatches shaped like `like` (a dispatch the service wrote), each with its settled free-dispatch slot,
+    written in bulk; returns the seconds it took."""
+    db = AsyncMongoClient(infra.mongo)[ns.db("dispatch")]
+    t0, at = time.perf_counter(), datetime.now(UTC) - timedelta(days=30)
+    base = {k: v for k, v in like.items() if k not in ("_id", "_outbox", "_seen")}
+    for lo in range(0, n, 2000):
+        ids = range(lo, min(n, lo + 2000))
+        await db.dispatches.insert_many([{**base, "_id": f"hist-{i}", "business_id": f"hist-biz-{i}", "status": "paid",
+                                          "payment": {"paid_at": at, "amount": 50000}, "updated_at": at} for i in ids],
+                                        ordered=False)
+        await db.free_slots.insert_many([{"_id": f"hist-biz-{i}:{like['fiscal_year']}:1", "n": 1, "business_id": f"hist-biz-{i}",
+                                          "fiscal_year": like["fiscal_year"], "dispatch_id": f"hist-{i}", "at": at,
+                                          "settled": True} for i in ids], ordered=False)
+    return time.perf_counter() - t0
+
+
 async def dispatch_saga(infra: Infra, ns: Namespace, url: str, n: int, inflight: int,
-                        pids: dict[str, int]) -> tuple[dict, ...]:
+                        pids: dict[str, int], history: int = 0) -> tuple[dict, ...]:
     producer = AIOKafkaProducer(bootstrap_servers=infra.kafka, acks="all", enable_idempotence=True, linger_ms=0)
     await producer.start()
 
@@ -202,6 +224,9 @@ async def dispatch_saga(infra: Infra, ns: Namespace, url: str, n: int, inflight:
             await asyncio.sleep(0.5)
         else:
             raise SystemExit(f"warm-up request never accepted: {r.status_code} {r.text[:500]}")
+        if history:
+            like = await AsyncMongoClient(infra.mongo)[ns.db("dispatch")].dispatches.find_one({"_id": r.json()["dispatch_id"]})
+            print(f"history: {history:,} paid dispatches written in {await write_history(infra, ns, history, like):.1f} s")
         # one client of one connection per dispatch in flight: httpx's pool checks every connection it holds on each
         # request, so one shared pool of `inflight` connections cost the bench CPU the service then lacked
         clients = [httpx.AsyncClient(base_url=url, timeout=30, limits=httpx.Limits(max_connections=1))
@@ -248,6 +273,7 @@ async def main() -> None:
     ap.add_argument("--full", action="store_true")
     ap.add_argument("-n", type=int)
     ap.add_argument("--inflight", type=int)
+    ap.add_argument("--history", type=int, default=0, help="finished dispatches in the database before timing")
     a = ap.parse_args()
     n = a.n or (2000 if a.full else 200)
     inflight = a.inflight or (32 if a.full else 8)
@@ -260,10 +286,10 @@ async def main() -> None:
     try:
         svc.start()
         raw = await raw_kafka_round_trip(infra.kafka, ns, n, inflight)
-        saga, *parts, cpu = await dispatch_saga(infra, ns, svc.url, n, inflight, local_servers(svc.proc.pid))
+        saga, *parts, cpu = await dispatch_saga(infra, ns, svc.url, n, inflight, local_servers(svc.proc.pid), a.history)
     finally:
         svc.stop()
-    print(f"n={n} in flight={inflight}")
+    print(f"n={n} in flight={inflight} history={a.history:,}")
     for s in (raw, saga, *parts):
         print(f"{s['name']:<52} p50 {s['p50_ms']:7.1f} ms  p99 {s['p99_ms']:7.1f} ms  {s['per_s']:7.1f}/s")
     print(f"saga / raw Kafka: p50 ×{saga['p50_ms'] / raw['p50_ms']:.1f}, p99 ×{saga['p99_ms'] / raw['p99_ms']:.1f}, "

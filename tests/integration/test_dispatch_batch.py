@@ -230,20 +230,65 @@ async def test_R_DSP_03_the_slot_reconciler_settles_held_slots_in_bulk_and_frees
     real_find = store.dispatches.find
     store.dispatches.find = lambda *a, **kw: reads.append(a) or real_find(*a, **kw)
 
-    assert await store.reconcile_slots(grace_seconds=60) == 2
+    assert await store.reconcile_slots(grace_seconds=60) == 0  # none of these was claimed by this process
+    assert reads == []  # and nothing was read: only the safety-net pass looks at slots it does not watch
+    assert await store.reconcile_slots(grace_seconds=60, full=True) == 2
     slots = {s["dispatch_id"]: s async for s in svc.db.free_slots.find({})}
     assert sorted(slots) == ["d-being-screened", "d-held-1", "d-held-2"]
     assert slots["d-held-1"]["settled"] is True and slots["d-held-2"]["settled"] is True
     assert "settled" not in slots["d-being-screened"]
     assert len([r for r in reads if "_id" in r[0]]) == 1  # the slots' dispatches, read together
     reads.clear()
-    assert await store.reconcile_slots(grace_seconds=60) == 0  # settled slots are not looked at again
+    assert await store.reconcile_slots(grace_seconds=60, full=True) == 0  # settled slots are not looked at again
     assert [r for r in reads if "_id" in r[0]] == []
+    assert "biz:2026:5" in store.claims  # the young slot the full pass saw: looked at when its grace period is over
 
     # a backlog larger than one batch is settled in the same pass, batch after batch
     monkeypatch.setattr("dispatch_service.store.SLOT_BATCH", 2)
     for n in range(10, 15):
         await svc.db.free_slots.insert_one({"_id": f"biz:2026:{n}", "n": n, "business_id": "biz", "fiscal_year": 2026,
                                             "dispatch_id": "d-held-1" if n % 2 else "d-never-written", "at": old})
-    assert await store.reconcile_slots(grace_seconds=60) == 3
+    assert await store.reconcile_slots(grace_seconds=60, full=True) == 3
     assert await svc.db.free_slots.count_documents({"settled": True}) == 4
+
+
+async def test_R_DSP_03_R_DSP_14_the_clocks_read_what_this_process_left_behind_by_id_never_the_whole_collection(
+        infra, ns):
+    """The slot reconciler and the re-send clock look at the slots this process claimed and the dispatches it left
+    waiting for budget, read by `_id` when their time comes; a year of other dispatches and slots is never read on a
+    regular pass (only the rare safety-net pass filters the collections)."""
+    from datetime import timedelta
+
+    from dispatch_service import saga
+    from dispatch_service.domain.saga import SagaParams
+
+    svc, store, cmds = await world(infra, ns, "d-wait", "d-answered")
+    fy = (await store.get("d-wait"))["fiscal_year"]
+    old = datetime.now(UTC) - timedelta(days=30)
+    await svc.db.dispatches.insert_many([{**(await store.get("d-answered")), "_id": f"hist-{i}", "status": "paid"}
+                                         for i in range(300)])
+    await svc.db.free_slots.insert_many([{"_id": f"h{i}:{fy}:1", "n": 1, "business_id": f"h{i}", "fiscal_year": fy,
+                                          "dispatch_id": f"hist-{i}", "at": old, "settled": True} for i in range(300)])
+    for name in ("d-wait", "d-answered"):  # as the request path leaves them: slot claimed, dispatch waiting
+        assert await store.claim_slot(f"biz-{name}", fy, name, cap=3, used=[])
+        store.watched(await store.get(name))
+    single, batch = budget_handlers(store)
+    await batch[BudgetReserved]([reserved(cmds["d-answered"])])
+    assert "d-answered" not in store.waiting and "d-wait" in store.waiting  # the answer ended its watch
+    await svc.db.free_slots.update_many({"dispatch_id": {"$in": ["d-wait", "d-answered"]}}, {"$set": {"at": old}})
+    await svc.db.free_slots.insert_one({"_id": "stranded:1", "n": 1, "business_id": "x", "fiscal_year": fy,
+                                        "dispatch_id": "d-never-written", "at": datetime.now(UTC)})
+    store.claims.add("stranded:1", since=0.0)  # claimed long ago by this process, its request never written
+
+    filters = []
+    for col in (store.dispatches, store.slots):
+        real = col.find
+        col.find = lambda f=None, *a, _real=real, **kw: filters.append(f) or _real(f, *a, **kw)
+    params = SagaParams(answer_seconds=0.0, max_attempts=3)
+    assert await saga.sweep(store, params) == 1  # d-wait's reservation re-sent
+    assert await store.reconcile_slots(grace_seconds=0.0) == 1  # the stranded slot freed, the two held ones settled
+    assert filters and all(set(f) == {"_id"} for f in filters), filters
+    assert (await store.get("d-wait"))["reserve"]["attempts"] == 2
+    assert await svc.db.free_slots.count_documents({"settled": True}) == 302
+    assert await svc.db.free_slots.find_one({"_id": "stranded:1"}) is None and len(store.claims) == 0
+    assert "d-wait" in store.waiting  # still waiting: due again one answer period after the re-send

@@ -66,7 +66,7 @@ def budget_handlers(store: Store):
             else:
                 first[e.dispatch_id] = (env, e)
         docs = {d["_id"]: d async for d in store.dispatches.find({"_id": {"$in": list(first)}}, {"_seen": 0})}
-        ops, written, released, handed = [], [], [], {}
+        ops, written, released, handed, afters = [], [], [], {}, []
         for dispatch_id, (env, e) in first.items():
             doc = docs.get(dispatch_id)
             outbox_was_empty = doc is not None and doc.pop("_outbox", None) == []
@@ -85,6 +85,7 @@ def budget_handlers(store: Store):
             change = aggregate.Change(set=update["$set"], push=update.get("$push", {}), events=events)
             ops.append(UpdateOne(filter_, with_outbox(aggregate.update_document(change, version_set, drop), events)))
             written.append(dispatch_id)
+            afters.append(aggregate.after(doc, change, version_set, drop))
             if outbox_was_empty:  # guarded by the version read: matched, the outbox holds just these (Service.write)
                 handed[dispatch_id] = events
             if ch.gives_back_slot:
@@ -94,6 +95,8 @@ def budget_handlers(store: Store):
             all_matched = res.matched_count == len(ops)  # else which did is unknown: the relay reads them all
             for dispatch_id in written:
                 store.svc.relay.kick(store.dispatches, dispatch_id, handed.get(dispatch_id) if all_matched else None)
+            for after in afters if all_matched else ():
+                store.watched(after)  # answered: the re-send clock need not read it again
             if not all_matched:  # some dispatch changed meanwhile: decided again, one by one
                 later = [first[d] for d in written] + later
         for env, e in later:

@@ -15,7 +15,9 @@ from contracts.events.ratings import owed_rating_id
 from dispatch_service.domain import ExpertState, Programme, default_programme
 from dispatch_service.domain.dispatch import Change, Step, new_id  # noqa: F401  (new_id: the one id scheme)
 from dispatch_service.domain.programmes import programme_from_doc, programme_to_doc
+from dispatch_service.domain.saga import WAITING
 from dispatch_service.domain.slots import gives_back
+from dispatch_service.watch import Watch
 from servicekit import aggregate
 from servicekit.refusals import Rejected
 from servicekit.store import (backfill_id_lists, now,  # noqa: F401  (now: the one clock, used across the service)
@@ -26,8 +28,8 @@ OWED_MARKER = "owed-index:v1"
 PROGRAMME_TTL = 10.0  # seconds a programme read is kept (see `Store.programme`)
 SLOT_NUMBERS = 100  # free-dispatch slot numbers the request path reads by id (1..100, or up to a larger cap)
 # slots the reconciler settles per statement (kept short: the local server writes one statement at a time per
-# database), and batches per pass at most
-SLOT_BATCH, SLOT_BATCHES = 200, 100
+# database)
+SLOT_BATCH = 200
 
 
 def as_stored(v):
@@ -65,12 +67,16 @@ class Store:
         self.slots = svc.db.free_slots
         self.lock = AggregateLocks()
         self._programmes: dict[int, tuple[float, Programme]] = {}
+        # what the saga's clocks look at again, by `_id` (dispatch_service.watch): dispatches this process left waiting
+        # for a budget answer, free-dispatch slots it claimed
+        self.waiting, self.claims = Watch(), Watch()
 
     # --- set-up -----------------------------------------------------------------------------------
     async def setup(self, fiscal_years: list[int]) -> None:
         await self.dispatches.create_index([("business_id", 1), ("fiscal_year", 1)])
         await self.dispatches.create_index([("reserve.command_id", 1)])
         await self.dispatches.create_index([("expert_id", 1), ("status", 1)])
+        await self.dispatches.create_index("status")  # the clocks' safety-net scan of dispatches waiting for budget
         await self.slots.create_index([("business_id", 1), ("fiscal_year", 1)])
         await self.slots.create_index([("settled", 1), ("at", 1)])
         await self.slots.create_index("dispatch_id")
@@ -130,6 +136,7 @@ class Store:
             if full.get("counts_free"):  # the slot screening claimed: given back at once (else the reconciler does)
                 await self.release_slot(full["business_id"], full["fiscal_year"], full["_id"])
             raise
+        self.watched(full)
         return as_stored({k: v for k, v in full.items() if k not in ("_outbox", "_seen")})
 
     async def change(self, dispatch_id: str, decide: Callable[[dict], Awaitable[Change | None] | Change | None], *,
@@ -173,8 +180,18 @@ class Store:
             busy=Rejected("conflict", "Changed concurrently", "The dispatch changed while you acted on it; please try again."))
         if not done.changed:
             return done.doc
+        self.watched(done.doc)
         after = await self.get(dispatch_id) if reload else {**done.doc, "_changed": True}
         return {**after, "_released": True} if released else after
+
+    def watched(self, doc: dict) -> None:
+        """Keeps `waiting` in step with a dispatch just written: watched from the first write that leaves it waiting for a
+        budget answer (a later one, e.g. a re-send, keeps that time: the clock reads it and finds when it was sent), no
+        longer once it has its answer."""
+        if doc.get("status") not in WAITING:
+            self.waiting.drop(doc["_id"])
+        elif doc["_id"] not in self.waiting:
+            self.waiting.add(doc["_id"])
 
     def status_event(self, doc: dict, status: str, *, actor: str | None = None, cause=None,
                      reason_code: str | None = None, reason: str | None = None,
@@ -211,8 +228,10 @@ class Store:
             return True
         for n in range(1, cap + 1):
             try:
-                await self.slots.insert_one({"_id": f"{business_id}:{fiscal_year}:{n}", "n": n, "business_id": business_id,
-                                             "fiscal_year": fiscal_year, "dispatch_id": dispatch_id, "at": now()})
+                await self.slots.insert_one({"_id": (slot_id := f"{business_id}:{fiscal_year}:{n}"), "n": n,
+                                             "business_id": business_id, "fiscal_year": fiscal_year,
+                                             "dispatch_id": dispatch_id, "at": now()})
+                self.claims.add(slot_id)  # the reconciler looks at it after the grace period
                 return True
             except DuplicateKeyError:
                 continue
@@ -224,38 +243,57 @@ class Store:
                                       "dispatch_id": dispatch_id})
         await self.dispatches.update_one({"_id": dispatch_id, "slot_release": "pending"}, {"$unset": {"slot_release": ""}})
 
-    async def reconcile_slots(self, grace_seconds: float) -> int:
+    async def reconcile_slots(self, grace_seconds: float, *, full: bool = False) -> int:
         """R-DSP-03 after a crash: a slot claimed for a dispatch that was never written (or never accepted) is freed;
-        a release a dispatch recorded but did not finish is finished. Returns how many slots were freed."""
+        a slot its dispatch holds is settled (never looked at again). Every claim passes here once, after the grace
+        period: the slots this process claimed (`claims`), read by `_id`; with `full`, every unsettled slot in the
+        database and every release a dispatch recorded but did not finish (the safety net for other replicas and
+        restarts: dispatch_service.watch). Returns how many slots were freed."""
         from datetime import timedelta
 
+        at, mono = now(), time.monotonic()
+        cutoff, freed = at - timedelta(seconds=grace_seconds), 0
+        if full:
+            old = []
+            async for s in self.slots.find({"settled": {"$ne": True}}, {"dispatch_id": 1, "at": 1}):
+                if s["at"] < cutoff:
+                    old.append(s)
+                else:  # still in its grace period: looked at when that is over
+                    self.claims.add(s["_id"], since=mono - (at - s["at"]).total_seconds())
+            for lo in range(0, len(old), SLOT_BATCH):
+                freed += await self._settle(old[lo:lo + SLOT_BATCH])
+        due = self.claims.due(mono - grace_seconds)
+        for lo in range(0, len(due), SLOT_BATCH):
+            ids = due[lo:lo + SLOT_BATCH]
+            slots = [s async for s in self.slots.find({"_id": {"$in": ids}}, {"dispatch_id": 1, "settled": 1})]
+            freed += await self._settle([s for s in slots if not s.get("settled")])
+            for slot_id in ids:
+                self.claims.drop(slot_id)
+        if full:
+            async for d in self.dispatches.find({"slot_release": "pending", "updated_at": {"$lt": cutoff}},
+                                                {"business_id": 1, "fiscal_year": 1}):
+                freed += await self.slots.count_documents({"dispatch_id": d["_id"]})
+                await self.release_slot(d["business_id"], d["fiscal_year"], d["_id"])
+        return freed
+
+    async def _settle(self, slots: list[dict]) -> int:
+        """One batch of slots past their grace period: their dispatches read with one `_id: {$in}`, the held slots
+        settled with one statement, a stranded one (its dispatch never written, or it gave the slot back) deleted.
+        Returns how many were freed."""
         from dispatch_service.domain.slots import holds_slot
 
-        cutoff, freed = now() - timedelta(seconds=grace_seconds), 0
-        # Every claim passes here once, so a pass works in bulk: each batch's dispatches read with one `_id: {$in}` and
-        # its held slots settled with one statement (one read and one write per slot were as many statements as the
-        # request path's own under sustained load); only a stranded slot is deleted alone. Batches follow each other
-        # until the backlog is done (one pass of 1,000 fell behind at more than 1,000 claims per interval: ~67/s).
-        for _ in range(SLOT_BATCHES):
-            slots = [s async for s in self.slots.find({"settled": {"$ne": True}, "at": {"$lt": cutoff}},
-                                                      {"dispatch_id": 1}).limit(SLOT_BATCH)]
-            if not slots:
-                break
-            holders = {d["_id"]: d async for d in self.dispatches.find(
-                {"_id": {"$in": sorted({s["dispatch_id"] for s in slots})}}, {"counts_free": 1})}
-            held = {s["_id"]: holds_slot(holders.get(s["dispatch_id"])) for s in slots}
-            if settled := [slot_id for slot_id, holds in held.items() if holds]:
-                await self.slots.update_many({"_id": {"$in": settled}}, {"$set": {"settled": True}})
-            for slot in slots:
-                if not held[slot["_id"]]:
-                    freed += (await self.slots.delete_one({"_id": slot["_id"],
-                                                           "dispatch_id": slot["dispatch_id"]})).deleted_count
-            if len(slots) < SLOT_BATCH:
-                break
-        async for d in self.dispatches.find({"slot_release": "pending", "updated_at": {"$lt": cutoff}},
-                                            {"business_id": 1, "fiscal_year": 1}).limit(1000):
-            freed += await self.slots.count_documents({"dispatch_id": d["_id"]})
-            await self.release_slot(d["business_id"], d["fiscal_year"], d["_id"])
+        if not slots:
+            return 0
+        holders = {d["_id"]: d async for d in self.dispatches.find(
+            {"_id": {"$in": sorted({s["dispatch_id"] for s in slots})}}, {"counts_free": 1})}
+        held = {s["_id"]: holds_slot(holders.get(s["dispatch_id"])) for s in slots}
+        if settled := [slot_id for slot_id, holds in held.items() if holds]:
+            await self.slots.update_many({"_id": {"$in": settled}}, {"$set": {"settled": True}})
+        freed = 0
+        for slot in slots:
+            if not held[slot["_id"]]:
+                freed += (await self.slots.delete_one({"_id": slot["_id"],
+                                                       "dispatch_id": slot["dispatch_id"]})).deleted_count
         return freed
 
     # --- read models -----------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Literal
 
 UNANSWERED = "budget_unanswered"
+WAITING = ("accepted", "confirmed")  # the statuses in which a dispatch can wait for a budget answer (`waiting_for`)
 
 
 @dataclass(frozen=True)
