@@ -124,3 +124,39 @@ def test_R_EXT_04_the_gateway_takes_any_kid_the_jwks_may_publish(tmp_path):
     assert run.returncode == 0, run.stderr
     config = (tmp_path / "gateway/haproxy.cfg").read_text()
     assert "-m str -- -qDCSJebRdL9DfnneBbi2s9JnT-MSKilrLIPFduMVcc }" in config
+
+
+def test_R_EXT_04_a_token_signed_while_the_ring_changes_carries_the_kid_of_the_key_that_signed_it(tmp_path):
+    """The ring re-reads its manifest on any access after a second: the key and its kid come from one state of it."""
+    keys.init(tmp_path)
+    before = KeySet(key_dir=tmp_path)
+    before_ring = before.ring
+    keys.rotate(tmp_path)
+    after = KeySet(key_dir=tmp_path)
+    after_ring = after.ring
+
+    class Rotating(KeySet):  # every access sees the ring one rotation later than the access before
+        states = iter([before_ring, after_ring, after_ring, after_ring])
+
+        @property
+        def ring(self):
+            return next(self.states)
+
+    issuer = TokenIssuer(Rotating(key_dir=tmp_path), "https://iss.example", 300)
+    token, _, _ = issuer.access_token(sub="u1", client_id="c1", scopes=[], roles=[])
+    kid = jwt.get_unverified_header(token)["kid"]
+    assert issuer.verify(token)["sub"] == "u1", kid
+
+
+def test_R_EXT_04_a_ring_read_during_a_rotation_keeps_serving_the_last_state(tmp_path):
+    m = keys.init(tmp_path)
+    ring = KeySet(key_dir=tmp_path)
+    assert ring.active_kid == m["active"]
+    (tmp_path / f"{m['next']}.pem").rename(tmp_path / "away.pem")  # as between a manifest's write and its key's
+    (tmp_path / keys.MANIFEST).write_text((tmp_path / keys.MANIFEST).read_text())  # a new stamp
+    _reload(ring)
+    assert ring.active_kid == m["active"] and _kids(ring) == [m["active"], m["next"]]
+    (tmp_path / "away.pem").rename(tmp_path / f"{m['next']}.pem")
+    keys.rotate(tmp_path)
+    _reload(ring)
+    assert ring.active_kid == m["next"], "read again at the next check"

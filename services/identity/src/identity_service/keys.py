@@ -23,6 +23,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+import jwt
 from jwt.algorithms import RSAAlgorithm
 
 MANIFEST = "keyring.json"
@@ -98,12 +99,22 @@ class KeySet:
             manifest = self.key_dir / MANIFEST
             stamp = manifest.stat().st_mtime_ns
             if stamp != self._stamp:
-                m = json.loads(manifest.read_text())
-                pem = lambda kid: (self.key_dir / f"{kid}.pem").read_text()  # noqa: E731
-                self._ring = Ring.of(pem(m["active"]), [pem(m["next"])] if m.get("next") else [],
-                                     [pem(k) for k in m.get("retired", [])])
-                self._stamp = stamp
+                try:
+                    m = json.loads(manifest.read_text())
+                    pem = lambda kid: (self.key_dir / f"{kid}.pem").read_text()  # noqa: E731
+                    self._ring = Ring.of(pem(m["active"]), [pem(m["next"])] if m.get("next") else [],
+                                         [pem(k) for k in m.get("retired", [])])
+                    self._stamp = stamp
+                except FileNotFoundError:  # read while a rotation replaced the files: the last ring serves until the
+                    if self._ring is None:  # next check (at most a second)
+                        raise
         return self._ring
+
+    def sign(self, claims: dict, headers: dict | None = None) -> str:
+        """`claims` signed by the active key, its `kid` in the header, both from one state of the ring (read apart, a
+        re-read between them signed with the old key under the new key's kid: a token nobody could verify)."""
+        ring = self.ring
+        return jwt.encode(claims, ring.private_key, algorithm="RS256", headers={**(headers or {}), "kid": ring.active_kid})
 
     @property
     def private_key(self):
@@ -166,10 +177,10 @@ def rotate(key_dir: Path) -> dict:
     """The published next key signs from now on; the old active one only verifies; a new next key is published."""
     m = json.loads((key_dir / MANIFEST).read_text())
     retired = [m["active"], *m.get("retired", [])]
-    for old in retired[KEEP_RETIRED:]:
-        (key_dir / f"{old}.pem").unlink(missing_ok=True)
     manifest = {"active": m["next"], "next": _new_key(key_dir), "retired": retired[:KEEP_RETIRED]}
     _write_manifest(key_dir, manifest)
+    for old in retired[KEEP_RETIRED:]:  # after the manifest that no longer names them
+        (key_dir / f"{old}.pem").unlink(missing_ok=True)
     return manifest
 
 

@@ -21,7 +21,7 @@ class TokenIssuer:
         return cls(KeySet.from_settings(settings), settings.oidc_issuer, settings.access_token_ttl)
 
     def _sign(self, claims: dict) -> str:
-        return jwt.encode(claims, self.keys.private_key, algorithm="RS256", headers={"kid": self.keys.active_kid})
+        return self.keys.sign(claims)
 
     def access_token(self, *, sub: str, client_id: str, scopes: list[str], roles: list[str], orgs: list[dict] = (),
                      extra: dict | None = None, aud: str = AUDIENCE) -> tuple[str, str, int]:

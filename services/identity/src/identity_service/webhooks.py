@@ -17,7 +17,6 @@ import logging
 import time
 
 import httpx
-import jwt
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 from pymongo.errors import DuplicateKeyError
@@ -58,9 +57,8 @@ def handlers(svc):
 
 def signed(issuer, delivery: dict) -> str:
     now = int(time.time())
-    return jwt.encode({"iss": issuer.issuer, "aud": delivery["client_id"], "iat": now, "jti": delivery["_id"],
-                       "event": delivery["event"]}, issuer.keys.private_key, algorithm="RS256",
-                      headers={"kid": issuer.keys.active_kid, "typ": "webhook+jwt"})
+    return issuer.keys.sign({"iss": issuer.issuer, "aud": delivery["client_id"], "iat": now, "jti": delivery["_id"],
+                             "event": delivery["event"]}, {"typ": "webhook+jwt"})
 
 
 async def deliver_due(svc, issuer, http: httpx.AsyncClient, now: float | None = None) -> int:
