@@ -182,13 +182,19 @@ async def test_R_NOT_03_R_PF_03_every_status_reaches_each_person_of_each_party_t
                                        "reported", "confirmed", "paid")]
         expected += [(refused, "refused"), (cancelled, "cancelled")]
 
+        missing: dict[str, list] = {}
+
         async def inbox(who: str) -> list[dict] | None:
             items = await ok(await http.get("/api/notifications/inbox", headers=tokens[who], params={"limit": 200}))
             have = {(i["subject"].split(" ")[1].rstrip(":"), i["subject"].rsplit(" ", 1)[1]) for i in items}
-            return items if all((d, LABEL[s]) in have for d, s in expected) else None
+            missing[who] = [(d, s) for d, s in expected if (d, LABEL[s]) not in have]
+            return None if missing[who] else items
 
         for who in ("prime", "member", "expert", "staff"):
-            items = await eventually(lambda: inbox(who), timeout=60)
+            try:
+                items = await eventually(lambda: inbox(who), timeout=60)
+            except AssertionError:
+                raise AssertionError(f"{who}'s inbox lacks {missing[who]} after 60 s") from None
             address = people[who][1]
             for d, s in expected:
                 notice = next(i for i in items if i["subject"] == f"【支援ポータル】専門家派遣 {d}: {LABEL[s]}")
