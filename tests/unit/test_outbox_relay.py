@@ -84,3 +84,34 @@ async def test_relay_publishes_what_writes_hand_over_while_a_long_scan_runs():
     finally:
         release.set()
         await relay.stop()
+
+
+async def test_relay_asked_for_a_scan_while_one_runs_waits_for_it_instead_of_spinning():
+    """A scan asked for (a backlog, a failure, `kick()`) while one runs starts after it; the loop meanwhile waits."""
+    relay = OutboxRelay(publish=None, collections=[], audit=None, poll_seconds=0.05, scan_seconds=60.0)
+    release, scans, passes = asyncio.Event(), [], []
+
+    async def drain_once():
+        scans.append(1)
+        if len(scans) == 1:
+            relay.kick()  # another scan wanted
+            await release.wait()
+        return 0
+
+    async def drain_hot():
+        passes.append(1)
+        return 0
+    relay.drain_once, relay.drain_hot = drain_once, drain_hot
+    relay.start()
+    try:
+        await asyncio.sleep(0.3)
+        assert len(scans) == 1 and len(passes) < 30, (len(scans), len(passes))
+        release.set()
+        for _ in range(100):
+            if len(scans) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert len(scans) == 2
+    finally:
+        release.set()
+        await relay.stop()

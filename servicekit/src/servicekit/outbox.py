@@ -39,6 +39,7 @@ log = logging.getLogger("servicekit.outbox")
 CLEAR_CHUNK = 100  # documents cleared per statement (each compares its entries with all the chunk's)
 WHOLE_CLEAR = 8  # a document with at least this many entries published at once is emptied by its own statement
 ACKED_KEEP = 50_000  # event ids this relay remembers as acknowledged by Kafka (a handoff waits one pass at most)
+SCAN_FIND = 5_000  # documents with waiting entries a scan hands over per collection (then it scans again)
 SCAN_SHARE = 20  # the next full scan waits at least this many times as long as the last one took (≤ 5% of the time)
 
 
@@ -83,11 +84,13 @@ class OutboxRelay:
         of millions of documents takes seconds, and the events that writes are handing over go out meanwhile."""
         found = 0
         for col in self.collections:
-            docs = [d async for d in col.find({"_outbox.0": {"$exists": True}}, {"_outbox": 1})]
+            docs = [d async for d in col.find({"_outbox.0": {"$exists": True}}, {"_outbox": 1}).limit(SCAN_FIND)]
             self.depth[col.name] = sum(len(d["_outbox"]) for d in docs)
             for d in docs:
                 self.kick(col, d["_id"])
             found += len(docs)
+            if len(docs) == SCAN_FIND:  # a backlog (after an outage): the next scan follows the pass at once
+                self._scan_now = True
         return found
 
     async def drain_hot(self) -> int:
@@ -216,7 +219,7 @@ class OutboxRelay:
                     log.info("outbox relay publishing again", extra={"fields": {"failed_passes": self.failed_passes}})
                     self.failed_passes = 0
                     self.health.recovered("kafka")
-                if self._hot or self._handed or self._scan_now:
+                if self._hot or self._handed or (self._scan_now and scan is None):  # (a running scan wakes the loop)
                     continue
                 try:
                     await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
