@@ -3,7 +3,7 @@ rating prompts (R-RAT-03, R-NOT-02), dispatch status notices (R-NOT-02), Notify,
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import httpx
 from aiokafka import AIOKafkaProducer
@@ -23,12 +23,14 @@ def auth(sub: str, *roles: str, **claims) -> dict:
     return {"authorization": f"Bearer {token(sub=sub, roles=list(roles), **claims)}"}
 
 
-async def publish(infra, ns, *messages, producer="ratings") -> None:
+async def publish(infra, ns, *messages, producer="ratings", occurred_at: datetime | None = None) -> None:
     p = AIOKafkaProducer(bootstrap_servers=infra.kafka)
     await p.start()
     try:
         for msg in messages:
             env = Envelope.wrap(msg, producer=producer)
+            if occurred_at:
+                env = env.model_copy(update={"occurred_at": occurred_at})
             await p.send_and_wait(ns.topic(msg.topic), env.model_dump_json().encode(), key=msg.key().encode())
     finally:
         await p.stop()
@@ -162,6 +164,47 @@ async def test_R_NOT_03_dispatch_status_reaches_every_person_of_every_party_and_
         assert mails[0]["Subject"] == "[SME portal] Hello" and mails[0].get_content().strip() == "World"
         ds = (await http.get("/deliveries", params={"recipient_id": biz}, headers=auth("op", "operator"))).json()
         assert [(d["status"], d["to"]) for d in ds] == [("sent", "owner@example.jp")]
+
+
+async def test_R_NOT_03_a_member_learnt_after_a_status_gets_it_when_they_joined_before_it(infra, ns, services):
+    """CI saw it: a member invited a moment before a request was learnt (identity.events) after the request's first
+    status (dispatch.events); the business's prime was known, so nothing waited, and the member never heard of it.
+    A person who joins gets what the party was told since they joined, and nothing from before."""
+    svc = services("notifications")
+    u = uuid.uuid4().hex[:6]
+    biz, expert_id = f"biz-{u}", f"exp-{u}"
+    prime, late, newcomer, sentinel = (f"{n}-{u}" for n in ("prime", "late", "newcomer", "sentinel"))
+    now = datetime.now(UTC)
+    await publish(infra, ns, *[AccountRegistered(account_id=a, kind="business", real_name="x", email=f"{a}@example.jp")
+                               for a in (prime, late, newcomer, sentinel)],
+                  BindingChanged(business_id=biz, account_id=prime, role="prime"), producer="identity",
+                  occurred_at=now - timedelta(hours=1))
+    parties = AsyncMongoClient(infra.mongo)[ns.db("notifications")].parties
+
+    async def learnt(account):
+        return account in ((await parties.find_one({"_id": f"business:{biz}"})) or {}).get("account_ids", [])
+    await eventually(lambda: learnt(prime), timeout=30)
+    await publish(infra, ns, DispatchStatusChanged(dispatch_id=f"d-{u}", status="requested", route="B",
+                                                   fiscal_year=2026, business_id=biz, expert_id=expert_id),
+                  producer="dispatch", occurred_at=now - timedelta(minutes=10))
+    async with httpx.AsyncClient(base_url=svc.url) as http:
+        async def inbox_of(sub):
+            return (await http.get("/inbox", headers=auth(sub, "business"))).json() or None
+        assert len(await eventually(lambda: inbox_of(prime), timeout=30)) == 1
+        # joined 11 minutes ago, learnt now: told of the request made 10 minutes ago
+        await publish(infra, ns, BindingChanged(business_id=biz, account_id=late, role="member"), producer="identity",
+                      occurred_at=now - timedelta(minutes=11))
+        items = await eventually(lambda: inbox_of(late), timeout=30)
+        assert [i["template"] for i in items] == ["dispatch_status"] and f"d-{u}" in items[0]["subject"], items
+        # joined now: not told of what happened before; the sentinel (same key, so after it) shows it was handled
+        await publish(infra, ns, BindingChanged(business_id=biz, account_id=newcomer, role="member"),
+                      BindingChanged(business_id=biz, account_id=sentinel, role="member"), producer="identity",
+                      occurred_at=now)
+        await publish(infra, ns, BindingChanged(business_id=biz, account_id=sentinel, role="member"),
+                      producer="identity", occurred_at=now - timedelta(minutes=11))
+        await eventually(lambda: inbox_of(sentinel), timeout=30)
+        assert await inbox_of(newcomer) is None
+        assert len(await inbox_of(late)) == 1 and len(await inbox_of(prime)) == 1  # the sentinel's pass added none
 
 
 async def test_R_NOT_02_email_retried_with_backoff_until_the_server_answers(infra, ns, services):

@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from pymongo.errors import DuplicateKeyError
 
 from notifications_service import alerts, channels, people, store
-from notifications_service.consumers import command_handlers, dispatch_handlers, ratings_handlers
+from notifications_service.consumers import command_handlers, deliver_missed, dispatch_handlers, ratings_handlers
 from notifications_service.delivery import Deliverer
 from notifications_service.http import router
 from notifications_service.preferences import router as preferences_router
@@ -39,8 +39,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     svc.consume("dispatch.events", dispatch_handlers(svc))
     single, batch, deliver_parked = command_handlers(svc)
     svc.consume("notifications.commands", single, batch=batch)
-    svc.consume("identity.events", people.identity_handlers(svc, joined=deliver_parked))
-    svc.consume("experts.events", people.experts_handlers(svc, joined=deliver_parked))
+
+    async def joined(key: str, account_id: str, since) -> None:
+        await deliver_parked(key)
+        await deliver_missed(svc, key, account_id, since)
+
+    svc.consume("identity.events", people.identity_handlers(svc, joined=joined))
+    svc.consume("experts.events", people.experts_handlers(svc, joined=joined))
     svc.consume("experts.events", alerts.experts_handlers(svc))
     svc.consume("recommend.events", alerts.recommend_handlers(svc))
     svc.app.include_router(router)

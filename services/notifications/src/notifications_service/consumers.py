@@ -3,6 +3,7 @@ notices to each party (R-NOT-02) and the Notify command; idempotent by event / n
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import datetime, timedelta
 
 from contracts import Envelope
 from contracts.events.dispatch import DispatchStatusChanged
@@ -14,6 +15,8 @@ from servicekit.bus import processing
 from servicekit.store import audit_record
 
 PARKED_KEEP = 100  # notices kept per party that nobody acts for yet (the latest)
+JOIN_GRACE = timedelta(seconds=30)  # how far the clocks of identity's and dispatch's hosts may disagree
+MISSED_MAX = 1_000  # inbox items read for a person who joins a party (its other people's, since the join)
 
 
 def ratings_handlers(svc):
@@ -44,10 +47,23 @@ def ratings_handlers(svc):
 def dispatch_handlers(svc):
     async def on_status(env: Envelope, e: DispatchStatusChanged) -> None:
         """R-NOT-03: every person of every party, each told what happened and what their party does next. A party
-        with nobody known yet (its binding not learnt yet) gets its notice when its first person joins."""
+        with nobody known yet (its binding not learnt yet) gets its notice when its first person joins; a person
+        learnt to join while this runs is found by the second look (or by `deliver_missed`, which sees the items
+        written before it)."""
         audience = domain.status_audience(e)
-        members, struck = await people.members(svc.db, [k for k, _ in audience])
-        found = domain.people_of(audience, members, struck)
+        keys = [k for k, _ in audience]
+        party_of = {role: k for k, role in audience}
+        told: set[str] = set()
+
+        async def tell(found: dict[str, str]) -> None:
+            for account, role in found.items():
+                if account not in told:
+                    told.add(account)
+                    await notify(svc, item_id=f"{env.event_id}:{account}", recipient_id=account,
+                                 template="dispatch_status", params=domain.status_params(e, role, portal_url(svc)),
+                                 told={"party": party_of[role], "event_id": env.event_id, "event_at": env.occurred_at})
+
+        members, struck = await people.members(svc.db, keys)
         waiting = [(k, role) for k, role in audience if not domain.people_of([(k, role)], members, struck)]
         if waiting:
             await audit(svc.db, "notifications.NobodyToTell", e.dispatch_id, {"status": e.status,
@@ -57,11 +73,33 @@ def dispatch_handlers(svc):
             await park(svc, Notify(notification_id=env.event_id, recipient_kind=kind, recipient_id=party_id,
                                    template="dispatch_status", params=domain.status_params(e, role, portal_url(svc))),
                        item_prefix=f"{env.event_id}:")
-        for account, role in found.items():
-            await notify(svc, item_id=f"{env.event_id}:{account}", recipient_id=account, template="dispatch_status",
-                         params=domain.status_params(e, role, portal_url(svc)))
+        await tell(domain.people_of(audience, members, struck))
+        # Identity's events come on their own topic: a person whose joining is learnt between the first look and
+        # the items above is in the second look; one learnt after it finds the items (deliver_missed).
+        await tell(domain.people_of(audience, *await people.members(svc.db, keys)))
 
     return {DispatchStatusChanged: on_status}
+
+
+async def deliver_missed(svc, key: str, account: str, since: datetime | None) -> int:
+    """R-NOT-03: a person learnt to act for party `key` (a binding, a staff link) gets the dispatch notices the party's
+    other people were told about events since they joined (`since`, less JOIN_GRACE for the hosts' clocks): a member
+    invited a moment before a request is a person of the business, even when this service learns it after the
+    request's first status. Idempotent: the items take the ids the live path gives them."""
+    if since is None:
+        return 0
+    found, struck = await people.members(svc.db, [key])
+    if account in struck or account not in found.get(key, ()):
+        return 0
+    added, seen = 0, set()
+    async for item in svc.db.inbox.find({"party": key, "event_at": {"$gte": since - JOIN_GRACE}}).limit(MISSED_MAX):
+        if item["recipient_id"] == account or item["event_id"] in seen:
+            continue
+        seen.add(item["event_id"])
+        added += await notify(svc, item_id=f"{item['event_id']}:{account}", recipient_id=account,
+                              template=item["template"], params=item["params"],
+                              told={"party": key, "event_id": item["event_id"], "event_at": item["event_at"]})
+    return added
 
 
 async def park(svc, c: Notify, item_prefix: str | None = None) -> None:

@@ -42,12 +42,13 @@ async def people(db, parties: list[tuple[str, str]]) -> dict[str, str]:
     return domain.people_of(parties, found, struck)
 
 
-async def _nothing(key: str) -> None:
+async def _nothing(key: str, account_id: str, since) -> None:
     return None
 
 
 def identity_handlers(svc, joined=_nothing):
-    """`joined(party key)`: called after someone joins a party (notices parked for it go out, see consumers)."""
+    """`joined(party key, account, since)`: called after someone joins a party at `since` (what was parked for the
+    party and what its people were told since then go out, see consumers)."""
     db = svc.db
 
     async def on_account(env: Envelope, e: AccountRegistered) -> None:
@@ -55,7 +56,7 @@ def identity_handlers(svc, joined=_nothing):
             "kind": e.kind, "email": e.email, "bureau_id": e.bureau_id, "real_name": e.real_name}}, upsert=True)
         if e.kind == "bureau" and e.bureau_id:
             await join(db, domain.party("bureau", e.bureau_id), e.account_id)
-            await joined(domain.party("bureau", e.bureau_id))
+            await joined(domain.party("bureau", e.bureau_id), e.account_id, env.occurred_at)
 
     async def on_revoked(env: Envelope, e: AccountRevoked) -> None:
         await db.accounts.update_one({"_id": e.account_id}, {"$set": {"revoked": True}}, upsert=True)
@@ -64,13 +65,13 @@ def identity_handlers(svc, joined=_nothing):
         key = domain.party("business", e.business_id)
         await (join if e.role else leave)(db, key, e.account_id)
         if e.role:
-            await joined(key)
+            await joined(key, e.account_id, env.occurred_at)
 
     async def on_staff(env: Envelope, e: StaffLinked) -> None:
         if e.previous_org_id and e.previous_org_id != e.org_id:
             await leave(db, domain.party("organisation", e.previous_org_id), e.account_id)
         await join(db, domain.party("organisation", e.org_id), e.account_id)
-        await joined(domain.party("organisation", e.org_id))
+        await joined(domain.party("organisation", e.org_id), e.account_id, env.occurred_at)
 
     return {AccountRegistered: on_account, AccountRevoked: on_revoked, BindingChanged: on_binding,
             StaffLinked: on_staff}
@@ -79,6 +80,6 @@ def identity_handlers(svc, joined=_nothing):
 def experts_handlers(svc, joined=_nothing):
     async def on_expert(env: Envelope, e: ExpertChanged) -> None:
         await join(svc.db, domain.party("expert", e.expert_id), e.account_id)
-        await joined(domain.party("expert", e.expert_id))
+        await joined(domain.party("expert", e.expert_id), e.account_id, env.occurred_at)
 
     return {ExpertChanged: on_expert}

@@ -29,6 +29,7 @@ async def ensure_indexes(db) -> None:
     await db.deliveries.create_index([("recipient_id", 1), ("created_at", -1)])
     await db.deliveries.create_index("owed_id")
     await db.deliveries.create_index([("created_at", -1)])  # the operators' view of every delivery, newest first
+    await db.inbox.create_index([("party", 1), ("event_at", 1)], sparse=True)  # a party's notices, for a late joiner
 
 
 async def audit(db, action: str, key: str, payload: dict, actor: str | None = None) -> None:
@@ -47,8 +48,10 @@ async def contact_of(db, recipient_id: str) -> dict:
 
 
 async def notify(svc, *, item_id: str, recipient_id: str, template: str, params: dict[str, str],
-                 email_key: str | None = None, owed_id: str | None = None) -> bool:
-    """Puts one message in the recipient's inbox and queues its e-mail; idempotent by `item_id`."""
+                 email_key: str | None = None, owed_id: str | None = None, told: dict | None = None) -> bool:
+    """Puts one message in the recipient's inbox and queues its e-mail; idempotent by `item_id`. `told`: the party
+    the notice was for, its event's id and time (`party`, `event_id`, `event_at`), kept on the item so that a person
+    learnt to act for the party later gets what the party was told since they joined (consumers.deliver_missed)."""
     db = svc.db
     contact = await contact_of(db, recipient_id)
     lang = contact.get("language")
@@ -57,7 +60,7 @@ async def notify(svc, *, item_id: str, recipient_id: str, template: str, params:
         at = now()
         await db.inbox.insert_one({"_id": item_id, "recipient_id": recipient_id, "template": template,
                                    "subject": subject, "body": body, "language": used, "params": params,
-                                   "at": at, "key": paging.sort_key(at, item_id), "read": False})
+                                   "at": at, "key": paging.sort_key(at, item_id), "read": False, **(told or {})})
         added = True
         await audit(db, "notifications.InboxItemAdded", recipient_id, {"item_id": item_id, "template": template})
     except DuplicateKeyError:
