@@ -6,19 +6,23 @@ them, both from the documents the running services serve:
 1. coverage: schemathesis's deterministic boundary cases of every operation (each parameter and body field at and
    beyond its limits, missing, of the wrong type; positive and negative). The first case of an operation goes out with
    every role's token; the others with one role each, in turn, so every role reaches every operation.
-2. fuzzing: passes over all operations (one pass covers every operation before the next starts) with a few random
-   cases per operation, positive and negative in turn, each case sent with every role's token, until the passes are
-   done or the time budget is spent.
+2. fuzzing: passes over all operations (one pass covers every operation before the next starts; the services'
+   operations interleaved, so a cut leaves none out) with a few random cases per operation, positive and negative in
+   turn, each case sent with every role's token, until the passes are done or the time budget (counted from the
+   start of the coverage phase) is spent.
+Cases are sent by SENDERS threads while the next ones are generated, so the services also see concurrent calls.
 It prints per service the operations, the calls made and the 5xx count; any 5xx fails the test.
 """
 from __future__ import annotations
 
 import os
 import subprocess
+import threading
 import time
 import uuid
 import zlib
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -31,6 +35,7 @@ from tests.support import GATEWAY_PORT, LOCAL, SERVICES, Namespace, token, worke
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "3"))
 PASSES = [("positive", EXAMPLES), ("negative", EXAMPLES), ("positive", EXAMPLES), ("negative", EXAMPLES)]
 BUDGET_SECONDS = float(os.environ.get("FUZZ_BUDGET_SECONDS", "150"))
+SENDERS = int(os.environ.get("FUZZ_SENDERS", "8"))  # calls in flight at once (the cases are generated in one thread)
 TTL = 3600
 BIZ, ORG, PLATFORM = "biz-fuzz", "org-fuzz", "pf-fuzz"
 RIGHTS = ["joint_activities", "manage_budget", "recommend_experts", "request_dispatch"]
@@ -91,6 +96,7 @@ def _operations(http: requests.Session, gateway: str, service: str) -> list:
     return ops
 
 
+@pytest.mark.timeout(BUDGET_SECONDS + 450)  # the coverage phase always runs whole (83 s alone, 160 s in a busy CI)
 def test_schemathesis_through_the_gateway_gives_no_5xx_for_any_role(gateway_stack):
     from hypothesis import HealthCheck, Phase, given, seed, settings
     from schemathesis import GenerationMode
@@ -105,20 +111,40 @@ def test_schemathesis_through_the_gateway_gives_no_5xx_for_any_role(gateway_stac
     deadline = started + BUDGET_SECONDS
     passes_done = 0
 
+    local, lock, room = threading.local(), threading.Lock(), threading.BoundedSemaphore(4 * SENDERS)
+    pool, pending = ThreadPoolExecutor(SENDERS), []
+
+    def call(service: str, op, case, to: list[str]) -> None:
+        try:
+            for role in to:
+                auth = headers[role]
+                if not hasattr(local, "http"):
+                    local.http = requests.Session()
+                try:
+                    r = case.call(base_url=f"{gateway}/api/{service}", session=local.http, headers=auth, timeout=15)
+                except requests.RequestException as e:  # the gateway or a service did not answer at all
+                    status, text = 599, repr(e)
+                else:
+                    status, text = r.status_code, r.text
+                with lock:
+                    calls[service] += 1
+                    if status >= 500:
+                        errors[service] += 1
+                        failures.setdefault((service, op.method.upper(), op.path, role, status),
+                                            f"{case.as_curl_command(headers=auth)[:600]}\n  -> {text[:300]}")
+        finally:
+            room.release()
+
     def send(service: str, op, case, to: list[str]) -> None:
-        for role in to:
-            auth = headers[role]
-            try:
-                r = case.call(base_url=f"{gateway}/api/{service}", session=http, headers=auth, timeout=15)
-            except requests.RequestException as e:  # the gateway or a service did not answer at all
-                status, text = 599, repr(e)
-            else:
-                status, text = r.status_code, r.text
-            calls[service] += 1
-            if status >= 500:
-                errors[service] += 1
-                failures.setdefault((service, op.method.upper(), op.path, role, status),
-                                    f"{case.as_curl_command(headers=auth)[:600]}\n  -> {text[:300]}")
+        """Sends a case with each of these roles' tokens, on one of SENDERS threads (the cases are generated here
+        meanwhile); at most 4 × SENDERS cases wait."""
+        room.acquire()
+        pending.append(pool.submit(call, service, op, case, to))
+
+    def sent() -> None:
+        for f in pending:
+            f.result()
+        pending.clear()
 
     def run(service: str, op, mode: str, examples: int, pass_no: int) -> None:
         @seed(zlib.crc32(f"{op.label}|{pass_no}".encode()))
@@ -149,22 +175,25 @@ def test_schemathesis_through_the_gateway_gives_no_5xx_for_any_role(gateway_stac
                 auth_storage=None, override=Override(), feedback=FeedbackSources())
             for i, case in enumerate(generator):
                 send(service, op, case, roles if i == 0 else [roles[i % len(roles)]])
+    sent()
     coverage_calls = sum(calls.values())
     coverage_seconds = time.monotonic() - started
 
     # 2. fuzzing phase: random cases in passes, until the budget is spent
     for pass_no, (mode, examples) in enumerate(PASSES):
-        if pass_no > 0 and time.monotonic() > deadline:
+        if time.monotonic() > deadline:
             break
         # interleave the services so that a budget cut leaves no service uncovered
         queue = [(s, op) for i in range(max(map(len, operations.values())))
                  for s in SERVICES if i < len(operations[s]) for op in [operations[s][i]]]
         for service, op in queue:
-            if pass_no > 0 and time.monotonic() > deadline:
+            if time.monotonic() > deadline:
                 break
             run(service, op, mode, examples, pass_no)
         else:
             passes_done += 1
+        sent()
+    pool.shutdown()
 
     elapsed = time.monotonic() - started
     print(f"\nschemathesis through the gateway, roles: {', '.join(headers)}")
