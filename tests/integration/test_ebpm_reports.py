@@ -3,7 +3,6 @@ block only, a block with fewer than 5 businesses is suppressed, the CSV download
 the budget service's execution report answers a bureau for its block."""
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import uuid

@@ -25,7 +25,6 @@ import uuid
 from datetime import UTC, datetime
 
 import httpx
-import pytest
 from pymongo import AsyncMongoClient, monitoring
 
 from contracts import Envelope

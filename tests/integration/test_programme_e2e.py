@@ -17,7 +17,7 @@ import pytest
 
 from contracts.vocab import RATING_AXES, MemberRole, fiscal_year
 from tests.integration.e2e_support import bearer, claim, ok
-from tests.support import GATEWAY_VAR, eventually, service_port, token
+from tests.support import GATEWAY_VAR, eventually, service_port
 
 FY = fiscal_year(datetime.now(UTC) + timedelta(hours=9))
 DAY = date(FY + 1, 2, 1)  # inside the fiscal year, after today

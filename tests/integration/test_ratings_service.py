@@ -204,7 +204,6 @@ async def test_R_RAT_02_rating_leaving_the_window_updates_and_republishes_the_ra
 
     from pymongo import AsyncMongoClient
 
-    from tests.support import eventually
 
     expert = "exp-" + uuid.uuid4().hex[:6]
     old, recent = (datetime.now(UTC) - timedelta(days=150)).date(), (datetime.now(UTC) - timedelta(days=1)).date()

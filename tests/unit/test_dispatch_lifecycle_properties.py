@@ -11,7 +11,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from contracts.events.budget import BudgetCommitted, BudgetRefused, BudgetReserved, ReserveBudget
 from contracts.events.dispatch import DispatchStatus as S
-from dispatch_service.domain.dispatch import Dispatch, visit_minutes
+from dispatch_service.domain.dispatch import Dispatch
 from dispatch_service.domain.saga import SagaParams
 from dispatch_service.domain.settlement import findings  # noqa: F401  (the rule the agency approves against)
 from servicekit.refusals import Rejected

@@ -57,12 +57,11 @@ def test_R_DSP_14_the_clock_watches_what_it_must_look_at_again_and_finds_it_when
     w = Watch()
     w.add("d-1", since=100.0), w.add("d-2", since=40.0), w.add("d-3", since=70.0)
     assert w.due(older_than=70.0) == ["d-2", "d-3"]  # oldest first; d-1 not yet
-    assert w.due(older_than=70.0, limit=1) == ["d-2"]
     w.drop("d-2"), w.drop("never-watched")
     w.add("d-3", since=150.0)  # sent again: due from the new time
     assert w.due(older_than=120.0) == ["d-1"] and "d-3" in w and len(w) == 2
 
-    scans = Every(600.0, share=20)
+    scans = Every(600.0)
     assert scans.due()  # at once: what a previous process left is looked for at start
     scans.done(began=scans.next)  # a scan that began at monotonic 0, i.e. took longer than 30 s: 20 times as long
     assert not scans.due() and scans.next >= 600.0

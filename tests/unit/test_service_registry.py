@@ -93,7 +93,7 @@ def test_a_ninth_service_is_one_entry_rendered_everywhere(tmp_path):
     for target, upstream in [("compose", "mentoring:8080"), ("k8s", "mentoring.smeportal.svc.cluster.local:8080")]:
         cfg = files[f"deploy/{target}/haproxy.cfg"]
         assert "|community|mentoring)(/|$)" in cfg
-        assert f"backend mentoring\n    http-request replace-path ^/api/mentoring/?(.*)$ /\\1\n" in cfg
+        assert "backend mentoring\n    http-request replace-path ^/api/mentoring/?(.*)$ /\\1\n" in cfg
         assert f"    server s1 {upstream}\n" in cfg
     local = registry.haproxy("local", {"SERVICE_PORT_BASE": "9100"}, svcs=svcs)
     assert "server s1 127.0.0.1:9109\n" in local and "server s1 127.0.0.1:9110\n" in local  # mentoring, the portal

@@ -265,7 +265,7 @@ class Consumer:
     async def until_available(self, step: Callable[[], Awaitable[None]], what: str) -> None:
         """Runs `step` until it succeeds or fails permanently (raised). While a dependency is down the consumer
         waits on this message: nothing behind it on the partition overtakes it, nothing is dead-lettered."""
-        attempt = 0
+        attempt, dependency = 0, None
         try:
             while True:
                 try:

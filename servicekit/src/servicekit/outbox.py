@@ -43,6 +43,13 @@ SCAN_FIND = 5_000  # documents with waiting entries a scan hands over per collec
 SCAN_SHARE = 20  # the next full scan waits at least this many times as long as the last one took (≤ 5% of the time)
 
 
+def paced(interval: float, took: float) -> float:
+    """How long to wait before the next pass that reads a whole collection (the relay's leftover scan, dispatch's
+    safety-net scans and status counts): `interval`, or SCAN_SHARE times as long as the last pass took, whichever is
+    longer, so such passes never take more than 1/SCAN_SHARE of the time however much the collection holds."""
+    return max(interval, SCAN_SHARE * took)
+
+
 class OutboxRelay:
     def __init__(self, publish, collections: list[AsyncCollection], audit: AsyncCollection,
                  poll_seconds: float = 0.5, crash_before_publish: bool = False, scan_seconds: float = 5.0,
@@ -53,7 +60,7 @@ class OutboxRelay:
         self.poll_seconds = poll_seconds
         self.crash_before_publish = crash_before_publish
         self.scan_seconds = scan_seconds
-        self.scan_every = scan_seconds  # grows with what a scan costs (see SCAN_SHARE)
+        self.scan_every = scan_seconds  # grows with what a scan costs (`paced`)
         self._wake = asyncio.Event()
         self._hot: list[tuple[AsyncCollection, object]] = []
         self._handed: list[tuple[AsyncCollection, object, list[dict]]] = []  # entries handed over (kick with entries)
@@ -202,7 +209,7 @@ class OutboxRelay:
                     if scan is not None and scan.done():  # the full scan runs beside the passes (drain_once)
                         done, scan = scan, None
                         done.result()  # its failure is handled here as a failed pass's
-                        self.scan_every = max(self.scan_seconds, SCAN_SHARE * (loop.time() - last_scan))
+                        self.scan_every = paced(self.scan_seconds, loop.time() - last_scan)
                         scanned = True
                     await self.drain_hot()  # with what the scan found, if it just ended
                     if scan is None and (self._scan_now or loop.time() - last_scan >= self.scan_every):

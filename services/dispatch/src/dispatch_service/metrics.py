@@ -12,7 +12,7 @@ from opentelemetry.metrics import Observation
 
 from contracts.events.dispatch import DispatchStatus
 from dispatch_service.store import Store
-from servicekit.outbox import SCAN_SHARE
+from servicekit.outbox import paced
 
 log = logging.getLogger("dispatch.metrics")
 OPEN = tuple(s.value for s in DispatchStatus
@@ -47,4 +47,4 @@ class SagaStates:
             except Exception as e:  # the database is away: keep the last counts
                 log.debug("saga states not counted", extra={"fields": {"error": repr(e)}})
             # the pass reads every dispatch: never more of the time than the relay's leftover scan, however many
-            await asyncio.sleep(max(self.store.svc.settings.metrics_refresh_seconds, SCAN_SHARE * (loop.time() - began)))
+            await asyncio.sleep(paced(self.store.svc.settings.metrics_refresh_seconds, loop.time() - began))

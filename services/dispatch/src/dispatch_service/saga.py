@@ -12,7 +12,6 @@ from dispatch_service.domain.dispatch import Dispatch
 from dispatch_service.domain.saga import WAITING, SagaParams, overdue, waiting_for
 from dispatch_service.store import Store, now
 from dispatch_service.watch import FULL_SCAN_SECONDS, Every
-from servicekit.outbox import SCAN_SHARE
 
 log = logging.getLogger("dispatch.saga")
 
@@ -52,7 +51,7 @@ async def sweep(store: Store, params: SagaParams, *, full: bool = False) -> int:
 async def run(store: Store, params: SagaParams) -> None:
     """The background loop (servicekit runs it while the service runs)."""
     interval = max(0.2, min(params.answer_seconds / 4, 15.0))
-    full_scan = Every(FULL_SCAN_SECONDS, SCAN_SHARE)
+    full_scan = Every(FULL_SCAN_SECONDS)
     failures = 0
     while True:
         try:

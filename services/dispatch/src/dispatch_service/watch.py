@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import time
 
+from servicekit.outbox import paced
+
 FULL_SCAN_SECONDS = 600.0  # the safety-net scans' interval (longer when a scan takes more than 1/SCAN_SHARE of it)
 
 
@@ -27,10 +29,9 @@ class Watch:
     def drop(self, key: str) -> None:
         self._since.pop(key, None)
 
-    def due(self, older_than: float, limit: int | None = None) -> list[str]:
-        """The keys watched since before `older_than` (monotonic seconds), oldest first, at most `limit`."""
-        keys = sorted((s, k) for k, s in self._since.items() if s <= older_than)
-        return [k for _, k in keys[:limit]]
+    def due(self, older_than: float) -> list[str]:
+        """The keys watched since before `older_than` (monotonic seconds), oldest first."""
+        return [k for _, k in sorted((s, k) for k, s in self._since.items() if s <= older_than)]
 
     def __contains__(self, key: str) -> bool:
         return key in self._since
@@ -40,15 +41,14 @@ class Watch:
 
 
 class Every:
-    """When the next safety-net scan is due: at once, then `seconds` after the last one, or SCAN_SHARE times as long as
-    it took, whichever is longer."""
+    """When the next safety-net scan is due: at once, then as `servicekit.outbox.paced` says after the last one."""
 
-    def __init__(self, seconds: float, share: int) -> None:
-        self.seconds, self.share, self.next = seconds, share, 0.0
+    def __init__(self, seconds: float) -> None:
+        self.seconds, self.next = seconds, 0.0
 
     def due(self) -> bool:
         return time.monotonic() >= self.next
 
     def done(self, began: float) -> None:
         at = time.monotonic()
-        self.next = at + max(self.seconds, self.share * (at - began))
+        self.next = at + paced(self.seconds, at - began)

@@ -11,7 +11,7 @@ import gc
 import json
 import logging
 import time
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pymongo.errors import DuplicateKeyError

@@ -120,7 +120,7 @@ async def apply_ratings(svc, given: list[tuple[dict, object]]) -> int:
     if not by_expert:
         return 0
     docs = {d["_id"]: d async for d in svc.db.radars.find({"_id": {"$in": list(by_expert)}}, {"_outbox": 0})}
-    ops, written, again = [], [], []
+    ops, written = [], []
     for expert_id, group in by_expert.items():
         doc = docs.get(expert_id)
         changes = [(rating_key(o), rating_mutation(o)) for o, _ in group]

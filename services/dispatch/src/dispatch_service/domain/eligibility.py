@@ -2,7 +2,7 @@
 (R-DSP-01..04, R-DSP-06, R-DSP-07, R-DSP-12, R-RAT-03, R-EX-01, R-ID-06)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 
 from dispatch_service.domain.fees import ONLINE, ON_SITE, WEB
