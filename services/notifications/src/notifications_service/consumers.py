@@ -73,6 +73,7 @@ def dispatch_handlers(svc):
             await park(svc, Notify(notification_id=env.event_id, recipient_kind=kind, recipient_id=party_id,
                                    template="dispatch_status", params=domain.status_params(e, role, portal_url(svc))),
                        item_prefix=f"{env.event_id}:")
+        await people.mark_told(svc.db, keys)  # before the items: a join that sees no mark is in the second look
         await tell(domain.people_of(audience, members, struck))
         # Identity's events come on their own topic: a person whose joining is learnt between the first look and
         # the items above is in the second look; one learnt after it finds the items (deliver_missed).
@@ -86,10 +87,10 @@ async def deliver_missed(svc, key: str, account: str, since: datetime | None) ->
     other people were told about events since they joined (`since`, less JOIN_GRACE for the hosts' clocks): a member
     invited a moment before a request is a person of the business, even when this service learns it after the
     request's first status. Idempotent: the items take the ids the live path gives them."""
-    if since is None:
-        return 0
-    found, struck = await people.members(svc.db, [key])
-    if account in struck or account not in found.get(key, ()):
+    party = await svc.db.parties.find_one({"_id": key}) or {}
+    if since is None or not party.get("told") or account not in party.get("account_ids", ()):
+        return 0  # a party never told of anything (most joins: a business just registered) has nothing to catch up on
+    if await svc.db.accounts.find_one({"_id": account, "revoked": True}, {"_id": 1}):
         return 0
     added, seen = 0, set()
     async for item in svc.db.inbox.find({"party": key, "event_at": {"$gte": since - JOIN_GRACE}}).limit(MISSED_MAX):

@@ -2,11 +2,19 @@
 business, an expert, an institution or a bureau reaches every account acting for it without asking identity.
 
 `parties`: one document per party (`business:<id>`, `expert:<id>`, `organisation:<id>`, `bureau:<id>`) with the
-flat `account_ids` list; `accounts`: what identity told about each account (kind, e-mail, block, revoked).
+flat `account_ids` list, `at` (per account, the time of the latest join or leave applied) and `told` (once it was told
+of a dispatch); `accounts`: what identity told about each account (kind, e-mail, block, revoked).
 Every update is a set operation ($addToSet / $pullAll / $set), so a redelivered event changes nothing; each topic
-is keyed so that the events that undo each other (a binding and its end, a staff move) arrive in order.
+is keyed so that the events that undo each other (a binding and its end, a staff move) arrive in order, and a join or
+leave older than the one applied for that account is stale: a redelivered binding that has ended since (Kafka
+delivers again from the last committed offset after a rebalance) does not bring its account back, not even for the
+moment before its end comes again.
 """
 from __future__ import annotations
+
+from datetime import datetime
+
+from pymongo.errors import DuplicateKeyError
 
 from contracts import Envelope
 from contracts.events.experts import ExpertChanged
@@ -18,12 +26,30 @@ async def ensure_indexes(db) -> None:
     await db.parties.create_index("account_ids")
 
 
-async def join(db, key: str, account_id: str) -> None:
-    await db.parties.update_one({"_id": key}, {"$addToSet": {"account_ids": account_id}}, upsert=True)
+async def join(db, key: str, account_id: str, at: datetime) -> bool:
+    """`account_id` acts for party `key` since `at`; False (nothing changed) when a later join or leave was applied."""
+    return await _apply(db, key, account_id, at, {"$addToSet": {"account_ids": account_id}})
 
 
-async def leave(db, key: str, account_id: str) -> None:
-    await db.parties.update_one({"_id": key}, {"$pullAll": {"account_ids": [account_id]}})
+async def leave(db, key: str, account_id: str, at: datetime) -> bool:
+    """`account_id` no longer acts for party `key` from `at`; False when a later join or leave was applied."""
+    return await _apply(db, key, account_id, at, {"$pullAll": {"account_ids": [account_id]}})
+
+
+async def _apply(db, key: str, account_id: str, at: datetime, change: dict) -> bool:
+    field = "at." + account_id.replace(".", "\uff0e").replace("$", "\uff04")  # a field name may hold neither
+    try:
+        await db.parties.update_one({"_id": key, field: {"$not": {"$gt": at}}}, {**change, "$set": {field: at}},
+                                    upsert=True)
+    except DuplicateKeyError:  # the party exists with a later time for the account: this event is stale
+        return False
+    return True
+
+
+async def mark_told(db, keys: list[str]) -> None:
+    """Marks these parties as told of something (`told`), once: a person joining a party never told of anything (a
+    business just registered or imported) has nothing to catch up on, and `deliver_missed` then reads no inbox."""
+    await db.parties.update_many({"_id": {"$in": keys}, "told": {"$ne": True}}, {"$set": {"told": True}})
 
 
 async def members(db, keys: list[str]) -> tuple[dict[str, list[str]], set[str]]:
@@ -55,23 +81,24 @@ def identity_handlers(svc, joined=_nothing):
         await db.accounts.update_one({"_id": e.account_id}, {"$set": {
             "kind": e.kind, "email": e.email, "bureau_id": e.bureau_id, "real_name": e.real_name}}, upsert=True)
         if e.kind == "bureau" and e.bureau_id:
-            await join(db, domain.party("bureau", e.bureau_id), e.account_id)
-            await joined(domain.party("bureau", e.bureau_id), e.account_id, env.occurred_at)
+            key = domain.party("bureau", e.bureau_id)
+            if await join(db, key, e.account_id, env.occurred_at):
+                await joined(key, e.account_id, env.occurred_at)
 
     async def on_revoked(env: Envelope, e: AccountRevoked) -> None:
         await db.accounts.update_one({"_id": e.account_id}, {"$set": {"revoked": True}}, upsert=True)
 
     async def on_binding(env: Envelope, e: BindingChanged) -> None:
         key = domain.party("business", e.business_id)
-        await (join if e.role else leave)(db, key, e.account_id)
-        if e.role:
+        if await (join if e.role else leave)(db, key, e.account_id, env.occurred_at) and e.role:
             await joined(key, e.account_id, env.occurred_at)
 
     async def on_staff(env: Envelope, e: StaffLinked) -> None:
         if e.previous_org_id and e.previous_org_id != e.org_id:
-            await leave(db, domain.party("organisation", e.previous_org_id), e.account_id)
-        await join(db, domain.party("organisation", e.org_id), e.account_id)
-        await joined(domain.party("organisation", e.org_id), e.account_id, env.occurred_at)
+            await leave(db, domain.party("organisation", e.previous_org_id), e.account_id, env.occurred_at)
+        key = domain.party("organisation", e.org_id)
+        if await join(db, key, e.account_id, env.occurred_at):
+            await joined(key, e.account_id, env.occurred_at)
 
     return {AccountRegistered: on_account, AccountRevoked: on_revoked, BindingChanged: on_binding,
             StaffLinked: on_staff}
@@ -79,7 +106,8 @@ def identity_handlers(svc, joined=_nothing):
 
 def experts_handlers(svc, joined=_nothing):
     async def on_expert(env: Envelope, e: ExpertChanged) -> None:
-        await join(svc.db, domain.party("expert", e.expert_id), e.account_id)
-        await joined(domain.party("expert", e.expert_id), e.account_id, env.occurred_at)
+        key = domain.party("expert", e.expert_id)
+        if await join(svc.db, key, e.account_id, env.occurred_at):
+            await joined(key, e.account_id, env.occurred_at)
 
     return {ExpertChanged: on_expert}
