@@ -63,7 +63,8 @@ def dispatch_handlers(svc):
                                  template="dispatch_status", params=domain.status_params(e, role, portal_url(svc)),
                                  told={"party": party_of[role], "event_id": env.event_id, "event_at": env.occurred_at})
 
-        members, struck = await people.members(svc.db, keys)
+        docs = await people.party_docs(svc.db, keys)
+        members, struck = await people.members(svc.db, keys, docs)
         waiting = [(k, role) for k, role in audience if not domain.people_of([(k, role)], members, struck)]
         if waiting:
             await audit(svc.db, "notifications.NobodyToTell", e.dispatch_id, {"status": e.status,
@@ -73,11 +74,14 @@ def dispatch_handlers(svc):
             await park(svc, Notify(notification_id=env.event_id, recipient_kind=kind, recipient_id=party_id,
                                    template="dispatch_status", params=domain.status_params(e, role, portal_url(svc))),
                        item_prefix=f"{env.event_id}:")
-        await people.mark_told(svc.db, keys)  # before the items: a join that sees no mark is in the second look
+        if any(not d.get("told") for d in docs.values()):  # before the items: a join that sees no mark is seen below
+            await people.mark_told(svc.db, keys)
         await tell(domain.people_of(audience, members, struck))
         # Identity's events come on their own topic: a person whose joining is learnt between the first look and
         # the items above is in the second look; one learnt after it finds the items (deliver_missed).
-        await tell(domain.people_of(audience, *await people.members(svc.db, keys)))
+        again = await people.party_docs(svc.db, keys)
+        if any(set(d.get("account_ids") or ()) - set(members.get(k, ())) for k, d in again.items()):
+            await tell(domain.people_of(audience, *await people.members(svc.db, keys, again)))
 
     return {DispatchStatusChanged: on_status}
 

@@ -52,11 +52,18 @@ async def mark_told(db, keys: list[str]) -> None:
     await db.parties.update_many({"_id": {"$in": keys}, "told": {"$ne": True}}, {"$set": {"told": True}})
 
 
-async def members(db, keys: list[str]) -> tuple[dict[str, list[str]], set[str]]:
-    """The accounts of each of these parties and which of them are revoked: two indexed lookups, however many."""
+async def party_docs(db, keys: list[str]) -> dict[str, dict]:
+    """The parties' documents (their accounts and `told`), by `_id`: one indexed lookup."""
+    return {d["_id"]: d async for d in db.parties.find({"_id": {"$in": list(keys)}}, {"account_ids": 1, "told": 1})}
+
+
+async def members(db, keys: list[str], docs: dict[str, dict] | None = None) -> tuple[dict[str, list[str]], set[str]]:
+    """The accounts of each of these parties (from `docs` when read already) and which of them are revoked: two
+    indexed lookups, however many."""
     if not keys:
         return {}, set()
-    found = {d["_id"]: d.get("account_ids") or [] async for d in db.parties.find({"_id": {"$in": list(keys)}})}
+    docs = docs if docs is not None else await party_docs(db, keys)
+    found = {k: d.get("account_ids") or [] for k, d in docs.items()}
     ids = sorted({a for accounts in found.values() for a in accounts})
     struck = {d["_id"] async for d in db.accounts.find({"_id": {"$in": ids}, "revoked": True}, {"_id": 1})} if ids else set()
     return found, struck
