@@ -119,7 +119,7 @@ async def test_R_NOT_03_dispatch_status_reaches_every_person_of_every_party_and_
         parties = AsyncMongoClient(infra.mongo)[ns.db("notifications")].parties
 
         async def learnt():  # the party read model comes from other topics than the dispatch events
-            docs = {d["_id"]: d["account_ids"] async for d in parties.find({})}
+            docs = {d["_id"]: d.get("account_ids") async for d in parties.find({})}
             return docs.get(f"business:{biz}") == [prime, member] and docs.get(f"organisation:{org}") == [staff] \
                 and docs.get(f"expert:{expert_id}") == [expert] and docs.get(f"bureau:{bureau}") == [officer]
         await eventually(learnt, timeout=30)
@@ -219,6 +219,32 @@ async def test_R_NOT_03_a_member_learnt_after_a_status_gets_it_when_they_joined_
             return abs(at - (now + timedelta(seconds=0.5))) < timedelta(milliseconds=1) and doc
         doc = await eventually(sentinel_again, timeout=30)
         assert newcomer not in doc["account_ids"] and late in doc["account_ids"], doc
+
+
+async def test_R_NOT_03_a_status_for_a_business_nobody_is_known_for_reaches_each_person_learnt_later(infra, ns, services):
+    """Nobody of the business known yet when its status comes: the notice waits; the first person learnt gets it from
+    there, the second (learnt after the first took it) from what the party was told."""
+    svc = services("notifications")
+    u = uuid.uuid4().hex[:6]
+    biz, first, second = f"biz-{u}", f"first-{u}", f"second-{u}"
+    now = datetime.now(UTC)
+    await publish(infra, ns, DispatchStatusChanged(dispatch_id=f"d-{u}", status="requested", route="B",
+                                                   fiscal_year=2026, business_id=biz, expert_id=f"exp-{u}"),
+                  producer="dispatch", occurred_at=now - timedelta(minutes=5))
+    parked = AsyncMongoClient(infra.mongo)[ns.db("notifications")].parked
+
+    async def waiting():
+        return await parked.find_one({"_id": f"business:{biz}", "notices.0": {"$exists": True}})
+    await eventually(waiting, timeout=30)
+    async with httpx.AsyncClient(base_url=svc.url) as http:
+        async def inbox_of(sub):
+            return (await http.get("/inbox", headers=auth(sub, "business"))).json() or None
+        for who in (first, second):
+            await publish(infra, ns, BindingChanged(business_id=biz, account_id=who, role="member" if who == second
+                                                    else "prime"), producer="identity",
+                          occurred_at=now - timedelta(minutes=6))
+            items = await eventually(lambda: inbox_of(who), timeout=30)
+            assert [i["template"] for i in items] == ["dispatch_status"] and f"d-{u}" in items[0]["subject"], (who, items)
 
 
 async def test_R_NOT_02_email_retried_with_backoff_until_the_server_answers(infra, ns, services):

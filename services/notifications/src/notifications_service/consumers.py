@@ -73,9 +73,10 @@ def dispatch_handlers(svc):
             kind, party_id = key.split(":", 1)
             await park(svc, Notify(notification_id=env.event_id, recipient_kind=kind, recipient_id=party_id,
                                    template="dispatch_status", params=domain.status_params(e, role, portal_url(svc))),
-                       item_prefix=f"{env.event_id}:")
-        if any(not d.get("told") for d in docs.values()):  # before the items: a join that sees no mark is seen below
-            await people.mark_told(svc.db, keys)
+                       item_prefix=f"{env.event_id}:",
+                       told={"party": key, "event_id": env.event_id, "event_at": env.occurred_at})
+        if len(docs) < len(keys) or any(not d.get("told") for d in docs.values()):  # before the items: a join that
+            await people.mark_told(svc.db, keys)                                     # sees no mark is seen below
         await tell(domain.people_of(audience, members, struck))
         # Identity's events come on their own topic: a person whose joining is learnt between the first look and
         # the items above is in the second look; one learnt after it finds the items (deliver_missed).
@@ -107,12 +108,14 @@ async def deliver_missed(svc, key: str, account: str, since: datetime | None) ->
     return added
 
 
-async def park(svc, c: Notify, item_prefix: str | None = None) -> None:
+async def park(svc, c: Notify, item_prefix: str | None = None, told: dict | None = None) -> None:
     """A notice for a party with nobody known yet waits under the party: identity's events (who its people are)
     and the notices come on different topics, so a business registered a moment ago may be told of something
     before this service has learnt its binding. The party's first person to join gets it (`deliver_parked`);
-    `item_prefix` + account is its inbox item's id when the live path names items so (a redelivery adds none)."""
-    entry = {**c.model_dump(mode="json"), **({"item_prefix": item_prefix} if item_prefix else {})}
+    `item_prefix` + account is its inbox item's id when the live path names items so (a redelivery adds none);
+    `told`: the party and event the items are kept under (see `notify`), so a later joiner catches up on them too."""
+    entry = {**c.model_dump(mode="json"), **({"item_prefix": item_prefix} if item_prefix else {}),
+             **({"told": told} if told else {})}
     await svc.db.parked.update_one({"_id": domain.party(c.recipient_kind, c.recipient_id)}, {"$push": {
         "notices": {"$each": [entry], "$slice": -PARKED_KEEP}}}, upsert=True)
 
@@ -143,9 +146,9 @@ def command_handlers(svc):
         batch: list[Notice] = []
         for d in doc["notices"]:
             d = dict(d)
-            prefix = d.pop("item_prefix", None)
+            prefix, told = d.pop("item_prefix", None), d.pop("told", None)
             for n in notices(None, Notify(**d), recipients):
-                batch.append(replace(n, item_id=prefix + n.recipient_id) if prefix else n)
+                batch.append(replace(n, item_id=prefix + n.recipient_id, told=told) if prefix else n)
         if not batch:
             return 0
         added = await notify_many(svc, batch)

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pymongo.errors import DuplicateKeyError
+from pymongo import UpdateOne
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from contracts import Envelope
 from contracts.events.experts import ExpertChanged
@@ -38,18 +39,25 @@ async def leave(db, key: str, account_id: str, at: datetime) -> bool:
 
 async def _apply(db, key: str, account_id: str, at: datetime, change: dict) -> bool:
     field = "at." + account_id.replace(".", "\uff0e").replace("$", "\uff04")  # a field name may hold neither
+    guarded, update = {"_id": key, field: {"$not": {"$gt": at}}}, {**change, "$set": {field: at}}
     try:
-        await db.parties.update_one({"_id": key, field: {"$not": {"$gt": at}}}, {**change, "$set": {field: at}},
-                                    upsert=True)
-    except DuplicateKeyError:  # the party exists with a later time for the account: this event is stale
-        return False
+        await db.parties.update_one(guarded, update, upsert=True)
+    except DuplicateKeyError:  # the party exists: with a later time for the account (stale), or made meanwhile
+        return (await db.parties.update_one(guarded, update)).matched_count > 0
     return True
 
 
 async def mark_told(db, keys: list[str]) -> None:
-    """Marks these parties as told of something (`told`), once: a person joining a party never told of anything (a
-    business just registered or imported) has nothing to catch up on, and `deliver_missed` then reads no inbox."""
-    await db.parties.update_many({"_id": {"$in": keys}, "told": {"$ne": True}}, {"$set": {"told": True}})
+    """Marks these parties as told of something (`told`; a party nobody is known for yet gets its document now): a
+    person joining a party never told of anything (a business just registered or imported) has nothing to catch up
+    on, and `deliver_missed` then reads no inbox."""
+    try:
+        await db.parties.bulk_write([UpdateOne({"_id": k}, {"$set": {"told": True}}, upsert=True) for k in keys],
+                                    ordered=False)
+    except BulkWriteError as e:  # a join created the party meanwhile (its insert won): mark the party it made
+        if any(w.get("code") != 11000 for w in e.details.get("writeErrors", [])):
+            raise
+        await db.parties.update_many({"_id": {"$in": keys}}, {"$set": {"told": True}})
 
 
 async def party_docs(db, keys: list[str]) -> dict[str, dict]:

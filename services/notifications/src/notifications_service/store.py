@@ -158,6 +158,7 @@ class Notice:
     template: str
     params: dict[str, str]
     follow: str | None = None
+    told: dict | None = None  # the party and event the item is kept under (see `notify`)
 
 
 async def contacts_of(db, ids: list[str]) -> dict[str, dict]:
@@ -201,7 +202,7 @@ async def notify_many(svc, notices: list[Notice], audits: list[dict] = ()) -> in
         subject, body, used = domain.render(n.template, n.params, contacts[n.recipient_id].get("language"))
         items.append({"_id": n.item_id, "recipient_id": n.recipient_id, "template": n.template, "subject": subject,
                       "body": body, "language": used, "params": n.params, "at": at,
-                      "key": paging.sort_key(at, n.item_id), "read": False})
+                      "key": paging.sort_key(at, n.item_id), "read": False, **(n.told or {})})
     try:
         await db.inbox.insert_many(items, ordered=False)
         duplicate: set[int] = set()
