@@ -53,15 +53,18 @@ def dispatch_handlers(svc):
         audience = domain.status_audience(e)
         keys = [k for k, _ in audience]
         party_of = {role: k for k, role in audience}
-        told: set[str] = set()
+        reached: set[str] = set()
+
+        def kept_under(key: str) -> dict:  # what a later joiner of the party catches up by (`deliver_missed`)
+            return {"party": key, "event_id": env.event_id, "event_at": env.occurred_at}
 
         async def tell(found: dict[str, str]) -> None:
             for account, role in found.items():
-                if account not in told:
-                    told.add(account)
+                if account not in reached:
+                    reached.add(account)
                     await notify(svc, item_id=f"{env.event_id}:{account}", recipient_id=account,
                                  template="dispatch_status", params=domain.status_params(e, role, portal_url(svc)),
-                                 told={"party": party_of[role], "event_id": env.event_id, "event_at": env.occurred_at})
+                                 told=kept_under(party_of[role]))
 
         docs = await people.party_docs(svc.db, keys)
         members, struck = await people.members(svc.db, keys, docs)
@@ -73,8 +76,7 @@ def dispatch_handlers(svc):
             kind, party_id = key.split(":", 1)
             await park(svc, Notify(notification_id=env.event_id, recipient_kind=kind, recipient_id=party_id,
                                    template="dispatch_status", params=domain.status_params(e, role, portal_url(svc))),
-                       item_prefix=f"{env.event_id}:",
-                       told={"party": key, "event_id": env.event_id, "event_at": env.occurred_at})
+                       item_prefix=f"{env.event_id}:", told=kept_under(key))
         if len(docs) < len(keys) or any(not d.get("told") for d in docs.values()):  # before the items: a join that
             await people.mark_told(svc.db, keys)                                     # sees no mark is seen below
         await tell(domain.people_of(audience, members, struck))
