@@ -29,7 +29,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import aiohttp  # noqa: E402
 import httpx  # noqa: E402
+import uvloop  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
 
@@ -227,29 +229,30 @@ async def dispatch_saga(infra: Infra, ns: Namespace, url: str, n: int, inflight:
         if history:
             like = await AsyncMongoClient(infra.mongo)[ns.db("dispatch")].dispatches.find_one({"_id": r.json()["dispatch_id"]})
             print(f"history: {history:,} paid dispatches written in {await write_history(infra, ns, history, like):.1f} s")
-        # one client of one connection per dispatch in flight: httpx's pool checks every connection it holds on each
-        # request, so one shared pool of `inflight` connections cost the bench CPU the service then lacked
-        clients = [httpx.AsyncClient(base_url=url, timeout=30, limits=httpx.Limits(max_connections=1))
-                   for _ in range(inflight)]
+        # one connection per dispatch in flight, on aiohttp: the bench shares the machine's cores with the service,
+        # and httpx's client cost about twice the CPU per request (its pool, checked on every request, and its
+        # pure-Python HTTP/1.1 parser)
+        sessions = [aiohttp.ClientSession(url, connector=aiohttp.TCPConnector(limit=1),
+                                          timeout=aiohttp.ClientTimeout(total=30)) for _ in range(inflight)]
         todo = iter(range(n))
 
-        async def worker(client: httpx.AsyncClient):
+        async def worker(session: aiohttp.ClientSession):
             for i in todo:
                 t = time.perf_counter()
-                r = await client.post("/requests", json=body(i), headers=auth(i))
+                async with session.post("/requests", json=body(i), headers=auth(i)) as r:
+                    d = await r.json()
                 http_ms.append(time.perf_counter() - t)
-                d = r.json()
                 assert d["status"] in ("accepted", "reserved", "approved"), d  # the saga may finish before the reply
                 sent[d["dispatch_id"]] = t
                 await arrived[d["dispatch_id"]].wait()
 
         cpu0 = {k: cpu_seconds(pid) for k, pid in pids.items()}
         t0 = time.perf_counter()
-        await asyncio.gather(*(worker(c) for c in clients))
+        await asyncio.gather(*(worker(s) for s in sessions))
         wall = time.perf_counter() - t0
         cpu = {k: (cpu_seconds(pid) - cpu0[k]) / n * 1e3 for k, pid in pids.items()}
-        for c in clients:
-            await c.aclose()
+        for s in sessions:
+            await s.close()
     for t in tasks:
         t.cancel()
     await commands.stop(), await events.stop(), await producer.stop()
@@ -300,4 +303,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    uvloop.run(main())  # the services' loop too (uvicorn picks uvloop): the bench's own share of the cores kept small
