@@ -20,6 +20,9 @@ class Svc:
     def __init__(self, db):
         self.db = db
 
+    def nothing_to_publish(self, outbox):  # as a Service whose relay has published nothing yet
+        return outbox == []
+
     async def write(self, col, filter_, update, *, events=(), upsert=False, outbox_was_empty=False):
         return await col.update_one(filter_, with_outbox(update, list(events)), upsert=upsert)
 

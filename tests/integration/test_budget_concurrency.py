@@ -108,6 +108,9 @@ class _Svc:
     def __init__(self, db):
         self.db = db
 
+    def nothing_to_publish(self, outbox):  # as a Service whose relay has published nothing yet
+        return outbox == []
+
     async def write(self, col, filter, update, events=(), outbox_was_empty=False):
         return await col.update_one(filter, with_outbox(update, list(events)))
 

@@ -53,6 +53,7 @@ def fake_service(db, settings: Settings):
         return await col.insert_one({**doc, "_outbox": list(events)})
 
     return SimpleNamespace(db=db, settings=settings, event=event, write=write, insert=insert,
+                           nothing_to_publish=lambda outbox: outbox == [],
                            relay=SimpleNamespace(kick=lambda col, doc_id, entries=None: kicks.append(doc_id)),
                            kicks=kicks)
 

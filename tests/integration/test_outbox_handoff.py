@@ -122,3 +122,39 @@ async def test_a_batchs_many_entries_are_cleared_whole_and_entries_written_meanw
     relay.kick(col, "frame")
     assert await relay.drain_hot() == 1 and rec.sent[-1] == "late"
     assert (await col.find_one({"_id": "frame"}))["_outbox"] == []
+
+
+async def test_published_entries_are_cleared_later_together_with_the_next_changes(infra, ns):
+    """`clear_after`: removing entries rewrites the whole document, and an aggregate that just published often changes
+    again at once (a dispatch's budget answer follows its ReserveBudget). Its published entries stay a moment, count as
+    nothing to publish for the next guarded write (which hands its own over), are never sent again (not by a pass, not
+    after the leftover scan finds them), and one statement then clears both writes' entries."""
+    db = AsyncMongoClient(infra.mongo, tz_aware=True)[ns.db("handoff")]
+    col = db.later
+    rec = Recorder()
+    relay = OutboxRelay(rec.publish, [col], db.audit, clear_after=0.5)
+    statements = []
+    for name in ("update_one", "update_many"):
+        real = getattr(col, name)
+        setattr(col, name, lambda *a, _real=real, _name=name, **kw: statements.append(_name) or _real(*a, **kw))
+
+    first = [entry("r1"), entry("r2")]
+    await col.insert_one({"_id": "dsp", "v": 1, "_outbox": list(first)})
+    relay.kick(col, "dsp", first)
+    assert await relay.drain_hot() == 2 and await relay.clear_due() == 0
+    doc = await col.find_one({"_id": "dsp"})
+    assert doc["_outbox"] == first and statements == []  # published, still there: not due yet
+    assert relay.settled(doc["_outbox"]) and not relay.settled([*doc["_outbox"], entry("x")])
+
+    answer = [entry("a1")]
+    await db["later"].update_one({"_id": "dsp", "v": 1}, with_outbox({"$set": {"v": 2}}, answer))  # (not counted)
+    relay.kick(col, "dsp", answer)  # handed over: what was in the outbox was published already
+    assert await relay.drain_hot() == 1
+    assert await relay.drain_once() == 1 and await relay.drain_hot() == 0  # the scan finds it; nothing sent again
+    assert rec.sent == ["r1", "r2", "a1"] and relay.depth["later"] == 0
+
+    await asyncio.sleep(0.6)
+    statements.clear()
+    assert await relay.clear_due() == 1
+    assert (await col.find_one({"_id": "dsp"}))["_outbox"] == [] and statements == ["update_many"]  # one, both writes
+    assert relay.next_clear_in() is None

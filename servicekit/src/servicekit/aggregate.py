@@ -129,7 +129,7 @@ async def update(svc, col, doc_id: Any, decide: Decide, *, actor: str | None, ac
         projection = {"_seen": 0}  # the outbox is read to know whether it was empty (see Service.write)
     for _ in range(attempts):
         doc = await col.find_one({"_id": doc_id}, projection)
-        outbox_was_empty = doc is not None and doc.pop("_outbox", None) == []
+        outbox_was_empty = doc is not None and svc.nothing_to_publish(doc.pop("_outbox", None))
         if doc is None and not create:
             raise fresh(missing)
         change = await _decided(decide, doc)

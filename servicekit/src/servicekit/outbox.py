@@ -14,8 +14,15 @@ year's documents takes seconds, and the events writes hand over meanwhile go out
 loop, it held every event back for as long: 35 s at 200,000 dispatches).
 A pass publishes the entries of all the documents it found as one batch: each send is handed to the
 producer in order without awaiting its acknowledgement, the acknowledgements are awaited together, and the
-documents' entries are then cleared with one statement per 100 documents. Order matters only per aggregate
-(= per Kafka key), and one document's entries are always handed over in order.
+documents' entries are cleared `clear_after` seconds later with one statement per 100 documents. Order matters only
+per aggregate (= per Kafka key), and one document's entries are always handed over in order.
+
+Why later: removing entries rewrites the whole document, and an aggregate that just published often changes again
+within a second (a dispatch's budget answer follows its ReserveBudget; a budget frame takes a command per
+reservation). Its next events then go out too, and one clear removes both batches: one rewrite of the document fewer
+per change. Meanwhile the published entries stay in the document, remembered as acknowledged: this relay never sends
+them again, and a write that finds only such entries in the outbox counts it as empty (`settled`). A crash in that
+second publishes them again after restart (at least once, as a crash before any clear does).
 
 While the broker or the database is down a pass fails; the relay then waits with capped exponential
 backoff (logging one line per kind of failure now and then, see `servicekit.logs.RateLimit`) instead of
@@ -41,6 +48,7 @@ WHOLE_CLEAR = 8  # a document with at least this many entries published at once 
 ACKED_KEEP = 50_000  # event ids this relay remembers as acknowledged by Kafka (a handoff waits one pass at most)
 SCAN_FIND = 5_000  # documents with waiting entries a scan hands over per collection (then it scans again)
 SCAN_SHARE = 20  # the next full scan waits at least this many times as long as the last one took (≤ 5% of the time)
+CLEAR_AFTER = 1.0  # seconds published entries stay in their document, so a change that follows is cleared with them
 
 
 def paced(interval: float, took: float) -> float:
@@ -53,7 +61,7 @@ def paced(interval: float, took: float) -> float:
 class OutboxRelay:
     def __init__(self, publish, collections: list[AsyncCollection], audit: AsyncCollection,
                  poll_seconds: float = 0.5, crash_before_publish: bool = False, scan_seconds: float = 5.0,
-                 health: Health | None = None):
+                 health: Health | None = None, clear_after: float = 0.0):
         self._publish = publish  # async (topic, key, value, headers) -> awaitable that Kafka's acknowledgement ends
         self.collections = collections
         self.audit = audit  # every published event is also the audit entry of the change that caused it
@@ -65,6 +73,10 @@ class OutboxRelay:
         self._hot: list[tuple[AsyncCollection, object]] = []
         self._handed: list[tuple[AsyncCollection, object, list[dict]]] = []  # entries handed over (kick with entries)
         self._acked: OrderedDict[str, None] = OrderedDict()  # event ids Kafka acknowledged, the latest ACKED_KEEP
+        self.clear_after = clear_after  # 0: published entries are cleared at once (module docstring)
+        # (collection name, _id) -> (collection, its published entries by event id, when the first was acknowledged):
+        # what waits to be cleared, oldest first
+        self._uncleared: dict[tuple[str, object], tuple[AsyncCollection, dict[str, dict], float]] = {}
         self._scan_now = True  # the first pass after start-up picks up what a crash left behind
         self._task: asyncio.Task | None = None
         self.depth: dict[str, int] = {}  # collection -> entries the last full scan found waiting (metrics)
@@ -92,7 +104,7 @@ class OutboxRelay:
         found = 0
         for col in self.collections:
             docs = [d async for d in col.find({"_outbox.0": {"$exists": True}}, {"_outbox": 1}).limit(SCAN_FIND)]
-            self.depth[col.name] = sum(len(d["_outbox"]) for d in docs)
+            self.depth[col.name] = sum(e["event_id"] not in self._acked for d in docs for e in d["_outbox"])
             for d in docs:
                 self.kick(col, d["_id"])
             found += len(docs)
@@ -123,8 +135,14 @@ class OutboxRelay:
                 sent += await self._send(col, docs)
         return sent
 
+    def settled(self, entries: list[dict]) -> bool:
+        """Whether every entry of an outbox as read has been published by this relay (it clears them itself): a write
+        guarded by the version read then leaves in the outbox nothing to publish but its own events (`Service.write`).
+        True for an empty outbox."""
+        return all(e["event_id"] in self._acked for e in entries)
+
     async def _send(self, col: AsyncCollection, docs: list[dict]) -> int:
-        """Publishes the entries of `docs` as one batch and then clears them in bulk. Every send is handed to the
+        """Publishes the entries of `docs` as one batch; they are cleared in bulk later (`clear_due`). Every send is handed to the
         producer in order (a document's entries keep their order: same key, same partition) without waiting for
         Kafka's acknowledgement; the acknowledgements are awaited together. The entries are removed only after
         all were acknowledged (a failure leaves them all to be published again: at least once).
@@ -155,13 +173,44 @@ class OutboxRelay:
             self._acked[e["event_id"]] = None
         while len(self._acked) > ACKED_KEEP:
             self._acked.popitem(last=False)
-        small = [d for d in docs if len(d["_outbox"]) < WHOLE_CLEAR]
+        at = asyncio.get_running_loop().time()
         for doc in docs:
-            if len(doc["_outbox"]) >= WHOLE_CLEAR and not await self._clear_whole(col, doc):
-                small.append(doc)  # a write added entries since: those stay, ours go one by one
-        for i in range(0, len(small), CLEAR_CHUNK):
-            await self._clear(col, small[i:i + CLEAR_CHUNK])
+            key = (col.name, doc["_id"])
+            _, entries, since = self._uncleared.get(key, (col, {}, at))
+            for e in doc["_outbox"]:
+                entries.setdefault(e["event_id"], e)
+            self._uncleared[key] = (col, entries, since)
+        if not self.clear_after:
+            await self.clear_due()
         return len(fresh)
+
+    def next_clear_in(self) -> float | None:
+        """Seconds until the oldest published entries are due to be cleared; None when none wait."""
+        for _, _, since in self._uncleared.values():
+            return max(0.0, since + self.clear_after - asyncio.get_running_loop().time())
+        return None
+
+    async def clear_due(self, everything: bool = False) -> int:
+        """Removes from their documents the published entries that waited `clear_after` seconds (all of them with
+        `everything`: at shutdown); returns how many documents it cleared. A failure leaves the rest to the leftover
+        scan (it finds the entries, this relay skips them as published, and they come back here)."""
+        cutoff = asyncio.get_running_loop().time() - self.clear_after
+        due: dict[str, tuple[AsyncCollection, list[dict]]] = {}
+        for key, (col, entries, since) in self._uncleared.items():
+            if since > cutoff and not everything:
+                break  # oldest first: the rest are younger
+            due.setdefault(col.name, (col, []))[1].append({"_id": key[1], "_outbox": list(entries.values())})
+        for col, docs in due.values():
+            for d in docs:
+                del self._uncleared[(col.name, d["_id"])]
+        for col, docs in due.values():
+            small = [d for d in docs if len(d["_outbox"]) < WHOLE_CLEAR]
+            for doc in docs:
+                if len(doc["_outbox"]) >= WHOLE_CLEAR and not await self._clear_whole(col, doc):
+                    small.append(doc)  # a write added entries since: those stay, ours go one by one
+            for i in range(0, len(small), CLEAR_CHUNK):
+                await self._clear(col, small[i:i + CLEAR_CHUNK])
+        return sum(len(docs) for _, docs in due.values())
 
     @staticmethod
     async def _clear(col: AsyncCollection, docs: list[dict]) -> None:
@@ -212,6 +261,7 @@ class OutboxRelay:
                         self.scan_every = paced(self.scan_seconds, loop.time() - last_scan)
                         scanned = True
                     await self.drain_hot()  # with what the scan found, if it just ended
+                    await self.clear_due()
                     if scan is None and (self._scan_now or loop.time() - last_scan >= self.scan_every):
                         self._scan_now, last_scan = False, loop.time()
                         scan = asyncio.create_task(self.drain_once(), name="outbox-scan")
@@ -228,8 +278,10 @@ class OutboxRelay:
                     self.health.recovered("kafka")
                 if self._hot or self._handed or (self._scan_now and scan is None):  # (a running scan wakes the loop)
                     continue
+                clear_in = self.next_clear_in()
                 try:
-                    await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+                    await asyncio.wait_for(self._wake.wait(), self.poll_seconds if clear_in is None
+                                           else min(self.poll_seconds, clear_in))
                 except TimeoutError:
                     pass
                 self._wake.clear()
@@ -254,9 +306,16 @@ class OutboxRelay:
         self._task = asyncio.create_task(self.run(), name="outbox-relay")
 
     async def stop(self) -> None:
+        """Stops the loop and clears what it has published (else the next start would publish it again)."""
         if self._task:
             self._task.cancel()
             try:
                 await self._task
             except (asyncio.CancelledError, Exception):
                 pass
+        if self._uncleared:
+            try:
+                await self.clear_due(everything=True)
+            except Exception as e:  # the database is gone: published again after restart (at least once)
+                log.warning("outbox relay could not clear published entries at shutdown",
+                            extra={"fields": {"documents": len(self._uncleared), "error_kind": type(e).__name__}})

@@ -64,7 +64,7 @@ class Service:
         self.publisher = RelayPublisher(self.settings, self.tracer_provider, self.meter)
         self.relay = OutboxRelay(self.publisher.publish, [self.db[c] for c in outbox], self.db.audit,
                                  self.settings.outbox_poll_seconds, self.settings.fault_crash_before_publish,
-                                 health=self.health)
+                                 health=self.health, clear_after=self.settings.outbox_clear_after_seconds)
         # FastAPI's native OpenTelemetry: one SERVER span per request, joining an incoming `traceparent`, and the
         # request metrics (`http.server.request.duration` per route, method and status; `http.server.active_requests`).
         self.app = FastAPI(title=f"SME portal — {title}", lifespan=self._lifespan, telemetry={
@@ -88,12 +88,18 @@ class Service:
                             causation_id=cause.event_id if cause else None, event_id=event_id)
         return outbox_entry(env, self.settings.topic(message.topic))
 
+    def nothing_to_publish(self, outbox: list[dict] | None) -> bool:
+        """Whether a document's outbox as read holds nothing left to publish: empty, or only entries this service's
+        relay has published (and clears itself). False when the read left the outbox out (None)."""
+        return outbox is not None and self.relay.settled(outbox)
+
     async def write(self, col: AsyncCollection, filter: dict, update: dict, *, events: list[dict] = (),
                     upsert: bool = False, outbox_was_empty: bool = False):
         """One atomic update carrying the change and its events; the relay publishes them right after.
-        `outbox_was_empty`: the filter guards the version the caller read, and the document's outbox was empty then.
-        Every write that adds entries moves the version, so a match means the outbox now holds exactly `events`: they
-        are handed to the relay (`OutboxRelay.kick`) instead of being read back."""
+        `outbox_was_empty`: the filter guards the version the caller read, and the document's outbox held nothing to
+        publish then (`nothing_to_publish`). Every write that adds entries moves the version, so a match means the
+        outbox now holds `events` and at most entries already published: they are handed to the relay
+        (`OutboxRelay.kick`) instead of being read back."""
         res = await col.update_one(filter, with_outbox(update, list(events)), upsert=upsert)
         if events:
             doc_id = filter.get("_id")

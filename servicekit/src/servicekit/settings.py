@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     otel_exporter_otlp_endpoint: str = ""  # OTLP/HTTP base URL (traces + metrics), e.g. http://127.0.0.1:4318
     metrics_refresh_seconds: float = 5.0  # how often consumer lag is asked of the broker
     outbox_poll_seconds: float = 0.5
+    # how long published events stay in their document before the relay removes them (servicekit.outbox): a change
+    # that follows within this time is removed with them, one rewrite of the document fewer
+    outbox_clear_after_seconds: float = 1.0
     # records a batch consumer takes from one poll (servicekit.bus). 200: with 500, the 1,000-command SIGKILL test
     # (tests/integration/test_budget_concurrency.py) left the local FerretDB (SQLite) hung twice; see README
     consumer_batch_max: int = 200

@@ -115,7 +115,7 @@ class FrameStore:
         doc = await self.frames.find_one({"_id": frame_id})
         if doc is None:
             return None
-        doc["outbox_was_empty"] = doc.pop("_outbox", None) == []
+        doc["outbox_was_empty"] = self.svc.nothing_to_publish(doc.pop("_outbox", None))
         doc["pending"] = pending = step(doc.get("pending"))
         if pending and not await self._complete(frame_id, doc["version"], pending):
             await self._materialize(frame_id, doc["version"], pending)

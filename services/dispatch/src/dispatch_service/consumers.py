@@ -69,7 +69,7 @@ def budget_handlers(store: Store):
         ops, written, released, handed, afters = [], [], [], {}, []
         for dispatch_id, (env, e) in first.items():
             doc = docs.get(dispatch_id)
-            outbox_was_empty = doc is not None and doc.pop("_outbox", None) == []
+            outbox_was_empty = doc is not None and store.svc.nothing_to_publish(doc.pop("_outbox", None))
             if doc is None:
                 log.warning("budget answer for an unknown dispatch", extra={"fields": {"dispatch_id": dispatch_id}})
                 continue
