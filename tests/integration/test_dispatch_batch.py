@@ -54,6 +54,7 @@ def fake_service(db, settings: Settings):
 
     return SimpleNamespace(db=db, settings=settings, event=event, write=write, insert=insert,
                            nothing_to_publish=lambda outbox: outbox == [],
+                           inserts=lambda col: SimpleNamespace(one=col.insert_one),
                            relay=SimpleNamespace(kick=lambda col, doc_id, entries=None: kicks.append(doc_id)),
                            kicks=kicks)
 

@@ -1,25 +1,28 @@
 """servicekit.reads.ByIds on the real MongoDB-wire server: concurrent reads by `_id` go out as one `find`, each caller
 gets exactly its own documents, a read sees every write acknowledged before it was asked, and a failed read fails its
 callers without stopping the ones that come after (R-OPS-03: the request path's reads grow with load instead of
-multiplying)."""
+multiplying). `Inserts` likewise for new documents: one `insert_many`, each document failing only its own caller."""
 from __future__ import annotations
 
 import asyncio
 
 import pytest
 from pymongo import AsyncMongoClient, monitoring
-from pymongo.errors import OperationFailure
+from pymongo.errors import DuplicateKeyError, OperationFailure
 
-from servicekit.reads import ByIds
+from servicekit.reads import ByIds, Inserts
 
 
 class Finds(monitoring.CommandListener):
     def __init__(self):
         self.finds: list[dict] = []
+        self.inserts: list[dict] = []
 
     def started(self, event):
         if event.command_name == "find":
             self.finds.append(event.command)
+        elif event.command_name == "insert":
+            self.inserts.append(event.command)
 
     def succeeded(self, event):
         pass
@@ -95,3 +98,24 @@ async def test_R_OPS_03_reads_stay_under_the_id_limit_per_command(col):
     got = await asyncio.gather(*(reader.many([f"t{j}" for j in range(i, i + 4)]) for i in range(0, 40, 4)))
     assert all(len(g) == 4 for g in got)
     assert all(len(f["filter"]["_id"]["$in"]) <= 10 for f in finds.finds) and len(finds.finds) >= 4
+
+
+async def test_R_OPS_03_concurrent_inserts_go_out_together_and_a_taken_key_fails_only_its_caller(col):
+    col, finds = col
+    inserter = Inserts(col)
+    finds.inserts.clear()
+    docs = [{"_id": f"new{i}", "n": i} for i in range(30)] + [{"_id": "t5", "n": -1}]  # t5 is taken
+    got = await asyncio.gather(*(inserter.one(d) for d in docs), return_exceptions=True)
+    assert got[:30] == [None] * 30 and isinstance(got[30], DuplicateKeyError)
+    assert len(finds.inserts) <= 2  # the first caller's at once, the others' together
+    assert await col.count_documents({"_id": {"$regex": "^new"}}) == 30 and (await col.find_one({"_id": "t5"}))["n"] == 5
+
+    # two requests racing for one key (two claims of the same free slot) in one command: one wins, as with insert_one
+    first = asyncio.ensure_future(inserter.one({"_id": "lead"}))  # goes out alone; the racers wait and go together
+    await asyncio.sleep(0)
+    race = await asyncio.gather(inserter.one({"_id": "slot", "by": "a"}), inserter.one({"_id": "slot", "by": "b"}),
+                                return_exceptions=True)
+    await first
+    assert race[0] is None and isinstance(race[1], DuplicateKeyError)
+    assert (await col.find_one({"_id": "slot"}))["by"] == "a"
+    assert len(finds.inserts[-1]["documents"]) == 2

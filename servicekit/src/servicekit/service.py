@@ -23,7 +23,7 @@ from servicekit.logs import setup_logging
 from servicekit.metrics import KitMetrics
 from servicekit.outbox import OutboxRelay
 from servicekit.publisher import RelayPublisher
-from servicekit.reads import ByIds
+from servicekit.reads import ByIds, Inserts
 from servicekit.settings import Settings
 from servicekit.store import connect, outbox_entry, with_outbox
 from servicekit.telemetry import Metrics, setup_tracing
@@ -55,6 +55,7 @@ class Service:
         self.mongo = connect(self.settings.mongo_uri, self.settings.mongo_timeout_ms)
         self.db = self.mongo[self.settings.database]
         self._readers: dict[tuple, ByIds] = {}
+        self._inserters: dict[tuple[str, str], Inserts] = {}
         self.topics: set[str] = set(produces)
         self._consumers: dict[str, Consumer] = {}
         self.read_models: dict[str, tuple[str, tuple[type[Message], ...], tuple[str, ...]]] = {}
@@ -108,12 +109,21 @@ class Service:
             self.relay.kick(col, doc_id, list(events) if outbox_was_empty and res.matched_count == 1 else None)
         return res
 
-    async def insert(self, col: AsyncCollection, doc: dict, *, events: list[dict] = ()):
-        """Inserts a new aggregate together with its events (one atomic write)."""
-        res = await col.insert_one({**doc, "_outbox": list(events)})
+    async def insert(self, col: AsyncCollection, doc: dict, *, events: list[dict] = ()) -> None:
+        """Inserts a new aggregate together with its events (one atomic write), in the same command as what concurrent
+        requests insert into `col` (`inserts`); raises what `insert_one` would."""
+        full = {**doc, "_outbox": list(events)}
+        await self.inserts(col).one(full)
         if events:
-            self.relay.kick(col, res.inserted_id, list(events))
-        return res
+            self.relay.kick(col, full["_id"], list(events))
+
+    def inserts(self, col: AsyncCollection) -> Inserts:
+        """The service's shared inserter into `col`: concurrent requests' new documents go out as one `insert_many`
+        (servicekit.reads)."""
+        key = (col.database.name, col.name)
+        if (inserter := self._inserters.get(key)) is None:
+            inserter = self._inserters[key] = Inserts(col)
+        return inserter
 
     def consume(self, topic: str, handlers: dict[type[Message], Handler],
                 batch: dict[type[Message], BatchHandler] | None = None) -> Consumer:

@@ -228,9 +228,9 @@ class Store:
             return True
         for n in range(1, cap + 1):
             try:
-                await self.slots.insert_one({"_id": (slot_id := f"{business_id}:{fiscal_year}:{n}"), "n": n,
-                                             "business_id": business_id, "fiscal_year": fiscal_year,
-                                             "dispatch_id": dispatch_id, "at": now()})
+                await self.svc.inserts(self.slots).one({"_id": (slot_id := f"{business_id}:{fiscal_year}:{n}"), "n": n,
+                                                        "business_id": business_id, "fiscal_year": fiscal_year,
+                                                        "dispatch_id": dispatch_id, "at": now()})
                 self.claims.add(slot_id)  # the reconciler looks at it after the grace period
                 return True
             except DuplicateKeyError:
