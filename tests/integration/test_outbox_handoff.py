@@ -158,3 +158,17 @@ async def test_published_entries_are_cleared_later_together_with_the_next_change
     assert await relay.clear_due() == 1
     assert (await col.find_one({"_id": "dsp"}))["_outbox"] == [] and statements == ["update_many"]  # one, both writes
     assert relay.next_clear_in() is None
+
+
+async def test_a_batchs_document_is_cleared_at_once_even_when_clears_wait(infra, ns):
+    """A budget frame takes hundreds of events a second: waiting a second before its clear, its outbox would grow to
+    megabytes that every write of the frame rewrites. A document with a batch's worth of entries is emptied at once."""
+    db = AsyncMongoClient(infra.mongo, tz_aware=True)[ns.db("handoff")]
+    col = db.frames
+    rec = Recorder()
+    relay = OutboxRelay(rec.publish, [col], db.audit, clear_after=30.0)
+    batch = [entry(f"f{i}") for i in range(12)]
+    await col.insert_one({"_id": "frame", "_outbox": list(batch)})
+    relay.kick(col, "frame", batch)
+    assert await relay.drain_hot() == 12
+    assert (await col.find_one({"_id": "frame"}))["_outbox"] == [] and relay.next_clear_in() is None

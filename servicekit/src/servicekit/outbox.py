@@ -18,9 +18,9 @@ documents' entries are cleared `clear_after` seconds later with one statement pe
 per aggregate (= per Kafka key), and one document's entries are always handed over in order.
 
 Why later: removing entries rewrites the whole document, and an aggregate that just published often changes again
-within a second (a dispatch's budget answer follows its ReserveBudget; a budget frame takes a command per
-reservation). Its next events then go out too, and one clear removes both batches: one rewrite of the document fewer
-per change. Meanwhile the published entries stay in the document, remembered as acknowledged: this relay never sends
+within a second (a dispatch's budget answer follows its ReserveBudget). Its next events then go out too, and one clear
+removes both: one rewrite of the document fewer per change. A document with `WHOLE_CLEAR` entries or more waiting (a
+budget frame's batch) is cleared at once: its outbox would otherwise grow by hundreds of entries a second. Meanwhile the published entries stay in the document, remembered as acknowledged: this relay never sends
 them again, and a write that finds only such entries in the outbox counts it as empty (`settled`). A crash in that
 second publishes them again after restart (at least once, as a crash before any clear does).
 
@@ -173,15 +173,19 @@ class OutboxRelay:
             self._acked[e["event_id"]] = None
         while len(self._acked) > ACKED_KEEP:
             self._acked.popitem(last=False)
-        at = asyncio.get_running_loop().time()
+        at, now = asyncio.get_running_loop().time(), []
         for doc in docs:
             key = (col.name, doc["_id"])
-            _, entries, since = self._uncleared.get(key, (col, {}, at))
+            _, entries, since = self._uncleared.pop(key, (col, {}, at))
             for e in doc["_outbox"]:
                 entries.setdefault(e["event_id"], e)
-            self._uncleared[key] = (col, entries, since)
-        if not self.clear_after:
-            await self.clear_due()
+            if len(entries) >= WHOLE_CLEAR or not self.clear_after:
+                # a batch's document (a budget frame takes hundreds of events a second) is cleared at once: waiting,
+                # its outbox would grow to megabytes that every write of it rewrites
+                now.append({"_id": doc["_id"], "_outbox": list(entries.values())})
+            else:
+                self._uncleared[key] = (col, entries, since)
+        await self._clear_docs(col, now)
         return len(fresh)
 
     def next_clear_in(self) -> float | None:
@@ -204,13 +208,18 @@ class OutboxRelay:
             for d in docs:
                 del self._uncleared[(col.name, d["_id"])]
         for col, docs in due.values():
-            small = [d for d in docs if len(d["_outbox"]) < WHOLE_CLEAR]
-            for doc in docs:
-                if len(doc["_outbox"]) >= WHOLE_CLEAR and not await self._clear_whole(col, doc):
-                    small.append(doc)  # a write added entries since: those stay, ours go one by one
-            for i in range(0, len(small), CLEAR_CHUNK):
-                await self._clear(col, small[i:i + CLEAR_CHUNK])
+            await self._clear_docs(col, docs)
         return sum(len(docs) for _, docs in due.values())
+
+    async def _clear_docs(self, col: AsyncCollection, docs: list[dict]) -> None:
+        """Removes published entries (`_outbox` of each of `docs`) from their documents: a document with many emptied
+        by its own statement when nothing was added since (`_clear_whole`), the others `CLEAR_CHUNK` at a time."""
+        small = [d for d in docs if len(d["_outbox"]) < WHOLE_CLEAR]
+        for doc in docs:
+            if len(doc["_outbox"]) >= WHOLE_CLEAR and not await self._clear_whole(col, doc):
+                small.append(doc)  # a write added entries since: those stay, ours go one by one
+        for i in range(0, len(small), CLEAR_CHUNK):
+            await self._clear(col, small[i:i + CLEAR_CHUNK])
 
     @staticmethod
     async def _clear(col: AsyncCollection, docs: list[dict]) -> None:
