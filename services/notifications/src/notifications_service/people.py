@@ -87,6 +87,12 @@ async def _nothing(key: str, account_id: str, since) -> None:
     return None
 
 
+async def enter(db, key: str, account_id: str, at, joined) -> None:
+    """`account_id` joins party `key` at `at`, and `joined` brings it what it missed, unless the join was stale."""
+    if await join(db, key, account_id, at):
+        await joined(key, account_id, at)
+
+
 def identity_handlers(svc, joined=_nothing):
     """`joined(party key, account, since)`: called after someone joins a party at `since` (what was parked for the
     party and what its people were told since then go out, see consumers)."""
@@ -96,24 +102,22 @@ def identity_handlers(svc, joined=_nothing):
         await db.accounts.update_one({"_id": e.account_id}, {"$set": {
             "kind": e.kind, "email": e.email, "bureau_id": e.bureau_id, "real_name": e.real_name}}, upsert=True)
         if e.kind == "bureau" and e.bureau_id:
-            key = domain.party("bureau", e.bureau_id)
-            if await join(db, key, e.account_id, env.occurred_at):
-                await joined(key, e.account_id, env.occurred_at)
+            await enter(db, domain.party("bureau", e.bureau_id), e.account_id, env.occurred_at, joined)
 
     async def on_revoked(env: Envelope, e: AccountRevoked) -> None:
         await db.accounts.update_one({"_id": e.account_id}, {"$set": {"revoked": True}}, upsert=True)
 
     async def on_binding(env: Envelope, e: BindingChanged) -> None:
         key = domain.party("business", e.business_id)
-        if await (join if e.role else leave)(db, key, e.account_id, env.occurred_at) and e.role:
-            await joined(key, e.account_id, env.occurred_at)
+        if e.role:
+            await enter(db, key, e.account_id, env.occurred_at, joined)
+        else:
+            await leave(db, key, e.account_id, env.occurred_at)
 
     async def on_staff(env: Envelope, e: StaffLinked) -> None:
         if e.previous_org_id and e.previous_org_id != e.org_id:
             await leave(db, domain.party("organisation", e.previous_org_id), e.account_id, env.occurred_at)
-        key = domain.party("organisation", e.org_id)
-        if await join(db, key, e.account_id, env.occurred_at):
-            await joined(key, e.account_id, env.occurred_at)
+        await enter(db, domain.party("organisation", e.org_id), e.account_id, env.occurred_at, joined)
 
     return {AccountRegistered: on_account, AccountRevoked: on_revoked, BindingChanged: on_binding,
             StaffLinked: on_staff}
@@ -121,8 +125,6 @@ def identity_handlers(svc, joined=_nothing):
 
 def experts_handlers(svc, joined=_nothing):
     async def on_expert(env: Envelope, e: ExpertChanged) -> None:
-        key = domain.party("expert", e.expert_id)
-        if await join(svc.db, key, e.account_id, env.occurred_at):
-            await joined(key, e.account_id, env.occurred_at)
+        await enter(svc.db, domain.party("expert", e.expert_id), e.account_id, env.occurred_at, joined)
 
     return {ExpertChanged: on_expert}
