@@ -38,7 +38,7 @@ from datetime import UTC, datetime, timedelta
 
 from bson import Int64
 from pymongo import ReturnDocument, UpdateOne
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import DuplicateKeyError
 
 from dispatch_service import sweeps
 from dispatch_service.domain.ebpm import (MEASURES, UNKNOWN, business_contributions, cell_field, counter_doc, delta,
@@ -167,22 +167,14 @@ class Counters:
         alone = [d["_id"] for d in merged if d.get("pending")]
         fresh = [d for d in merged if not d.get("pending")]
         wants = await self.wanted(fresh) if fresh else {}
-        claims, later, new = {}, list(alone), []
+        claims, later = {}, list(alone)
         for doc in fresh:
             bid = doc["_id"]
             changes = self.changes(doc, wants[bid])
             if not changes and not copies[bid]:
                 continue   # nothing to copy, nothing to count
             pend = self._pending(bid, await self.params(), changes) if changes else None
-            if bid not in stored:
-                new.append((bid, copies[bid], pend))  # its first write: inserted with the batch's other new ones
-            elif not await self._write(doc, copies[bid], pend):
-                later.append(bid)
-            elif pend is not None:
-                claims[bid] = pend
-        inserted = await self._insert_new(new)
-        for bid, _, pend in new:
-            if bid not in inserted:
+            if not await self._write(doc, copies[bid], pend):
                 later.append(bid)
             elif pend is not None:
                 claims[bid] = pend
@@ -315,31 +307,6 @@ class Counters:
         res = await self.businesses.update_one({"_id": business_id, "rev": doc["rev"]},
                                                {"$set": sets, "$inc": {"rev": 1}})
         return res.modified_count == 1
-
-    async def _insert_new(self, new: list[tuple[str, dict, dict | None]]) -> set[str]:
-        """The first write of businesses that have no document yet (most of a batch's: a business's first dispatch of
-        the year), as `_write` would make it — rows copied, claim, `rev` 1 — in one insert for all of them. Returns the
-        businesses inserted; one whose document another trigger wrote meanwhile is not (a taken `_id`)."""
-        docs = []
-        for bid, sets, pend in new:
-            doc: dict = {"_id": bid, "rev": 1, **({"pending": pend} if pend is not None else {})}
-            for path, v in sets.items():  # "rows.d.<field>" -> doc["rows"]["d"][<field>] (fields have no ".")
-                *parents, leaf = path.split(".")
-                at = doc
-                for p in parents:
-                    at = at.setdefault(p, {})
-                at[leaf] = v
-            docs.append(doc)
-        if not docs:
-            return set()
-        try:
-            await self.businesses.insert_many(docs, ordered=False)
-            return {d["_id"] for d in docs}
-        except BulkWriteError as e:
-            if any(w["code"] != 11000 for w in e.details["writeErrors"]):
-                raise
-            taken = {docs[w["index"]]["_id"] for w in e.details["writeErrors"]}
-            return {d["_id"] for d in docs} - taken
 
     @staticmethod
     def _moves(pend: dict) -> dict[str, tuple[dict, dict]]:
