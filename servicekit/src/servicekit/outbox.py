@@ -20,9 +20,10 @@ per aggregate (= per Kafka key), and one document's entries are always handed ov
 Why later: removing entries rewrites the whole document, and an aggregate that just published often changes again
 within a second (a dispatch's budget answer follows its ReserveBudget). Its next events then go out too, and one clear
 removes both: one rewrite of the document fewer per change. A document with `WHOLE_CLEAR` entries or more waiting (a
-budget frame's batch) is cleared at once: its outbox would otherwise grow by hundreds of entries a second. Meanwhile the published entries stay in the document, remembered as acknowledged: this relay never sends
-them again, and a write that finds only such entries in the outbox counts it as empty (`settled`). A crash in that
-second publishes them again after restart (at least once, as a crash before any clear does).
+budget frame's batch) is cleared at once: its outbox would otherwise grow by hundreds of entries a second. Meanwhile
+the published entries stay in the document, remembered as acknowledged: this relay never sends them again, and a
+write that finds only such entries in the outbox counts it as empty (`settled`). A crash in that second publishes
+them again after restart (at least once, as a crash before any clear does).
 
 While the broker or the database is down a pass fails; the relay then waits with capped exponential
 backoff (logging one line per kind of failure now and then, see `servicekit.logs.RateLimit`) instead of
@@ -48,7 +49,6 @@ WHOLE_CLEAR = 8  # a document with at least this many entries published at once 
 ACKED_KEEP = 50_000  # event ids this relay remembers as acknowledged by Kafka (a handoff waits one pass at most)
 SCAN_FIND = 5_000  # documents with waiting entries a scan hands over per collection (then it scans again)
 SCAN_SHARE = 20  # the next full scan waits at least this many times as long as the last one took (≤ 5% of the time)
-CLEAR_AFTER = 1.0  # seconds published entries stay in their document, so a change that follows is cleared with them
 
 
 def paced(interval: float, took: float) -> float:
@@ -142,8 +142,8 @@ class OutboxRelay:
         return all(e["event_id"] in self._acked for e in entries)
 
     async def _send(self, col: AsyncCollection, docs: list[dict]) -> int:
-        """Publishes the entries of `docs` as one batch; they are cleared in bulk later (`clear_due`). Every send is handed to the
-        producer in order (a document's entries keep their order: same key, same partition) without waiting for
+        """Publishes the entries of `docs` as one batch; they are cleared in bulk later (`clear_due`). Every send is
+        handed to the producer in order (a document's entries keep their order: same key, same partition) without waiting for
         Kafka's acknowledgement; the acknowledgements are awaited together. The entries are removed only after
         all were acknowledged (a failure leaves them all to be published again: at least once).
 
@@ -173,7 +173,7 @@ class OutboxRelay:
             self._acked[e["event_id"]] = None
         while len(self._acked) > ACKED_KEEP:
             self._acked.popitem(last=False)
-        at, now = asyncio.get_running_loop().time(), []
+        at, at_once = asyncio.get_running_loop().time(), []
         for doc in docs:
             key = (col.name, doc["_id"])
             _, entries, since = self._uncleared.pop(key, (col, {}, at))
@@ -182,10 +182,10 @@ class OutboxRelay:
             if len(entries) >= WHOLE_CLEAR or not self.clear_after:
                 # a batch's document (a budget frame takes hundreds of events a second) is cleared at once: waiting,
                 # its outbox would grow to megabytes that every write of it rewrites
-                now.append({"_id": doc["_id"], "_outbox": list(entries.values())})
+                at_once.append({"_id": doc["_id"], "_outbox": list(entries.values())})
             else:
                 self._uncleared[key] = (col, entries, since)
-        await self._clear_docs(col, now)
+        await self._clear_docs(col, at_once)
         return len(fresh)
 
     def next_clear_in(self) -> float | None:
