@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from contextlib import asynccontextmanager
 
@@ -30,6 +31,16 @@ from servicekit.telemetry import Metrics, setup_tracing
 
 # Not traced and not counted: probes and scrapes would drown the requests people make.
 UNOBSERVED_PATHS = ("/healthz", "/readyz", "/metrics")
+
+
+def settle_gc() -> None:
+    """Once started: everything alive now (modules, the app, routes, models, clients: hundreds of thousands of
+    objects that live as long as the process) is moved out of the cyclic garbage collector's reach (`gc.freeze`).
+    Its full collections traversed all of them every second or two under load with the event loop stopped, and found
+    nothing: in a 25 s run of bench/dispatch.py the dispatch service made 16 of 65–134 ms (1.5 s), after this 17 of
+    ~20 ms (0.34 s). Each was a pause that every request and consumer batch in flight waited behind."""
+    gc.collect()
+    gc.freeze()
 
 
 class Service:
@@ -233,6 +244,7 @@ class Service:
         tasks = [asyncio.create_task(job(), name=name) for name, job in self._background.items()]
         tasks.append(asyncio.create_task(self.kit_metrics.run(), name="consumer-lag"))
         tasks.append(asyncio.create_task(self._probe_while_down(), name="dependency-probe"))
+        settle_gc()
         self.log.info("started", extra={"fields": {"database": self.settings.database}})
         try:
             yield
