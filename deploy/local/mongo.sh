@@ -17,7 +17,7 @@ PG_DATA="$VAR_DIR/mongo/pg"
 PG_RUN="$VAR_DIR/mongo/pg-run"
 case "$MONGO_BACKEND" in sqlite | postgresql) ;; *) log "MONGO_BACKEND must be sqlite or postgresql"; exit 2 ;; esac
 case "$MONGO_SQLITE_SYNC" in normal | full) ;; *) log "MONGO_SQLITE_SYNC must be normal or full"; exit 2 ;; esac
-PATCH=atomic-writes-4-id-in-gojson-untracked-ix   # bump when deploy/local/ferretdb-atomic.go or the patches below change
+PATCH=atomic-writes-4-id-in-gojson-untracked-ix-prefilter   # bump when deploy/local/ferretdb-atomic.go or the patches below change
 BIN="$CACHE_DIR/ferretdb-$FERRETDB_VERSION-$PATCH/ferretdb"
 DATA="$VAR_DIR/mongo/data"
 
@@ -76,6 +76,14 @@ install() {
     "$src/internal/backends/postgresql/query.go"
   grep -q 'if k == "_id" {' "$src/internal/backends/postgresql/query.go" ||
     { log "could not patch the PostgreSQL _id lookups"; return 1; }
+  # Top-level string equality, `$in` of strings and `$exists` are pushed down to SQLite as a prefilter (why:
+  # deploy/local/ferretdb-prefilter.go); start passes --test-enable-nested-pushdown so that find and aggregate hand the
+  # backend `k.0` conditions too (they drop every dotted key otherwise; the prefilter ignores the others).
+  cp "$(dirname "$0")/ferretdb-prefilter.go" "$src/internal/backends/sqlite/smeportal_prefilter.go"
+  sed -i '/^\tq += whereClause$/i\\tif whereClause == "" {\n\t\twhereClause, args = smeportalPrefilter(params.Filter)\n\t}' \
+    "$src/internal/backends/sqlite/collection.go"
+  [[ $(grep -c 'smeportalPrefilter(params.Filter)' "$src/internal/backends/sqlite/collection.go") == 1 ]] ||
+    { log "could not patch the prefilter"; return 1; }
   # FerretDB keeps each document as JSON ("sjson") and decodes it with encoding/json's streaming decoder, level by
   # level; on the project's write mix that decoding was ~35% of FerretDB's CPU. goccy/go-json is a drop-in
   # replacement for encoding/json and decodes faster. FerretDB's own sjson tests pass on it but for the error texts of
@@ -162,7 +170,8 @@ start() {
     # WAL (FerretDB's default) with synchronous=NORMAL: a commit is not fsync'd, the WAL is at checkpoints, so a
     # killed server loses nothing committed (the WAL is in the OS's page cache); only a crash of the machine
     # itself may lose the last commits. FULL (SQLite's default) fsyncs the WAL at every commit.
-    handler=(--handler=sqlite --sqlite-url="file:$DATA/?_pragma=synchronous($MONGO_SQLITE_SYNC)")
+    handler=(--handler=sqlite --sqlite-url="file:$DATA/?_pragma=synchronous($MONGO_SQLITE_SYNC)"
+             --test-enable-nested-pushdown)
   fi
   # MONGO_DEBUG_ADDR (e.g. 127.0.0.1:18088): its pprof and command counters (/debug/metrics), for profiling; off by default.
   # GOGC=400: FerretDB allocates a document tree per document it reads and keeps little alive, so Go's default

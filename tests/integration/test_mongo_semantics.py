@@ -91,3 +91,49 @@ async def test_lookups_by_id_use_the_id_index(infra, ns):
     for text in plans:
         assert re.search(r"USING INDEX|Index Scan|IDHACK|EXPRESS|IXSCAN", text), text
         assert not re.search(r"COLLSCAN|detail=SCAN |Seq Scan", text), text
+
+
+PREFILTER_DOCS = [
+    {"_id": 1, "s": "open", "tags": ["a", "b"], "box": [{"e": 1}], "n": None},
+    {"_id": 2, "s": "paid", "tags": [], "box": []},
+    {"_id": 3, "s": ["open", "x"], "tags": "a", "box": {"0": "key"}},
+    {"_id": 4, "s": 7, "tags": ["b"], "box": {"1": "other"}},
+    {"_id": 5, "s": {"open": 1}, "box": "text"},
+    {"_id": 6, "s": "ÖPEN 'q'", "tags": ["a"]},
+    {"_id": 7, "box": [None]},
+]
+
+
+async def test_queries_the_local_server_prefilters_in_sqlite_match_as_on_mongodb(infra, ns):
+    """The local server hands SQLite top-level string equality, `$in` of strings and `$exists` as a prefilter
+    (deploy/local/ferretdb-prefilter.go): the results are MongoDB's, arrays holding the value, null, an object with
+    the key "0" and fields beside the pushed-down ones included, through find, count, aggregate, update and delete."""
+    client = AsyncMongoClient(infra.mongo)
+    col = client[ns.db("semantics")].prefilter
+    await col.insert_many(PREFILTER_DOCS)
+
+    async def ids(filter_: dict) -> list:
+        found = sorted([d["_id"] async for d in col.find(filter_, {"_id": 1})])
+        assert await col.count_documents(filter_) == len(found)
+        grouped = sorted([d["_id"] async for d in await col.aggregate([{"$match": filter_}, {"$project": {"_id": 1}}])])
+        assert grouped == found
+        return found
+
+    assert await ids({"s": "open"}) == [1, 3]
+    assert await ids({"s": {"$in": ["paid", "open"]}}) == [1, 2, 3]
+    assert await ids({"s": {"$in": ["ÖPEN 'q'"]}}) == [6]
+    assert await ids({"tags": "a"}) == [1, 3, 6]
+    assert await ids({"tags": {"$in": ["a", "zz"]}}) == [1, 3, 6]
+    assert await ids({"n": {"$exists": True}}) == [1]
+    assert await ids({"tags": {"$exists": True}}) == [1, 2, 3, 4, 6]
+    assert await ids({"box.0": {"$exists": True}}) == [1, 3, 7]
+    assert await ids({"box.0": {"$exists": True}, "s": "open"}) == [1, 3]
+    assert await ids({"s": "open", "tags": {"$size": 2}}) == [1]
+    assert await ids({"s": {"$in": ["open", None]}}) == [1, 3, 7]  # null: left to FerretDB (missing fields match)
+    assert await ids({"box.1": {"$exists": True}}) == [4]  # not pushed down
+    res = await col.update_many({"box.0": {"$exists": True}, "s": {"$in": ["open"]}}, {"$set": {"hit": True}})
+    assert res.modified_count == 2
+    assert await ids({"hit": {"$exists": True}}) == [1, 3]
+    assert (await col.delete_many({"tags": "a"})).deleted_count == 3
+    assert await ids({}) == [2, 4, 5, 7]
+    await client.close()
