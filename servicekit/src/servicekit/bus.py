@@ -152,6 +152,7 @@ class Consumer:
         broker.subscriber(
             self.topic, group_id=f"{settings.topic_prefix}{settings.service_name}", auto_offset_reset="earliest",
             heartbeat_interval_ms=settings.consumer_heartbeat_ms, ack_policy=AckPolicy.ACK, decoder=_raw,
+            fetch_max_wait_ms=settings.consumer_fetch_wait_ms,
             title=f"{settings.service_name}:{topic}",
             description="Consumes: " + ", ".join(sorted(self.handlers)) + " (JSON envelope, see contracts)"
                         + (" in batches" if batched else ""),
