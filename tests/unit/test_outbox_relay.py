@@ -34,26 +34,26 @@ async def test_relay_counts_its_failures_back_to_zero_once_a_pass_goes_through()
 
 
 
-async def test_relay_scans_whole_collections_no_more_than_a_twentieth_of_the_time():
+async def test_relay_scans_whole_collections_no_more_than_a_hundredth_of_the_time():
     """R-OPS-03: the leftover scan reads every document of the outbox collections; at a million documents it must not
-    run every few seconds. A scan that took 50 ms puts the next one at least a second away."""
+    run every few seconds. A scan that took 10 ms puts the next one at least a second away."""
     relay = OutboxRelay(publish=None, collections=[], audit=None, poll_seconds=0.01, scan_seconds=0.01)
     scans = []
 
     async def drain_once():
         scans.append(asyncio.get_running_loop().time())
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.01)
         return 0
     relay.drain_once = drain_once
     relay.start()
     try:
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(2.5)
     finally:
         await relay.stop()
-    assert relay.scan_every >= SCAN_SHARE * 0.05
+    assert SCAN_SHARE >= 100 and relay.scan_every >= SCAN_SHARE * 0.01
     gaps = [b - a for a, b in zip(scans, scans[1:])]
-    assert gaps and min(gaps) >= SCAN_SHARE * 0.05 * 0.9
-    assert len(scans) <= 2
+    assert gaps and min(gaps) >= SCAN_SHARE * 0.01 * 0.9
+    assert len(scans) <= 3
 
 
 async def test_relay_publishes_what_writes_hand_over_while_a_long_scan_runs():
