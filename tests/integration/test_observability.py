@@ -11,7 +11,8 @@ from tests.integration.saga_world import FRAME, SagaWorld, agency, request_body,
 from tests.otlp_receiver import OtlpReceiver
 from tests.support import eventually, service_port
 
-OTLP_ENV = {"OTEL_METRIC_EXPORT_INTERVAL": "500", "METRICS_REFRESH_SECONDS": "0.5"}
+OTLP_ENV = {"OTEL_METRIC_EXPORT_INTERVAL": "500", "METRICS_REFRESH_SECONDS": "0.5",
+            "DISPATCH_STATES_REFRESH_SECONDS": "0.5"}
 
 
 async def test_one_dispatch_is_one_trace_over_otlp_and_its_metrics_are_exported_and_scraped(services, gateway,

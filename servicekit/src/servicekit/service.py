@@ -76,7 +76,8 @@ class Service:
         self.publisher = RelayPublisher(self.settings, self.tracer_provider, self.meter)
         self.relay = OutboxRelay(self.publisher.publish, [self.db[c] for c in outbox], self.db.audit,
                                  self.settings.outbox_poll_seconds, self.settings.fault_crash_before_publish,
-                                 health=self.health, clear_after=self.settings.outbox_clear_after_seconds)
+                                 health=self.health, clear_after=self.settings.outbox_clear_after_seconds,
+                                 scan_seconds=self.settings.outbox_scan_seconds)
         # FastAPI's native OpenTelemetry: one SERVER span per request, joining an incoming `traceparent`, and the
         # request metrics (`http.server.request.duration` per route, method and status; `http.server.active_requests`).
         self.app = FastAPI(title=f"SME portal — {title}", lifespan=self._lifespan, telemetry={

@@ -1,8 +1,8 @@
 """The saga's states as a metric: `smeportal.dispatch.requests` — open dispatches per status (R-DSP-14's statuses but
-the final `paid`, `refused` and `cancelled`), counted in one grouped pass every `METRICS_REFRESH_SECONDS`, so a pile-up
-in `accepted` or `budget_unanswered` shows on a dashboard. The final statuses grow with every year's history, and
-the pass matches only the open ones, through the `status` index on MongoDB (the local server still reads every
-dispatch: hence never more than 1/SCAN_SHARE of the time)."""
+the final `paid`, `refused` and `cancelled`), counted in one grouped pass every `DISPATCH_STATES_REFRESH_SECONDS`
+(60), so a pile-up in `accepted` or `budget_unanswered` shows on a dashboard. The final statuses grow with every year's
+history, and the pass matches only the open ones, through the `status` index on MongoDB (the local server still reads
+every dispatch: hence a minute apart, and never more than 1/SCAN_SHARE of the time)."""
 from __future__ import annotations
 
 import asyncio
@@ -47,4 +47,5 @@ class SagaStates:
             except Exception as e:  # the database is away: keep the last counts
                 log.debug("saga states not counted", extra={"fields": {"error": repr(e)}})
             # the pass reads every dispatch: never more of the time than the relay's leftover scan, however many
-            await asyncio.sleep(paced(self.store.svc.settings.metrics_refresh_seconds, loop.time() - began))
+            await asyncio.sleep(paced(self.store.svc.settings.dispatch_states_refresh_seconds,
+                                      loop.time() - began))

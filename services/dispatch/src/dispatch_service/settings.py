@@ -32,6 +32,9 @@ class DispatchSettings(Settings):
     outcome_sweep_seconds: float = 60
     # EBPM report counters (R-REC-07, R-OPS-03): the sweep recounting businesses a trigger left marked
     ebpm_sweep_seconds: float = 30
+    # the saga-state gauge (metrics.py): a count over the dispatches, served by the `status` index on MongoDB but a
+    # read of every dispatch on the local server (~1 s of a core at 23,000): a dashboard's minute is enough
+    dispatch_states_refresh_seconds: float = 60
     fault_crash_after_slot_claim: str = ""  # test hook: "true" exits hard between the slot claim and the write
 
     def saga_params(self) -> SagaParams:
