@@ -5,7 +5,7 @@ import asyncio
 
 from aiokafka import errors as kafka_errors
 
-from servicekit.outbox import SCAN_SHARE, OutboxRelay
+from servicekit.outbox import SCAN_SHARE, OutboxRelay, paced
 
 
 async def test_relay_counts_its_failures_back_to_zero_once_a_pass_goes_through():
@@ -115,3 +115,13 @@ async def test_relay_asked_for_a_scan_while_one_runs_waits_for_it_instead_of_spi
     finally:
         release.set()
         await relay.stop()
+
+
+def test_whole_collection_passes_are_paced_by_what_they_cost_and_drift_apart():
+    """R-OPS-03: never sooner than the interval or SCAN_SHARE times the last pass, at most half as long again, and not
+    the same every time (two passes a minute apart, or two replicas, do not keep reading the database together)."""
+    waits = [paced(60.0, 0.9) for _ in range(200)]
+    floor = max(60.0, SCAN_SHARE * 0.9)
+    assert all(floor <= w <= 1.5 * floor for w in waits)
+    assert max(waits) - min(waits) > 0.2 * floor
+    assert all(60.0 <= paced(60.0, 0.0) <= 90.0 for _ in range(50))

@@ -35,6 +35,7 @@ import asyncio
 import json
 import logging
 import os
+import random
 from collections import OrderedDict
 
 from opentelemetry import context, propagate
@@ -58,8 +59,11 @@ SCAN_SHARE = 100
 def paced(interval: float, took: float) -> float:
     """How long to wait before the next pass that reads a whole collection (the relay's leftover scan, dispatch's
     safety-net scans and status counts): `interval`, or SCAN_SHARE times as long as the last pass took, whichever is
-    longer, so such passes never take more than 1/SCAN_SHARE of the time however much the collection holds."""
-    return max(interval, SCAN_SHARE * took)
+    longer, so such passes never take more than 1/SCAN_SHARE of the time however much the collection holds; then up to
+    half as long again, at random, so that passes of one process (the relay's scan and the saga-state count both a
+    minute apart) and of a service's replicas (started together by a rollout) drift apart instead of reading the
+    database at the same moment every time."""
+    return max(interval, SCAN_SHARE * took) * random.uniform(1.0, 1.5)
 
 
 class OutboxRelay:
