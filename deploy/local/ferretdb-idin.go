@@ -20,15 +20,8 @@ import (
 // smeportalIDIn returns the WHERE clause and its arguments for `{$in: [ids]}` on _id when every id is a string
 // or an ObjectID (as the equality pushdown); "" otherwise.
 func smeportalIDIn(cond *types.Document) (string, []any) {
-	if cond.Len() != 1 {
-		return "", nil
-	}
-	v, err := cond.Get("$in")
-	if err != nil {
-		return "", nil
-	}
-	arr, ok := v.(*types.Array)
-	if !ok || arr.Len() == 0 || arr.Len() > 1000 {
+	arr := smeportalIn(cond, 1000)
+	if arr == nil {
 		return "", nil
 	}
 	args := make([]any, 0, arr.Len())
@@ -45,6 +38,26 @@ func smeportalIDIn(cond *types.Document) (string, []any) {
 			return "", nil
 		}
 	}
-	marks := strings.TrimSuffix(strings.Repeat("?, ", len(args)), ", ")
-	return fmt.Sprintf(` WHERE %s IN (%s)`, metadata.IDColumn, marks), args
+	return fmt.Sprintf(` WHERE %s IN (%s)`, metadata.IDColumn, smeportalMarks(len(args))), args
+}
+
+// smeportalIn returns the array of a condition that is exactly `{$in: [...]}` with 1 to max elements; nil otherwise.
+func smeportalIn(cond *types.Document, max int) *types.Array {
+	if cond.Len() != 1 {
+		return nil
+	}
+	v, err := cond.Get("$in")
+	if err != nil {
+		return nil
+	}
+	arr, ok := v.(*types.Array)
+	if !ok || arr.Len() == 0 || arr.Len() > max {
+		return nil
+	}
+	return arr
+}
+
+// smeportalMarks returns n SQL parameter marks: "?, ?, ?".
+func smeportalMarks(n int) string {
+	return strings.TrimSuffix(strings.Repeat("?, ", n), ", ")
 }

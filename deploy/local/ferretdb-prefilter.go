@@ -97,17 +97,8 @@ func smeportalCondition(k string, v any) (string, []any) {
 			return fmt.Sprintf(`json_type(%s, %s) IS NOT NULL`, col, path), nil
 		}
 
-		if v.Len() != 1 {
-			return "", nil
-		}
-
-		in, err := v.Get("$in")
-		if err != nil {
-			return "", nil
-		}
-
-		arr, ok := in.(*types.Array)
-		if !ok || arr.Len() == 0 || arr.Len() > 500 {
+		arr := smeportalIn(v, 500) // (deploy/local/ferretdb-idin.go)
+		if arr == nil {
 			return "", nil
 		}
 
@@ -120,10 +111,8 @@ func smeportalCondition(k string, v any) (string, []any) {
 			args = append(args, s)
 		}
 
-		marks := strings.TrimSuffix(strings.Repeat("?, ", len(args)), ", ")
-
 		return fmt.Sprintf(`(json_extract(%[1]s, %[2]s) IN (%[3]s) OR json_type(%[1]s, %[2]s) = 'array')`,
-			col, path, marks), args
+			col, path, smeportalMarks(len(args))), args
 	}
 
 	return "", nil

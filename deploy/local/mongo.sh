@@ -17,7 +17,7 @@ PG_DATA="$VAR_DIR/mongo/pg"
 PG_RUN="$VAR_DIR/mongo/pg-run"
 case "$MONGO_BACKEND" in sqlite | postgresql) ;; *) log "MONGO_BACKEND must be sqlite or postgresql"; exit 2 ;; esac
 case "$MONGO_SQLITE_SYNC" in normal | full) ;; *) log "MONGO_SQLITE_SYNC must be normal or full"; exit 2 ;; esac
-PATCH=atomic-writes-4-id-in-gojson-untracked-ix-prefilter   # bump when deploy/local/ferretdb-atomic.go or the patches below change
+PATCH=atomic-writes-4-id-in-gojson-untracked-ix-prefilter-2   # bump when deploy/local/ferretdb-atomic.go or the patches below change
 BIN="$CACHE_DIR/ferretdb-$FERRETDB_VERSION-$PATCH/ferretdb"
 DATA="$VAR_DIR/mongo/data"
 
