@@ -151,9 +151,9 @@ class OutboxRelay:
 
     async def _send(self, col: AsyncCollection, docs: list[dict]) -> int:
         """Publishes the entries of `docs` as one batch; they are cleared in bulk later (`clear_due`). Every send is
-        handed to the producer in order (a document's entries keep their order: same key, same partition) without waiting for
-        Kafka's acknowledgement; the acknowledgements are awaited together. The entries are removed only after
-        all were acknowledged (a failure leaves them all to be published again: at least once).
+        handed to the producer in order (a document's entries keep their order: same key, same partition) without
+        waiting for Kafka's acknowledgement; the acknowledgements are awaited together. The entries are removed only
+        after all were acknowledged (a failure leaves them all to be published again: at least once).
 
         An entry this relay has already had acknowledged is not sent again, only cleared: a document read by one pass
         (or the scan) may hold entries that a write also handed over for the next pass, or that a failed clear left."""
